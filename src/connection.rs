@@ -1,0 +1,316 @@
+//! The public handles of one link: [`Connection`] and [`Sender`].
+//!
+//! A link is run by one task (see [`crate::link`]); these handles talk to it
+//! through two bounded queues, one per direction, and a watch channel that
+//! carries the close request and, at the end, the reason the link closed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::{Sink, Stream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::PollSender;
+
+use crate::error::{Error, Result};
+use crate::frame::Frame;
+use crate::id::NodeId;
+
+/// Why a link closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// [`Connection::close`] was called on this end.
+    Local,
+    /// This end's service closed.
+    Shutdown,
+    /// The peer closed the link (or its process ended).
+    PeerClosed,
+    /// The peer restarted with the same id and its new link replaced this one.
+    Replaced,
+    /// The pair already had a link; this one was a duplicate. Only links that
+    /// never opened close for this reason, so users do not see it.
+    Duplicate,
+    /// The peer sent a frame larger than the maximum frame length.
+    FrameTooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The peer broke the wire protocol.
+    Protocol(String),
+    /// The socket failed.
+    Io(String),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local => f.write_str("closed by this end"),
+            CloseReason::Shutdown => f.write_str("service closed"),
+            CloseReason::PeerClosed => f.write_str("closed by the peer"),
+            CloseReason::Replaced => f.write_str("replaced by a newer link to the same peer"),
+            CloseReason::Duplicate => f.write_str("duplicate link"),
+            CloseReason::FrameTooLarge { len, max } => {
+                write!(f, "peer sent a frame of {len} bytes, over the maximum of {max}")
+            }
+            CloseReason::Protocol(s) => write!(f, "protocol error: {s}"),
+            CloseReason::Io(s) => write!(f, "i/o error: {s}"),
+        }
+    }
+}
+
+/// The state a link shares with its handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub peer: NodeId,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub max_frame_len: usize,
+    /// `None` while the link is up. Handles write a close request here; the
+    /// link task writes the final reason when it has closed.
+    pub state: watch::Sender<LinkState>,
+    /// Frames received, shared by every handle of the link.
+    pub inbound: Mutex<mpsc::Receiver<Bytes>>,
+}
+
+/// Where a link is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LinkState {
+    Up,
+    /// A close was asked for; the link is flushing.
+    Closing(CloseReason),
+    Closed(CloseReason),
+}
+
+/// One link to one peer: a framed duplex of whole messages.
+///
+/// - Read the peer's messages as a [`Stream`] of [`Bytes`]; it ends when the
+///   link closes. All clones of a `Connection` share one receive queue, so each
+///   message goes to one reader: read a link from one task.
+/// - Write with [`send`](Self::send), with a cloneable [`Sender`] from
+///   [`sender`](Self::sender), or through the [`Sink`] implementation.
+///   `send` waits while the link's send queue is full (backpressure), and
+///   fails with [`Error::Closed`] once the link has closed.
+/// - [`closed`](Self::closed) resolves with the [`CloseReason`].
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// # async fn demo(mut conn: tcpnet::Connection) -> tcpnet::Result<()> {
+/// conn.send("hello\n").await?;
+/// while let Some(msg) = conn.next().await {
+///     println!("{} says {:?}", conn.peer_id(), msg);
+/// }
+/// println!("link closed: {}", conn.closed().await);
+/// # Ok(()) }
+/// ```
+pub struct Connection {
+    shared: Arc<Shared>,
+    sender: Sender,
+    sink: PollSender<Frame>,
+}
+
+impl Clone for Connection {
+    fn clone(&self) -> Self {
+        Connection {
+            shared: self.shared.clone(),
+            sender: self.sender.clone(),
+            sink: self.sink.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.shared.peer)
+            .field("remote", &self.shared.remote)
+            .finish()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(shared: Arc<Shared>, tx: mpsc::Sender<Frame>) -> Self {
+        Connection {
+            sink: PollSender::new(tx.clone()),
+            sender: Sender {
+                shared: shared.clone(),
+                tx,
+            },
+            shared,
+        }
+    }
+
+    /// The peer's node id.
+    pub fn peer_id(&self) -> &NodeId {
+        &self.shared.peer
+    }
+
+    /// The peer's socket address on this link.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.shared.remote
+    }
+
+    /// This end's socket address on this link.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Queues one message; waits while the send queue is full.
+    ///
+    /// Errors: [`Error::FrameTooLarge`] (the link stays open) or
+    /// [`Error::Closed`].
+    pub async fn send(&self, data: impl Into<Bytes>) -> Result<()> {
+        self.sender.send(data).await
+    }
+
+    /// A cheap, cloneable handle that sends on this link.
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
+    }
+
+    /// Closes the link: queued messages are flushed first, then the socket is
+    /// shut down. Returns at once; await [`closed`](Self::closed) to wait.
+    pub fn close(&self) {
+        request_close(&self.shared, CloseReason::Local);
+    }
+
+    /// Waits until the link has closed and tells why.
+    pub async fn closed(&self) -> CloseReason {
+        let mut rx = self.shared.state.subscribe();
+        loop {
+            if let LinkState::Closed(reason) = &*rx.borrow_and_update() {
+                return reason.clone();
+            }
+            if rx.changed().await.is_err() {
+                return CloseReason::Shutdown;
+            }
+        }
+    }
+
+    /// Why the link closed, or `None` while it is open or closing.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        match &*self.shared.state.borrow() {
+            LinkState::Closed(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    /// The link's send queue, for control frames.
+    pub(crate) fn sender_queue(&self) -> &mpsc::Sender<Frame> {
+        &self.sender.tx
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+/// Asks the link task to flush and close, unless it is already closing.
+pub(crate) fn request_close(shared: &Shared, reason: CloseReason) {
+    shared.state.send_if_modified(|s| {
+        if *s == LinkState::Up {
+            *s = LinkState::Closing(reason);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+impl Stream for Connection {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let mut rx = self.shared.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        rx.poll_recv(cx)
+    }
+}
+
+impl<T: Into<Bytes>> Sink<T> for Connection {
+    type Error = Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.sink.poll_reserve(cx).map_err(|_| Error::Closed)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: T) -> Result<()> {
+        let data = item.into();
+        check_len(&self.shared, &data)?;
+        self.sink
+            .send_item(Frame::data(data))
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Messages are handed to the link's task in `start_send`; a flush has
+    /// nothing left to wait for.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        request_close(&self.shared, CloseReason::Local);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A cloneable handle that sends on one link.
+///
+/// ```no_run
+/// # async fn demo(service: tcpnet::Service) -> tcpnet::Result<()> {
+/// for conn in service.connections() {
+///     let sender = conn.sender();
+///     tokio::spawn(async move { sender.send("hi\n").await });
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Frame>,
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("peer", &self.shared.peer)
+            .finish()
+    }
+}
+
+impl Sender {
+    /// Queues one message; waits while the send queue is full.
+    ///
+    /// Errors: [`Error::FrameTooLarge`] (the link stays open) or
+    /// [`Error::Closed`].
+    pub async fn send(&self, data: impl Into<Bytes>) -> Result<()> {
+        let data = data.into();
+        check_len(&self.shared, &data)?;
+        if *self.shared.state.borrow() != LinkState::Up {
+            return Err(Error::Closed);
+        }
+        self.tx
+            .send(Frame::data(data))
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
+    /// The peer this sender writes to.
+    pub fn peer_id(&self) -> &NodeId {
+        &self.shared.peer
+    }
+}
+
+fn check_len(shared: &Shared, data: &Bytes) -> Result<()> {
+    if data.len() > shared.max_frame_len {
+        return Err(Error::FrameTooLarge {
+            len: data.len(),
+            max: shared.max_frame_len,
+        });
+    }
+    Ok(())
+}

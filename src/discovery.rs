@@ -1,0 +1,302 @@
+//! Discovery over mDNS (DNS-SD), with `mdns-sd`.
+//!
+//! Each node registers one instance of the service type [`SERVICE_TYPE`]:
+//!
+//! - instance name = the node id (unique, so name probing is switched off:
+//!   probing would cost ~750 ms before a node is visible);
+//! - host name = `<id>.local.`, also unique per node: processes in network
+//!   namespaces share `gethostname()`, and a shared mDNS host name triggers
+//!   renaming and seconds of delay;
+//! - TXT `c=<cluster>` and `v=<protocol version>`. The cluster name rides in
+//!   the TXT record rather than in the service type, so any name of 1 to 63
+//!   bytes works (a service type label is limited to 15), and one browse sees
+//!   every cluster: nodes of other clusters are skipped.
+//!
+//! Records are parsed by [`parse_record`], a pure function: a bad record
+//! becomes an error event and nothing else.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::time::Duration;
+
+use mdns_sd::{DaemonEvent, IfKind, ResolvedService, ScopedIp, ServiceDaemon, ServiceInfo};
+
+use crate::error::{Error, Result};
+use crate::hello::PROTOCOL_VERSION;
+use crate::id::NodeId;
+
+/// The one mDNS service type of tcpnet.
+pub const SERVICE_TYPE: &str = "_tcpnet._tcp.local.";
+/// How long `listen` waits for the daemon to announce the node.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `close` waits for the goodbye to be sent.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Which interfaces a node advertises and browses on, from its listen address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// `0.0.0.0`: every IPv4 interface.
+    AllV4,
+    /// `::`: every interface (the socket is dual-stack).
+    All,
+    /// Only the interfaces that carry these addresses (loopback included).
+    Addrs(Vec<IpAddr>),
+}
+
+impl Scope {
+    pub fn of(ips: &[IpAddr]) -> Scope {
+        match ips {
+            [IpAddr::V4(v4)] if v4.is_unspecified() => Scope::AllV4,
+            [IpAddr::V6(v6)] if v6.is_unspecified() => Scope::All,
+            _ => Scope::Addrs(ips.to_vec()),
+        }
+    }
+
+    /// The addresses a node in this scope can be reached at.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        match self {
+            Scope::Addrs(ips) => ips.clone(),
+            Scope::AllV4 | Scope::All => {
+                let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| i.ip())
+                    .filter(|ip| *self == Scope::All || ip.is_ipv4())
+                    .collect();
+                ips.sort();
+                ips.dedup();
+                ips
+            }
+        }
+    }
+}
+
+/// A running mDNS daemon that advertises this node and browses for others.
+pub(crate) struct Discovery {
+    daemon: ServiceDaemon,
+    fullname: String,
+}
+
+impl Discovery {
+    /// Starts the daemon, announces the node and starts browsing. Returns
+    /// once the announcement has been sent on at least one interface.
+    pub async fn start(
+        id: &NodeId,
+        cluster: &str,
+        port: u16,
+        scope: &Scope,
+    ) -> Result<(Discovery, mdns_sd::Receiver<mdns_sd::ServiceEvent>)> {
+        let mdns = |e: mdns_sd::Error| Error::Mdns(e.to_string());
+        let daemon = ServiceDaemon::new().map_err(mdns)?;
+        let discovery = Discovery {
+            fullname: format!("{id}.{SERVICE_TYPE}"),
+            daemon,
+        };
+        match discovery.announce(id, cluster, port, scope).await {
+            Ok(browse) => Ok((discovery, browse)),
+            Err(e) => {
+                let _ = discovery.daemon.shutdown();
+                Err(e)
+            }
+        }
+    }
+
+    async fn announce(
+        &self,
+        id: &NodeId,
+        cluster: &str,
+        port: u16,
+        scope: &Scope,
+    ) -> Result<mdns_sd::Receiver<mdns_sd::ServiceEvent>> {
+        let mdns = |e: mdns_sd::Error| Error::Mdns(e.to_string());
+        let daemon = &self.daemon;
+        match scope {
+            // Only IPv4 is listened on, so only IPv4 addresses are announced.
+            Scope::AllV4 => daemon.disable_interface(IfKind::IPv6).map_err(mdns)?,
+            Scope::All => {}
+            Scope::Addrs(ips) => {
+                daemon.disable_interface(IfKind::All).map_err(mdns)?;
+                let kinds: Vec<IfKind> = ips.iter().map(|ip| IfKind::Addr(*ip)).collect();
+                daemon.enable_interface(kinds).map_err(mdns)?;
+            }
+        }
+        let props = [("c", cluster.to_string()), ("v", PROTOCOL_VERSION.to_string())];
+        let host = format!("{id}.local.");
+        let mut info = match scope {
+            Scope::Addrs(ips) => {
+                ServiceInfo::new(SERVICE_TYPE, id.as_str(), &host, &ips[..], port, &props[..])
+            }
+            _ => ServiceInfo::new(SERVICE_TYPE, id.as_str(), &host, (), port, &props[..])
+                .map(|i| i.enable_addr_auto()),
+        }
+        .map_err(mdns)?;
+        // Ids are unique: probing for a name conflict would only add ~750 ms.
+        info.set_requires_probe(false);
+
+        let monitor = daemon.monitor().map_err(mdns)?;
+        daemon.register(info).map_err(mdns)?;
+        let announced = async {
+            loop {
+                match monitor.recv_async().await {
+                    Ok(DaemonEvent::Announce(name, _)) if name == self.fullname => return Ok(()),
+                    Ok(DaemonEvent::Error(e)) => return Err(Error::Mdns(e.to_string())),
+                    Ok(_) => {}
+                    Err(_) => return Err(Error::Mdns("the mDNS daemon stopped".into())),
+                }
+            }
+        };
+        match tokio::time::timeout(ANNOUNCE_TIMEOUT, announced).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::Mdns(format!(
+                    "could not announce on any interface within {ANNOUNCE_TIMEOUT:?} \
+                     (is an interface of the listen address up, with multicast on?)"
+                )))
+            }
+        }
+        daemon.browse(SERVICE_TYPE).map_err(mdns)
+    }
+
+    /// Sends the goodbye, stops browsing and stops the daemon.
+    pub async fn stop(self) {
+        if let Ok(rx) = self.daemon.unregister(&self.fullname) {
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, rx.recv_async()).await;
+        }
+        let _ = self.daemon.stop_browse(SERVICE_TYPE);
+        if let Ok(rx) = self.daemon.shutdown() {
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, rx.recv_async()).await;
+        }
+    }
+}
+
+/// What a resolved record means for us.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// A peer of our cluster, with the addresses to dial (IPv4 first).
+    Peer(NodeId, Vec<SocketAddr>),
+    /// Ourselves, or a node of another cluster.
+    NotOurs,
+}
+
+/// The node id in an instance full name, `<id>._tcpnet._tcp.local.`.
+pub(crate) fn instance_id(fullname: &str) -> Result<NodeId> {
+    let bad = |reason: String| Error::BadRecord {
+        instance: fullname.to_string(),
+        reason,
+    };
+    let name = fullname
+        .strip_suffix(SERVICE_TYPE)
+        .and_then(|n| n.strip_suffix('.'))
+        .ok_or_else(|| bad(format!("not an instance of {SERVICE_TYPE}")))?;
+    NodeId::parse(name).map_err(|e| bad(format!("instance name is not a node id: {e}")))
+}
+
+/// Checks a resolved record of the tcpnet service type.
+pub(crate) fn parse_record(rec: &ResolvedService, cluster: &str, me: &NodeId) -> Result<Record> {
+    let bad = |reason: String| Error::BadRecord {
+        instance: rec.fullname.clone(),
+        reason,
+    };
+    let id = instance_id(&rec.fullname)?;
+    let Some(their_cluster) = rec.txt_properties.get_property_val_str("c") else {
+        return Err(bad("no cluster name (TXT c)".into()));
+    };
+    if their_cluster != cluster || id == *me {
+        return Ok(Record::NotOurs);
+    }
+    match rec.txt_properties.get_property_val_str("v") {
+        None => return Err(bad("no protocol version (TXT v)".into())),
+        Some(v) if v != PROTOCOL_VERSION.to_string() => {
+            return Err(bad(format!(
+                "protocol version {v:?}, we speak {PROTOCOL_VERSION}"
+            )))
+        }
+        Some(_) => {}
+    }
+    if id.len() != me.len() {
+        return Err(bad(format!(
+            "peer id {id} has {} hex digits, ours has {}",
+            id.len(),
+            me.len()
+        )));
+    }
+    if rec.port == 0 {
+        return Err(bad("port 0".into()));
+    }
+    let mut addrs: Vec<SocketAddr> = rec
+        .addresses
+        .iter()
+        .map(|ip| match ip {
+            ScopedIp::V6(v6) => {
+                let scope = if v6.addr().is_unicast_link_local() {
+                    v6.scope_id().index
+                } else {
+                    0
+                };
+                SocketAddr::V6(SocketAddrV6::new(*v6.addr(), rec.port, 0, scope))
+            }
+            other => SocketAddr::new(other.to_ip_addr(), rec.port),
+        })
+        .filter(|a| !a.ip().is_unspecified() && !a.ip().is_multicast())
+        .collect();
+    if addrs.is_empty() {
+        return Err(bad("no usable address".into()));
+    }
+    addrs.sort_by_key(|a| (a.is_ipv6(), a.ip()));
+    Ok(Record::Peer(id, addrs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, port: u16, props: &[(&str, &str)], ips: &str) -> ResolvedService {
+        let host = "h.local.";
+        ServiceInfo::new(SERVICE_TYPE, name, host, ips, port, props)
+            .unwrap()
+            .as_resolved_service()
+    }
+
+    fn me() -> NodeId {
+        NodeId::parse("0a").unwrap()
+    }
+
+    #[test]
+    fn a_good_record_gives_ipv4_first() {
+        let r = record("0b", 7, &[("c", "x"), ("v", "1")], "fe80::1,10.99.0.2");
+        match parse_record(&r, "x", &me()).unwrap() {
+            Record::Peer(id, addrs) => {
+                assert_eq!(id.as_str(), "0b");
+                assert_eq!(addrs[0], "10.99.0.2:7".parse().unwrap());
+                assert_eq!(addrs.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn other_clusters_and_self_are_skipped() {
+        let r = record("0b", 7, &[("c", "y"), ("v", "1")], "10.99.0.2");
+        assert_eq!(parse_record(&r, "x", &me()).unwrap(), Record::NotOurs);
+        let r = record("0a", 7, &[("c", "x"), ("v", "1")], "10.99.0.2");
+        assert_eq!(parse_record(&r, "x", &me()).unwrap(), Record::NotOurs);
+    }
+
+    #[test]
+    fn bad_records_are_errors() {
+        let cases = [
+            record("zz", 7, &[("c", "x"), ("v", "1")], "10.99.0.2"),
+            record("0b", 7, &[("v", "1")], "10.99.0.2"),
+            record("0b", 7, &[("c", "x")], "10.99.0.2"),
+            record("0b", 7, &[("c", "x"), ("v", "9")], "10.99.0.2"),
+            record("0bc", 7, &[("c", "x"), ("v", "1")], "10.99.0.2"),
+            record("0b", 0, &[("c", "x"), ("v", "1")], "10.99.0.2"),
+            record("0b", 7, &[("c", "x"), ("v", "1")], "0.0.0.0"),
+        ];
+        for r in cases {
+            match parse_record(&r, "x", &me()) {
+                Err(Error::BadRecord { reason, .. }) => assert!(!reason.is_empty()),
+                other => panic!("{} gave {other:?}", r.fullname),
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The one error type of the crate.
+//!
+//! Every cause has its own variant so callers can match on it, and every
+//! message names what was wrong (the argument, the remote address, the peer).
+//! The type is `Clone` because the same error can be handed to every
+//! subscriber of [`Service::on_error`](crate::Service::on_error).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Result alias used throughout tcpnet.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in tcpnet.
+///
+/// Errors returned from a call (`listen`, `send`, …) are about that call.
+/// Errors delivered on [`Service::on_error`](crate::Service::on_error) are
+/// non-fatal: the service keeps running and keeps linking other peers.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cluster name is empty, longer than 63 bytes, or has a character
+    /// other than ASCII letters, digits and `-`.
+    #[error("invalid cluster name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A node id given in the settings is empty, too long, or not hex.
+    #[error("invalid node id {id:?}: {reason}")]
+    InvalidId {
+        /// The id as given.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A setting other than the name or the id is out of range.
+    #[error("invalid setting {setting}: {reason}")]
+    InvalidSetting {
+        /// The setting's name.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The listen address is not an IP address and could not be resolved as a host name.
+    #[error("invalid listen address {addr:?}: {reason}")]
+    InvalidAddress {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Binding the listening socket failed (port in use, address not on this host, …).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The socket address we tried to bind.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+
+    /// `listen` was called on a service that is already listening.
+    #[error("the service is already listening")]
+    AlreadyListening,
+
+    /// The service (or the link) is closed: `listen` after `close`, or a send
+    /// on a link that has closed.
+    #[error("closed")]
+    Closed,
+
+    /// The mDNS daemon failed or could not announce the node.
+    #[error("mDNS: {0}")]
+    Mdns(String),
+
+    /// A record of the tcpnet service type could not be used (missing or bad
+    /// TXT fields, no address, port 0, a bad instance name).
+    #[error("bad mDNS record {instance:?}: {reason}")]
+    BadRecord {
+        /// The mDNS instance full name.
+        instance: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Connecting to a discovered peer failed.
+    #[error("cannot dial peer {peer} at {addrs:?}: {reason}")]
+    Dial {
+        /// The peer's id.
+        peer: String,
+        /// The addresses tried.
+        addrs: Vec<SocketAddr>,
+        /// The last failure.
+        reason: String,
+    },
+
+    /// The opening handshake with a remote address failed: it is not a
+    /// tcpnet node, speaks another version, belongs to another cluster, uses
+    /// ids of another length, or took too long.
+    #[error("handshake with {remote} failed: {reason}")]
+    Handshake {
+        /// The remote socket address.
+        remote: SocketAddr,
+        /// Why it failed.
+        reason: String,
+    },
+
+    /// A remote node claims our own id.
+    #[error("node at {remote} claims our id {id}")]
+    IdConflict {
+        /// The remote socket address.
+        remote: SocketAddr,
+        /// The id both claim.
+        id: String,
+    },
+
+    /// A frame larger than the maximum frame length: on receive the link is
+    /// closed; on send the frame is refused and the link stays open.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
+    /// A peer broke the wire protocol after the handshake; the link was closed.
+    #[error("protocol error from peer {peer} at {remote}: {reason}")]
+    Protocol {
+        /// The peer's id.
+        peer: String,
+        /// The remote socket address.
+        remote: SocketAddr,
+        /// What it sent.
+        reason: String,
+    },
+
+    /// An I/O error on an established link; the link was closed.
+    #[error("link to peer {peer} at {remote} failed: {reason}")]
+    Link {
+        /// The peer's id.
+        peer: String,
+        /// The remote socket address.
+        remote: SocketAddr,
+        /// The operating system's error.
+        reason: String,
+    },
+}

@@ -1,0 +1,106 @@
+//! Event streams and the live list of connections.
+//!
+//! Every subscriber gets its own queue, so every subscriber sees every event
+//! from its subscription on. The queues are unbounded on purpose: events are
+//! few (one per link opened, per error, per listen and close), and a
+//! subscriber that stops reading must never stall the mesh, so the mesh never
+//! waits on a subscriber. Drop a stream you no longer read; its queue goes
+//! with it.
+
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::mesh::LinkId;
+use crate::service::Address;
+
+/// A stream of events of one kind, from [`Service::on_connection`](crate::Service::on_connection)
+/// and its siblings. It ends when the service is dropped.
+#[derive(Debug)]
+pub struct Events<T> {
+    rx: mpsc::UnboundedReceiver<T>,
+}
+
+impl<T> Stream for Events<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The subscribers of one kind of event.
+pub(crate) struct Topic<T> {
+    subs: Mutex<Vec<mpsc::UnboundedSender<T>>>,
+}
+
+impl<T: Clone> Topic<T> {
+    fn new() -> Self {
+        Topic {
+            subs: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn subscribe(&self) -> Events<T> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.subs).push(tx);
+        Events { rx }
+    }
+
+    /// Hands the event to every live subscriber and forgets dropped ones.
+    pub fn emit(&self, event: &T) {
+        lock(&self.subs).retain(|tx| tx.send(event.clone()).is_ok());
+    }
+}
+
+/// What the service's tasks share with its handle: subscribers and the list
+/// of open links.
+pub(crate) struct Hub {
+    pub connection: Topic<Connection>,
+    pub listening: Topic<Address>,
+    pub error: Topic<Error>,
+    pub close: Topic<()>,
+    open: Mutex<Vec<(LinkId, Connection)>>,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Hub {
+            connection: Topic::new(),
+            listening: Topic::new(),
+            error: Topic::new(),
+            close: Topic::new(),
+            open: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Publishes an opened link, then tells subscribers: a subscriber that
+    /// calls `connections()` on the event finds the link there.
+    pub fn opened(&self, link: LinkId, conn: Connection) {
+        lock(&self.open).push((link, conn.clone()));
+        self.connection.emit(&conn);
+    }
+
+    pub fn closed(&self, link: LinkId) {
+        lock(&self.open).retain(|(l, _)| *l != link);
+    }
+
+    pub fn open_links(&self) -> Vec<Connection> {
+        lock(&self.open).iter().map(|(_, c)| c.clone()).collect()
+    }
+
+    pub fn clear(&self) {
+        lock(&self.open).clear();
+    }
+}
+
+/// Locks a mutex, shrugging off poisoning: every critical section here is a
+/// single push, retain or clone that leaves the data consistent.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,193 @@
+//! The wire format: length-prefixed frames, each with a one-byte kind.
+//!
+//! ```text
+//! +----------------+--------+----------------------+
+//! | length: u32 BE | kind   | payload              |
+//! | (kind+payload) | 1 byte | length - 1 bytes     |
+//! +----------------+--------+----------------------+
+//! ```
+//!
+//! The kind is there from the first version so that control frames (the
+//! handshake verdict today; heartbeats and messaging later) share a link with
+//! user data without ever being confused with it. Kinds `0x80..=0xFF` are
+//! *optional*: a node that does not know one ignores it, so later versions can
+//! add hints without breaking older peers. An unknown kind below `0x80` is a
+//! protocol error.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// The opening frame each end sends on a new link (see [`crate::hello`]).
+pub(crate) const HELLO: u8 = 0x01;
+/// Sent by the deciding end: this link is the pair's one link.
+pub(crate) const ACCEPT: u8 = 0x02;
+/// Sent by the deciding end: the pair already has a link; this one closes.
+pub(crate) const REJECT: u8 = 0x03;
+/// A user message.
+pub(crate) const DATA: u8 = 0x10;
+/// First kind a receiver may ignore when it does not know it.
+pub(crate) const FIRST_OPTIONAL: u8 = 0x80;
+
+/// Bytes in the length prefix.
+pub(crate) const LEN_BYTES: usize = 4;
+
+/// One frame: a kind and its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Frame {
+    pub kind: u8,
+    pub payload: Bytes,
+}
+
+impl Frame {
+    pub fn data(payload: Bytes) -> Self {
+        Frame {
+            kind: DATA,
+            payload,
+        }
+    }
+
+    pub fn control(kind: u8) -> Self {
+        Frame {
+            kind,
+            payload: Bytes::new(),
+        }
+    }
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug)]
+pub(crate) enum CodecError {
+    /// The length prefix announces a payload over the maximum.
+    TooLarge { len: usize, max: usize },
+    /// A length of zero: no room for the kind byte.
+    Empty,
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for CodecError {
+    fn from(e: std::io::Error) -> Self {
+        CodecError::Io(e)
+    }
+}
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CodecError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum of {max} bytes")
+            }
+            CodecError::Empty => f.write_str("frame of length 0 has no kind byte"),
+            CodecError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Encodes and decodes [`Frame`]s; `max` bounds the payload length.
+///
+/// The decoder checks the length prefix before buffering anything, so a
+/// hostile 4 GiB prefix costs four bytes of memory, not four gigabytes.
+#[derive(Debug, Clone)]
+pub(crate) struct FrameCodec {
+    pub max: usize,
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        if src.len() < LEN_BYTES {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len == 0 {
+            return Err(CodecError::Empty);
+        }
+        if len - 1 > self.max {
+            return Err(CodecError::TooLarge {
+                len: len - 1,
+                max: self.max,
+            });
+        }
+        if src.len() < LEN_BYTES + len {
+            src.reserve(LEN_BYTES + len - src.len());
+            return Ok(None);
+        }
+        src.advance(LEN_BYTES);
+        let kind = src.get_u8();
+        let payload = src.split_to(len - 1).freeze();
+        Ok(Some(Frame { kind, payload }))
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        // Senders check the size before queueing; this guards the invariant.
+        if frame.payload.len() > self.max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "frame exceeds the maximum length",
+            ));
+        }
+        dst.reserve(LEN_BYTES + 1 + frame.payload.len());
+        dst.put_u32(frame.payload.len() as u32 + 1);
+        dst.put_u8(frame.kind);
+        dst.extend_from_slice(&frame.payload);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec() -> FrameCodec {
+        FrameCodec { max: 16 }
+    }
+
+    #[test]
+    fn round_trip_and_partial_input() {
+        let mut buf = BytesMut::new();
+        codec()
+            .encode(Frame::data(Bytes::from_static(b"hello")), &mut buf)
+            .unwrap();
+        codec().encode(Frame::control(ACCEPT), &mut buf).unwrap();
+        let mut part = buf.split_to(3);
+        assert!(codec().decode(&mut part).unwrap().is_none());
+        part.unsplit(buf);
+        let f = codec().decode(&mut part).unwrap().unwrap();
+        assert_eq!(f, Frame::data(Bytes::from_static(b"hello")));
+        let f = codec().decode(&mut part).unwrap().unwrap();
+        assert_eq!(f.kind, ACCEPT);
+        assert!(part.is_empty());
+    }
+
+    #[test]
+    fn oversize_prefix_is_refused_before_buffering() {
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, DATA][..]);
+        match codec().decode(&mut buf) {
+            Err(CodecError::TooLarge { len, max: 16 }) => assert_eq!(len, u32::MAX as usize - 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn zero_length_is_an_error() {
+        let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
+        assert!(matches!(codec().decode(&mut buf), Err(CodecError::Empty)));
+    }
+
+    #[test]
+    fn exact_maximum_passes() {
+        let mut buf = BytesMut::new();
+        let payload = Bytes::from(vec![7u8; 16]);
+        codec()
+            .encode(Frame::data(payload.clone()), &mut buf)
+            .unwrap();
+        assert_eq!(codec().decode(&mut buf).unwrap().unwrap().payload, payload);
+        assert!(codec().encode(Frame::data(Bytes::from(vec![0u8; 17])), &mut buf).is_err());
+    }
+}

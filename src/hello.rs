@@ -1,0 +1,242 @@
+//! The hello: the first frame each end of a new link sends.
+//!
+//! Both ends send their hello at once, without waiting for the other's, so a
+//! link costs one round trip. The payload is:
+//!
+//! ```text
+//! magic "tcpnet" (6) | version u16 | incarnation u64 | listen port u16 |
+//! id length u8 | id (hex) | cluster length u8 | cluster name
+//! ```
+//!
+//! The *incarnation* is a random number drawn when a service starts. It tells
+//! a peer that restarted with the same id (new incarnation: its old link is
+//! stale) from a second link of the same running peer (same incarnation: a
+//! duplicate), and lets a node recognise a link to itself.
+//!
+//! Parsing is pure and bounded (the frame that carries a hello is at most
+//! [`MAX_HELLO`] bytes), so it is unit-tested and fuzzable without sockets.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::id::NodeId;
+use crate::settings::valid_cluster_name;
+
+/// Identifies tcpnet's hello among whatever else may connect to the port.
+pub(crate) const MAGIC: &[u8; 6] = b"tcpnet";
+/// The protocol version this crate speaks; both ends must speak the same.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Upper bound on a hello frame's payload.
+pub(crate) const MAX_HELLO: usize = 6 + 2 + 8 + 2 + 1 + 63 + 1 + 63;
+
+/// What a node says about itself when a link opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub version: u16,
+    pub incarnation: u64,
+    pub port: u16,
+    pub id: NodeId,
+    pub cluster: String,
+}
+
+impl Hello {
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(MAX_HELLO);
+        b.put_slice(MAGIC);
+        b.put_u16(self.version);
+        b.put_u64(self.incarnation);
+        b.put_u16(self.port);
+        b.put_u8(self.id.len() as u8);
+        b.put_slice(self.id.as_str().as_bytes());
+        b.put_u8(self.cluster.len() as u8);
+        b.put_slice(self.cluster.as_bytes());
+        b.freeze()
+    }
+
+    /// Parses a hello payload. The error says what was wrong, for the error
+    /// event that names the remote address.
+    pub fn decode(mut b: &[u8]) -> Result<Hello, String> {
+        if b.len() < MAGIC.len() || &b[..MAGIC.len()] != MAGIC {
+            return Err("not a tcpnet node (bad magic)".into());
+        }
+        b.advance(MAGIC.len());
+        if b.remaining() < 2 + 8 + 2 + 1 {
+            return Err("truncated hello".into());
+        }
+        let version = b.get_u16();
+        let incarnation = b.get_u64();
+        let port = b.get_u16();
+        let id = take_str(&mut b, "id")?;
+        let id = NodeId::parse(id).map_err(|e| e.to_string())?;
+        let cluster = take_str(&mut b, "cluster name")?;
+        if let Err(reason) = valid_cluster_name(cluster) {
+            return Err(format!("bad cluster name in hello: {reason}"));
+        }
+        if b.has_remaining() {
+            return Err(format!("{} trailing bytes after hello", b.remaining()));
+        }
+        Ok(Hello {
+            version,
+            incarnation,
+            port,
+            id,
+            cluster: cluster.to_string(),
+        })
+    }
+}
+
+fn take_str<'a>(b: &mut &'a [u8], what: &str) -> Result<&'a str, String> {
+    if !b.has_remaining() {
+        return Err(format!("truncated hello: no {what} length"));
+    }
+    let len = b.get_u8() as usize;
+    if b.remaining() < len {
+        return Err(format!("truncated hello: {what} cut short"));
+    }
+    let (s, rest) = b.split_at(len);
+    *b = rest;
+    std::str::from_utf8(s).map_err(|_| format!("{what} is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            incarnation: 0x0102_0304_0506_0708,
+            port: 4000,
+            id: NodeId::parse("00a").unwrap(),
+            cluster: "my-cluster".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let h = sample();
+        assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
+    }
+
+    #[test]
+    fn longest_hello_fits_the_bound() {
+        let h = Hello {
+            id: NodeId::parse(&"f".repeat(63)).unwrap(),
+            cluster: "c".repeat(63),
+            ..sample()
+        };
+        assert_eq!(h.encode().len(), MAX_HELLO);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = sample().encode();
+        for n in 0..bytes.len() {
+            assert!(Hello::decode(&bytes[..n]).is_err(), "prefix of {n} bytes");
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        assert!(Hello::decode(b"GET / HTTP/1.1").unwrap_err().contains("magic"));
+        let mut b = sample().encode().to_vec();
+        b.push(0);
+        assert!(Hello::decode(&b).unwrap_err().contains("trailing"));
+        let mut b = sample().encode().to_vec();
+        let id_at = 6 + 2 + 8 + 2 + 1;
+        b[id_at] = b'z';
+        assert!(Hello::decode(&b).unwrap_err().contains("hex"));
+    }
+}
+
+/// Why a well-formed hello is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// We dialed ourselves (same id, same incarnation): close quietly.
+    SelfLink,
+    /// Another live node claims our id.
+    IdConflict,
+    /// Another cluster, version or id length.
+    Mismatch(String),
+}
+
+impl Hello {
+    /// Checks a peer's hello against ours.
+    pub fn check(&self, ours: &Hello) -> Result<(), Refusal> {
+        if self.version != ours.version {
+            return Err(Refusal::Mismatch(format!(
+                "peer speaks protocol version {}, we speak {}",
+                self.version, ours.version
+            )));
+        }
+        if self.cluster != ours.cluster {
+            return Err(Refusal::Mismatch(format!(
+                "peer belongs to cluster {:?}, we to {:?}",
+                self.cluster, ours.cluster
+            )));
+        }
+        if self.id.len() != ours.id.len() {
+            return Err(Refusal::Mismatch(format!(
+                "peer id {} has {} hex digits, ours has {}",
+                self.id,
+                self.id.len(),
+                ours.id.len()
+            )));
+        }
+        if self.id == ours.id {
+            return Err(if self.incarnation == ours.incarnation {
+                Refusal::SelfLink
+            } else {
+                Refusal::IdConflict
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+
+    fn ours() -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            incarnation: 1,
+            port: 1,
+            id: NodeId::parse("0a0").unwrap(),
+            cluster: "c".into(),
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let o = ours();
+        let peer = Hello {
+            id: NodeId::parse("00a").unwrap(),
+            incarnation: 2,
+            ..o.clone()
+        };
+        assert_eq!(peer.check(&o), Ok(()));
+        assert_eq!(o.check(&o), Err(Refusal::SelfLink));
+        let twin = Hello {
+            incarnation: 9,
+            ..o.clone()
+        };
+        assert_eq!(twin.check(&o), Err(Refusal::IdConflict));
+        for bad in [
+            Hello {
+                cluster: "d".into(),
+                ..peer.clone()
+            },
+            Hello {
+                version: 2,
+                ..peer.clone()
+            },
+            Hello {
+                id: NodeId::parse("0000").unwrap(),
+                ..peer.clone()
+            },
+        ] {
+            assert!(matches!(bad.check(&o), Err(Refusal::Mismatch(_))));
+        }
+    }
+}

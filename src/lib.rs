@@ -1,0 +1,82 @@
+//! # tcpnet: zero-config full-mesh TCP clusters over mDNS
+//!
+//! Start any number of processes on a LAN with the same cluster name; each
+//! finds the others by mDNS and keeps exactly one TCP link to every other
+//! node, with a live list of connections and streams of events.
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//!
+//! #[tokio::main]
+//! async fn main() -> tcpnet::Result<()> {
+//!     let service = tcpnet::tcpnet("my-cluster")?;
+//!     let mut conns = service.on_connection();
+//!     service.listen(0, "0.0.0.0").await?;
+//!     while let Some(mut conn) = conns.next().await {
+//!         conn.send(format!("hello from {}\n", service.id())).await?;
+//!         tokio::spawn(async move {
+//!             while let Some(msg) = conn.next().await {
+//!                 println!("{}: {:?}", conn.peer_id(), msg);
+//!             }
+//!         });
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Architecture
+//!
+//! One concept per module:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `settings` | [`Settings`]: cluster name, id and options |
+//! | `id` | [`NodeId`]: fixed-length hex ids, whose order decides links |
+//! | `discovery` | mDNS with `mdns-sd`: announce, browse, parse records |
+//! | `frame` | the wire format: length prefix, kind byte, payload |
+//! | `hello` | the first frame of a link, and its checks |
+//! | `mesh` | the pure state machine of peers, links and the one-link rule |
+//! | `link` | one TCP link: handshake, then a reader and a writer |
+//! | `connection` | the public handles of a link: [`Connection`], [`Sender`] |
+//! | `events` | event streams ([`Events`]) and the list of open links |
+//! | `service` | the [`Service`] handle and the actor that owns the mesh |
+//!
+//! The mesh is a pure state machine, tested without sockets; everything that
+//! does I/O is a thin task around it. One task, the *actor*, owns the mesh and
+//! applies the one-link rule in order; other tasks (accept loops, the mDNS
+//! browser, dials, links) send it commands. See `mesh` for the rule itself:
+//! the smaller id of a pair decides which link the pair keeps, and says so on
+//! the link before any user data, so both ends keep the same single link.
+//!
+//! ## Policies
+//!
+//! - **Backpressure**: each link has a send queue and a receive queue of
+//!   [`Settings::queue_len`] frames. `send` waits while the send queue is
+//!   full; a full receive queue stops reading from the socket, so TCP slows
+//!   the sender. Nothing accepted is dropped.
+//! - **Events**: each subscriber has its own unbounded queue; the mesh never
+//!   waits for a subscriber (see [`Events`]).
+//! - **Errors** on [`Service::on_error`] are non-fatal: the service goes on.
+
+#![deny(missing_docs)]
+
+mod connection;
+mod discovery;
+mod error;
+mod events;
+mod frame;
+mod hello;
+mod id;
+mod link;
+mod mesh;
+mod service;
+mod settings;
+
+pub use connection::{CloseReason, Connection, Sender};
+pub use discovery::SERVICE_TYPE;
+pub use error::{Error, Result};
+pub use events::Events;
+pub use hello::PROTOCOL_VERSION;
+pub use id::NodeId;
+pub use service::{tcpnet, Address, Service};
+pub use settings::{Settings, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_LEN, DEFAULT_QUEUE_LEN};

@@ -1,0 +1,365 @@
+//! One TCP link: the hello exchange, then a reader and a writer.
+//!
+//! Every link, dialed or accepted, goes through [`handshake`]: both ends send
+//! their hello, read the other's (bounded in size and time), and check it.
+//! The link is then handed to the service's actor, which applies the one-link
+//! rule (see [`crate::mesh`]), while this task keeps running the link:
+//!
+//! - the reader decodes frames; user data goes to the link's receive queue
+//!   (waiting when it is full, which stops reading the socket and lets TCP
+//!   push back on the sender), the verdict goes to the actor;
+//! - the writer drains the send queue in batches, one flush per batch.
+//!
+//! Reader and writer run concurrently in this one task, so a link never
+//! deadlocks with both ends blocked writing. When either side ends, the link
+//! ends; a local close flushes the send queue and shuts down the socket's
+//! write side first, then waits briefly for the peer's end of stream.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::connection::{CloseReason, Connection, LinkState, Shared};
+use crate::error::Error;
+use crate::frame::{self, CodecError, Frame, FrameCodec};
+use crate::hello::{Hello, Refusal, MAX_HELLO};
+use crate::mesh::{decides, LinkId, Verdict};
+use crate::id::NodeId;
+use crate::service::{Command, Ctx};
+
+/// How long a closing link waits for the peer's end of stream.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Most frames written between two flushes.
+const BATCH: usize = 256;
+
+/// Runs an accepted TCP link from hello to close.
+pub(crate) async fn accepted(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr) {
+    if let Some(link) = handshake(&ctx, stream, remote, None).await {
+        link.run(&ctx).await;
+    }
+}
+
+/// Runs a TCP link we dialed to `peer` from hello to close. Tells the actor
+/// when the dial has ended: right after the link is registered, so the peer is
+/// never seen as neither dialing nor linked, or when the handshake failed.
+pub(crate) async fn dialed(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr, peer: NodeId) {
+    let link = handshake(&ctx, stream, remote, Some(&peer)).await;
+    ctx.send(Command::DialEnded { peer });
+    if let Some(link) = link {
+        link.run(&ctx).await;
+    }
+}
+
+/// A link whose hellos checked out, registered with the actor.
+struct Link {
+    id: LinkId,
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    out_rx: mpsc::Receiver<Frame>,
+    in_tx: mpsc::Sender<Bytes>,
+    awaiting_verdict: bool,
+    deadline: Instant,
+}
+
+/// Exchanges and checks hellos, bounded by the handshake timeout and by the
+/// service closing; reports failures as error events. On success the link is
+/// registered with the actor ([`Command::Handshaken`]).
+async fn handshake(
+    ctx: &Ctx,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    expected: Option<&NodeId>,
+) -> Option<Link> {
+    let deadline = Instant::now() + ctx.handshake_timeout;
+    let _ = stream.set_nodelay(true);
+    let exchanged = tokio::select! {
+        _ = ctx.cancel.cancelled() => return None,
+        r = tokio::time::timeout_at(deadline, exchange_hello(&mut stream, &ctx.hello)) => r,
+    };
+    let refuse = |reason: String| ctx.error(Error::Handshake { remote, reason });
+    let hello = match exchanged {
+        Ok(Ok(h)) => h,
+        Ok(Err(reason)) => return refuse(reason).then_none(),
+        Err(_) => {
+            return refuse(format!("no hello within {:?}", ctx.handshake_timeout)).then_none()
+        }
+    };
+    match hello.check(&ctx.hello) {
+        Ok(()) => {}
+        Err(Refusal::SelfLink) => {
+            tracing::debug!(%remote, "dropped a link to ourselves");
+            return None;
+        }
+        Err(Refusal::IdConflict) => {
+            let id = hello.id.to_string();
+            return ctx.error(Error::IdConflict { remote, id }).then_none();
+        }
+        Err(Refusal::Mismatch(reason)) => return refuse(reason).then_none(),
+    }
+    if let Some(expected) = expected.filter(|e| **e != hello.id) {
+        return refuse(format!("dialed peer {expected} but found {}", hello.id)).then_none();
+    }
+
+    let id = ctx.next_link_id();
+    let (out_tx, out_rx) = mpsc::channel(ctx.queue_len);
+    let (in_tx, in_rx) = mpsc::channel(ctx.queue_len);
+    let shared = Arc::new(Shared {
+        peer: hello.id.clone(),
+        remote,
+        local: stream.local_addr().unwrap_or(remote),
+        max_frame_len: ctx.max_frame_len,
+        state: watch::channel(LinkState::Up).0,
+        inbound: Mutex::new(in_rx),
+    });
+    let conn = Connection::new(shared.clone(), out_tx);
+    let registered = ctx.send(Command::Handshaken {
+        link: id,
+        conn,
+        incarnation: hello.incarnation,
+    });
+    if !registered {
+        return None; // the service has closed
+    }
+    tracing::debug!(link = id, peer = %hello.id, %remote, "hello exchanged");
+    Some(Link {
+        id,
+        shared,
+        stream,
+        out_rx,
+        in_tx,
+        awaiting_verdict: !decides(ctx.id(), &hello.id),
+        deadline,
+    })
+}
+
+trait ThenNone {
+    fn then_none<T>(self) -> Option<T>;
+}
+
+impl ThenNone for () {
+    fn then_none<T>(self) -> Option<T> {
+        None
+    }
+}
+
+impl Link {
+    /// Runs the link until it closes, then records why and tells the actor.
+    async fn run(self, ctx: &Ctx) {
+        let Link {
+            id,
+            shared,
+            stream,
+            out_rx,
+            in_tx,
+            awaiting_verdict,
+            deadline,
+        } = self;
+        let (rd, wr) = stream.into_split();
+        let reason = drive(ctx, id, &shared, rd, wr, out_rx, in_tx, awaiting_verdict, deadline).await;
+        shared.state.send_replace(LinkState::Closed(reason.clone()));
+        ctx.send(Command::LinkClosed { link: id, reason });
+    }
+}
+
+/// Writes our hello and reads the peer's: one frame of at most
+/// [`MAX_HELLO`] bytes, read exactly, so nothing after it is consumed.
+async fn exchange_hello(stream: &mut TcpStream, ours: &Hello) -> Result<Hello, String> {
+    let mut out = BytesMut::new();
+    let payload = ours.encode();
+    tokio_util::codec::Encoder::encode(
+        &mut FrameCodec { max: MAX_HELLO },
+        Frame {
+            kind: frame::HELLO,
+            payload,
+        },
+        &mut out,
+    )
+    .map_err(|e| e.to_string())?;
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| format!("writing hello: {e}"))?;
+
+    let mut len = [0u8; frame::LEN_BYTES];
+    stream
+        .read_exact(&mut len)
+        .await
+        .map_err(|e| format!("reading hello: {e}"))?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len - 1 > MAX_HELLO {
+        return Err(format!(
+            "not a tcpnet node (first frame length {len}, a hello is at most {})",
+            MAX_HELLO + 1
+        ));
+    }
+    let mut body = vec![0u8; len];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| format!("reading hello: {e}"))?;
+    if body[0] != frame::HELLO {
+        return Err(format!("not a tcpnet node (first frame kind {:#04x})", body[0]));
+    }
+    Hello::decode(&body[1..])
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    ctx: &Ctx,
+    link: LinkId,
+    shared: &Shared,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    out_rx: mpsc::Receiver<Frame>,
+    in_tx: mpsc::Sender<Bytes>,
+    awaiting_verdict: bool,
+    deadline: Instant,
+) -> CloseReason {
+    let codec = FrameCodec {
+        max: ctx.max_frame_len,
+    };
+    let reader = read_loop(
+        ctx,
+        link,
+        FramedRead::new(rd, codec.clone()),
+        in_tx,
+        awaiting_verdict,
+        deadline,
+    );
+    let writer = write_loop(FramedWrite::new(wr, codec), out_rx, shared.state.subscribe());
+    tokio::pin!(reader, writer);
+    let ended = tokio::select! {
+        r = &mut reader => r,
+        w = &mut writer => match w {
+            // We closed our side; give the peer a moment to close its own.
+            Ok(()) => tokio::time::timeout(CLOSE_LINGER, &mut reader)
+                .await
+                .unwrap_or(CloseReason::PeerClosed),
+            Err(e) => CloseReason::Io(e.to_string()),
+        },
+    };
+    // A close asked for on this end wins over what the socket said after it.
+    let state = shared.state.borrow().clone();
+    match state {
+        LinkState::Closing(r) => r,
+        _ => ended,
+    }
+}
+
+async fn read_loop(
+    ctx: &Ctx,
+    link: LinkId,
+    mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
+    in_tx: mpsc::Sender<Bytes>,
+    mut awaiting_verdict: bool,
+    deadline: Instant,
+) -> CloseReason {
+    loop {
+        let next = if awaiting_verdict {
+            match tokio::time::timeout_at(deadline, frames.next()).await {
+                Ok(n) => n,
+                Err(_) => return CloseReason::Protocol("no verdict within the handshake timeout".into()),
+            }
+        } else {
+            frames.next().await
+        };
+        let frame = match next {
+            None => return CloseReason::PeerClosed,
+            Some(Ok(f)) => f,
+            Some(Err(CodecError::TooLarge { len, max })) => {
+                return CloseReason::FrameTooLarge { len, max }
+            }
+            Some(Err(CodecError::Empty)) => {
+                return CloseReason::Protocol("frame of length 0".into())
+            }
+            Some(Err(CodecError::Io(e))) => {
+                return match e.kind() {
+                    std::io::ErrorKind::ConnectionReset => CloseReason::PeerClosed,
+                    _ => CloseReason::Io(e.to_string()),
+                }
+            }
+        };
+        match frame.kind {
+            frame::DATA if !awaiting_verdict => {
+                // Every handle may be gone; the frame then has no reader.
+                let _ = in_tx.send(frame.payload).await;
+            }
+            frame::ACCEPT | frame::REJECT if awaiting_verdict => {
+                awaiting_verdict = false;
+                let verdict = if frame.kind == frame::ACCEPT {
+                    Verdict::Accept
+                } else {
+                    Verdict::Reject
+                };
+                ctx.send(Command::Verdict { link, verdict });
+                if verdict == Verdict::Reject {
+                    return CloseReason::Duplicate;
+                }
+            }
+            k if k >= frame::FIRST_OPTIONAL => {
+                tracing::trace!(link, kind = k, "ignored an optional frame kind");
+            }
+            k => {
+                return CloseReason::Protocol(format!(
+                    "unexpected frame kind {k:#04x}{}",
+                    if awaiting_verdict { " before the verdict" } else { "" }
+                ))
+            }
+        }
+    }
+}
+
+/// Drains the send queue until a close is asked for; then flushes what is
+/// queued and shuts the write side down. Returns `Ok` after a clean shutdown.
+async fn write_loop(
+    mut sink: FramedWrite<OwnedWriteHalf, FrameCodec>,
+    mut out_rx: mpsc::Receiver<Frame>,
+    mut state: watch::Receiver<LinkState>,
+) -> std::io::Result<()> {
+    loop {
+        tokio::select! {
+            biased;
+            frame = out_rx.recv() => {
+                let Some(frame) = frame else { break };
+                sink.feed(frame).await?;
+                for _ in 1..BATCH {
+                    match out_rx.try_recv() {
+                        Ok(f) => sink.feed(f).await?,
+                        Err(_) => break,
+                    }
+                }
+                sink.flush().await?;
+            }
+            _ = closing(&mut state) => {
+                while let Ok(f) = out_rx.try_recv() {
+                    sink.feed(f).await?;
+                }
+                sink.flush().await?;
+                break;
+            }
+        }
+    }
+    sink.get_mut().shutdown().await
+}
+
+/// Resolves once a close has been asked for (or the link is gone).
+async fn closing(state: &mut watch::Receiver<LinkState>) {
+    let _ = state.wait_for(|s| *s != LinkState::Up).await;
+}
+
+/// Encodes a verdict as its control frame.
+pub(crate) fn verdict_frame(verdict: Verdict) -> Frame {
+    Frame::control(match verdict {
+        Verdict::Accept => frame::ACCEPT,
+        Verdict::Reject => frame::REJECT,
+    })
+}
