@@ -1,0 +1,81 @@
+//! The Node module's demo, in Rust: every node writes to every other node
+//! once a second and prints what it receives.
+//!
+//! ```text
+//! cargo run --example demo -- [cluster-name]
+//! ```
+//!
+//! Start it in several terminals (or on several hosts) with the same cluster
+//! name. Logs go to stderr (`RUST_LOG=debug` for more); stdout carries only
+//! `write to N nodes` lines and the frames received, as they arrive.
+
+use std::io::Write;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let name = std::env::args().nth(1).unwrap_or_else(|| "my-cluster".into());
+
+    let service = tcpnet::tcpnet(name.as_str())?;
+    let mut conns = service.on_connection();
+    let address = service.listen(0, "0.0.0.0").await?;
+    tracing::info!(id = %service.id(), port = address.port, cluster = %name, "node started");
+
+    // Pipe every link to stdout, frame by frame.
+    tokio::spawn(async move {
+        while let Some(mut conn) = conns.next().await {
+            tokio::spawn(async move {
+                while let Some(frame) = conn.next().await {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&frame).and_then(|_| out.flush());
+                }
+            });
+        }
+    });
+
+    let message = format!("message from {}\n", service.id());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let conns = service.connections();
+                println!("write to {} nodes", conns.len());
+                for conn in conns {
+                    // A link that closed meanwhile just fails this one send.
+                    let _ = conn.send(message.clone()).await;
+                }
+            }
+            _ = &mut stop => break,
+        }
+    }
+    service.close().await;
+    tracing::info!("closed");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
