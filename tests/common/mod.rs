@@ -1,0 +1,159 @@
+//! Test harness: private network namespaces and waiting with deadlines.
+//!
+//! Every test that starts discovery runs inside [`netns`]: a thread of its
+//! own that moves into a fresh network namespace (`unshare(CLONE_NEWNET)`),
+//! brings its loopback up with multicast on, and runs a tokio runtime there.
+//! Threads spawned from it (tokio's workers, the mDNS daemon, child
+//! processes) inherit the namespace, so nothing a test does can reach a real
+//! network, and parallel tests never see each other.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tcpnet::{Connection, Service, Settings};
+use tokio::time::{timeout_at, Instant};
+
+/// Generous bound on anything that should take milliseconds: a deadline
+/// against hangs, not a performance assertion.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+const HOW_TO_RUN: &str = "tests need their own network namespaces: run them as root, \
+or inside a user namespace that maps you to root: `unshare --user --map-root-user cargo test`";
+
+/// Runs `test` in a fresh network namespace that holds only loopback.
+pub fn netns<F, Fut>(test: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let handle = std::thread::spawn(move || {
+        enter_private_netns();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(test());
+        rt.shutdown_timeout(Duration::from_secs(2));
+    });
+    if let Err(panic) = handle.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Moves the calling thread into a new network namespace and brings `lo` up.
+/// Panics (never falls back to the host's network) if that is not possible.
+pub fn enter_private_netns() {
+    // SAFETY: plain syscalls on this thread's own state.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            panic!(
+                "unshare(CLONE_NEWNET) failed: {}; {HOW_TO_RUN}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(sock >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        assert_eq!(libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req), 0);
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_MULTICAST) as libc::c_short;
+        assert_eq!(
+            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req),
+            0,
+            "bringing lo up: {}",
+            std::io::Error::last_os_error()
+        );
+        libc::close(sock);
+    }
+    // Belt and braces: the namespace must hold nothing but loopback.
+    let ifs = std::fs::read_to_string("/proc/thread-self/net/dev").expect("read net/dev");
+    let names: Vec<&str> = ifs
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(names, ["lo"], "the private namespace must hold only lo");
+}
+
+/// Runs a shell command in the calling thread's namespace (for `ip`).
+pub fn sh(cmd: &str) {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .expect("sh");
+    assert!(status.success(), "`{cmd}` failed: {status}");
+}
+
+/// A service of `cluster` listening on all IPv4 interfaces of the namespace.
+pub async fn start(settings: impl Into<Settings>) -> Service {
+    let s = tcpnet::Service::new(settings).expect("settings");
+    s.listen(0, "0.0.0.0").await.expect("listen");
+    s
+}
+
+/// Waits until `cond` holds, re-checking whenever any of the services opens a
+/// link or `step` elapses; panics with `what` at the deadline.
+pub async fn wait_until(services: &[Service], what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    let mut events = futures::stream::select_all(services.iter().map(|s| s.on_connection()));
+    while !cond() {
+        // Links close without an event on the service, so poll as well.
+        let step = Instant::now() + Duration::from_millis(20);
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        let _ = timeout_at(step.min(deadline), events.next()).await;
+    }
+}
+
+/// Waits until every service holds exactly one link to every other one, and
+/// checks that both ends of each pair hold the *same* TCP link.
+pub async fn full_mesh(services: &[Service]) {
+    let n = services.len();
+    wait_until(services, &format!("a full mesh of {n}"), || {
+        services.iter().all(|s| s.connections().len() == n - 1)
+    })
+    .await;
+    assert_one_link_per_pair(services);
+}
+
+/// Every pair has one link, and both ends see the same socket pair.
+pub fn assert_one_link_per_pair(services: &[Service]) {
+    for a in services {
+        let conns = a.connections();
+        assert_eq!(conns.len(), services.len() - 1, "links of {}", a.id());
+        for b in services {
+            if a.id() == b.id() {
+                continue;
+            }
+            let ab: Vec<Connection> = conns.iter().filter(|c| c.peer_id() == b.id()).cloned().collect();
+            assert_eq!(ab.len(), 1, "{} holds {} links to {}", a.id(), ab.len(), b.id());
+            let ba: Vec<Connection> = b
+                .connections()
+                .into_iter()
+                .filter(|c| c.peer_id() == a.id())
+                .collect();
+            assert_eq!(ba.len(), 1, "{} holds {} links to {}", b.id(), ba.len(), a.id());
+            assert_eq!(ab[0].local_addr(), ba[0].remote_addr(), "{}/{} disagree on their link", a.id(), b.id());
+        }
+    }
+}
+
+/// Awaits a future with the deadline.
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Closes every service.
+pub async fn close_all(services: &[Service]) {
+    futures::future::join_all(services.iter().map(|s| s.close())).await;
+}

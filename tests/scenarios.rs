@@ -1,0 +1,218 @@
+//! The Node module's test scenarios, in Rust. Each runs in a private network
+//! namespace (see `common`).
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use tcpnet::{CloseReason, Error, Settings};
+
+#[test]
+fn bad_settings_each_give_their_error() {
+    let name_err = |n: &str| match tcpnet::tcpnet(n) {
+        Err(Error::InvalidName { reason, .. }) => reason,
+        other => panic!("{n:?} gave {other:?}"),
+    };
+    assert!(name_err("").contains("empty"));
+    assert!(name_err(&"a".repeat(64)).contains("63"));
+    assert!(name_err("my_cluster").contains("letters"));
+    assert!(name_err("clüster").contains("letters"));
+    // 63 bytes is fine, far past the Node module's 15.
+    tcpnet::tcpnet("a".repeat(63)).unwrap();
+
+    for id in ["", "xyz", "12 34", &"a".repeat(64)] {
+        match tcpnet::tcpnet(Settings::new("c").id(id)) {
+            Err(Error::InvalidId { .. }) => {}
+            other => panic!("id {id:?} gave {other:?}"),
+        }
+    }
+    match tcpnet::tcpnet(Settings::new("c").max_frame_len(0)) {
+        Err(Error::InvalidSetting { setting, .. }) => assert_eq!(setting, "max_frame_len"),
+        other => panic!("{other:?}"),
+    }
+    match tcpnet::tcpnet(Settings::new("c").queue_len(0)) {
+        Err(Error::InvalidSetting { setting, .. }) => assert_eq!(setting, "queue_len"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_listen_arguments_each_give_their_error() {
+    netns(|| async {
+        let s = tcpnet::tcpnet("c").unwrap();
+        for addr in ["", "not an address!", "224.0.0.1", "no-such-host.invalid"] {
+            match s.listen(0, addr).await {
+                Err(Error::InvalidAddress { .. }) => {}
+                other => panic!("{addr:?} gave {other:?}"),
+            }
+        }
+        // An address that is not on this host.
+        match s.listen(0, "10.99.0.77").await {
+            Err(Error::Bind { .. }) => {}
+            other => panic!("gave {other:?}"),
+        }
+        // A port in use.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        match s.listen(port, "127.0.0.1").await {
+            Err(Error::Bind { addr, .. }) => assert_eq!(addr.port(), port),
+            other => panic!("gave {other:?}"),
+        }
+        // After all those failures the service still listens fine.
+        s.listen(0, "127.0.0.1").await.unwrap();
+        assert!(matches!(s.listen(0, "127.0.0.1").await, Err(Error::AlreadyListening)));
+        s.close().await;
+        assert!(matches!(s.listen(0, "127.0.0.1").await, Err(Error::Closed)));
+    });
+}
+
+#[test]
+fn address_before_and_after_listen_and_after_close() {
+    netns(|| async {
+        let s = tcpnet::tcpnet("c").unwrap();
+        assert_eq!(s.address(), None);
+        let got = s.listen(0, "0.0.0.0").await.unwrap();
+        let addr = s.address().unwrap();
+        assert_eq!(addr, got);
+        assert_ne!(addr.port, 0);
+        // 0.0.0.0 is expanded to the namespace's one interface address.
+        assert_eq!(addr.addrs, vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+        s.close().await;
+        assert_eq!(s.address(), None);
+
+        let s = tcpnet::tcpnet("c").unwrap();
+        let addr = s.listen(0, "localhost").await.unwrap();
+        assert!(addr.addrs.iter().all(|ip| ip.is_loopback()), "{addr:?}");
+        s.close().await;
+    });
+}
+
+#[test]
+fn close_before_listen_twice_and_right_after_listen() {
+    netns(|| async {
+        let s = tcpnet::tcpnet("c").unwrap();
+        let mut closed = s.on_close();
+        s.close().await;
+        within("close event", closed.next()).await.unwrap();
+        s.close().await; // twice is fine
+
+        let s = tcpnet::tcpnet("c").unwrap();
+        s.listen(0, "0.0.0.0").await.unwrap();
+        s.close().await; // right after listen, no links
+        assert!(s.connections().is_empty());
+    });
+}
+
+#[test]
+fn event_and_awaited_forms_both_fire() {
+    netns(|| async {
+        let s = tcpnet::tcpnet("c").unwrap();
+        let mut listening = s.on_listening();
+        let mut closed = s.on_close();
+        let addr = s.listen(0, "127.0.0.1").await.unwrap();
+        assert_eq!(within("listening event", listening.next()).await, Some(addr));
+        s.close().await;
+        within("close event", closed.next()).await.unwrap();
+    });
+}
+
+async fn data_both_ways(a: &tcpnet::Service, b: &tcpnet::Service) {
+    let mut ab = a.connections().pop().unwrap();
+    let mut ba = b.connections().pop().unwrap();
+    ab.send("ping").await.unwrap();
+    ba.send("pong").await.unwrap();
+    assert_eq!(&within("ping", ba.next()).await.unwrap()[..], b"ping");
+    assert_eq!(&within("pong", ab.next()).await.unwrap()[..], b"pong");
+}
+
+#[test]
+fn two_nodes_started_together() {
+    netns(|| async {
+        let (a, b) = tokio::join!(start("c"), start("c"));
+        let nodes = [a.clone(), b.clone()];
+        full_mesh(&nodes).await;
+        data_both_ways(&a, &b).await;
+        let ba = b.connections().pop().unwrap();
+        a.close().await;
+        assert_eq!(within("close seen by b", ba.closed()).await, CloseReason::PeerClosed);
+        assert!(b.connections().is_empty());
+        b.close().await;
+    });
+}
+
+#[test]
+fn two_nodes_started_one_after_the_other() {
+    netns(|| async {
+        let a = start("c").await;
+        let b = start("c").await;
+        full_mesh(&[a.clone(), b.clone()]).await;
+        data_both_ways(&a, &b).await;
+        let ab = a.connections().pop().unwrap();
+        b.close().await;
+        assert_eq!(within("close seen by a", ab.closed()).await, CloseReason::PeerClosed);
+        a.close().await;
+    });
+}
+
+#[test]
+fn nodes_join_one_by_one_then_leave_one_by_one() {
+    netns(|| async {
+        let mut nodes = Vec::new();
+        for n in 1..=3 {
+            nodes.push(start("c").await);
+            if n > 1 {
+                full_mesh(&nodes).await;
+            }
+            assert!(nodes.iter().all(|s| s.connections().len() == n - 1));
+        }
+        while let Some(leaving) = nodes.pop() {
+            let links: Vec<_> = nodes
+                .iter()
+                .flat_map(|s| s.connections())
+                .filter(|c| c.peer_id() == leaving.id())
+                .collect();
+            leaving.close().await;
+            for l in links {
+                within("peer sees the close", l.closed()).await;
+            }
+            let left = nodes.len();
+            assert!(nodes.iter().all(|s| s.connections().len() == left.saturating_sub(1)));
+        }
+    });
+}
+
+#[test]
+fn ids_0a0_and_00a_end_with_one_link() {
+    netns(|| async {
+        let (a, b) = tokio::join!(
+            start(Settings::new("c").id("0A0")),
+            start(Settings::new("c").id("00A"))
+        );
+        full_mesh(&[a.clone(), b.clone()]).await;
+        assert_eq!(a.connections()[0].peer_id().as_str(), "00a");
+        data_both_ways(&a, &b).await;
+        close_all(&[a, b]).await;
+    });
+}
+
+#[test]
+fn connection_event_fires_on_both_ends_once() {
+    netns(|| async {
+        let a = tcpnet::tcpnet("c").unwrap();
+        let b = tcpnet::tcpnet("c").unwrap();
+        let (mut ea, mut eb) = (a.on_connection(), b.on_connection());
+        let (ra, rb) = tokio::join!(a.listen(0, "0.0.0.0"), b.listen(0, "0.0.0.0"));
+        ra.unwrap();
+        rb.unwrap();
+        let ca = within("event at a", ea.next()).await.unwrap();
+        let cb = within("event at b", eb.next()).await.unwrap();
+        assert_eq!(ca.peer_id(), b.id());
+        assert_eq!(cb.peer_id(), a.id());
+        assert_eq!(ca.local_addr(), cb.remote_addr());
+        close_all(&[a, b]).await;
+        // No second connection event was emitted on either end.
+        use futures::FutureExt;
+        assert!(!matches!(ea.next().now_or_never(), Some(Some(_))), "second event at a");
+        assert!(!matches!(eb.next().now_or_never(), Some(Some(_))), "second event at b");
+    });
+}
