@@ -132,6 +132,13 @@ impl Discovery {
         // Ids are unique: probing for a name conflict would only add ~750 ms.
         info.set_requires_probe(false);
 
+        // Browse before announcing. Of two nodes starting together, either
+        // the other's announcement reaches us after we began browsing, or
+        // our query reaches it after it registered: one of them always sees
+        // the other at once (and one sighting is enough: both ends dial).
+        // The other order leaves a gap that only the one-second repeat of
+        // the announcement closes.
+        let browse = daemon.browse(SERVICE_TYPE).map_err(mdns)?;
         let monitor = daemon.monitor().map_err(mdns)?;
         daemon.register(info).map_err(mdns)?;
         let announced = async {
@@ -153,7 +160,7 @@ impl Discovery {
                 )))
             }
         }
-        daemon.browse(SERVICE_TYPE).map_err(mdns)
+        Ok(browse)
     }
 
     /// Sends the goodbye, stops browsing and stops the daemon.

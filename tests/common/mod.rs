@@ -157,3 +157,28 @@ pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
 pub async fn close_all(services: &[Service]) {
     futures::future::join_all(services.iter().map(|s| s.close())).await;
 }
+
+/// Established TCP sockets in this thread's namespace (IPv4 and IPv6).
+pub fn established_sockets() -> usize {
+    ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter(|l| l.split_whitespace().nth(3) == Some("01"))
+                .map(|_| ())
+                .collect::<Vec<_>>()
+        })
+        .count()
+}
+
+/// Waits until the namespace holds exactly `n` established TCP sockets: with
+/// every node in one namespace, a full mesh of `k` nodes has `k * (k - 1)`
+/// (both ends of each link), once duplicate links have finished closing.
+pub async fn wait_for_sockets(services: &[Service], n: usize) {
+    wait_until(services, &format!("{n} established sockets"), || {
+        established_sockets() == n
+    })
+    .await;
+}
