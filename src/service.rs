@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -109,6 +109,9 @@ pub(crate) struct Ctx {
     pub max_frame_len: usize,
     pub handshake_timeout: Duration,
     pub queue_len: usize,
+    /// The listen addresses when they are specific ones: dials go out from
+    /// them too, so a node bound to one interface stays on it.
+    dial_from: Vec<IpAddr>,
     next_link: AtomicU64,
     cmd: mpsc::UnboundedSender<Command>,
     hub: Arc<Hub>,
@@ -289,6 +292,10 @@ impl Service {
             max_frame_len: inner.settings.max_frame_len,
             handshake_timeout: inner.settings.handshake_timeout,
             queue_len: inner.settings.queue_len,
+            dial_from: match scope {
+                Scope::Addrs(ref ips) => ips.clone(),
+                _ => Vec::new(),
+            },
             next_link: AtomicU64::new(1),
             cmd: cmd_tx.clone(),
             hub: inner.hub.clone(),
@@ -478,7 +485,7 @@ async fn browse_loop(ctx: Arc<Ctx>, browse: mdns_sd::Receiver<mdns_sd::ServiceEv
 async fn dial(ctx: Arc<Ctx>, peer: NodeId, addrs: Vec<SocketAddr>) {
     let mut last = String::from("no address");
     for addr in &addrs {
-        let connect = tokio::time::timeout(ctx.handshake_timeout, TcpStream::connect(addr));
+        let connect = tokio::time::timeout(ctx.handshake_timeout, connect(&ctx, *addr));
         let connected = tokio::select! {
             _ = ctx.cancel.cancelled() => break,
             c = connect => c,
@@ -499,6 +506,24 @@ async fn dial(ctx: Arc<Ctx>, peer: NodeId, addrs: Vec<SocketAddr>) {
         });
     }
     ctx.send(Command::DialEnded { peer });
+}
+
+/// Connects to `addr`, from our listen address when we have a specific one.
+async fn connect(ctx: &Ctx, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let from = ctx
+        .dial_from
+        .iter()
+        .find(|ip| ip.is_ipv4() == addr.is_ipv4() && ip.is_loopback() == addr.ip().is_loopback());
+    let Some(from) = from else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(*from, 0))?;
+    socket.connect(addr).await
 }
 
 /// The actor: owns the mesh and the link handles until the service closes.

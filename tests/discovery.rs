@@ -1,0 +1,141 @@
+//! Discovery: clusters stay apart, foreign and broken records are reported
+//! without harming the mesh, and nodes bound to one address advertise there.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use futures::StreamExt;
+use mdns_sd::{ServiceDaemon, ServiceInfo};
+use tcpnet::{Error, Service, SERVICE_TYPE};
+
+#[test]
+fn two_clusters_on_one_lan_stay_apart() {
+    netns(|| async {
+        let nodes = futures::future::join_all(
+            ["alpha", "beta", "alpha", "beta", "alpha"].map(start),
+        )
+        .await;
+        let alpha: Vec<Service> = nodes.iter().filter(|s| s.name() == "alpha").cloned().collect();
+        let beta: Vec<Service> = nodes.iter().filter(|s| s.name() == "beta").cloned().collect();
+        full_mesh(&alpha).await;
+        full_mesh(&beta).await;
+        // 3 alpha links and 1 beta link, two sockets each: nothing across.
+        wait_for_sockets(&nodes, 2 * (3 + 1)).await;
+        assert_one_link_per_pair(&alpha);
+        assert_one_link_per_pair(&beta);
+        close_all(&nodes).await;
+    });
+}
+
+/// Announces a record of tcpnet's service type from a daemon of its own.
+fn announce(daemon: &ServiceDaemon, instance: &str, port: u16, props: &[(&str, &str)]) {
+    let host = format!("foreign-{}.local.", instance.len() + props.len() + port as usize);
+    let mut info =
+        ServiceInfo::new(SERVICE_TYPE, instance, &host, "127.0.0.1", port, props).unwrap();
+    info.set_requires_probe(false);
+    daemon.register(info).unwrap();
+}
+
+#[test]
+fn foreign_and_broken_records_are_errors_and_the_mesh_still_forms() {
+    netns(|| async {
+        const CLUSTER: &str = "real";
+        let id = |c: char| c.to_string().repeat(32);
+        // A port that speaks HTTP, not tcpnet.
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_port = http.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut s, _)) = http.accept().await {
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+
+        let watcher = tcpnet::tcpnet(CLUSTER).unwrap();
+        let mut errors = watcher.on_error();
+        watcher.listen(0, "0.0.0.0").await.unwrap();
+
+        let foreign = ServiceDaemon::new().unwrap();
+        announce(&foreign, "not-a-node-id", 1000, &[("c", CLUSTER), ("v", "1")]);
+        announce(&foreign, &id('a'), 1001, &[("junk", "\u{1}\u{2}"), ("x", "")]);
+        announce(&foreign, &id('b'), 1002, &[("c", CLUSTER), ("v", "99")]);
+        announce(&foreign, "0bad", 1003, &[("c", CLUSTER), ("v", "1")]);
+        announce(&foreign, &id('c'), http_port, &[("c", CLUSTER), ("v", "1")]);
+
+        let others =
+            futures::future::join_all((0..3).map(|_| start(CLUSTER))).await;
+        let mut all = others.clone();
+        all.push(watcher.clone());
+        full_mesh(&all).await;
+
+        // Every broken record and the HTTP port gave its own error.
+        let mut seen = HashSet::new();
+        let wanted = ["not-a-node-id", "TXT c", "version", "hex digits", "not a tcpnet node"];
+        within("an error for each foreign record", async {
+            while seen.len() < wanted.len() {
+                let e = errors.next().await.expect("error stream");
+                let text = e.to_string();
+                match &e {
+                    Error::BadRecord { .. } | Error::Handshake { .. } => {}
+                    other => panic!("unexpected error {other:?}"),
+                }
+                for w in wanted {
+                    if text.contains(w) {
+                        seen.insert(w);
+                    }
+                }
+            }
+        })
+        .await;
+
+        // The real mesh carries data.
+        let conn = watcher.connections().pop().unwrap();
+        let peer = all.iter().find(|s| s.id() == conn.peer_id()).unwrap();
+        let mut back = peer
+            .connections()
+            .into_iter()
+            .find(|c| c.peer_id() == watcher.id())
+            .unwrap();
+        conn.send("still here").await.unwrap();
+        assert_eq!(&within("data", back.next()).await.unwrap()[..], b"still here");
+        drop(foreign.shutdown());
+        close_all(&all).await;
+    });
+}
+
+#[test]
+fn nodes_bound_to_one_address_find_each_other_there() {
+    netns(|| async {
+        sh("ip link add v0 type veth peer name v1 \
+            && ip addr add 10.99.0.1/24 dev v0 && ip addr add 10.99.0.2/24 dev v1 \
+            && ip link set v0 up && ip link set v1 up \
+            && for i in v0 v1; do sysctl -qw net.ipv4.conf.$i.accept_local=1 net.ipv4.conf.$i.rp_filter=0; done");
+        // Both ends of the veth pair are in this one namespace, so each
+        // node's multicast arrives from an address local to the namespace:
+        // accept_local lets it in, as if it came from another host.
+        let a = tcpnet::tcpnet("c").unwrap();
+        let b = tcpnet::tcpnet("c").unwrap();
+        let (ra, rb) = tokio::join!(a.listen(0, "10.99.0.1"), b.listen(0, "10.99.0.2"));
+        assert_eq!(ra.unwrap().addrs, vec!["10.99.0.1".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(rb.unwrap().addrs, vec!["10.99.0.2".parse::<std::net::IpAddr>().unwrap()]);
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let link = a.connections().pop().unwrap();
+        assert_eq!(link.local_addr().ip().to_string(), "10.99.0.1");
+        close_all(&[a, b]).await;
+    });
+}
+
+#[test]
+fn loopback_only_nodes_link_on_loopback() {
+    netns(|| async {
+        let a = tcpnet::tcpnet("c").unwrap();
+        let b = tcpnet::tcpnet("c").unwrap();
+        let (ra, rb) = tokio::join!(a.listen(0, "127.0.0.1"), b.listen(0, "localhost"));
+        ra.unwrap();
+        rb.unwrap();
+        full_mesh(&[a.clone(), b.clone()]).await;
+        close_all(&[a, b]).await;
+    });
+}
