@@ -165,6 +165,8 @@ impl Link {
         } = self;
         let (rd, wr) = stream.into_split();
         let reason = drive(ctx, id, &shared, rd, wr, out_rx, in_tx, awaiting_verdict, deadline).await;
+        // Leave the list of open links before anyone can see the link closed.
+        ctx.unlist(id);
         shared.state.send_replace(LinkState::Closed(reason.clone()));
         ctx.send(Command::LinkClosed { link: id, reason });
     }

@@ -134,6 +134,11 @@ impl Ctx {
         self.cmd.send(cmd).is_ok()
     }
 
+    /// Takes a link off the list of open links.
+    pub fn unlist(&self, link: LinkId) {
+        self.hub.closed(link);
+    }
+
     /// Reports a non-fatal error: a log line and an error event.
     pub fn error(&self, e: Error) {
         tracing::warn!("{e}");
@@ -556,7 +561,6 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
             Command::Verdict { link, verdict } => mesh.verdict(link, verdict),
             Command::LinkClosed { link, reason } => {
                 mesh.closed(link);
-                ctx.hub.closed(link);
                 if let Some(conn) = links.remove(&link) {
                     report_close(&ctx, &conn, &reason);
                 }
@@ -623,7 +627,7 @@ fn apply(ctx: &Arc<Ctx>, links: &HashMap<LinkId, Connection>, action: Action) {
             }
         }
         Action::Close { link, reason } => {
-            ctx.hub.closed(link);
+            ctx.unlist(link);
             if let Some(conn) = links.get(&link) {
                 request_close(conn.shared(), reason);
             }

@@ -1,0 +1,144 @@
+//! Frames on a link: whole messages both ways, through every handle, the
+//! maximum frame length on both sides, and sends on a closed link.
+
+mod common;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use tcpnet::{CloseReason, Error, Settings};
+
+#[test]
+fn data_written_the_instant_a_link_opens_arrives_whole_and_in_order() {
+    netns(|| async {
+        let a = tcpnet::tcpnet("c").unwrap();
+        let b = tcpnet::tcpnet("c").unwrap();
+        let (ea, eb) = (a.on_connection(), b.on_connection());
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let big2 = big.clone();
+        // Both ends write from inside the connection event.
+        let writer = |mut events: tcpnet::Events<tcpnet::Connection>, big: Vec<u8>| async move {
+            let conn = events.next().await.unwrap();
+            conn.send(big).await.unwrap();
+            for i in 0..1000u32 {
+                conn.send(i.to_be_bytes().to_vec()).await.unwrap();
+            }
+            conn
+        };
+        let (ra, rb) = tokio::join!(a.listen(0, "0.0.0.0"), b.listen(0, "0.0.0.0"));
+        ra.unwrap();
+        rb.unwrap();
+        let (mut ca, mut cb) = within("links", async {
+            tokio::join!(writer(ea, big.clone()), writer(eb, big2))
+        })
+        .await;
+        for conn in [&mut ca, &mut cb] {
+            let first = within("big frame", conn.next()).await.unwrap();
+            assert_eq!(first.len(), big.len());
+            assert!(first[..] == big[..]);
+            for i in 0..1000u32 {
+                let f = within("small frame", conn.next()).await.unwrap();
+                assert_eq!(&f[..], &i.to_be_bytes());
+            }
+        }
+        close_all(&[a, b]).await;
+    });
+}
+
+#[test]
+fn sink_stream_split_and_cloned_senders() {
+    netns(|| async {
+        let (a, b) = tokio::join!(start("c"), start("c"));
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let ab = a.connections().pop().unwrap();
+        let ba = b.connections().pop().unwrap();
+        let (mut sink, _stream) = ab.clone().split();
+        sink.send(bytes::Bytes::from_static(b"via sink")).await.unwrap();
+        let sender = ab.sender();
+        let s2 = sender.clone();
+        tokio::spawn(async move { s2.send("via clone").await.unwrap() })
+            .await
+            .unwrap();
+        let got: Vec<_> = within("two frames", ba.clone().take(2).collect::<Vec<_>>()).await;
+        assert_eq!(&got[0][..], b"via sink");
+        assert_eq!(&got[1][..], b"via clone");
+        close_all(&[a, b]).await;
+    });
+}
+
+#[test]
+fn oversize_frames_are_refused_on_send_and_close_the_link_on_receive() {
+    netns(|| async {
+        let small = start(Settings::new("c").max_frame_len(1024)).await;
+        let (b, c) = tokio::join!(start("c"), start("c"));
+        let nodes = [small.clone(), b.clone(), c.clone()];
+        full_mesh(&nodes).await;
+        let mut errors = small.on_error();
+        let to = |from: &tcpnet::Service, to: &tcpnet::Service| {
+            from.connections()
+                .into_iter()
+                .find(|x| x.peer_id() == to.id())
+                .unwrap()
+        };
+
+        // Sending too much is the caller's error; the link stays up.
+        match to(&small, &b).send(vec![0u8; 1025]).await {
+            Err(Error::FrameTooLarge { len: 1025, max: 1024 }) => {}
+            other => panic!("{other:?}"),
+        }
+        to(&small, &b).send(vec![1u8; 1024]).await.unwrap();
+        let mut bs = to(&b, &small);
+        assert_eq!(within("max frame", bs.next()).await.unwrap().len(), 1024);
+
+        // Receiving too much closes that link, with an error event.
+        let victim = to(&small, &b);
+        bs.send(vec![0u8; 4096]).await.unwrap();
+        assert_eq!(
+            within("oversize close", victim.closed()).await,
+            CloseReason::FrameTooLarge { len: 4096, max: 1024 }
+        );
+        let e = within("error event", errors.next()).await.unwrap();
+        assert!(matches!(e, Error::Protocol { .. }), "{e:?}");
+        assert!(e.to_string().contains("4096"), "{e}");
+
+        // Nothing else is harmed: the link to c carries data both ways.
+        let (sc, mut cs) = (to(&small, &c), to(&c, &small));
+        sc.send("fine").await.unwrap();
+        assert_eq!(&within("data", cs.next()).await.unwrap()[..], b"fine");
+        close_all(&nodes).await;
+    });
+}
+
+#[test]
+fn send_on_a_closed_link_is_an_error() {
+    netns(|| async {
+        let (a, b) = tokio::join!(start("c"), start("c"));
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let ab = a.connections().pop().unwrap();
+        let ba = b.connections().pop().unwrap();
+        ab.close();
+        assert_eq!(within("local close", ab.closed()).await, CloseReason::Local);
+        assert_eq!(within("peer close", ba.closed()).await, CloseReason::PeerClosed);
+        assert!(matches!(ab.send("x").await, Err(Error::Closed)));
+        assert!(matches!(ba.sender().send("x").await, Err(Error::Closed)));
+        assert!(a.connections().is_empty() && b.connections().is_empty());
+        close_all(&[a, b]).await;
+    });
+}
+
+#[test]
+fn frames_queued_before_close_are_flushed() {
+    netns(|| async {
+        let (a, b) = tokio::join!(start("c"), start("c"));
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let ab = a.connections().pop().unwrap();
+        let ba = b.connections().pop().unwrap();
+        for i in 0..500u32 {
+            ab.send(i.to_be_bytes().to_vec()).await.unwrap();
+        }
+        a.close().await;
+        let got: Vec<_> = within("all frames", ba.clone().collect::<Vec<_>>()).await;
+        assert_eq!(got.len(), 500);
+        assert!(got.iter().enumerate().all(|(i, f)| f[..] == (i as u32).to_be_bytes()));
+        b.close().await;
+    });
+}
