@@ -1,0 +1,48 @@
+//! Multi-process test on a simulated LAN: one demo process per host, hosts
+//! in network namespaces on a private bridge (see `tests/lan.sh`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The demo example, built by `cargo test` next to the test binaries.
+fn demo_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let demo = dir.join("examples").join("demo");
+    assert!(
+        demo.exists(),
+        "{} is missing: run the tests with `cargo test`, which builds the examples, \
+         or build it with `cargo build --example demo`",
+        demo.display()
+    );
+    demo
+}
+
+fn lan(hosts: usize) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lan.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(hosts.to_string())
+        .arg(demo_binary())
+        .output()
+        .expect("run tests/lan.sh (needs bash and iproute2)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "lan.sh failed ({}); it needs root (or `unshare --user --map-root-user`) and \
+         iproute2\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("lan.sh: ok"), "{stdout}");
+}
+
+#[test]
+fn four_hosts_on_a_bridge_form_a_full_mesh() {
+    lan(4);
+}
+
+#[test]
+fn six_hosts_on_a_bridge_form_a_full_mesh() {
+    lan(6);
+}
