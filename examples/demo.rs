@@ -19,11 +19,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let name = std::env::args().nth(1).unwrap_or_else(|| "my-cluster".into());
+    let name = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "my-cluster".into());
 
     let service = tcpnet::tcpnet(name.as_str())?;
     let mut conns = service.on_connection();

@@ -56,7 +56,10 @@ impl fmt::Display for CloseReason {
             CloseReason::Replaced => f.write_str("replaced by a newer link to the same peer"),
             CloseReason::Duplicate => f.write_str("duplicate link"),
             CloseReason::FrameTooLarge { len, max } => {
-                write!(f, "peer sent a frame of {len} bytes, over the maximum of {max}")
+                write!(
+                    f,
+                    "peer sent a frame of {len} bytes, over the maximum of {max}"
+                )
             }
             CloseReason::Protocol(s) => write!(f, "protocol error: {s}"),
             CloseReason::Io(s) => write!(f, "i/o error: {s}"),
@@ -226,7 +229,11 @@ impl Stream for Connection {
     type Item = Bytes;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let mut rx = self.shared.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rx = self
+            .shared
+            .inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         rx.poll_recv(cx)
     }
 }

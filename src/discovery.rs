@@ -119,7 +119,10 @@ impl Discovery {
                 daemon.enable_interface(kinds).map_err(mdns)?;
             }
         }
-        let props = [("c", cluster.to_string()), ("v", PROTOCOL_VERSION.to_string())];
+        let props = [
+            ("c", cluster.to_string()),
+            ("v", PROTOCOL_VERSION.to_string()),
+        ];
         let host = format!("{id}.local.");
         let mut info = match scope {
             Scope::Addrs(ips) => {

@@ -58,7 +58,10 @@ impl Frame {
 #[derive(Debug)]
 pub(crate) enum CodecError {
     /// The length prefix announces a payload over the maximum.
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        len: usize,
+        max: usize,
+    },
     /// A length of zero: no room for the kind byte.
     Empty,
     Io(std::io::Error),
@@ -188,6 +191,8 @@ mod tests {
             .encode(Frame::data(payload.clone()), &mut buf)
             .unwrap();
         assert_eq!(codec().decode(&mut buf).unwrap().unwrap().payload, payload);
-        assert!(codec().encode(Frame::data(Bytes::from(vec![0u8; 17])), &mut buf).is_err());
+        assert!(codec()
+            .encode(Frame::data(Bytes::from(vec![0u8; 17])), &mut buf)
+            .is_err());
     }
 }

@@ -137,7 +137,9 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        assert!(Hello::decode(b"GET / HTTP/1.1").unwrap_err().contains("magic"));
+        assert!(Hello::decode(b"GET / HTTP/1.1")
+            .unwrap_err()
+            .contains("magic"));
         let mut b = sample().encode().to_vec();
         b.push(0);
         assert!(Hello::decode(&b).unwrap_err().contains("trailing"));

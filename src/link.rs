@@ -32,8 +32,8 @@ use crate::connection::{CloseReason, Connection, LinkState, Shared};
 use crate::error::Error;
 use crate::frame::{self, CodecError, Frame, FrameCodec};
 use crate::hello::{Hello, Refusal, MAX_HELLO};
-use crate::mesh::{decides, LinkId, Verdict};
 use crate::id::NodeId;
+use crate::mesh::{decides, LinkId, Verdict};
 use crate::service::{Command, Ctx};
 
 /// How long a closing link waits for the peer's end of stream.
@@ -81,33 +81,23 @@ async fn handshake(
 ) -> Option<Link> {
     let deadline = Instant::now() + ctx.handshake_timeout;
     let _ = stream.set_nodelay(true);
-    let exchanged = tokio::select! {
+    let hello = tokio::select! {
         _ = ctx.cancel.cancelled() => return None,
-        r = tokio::time::timeout_at(deadline, exchange_hello(&mut stream, &ctx.hello)) => r,
-    };
-    let refuse = |reason: String| ctx.error(Error::Handshake { remote, reason });
-    let hello = match exchanged {
-        Ok(Ok(h)) => h,
-        Ok(Err(reason)) => return refuse(reason).then_none(),
-        Err(_) => {
-            return refuse(format!("no hello within {:?}", ctx.handshake_timeout)).then_none()
+        r = tokio::time::timeout_at(deadline, checked_hello(ctx, &mut stream, remote, expected)) => {
+            r.unwrap_or_else(|_| Err(Some(Error::Handshake {
+                remote,
+                reason: format!("no hello within {:?}", ctx.handshake_timeout),
+            })))
         }
     };
-    match hello.check(&ctx.hello) {
-        Ok(()) => {}
-        Err(Refusal::SelfLink) => {
-            tracing::debug!(%remote, "dropped a link to ourselves");
+    let hello = match hello {
+        Ok(h) => h,
+        Err(Some(e)) => {
+            ctx.error(e);
             return None;
         }
-        Err(Refusal::IdConflict) => {
-            let id = hello.id.to_string();
-            return ctx.error(Error::IdConflict { remote, id }).then_none();
-        }
-        Err(Refusal::Mismatch(reason)) => return refuse(reason).then_none(),
-    }
-    if let Some(expected) = expected.filter(|e| **e != hello.id) {
-        return refuse(format!("dialed peer {expected} but found {}", hello.id)).then_none();
-    }
+        Err(None) => return None,
+    };
 
     let id = ctx.next_link_id();
     let (out_tx, out_rx) = mpsc::channel(ctx.queue_len);
@@ -141,13 +131,31 @@ async fn handshake(
     })
 }
 
-trait ThenNone {
-    fn then_none<T>(self) -> Option<T>;
-}
-
-impl ThenNone for () {
-    fn then_none<T>(self) -> Option<T> {
-        None
+/// The peer's hello, if it is one we link with. `Err(None)`: drop the link
+/// quietly (we dialed ourselves); `Err(Some(e))`: refuse it with `e`.
+async fn checked_hello(
+    ctx: &Ctx,
+    stream: &mut TcpStream,
+    remote: SocketAddr,
+    expected: Option<&NodeId>,
+) -> Result<Hello, Option<Error>> {
+    let refuse = |reason: String| Some(Error::Handshake { remote, reason });
+    let hello = exchange_hello(stream, &ctx.hello).await.map_err(refuse)?;
+    match hello.check(&ctx.hello) {
+        Ok(()) => {}
+        Err(Refusal::SelfLink) => {
+            tracing::debug!(%remote, "dropped a link to ourselves");
+            return Err(None);
+        }
+        Err(Refusal::IdConflict) => {
+            let id = hello.id.to_string();
+            return Err(Some(Error::IdConflict { remote, id }));
+        }
+        Err(Refusal::Mismatch(reason)) => return Err(refuse(reason)),
+    }
+    match expected {
+        Some(e) if *e != hello.id => Err(refuse(format!("dialed peer {e} but found {}", hello.id))),
+        _ => Ok(hello),
     }
 }
 
@@ -164,7 +172,18 @@ impl Link {
             deadline,
         } = self;
         let (rd, wr) = stream.into_split();
-        let reason = drive(ctx, id, &shared, rd, wr, out_rx, in_tx, awaiting_verdict, deadline).await;
+        let reason = drive(
+            ctx,
+            id,
+            &shared,
+            rd,
+            wr,
+            out_rx,
+            in_tx,
+            awaiting_verdict,
+            deadline,
+        )
+        .await;
         // Leave the list of open links before anyone can see the link closed.
         ctx.unlist(id);
         shared.state.send_replace(LinkState::Closed(reason.clone()));
@@ -209,7 +228,10 @@ async fn exchange_hello(stream: &mut TcpStream, ours: &Hello) -> Result<Hello, S
         .await
         .map_err(|e| format!("reading hello: {e}"))?;
     if body[0] != frame::HELLO {
-        return Err(format!("not a tcpnet node (first frame kind {:#04x})", body[0]));
+        return Err(format!(
+            "not a tcpnet node (first frame kind {:#04x})",
+            body[0]
+        ));
     }
     Hello::decode(&body[1..])
 }
@@ -237,7 +259,11 @@ async fn drive(
         awaiting_verdict,
         deadline,
     );
-    let writer = write_loop(FramedWrite::new(wr, codec), out_rx, shared.state.subscribe());
+    let writer = write_loop(
+        FramedWrite::new(wr, codec),
+        out_rx,
+        shared.state.subscribe(),
+    );
     tokio::pin!(reader, writer);
     let ended = tokio::select! {
         r = &mut reader => r,
@@ -269,7 +295,9 @@ async fn read_loop(
         let next = if awaiting_verdict {
             match tokio::time::timeout_at(deadline, frames.next()).await {
                 Ok(n) => n,
-                Err(_) => return CloseReason::Protocol("no verdict within the handshake timeout".into()),
+                Err(_) => {
+                    return CloseReason::Protocol("no verdict within the handshake timeout".into())
+                }
             }
         } else {
             frames.next().await
@@ -313,7 +341,11 @@ async fn read_loop(
             k => {
                 return CloseReason::Protocol(format!(
                     "unexpected frame kind {k:#04x}{}",
-                    if awaiting_verdict { " before the verdict" } else { "" }
+                    if awaiting_verdict {
+                        " before the verdict"
+                    } else {
+                        ""
+                    }
                 ))
             }
         }

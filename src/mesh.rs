@@ -46,7 +46,10 @@ pub(crate) enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
     /// Connect to a peer at these addresses.
-    Dial { peer: NodeId, addrs: Vec<SocketAddr> },
+    Dial {
+        peer: NodeId,
+        addrs: Vec<SocketAddr>,
+    },
     /// Send the verdict on the link (the link then opens or closes).
     SendVerdict { link: LinkId, verdict: Verdict },
     /// The link is the pair's one link: publish it and tell subscribers.
@@ -274,12 +277,18 @@ mod tests {
     #[test]
     fn discovery_dials_once() {
         let mut m = Mesh::new(id("0a"));
-        assert!(matches!(m.discovered(id("0b"), addr())[..], [Action::Dial { .. }]));
+        assert!(matches!(
+            m.discovered(id("0b"), addr())[..],
+            [Action::Dial { .. }]
+        ));
         // A re-announcement (say, with an IPv6 address) while dialing.
         assert!(m.discovered(id("0b"), addr()).is_empty());
         m.dial_ended(&id("0b"));
         m.handshaken(1, id("0b"), 7);
-        assert!(m.discovered(id("0b"), addr()).is_empty(), "linked peers are not redialed");
+        assert!(
+            m.discovered(id("0b"), addr()).is_empty(),
+            "linked peers are not redialed"
+        );
     }
 
     /// Both ends dial at once: links 1 (a->b) and 2 (b->a); each end sees the
@@ -335,7 +344,10 @@ mod tests {
                 reason: CloseReason::Duplicate
             }]
         );
-        assert_eq!(mb.verdict(1, Verdict::Accept), vec![Action::Open { link: 1 }]);
+        assert_eq!(
+            mb.verdict(1, Verdict::Accept),
+            vec![Action::Open { link: 1 }]
+        );
         assert_eq!(mb.open_count(), 1);
     }
 

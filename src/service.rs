@@ -94,13 +94,32 @@ struct Running {
 
 /// What the service's tasks tell the actor.
 pub(crate) enum Command {
-    Discovered { peer: NodeId, addrs: Vec<SocketAddr> },
-    Lost { peer: NodeId },
-    DialEnded { peer: NodeId },
-    Handshaken { link: LinkId, conn: Connection, incarnation: u64 },
-    Verdict { link: LinkId, verdict: Verdict },
-    LinkClosed { link: LinkId, reason: CloseReason },
-    Close { done: oneshot::Sender<()> },
+    Discovered {
+        peer: NodeId,
+        addrs: Vec<SocketAddr>,
+    },
+    Lost {
+        peer: NodeId,
+    },
+    DialEnded {
+        peer: NodeId,
+    },
+    Handshaken {
+        link: LinkId,
+        conn: Connection,
+        incarnation: u64,
+    },
+    Verdict {
+        link: LinkId,
+        verdict: Verdict,
+    },
+    LinkClosed {
+        link: LinkId,
+        reason: CloseReason,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// What every task of a running service shares.
@@ -598,7 +617,10 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
         }
     };
     if tokio::time::timeout(CLOSE_TIMEOUT, drain).await.is_err() {
-        tracing::warn!("{} links did not close within {CLOSE_TIMEOUT:?}", links.len());
+        tracing::warn!(
+            "{} links did not close within {CLOSE_TIMEOUT:?}",
+            links.len()
+        );
     }
     if let Some(done) = done {
         let _ = done.send(());

@@ -13,12 +13,18 @@ use tcpnet::{Error, Service, SERVICE_TYPE};
 #[test]
 fn two_clusters_on_one_lan_stay_apart() {
     netns(|| async {
-        let nodes = futures::future::join_all(
-            ["alpha", "beta", "alpha", "beta", "alpha"].map(start),
-        )
-        .await;
-        let alpha: Vec<Service> = nodes.iter().filter(|s| s.name() == "alpha").cloned().collect();
-        let beta: Vec<Service> = nodes.iter().filter(|s| s.name() == "beta").cloned().collect();
+        let nodes =
+            futures::future::join_all(["alpha", "beta", "alpha", "beta", "alpha"].map(start)).await;
+        let alpha: Vec<Service> = nodes
+            .iter()
+            .filter(|s| s.name() == "alpha")
+            .cloned()
+            .collect();
+        let beta: Vec<Service> = nodes
+            .iter()
+            .filter(|s| s.name() == "beta")
+            .cloned()
+            .collect();
         full_mesh(&alpha).await;
         full_mesh(&beta).await;
         // 3 alpha links and 1 beta link, two sockets each: nothing across.
@@ -31,7 +37,10 @@ fn two_clusters_on_one_lan_stay_apart() {
 
 /// Announces a record of tcpnet's service type from a daemon of its own.
 fn announce(daemon: &ServiceDaemon, instance: &str, port: u16, props: &[(&str, &str)]) {
-    let host = format!("foreign-{}.local.", instance.len() + props.len() + port as usize);
+    let host = format!(
+        "foreign-{}.local.",
+        instance.len() + props.len() + port as usize
+    );
     let mut info =
         ServiceInfo::new(SERVICE_TYPE, instance, &host, "127.0.0.1", port, props).unwrap();
     info.set_requires_probe(false);
@@ -58,21 +67,36 @@ fn foreign_and_broken_records_are_errors_and_the_mesh_still_forms() {
         watcher.listen(0, "0.0.0.0").await.unwrap();
 
         let foreign = ServiceDaemon::new().unwrap();
-        announce(&foreign, "not-a-node-id", 1000, &[("c", CLUSTER), ("v", "1")]);
-        announce(&foreign, &id('a'), 1001, &[("junk", "\u{1}\u{2}"), ("x", "")]);
+        announce(
+            &foreign,
+            "not-a-node-id",
+            1000,
+            &[("c", CLUSTER), ("v", "1")],
+        );
+        announce(
+            &foreign,
+            &id('a'),
+            1001,
+            &[("junk", "\u{1}\u{2}"), ("x", "")],
+        );
         announce(&foreign, &id('b'), 1002, &[("c", CLUSTER), ("v", "99")]);
         announce(&foreign, "0bad", 1003, &[("c", CLUSTER), ("v", "1")]);
         announce(&foreign, &id('c'), http_port, &[("c", CLUSTER), ("v", "1")]);
 
-        let others =
-            futures::future::join_all((0..3).map(|_| start(CLUSTER))).await;
+        let others = futures::future::join_all((0..3).map(|_| start(CLUSTER))).await;
         let mut all = others.clone();
         all.push(watcher.clone());
         full_mesh(&all).await;
 
         // Every broken record and the HTTP port gave its own error.
         let mut seen = HashSet::new();
-        let wanted = ["not-a-node-id", "TXT c", "version", "hex digits", "not a tcpnet node"];
+        let wanted = [
+            "not-a-node-id",
+            "TXT c",
+            "version",
+            "hex digits",
+            "not a tcpnet node",
+        ];
         within("an error for each foreign record", async {
             while seen.len() < wanted.len() {
                 let e = errors.next().await.expect("error stream");
@@ -99,7 +123,10 @@ fn foreign_and_broken_records_are_errors_and_the_mesh_still_forms() {
             .find(|c| c.peer_id() == watcher.id())
             .unwrap();
         conn.send("still here").await.unwrap();
-        assert_eq!(&within("data", back.next()).await.unwrap()[..], b"still here");
+        assert_eq!(
+            &within("data", back.next()).await.unwrap()[..],
+            b"still here"
+        );
         drop(foreign.shutdown());
         close_all(&all).await;
     });
@@ -118,8 +145,14 @@ fn nodes_bound_to_one_address_find_each_other_there() {
         let a = tcpnet::tcpnet("c").unwrap();
         let b = tcpnet::tcpnet("c").unwrap();
         let (ra, rb) = tokio::join!(a.listen(0, "10.99.0.1"), b.listen(0, "10.99.0.2"));
-        assert_eq!(ra.unwrap().addrs, vec!["10.99.0.1".parse::<std::net::IpAddr>().unwrap()]);
-        assert_eq!(rb.unwrap().addrs, vec!["10.99.0.2".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            ra.unwrap().addrs,
+            vec!["10.99.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            rb.unwrap().addrs,
+            vec!["10.99.0.2".parse::<std::net::IpAddr>().unwrap()]
+        );
         full_mesh(&[a.clone(), b.clone()]).await;
         let link = a.connections().pop().unwrap();
         assert_eq!(link.local_addr().ip().to_string(), "10.99.0.1");

@@ -52,7 +52,9 @@ fn sink_stream_split_and_cloned_senders() {
         let ab = a.connections().pop().unwrap();
         let ba = b.connections().pop().unwrap();
         let (mut sink, _stream) = ab.clone().split();
-        sink.send(bytes::Bytes::from_static(b"via sink")).await.unwrap();
+        sink.send(bytes::Bytes::from_static(b"via sink"))
+            .await
+            .unwrap();
         let sender = ab.sender();
         let s2 = sender.clone();
         tokio::spawn(async move { s2.send("via clone").await.unwrap() })
@@ -82,7 +84,10 @@ fn oversize_frames_are_refused_on_send_and_close_the_link_on_receive() {
 
         // Sending too much is the caller's error; the link stays up.
         match to(&small, &b).send(vec![0u8; 1025]).await {
-            Err(Error::FrameTooLarge { len: 1025, max: 1024 }) => {}
+            Err(Error::FrameTooLarge {
+                len: 1025,
+                max: 1024,
+            }) => {}
             other => panic!("{other:?}"),
         }
         to(&small, &b).send(vec![1u8; 1024]).await.unwrap();
@@ -94,7 +99,10 @@ fn oversize_frames_are_refused_on_send_and_close_the_link_on_receive() {
         bs.send(vec![0u8; 4096]).await.unwrap();
         assert_eq!(
             within("oversize close", victim.closed()).await,
-            CloseReason::FrameTooLarge { len: 4096, max: 1024 }
+            CloseReason::FrameTooLarge {
+                len: 4096,
+                max: 1024
+            }
         );
         let e = within("error event", errors.next()).await.unwrap();
         assert!(matches!(e, Error::Protocol { .. }), "{e:?}");
@@ -117,7 +125,10 @@ fn send_on_a_closed_link_is_an_error() {
         let ba = b.connections().pop().unwrap();
         ab.close();
         assert_eq!(within("local close", ab.closed()).await, CloseReason::Local);
-        assert_eq!(within("peer close", ba.closed()).await, CloseReason::PeerClosed);
+        assert_eq!(
+            within("peer close", ba.closed()).await,
+            CloseReason::PeerClosed
+        );
         assert!(matches!(ab.send("x").await, Err(Error::Closed)));
         assert!(matches!(ba.sender().send("x").await, Err(Error::Closed)));
         assert!(a.connections().is_empty() && b.connections().is_empty());
@@ -138,7 +149,10 @@ fn frames_queued_before_close_are_flushed() {
         a.close().await;
         let got: Vec<_> = within("all frames", ba.clone().collect::<Vec<_>>()).await;
         assert_eq!(got.len(), 500);
-        assert!(got.iter().enumerate().all(|(i, f)| f[..] == (i as u32).to_be_bytes()));
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, f)| f[..] == (i as u32).to_be_bytes()));
         b.close().await;
     });
 }

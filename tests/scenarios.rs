@@ -60,7 +60,10 @@ fn bad_listen_arguments_each_give_their_error() {
         }
         // After all those failures the service still listens fine.
         s.listen(0, "127.0.0.1").await.unwrap();
-        assert!(matches!(s.listen(0, "127.0.0.1").await, Err(Error::AlreadyListening)));
+        assert!(matches!(
+            s.listen(0, "127.0.0.1").await,
+            Err(Error::AlreadyListening)
+        ));
         s.close().await;
         assert!(matches!(s.listen(0, "127.0.0.1").await, Err(Error::Closed)));
     });
@@ -76,7 +79,10 @@ fn address_before_and_after_listen_and_after_close() {
         assert_eq!(addr, got);
         assert_ne!(addr.port, 0);
         // 0.0.0.0 is expanded to the namespace's one interface address.
-        assert_eq!(addr.addrs, vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            addr.addrs,
+            vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
         s.close().await;
         assert_eq!(s.address(), None);
 
@@ -110,7 +116,10 @@ fn event_and_awaited_forms_both_fire() {
         let mut listening = s.on_listening();
         let mut closed = s.on_close();
         let addr = s.listen(0, "127.0.0.1").await.unwrap();
-        assert_eq!(within("listening event", listening.next()).await, Some(addr));
+        assert_eq!(
+            within("listening event", listening.next()).await,
+            Some(addr)
+        );
         s.close().await;
         within("close event", closed.next()).await.unwrap();
     });
@@ -134,7 +143,10 @@ fn two_nodes_started_together() {
         data_both_ways(&a, &b).await;
         let ba = b.connections().pop().unwrap();
         a.close().await;
-        assert_eq!(within("close seen by b", ba.closed()).await, CloseReason::PeerClosed);
+        assert_eq!(
+            within("close seen by b", ba.closed()).await,
+            CloseReason::PeerClosed
+        );
         assert!(b.connections().is_empty());
         b.close().await;
     });
@@ -149,7 +161,10 @@ fn two_nodes_started_one_after_the_other() {
         data_both_ways(&a, &b).await;
         let ab = a.connections().pop().unwrap();
         b.close().await;
-        assert_eq!(within("close seen by a", ab.closed()).await, CloseReason::PeerClosed);
+        assert_eq!(
+            within("close seen by a", ab.closed()).await,
+            CloseReason::PeerClosed
+        );
         a.close().await;
     });
 }
@@ -176,7 +191,9 @@ fn nodes_join_one_by_one_then_leave_one_by_one() {
                 within("peer sees the close", l.closed()).await;
             }
             let left = nodes.len();
-            assert!(nodes.iter().all(|s| s.connections().len() == left.saturating_sub(1)));
+            assert!(nodes
+                .iter()
+                .all(|s| s.connections().len() == left.saturating_sub(1)));
         }
     });
 }
@@ -212,7 +229,13 @@ fn connection_event_fires_on_both_ends_once() {
         close_all(&[a, b]).await;
         // No second connection event was emitted on either end.
         use futures::FutureExt;
-        assert!(!matches!(ea.next().now_or_never(), Some(Some(_))), "second event at a");
-        assert!(!matches!(eb.next().now_or_never(), Some(Some(_))), "second event at b");
+        assert!(
+            !matches!(ea.next().now_or_never(), Some(Some(_))),
+            "second event at a"
+        );
+        assert!(
+            !matches!(eb.next().now_or_never(), Some(Some(_))),
+            "second event at b"
+        );
     });
 }

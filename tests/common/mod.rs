@@ -133,15 +133,39 @@ pub fn assert_one_link_per_pair(services: &[Service]) {
             if a.id() == b.id() {
                 continue;
             }
-            let ab: Vec<Connection> = conns.iter().filter(|c| c.peer_id() == b.id()).cloned().collect();
-            assert_eq!(ab.len(), 1, "{} holds {} links to {}", a.id(), ab.len(), b.id());
+            let ab: Vec<Connection> = conns
+                .iter()
+                .filter(|c| c.peer_id() == b.id())
+                .cloned()
+                .collect();
+            assert_eq!(
+                ab.len(),
+                1,
+                "{} holds {} links to {}",
+                a.id(),
+                ab.len(),
+                b.id()
+            );
             let ba: Vec<Connection> = b
                 .connections()
                 .into_iter()
                 .filter(|c| c.peer_id() == a.id())
                 .collect();
-            assert_eq!(ba.len(), 1, "{} holds {} links to {}", b.id(), ba.len(), a.id());
-            assert_eq!(ab[0].local_addr(), ba[0].remote_addr(), "{}/{} disagree on their link", a.id(), b.id());
+            assert_eq!(
+                ba.len(),
+                1,
+                "{} holds {} links to {}",
+                b.id(),
+                ba.len(),
+                a.id()
+            );
+            assert_eq!(
+                ab[0].local_addr(),
+                ba[0].remote_addr(),
+                "{}/{} disagree on their link",
+                a.id(),
+                b.id()
+            );
         }
     }
 }
