@@ -79,6 +79,7 @@ async fn handshake(
     remote: SocketAddr,
     expected: Option<&NodeId>,
 ) -> Option<Link> {
+    let remote = canonical(remote);
     let deadline = Instant::now() + ctx.handshake_timeout;
     let _ = stream.set_nodelay(true);
     let hello = tokio::select! {
@@ -105,7 +106,7 @@ async fn handshake(
     let shared = Arc::new(Shared {
         peer: hello.id.clone(),
         remote,
-        local: stream.local_addr().unwrap_or(remote),
+        local: canonical(stream.local_addr().unwrap_or(remote)),
         max_frame_len: ctx.max_frame_len,
         state: watch::channel(LinkState::Up).0,
         inbound: Mutex::new(in_rx),
@@ -129,6 +130,11 @@ async fn handshake(
         awaiting_verdict: !decides(ctx.id(), &hello.id),
         deadline,
     })
+}
+
+/// IPv4 peers of a dual-stack socket show as plain IPv4 addresses.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// The peer's hello, if it is one we link with. `Err(None)`: drop the link

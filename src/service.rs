@@ -407,6 +407,18 @@ impl Service {
     }
 }
 
+/// When the last handle goes, a listening node is closed in the background,
+/// as `close` would (goodbye, links flushed and closed).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let phase = std::mem::replace(&mut *lock(&self.phase), Phase::Closed);
+        if let Phase::Listening(running) = phase {
+            let (done, _) = oneshot::channel();
+            let _ = running.cmd.send(Command::Close { done });
+        }
+    }
+}
+
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")

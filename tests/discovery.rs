@@ -172,3 +172,31 @@ fn loopback_only_nodes_link_on_loopback() {
         close_all(&[a, b]).await;
     });
 }
+
+#[test]
+fn dual_stack_nodes_link() {
+    netns(|| async {
+        let a = tcpnet::tcpnet("c").unwrap();
+        let b = tcpnet::tcpnet("c").unwrap();
+        let (ra, rb) = tokio::join!(a.listen(0, "::"), b.listen(0, "::"));
+        assert!(ra.unwrap().addrs.contains(&"::1".parse().unwrap()));
+        rb.unwrap();
+        full_mesh(&[a.clone(), b.clone()]).await;
+        close_all(&[a, b]).await;
+    });
+}
+
+#[test]
+fn a_dropped_service_says_goodbye_and_closes_its_links() {
+    netns(|| async {
+        let (a, b) = tokio::join!(start("c"), start("c"));
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let ba = b.connections().pop().unwrap();
+        drop(a);
+        assert_eq!(
+            within("the dropped node's links to close", ba.closed()).await,
+            tcpnet::CloseReason::PeerClosed
+        );
+        b.close().await;
+    });
+}
