@@ -51,8 +51,7 @@ async fn one_run(n: usize) -> (Duration, Duration) {
         .map(|_| tcpnet::tcpnet("formation").unwrap())
         .collect();
     let t0 = Instant::now();
-    let started =
-        futures::future::join_all(services.iter().map(|s| s.listen(0, "0.0.0.0"))).await;
+    let started = futures::future::join_all(services.iter().map(|s| s.listen(0, "0.0.0.0"))).await;
     for r in started {
         r.expect("listen");
     }

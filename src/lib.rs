@@ -60,6 +60,12 @@
 
 #![deny(missing_docs)]
 
+// The README's Rust examples compile as doctests, so the README cannot drift
+// from the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod connection;
 mod discovery;
 mod error;
