@@ -8,6 +8,7 @@
 //! Start it in several terminals (or on several hosts) with the same cluster
 //! name. Logs go to stderr (`RUST_LOG=debug` for more); stdout carries only
 //! `write to N nodes` lines and the frames received, as they arrive.
+//! `TCPNET_ID=<hex>` sets the node id (default: a random one).
 
 use std::io::Write;
 use std::time::Duration;
@@ -26,7 +27,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "my-cluster".into());
 
-    let service = tcpnet::tcpnet(name.as_str())?;
+    let mut settings = tcpnet::Settings::new(name.as_str());
+    if let Ok(id) = std::env::var("TCPNET_ID") {
+        settings = settings.id(id);
+    }
+    let service = tcpnet::tcpnet(settings)?;
     let mut conns = service.on_connection();
     let address = service.listen(0, "0.0.0.0").await?;
     tracing::info!(id = %service.id(), port = address.port, cluster = %name, "node started");

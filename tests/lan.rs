@@ -18,12 +18,14 @@ fn demo_binary() -> PathBuf {
     demo
 }
 
-fn lan(hosts: usize) {
+fn lan(args: &[&str], env: &[(&str, &str)]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lan.sh");
     let out = Command::new("bash")
         .arg(script)
-        .arg(hosts.to_string())
+        .arg(args[0])
         .arg(demo_binary())
+        .args(&args[1..])
+        .envs(env.iter().copied())
         .output()
         .expect("run tests/lan.sh (needs bash and iproute2)");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -35,14 +37,28 @@ fn lan(hosts: usize) {
         out.status
     );
     assert!(stdout.contains("lan.sh: ok"), "{stdout}");
+    stdout.into_owned()
 }
 
 #[test]
 fn four_hosts_on_a_bridge_form_a_full_mesh() {
-    lan(4);
+    lan(&["mesh", "4"], &[]);
 }
 
 #[test]
 fn six_hosts_on_a_bridge_form_a_full_mesh() {
-    lan(6);
+    lan(&["mesh", "6"], &[]);
+}
+
+/// The restarting node's id sorts first, so it decides the pair's link.
+#[test]
+fn a_restarted_decider_replaces_its_stale_link() {
+    lan(&["restart"], &[("TCPNET_TEST_ID", &"0".repeat(32))]);
+}
+
+/// The restarting node's id sorts last, so the peer that kept the stale link
+/// decides.
+#[test]
+fn a_restarted_peer_replaces_its_stale_link_at_the_decider() {
+    lan(&["restart"], &[("TCPNET_TEST_ID", &"f".repeat(32))]);
 }

@@ -1,85 +1,117 @@
 #!/usr/bin/env bash
-# lan.sh N DEMO
+# lan.sh SCENARIO DEMO [N]
 #
-# A private LAN of N hosts, each running one DEMO process (examples/demo.rs):
+# A private LAN of hosts, each running one DEMO process (examples/demo.rs):
 # network namespaces h1..hN, each with one NIC on a bridge (10.99.0.I/24),
 # all inside a fresh network and mount namespace of their own, so nothing
-# reaches a real network and /run/netns stays private. Checks that
-#   - every host's demo prints messages from every other host, and
-#   - `ss` on every host shows exactly N-1 established TCP links,
-# then stops every demo with SIGTERM and checks each exited cleanly.
+# reaches a real network and /run/netns stays private.
+#
+# Scenarios:
+#   mesh N    N hosts: every demo prints messages from every other host, `ss`
+#             on every host shows exactly N-1 established TCP links; then
+#             every demo is stopped with SIGTERM and must exit cleanly.
+#   restart   2 hosts; h2 vanishes without a word (its namespace is deleted,
+#             so no FIN or RST ever reaches h1) and comes back with the same
+#             node id: h1 must replace its stale link, end with one link,
+#             and exchange messages with the new process.
 # Needs root (or a user namespace mapped to root) and iproute2.
 set -euo pipefail
-[ $# -eq 2 ] || { echo "usage: lan.sh N DEMO" >&2; exit 2; }
-n=$1 demo=$2
+[ $# -ge 2 ] || { echo "usage: lan.sh mesh|restart DEMO [N]" >&2; exit 2; }
 exec unshare --net --mount -- bash -c '
   set -euo pipefail
-  n=$1 demo=$2
+  scenario=$1 demo=$2 n=${3:-2}
   mount --make-rprivate /
   mkdir -p /run/netns && mount -t tmpfs tcpnet-lan /run/netns
   if ip -o link show | grep -qv ": lo:"; then
     echo "lan.sh: refusing: the namespace has an interface other than lo" >&2; exit 99
   fi
   out=$(mktemp -d)
+  rmhost() {
+    ip netns pids "h$1" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "h$1" 2>/dev/null || true
+  }
   cleanup() {
     set +e
-    for i in $(seq "$n"); do
-      ip netns pids "h$i" 2>/dev/null | xargs -r kill -9 2>/dev/null
-      ip netns del "h$i" 2>/dev/null
-    done
+    for i in $(seq "$n"); do rmhost "$i"; done
     rm -rf "$out"
   }
   trap cleanup EXIT
   ip link set lo up
   ip link add br0 type bridge
   ip link set br0 up
-  for i in $(seq "$n"); do
-    ip netns add "h$i"
-    ip link add "veth$i" type veth peer name lan0 netns "h$i"
-    ip link set "veth$i" master br0 up
-    ip -n "h$i" link set lo up
-    ip -n "h$i" addr add "10.99.0.$i/24" dev lan0
-    ip -n "h$i" link set lan0 up
-  done
-
+  mkhost() {
+    ip netns add "h$1"
+    ip link add "veth$1" type veth peer name lan0 netns "h$1"
+    ip link set "veth$1" master br0 up
+    ip -n "h$1" link set lo up
+    ip -n "h$1" addr add "10.99.0.$1/24" dev lan0
+    ip -n "h$1" link set lan0 up
+  }
+  # run I [ENV...]: starts the demo on host I; output in $out/hI.{out,err}.
+  run() {
+    local i=$1; shift
+    env NO_COLOR=1 "$@" ip netns exec "h$i" "$demo" lan-test >>"$out/h$i.out" 2>>"$out/h$i.err" &
+    pids[$i]=$!
+  }
   senders() { { grep -ho "^message from [0-9a-f]*" "$@" || true; } | sort -u | wc -l; }
   links() { ip netns exec "h$1" ss -Htn state established | wc -l; }
-
-  pids=()
-  for i in $(seq "$n"); do
-    NO_COLOR=1 ip netns exec "h$i" "$demo" lan-test >"$out/h$i.out" 2>"$out/h$i.err" &
-    pids+=($!)
-  done
-
-  # Poll with a deadline until the mesh is whole (not a fixed sleep).
-  ok=0
-  for _ in $(seq 300); do
-    ok=1
+  # until DESCRIPTION CMD...: polls CMD every 0.1 s for up to 30 s.
+  until_ok() {
+    local what=$1; shift
+    for _ in $(seq 300); do "$@" && return 0; sleep 0.1; done
+    for i in $(seq "$n"); do echo "--- h$i stderr"; tail -n 20 "$out/h$i.err" || true; done
+    echo "lan.sh: FAILED: timed out waiting for $what" >&2; exit 1
+  }
+  full_mesh() {
     for i in $(seq "$n"); do
-      links=$(links "$i")
-      peers=$(senders "$out/h$i.out")
-      if [ "$links" -ne $((n - 1)) ] || [ "$peers" -ne $((n - 1)) ]; then ok=0; fi
+      [ "$(links "$i")" -eq $((n - 1)) ] && [ "$(senders "$out/h$i.out")" -eq $((n - 1)) ] || return 1
     done
-    [ $ok = 1 ] && break
-    sleep 0.1
-  done
-  for i in $(seq "$n"); do
-    echo "h$i: $(links "$i") links, messages from $(senders "$out/h$i.out") peers"
-  done
-  if [ $ok != 1 ]; then
-    for i in $(seq "$n"); do echo "--- h$i stderr"; tail -n 20 "$out/h$i.err"; done
-    echo "lan.sh: FAILED: the mesh did not form" >&2; exit 1
-  fi
-  # Every id seen is a node: N distinct ids in all.
-  all=$(senders "$out"/h*.out)
-  [ "$all" -eq "$n" ] || { echo "lan.sh: FAILED: $all distinct senders, expected $n" >&2; exit 1; }
+  }
+  report() {
+    for i in $(seq "$n"); do
+      echo "h$i: $(links "$i") links, messages from $(senders "$out/h$i.out") peers"
+    done
+  }
+  declare -a pids
 
-  kill -TERM "${pids[@]}"
-  for p in "${pids[@]}"; do
-    wait "$p" || { echo "lan.sh: FAILED: a demo exited with $?" >&2; exit 1; }
-  done
-  if grep -L "closed" "$out"/h*.err | grep .; then
-    echo "lan.sh: FAILED: a demo did not log its close" >&2; exit 1
-  fi
-  echo "lan.sh: ok: $n hosts, full mesh, clean shutdown"
-' lan.sh "$n" "$demo"
+  case $scenario in
+  mesh)
+    for i in $(seq "$n"); do mkhost "$i"; done
+    for i in $(seq "$n"); do run "$i"; done
+    until_ok "a full mesh of $n" full_mesh
+    report
+    all=$(senders "$out"/h*.out)
+    [ "$all" -eq "$n" ] || { echo "lan.sh: FAILED: $all distinct senders, expected $n" >&2; exit 1; }
+    kill -TERM "${pids[@]}"
+    for p in "${pids[@]}"; do
+      wait "$p" || { echo "lan.sh: FAILED: a demo exited with $?" >&2; exit 1; }
+    done
+    if grep -L "closed" "$out"/h*.err | grep .; then
+      echo "lan.sh: FAILED: a demo did not log its close" >&2; exit 1
+    fi
+    echo "lan.sh: ok: $n hosts, full mesh, clean shutdown"
+    ;;
+  restart)
+    n=2
+    id=${TCPNET_TEST_ID:?set TCPNET_TEST_ID to the restarting node id}
+    mkhost 1; mkhost 2
+    run 1; run 2 TCPNET_ID="$id"
+    until_ok "the first link" full_mesh
+    # h2 vanishes: its cable goes first, then its process and namespace, so
+    # not a packet (no FIN, no RST) reaches h1.
+    ip link del veth2
+    rmhost 2
+    wait "${pids[2]}" 2>/dev/null || true
+    [ "$(links 1)" -eq 1 ] || { echo "lan.sh: FAILED: h1 lost its link at once" >&2; exit 1; }
+    : >"$out/h1.out"
+    mkhost 2
+    run 2 TCPNET_ID="$id"
+    until_ok "the new link" full_mesh
+    until_ok "h1 to close the stale link as replaced" grep -q "replaced by a newer link" "$out/h1.err"
+    until_ok "one link on h1" test "$(links 1)" -eq 1
+    report
+    echo "lan.sh: ok: a restarted peer replaced its stale link"
+    ;;
+  *) echo "lan.sh: unknown scenario $scenario" >&2; exit 2 ;;
+  esac
+' lan.sh "$@"

@@ -239,3 +239,24 @@ fn connection_event_fires_on_both_ends_once() {
         );
     });
 }
+
+#[test]
+fn a_peer_with_an_id_of_another_length_is_refused_with_an_error() {
+    netns(|| async {
+        let short = tcpnet::tcpnet(Settings::new("c").id("0a")).unwrap();
+        let long = tcpnet::tcpnet("c").unwrap();
+        let (mut es, mut el) = (short.on_error(), long.on_error());
+        let (rs, rl) = tokio::join!(short.listen(0, "0.0.0.0"), long.listen(0, "0.0.0.0"));
+        rs.unwrap();
+        rl.unwrap();
+        for errors in [&mut es, &mut el] {
+            let e = within("an id-length error", errors.next()).await.unwrap();
+            assert!(e.to_string().contains("hex digits"), "{e}");
+        }
+        // A third node of the long kind links with the long one regardless.
+        let other = start("c").await;
+        full_mesh(&[long.clone(), other.clone()]).await;
+        assert!(short.connections().is_empty());
+        close_all(&[short, long, other]).await;
+    });
+}
