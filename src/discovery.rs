@@ -91,13 +91,8 @@ impl Discovery {
             fullname: format!("{id}.{SERVICE_TYPE}"),
             daemon,
         };
-        match discovery.announce(id, cluster, port, scope).await {
-            Ok(browse) => Ok((discovery, browse)),
-            Err(e) => {
-                let _ = discovery.daemon.shutdown();
-                Err(e)
-            }
-        }
+        let browse = discovery.announce(id, cluster, port, scope).await?;
+        Ok((discovery, browse))
     }
 
     async fn announce(
@@ -175,6 +170,14 @@ impl Discovery {
         if let Ok(rx) = self.daemon.shutdown() {
             let _ = tokio::time::timeout(GOODBYE_TIMEOUT, rx.recv_async()).await;
         }
+    }
+}
+
+/// A daemon dropped without [`Discovery::stop`] (a failed or cancelled
+/// `listen`) still stops its thread.
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        let _ = self.daemon.shutdown();
     }
 }
 

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use crate::connection::Connection;
+use crate::connection::{CloseReason, Connection, LinkState, Shared};
 use crate::error::Error;
 use crate::mesh::LinkId;
 use crate::service::Address;
@@ -80,14 +80,32 @@ impl Hub {
     }
 
     /// Publishes an opened link, then tells subscribers: a subscriber that
-    /// calls `connections()` on the event finds the link there.
+    /// calls `connections()` on the event finds the link there. A link whose
+    /// task has already ended (it can end before the actor opens it) is
+    /// neither listed nor announced: [`finished`](Self::finished) and this
+    /// check run under the same lock.
     pub fn opened(&self, link: LinkId, conn: Connection) {
-        lock(&self.open).push((link, conn.clone()));
+        {
+            let mut open = lock(&self.open);
+            if conn.close_reason().is_some() {
+                return;
+            }
+            open.push((link, conn.clone()));
+        }
         self.connection.emit(&conn);
     }
 
-    pub fn closed(&self, link: LinkId) {
+    /// Takes a link off the list (it was replaced, or is closing).
+    pub fn unlist(&self, link: LinkId) {
         lock(&self.open).retain(|(l, _)| *l != link);
+    }
+
+    /// A link's task has ended: takes it off the list and records why, in
+    /// one step, so no one sees a closed link listed or an open one missing.
+    pub fn finished(&self, link: LinkId, shared: &Shared, reason: CloseReason) {
+        let mut open = lock(&self.open);
+        open.retain(|(l, _)| *l != link);
+        shared.state.send_replace(LinkState::Closed(reason));
     }
 
     pub fn open_links(&self) -> Vec<Connection> {
@@ -103,4 +121,49 @@ impl Hub {
 /// single push, retain or clone that leaves the data consistent.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use futures::StreamExt;
+
+    fn conn() -> (Connection, std::sync::Arc<Shared>) {
+        let (out_tx, _out_rx) = mpsc::channel(1);
+        let (_in_tx, in_rx) = mpsc::channel(1);
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let shared = std::sync::Arc::new(Shared {
+            peer: crate::NodeId::parse("0a").unwrap(),
+            remote: addr,
+            local: addr,
+            max_frame_len: 8,
+            state: tokio::sync::watch::channel(LinkState::Up).0,
+            inbound: Mutex::new(in_rx),
+        });
+        (Connection::new(shared.clone(), out_tx), shared)
+    }
+
+    #[test]
+    fn a_link_that_ended_before_it_opened_is_never_listed_or_announced() {
+        let hub = Hub::new();
+        let mut events = hub.connection.subscribe();
+        let (c, shared) = conn();
+        hub.finished(1, &shared, CloseReason::PeerClosed);
+        hub.opened(1, c);
+        assert!(hub.open_links().is_empty());
+        assert!(events.next().now_or_never().is_none());
+    }
+
+    #[test]
+    fn a_link_that_ends_after_it_opened_leaves_the_list() {
+        let hub = Hub::new();
+        let mut events = hub.connection.subscribe();
+        let (c, shared) = conn();
+        hub.opened(1, c);
+        assert_eq!(hub.open_links().len(), 1);
+        assert!(events.next().now_or_never().is_some());
+        hub.finished(1, &shared, CloseReason::PeerClosed);
+        assert!(hub.open_links().is_empty());
+    }
 }

@@ -11,9 +11,12 @@
 //! - the writer drains the send queue in batches, one flush per batch.
 //!
 //! Reader and writer run concurrently in this one task, so a link never
-//! deadlocks with both ends blocked writing. When either side ends, the link
-//! ends; a local close flushes the send queue and shuts down the socket's
-//! write side first, then waits briefly for the peer's end of stream.
+//! deadlocks with both ends blocked writing. A close, asked for on this end or
+//! signalled by the peer's end of stream, first flushes what `send` accepted,
+//! then shuts down the socket's write side and waits for the peer's end of
+//! stream; all of that within [`CLOSE_TIMEOUT`], after which the socket is
+//! dropped (a peer that stopped reading cannot hold a close forever). A
+//! protocol or socket error ends the link at once.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -28,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::connection::{CloseReason, Connection, LinkState, Shared};
+use crate::connection::{request_close, CloseReason, Connection, LinkState, Shared};
 use crate::error::Error;
 use crate::frame::{self, CodecError, Frame, FrameCodec};
 use crate::hello::{Hello, Refusal, MAX_HELLO};
@@ -36,14 +39,15 @@ use crate::id::NodeId;
 use crate::mesh::{decides, LinkId, Verdict};
 use crate::service::{Command, Ctx};
 
-/// How long a closing link waits for the peer's end of stream.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// How long a closing link may take to flush, shut down and see the peer's
+/// end of stream before its socket is dropped.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Most frames written between two flushes.
 const BATCH: usize = 256;
 
 /// Runs an accepted TCP link from hello to close.
 pub(crate) async fn accepted(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr) {
-    if let Some(link) = handshake(&ctx, stream, remote, None).await {
+    if let Some(link) = handshake(&ctx, stream, remote).await {
         link.run(&ctx).await;
     }
 }
@@ -51,8 +55,17 @@ pub(crate) async fn accepted(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAdd
 /// Runs a TCP link we dialed to `peer` from hello to close. Tells the actor
 /// when the dial has ended: right after the link is registered, so the peer is
 /// never seen as neither dialing nor linked, or when the handshake failed.
+///
+/// The node that answers may not be `peer` (a stale record whose port another
+/// node now uses). It is still a node of our cluster, so the link counts as a
+/// link to whoever answered, and the one-link rule applies to it as to any
+/// other; refusing it on this end only would leave the other end holding a
+/// link we dropped.
 pub(crate) async fn dialed(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr, peer: NodeId) {
-    let link = handshake(&ctx, stream, remote, Some(&peer)).await;
+    let link = handshake(&ctx, stream, remote).await;
+    if let Some(l) = link.as_ref().filter(|l| l.shared.peer != peer) {
+        tracing::debug!(dialed = %peer, answered = %l.shared.peer, %remote, "a different node answered");
+    }
     ctx.send(Command::DialEnded { peer });
     if let Some(link) = link {
         link.run(&ctx).await;
@@ -73,18 +86,13 @@ struct Link {
 /// Exchanges and checks hellos, bounded by the handshake timeout and by the
 /// service closing; reports failures as error events. On success the link is
 /// registered with the actor ([`Command::Handshaken`]).
-async fn handshake(
-    ctx: &Ctx,
-    mut stream: TcpStream,
-    remote: SocketAddr,
-    expected: Option<&NodeId>,
-) -> Option<Link> {
+async fn handshake(ctx: &Ctx, mut stream: TcpStream, remote: SocketAddr) -> Option<Link> {
     let remote = canonical(remote);
     let deadline = Instant::now() + ctx.handshake_timeout;
     let _ = stream.set_nodelay(true);
     let hello = tokio::select! {
         _ = ctx.cancel.cancelled() => return None,
-        r = tokio::time::timeout_at(deadline, checked_hello(ctx, &mut stream, remote, expected)) => {
+        r = tokio::time::timeout_at(deadline, checked_hello(ctx, &mut stream, remote)) => {
             r.unwrap_or_else(|_| Err(Some(Error::Handshake {
                 remote,
                 reason: format!("no hello within {:?}", ctx.handshake_timeout),
@@ -138,12 +146,11 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 /// The peer's hello, if it is one we link with. `Err(None)`: drop the link
-/// quietly (we dialed ourselves); `Err(Some(e))`: refuse it with `e`.
+/// quietly (we reached ourselves); `Err(Some(e))`: refuse it with `e`.
 async fn checked_hello(
     ctx: &Ctx,
     stream: &mut TcpStream,
     remote: SocketAddr,
-    expected: Option<&NodeId>,
 ) -> Result<Hello, Option<Error>> {
     let refuse = |reason: String| Some(Error::Handshake { remote, reason });
     let hello = exchange_hello(stream, &ctx.hello).await.map_err(refuse)?;
@@ -159,10 +166,7 @@ async fn checked_hello(
         }
         Err(Refusal::Mismatch(reason)) => return Err(refuse(reason)),
     }
-    match expected {
-        Some(e) if *e != hello.id => Err(refuse(format!("dialed peer {e} but found {}", hello.id))),
-        _ => Ok(hello),
-    }
+    Ok(hello)
 }
 
 impl Link {
@@ -190,9 +194,7 @@ impl Link {
             deadline,
         )
         .await;
-        // Leave the list of open links before anyone can see the link closed.
-        ctx.unlist(id);
-        shared.state.send_replace(LinkState::Closed(reason.clone()));
+        ctx.hub().finished(id, &shared, reason.clone());
         ctx.send(Command::LinkClosed { link: id, reason });
     }
 }
@@ -270,22 +272,49 @@ async fn drive(
         out_rx,
         shared.state.subscribe(),
     );
-    tokio::pin!(reader, writer);
-    let ended = tokio::select! {
-        r = &mut reader => r,
-        w = &mut writer => match w {
-            // We closed our side; give the peer a moment to close its own.
-            Ok(()) => tokio::time::timeout(CLOSE_LINGER, &mut reader)
-                .await
-                .unwrap_or(CloseReason::PeerClosed),
-            Err(e) => CloseReason::Io(e.to_string()),
-        },
+    let mut state = shared.state.subscribe();
+    let give_up = async move {
+        closing(&mut state).await;
+        tokio::time::sleep(CLOSE_TIMEOUT).await;
+    };
+    tokio::pin!(reader, writer, give_up);
+    let mut flushed = false;
+    let ended = loop {
+        tokio::select! {
+            r = &mut reader => match r {
+                // The peer closed its side; flush what we accepted for it
+                // (it reads until it sees our end of stream), then end.
+                CloseReason::PeerClosed if !flushed => {
+                    request_close(shared, CloseReason::PeerClosed);
+                    break tokio::select! {
+                        w = &mut writer => w.err().map_or(CloseReason::PeerClosed, io_reason),
+                        _ = &mut give_up => CloseReason::PeerClosed,
+                    };
+                }
+                r => break r,
+            },
+            w = &mut writer, if !flushed => match w {
+                // Our side is flushed and shut down; wait for the peer's.
+                Ok(()) => flushed = true,
+                Err(e) => break io_reason(e),
+            },
+            _ = &mut give_up => break CloseReason::Io("close timed out".into()),
+        }
     };
     // A close asked for on this end wins over what the socket said after it.
     let state = shared.state.borrow().clone();
     match state {
         LinkState::Closing(r) => r,
         _ => ended,
+    }
+}
+
+/// A socket error; the ones that mean the peer went away are a peer close.
+fn io_reason(e: std::io::Error) -> CloseReason {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => CloseReason::PeerClosed,
+        _ => CloseReason::Io(e.to_string()),
     }
 }
 
@@ -317,16 +346,13 @@ async fn read_loop(
             Some(Err(CodecError::Empty)) => {
                 return CloseReason::Protocol("frame of length 0".into())
             }
-            Some(Err(CodecError::Io(e))) => {
-                return match e.kind() {
-                    std::io::ErrorKind::ConnectionReset => CloseReason::PeerClosed,
-                    _ => CloseReason::Io(e.to_string()),
-                }
-            }
+            Some(Err(CodecError::Io(e))) => return io_reason(e),
         };
         match frame.kind {
             frame::DATA if !awaiting_verdict => {
-                // Every handle may be gone; the frame then has no reader.
+                // Waits while the receive queue is full: the socket is not
+                // read meanwhile, so TCP pushes back on the sender. (The
+                // actor holds a handle, so the queue outlives the link.)
                 let _ = in_tx.send(frame.payload).await;
             }
             frame::ACCEPT | frame::REJECT if awaiting_verdict => {
@@ -380,6 +406,8 @@ async fn write_loop(
                 sink.flush().await?;
             }
             _ = closing(&mut state) => {
+                // Refuse further sends, then flush what was accepted.
+                out_rx.close();
                 while let Ok(f) = out_rx.try_recv() {
                     sink.feed(f).await?;
                 }

@@ -387,6 +387,23 @@ mod tests {
         assert_eq!(mb.open_count(), 1);
     }
 
+    /// The link died between its hello and its verdict: the verdict, read
+    /// from the socket just before the end of stream, opens nothing.
+    #[test]
+    fn verdict_for_a_link_that_already_closed_opens_nothing() {
+        let mut mb = Mesh::new(id("02"));
+        mb.handshaken(1, id("01"), 9);
+        assert!(!mb.closed(1));
+        assert!(mb.verdict(1, Verdict::Accept).is_empty());
+        assert_eq!(mb.open_count(), 0);
+        // A new link to the same peer is then free to open.
+        mb.handshaken(2, id("01"), 9);
+        assert_eq!(
+            mb.verdict(2, Verdict::Accept),
+            vec![Action::Open { link: 2 }]
+        );
+    }
+
     #[test]
     fn closed_link_allows_a_new_one() {
         let mut ma = Mesh::new(id("01"));

@@ -77,11 +77,12 @@ struct Inner {
     settings: Settings,
     hub: Arc<Hub>,
     phase: Mutex<Phase>,
+    /// Held by `listen` and `close` for their whole run.
+    gate: tokio::sync::Mutex<()>,
 }
 
 enum Phase {
     Idle,
-    Starting,
     Listening(Running),
     Closed,
 }
@@ -153,9 +154,8 @@ impl Ctx {
         self.cmd.send(cmd).is_ok()
     }
 
-    /// Takes a link off the list of open links.
-    pub fn unlist(&self, link: LinkId) {
-        self.hub.closed(link);
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// Reports a non-fatal error: a log line and an error event.
@@ -217,6 +217,7 @@ impl Service {
                 settings,
                 hub: Arc::new(Hub::new()),
                 phase: Mutex::new(Phase::Idle),
+                gate: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -245,40 +246,28 @@ impl Service {
     /// Errors: [`Error::InvalidAddress`], [`Error::Bind`], [`Error::Mdns`],
     /// [`Error::AlreadyListening`], [`Error::Closed`].
     pub async fn listen(&self, port: u16, addr: &str) -> Result<Address> {
-        {
-            let mut phase = lock(&self.inner.phase);
-            match *phase {
-                Phase::Idle => *phase = Phase::Starting,
-                Phase::Starting | Phase::Listening(_) => return Err(Error::AlreadyListening),
-                Phase::Closed => return Err(Error::Closed),
-            }
+        // One `listen` or `close` at a time: a `close` that comes while the
+        // node is starting waits for it, then stops it.
+        let _gate = self.inner.gate.lock().await;
+        match *lock(&self.inner.phase) {
+            Phase::Idle => {}
+            Phase::Listening(_) => return Err(Error::AlreadyListening),
+            Phase::Closed => return Err(Error::Closed),
         }
-        let result = self.start(port, addr).await;
-        let mut phase = lock(&self.inner.phase);
-        match (result, &*phase) {
-            (Ok(running), Phase::Starting) => {
-                let address = running.address.clone();
-                *phase = Phase::Listening(running);
-                drop(phase);
-                tracing::info!(id = %self.inner.id, ?address, "listening");
-                self.inner.hub.listening.emit(&address);
-                Ok(address)
-            }
-            (Ok(running), _) => {
-                // `close` ran while we were starting.
-                let (done, _) = oneshot::channel();
-                let _ = running.cmd.send(Command::Close { done });
-                Err(Error::Closed)
-            }
-            (Err(e), Phase::Starting) => {
-                *phase = Phase::Idle;
-                Err(e)
-            }
-            (Err(e), _) => Err(e),
-        }
+        // If this future is dropped half-way, the guard stops whatever
+        // started (accept loops; the mDNS daemon stops when dropped).
+        let cancel = CancellationToken::new();
+        let guard = cancel.clone().drop_guard();
+        let running = self.start(port, addr, cancel).await?;
+        guard.disarm();
+        let address = running.address.clone();
+        *lock(&self.inner.phase) = Phase::Listening(running);
+        tracing::info!(id = %self.inner.id, ?address, "listening");
+        self.inner.hub.listening.emit(&address);
+        Ok(address)
     }
 
-    async fn start(&self, port: u16, addr: &str) -> Result<Running> {
+    async fn start(&self, port: u16, addr: &str, cancel: CancellationToken) -> Result<Running> {
         let inner = &self.inner;
         let ips = resolve(addr, port).await?;
         let mut listeners = Vec::new();
@@ -323,20 +312,14 @@ impl Service {
             next_link: AtomicU64::new(1),
             cmd: cmd_tx.clone(),
             hub: inner.hub.clone(),
-            cancel: CancellationToken::new(),
+            cancel,
         });
         // Accept before announcing: a peer may dial the instant it sees us.
         for (_, listener) in listeners {
             tokio::spawn(accept_loop(ctx.clone(), listener));
         }
         let (discovery, browse) =
-            match Discovery::start(&inner.id, &inner.name, bound_port, &scope).await {
-                Ok(d) => d,
-                Err(e) => {
-                    ctx.cancel.cancel();
-                    return Err(e);
-                }
-            };
+            Discovery::start(&inner.id, &inner.name, bound_port, &scope).await?;
         tokio::spawn(browse_loop(ctx.clone(), browse));
         let actor = tokio::spawn(actor(ctx, cmd_rx, discovery));
         Ok(Running {
@@ -389,6 +372,7 @@ impl Service {
     /// stops browsing and listening. Safe to call before `listen`, twice, and
     /// right after `listen`; later `listen` calls fail with [`Error::Closed`].
     pub async fn close(&self) {
+        let _gate = self.inner.gate.lock().await;
         let previous = std::mem::replace(&mut *lock(&self.inner.phase), Phase::Closed);
         match previous {
             Phase::Closed => return,
@@ -399,7 +383,7 @@ impl Service {
                 }
                 let _ = running.actor.await;
             }
-            Phase::Idle | Phase::Starting => {}
+            Phase::Idle => {}
         }
         self.inner.hub.clear();
         tracing::info!(id = %self.inner.id, "closed");
@@ -592,6 +576,7 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
             Command::Verdict { link, verdict } => mesh.verdict(link, verdict),
             Command::LinkClosed { link, reason } => {
                 mesh.closed(link);
+                ctx.hub.unlist(link);
                 if let Some(conn) = links.remove(&link) {
                     report_close(&ctx, &conn, &reason);
                 }
@@ -661,7 +646,7 @@ fn apply(ctx: &Arc<Ctx>, links: &HashMap<LinkId, Connection>, action: Action) {
             }
         }
         Action::Close { link, reason } => {
-            ctx.unlist(link);
+            ctx.hub.unlist(link);
             if let Some(conn) = links.get(&link) {
                 request_close(conn.shared(), reason);
             }

@@ -200,3 +200,35 @@ fn a_dropped_service_says_goodbye_and_closes_its_links() {
         b.close().await;
     });
 }
+
+/// A stale record names one node but points at another node's port (ports
+/// are reused quickly on one host): the link goes to whoever answered, and
+/// every pair still ends with exactly one link.
+#[test]
+fn a_record_pointing_at_another_nodes_port_does_not_break_the_mesh() {
+    netns(|| async {
+        let nodes = futures::future::join_all((0..3).map(|_| start("real"))).await;
+        full_mesh(&nodes).await;
+        let target = nodes[2].address().unwrap().port;
+        let foreign = ServiceDaemon::new().unwrap();
+        announce(
+            &foreign,
+            &"e".repeat(32),
+            target,
+            &[("c", "real"), ("v", "1")],
+        );
+        // A fourth node sees the bogus record and dials the third node's port.
+        let late = tcpnet::tcpnet("real").unwrap();
+        let mut errors = late.on_error();
+        late.listen(0, "0.0.0.0").await.unwrap();
+        let mut all = nodes.clone();
+        all.push(late.clone());
+        full_mesh(&all).await;
+        wait_for_sockets(&all, 4 * 3).await;
+        assert_one_link_per_pair(&all);
+        use futures::FutureExt;
+        assert!(errors.next().now_or_never().is_none(), "no error expected");
+        drop(foreign.shutdown());
+        close_all(&all).await;
+    });
+}

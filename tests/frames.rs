@@ -136,23 +136,82 @@ fn send_on_a_closed_link_is_an_error() {
     });
 }
 
+/// Both ends send numbered frames through small queues (16 frames), then one
+/// side closes while frames are still queued on both: every frame `send`
+/// accepted arrives, once and in order, on both sides.
 #[test]
-fn frames_queued_before_close_are_flushed() {
+fn frames_accepted_before_a_close_are_delivered_both_ways() {
     netns(|| async {
-        let (a, b) = tokio::join!(start("c"), start("c"));
+        let settings = || Settings::new("c").queue_len(16);
+        let (a, b) = tokio::join!(start(settings()), start(settings()));
         full_mesh(&[a.clone(), b.clone()]).await;
         let ab = a.connections().pop().unwrap();
         let ba = b.connections().pop().unwrap();
-        for i in 0..500u32 {
-            ab.send(i.to_be_bytes().to_vec()).await.unwrap();
-        }
+        let n = 2000u32;
+        // Readers on both ends collect until their link closes.
+        let read_a = tokio::spawn(ab.clone().collect::<Vec<_>>());
+        let read_b = tokio::spawn(ba.clone().collect::<Vec<_>>());
+        let send = |conn: tcpnet::Connection| async move {
+            for i in 0..n {
+                conn.send(i.to_be_bytes().to_vec()).await.unwrap();
+            }
+        };
+        within("sending", async {
+            tokio::join!(send(ab.clone()), send(ba.clone()))
+        })
+        .await;
         a.close().await;
-        let got: Vec<_> = within("all frames", ba.clone().collect::<Vec<_>>()).await;
-        assert_eq!(got.len(), 500);
+        for reader in [read_a, read_b] {
+            let got = within("all frames", reader).await.unwrap();
+            assert_eq!(got.len(), n as usize);
+            assert!(got
+                .iter()
+                .enumerate()
+                .all(|(i, f)| f[..] == (i as u32).to_be_bytes()));
+        }
+        assert_eq!(ab.closed().await, CloseReason::Shutdown);
+        assert_eq!(ba.closed().await, CloseReason::PeerClosed);
+        b.close().await;
+    });
+}
+
+/// The peer closes while this end is sending as fast as it can, so frames
+/// that `send` accepted are still queued here: every accepted frame reaches
+/// the peer, in order, and the first refused send is the end.
+#[test]
+fn frames_queued_when_the_peer_closes_are_still_delivered() {
+    netns(|| async {
+        let settings = || Settings::new("c").queue_len(16);
+        let (a, b) = tokio::join!(start(settings()), start(settings()));
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let ab = a.connections().pop().unwrap();
+        let ba = b.connections().pop().unwrap();
+        let (progress, mut sent) = tokio::sync::watch::channel(0u32);
+        let sender = tokio::spawn(async move {
+            let mut accepted = 0u32;
+            loop {
+                let mut frame = vec![7u8; 16 * 1024];
+                frame[..4].copy_from_slice(&accepted.to_be_bytes());
+                match ba.send(frame).await {
+                    Ok(()) => accepted += 1,
+                    Err(Error::Closed) => return accepted,
+                    Err(e) => panic!("{e}"),
+                }
+                progress.send_replace(accepted);
+            }
+        });
+        let reader = tokio::spawn(ab.clone().collect::<Vec<_>>());
+        within("b to be sending", sent.wait_for(|n| *n >= 256))
+            .await
+            .unwrap();
+        a.close().await;
+        let accepted = within("b's sends to be refused", sender).await.unwrap();
+        let got = within("frames", reader).await.unwrap();
+        assert_eq!(got.len(), accepted as usize, "frames accepted by b's send");
         assert!(got
             .iter()
             .enumerate()
-            .all(|(i, f)| f[..] == (i as u32).to_be_bytes()));
+            .all(|(i, f)| f[..4] == (i as u32).to_be_bytes()));
         b.close().await;
     });
 }

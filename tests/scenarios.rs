@@ -260,3 +260,88 @@ fn a_peer_with_an_id_of_another_length_is_refused_with_an_error() {
         close_all(&[short, long, other]).await;
     });
 }
+
+/// An address whose interface is down: the port binds, but mDNS cannot
+/// announce there, so `listen` waits for the announcement (then fails).
+fn down_interface() -> &'static str {
+    sh("ip link add v0 type veth peer name v1 && ip addr add 10.99.0.1/24 dev v0");
+    "10.99.0.1"
+}
+
+#[test]
+fn listen_where_mdns_cannot_announce_is_an_error() {
+    netns(|| async {
+        let s = tcpnet::tcpnet("c").unwrap();
+        match s.listen(0, down_interface()).await {
+            Err(Error::Mdns(reason)) => assert!(reason.contains("announce"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.address(), None);
+        s.listen(0, "127.0.0.1").await.unwrap();
+        s.close().await;
+    });
+}
+
+#[test]
+fn a_cancelled_listen_stops_what_it_started() {
+    netns(|| async {
+        let s = tcpnet::tcpnet("c").unwrap();
+        let addr = down_interface();
+        let port = std::net::TcpListener::bind((addr, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Cancelled while it waits for the announcement, with its socket bound
+        // and its accept loop running.
+        let cancelled =
+            tokio::time::timeout(std::time::Duration::from_millis(300), s.listen(port, addr)).await;
+        assert!(cancelled.is_err(), "listen returned {cancelled:?}");
+        assert_eq!(s.address(), None);
+        // The port is free again: the accept loop and its socket are gone.
+        within("the port to be released", async {
+            loop {
+                match std::net::TcpListener::bind((addr, port)) {
+                    Ok(_) => break,
+                    Err(_) => tokio::task::yield_now().await,
+                }
+            }
+        })
+        .await;
+        // And the service can still listen and link.
+        let other = start("c").await;
+        s.listen(0, "0.0.0.0").await.unwrap();
+        full_mesh(&[s.clone(), other.clone()]).await;
+        close_all(&[s, other]).await;
+    });
+}
+
+#[test]
+fn close_during_listen_stops_the_node_before_it_returns() {
+    netns(|| async {
+        let peer = start("c").await;
+        let s = tcpnet::tcpnet("c").unwrap();
+        let mut closed = s.on_close();
+        let mut conns = s.on_connection();
+        let (listened, ()) = tokio::join!(s.listen(0, "0.0.0.0"), async {
+            tokio::task::yield_now().await;
+            s.close().await;
+        });
+        // Either order is allowed; what matters is the state after close.
+        let _ = listened;
+        within("close event", closed.next()).await.unwrap();
+        assert_eq!(s.address(), None);
+        assert!(s.connections().is_empty());
+        // The peer sees no lasting link to the closed node.
+        wait_until(std::slice::from_ref(&peer), "peer to hold no link", || {
+            peer.connections().is_empty()
+        })
+        .await;
+        // Nothing opened after close returned.
+        use futures::FutureExt;
+        while let Some(Some(c)) = conns.next().now_or_never() {
+            assert!(c.close_reason().is_some(), "a link opened after close");
+        }
+        peer.close().await;
+    });
+}
