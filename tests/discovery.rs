@@ -142,15 +142,13 @@ fn nodes_bound_to_one_address_find_each_other_there() {
         // Both ends of the veth pair are in this one namespace, so each
         // node's multicast arrives from an address local to the namespace:
         // accept_local lets it in, as if it came from another host.
-        let a = tcpnet::tcpnet("c").unwrap();
-        let b = tcpnet::tcpnet("c").unwrap();
-        let (ra, rb) = tokio::join!(a.listen(0, "10.99.0.1"), b.listen(0, "10.99.0.2"));
+        let (a, b, ra, rb) = listen_pair("10.99.0.1", "10.99.0.2").await;
         assert_eq!(
-            ra.unwrap().addrs,
+            ra.addrs,
             vec!["10.99.0.1".parse::<std::net::IpAddr>().unwrap()]
         );
         assert_eq!(
-            rb.unwrap().addrs,
+            rb.addrs,
             vec!["10.99.0.2".parse::<std::net::IpAddr>().unwrap()]
         );
         full_mesh(&[a.clone(), b.clone()]).await;
@@ -163,11 +161,7 @@ fn nodes_bound_to_one_address_find_each_other_there() {
 #[test]
 fn loopback_only_nodes_link_on_loopback() {
     netns(|| async {
-        let a = tcpnet::tcpnet("c").unwrap();
-        let b = tcpnet::tcpnet("c").unwrap();
-        let (ra, rb) = tokio::join!(a.listen(0, "127.0.0.1"), b.listen(0, "localhost"));
-        ra.unwrap();
-        rb.unwrap();
+        let (a, b, _, _) = listen_pair("127.0.0.1", "localhost").await;
         full_mesh(&[a.clone(), b.clone()]).await;
         close_all(&[a, b]).await;
     });
@@ -176,11 +170,8 @@ fn loopback_only_nodes_link_on_loopback() {
 #[test]
 fn dual_stack_nodes_link() {
     netns(|| async {
-        let a = tcpnet::tcpnet("c").unwrap();
-        let b = tcpnet::tcpnet("c").unwrap();
-        let (ra, rb) = tokio::join!(a.listen(0, "::"), b.listen(0, "::"));
-        assert!(ra.unwrap().addrs.contains(&"::1".parse().unwrap()));
-        rb.unwrap();
+        let (a, b, ra, _) = listen_pair("::", "::").await;
+        assert!(ra.addrs.contains(&"::1".parse().unwrap()));
         full_mesh(&[a.clone(), b.clone()]).await;
         close_all(&[a, b]).await;
     });

@@ -47,10 +47,7 @@ fn data_written_the_instant_a_link_opens_arrives_whole_and_in_order() {
 #[test]
 fn sink_stream_split_and_cloned_senders() {
     netns(|| async {
-        let (a, b) = tokio::join!(start("c"), start("c"));
-        full_mesh(&[a.clone(), b.clone()]).await;
-        let ab = a.connections().pop().unwrap();
-        let ba = b.connections().pop().unwrap();
+        let (a, b, ab, ba) = linked_pair(|| Settings::new("c")).await;
         let (mut sink, _stream) = ab.clone().split();
         sink.send(bytes::Bytes::from_static(b"via sink"))
             .await
@@ -119,10 +116,7 @@ fn oversize_frames_are_refused_on_send_and_close_the_link_on_receive() {
 #[test]
 fn send_on_a_closed_link_is_an_error() {
     netns(|| async {
-        let (a, b) = tokio::join!(start("c"), start("c"));
-        full_mesh(&[a.clone(), b.clone()]).await;
-        let ab = a.connections().pop().unwrap();
-        let ba = b.connections().pop().unwrap();
+        let (a, b, ab, ba) = linked_pair(|| Settings::new("c")).await;
         ab.close();
         assert_eq!(within("local close", ab.closed()).await, CloseReason::Local);
         assert_eq!(
@@ -142,11 +136,7 @@ fn send_on_a_closed_link_is_an_error() {
 #[test]
 fn frames_accepted_before_a_close_are_delivered_both_ways() {
     netns(|| async {
-        let settings = || Settings::new("c").queue_len(16);
-        let (a, b) = tokio::join!(start(settings()), start(settings()));
-        full_mesh(&[a.clone(), b.clone()]).await;
-        let ab = a.connections().pop().unwrap();
-        let ba = b.connections().pop().unwrap();
+        let (a, b, ab, ba) = linked_pair(|| Settings::new("c").queue_len(16)).await;
         let n = 2000u32;
         // Readers on both ends collect until their link closes.
         let read_a = tokio::spawn(ab.clone().collect::<Vec<_>>());
@@ -181,11 +171,7 @@ fn frames_accepted_before_a_close_are_delivered_both_ways() {
 #[test]
 fn frames_queued_when_the_peer_closes_are_still_delivered() {
     netns(|| async {
-        let settings = || Settings::new("c").queue_len(16);
-        let (a, b) = tokio::join!(start(settings()), start(settings()));
-        full_mesh(&[a.clone(), b.clone()]).await;
-        let ab = a.connections().pop().unwrap();
-        let ba = b.connections().pop().unwrap();
+        let (a, b, ab, ba) = linked_pair(|| Settings::new("c").queue_len(16)).await;
         let (progress, mut sent) = tokio::sync::watch::channel(0u32);
         let sender = tokio::spawn(async move {
             let mut accepted = 0u32;

@@ -210,3 +210,31 @@ pub async fn wait_for_sockets(services: &[Service], n: usize) {
     })
     .await;
 }
+
+/// Two services of `settings` started together and linked, with each one's
+/// connection to the other.
+pub async fn linked_pair(
+    settings: impl Fn() -> Settings,
+) -> (Service, Service, Connection, Connection) {
+    let (a, b) = tokio::join!(start(settings()), start(settings()));
+    full_mesh(&[a.clone(), b.clone()]).await;
+    let ab = a.connections().pop().unwrap();
+    let ba = b.connections().pop().unwrap();
+    (a, b, ab, ba)
+}
+
+/// Two services of cluster "c" listening together on the given addresses.
+pub async fn listen_pair(
+    addr_a: &str,
+    addr_b: &str,
+) -> (Service, Service, tcpnet::Address, tcpnet::Address) {
+    let a = tcpnet::tcpnet("c").unwrap();
+    let b = tcpnet::tcpnet("c").unwrap();
+    let (ra, rb) = tokio::join!(a.listen(0, addr_a), b.listen(0, addr_b));
+    (
+        a.clone(),
+        b.clone(),
+        ra.expect("listen a"),
+        rb.expect("listen b"),
+    )
+}
