@@ -47,6 +47,17 @@ pub enum CloseReason {
     Io(String),
 }
 
+impl CloseReason {
+    /// True for the reasons that mean something went wrong (and may have
+    /// lost queued frames): these are also reported on the error stream.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::FrameTooLarge { .. } | CloseReason::Protocol(_) | CloseReason::Io(_)
+        )
+    }
+}
+
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -203,6 +214,11 @@ impl Connection {
         }
     }
 
+    /// True until a close is asked for.
+    pub(crate) fn is_up(&self) -> bool {
+        *self.shared.state.borrow() == LinkState::Up
+    }
+
     /// The link's send queue, for control frames.
     pub(crate) fn sender_queue(&self) -> &mpsc::Sender<Frame> {
         &self.sender.tx
@@ -247,7 +263,14 @@ impl<T: Into<Bytes>> Sink<T> for Connection {
 
     fn start_send(mut self: Pin<&mut Self>, item: T) -> Result<()> {
         let data = item.into();
-        check_len(&self.shared, &data)?;
+        if let Err(e) = check_len(&self.shared, &data) {
+            self.sink.abort_send();
+            return Err(e);
+        }
+        if *self.shared.state.borrow() != LinkState::Up {
+            self.sink.abort_send();
+            return Err(Error::Closed);
+        }
         self.sink
             .send_item(Frame::data(data))
             .map_err(|_| Error::Closed)

@@ -120,8 +120,10 @@ pub enum Error {
         id: String,
     },
 
-    /// A frame larger than the maximum frame length: on receive the link is
-    /// closed; on send the frame is refused and the link stays open.
+    /// `send` was given a frame larger than the maximum frame length; it is
+    /// refused and the link stays open. (A peer that sends one has its link
+    /// closed, reported as [`Error::Protocol`] with
+    /// [`CloseReason::FrameTooLarge`](crate::CloseReason::FrameTooLarge).)
     #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
     FrameTooLarge {
         /// The frame's length.

@@ -48,7 +48,9 @@ impl<T: Clone> Topic<T> {
 
     pub fn subscribe(&self) -> Events<T> {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.subs).push(tx);
+        let mut subs = lock(&self.subs);
+        subs.retain(|tx| !tx.is_closed());
+        subs.push(tx);
         Events { rx }
     }
 
@@ -108,8 +110,13 @@ impl Hub {
         shared.state.send_replace(LinkState::Closed(reason));
     }
 
+    /// The links that are up: a link that has started closing is left out.
     pub fn open_links(&self) -> Vec<Connection> {
-        lock(&self.open).iter().map(|(_, c)| c.clone()).collect()
+        lock(&self.open)
+            .iter()
+            .filter(|(_, c)| c.is_up())
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 
     pub fn clear(&self) {

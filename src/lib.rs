@@ -53,7 +53,9 @@
 //! - **Backpressure**: each link has a send queue and a receive queue of
 //!   [`Settings::queue_len`] frames. `send` waits while the send queue is
 //!   full; a full receive queue stops reading from the socket, so TCP slows
-//!   the sender. Nothing accepted is dropped.
+//!   the sender. A graceful close (from either end) delivers everything
+//!   `send` accepted; a link that fails instead reports it (see
+//!   [`CloseReason::is_failure`]).
 //! - **Events**: each subscriber has its own unbounded queue; the mesh never
 //!   waits for a subscriber (see [`Events`]).
 //! - **Errors** on [`Service::on_error`] are non-fatal: the service goes on.

@@ -14,11 +14,13 @@
 //! deadlocks with both ends blocked writing. A close, asked for on this end or
 //! signalled by the peer's end of stream, first flushes what `send` accepted,
 //! then shuts down the socket's write side and waits for the peer's end of
-//! stream; all of that within [`CLOSE_TIMEOUT`], after which the socket is
-//! dropped (a peer that stopped reading cannot hold a close forever). A
-//! protocol or socket error ends the link at once.
+//! stream. A close that moves no frame for [`CLOSE_IDLE`] drops the socket
+//! (a peer that stopped reading cannot hold a close forever) and, if frames
+//! were still queued, is reported as a failure. A protocol or socket error
+//! ends the link at once.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,9 +41,9 @@ use crate::id::NodeId;
 use crate::mesh::{decides, LinkId, Verdict};
 use crate::service::{Command, Ctx};
 
-/// How long a closing link may take to flush, shut down and see the peer's
-/// end of stream before its socket is dropped.
-pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a closing link may go without moving a frame, while it flushes
+/// and waits for the peer's end of stream, before its socket is dropped.
+pub(crate) const CLOSE_IDLE: Duration = Duration::from_millis(1500);
 /// Most frames written between two flushes.
 const BATCH: usize = 256;
 
@@ -189,12 +191,15 @@ impl Link {
             rd,
             wr,
             out_rx,
-            in_tx,
+            &in_tx,
             awaiting_verdict,
             deadline,
         )
         .await;
         ctx.hub().finished(id, &shared, reason.clone());
+        // The receive stream ends only now, so a reader that sees it end
+        // finds the reason already set.
+        drop(in_tx);
         ctx.send(Command::LinkClosed { link: id, reason });
     }
 }
@@ -252,13 +257,15 @@ async fn drive(
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
     out_rx: mpsc::Receiver<Frame>,
-    in_tx: mpsc::Sender<Bytes>,
+    in_tx: &mpsc::Sender<Bytes>,
     awaiting_verdict: bool,
     deadline: Instant,
 ) -> CloseReason {
     let codec = FrameCodec {
         max: ctx.max_frame_len,
     };
+    // Frames moved either way; a closing link that stops moving any is stuck.
+    let progress = AtomicU64::new(0);
     let reader = read_loop(
         ctx,
         link,
@@ -266,18 +273,31 @@ async fn drive(
         in_tx,
         awaiting_verdict,
         deadline,
+        &progress,
     );
     let writer = write_loop(
         FramedWrite::new(wr, codec),
         out_rx,
         shared.state.subscribe(),
+        &progress,
     );
     let mut state = shared.state.subscribe();
-    let give_up = async move {
+    let stalled = async {
         closing(&mut state).await;
-        tokio::time::sleep(CLOSE_TIMEOUT).await;
+        loop {
+            let seen = progress.load(Ordering::Relaxed);
+            tokio::time::sleep(CLOSE_IDLE).await;
+            if progress.load(Ordering::Relaxed) == seen {
+                return;
+            }
+        }
     };
-    tokio::pin!(reader, writer, give_up);
+    tokio::pin!(reader, writer, stalled);
+    let stuck = || {
+        CloseReason::Io(format!(
+            "close stalled for {CLOSE_IDLE:?}: the peer stopped reading"
+        ))
+    };
     let mut flushed = false;
     let ended = loop {
         tokio::select! {
@@ -287,8 +307,8 @@ async fn drive(
                 CloseReason::PeerClosed if !flushed => {
                     request_close(shared, CloseReason::PeerClosed);
                     break tokio::select! {
-                        w = &mut writer => w.err().map_or(CloseReason::PeerClosed, io_reason),
-                        _ = &mut give_up => CloseReason::PeerClosed,
+                        w = &mut writer => w.err().map_or(CloseReason::PeerClosed, write_failed),
+                        _ = &mut stalled => stuck(),
                     };
                 }
                 r => break r,
@@ -296,21 +316,28 @@ async fn drive(
             w = &mut writer, if !flushed => match w {
                 // Our side is flushed and shut down; wait for the peer's.
                 Ok(()) => flushed = true,
-                Err(e) => break io_reason(e),
+                Err(e) => break write_failed(e),
             },
-            _ = &mut give_up => break CloseReason::Io("close timed out".into()),
+            // Flushed, and the peer never closed its side: nothing was lost.
+            _ = &mut stalled => break if flushed { CloseReason::PeerClosed } else { stuck() },
         }
     };
-    // A close asked for on this end wins over what the socket said after it.
+    // A clean end keeps the reason the close was asked for; a failure keeps
+    // its own, so that it is reported.
     let state = shared.state.borrow().clone();
     match state {
-        LinkState::Closing(r) => r,
+        LinkState::Closing(r) if !ended.is_failure() => r,
         _ => ended,
     }
 }
 
-/// A socket error; the ones that mean the peer went away are a peer close.
-fn io_reason(e: std::io::Error) -> CloseReason {
+/// Writing failed: whatever was still queued is lost, so it is a failure.
+fn write_failed(e: std::io::Error) -> CloseReason {
+    CloseReason::Io(format!("write failed: {e}"))
+}
+
+/// A read error; the ones that mean the peer went away are a peer close.
+fn read_failed(e: std::io::Error) -> CloseReason {
     use std::io::ErrorKind::*;
     match e.kind() {
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => CloseReason::PeerClosed,
@@ -322,9 +349,10 @@ async fn read_loop(
     ctx: &Ctx,
     link: LinkId,
     mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
-    in_tx: mpsc::Sender<Bytes>,
+    in_tx: &mpsc::Sender<Bytes>,
     mut awaiting_verdict: bool,
     deadline: Instant,
+    progress: &AtomicU64,
 ) -> CloseReason {
     loop {
         let next = if awaiting_verdict {
@@ -339,14 +367,17 @@ async fn read_loop(
         };
         let frame = match next {
             None => return CloseReason::PeerClosed,
-            Some(Ok(f)) => f,
+            Some(Ok(f)) => {
+                progress.fetch_add(1, Ordering::Relaxed);
+                f
+            }
             Some(Err(CodecError::TooLarge { len, max })) => {
                 return CloseReason::FrameTooLarge { len, max }
             }
             Some(Err(CodecError::Empty)) => {
                 return CloseReason::Protocol("frame of length 0".into())
             }
-            Some(Err(CodecError::Io(e))) => return io_reason(e),
+            Some(Err(CodecError::Io(e))) => return read_failed(e),
         };
         match frame.kind {
             frame::DATA if !awaiting_verdict => {
@@ -384,12 +415,14 @@ async fn read_loop(
     }
 }
 
-/// Drains the send queue until a close is asked for; then flushes what is
-/// queued and shuts the write side down. Returns `Ok` after a clean shutdown.
+/// Drains the send queue until a close is asked for; then refuses further
+/// sends, flushes everything accepted, and shuts the write side down.
+/// Returns `Ok` once all of it was handed to the kernel.
 async fn write_loop(
     mut sink: FramedWrite<OwnedWriteHalf, FrameCodec>,
     mut out_rx: mpsc::Receiver<Frame>,
     mut state: watch::Receiver<LinkState>,
+    progress: &AtomicU64,
 ) -> std::io::Result<()> {
     loop {
         tokio::select! {
@@ -404,19 +437,23 @@ async fn write_loop(
                     }
                 }
                 sink.flush().await?;
+                progress.fetch_add(1, Ordering::Relaxed);
             }
-            _ = closing(&mut state) => {
-                // Refuse further sends, then flush what was accepted.
-                out_rx.close();
-                while let Ok(f) = out_rx.try_recv() {
-                    sink.feed(f).await?;
-                }
-                sink.flush().await?;
-                break;
-            }
+            _ = closing(&mut state) => break,
         }
     }
-    sink.get_mut().shutdown().await
+    // `recv` until `None`, not `try_recv` until empty: a sender that had
+    // already reserved a slot may still deliver after `close`.
+    out_rx.close();
+    while let Some(frame) = out_rx.recv().await {
+        sink.feed(frame).await?;
+        progress.fetch_add(1, Ordering::Relaxed);
+    }
+    sink.flush().await?;
+    // Everything is with the kernel; a failed shutdown (the peer already
+    // gone) loses nothing.
+    let _ = sink.get_mut().shutdown().await;
+    Ok(())
 }
 
 /// Resolves once a close has been asked for (or the link is gone).

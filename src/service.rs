@@ -32,8 +32,10 @@ use crate::link::{self, verdict_frame};
 use crate::mesh::{Action, LinkId, Mesh, Verdict};
 use crate::settings::{valid_cluster_name, Settings};
 
-/// How long `close` waits for links to flush and close.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `close` waits for links to flush and close. A link still moving
+/// frames then goes on in the background until it is done (each link gives up
+/// on its own once it moves nothing for [`link::CLOSE_IDLE`]).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a listening node can be reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +79,11 @@ struct Inner {
     settings: Settings,
     hub: Arc<Hub>,
     phase: Mutex<Phase>,
-    /// Held by `listen` and `close` for their whole run.
+    /// Held by `listen` for its whole run, and by `close` while it changes
+    /// the phase: a `close` during `listen` waits for it.
     gate: tokio::sync::Mutex<()>,
+    /// Set once `close` has finished.
+    finished: tokio::sync::watch::Sender<bool>,
 }
 
 enum Phase {
@@ -218,6 +223,7 @@ impl Service {
                 hub: Arc::new(Hub::new()),
                 phase: Mutex::new(Phase::Idle),
                 gate: tokio::sync::Mutex::new(()),
+                finished: tokio::sync::watch::channel(false).0,
             }),
         })
     }
@@ -341,7 +347,7 @@ impl Service {
     }
 
     /// Every open link, each once, in the order they opened. A link leaves
-    /// the list as soon as it closes (or is replaced).
+    /// the list as soon as it starts closing (or is replaced).
     pub fn connections(&self) -> Vec<Connection> {
         self.inner.hub.open_links()
     }
@@ -372,22 +378,40 @@ impl Service {
     /// stops browsing and listening. Safe to call before `listen`, twice, and
     /// right after `listen`; later `listen` calls fail with [`Error::Closed`].
     pub async fn close(&self) {
-        let _gate = self.inner.gate.lock().await;
-        let previous = std::mem::replace(&mut *lock(&self.inner.phase), Phase::Closed);
-        match previous {
-            Phase::Closed => return,
-            Phase::Listening(running) => {
-                let (done, wait) = oneshot::channel();
-                if running.cmd.send(Command::Close { done }).is_ok() {
-                    let _ = wait.await;
+        {
+            let _gate = self.inner.gate.lock().await;
+            let previous = std::mem::replace(&mut *lock(&self.inner.phase), Phase::Closed);
+            match previous {
+                // The stopping runs in a task of its own, so that a `close`
+                // future dropped half-way still stops the node; every call
+                // (this one, a later one) waits below for it to finish.
+                Phase::Listening(running) => {
+                    let inner = self.inner.clone();
+                    tokio::spawn(async move {
+                        let (done, wait) = oneshot::channel();
+                        if running.cmd.send(Command::Close { done }).is_ok() {
+                            let _ = wait.await;
+                        }
+                        let _ = running.actor.await;
+                        inner.closed();
+                    });
                 }
-                let _ = running.actor.await;
+                Phase::Idle => self.inner.closed(),
+                Phase::Closed => {}
             }
-            Phase::Idle => {}
         }
-        self.inner.hub.clear();
-        tracing::info!(id = %self.inner.id, "closed");
-        self.inner.hub.close.emit(&());
+        let mut finished = self.inner.finished.subscribe();
+        let _ = finished.wait_for(|done| *done).await;
+    }
+}
+
+impl Inner {
+    /// The last step of `close`: the node has stopped.
+    fn closed(&self) {
+        self.hub.clear();
+        tracing::info!(id = %self.id, "closed");
+        self.hub.close.emit(&());
+        self.finished.send_replace(true);
     }
 }
 
@@ -589,17 +613,19 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
         }
     };
 
-    // Shutting down: no new links, goodbye on mDNS, then close every link.
+    // Shutting down: no new links; close every link while the mDNS goodbye
+    // goes out.
     ctx.cancel.cancel();
-    discovery.stop().await;
     for conn in links.values() {
         request_close(conn.shared(), CloseReason::Shutdown);
     }
     let drain = async {
         while !links.is_empty() {
             match cmds.recv().await {
-                Some(Command::LinkClosed { link, .. }) => {
-                    links.remove(&link);
+                Some(Command::LinkClosed { link, reason }) => {
+                    if let Some(conn) = links.remove(&link) {
+                        report_close(&ctx, &conn, &reason);
+                    }
                 }
                 Some(Command::Handshaken { link, conn, .. }) => {
                     request_close(conn.shared(), CloseReason::Shutdown);
@@ -613,9 +639,10 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
             }
         }
     };
-    if tokio::time::timeout(CLOSE_TIMEOUT, drain).await.is_err() {
+    let (_, drained) = tokio::join!(discovery.stop(), tokio::time::timeout(CLOSE_TIMEOUT, drain));
+    if drained.is_err() {
         tracing::warn!(
-            "{} links did not close within {CLOSE_TIMEOUT:?}",
+            "{} links still flushing after {CLOSE_TIMEOUT:?}; they finish on their own",
             links.len()
         );
     }

@@ -118,6 +118,8 @@ fn send_on_a_closed_link_is_an_error() {
     netns(|| async {
         let (a, b, ab, ba) = linked_pair(|| Settings::new("c")).await;
         ab.close();
+        // A closing link has left the list already.
+        assert!(a.connections().is_empty());
         assert_eq!(within("local close", ab.closed()).await, CloseReason::Local);
         assert_eq!(
             within("peer close", ba.closed()).await,
@@ -198,6 +200,49 @@ fn frames_queued_when_the_peer_closes_are_still_delivered() {
             .iter()
             .enumerate()
             .all(|(i, f)| f[..4] == (i as u32).to_be_bytes()));
+        b.close().await;
+    });
+}
+
+/// A peer that stops reading cannot hold a close forever: the closing side
+/// gives up once nothing moves, and reports the frames it could not deliver.
+#[test]
+fn a_close_stalled_by_a_peer_that_stopped_reading_is_cut_and_reported() {
+    netns(|| async {
+        let (a, b, ab, _ba) = linked_pair(|| Settings::new("c").queue_len(16)).await;
+        let mut errors = a.on_error();
+        // b never reads. a sends until its queue is full and `send` waits.
+        let (blocked_tx, blocked) = tokio::sync::oneshot::channel();
+        let out = ab.sender();
+        let sender = tokio::spawn(async move {
+            let mut blocked_tx = Some(blocked_tx);
+            loop {
+                let send = out.send(vec![0u8; 64 * 1024]);
+                tokio::pin!(send);
+                let wait = std::time::Duration::from_millis(500);
+                let r = match tokio::time::timeout(wait, &mut send).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        if let Some(tx) = blocked_tx.take() {
+                            let _ = tx.send(());
+                        }
+                        send.await
+                    }
+                };
+                if r.is_err() {
+                    return;
+                }
+            }
+        });
+        within("a's sends to block", blocked).await.unwrap();
+        within("a's close", a.close()).await;
+        within("the sender to be refused", sender).await.unwrap();
+        match ab.close_reason() {
+            Some(CloseReason::Io(reason)) => assert!(reason.contains("stalled"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let e = within("an error event", errors.next()).await.unwrap();
+        assert!(matches!(e, Error::Link { .. }), "{e:?}");
         b.close().await;
     });
 }

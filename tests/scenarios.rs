@@ -345,3 +345,26 @@ fn close_during_listen_stops_the_node_before_it_returns() {
         peer.close().await;
     });
 }
+
+#[test]
+fn a_dropped_close_still_closes_and_a_later_close_waits_for_it() {
+    netns(|| async {
+        let (a, b, _, ba) = linked_pair(|| Settings::new("c")).await;
+        let mut closed = a.on_close();
+        // Dropped at its first await.
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(1), a.close()).await;
+        a.close().await;
+        within("close event", closed.next()).await.unwrap();
+        assert_eq!(a.address(), None);
+        assert_eq!(
+            within("b to see the close", ba.closed()).await,
+            CloseReason::PeerClosed
+        );
+        use futures::FutureExt;
+        assert!(
+            !matches!(closed.next().now_or_never(), Some(Some(()))),
+            "two close events"
+        );
+        b.close().await;
+    });
+}
