@@ -39,7 +39,8 @@
 //! | `link` | one TCP link: handshake, then a reader and a writer |
 //! | `connection` | the public handles of a link: [`Connection`], [`Sender`] |
 //! | `events` | event streams ([`Events`]) and the list of open links |
-//! | `service` | the [`Service`] handle and the actor that owns the mesh |
+//! | `actor` | the running node: the actor that owns the mesh, accept and dial tasks |
+//! | `service` | the [`Service`] handle: `listen`, `close`, links and events |
 //!
 //! The mesh is a pure state machine, tested without sockets; everything that
 //! does I/O is a thin task around it. One task, the *actor*, owns the mesh and
@@ -68,6 +69,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+mod actor;
 mod connection;
 mod discovery;
 mod error;

@@ -33,13 +33,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::actor::{Command, Ctx};
 use crate::connection::{request_close, CloseReason, Connection, LinkState, Shared};
 use crate::error::Error;
 use crate::frame::{self, CodecError, Frame, FrameCodec};
 use crate::hello::{Hello, Refusal, MAX_HELLO};
 use crate::id::NodeId;
 use crate::mesh::{decides, LinkId, Verdict};
-use crate::service::{Command, Ctx};
 
 /// How long a closing link may go without moving a frame, while it flushes
 /// and waits for the peer's end of stream, before its socket is dropped.

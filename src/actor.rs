@@ -1,0 +1,377 @@
+//! A running node: the actor that owns the mesh, and the tasks around it.
+//!
+//! `Service::listen` starts, for one node:
+//!
+//! - one accept loop per listening socket ([`spawn_accept`]),
+//! - one task reading mDNS events, and the **actor** ([`spawn`]): one task
+//!   that owns the [`Mesh`] and every link handle,
+//! - then, as the actor decides, one task per dial and per link (see
+//!   [`crate::link`]).
+//!
+//! The other tasks never touch the mesh; they send the actor [`Command`]s, and
+//! the actor carries out the [`Action`]s the mesh returns. So the one-link rule
+//! runs in one place, in order, without locks. The [`Hub`] (subscribers and
+//! the list of open links) is the only state shared with the `Service` handle.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{request_close, CloseReason, Connection};
+use crate::discovery::{self, Discovery, Record};
+use crate::error::Error;
+use crate::events::Hub;
+use crate::hello::Hello;
+use crate::id::NodeId;
+use crate::link::{self, verdict_frame};
+use crate::mesh::{Action, LinkId, Mesh, Verdict};
+use crate::settings::Settings;
+
+/// How long `close` waits for links to flush and close. A link still moving
+/// frames then goes on in the background until it is done (each link gives up
+/// on its own once it moves nothing for [`link::CLOSE_IDLE`]).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the service's tasks tell the actor.
+pub(crate) enum Command {
+    Discovered {
+        peer: NodeId,
+        addrs: Vec<SocketAddr>,
+    },
+    Lost {
+        peer: NodeId,
+    },
+    DialEnded {
+        peer: NodeId,
+    },
+    Handshaken {
+        link: LinkId,
+        conn: Connection,
+        incarnation: u64,
+    },
+    Verdict {
+        link: LinkId,
+        verdict: Verdict,
+    },
+    LinkClosed {
+        link: LinkId,
+        reason: CloseReason,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What every task of a running service shares.
+pub(crate) struct Ctx {
+    pub hello: Hello,
+    pub max_frame_len: usize,
+    pub handshake_timeout: Duration,
+    pub queue_len: usize,
+    /// The listen addresses when they are specific ones: dials go out from
+    /// them too, so a node bound to one interface stays on it.
+    dial_from: Vec<IpAddr>,
+    next_link: AtomicU64,
+    cmd: mpsc::UnboundedSender<Command>,
+    hub: Arc<Hub>,
+    /// Cancelled when the service closes: stops accepting, browsing, dialing
+    /// and handshakes in progress (open links are closed gracefully instead).
+    pub cancel: CancellationToken,
+}
+
+impl Ctx {
+    /// The shared state of a node about to start, and the actor's inbox.
+    pub fn new(
+        hello: Hello,
+        settings: &Settings,
+        dial_from: Vec<IpAddr>,
+        hub: Arc<Hub>,
+        cancel: CancellationToken,
+    ) -> (Arc<Ctx>, mpsc::UnboundedReceiver<Command>) {
+        let (cmd, inbox) = mpsc::unbounded_channel();
+        let ctx = Ctx {
+            hello,
+            max_frame_len: settings.max_frame_len,
+            handshake_timeout: settings.handshake_timeout,
+            queue_len: settings.queue_len,
+            dial_from,
+            next_link: AtomicU64::new(1),
+            cmd,
+            hub,
+            cancel,
+        };
+        (Arc::new(ctx), inbox)
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.hello.id
+    }
+
+    pub fn next_link_id(&self) -> LinkId {
+        self.next_link.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends the actor a command; false if the actor has stopped.
+    pub fn send(&self, cmd: Command) -> bool {
+        self.cmd.send(cmd).is_ok()
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Reports a non-fatal error: a log line and an error event.
+    pub fn error(&self, e: Error) {
+        tracing::warn!("{e}");
+        self.hub.error.emit(&e);
+    }
+}
+
+/// Starts accepting on `listener` until the node closes.
+pub(crate) fn spawn_accept(ctx: Arc<Ctx>, listener: TcpListener) {
+    tokio::spawn(accept_loop(ctx, listener));
+}
+
+/// Starts the mDNS reader and the actor; the handle ends when the actor has
+/// shut the node down.
+pub(crate) fn spawn(
+    ctx: Arc<Ctx>,
+    inbox: mpsc::UnboundedReceiver<Command>,
+    discovery: Discovery,
+    browse: mdns_sd::Receiver<mdns_sd::ServiceEvent>,
+) -> JoinHandle<()> {
+    tokio::spawn(browse_loop(ctx.clone(), browse));
+    tokio::spawn(actor(ctx, inbox, discovery))
+}
+
+async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                tokio::spawn(link::accepted(ctx.clone(), stream, remote));
+            }
+            Err(e) => {
+                // Out of file descriptors and alike: say so, breathe, go on.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn browse_loop(ctx: Arc<Ctx>, browse: mdns_sd::Receiver<mdns_sd::ServiceEvent>) {
+    use mdns_sd::ServiceEvent;
+    loop {
+        let event = tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            e = browse.recv_async() => match e { Ok(e) => e, Err(_) => return },
+        };
+        match event {
+            ServiceEvent::ServiceResolved(rec) => {
+                match discovery::parse_record(&rec, &ctx.hello.cluster, ctx.id()) {
+                    Ok(Record::Peer(peer, addrs)) => {
+                        tracing::debug!(%peer, ?addrs, "discovered");
+                        ctx.send(Command::Discovered { peer, addrs });
+                    }
+                    Ok(Record::NotOurs) => {}
+                    Err(e) => ctx.error(e),
+                }
+            }
+            ServiceEvent::ServiceRemoved(_, fullname) => {
+                if let Ok(peer) = discovery::instance_id(&fullname) {
+                    tracing::debug!(%peer, "mDNS goodbye");
+                    ctx.send(Command::Lost { peer });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn dial(ctx: Arc<Ctx>, peer: NodeId, addrs: Vec<SocketAddr>) {
+    let mut last = String::from("no address");
+    for addr in &addrs {
+        let connect = tokio::time::timeout(ctx.handshake_timeout, connect(&ctx, *addr));
+        let connected = tokio::select! {
+            _ = ctx.cancel.cancelled() => break,
+            c = connect => c,
+        };
+        match connected {
+            Ok(Ok(stream)) => {
+                return link::dialed(ctx.clone(), stream, *addr, peer).await;
+            }
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = format!("no answer within {:?}", ctx.handshake_timeout),
+        }
+    }
+    if !ctx.cancel.is_cancelled() {
+        ctx.error(Error::Dial {
+            peer: peer.to_string(),
+            addrs,
+            reason: last,
+        });
+    }
+    ctx.send(Command::DialEnded { peer });
+}
+
+/// Connects to `addr`, from our listen address when we have a specific one.
+async fn connect(ctx: &Ctx, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let from = ctx
+        .dial_from
+        .iter()
+        .find(|ip| ip.is_ipv4() == addr.is_ipv4() && ip.is_loopback() == addr.ip().is_loopback());
+    let Some(from) = from else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(*from, 0))?;
+    socket.connect(addr).await
+}
+
+/// The actor: owns the mesh and the link handles until the service closes.
+async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discovery: Discovery) {
+    let mut mesh = Mesh::new(ctx.id().clone());
+    let mut links: HashMap<LinkId, Connection> = HashMap::new();
+    let done = loop {
+        let Some(cmd) = cmds.recv().await else {
+            break None;
+        };
+        let actions = match cmd {
+            Command::Discovered { peer, addrs } => mesh.discovered(peer, addrs),
+            Command::Lost { peer } => {
+                mesh.lost(&peer);
+                vec![]
+            }
+            Command::DialEnded { peer } => {
+                mesh.dial_ended(&peer);
+                vec![]
+            }
+            Command::Handshaken {
+                link,
+                conn,
+                incarnation,
+            } => {
+                let peer = conn.peer_id().clone();
+                links.insert(link, conn);
+                mesh.handshaken(link, peer, incarnation)
+            }
+            Command::Verdict { link, verdict } => mesh.verdict(link, verdict),
+            Command::LinkClosed { link, reason } => {
+                mesh.closed(link);
+                ctx.hub.unlist(link);
+                if let Some(conn) = links.remove(&link) {
+                    report_close(&ctx, &conn, &reason);
+                }
+                vec![]
+            }
+            Command::Close { done } => break Some(done),
+        };
+        for action in actions {
+            apply(&ctx, &links, action);
+        }
+    };
+
+    // Shutting down: no new links; close every link while the mDNS goodbye
+    // goes out.
+    ctx.cancel.cancel();
+    for conn in links.values() {
+        request_close(conn.shared(), CloseReason::Shutdown);
+    }
+    let drain = async {
+        while !links.is_empty() {
+            match cmds.recv().await {
+                Some(Command::LinkClosed { link, reason }) => {
+                    if let Some(conn) = links.remove(&link) {
+                        report_close(&ctx, &conn, &reason);
+                    }
+                }
+                Some(Command::Handshaken { link, conn, .. }) => {
+                    request_close(conn.shared(), CloseReason::Shutdown);
+                    links.insert(link, conn);
+                }
+                Some(Command::Close { done }) => {
+                    let _ = done.send(());
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    };
+    let (_, drained) = tokio::join!(discovery.stop(), tokio::time::timeout(CLOSE_TIMEOUT, drain));
+    if drained.is_err() {
+        tracing::warn!(
+            "{} links still flushing after {CLOSE_TIMEOUT:?}; they finish on their own",
+            links.len()
+        );
+    }
+    if let Some(done) = done {
+        let _ = done.send(());
+    }
+}
+
+fn apply(ctx: &Arc<Ctx>, links: &HashMap<LinkId, Connection>, action: Action) {
+    match action {
+        Action::Dial { peer, addrs } => {
+            tracing::debug!(%peer, ?addrs, "dialing");
+            tokio::spawn(dial(ctx.clone(), peer, addrs));
+        }
+        Action::SendVerdict { link, verdict } => {
+            if let Some(conn) = links.get(&link) {
+                // The queue is empty: nothing can be sent before a verdict.
+                let _ = conn.sender_queue().try_send(verdict_frame(verdict));
+                if verdict == Verdict::Reject {
+                    request_close(conn.shared(), CloseReason::Duplicate);
+                }
+            }
+        }
+        Action::Open { link } => {
+            if let Some(conn) = links.get(&link) {
+                tracing::info!(peer = %conn.peer_id(), remote = %conn.remote_addr(), "connected");
+                ctx.hub.opened(link, conn.clone());
+            }
+        }
+        Action::Close { link, reason } => {
+            ctx.hub.unlist(link);
+            if let Some(conn) = links.get(&link) {
+                request_close(conn.shared(), reason);
+            }
+        }
+    }
+}
+
+/// Logs a closed link, and reports it as an error event when the peer broke it.
+fn report_close(ctx: &Ctx, conn: &Connection, reason: &CloseReason) {
+    let peer = conn.peer_id().to_string();
+    let remote = conn.remote_addr();
+    match reason {
+        CloseReason::FrameTooLarge { .. } | CloseReason::Protocol(_) => {
+            ctx.error(Error::Protocol {
+                peer,
+                remote,
+                reason: reason.to_string(),
+            })
+        }
+        CloseReason::Io(reason) => ctx.error(Error::Link {
+            peer,
+            remote,
+            reason: reason.clone(),
+        }),
+        CloseReason::Duplicate => tracing::debug!(%peer, %remote, "duplicate link closed"),
+        _ => tracing::info!(%peer, %remote, %reason, "link closed"),
+    }
+}
