@@ -204,37 +204,53 @@ fn frames_queued_when_the_peer_closes_are_still_delivered() {
     });
 }
 
+/// The most data that can sit between a sender's link and a receiver that
+/// does not read, past the sender's own queue: the receiver's queue, the
+/// codecs' buffers and both sockets' buffers (their maxima, from this
+/// namespace's sysctls), with room to spare.
+fn downstream_capacity(receiver_queue: usize, frame: usize) -> usize {
+    let max = |name: &str| -> usize {
+        let v = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap();
+        v.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    max("tcp_wmem") + max("tcp_rmem") + (receiver_queue + 8) * frame + (1 << 20)
+}
+
 /// A peer that stops reading cannot hold a close forever: the closing side
 /// gives up once nothing moves, and reports the frames it could not deliver.
 #[test]
 fn a_close_stalled_by_a_peer_that_stopped_reading_is_cut_and_reported() {
     netns(|| async {
-        let (a, b, ab, _ba) = linked_pair(|| Settings::new("c").queue_len(16)).await;
+        // Small socket buffers in this namespace keep the bound tight.
+        sh("echo '4096 16384 65536' > /proc/sys/net/ipv4/tcp_rmem \
+            && echo '4096 16384 65536' > /proc/sys/net/ipv4/tcp_wmem");
+        let frame = 64 * 1024;
+        // a's queue (16 MiB) is far larger than all there is room for past it.
+        let (a, b) = tokio::join!(
+            start(Settings::new("c").queue_len(256)),
+            start(Settings::new("c").queue_len(1))
+        );
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let ab = a.connections().pop().unwrap();
         let mut errors = a.on_error();
-        // b never reads. a sends until its queue is full and `send` waits.
-        let (blocked_tx, blocked) = tokio::sync::oneshot::channel();
+        // b never reads. Once a's link has accepted more than fits past its
+        // queue, frames sit in that queue that b will not take.
+        let beyond = downstream_capacity(1, frame);
+        let (full_tx, full) = tokio::sync::oneshot::channel();
         let out = ab.sender();
         let sender = tokio::spawn(async move {
-            let mut blocked_tx = Some(blocked_tx);
-            loop {
-                let send = out.send(vec![0u8; 64 * 1024]);
-                tokio::pin!(send);
-                let wait = std::time::Duration::from_millis(500);
-                let r = match tokio::time::timeout(wait, &mut send).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        if let Some(tx) = blocked_tx.take() {
-                            let _ = tx.send(());
-                        }
-                        send.await
+            let mut full_tx = Some(full_tx);
+            let mut accepted = 0;
+            while out.send(vec![0u8; frame]).await.is_ok() {
+                accepted += frame;
+                if accepted > beyond {
+                    if let Some(tx) = full_tx.take() {
+                        let _ = tx.send(());
                     }
-                };
-                if r.is_err() {
-                    return;
                 }
             }
         });
-        within("a's sends to block", blocked).await.unwrap();
+        within("a's queue to hold frames", full).await.unwrap();
         within("a's close", a.close()).await;
         within("the sender to be refused", sender).await.unwrap();
         match ab.close_reason() {
