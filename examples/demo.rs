@@ -49,7 +49,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let message = format!("message from {}\n", service.id());
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Like setInterval: the first write comes one second after the start.
+    let second = Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
     let stop = shutdown_signal();
     tokio::pin!(stop);
     loop {
