@@ -20,6 +20,16 @@ use crate::frame::Frame;
 use crate::id::NodeId;
 
 /// Why a link closed.
+///
+/// ```no_run
+/// # async fn demo(conn: tcpnet::Connection) {
+/// match conn.closed().await {
+///     tcpnet::CloseReason::PeerClosed => println!("{} left", conn.peer_id()),
+///     reason if reason.is_failure() => eprintln!("link failed: {reason}"),
+///     reason => println!("closed: {reason}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {

@@ -16,6 +16,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Errors returned from a call (`listen`, `send`, …) are about that call.
 /// Errors delivered on [`Service::on_error`](crate::Service::on_error) are
 /// non-fatal: the service keeps running and keeps linking other peers.
+///
+/// ```
+/// match tcpnet::tcpnet("no_underscores") {
+///     Err(tcpnet::Error::InvalidName { name, reason }) => {
+///         assert_eq!(name, "no_underscores");
+///         println!("{reason}");
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -21,6 +21,18 @@ use crate::service::Address;
 
 /// A stream of events of one kind, from [`Service::on_connection`](crate::Service::on_connection)
 /// and its siblings. It ends when the service is dropped.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// # async fn demo(service: tcpnet::Service) {
+/// let mut errors = service.on_error();
+/// tokio::spawn(async move {
+///     while let Some(e) = errors.next().await {
+///         eprintln!("tcpnet: {e}");
+///     }
+/// });
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Events<T> {
     rx: mpsc::UnboundedReceiver<T>,

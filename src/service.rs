@@ -19,6 +19,16 @@ use crate::id::NodeId;
 use crate::settings::{valid_cluster_name, Settings};
 
 /// Where a listening node can be reached.
+///
+/// ```no_run
+/// # async fn demo() -> tcpnet::Result<()> {
+/// let service = tcpnet::tcpnet("my-cluster")?;
+/// let address = service.listen(0, "0.0.0.0").await?;
+/// for ip in &address.addrs {
+///     println!("reachable at {ip}:{}", address.port);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
     /// The TCP port.
