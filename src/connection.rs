@@ -199,6 +199,10 @@ impl Connection {
 
     /// Closes the link: queued messages are flushed first, then the socket is
     /// shut down. Returns at once; await [`closed`](Self::closed) to wait.
+    ///
+    /// This closes one link, not the peer's membership: while both nodes
+    /// run, the next mDNS announcement of either one links them again (a new
+    /// `Connection`, with a new connection event).
     pub fn close(&self) {
         request_close(&self.shared, CloseReason::Local);
     }
