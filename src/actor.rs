@@ -273,7 +273,6 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
             Command::Verdict { link, verdict } => mesh.verdict(link, verdict),
             Command::LinkClosed { link, reason } => {
                 mesh.closed(link);
-                ctx.hub.unlist(link);
                 if let Some(conn) = links.remove(&link) {
                     report_close(&ctx, &conn, &reason);
                 }
@@ -346,7 +345,6 @@ fn apply(ctx: &Arc<Ctx>, links: &HashMap<LinkId, Connection>, action: Action) {
             }
         }
         Action::Close { link, reason } => {
-            ctx.hub.unlist(link);
             if let Some(conn) = links.get(&link) {
                 request_close(conn.shared(), reason);
             }

@@ -102,6 +102,13 @@ pub(crate) struct Shared {
     pub inbound: Mutex<mpsc::Receiver<Bytes>>,
 }
 
+impl Shared {
+    /// True until a close is asked for: sends are accepted only then.
+    pub fn is_up(&self) -> bool {
+        *self.state.borrow() == LinkState::Up
+    }
+}
+
 /// Where a link is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LinkState {
@@ -230,7 +237,7 @@ impl Connection {
 
     /// True until a close is asked for.
     pub(crate) fn is_up(&self) -> bool {
-        *self.shared.state.borrow() == LinkState::Up
+        self.shared.is_up()
     }
 
     /// The link's send queue, for control frames.
@@ -281,7 +288,7 @@ impl<T: Into<Bytes>> Sink<T> for Connection {
             self.sink.abort_send();
             return Err(e);
         }
-        if *self.shared.state.borrow() != LinkState::Up {
+        if !self.shared.is_up() {
             self.sink.abort_send();
             return Err(Error::Closed);
         }
@@ -334,7 +341,7 @@ impl Sender {
     pub async fn send(&self, data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();
         check_len(&self.shared, &data)?;
-        if *self.shared.state.borrow() != LinkState::Up {
+        if !self.shared.is_up() {
             return Err(Error::Closed);
         }
         self.tx

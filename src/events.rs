@@ -109,11 +109,6 @@ impl Hub {
         self.connection.emit(&conn);
     }
 
-    /// Takes a link off the list (it was replaced, or is closing).
-    pub fn unlist(&self, link: LinkId) {
-        lock(&self.open).retain(|(l, _)| *l != link);
-    }
-
     /// A link's task has ended: takes it off the list and records why, in
     /// one step, so no one sees a closed link listed or an open one missing.
     pub fn finished(&self, link: LinkId, shared: &Shared, reason: CloseReason) {
@@ -122,7 +117,9 @@ impl Hub {
         shared.state.send_replace(LinkState::Closed(reason));
     }
 
-    /// The links that are up: a link that has started closing is left out.
+    /// The links that are up: a link that has started closing (replaced,
+    /// closed by either end, or the service closing) is left out here, and
+    /// dropped from the list when its task ends.
     pub fn open_links(&self) -> Vec<Connection> {
         lock(&self.open)
             .iter()

@@ -134,19 +134,24 @@ async fn data_both_ways(a: &tcpnet::Service, b: &tcpnet::Service) {
     assert_eq!(&within("pong", ab.next()).await.unwrap()[..], b"pong");
 }
 
+/// Links `stays` and `leaves`, sends both ways, closes `leaves`: `stays`
+/// sees the peer close its link.
+async fn link_talk_and_leave(stays: &tcpnet::Service, leaves: &tcpnet::Service) {
+    full_mesh(&[stays.clone(), leaves.clone()]).await;
+    data_both_ways(stays, leaves).await;
+    let link = stays.connections().pop().unwrap();
+    leaves.close().await;
+    assert_eq!(
+        within("the close seen by the node that stays", link.closed()).await,
+        CloseReason::PeerClosed
+    );
+}
+
 #[test]
 fn two_nodes_started_together() {
     netns(|| async {
         let (a, b) = tokio::join!(start("c"), start("c"));
-        let nodes = [a.clone(), b.clone()];
-        full_mesh(&nodes).await;
-        data_both_ways(&a, &b).await;
-        let ba = b.connections().pop().unwrap();
-        a.close().await;
-        assert_eq!(
-            within("close seen by b", ba.closed()).await,
-            CloseReason::PeerClosed
-        );
+        link_talk_and_leave(&b, &a).await;
         assert!(b.connections().is_empty());
         b.close().await;
     });
@@ -157,14 +162,7 @@ fn two_nodes_started_one_after_the_other() {
     netns(|| async {
         let a = start("c").await;
         let b = start("c").await;
-        full_mesh(&[a.clone(), b.clone()]).await;
-        data_both_ways(&a, &b).await;
-        let ab = a.connections().pop().unwrap();
-        b.close().await;
-        assert_eq!(
-            within("close seen by a", ab.closed()).await,
-            CloseReason::PeerClosed
-        );
+        link_talk_and_leave(&a, &b).await;
         a.close().await;
     });
 }
