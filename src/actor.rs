@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -64,9 +64,8 @@ pub(crate) enum Command {
         link: LinkId,
         reason: CloseReason,
     },
-    Close {
-        done: oneshot::Sender<()>,
-    },
+    /// Stop the node; the actor's task ends when it has.
+    Close,
 }
 
 /// What every task of a running service shares.
@@ -247,10 +246,8 @@ async fn connect(ctx: &Ctx, addr: SocketAddr) -> std::io::Result<TcpStream> {
 async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discovery: Discovery) {
     let mut mesh = Mesh::new(ctx.id().clone());
     let mut links: HashMap<LinkId, Connection> = HashMap::new();
-    let done = loop {
-        let Some(cmd) = cmds.recv().await else {
-            break None;
-        };
+    // The actor holds a sender itself (in `ctx`), so only `Close` ends this.
+    while let Some(cmd) = cmds.recv().await {
         let actions = match cmd {
             Command::Discovered { peer, addrs } => mesh.discovered(peer, addrs),
             Command::Lost { peer } => {
@@ -278,12 +275,12 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
                 }
                 vec![]
             }
-            Command::Close { done } => break Some(done),
+            Command::Close => break,
         };
         for action in actions {
             apply(&ctx, &links, action);
         }
-    };
+    }
 
     // Shutting down: no new links; close every link while the mDNS goodbye
     // goes out.
@@ -303,9 +300,6 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
                     request_close(conn.shared(), CloseReason::Shutdown);
                     links.insert(link, conn);
                 }
-                Some(Command::Close { done }) => {
-                    let _ = done.send(());
-                }
                 Some(_) => {}
                 None => break,
             }
@@ -317,9 +311,6 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
             "{} links still flushing after {CLOSE_TIMEOUT:?}; they finish on their own",
             links.len()
         );
-    }
-    if let Some(done) = done {
-        let _ = done.send(());
     }
 }
 

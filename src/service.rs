@@ -6,7 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::actor::{self, Command, Ctx};
@@ -298,10 +297,7 @@ impl Service {
                 Phase::Listening(running) => {
                     let inner = self.inner.clone();
                     tokio::spawn(async move {
-                        let (done, wait) = oneshot::channel();
-                        if running.ctx.send(Command::Close { done }) {
-                            let _ = wait.await;
-                        }
+                        running.ctx.send(Command::Close);
                         let _ = running.actor.await;
                         inner.closed();
                     });
@@ -331,8 +327,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let phase = std::mem::replace(&mut *lock(&self.phase), Phase::Closed);
         if let Phase::Listening(running) = phase {
-            let (done, _) = oneshot::channel();
-            running.ctx.send(Command::Close { done });
+            running.ctx.send(Command::Close);
         }
     }
 }
