@@ -24,20 +24,27 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::Semaphore;
+
 use crate::connection::{request_close, CloseReason, Connection};
 use crate::discovery::{self, Discovery, Record};
 use crate::error::Error;
 use crate::events::Hub;
+use crate::gate::Gate;
 use crate::hello::Hello;
 use crate::id::NodeId;
 use crate::link::{self, verdict_frame};
-use crate::mesh::{Action, LinkId, Mesh, Verdict};
+use crate::mesh::{self, Action, DialEnd, LinkId, Mesh, Target, Verdict, MAX_PEERS};
+use crate::secure::Psk;
 use crate::settings::Settings;
 
 /// How long `close` waits for links to flush and close. A link still moving
 /// frames then goes on in the background until it is done (each link gives up
 /// on its own once it moves nothing for [`link::CLOSE_IDLE`]).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most connection attempts under way at once: a flood of bogus records
+/// makes dials wait their turn instead of opening sockets without bound.
+const MAX_DIALS: usize = 32;
 
 /// What the service's tasks tell the actor.
 pub(crate) enum Command {
@@ -49,7 +56,17 @@ pub(crate) enum Command {
         peer: NodeId,
     },
     DialEnded {
-        peer: NodeId,
+        target: Target,
+        end: DialEnd,
+    },
+    /// A scheduled redial is due.
+    Retry {
+        target: Target,
+        generation: u64,
+    },
+    /// Dial this address now and whenever its link breaks.
+    AddPeer {
+        addr: SocketAddr,
     },
     Handshaken {
         link: LinkId,
@@ -63,6 +80,8 @@ pub(crate) enum Command {
     LinkClosed {
         link: LinkId,
         reason: CloseReason,
+        /// How long the link's task ran.
+        lived: Duration,
     },
     /// Stop the node; the actor's task ends when it has.
     Close,
@@ -74,6 +93,14 @@ pub(crate) struct Ctx {
     pub max_frame_len: usize,
     pub handshake_timeout: Duration,
     pub queue_len: usize,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    /// The cluster's pre-shared key, when it has a secret.
+    pub psk: Option<Psk>,
+    /// Slots for accepted connections in their handshake.
+    gate: Arc<Gate>,
+    /// Permits for connection attempts.
+    dials: Semaphore,
     /// The listen addresses when they are specific ones: dials go out from
     /// them too, so a node bound to one interface stays on it.
     dial_from: Vec<IpAddr>,
@@ -100,6 +127,14 @@ impl Ctx {
             max_frame_len: settings.max_frame_len,
             handshake_timeout: settings.handshake_timeout,
             queue_len: settings.queue_len,
+            heartbeat_interval: settings.heartbeat_interval,
+            heartbeat_timeout: settings.heartbeat_timeout,
+            psk: settings
+                .secret
+                .as_ref()
+                .map(|s| Psk::derive(s, &settings.name)),
+            gate: Arc::new(Gate::default()),
+            dials: Semaphore::new(MAX_DIALS),
             dial_from,
             next_link: AtomicU64::new(1),
             cmd,
@@ -143,10 +178,12 @@ pub(crate) fn spawn_accept(ctx: Arc<Ctx>, listener: TcpListener) {
 pub(crate) fn spawn(
     ctx: Arc<Ctx>,
     inbox: mpsc::UnboundedReceiver<Command>,
-    discovery: Discovery,
-    browse: mdns_sd::Receiver<mdns_sd::ServiceEvent>,
+    discovery: Option<(Discovery, mdns_sd::Receiver<mdns_sd::ServiceEvent>)>,
 ) -> JoinHandle<()> {
-    tokio::spawn(browse_loop(ctx.clone(), browse));
+    let discovery = discovery.map(|(d, browse)| {
+        tokio::spawn(browse_loop(ctx.clone(), browse));
+        d
+    });
     tokio::spawn(actor(ctx, inbox, discovery))
 }
 
@@ -157,9 +194,21 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, remote)) => {
-                tokio::spawn(link::accepted(ctx.clone(), stream, remote));
-            }
+            Ok((stream, remote)) => match ctx.gate.admit(remote.ip().to_canonical()) {
+                Ok(ticket) => {
+                    tokio::spawn(link::accepted(ctx.clone(), stream, remote, ticket));
+                }
+                Err(full) => {
+                    drop(stream);
+                    ctx.error(Error::Handshake {
+                        remote,
+                        reason: format!(
+                            "refused: {} handshakes in progress, {} of them from this address",
+                            full.pending, full.from_this_address
+                        ),
+                    });
+                }
+            },
             Err(e) => {
                 // Out of file descriptors and alike: say so, breathe, go on.
                 tracing::warn!("accept failed: {e}");
@@ -198,30 +247,47 @@ async fn browse_loop(ctx: Arc<Ctx>, browse: mdns_sd::Receiver<mdns_sd::ServiceEv
     }
 }
 
-async fn dial(ctx: Arc<Ctx>, peer: NodeId, addrs: Vec<SocketAddr>) {
+async fn dial(ctx: Arc<Ctx>, target: Target, addrs: Vec<SocketAddr>) {
     let mut last = String::from("no address");
-    for addr in &addrs {
-        let connect = tokio::time::timeout(ctx.handshake_timeout, connect(&ctx, *addr));
-        let connected = tokio::select! {
-            _ = ctx.cancel.cancelled() => break,
-            c = connect => c,
-        };
-        match connected {
-            Ok(Ok(stream)) => {
-                return link::dialed(ctx.clone(), stream, *addr, peer).await;
+    let mut refused = !addrs.is_empty();
+    let connected = async {
+        let _permit = ctx.dials.acquire().await.expect("never closed");
+        for addr in &addrs {
+            match tokio::time::timeout(ctx.handshake_timeout, connect(&ctx, *addr)).await {
+                Ok(Ok(stream)) => return Some((stream, *addr)),
+                Ok(Err(e)) => {
+                    refused &= e.kind() == std::io::ErrorKind::ConnectionRefused;
+                    last = e.to_string();
+                }
+                Err(_) => {
+                    refused = false;
+                    last = format!("no answer within {:?}", ctx.handshake_timeout);
+                }
             }
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = format!("no answer within {:?}", ctx.handshake_timeout),
         }
+        None
+    };
+    let connected = tokio::select! {
+        _ = ctx.cancel.cancelled() => return,
+        c = connected => c,
+    };
+    if let Some((stream, addr)) = connected {
+        return link::dialed(ctx.clone(), stream, addr, target).await;
     }
-    if !ctx.cancel.is_cancelled() {
-        ctx.error(Error::Dial {
-            peer: peer.to_string(),
-            addrs,
-            reason: last,
-        });
-    }
-    ctx.send(Command::DialEnded { peer });
+    ctx.error(Error::Dial {
+        peer: match &target {
+            Target::Peer(p) => p.to_string(),
+            Target::Addr(a) => format!("at static address {a}"),
+        },
+        addrs,
+        reason: last,
+    });
+    let end = if refused {
+        DialEnd::Refused
+    } else {
+        DialEnd::Failed
+    };
+    ctx.send(Command::DialEnded { target, end });
 }
 
 /// Connects to `addr`, from our listen address when we have a specific one.
@@ -243,7 +309,11 @@ async fn connect(ctx: &Ctx, addr: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// The actor: owns the mesh and the link handles until the service closes.
-async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discovery: Discovery) {
+async fn actor(
+    ctx: Arc<Ctx>,
+    mut cmds: mpsc::UnboundedReceiver<Command>,
+    discovery: Option<Discovery>,
+) {
     let mut mesh = Mesh::new(ctx.id().clone());
     let mut links: HashMap<LinkId, Connection> = HashMap::new();
     // The actor holds a sender itself (in `ctx`), so only `Close` ends this.
@@ -254,10 +324,9 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
                 mesh.lost(&peer);
                 vec![]
             }
-            Command::DialEnded { peer } => {
-                mesh.dial_ended(&peer);
-                vec![]
-            }
+            Command::DialEnded { target, end } => mesh.dial_ended(&target, end),
+            Command::Retry { target, generation } => mesh.retry(target, generation),
+            Command::AddPeer { addr } => mesh.add_static(addr),
             Command::Handshaken {
                 link,
                 conn,
@@ -268,17 +337,20 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
                 mesh.handshaken(link, peer, incarnation)
             }
             Command::Verdict { link, verdict } => mesh.verdict(link, verdict),
-            Command::LinkClosed { link, reason } => {
-                mesh.closed(link);
+            Command::LinkClosed {
+                link,
+                reason,
+                lived,
+            } => {
                 if let Some(conn) = links.remove(&link) {
                     report_close(&ctx, &conn, &reason);
                 }
-                vec![]
+                mesh.closed(link, redials(&reason), lived >= mesh::STABLE)
             }
             Command::Close => break,
         };
         for action in actions {
-            apply(&ctx, &links, action);
+            apply(&ctx, &links, discovery.as_ref(), action);
         }
     }
 
@@ -291,7 +363,7 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
     let drain = async {
         while !links.is_empty() {
             match cmds.recv().await {
-                Some(Command::LinkClosed { link, reason }) => {
+                Some(Command::LinkClosed { link, reason, .. }) => {
                     if let Some(conn) = links.remove(&link) {
                         report_close(&ctx, &conn, &reason);
                     }
@@ -305,7 +377,12 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
             }
         }
     };
-    let (_, drained) = tokio::join!(discovery.stop(), tokio::time::timeout(CLOSE_TIMEOUT, drain));
+    let stop = async {
+        if let Some(d) = discovery {
+            d.stop().await;
+        }
+    };
+    let (_, drained) = tokio::join!(stop, tokio::time::timeout(CLOSE_TIMEOUT, drain));
     if drained.is_err() {
         tracing::warn!(
             "{} links still flushing after {CLOSE_TIMEOUT:?}; they finish on their own",
@@ -314,18 +391,60 @@ async fn actor(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<Command>, discov
     }
 }
 
-fn apply(ctx: &Arc<Ctx>, links: &HashMap<LinkId, Connection>, action: Action) {
+/// Whether a link that closed for `reason` is dialed again (if its peer is
+/// still known). Not when this node is closing, when a newer link took its
+/// place, when it was a duplicate, or when the peer's id is in conflict.
+fn redials(reason: &CloseReason) -> bool {
+    !matches!(
+        reason,
+        CloseReason::Shutdown
+            | CloseReason::Replaced
+            | CloseReason::Duplicate
+            | CloseReason::IdConflict
+    )
+}
+
+fn apply(
+    ctx: &Arc<Ctx>,
+    links: &HashMap<LinkId, Connection>,
+    discovery: Option<&Discovery>,
+    action: Action,
+) {
     match action {
-        Action::Dial { peer, addrs } => {
-            tracing::debug!(%peer, ?addrs, "dialing");
-            tokio::spawn(dial(ctx.clone(), peer, addrs));
+        Action::Dial { target, addrs } => {
+            tracing::debug!(?target, ?addrs, "dialing");
+            tokio::spawn(dial(ctx.clone(), target, addrs));
+        }
+        Action::DialLater {
+            target,
+            failures,
+            generation,
+        } => {
+            let delay = jitter(mesh::backoff(failures));
+            tracing::debug!(?target, failures, ?delay, "redial scheduled");
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => {}
+                    _ = tokio::time::sleep(delay) => {
+                        ctx.send(Command::Retry { target, generation });
+                    }
+                }
+            });
+        }
+        Action::Verify { peer } => {
+            if let Some(d) = discovery {
+                d.verify(&peer);
+            }
         }
         Action::SendVerdict { link, verdict } => {
             if let Some(conn) = links.get(&link) {
                 // The queue is empty: nothing can be sent before a verdict.
                 let _ = conn.sender_queue().try_send(verdict_frame(verdict));
-                if verdict == Verdict::Reject {
-                    request_close(conn.shared(), CloseReason::Duplicate);
+                match verdict {
+                    Verdict::Accept => {}
+                    Verdict::Reject => request_close(conn.shared(), CloseReason::Duplicate),
+                    Verdict::Conflict => request_close(conn.shared(), CloseReason::IdConflict),
                 }
             }
         }
@@ -340,10 +459,21 @@ fn apply(ctx: &Arc<Ctx>, links: &HashMap<LinkId, Connection>, action: Action) {
                 request_close(conn.shared(), reason);
             }
         }
+        Action::TooManyPeers { peer } => ctx.error(Error::TooManyPeers {
+            peer: peer.to_string(),
+            max: MAX_PEERS,
+        }),
     }
 }
 
-/// Logs a closed link, and reports it as an error event when the peer broke it.
+/// `d` scaled by a random factor in [0.5, 1.5), so that nodes that lost
+/// their links at the same moment do not all redial at the same moment.
+fn jitter(d: Duration) -> Duration {
+    let r = uuid::Uuid::new_v4().as_u128() as u64;
+    d.mul_f64(0.5 + (r >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+/// Logs a closed link, and reports it as an error event when it failed.
 fn report_close(ctx: &Ctx, conn: &Connection, reason: &CloseReason) {
     let peer = conn.peer_id().to_string();
     let remote = conn.remote_addr();
@@ -355,11 +485,12 @@ fn report_close(ctx: &Ctx, conn: &Connection, reason: &CloseReason) {
                 reason: reason.to_string(),
             })
         }
-        CloseReason::Io(reason) => ctx.error(Error::Link {
+        CloseReason::Io(_) | CloseReason::Timeout(_) => ctx.error(Error::Link {
             peer,
             remote,
-            reason: reason.clone(),
+            reason: reason.to_string(),
         }),
+        CloseReason::IdConflict => ctx.error(Error::IdConflict { remote, id: peer }),
         CloseReason::Duplicate => tracing::debug!(%peer, %remote, "duplicate link closed"),
         _ => tracing::info!(%peer, %remote, %reason, "link closed"),
     }

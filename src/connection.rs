@@ -51,6 +51,13 @@ pub enum CloseReason {
         /// The configured maximum.
         max: usize,
     },
+    /// Nothing arrived from the peer (not even a heartbeat) for this long,
+    /// while this end was ready to read: the peer is gone or cut off.
+    Timeout(std::time::Duration),
+    /// The pair's decider or the peer says another live node, newer than
+    /// this one's side of the link, uses the same node id. Reported as
+    /// [`Error::IdConflict`]; the link is not redialed.
+    IdConflict,
     /// The peer broke the wire protocol.
     Protocol(String),
     /// The socket failed.
@@ -63,7 +70,11 @@ impl CloseReason {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            CloseReason::FrameTooLarge { .. } | CloseReason::Protocol(_) | CloseReason::Io(_)
+            CloseReason::FrameTooLarge { .. }
+                | CloseReason::Protocol(_)
+                | CloseReason::Io(_)
+                | CloseReason::Timeout(_)
+                | CloseReason::IdConflict
         )
     }
 }
@@ -81,6 +92,10 @@ impl fmt::Display for CloseReason {
                     f,
                     "peer sent a frame of {len} bytes, over the maximum of {max}"
                 )
+            }
+            CloseReason::Timeout(t) => write!(f, "nothing heard from the peer for {t:?}"),
+            CloseReason::IdConflict => {
+                f.write_str("another live node uses the same node id (id conflict)")
             }
             CloseReason::Protocol(s) => write!(f, "protocol error: {s}"),
             CloseReason::Io(s) => write!(f, "i/o error: {s}"),

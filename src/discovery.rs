@@ -71,6 +71,9 @@ impl Scope {
 }
 
 /// A running mDNS daemon that advertises this node and browses for others.
+/// How long a verification waits for the peer to answer.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub(crate) struct Discovery {
     daemon: ServiceDaemon,
     fullname: String,
@@ -159,6 +162,17 @@ impl Discovery {
             }
         }
         Ok(browse)
+    }
+
+    /// Asks the daemon to query a peer's record now: if nothing answers
+    /// within [`VERIFY_TIMEOUT`], the record is flushed and the peer reported
+    /// removed. Used when a peer's port refuses us, so that a node that died
+    /// without a goodbye does not stay "advertised" for the record's lifetime.
+    pub fn verify(&self, peer: &NodeId) {
+        let fullname = format!("{peer}.{SERVICE_TYPE}");
+        if let Err(e) = self.daemon.verify(fullname, VERIFY_TIMEOUT) {
+            tracing::debug!(%peer, "mDNS verify: {e}");
+        }
     }
 
     /// Sends the goodbye, stops browsing and stops the daemon.

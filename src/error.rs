@@ -121,13 +121,34 @@ pub enum Error {
         reason: String,
     },
 
-    /// A remote node claims our own id.
-    #[error("node at {remote} claims our id {id}")]
+    /// Two live nodes claim one id: a node at `remote` claims ours, or the
+    /// peer at `remote` holds a link from a newer node with the id we link
+    /// it as (ours, or a peer's). The older node does not redial.
+    #[error("node id {id} is used by two live nodes (seen on the link with {remote})")]
     IdConflict {
         /// The remote socket address.
         remote: SocketAddr,
         /// The id both claim.
         id: String,
+    },
+
+    /// mDNS advertised more peers than a node tracks at once
+    /// ([`MAX_PEERS`](crate::MAX_PEERS)); this one was ignored.
+    #[error("ignored peer {peer}: already tracking the most peers, {max}")]
+    TooManyPeers {
+        /// The peer's id.
+        peer: String,
+        /// The limit.
+        max: usize,
+    },
+
+    /// This error stream fell behind: `count` error events were dropped
+    /// (each subscriber holds at most [`MAX_QUEUED_ERRORS`](crate::MAX_QUEUED_ERRORS)
+    /// unread errors, so a flood of bad input cannot grow memory).
+    #[error("{count} error events dropped: the subscriber fell behind")]
+    Missed {
+        /// How many were dropped.
+        count: u64,
     },
 
     /// `send` was given a frame larger than the maximum frame length; it is

@@ -1,14 +1,18 @@
 //! Event streams and the live list of connections.
 //!
 //! Every subscriber gets its own queue, so every subscriber sees every event
-//! from its subscription on. The queues are unbounded on purpose: events are
-//! few (one per link opened, per error, per listen and close), and a
-//! subscriber that stops reading must never stall the mesh, so the mesh never
-//! waits on a subscriber. Drop a stream you no longer read; its queue goes
-//! with it.
+//! from its subscription on, and the mesh never waits on a subscriber: a
+//! subscriber that stops reading must never stall it. Connection, listening
+//! and close events are few (one per link opened, per listen and close), so
+//! their queues are unbounded. Errors can come in floods (a port scan, a
+//! storm of bogus mDNS records), so each error subscriber holds at most
+//! [`MAX_QUEUED_ERRORS`] unread errors; past that, errors are counted instead
+//! and the subscriber gets one [`Error::Missed`] with the count when it
+//! reads again. Drop a stream you no longer read; its queue goes with it.
 
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -35,40 +39,89 @@ use crate::service::Address;
 /// ```
 #[derive(Debug)]
 pub struct Events<T> {
-    rx: mpsc::UnboundedReceiver<T>,
+    rx: mpsc::Receiver<T>,
+    /// Events dropped because the queue was full, not yet reported.
+    missed: Arc<AtomicU64>,
+    /// Turns a count of dropped events into the event that reports it.
+    report: fn(u64) -> T,
 }
+
+/// Most unread errors each [`Service::on_error`](crate::Service::on_error)
+/// stream holds; more are counted and reported as one [`Error::Missed`].
+pub const MAX_QUEUED_ERRORS: usize = 1024;
 
 impl<T> Stream for Events<T> {
     type Item = T;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.rx.poll_recv(cx)
+        match self.rx.poll_recv(cx) {
+            // The queue is drained: now is the time to say what was dropped.
+            Poll::Pending | Poll::Ready(None) => match self.missed.swap(0, Ordering::Relaxed) {
+                0 => self.rx.poll_recv(cx),
+                n => Poll::Ready(Some((self.report)(n))),
+            },
+            ready => ready,
+        }
     }
+}
+
+struct Sub<T> {
+    tx: mpsc::Sender<T>,
+    missed: Arc<AtomicU64>,
 }
 
 /// The subscribers of one kind of event.
 pub(crate) struct Topic<T> {
-    subs: Mutex<Vec<mpsc::UnboundedSender<T>>>,
+    subs: Mutex<Vec<Sub<T>>>,
+    capacity: usize,
+    report: fn(u64) -> T,
 }
 
 impl<T: Clone> Topic<T> {
-    fn new() -> Self {
+    /// A topic whose subscribers' queues are never full.
+    fn unbounded() -> Self {
+        Topic::bounded(tokio::sync::Semaphore::MAX_PERMITS, |_| {
+            unreachable!("an unbounded queue drops nothing")
+        })
+    }
+
+    /// A topic whose subscribers each hold at most `capacity` events; the
+    /// count of those dropped is reported with `report`.
+    fn bounded(capacity: usize, report: fn(u64) -> T) -> Self {
         Topic {
             subs: Mutex::new(Vec::new()),
+            capacity,
+            report,
         }
     }
 
     pub fn subscribe(&self) -> Events<T> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        // tokio's channel allocates as it fills, not up front.
+        let (tx, rx) = mpsc::channel(self.capacity);
+        let missed = Arc::new(AtomicU64::new(0));
         let mut subs = lock(&self.subs);
-        subs.retain(|tx| !tx.is_closed());
-        subs.push(tx);
-        Events { rx }
+        subs.retain(|s| !s.tx.is_closed());
+        subs.push(Sub {
+            tx,
+            missed: missed.clone(),
+        });
+        Events {
+            rx,
+            missed,
+            report: self.report,
+        }
     }
 
     /// Hands the event to every live subscriber and forgets dropped ones.
     pub fn emit(&self, event: &T) {
-        lock(&self.subs).retain(|tx| tx.send(event.clone()).is_ok());
+        lock(&self.subs).retain(|s| match s.tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                s.missed.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
     }
 }
 
@@ -85,10 +138,10 @@ pub(crate) struct Hub {
 impl Hub {
     pub fn new() -> Self {
         Hub {
-            connection: Topic::new(),
-            listening: Topic::new(),
-            error: Topic::new(),
-            close: Topic::new(),
+            connection: Topic::unbounded(),
+            listening: Topic::unbounded(),
+            error: Topic::bounded(MAX_QUEUED_ERRORS, |count| Error::Missed { count }),
+            close: Topic::unbounded(),
             open: Mutex::new(Vec::new()),
         }
     }

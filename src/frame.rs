@@ -7,8 +7,8 @@
 //! +----------------+--------+----------------------+
 //! ```
 //!
-//! The kind is there from the first version so that control frames (the
-//! handshake verdict today; heartbeats and messaging later) share a link with
+//! The kind is there from the first version so that control frames
+//! (the handshake verdict, heartbeats, and messaging later) share a link with
 //! user data without ever being confused with it. Kinds `0x80..=0xFF` are
 //! *optional*: a node that does not know one ignores it, so later versions can
 //! add hints without breaking older peers. An unknown kind below `0x80` is a
@@ -23,6 +23,14 @@ pub(crate) const HELLO: u8 = 0x01;
 pub(crate) const ACCEPT: u8 = 0x02;
 /// Sent by the deciding end: the pair already has a link; this one closes.
 pub(crate) const REJECT: u8 = 0x03;
+/// Sent by either end of an open link that has sent nothing else for a
+/// heartbeat interval, so the peer can tell "idle" from "gone".
+pub(crate) const HEARTBEAT: u8 = 0x04;
+/// Sent instead of a verdict (or on an open link) to the older of two live
+/// nodes that claim one id: the link closes and is not redialed.
+pub(crate) const CONFLICT: u8 = 0x05;
+/// A message of the secret handshake (see [`crate::secure`]).
+pub(crate) const NOISE: u8 = 0x06;
 /// A user message.
 pub(crate) const DATA: u8 = 0x10;
 /// First kind a receiver may ignore when it does not know it.
@@ -64,6 +72,8 @@ pub(crate) enum CodecError {
     },
     /// A length of zero: no room for the kind byte.
     Empty,
+    /// An encrypted record failed to open (see [`crate::secure`]).
+    Crypto(String),
     Io(std::io::Error),
 }
 
@@ -80,6 +90,7 @@ impl std::fmt::Display for CodecError {
                 write!(f, "frame of {len} bytes exceeds the maximum of {max} bytes")
             }
             CodecError::Empty => f.write_str("frame of length 0 has no kind byte"),
+            CodecError::Crypto(s) => f.write_str(s),
             CodecError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -124,15 +135,15 @@ impl Decoder for FrameCodec {
 }
 
 impl Encoder<Frame> for FrameCodec {
-    type Error = std::io::Error;
+    type Error = CodecError;
 
-    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
         // Senders check the size before queueing; this guards the invariant.
         if frame.payload.len() > self.max {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "frame exceeds the maximum length",
-            ));
+            return Err(CodecError::TooLarge {
+                len: frame.payload.len(),
+                max: self.max,
+            });
         }
         dst.reserve(LEN_BYTES + 1 + frame.payload.len());
         dst.put_u32(frame.payload.len() as u32 + 1);

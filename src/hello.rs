@@ -5,13 +5,22 @@
 //!
 //! ```text
 //! magic "tcpnet" (6) | version u16 | incarnation u64 | listen port u16 |
-//! id length u8 | id (hex) | cluster length u8 | cluster name
+//! flags u8 | id length u8 | id (hex) | cluster length u8 | cluster name
 //! ```
 //!
-//! The *incarnation* is a random number drawn when a service starts. It tells
-//! a peer that restarted with the same id (new incarnation: its old link is
-//! stale) from a second link of the same running peer (same incarnation: a
-//! duplicate), and lets a node recognise a link to itself.
+//! Flag bit 0 says the node has a cluster secret (see [`crate::secure`]), so a
+//! node with a secret and one without refuse each other with a clear reason.
+//! The other bits must be zero.
+//!
+//! ```text
+//! ```
+//!
+//! The *incarnation* is the time the service started, in nanoseconds since
+//! the Unix epoch. It tells a peer that restarted with the same id (newer
+//! incarnation: its old link is stale) from a second link of the same running
+//! peer (same incarnation: a duplicate) and from an *older* live node that
+//! claims the same id (a conflict), and lets a node recognise a link to
+//! itself.
 //!
 //! Parsing is pure and bounded (the frame that carries a hello is at most
 //! [`MAX_HELLO`] bytes), so it is unit-tested and fuzzable without sockets.
@@ -26,7 +35,9 @@ pub(crate) const MAGIC: &[u8; 6] = b"tcpnet";
 /// The protocol version this crate speaks; both ends must speak the same.
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Upper bound on a hello frame's payload.
-pub(crate) const MAX_HELLO: usize = 6 + 2 + 8 + 2 + 1 + 63 + 1 + 63;
+pub(crate) const MAX_HELLO: usize = 6 + 2 + 8 + 2 + 1 + 1 + 63 + 1 + 63;
+/// Flag: the node has a cluster secret.
+const FLAG_SECRET: u8 = 0x01;
 
 /// What a node says about itself when a link opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +45,8 @@ pub(crate) struct Hello {
     pub version: u16,
     pub incarnation: u64,
     pub port: u16,
+    /// The node has a cluster secret.
+    pub secret: bool,
     pub id: NodeId,
     pub cluster: String,
 }
@@ -45,6 +58,7 @@ impl Hello {
         b.put_u16(self.version);
         b.put_u64(self.incarnation);
         b.put_u16(self.port);
+        b.put_u8(if self.secret { FLAG_SECRET } else { 0 });
         b.put_u8(self.id.len() as u8);
         b.put_slice(self.id.as_str().as_bytes());
         b.put_u8(self.cluster.len() as u8);
@@ -59,12 +73,16 @@ impl Hello {
             return Err("not a tcpnet node (bad magic)".into());
         }
         b.advance(MAGIC.len());
-        if b.remaining() < 2 + 8 + 2 + 1 {
+        if b.remaining() < 2 + 8 + 2 + 1 + 1 {
             return Err("truncated hello".into());
         }
         let version = b.get_u16();
         let incarnation = b.get_u64();
         let port = b.get_u16();
+        let flags = b.get_u8();
+        if flags & !FLAG_SECRET != 0 {
+            return Err(format!("unknown hello flags {flags:#04x}"));
+        }
         let id = take_str(&mut b, "id")?;
         let id = NodeId::parse(id).map_err(|e| e.to_string())?;
         let cluster = take_str(&mut b, "cluster name")?;
@@ -78,6 +96,7 @@ impl Hello {
             version,
             incarnation,
             port,
+            secret: flags & FLAG_SECRET != 0,
             id,
             cluster: cluster.to_string(),
         })
@@ -106,6 +125,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             incarnation: 0x0102_0304_0506_0708,
             port: 4000,
+            secret: false,
             id: NodeId::parse("00a").unwrap(),
             cluster: "my-cluster".into(),
         }
@@ -144,9 +164,12 @@ mod tests {
         b.push(0);
         assert!(Hello::decode(&b).unwrap_err().contains("trailing"));
         let mut b = sample().encode().to_vec();
-        let id_at = 6 + 2 + 8 + 2 + 1;
+        let id_at = 6 + 2 + 8 + 2 + 1 + 1;
         b[id_at] = b'z';
         assert!(Hello::decode(&b).unwrap_err().contains("hex"));
+        let mut b = sample().encode().to_vec();
+        b[id_at - 2] = 0x80;
+        assert!(Hello::decode(&b).unwrap_err().contains("flags"));
     }
 }
 
@@ -157,7 +180,7 @@ pub(crate) enum Refusal {
     SelfLink,
     /// Another live node claims our id.
     IdConflict,
-    /// Another cluster, version or id length.
+    /// Another cluster, version or id length, or a secret on one end only.
     Mismatch(String),
 }
 
@@ -175,6 +198,13 @@ impl Hello {
                 "peer belongs to cluster {:?}, we to {:?}",
                 self.cluster, ours.cluster
             )));
+        }
+        if self.secret != ours.secret {
+            return Err(Refusal::Mismatch(if ours.secret {
+                "we have a cluster secret and the peer has none".into()
+            } else {
+                "the peer has a cluster secret and we have none".into()
+            }));
         }
         if self.id.len() != ours.id.len() {
             return Err(Refusal::Mismatch(format!(
@@ -204,6 +234,7 @@ mod check_tests {
             version: PROTOCOL_VERSION,
             incarnation: 1,
             port: 1,
+            secret: false,
             id: NodeId::parse("0a0").unwrap(),
             cluster: "c".into(),
         }
@@ -235,6 +266,10 @@ mod check_tests {
             },
             Hello {
                 id: NodeId::parse("0000").unwrap(),
+                ..peer.clone()
+            },
+            Hello {
+                secret: true,
                 ..peer.clone()
             },
         ] {

@@ -75,18 +75,24 @@ mod discovery;
 mod error;
 mod events;
 mod frame;
+mod gate;
 mod hello;
 mod id;
 mod link;
 mod mesh;
+mod secure;
 mod service;
 mod settings;
 
 pub use connection::{CloseReason, Connection, Sender};
 pub use discovery::SERVICE_TYPE;
 pub use error::{Error, Result};
-pub use events::Events;
+pub use events::{Events, MAX_QUEUED_ERRORS};
 pub use hello::PROTOCOL_VERSION;
 pub use id::NodeId;
+pub use mesh::MAX_PEERS;
 pub use service::{tcpnet, Address, Service};
-pub use settings::{Settings, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_LEN, DEFAULT_QUEUE_LEN};
+pub use settings::{
+    Settings, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_MAX_FRAME_LEN, DEFAULT_QUEUE_LEN,
+};

@@ -20,7 +20,7 @@
 //! ends the link at once.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,9 +37,10 @@ use crate::actor::{Command, Ctx};
 use crate::connection::{request_close, CloseReason, Connection, LinkState, Shared};
 use crate::error::Error;
 use crate::frame::{self, CodecError, Frame, FrameCodec};
+use crate::gate::Ticket;
 use crate::hello::{Hello, Refusal, MAX_HELLO};
-use crate::id::NodeId;
-use crate::mesh::{decides, LinkId, Verdict};
+use crate::mesh::{decides, DialEnd, LinkId, Target, Verdict};
+use crate::secure::{self, Keys, Opener, Sealer};
 
 /// How long a closing link may go without moving a frame, while it flushes
 /// and waits for the peer's end of stream, before its socket is dropped.
@@ -48,8 +49,23 @@ pub(crate) const CLOSE_IDLE: Duration = Duration::from_millis(1500);
 const BATCH: usize = 256;
 
 /// Runs an accepted TCP link from hello to close.
-pub(crate) async fn accepted(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr) {
-    if let Some(link) = handshake(&ctx, stream, remote).await {
+/// `ticket` holds its handshake slot (see [`crate::gate`]) until then.
+pub(crate) async fn accepted(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr, ticket: Ticket) {
+    let evicted = ticket.evicted.clone();
+    let link = tokio::select! {
+        l = handshake(&ctx, stream, remote, false) => l,
+        _ = evicted.cancelled() => {
+            ctx.error(Error::Handshake {
+                remote: canonical(remote),
+                reason: "dropped to make room: the handshake slots are full and this \
+                         address holds the most"
+                    .into(),
+            });
+            None
+        }
+    };
+    drop(ticket);
+    if let Some(link) = link {
         link.run(&ctx).await;
     }
 }
@@ -63,12 +79,18 @@ pub(crate) async fn accepted(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAdd
 /// link to whoever answered, and the one-link rule applies to it as to any
 /// other; refusing it on this end only would leave the other end holding a
 /// link we dropped.
-pub(crate) async fn dialed(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr, peer: NodeId) {
-    let link = handshake(&ctx, stream, remote).await;
-    if let Some(l) = link.as_ref().filter(|l| l.shared.peer != peer) {
-        tracing::debug!(dialed = %peer, answered = %l.shared.peer, %remote, "a different node answered");
+pub(crate) async fn dialed(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr, target: Target) {
+    let link = handshake(&ctx, stream, remote, true).await;
+    if let (Some(l), Target::Peer(peer)) = (&link, &target) {
+        if &l.shared.peer != peer {
+            tracing::debug!(dialed = %peer, answered = %l.shared.peer, %remote, "a different node answered");
+        }
     }
-    ctx.send(Command::DialEnded { peer });
+    let end = match &link {
+        Some(l) => DialEnd::Linked(l.shared.peer.clone()),
+        None => DialEnd::Failed,
+    };
+    ctx.send(Command::DialEnded { target, end });
     if let Some(link) = link {
         link.run(&ctx).await;
     }
@@ -81,6 +103,7 @@ struct Link {
     stream: TcpStream,
     out_rx: mpsc::Receiver<Frame>,
     in_tx: mpsc::Sender<Bytes>,
+    keys: Option<Keys>,
     awaiting_verdict: bool,
     deadline: Instant,
 }
@@ -88,20 +111,25 @@ struct Link {
 /// Exchanges and checks hellos, bounded by the handshake timeout and by the
 /// service closing; reports failures as error events. On success the link is
 /// registered with the actor ([`Command::Handshaken`]).
-async fn handshake(ctx: &Ctx, mut stream: TcpStream, remote: SocketAddr) -> Option<Link> {
+async fn handshake(
+    ctx: &Ctx,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    dialer: bool,
+) -> Option<Link> {
     let remote = canonical(remote);
     let deadline = Instant::now() + ctx.handshake_timeout;
     let _ = stream.set_nodelay(true);
-    let hello = tokio::select! {
+    let greeted = tokio::select! {
         _ = ctx.cancel.cancelled() => return None,
-        r = tokio::time::timeout_at(deadline, checked_hello(ctx, &mut stream, remote)) => {
+        r = tokio::time::timeout_at(deadline, greet(ctx, &mut stream, remote, dialer)) => {
             r.unwrap_or_else(|_| Err(Some(Error::Handshake {
                 remote,
-                reason: format!("no hello within {:?}", ctx.handshake_timeout),
+                reason: format!("handshake not done within {:?}", ctx.handshake_timeout),
             })))
         }
     };
-    let hello = match hello {
+    let (hello, keys) = match greeted {
         Ok(h) => h,
         Err(Some(e)) => {
             ctx.error(e);
@@ -137,9 +165,34 @@ async fn handshake(ctx: &Ctx, mut stream: TcpStream, remote: SocketAddr) -> Opti
         stream,
         out_rx,
         in_tx,
+        keys,
         awaiting_verdict: !decides(ctx.id(), &hello.id),
         deadline,
     })
+}
+
+/// The hellos, then, with a cluster secret, the secret handshake (see
+/// [`crate::secure`]) bound to both hellos.
+async fn greet(
+    ctx: &Ctx,
+    stream: &mut TcpStream,
+    remote: SocketAddr,
+    dialer: bool,
+) -> Result<(Hello, Option<Keys>), Option<Error>> {
+    let (hello, theirs) = checked_hello(ctx, stream, remote).await?;
+    let Some(psk) = &ctx.psk else {
+        return Ok((hello, None));
+    };
+    let ours = ctx.hello.encode();
+    let prologue = if dialer {
+        [&ours[..], &theirs[..]].concat()
+    } else {
+        [&theirs[..], &ours[..]].concat()
+    };
+    match secure::handshake(stream, psk, dialer, &prologue).await {
+        Ok(keys) => Ok((hello, Some(keys))),
+        Err(reason) => Err(Some(Error::Handshake { remote, reason })),
+    }
 }
 
 /// IPv4 peers of a dual-stack socket show as plain IPv4 addresses.
@@ -153,9 +206,10 @@ async fn checked_hello(
     ctx: &Ctx,
     stream: &mut TcpStream,
     remote: SocketAddr,
-) -> Result<Hello, Option<Error>> {
+) -> Result<(Hello, Vec<u8>), Option<Error>> {
     let refuse = |reason: String| Some(Error::Handshake { remote, reason });
-    let hello = exchange_hello(stream, &ctx.hello).await.map_err(refuse)?;
+    let raw = exchange_hello(stream, &ctx.hello).await.map_err(refuse)?;
+    let hello = Hello::decode(&raw).map_err(refuse)?;
     match hello.check(&ctx.hello) {
         Ok(()) => {}
         Err(Refusal::SelfLink) => {
@@ -168,45 +222,31 @@ async fn checked_hello(
         }
         Err(Refusal::Mismatch(reason)) => return Err(refuse(reason)),
     }
-    Ok(hello)
+    Ok((hello, raw))
 }
 
 impl Link {
     /// Runs the link until it closes, then records why and tells the actor.
     async fn run(self, ctx: &Ctx) {
-        let Link {
-            id,
-            shared,
-            stream,
-            out_rx,
-            in_tx,
-            awaiting_verdict,
-            deadline,
-        } = self;
-        let (rd, wr) = stream.into_split();
-        let reason = drive(
-            ctx,
-            id,
-            &shared,
-            rd,
-            wr,
-            out_rx,
-            &in_tx,
-            awaiting_verdict,
-            deadline,
-        )
-        .await;
+        let started = Instant::now();
+        let (id, shared, in_tx) = (self.id, self.shared.clone(), self.in_tx.clone());
+        let reason = drive(ctx, self).await;
         ctx.hub().finished(id, &shared, reason.clone());
         // The receive stream ends only now, so a reader that sees it end
         // finds the reason already set.
         drop(in_tx);
-        ctx.send(Command::LinkClosed { link: id, reason });
+        ctx.send(Command::LinkClosed {
+            link: id,
+            reason,
+            lived: started.elapsed(),
+        });
     }
 }
 
 /// Writes our hello and reads the peer's: one frame of at most
 /// [`MAX_HELLO`] bytes, read exactly, so nothing after it is consumed.
-async fn exchange_hello(stream: &mut TcpStream, ours: &Hello) -> Result<Hello, String> {
+/// Returns the peer's hello payload, not yet decoded.
+async fn exchange_hello(stream: &mut TcpStream, ours: &Hello) -> Result<Vec<u8>, String> {
     let mut out = BytesMut::new();
     let payload = ours.encode();
     tokio_util::codec::Encoder::encode(
@@ -246,53 +286,77 @@ async fn exchange_hello(stream: &mut TcpStream, ours: &Hello) -> Result<Hello, S
             body[0]
         ));
     }
-    Hello::decode(&body[1..])
+    body.remove(0);
+    Ok(body)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    ctx: &Ctx,
-    link: LinkId,
-    shared: &Shared,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
-    out_rx: mpsc::Receiver<Frame>,
-    in_tx: &mpsc::Sender<Bytes>,
-    awaiting_verdict: bool,
-    deadline: Instant,
-) -> CloseReason {
-    let codec = FrameCodec {
-        max: ctx.max_frame_len,
+/// Progress counters shared by the parts of one link's task.
+#[derive(Default)]
+struct Progress {
+    /// Frames other than heartbeats moved either way; a closing link that
+    /// moves none is stuck.
+    frames: AtomicU64,
+    /// Frames received; the watchdog looks for silence in it.
+    received: AtomicU64,
+    /// Set while the reader waits on a full receive queue: the peer's
+    /// silence then is our consumer's slowness, not the peer's absence.
+    delivering: AtomicBool,
+}
+
+async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
+    let Link {
+        id,
+        shared,
+        stream,
+        out_rx,
+        in_tx,
+        keys,
+        awaiting_verdict,
+        deadline,
+    } = link;
+    let (rd, wr) = stream.into_split();
+    let max = ctx.max_frame_len;
+    let (opener, sealer) = match &keys {
+        Some(k) => (
+            Opener::Sealed(k.decoder(max)),
+            Sealer::Sealed(k.encoder(max)),
+        ),
+        None => (
+            Opener::Plain(FrameCodec { max }),
+            Sealer::Plain(FrameCodec { max }),
+        ),
     };
-    // Frames moved either way; a closing link that stops moving any is stuck.
-    let progress = AtomicU64::new(0);
+    drop(keys);
+    let progress = Progress::default();
     let reader = read_loop(
         ctx,
-        link,
-        FramedRead::new(rd, codec.clone()),
-        in_tx,
+        id,
+        FramedRead::new(rd, opener),
+        &in_tx,
         awaiting_verdict,
         deadline,
         &progress,
     );
     let writer = write_loop(
-        FramedWrite::new(wr, codec),
+        FramedWrite::new(wr, sealer),
         out_rx,
         shared.state.subscribe(),
+        ctx.heartbeat_interval,
         &progress,
     );
+    let silent = watchdog(ctx.heartbeat_timeout, &progress);
     let mut state = shared.state.subscribe();
     let stalled = async {
         closing(&mut state).await;
         loop {
-            let seen = progress.load(Ordering::Relaxed);
+            let seen = progress.frames.load(Ordering::Relaxed);
             tokio::time::sleep(CLOSE_IDLE).await;
-            if progress.load(Ordering::Relaxed) == seen {
+            if progress.frames.load(Ordering::Relaxed) == seen {
                 return;
             }
         }
     };
-    tokio::pin!(reader, writer, stalled);
+    tokio::pin!(reader, writer, stalled, silent);
     let stuck = || {
         CloseReason::Io(format!(
             "close stalled for {CLOSE_IDLE:?}: the peer stopped reading"
@@ -305,7 +369,7 @@ async fn drive(
                 // The peer closed its side; flush what we accepted for it
                 // (it reads until it sees our end of stream), then end.
                 CloseReason::PeerClosed if !flushed => {
-                    request_close(shared, CloseReason::PeerClosed);
+                    request_close(&shared, CloseReason::PeerClosed);
                     break tokio::select! {
                         w = &mut writer => w.err().map_or(CloseReason::PeerClosed, write_failed),
                         _ = &mut stalled => stuck(),
@@ -320,6 +384,7 @@ async fn drive(
             },
             // Flushed, and the peer never closed its side: nothing was lost.
             _ = &mut stalled => break if flushed { CloseReason::PeerClosed } else { stuck() },
+            r = &mut silent => break r,
         }
     };
     // A clean end keeps the reason the close was asked for; a failure keeps
@@ -328,6 +393,28 @@ async fn drive(
     match state {
         LinkState::Closing(r) if !ended.is_failure() => r,
         _ => ended,
+    }
+}
+
+/// Resolves when the peer has been silent for `timeout` while the reader was
+/// ready for it. Checks four times per timeout, so it fires between `timeout`
+/// and 1.25 x `timeout` of silence.
+async fn watchdog(timeout: Duration, progress: &Progress) -> CloseReason {
+    let tick = timeout / 4;
+    let mut seen = progress.received.load(Ordering::Relaxed);
+    let mut quiet = Duration::ZERO;
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = progress.received.load(Ordering::Relaxed);
+        if now != seen || progress.delivering.load(Ordering::Relaxed) {
+            seen = now;
+            quiet = Duration::ZERO;
+        } else {
+            quiet += tick;
+            if quiet >= timeout {
+                return CloseReason::Timeout(quiet);
+            }
+        }
     }
 }
 
@@ -348,11 +435,11 @@ fn read_failed(e: std::io::Error) -> CloseReason {
 async fn read_loop(
     ctx: &Ctx,
     link: LinkId,
-    mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
+    mut frames: FramedRead<OwnedReadHalf, Opener>,
     in_tx: &mpsc::Sender<Bytes>,
     mut awaiting_verdict: bool,
     deadline: Instant,
-    progress: &AtomicU64,
+    progress: &Progress,
 ) -> CloseReason {
     loop {
         let next = if awaiting_verdict {
@@ -368,7 +455,12 @@ async fn read_loop(
         let frame = match next {
             None => return CloseReason::PeerClosed,
             Some(Ok(f)) => {
-                progress.fetch_add(1, Ordering::Relaxed);
+                progress.received.fetch_add(1, Ordering::Relaxed);
+                // A heartbeat says the peer is there, not that the link is
+                // getting anywhere.
+                if f.kind != frame::HEARTBEAT {
+                    progress.frames.fetch_add(1, Ordering::Relaxed);
+                }
                 f
             }
             Some(Err(CodecError::TooLarge { len, max })) => {
@@ -377,6 +469,7 @@ async fn read_loop(
             Some(Err(CodecError::Empty)) => {
                 return CloseReason::Protocol("frame of length 0".into())
             }
+            Some(Err(CodecError::Crypto(reason))) => return CloseReason::Protocol(reason),
             Some(Err(CodecError::Io(e))) => return read_failed(e),
         };
         match frame.kind {
@@ -384,20 +477,34 @@ async fn read_loop(
                 // Waits while the receive queue is full: the socket is not
                 // read meanwhile, so TCP pushes back on the sender. (The
                 // actor holds a handle, so the queue outlives the link.)
-                let _ = in_tx.send(frame.payload).await;
-            }
-            frame::ACCEPT | frame::REJECT if awaiting_verdict => {
-                awaiting_verdict = false;
-                let verdict = if frame.kind == frame::ACCEPT {
-                    Verdict::Accept
-                } else {
-                    Verdict::Reject
-                };
-                ctx.send(Command::Verdict { link, verdict });
-                if verdict == Verdict::Reject {
-                    return CloseReason::Duplicate;
+                match in_tx.try_send(frame.payload) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(payload)) => {
+                        progress.delivering.store(true, Ordering::Relaxed);
+                        let _ = in_tx.send(payload).await;
+                        progress.delivering.store(false, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
+            frame::HEARTBEAT => {}
+            frame::ACCEPT | frame::REJECT | frame::CONFLICT if awaiting_verdict => {
+                awaiting_verdict = false;
+                let verdict = match frame.kind {
+                    frame::ACCEPT => Verdict::Accept,
+                    frame::REJECT => Verdict::Reject,
+                    _ => Verdict::Conflict,
+                };
+                ctx.send(Command::Verdict { link, verdict });
+                match verdict {
+                    Verdict::Reject => return CloseReason::Duplicate,
+                    Verdict::Conflict => return CloseReason::IdConflict,
+                    Verdict::Accept => {}
+                }
+            }
+            // The follower refuses the link we accepted: a newer node holds
+            // our id.
+            frame::CONFLICT => return CloseReason::IdConflict,
             k if k >= frame::FIRST_OPTIONAL => {
                 tracing::trace!(link, kind = k, "ignored an optional frame kind");
             }
@@ -417,43 +524,61 @@ async fn read_loop(
 
 /// Drains the send queue until a close is asked for; then refuses further
 /// sends, flushes everything accepted, and shuts the write side down.
-/// Returns `Ok` once all of it was handed to the kernel.
+/// Returns `Ok` once all of it was handed to the kernel. Sends a heartbeat
+/// whenever it has written nothing for `heartbeat`.
 async fn write_loop(
-    mut sink: FramedWrite<OwnedWriteHalf, FrameCodec>,
+    mut sink: FramedWrite<OwnedWriteHalf, Sealer>,
     mut out_rx: mpsc::Receiver<Frame>,
     mut state: watch::Receiver<LinkState>,
-    progress: &AtomicU64,
+    heartbeat: Duration,
+    progress: &Progress,
 ) -> std::io::Result<()> {
+    let idle = tokio::time::sleep(heartbeat);
+    tokio::pin!(idle);
     loop {
         tokio::select! {
             biased;
             frame = out_rx.recv() => {
                 let Some(frame) = frame else { break };
-                sink.feed(frame).await?;
+                sink.feed(frame).await.map_err(into_io)?;
                 for _ in 1..BATCH {
                     match out_rx.try_recv() {
-                        Ok(f) => sink.feed(f).await?,
+                        Ok(f) => sink.feed(f).await.map_err(into_io)?,
                         Err(_) => break,
                     }
                 }
-                sink.flush().await?;
-                progress.fetch_add(1, Ordering::Relaxed);
+                sink.flush().await.map_err(into_io)?;
+                progress.frames.fetch_add(1, Ordering::Relaxed);
+                idle.as_mut().reset(Instant::now() + heartbeat);
             }
             _ = closing(&mut state) => break,
+            _ = &mut idle => {
+                sink.send(Frame::control(frame::HEARTBEAT)).await.map_err(into_io)?;
+                idle.as_mut().reset(Instant::now() + heartbeat);
+            }
         }
     }
     // `recv` until `None`, not `try_recv` until empty: a sender that had
     // already reserved a slot may still deliver after `close`.
     out_rx.close();
     while let Some(frame) = out_rx.recv().await {
-        sink.feed(frame).await?;
-        progress.fetch_add(1, Ordering::Relaxed);
+        sink.feed(frame).await.map_err(into_io)?;
+        progress.frames.fetch_add(1, Ordering::Relaxed);
     }
-    sink.flush().await?;
+    sink.flush().await.map_err(into_io)?;
     // Everything is with the kernel; a failed shutdown (the peer already
     // gone) loses nothing.
     let _ = sink.get_mut().shutdown().await;
     Ok(())
+}
+
+/// Encoding a frame we send fails only on I/O, or on a sealing error that
+/// cannot happen with records under the size limit; both end the link.
+fn into_io(e: CodecError) -> std::io::Error {
+    match e {
+        CodecError::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    }
 }
 
 /// Resolves once a close has been asked for (or the link is gone).
@@ -466,5 +591,6 @@ pub(crate) fn verdict_frame(verdict: Verdict) -> Frame {
     Frame::control(match verdict {
         Verdict::Accept => frame::ACCEPT,
         Verdict::Reject => frame::REJECT,
+        Verdict::Conflict => frame::CONFLICT,
     })
 }

@@ -26,8 +26,27 @@
 //!   instead of rejecting the new one. The other end treats every `ACCEPT` as
 //!   the truth and closes whatever older link it still holds to that peer.
 
+//! - Two *live* nodes claiming one id are a misconfiguration, not a restart.
+//!   Incarnations grow with the start time, so a node that holds a link from
+//!   a newer incarnation refuses an older one with `CONFLICT` (the older node
+//!   gets an [`Error::IdConflict`](crate::Error::IdConflict) and does not
+//!   redial), instead of letting the two take the link from each other.
+//!
+//! # Redialing
+//!
+//! A link that ends while its peer is still known (advertised over mDNS, or a
+//! static peer) is dialed again, and so is a dial that failed, after a
+//! backoff the service jitters: [`backoff`] of the number of failures in a
+//! row. A link that lived at least [`STABLE`] counts as a success, so a
+//! healthy link that breaks is redialed at once, while a peer whose links
+//! keep dying is tried less and less often. A refused dial (nothing listens
+//! on the port: the node has died) also asks mDNS to verify the peer's
+//! record, so a record left by a killed node is dropped within a second or
+//! so instead of lingering for its two-minute lifetime.
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::connection::CloseReason;
 use crate::id::NodeId;
@@ -35,27 +54,78 @@ use crate::id::NodeId;
 /// A link's number, unique within one service.
 pub(crate) type LinkId = u64;
 
+/// Most peers advertised over mDNS that a node tracks at once: a flood of
+/// bogus records cannot grow its state (or its dialing) past this. Peers over
+/// the limit are ignored with [`Error::TooManyPeers`](crate::Error::TooManyPeers).
+pub const MAX_PEERS: usize = 1024;
+/// A link that lived this long resets its peer's failure count.
+pub(crate) const STABLE: Duration = Duration::from_secs(10);
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The delay before the next dial after `failures` failures in a row (before
+/// jitter): 100 ms, doubling, at most 5 s. Even a dead or bogus peer that
+/// stays advertised costs one dial every few seconds; its record expires
+/// (or is dropped by a verification) in the end.
+pub(crate) fn backoff(failures: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(1u32 << failures.min(16))
+        .min(BACKOFF_MAX)
+}
+
 /// The decider's word on a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Accept,
     Reject,
+    /// The id is held by a newer live node: the link closes, and the node
+    /// that gets this does not redial.
+    Conflict,
+}
+
+/// What a dial is for: a peer found over mDNS, or a static address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Target {
+    Peer(NodeId),
+    Addr(SocketAddr),
+}
+
+/// How a dial ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DialEnd {
+    /// The handshake completed with this node (not always the one dialed).
+    Linked(NodeId),
+    /// Nothing listens there.
+    Refused,
+    /// Unreachable, no answer, or a failed handshake.
+    Failed,
 }
 
 /// What the service must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
-    /// Connect to a peer at these addresses.
+    /// Connect to these addresses.
     Dial {
-        peer: NodeId,
+        target: Target,
         addrs: Vec<SocketAddr>,
     },
+    /// Wait [`backoff`]`(failures)`, jittered, then call [`Mesh::retry`]
+    /// with `generation`.
+    DialLater {
+        target: Target,
+        failures: u32,
+        generation: u64,
+    },
+    /// Ask mDNS whether the peer's record is still answered.
+    Verify { peer: NodeId },
     /// Send the verdict on the link (the link then opens or closes).
     SendVerdict { link: LinkId, verdict: Verdict },
     /// The link is the pair's one link: publish it and tell subscribers.
     Open { link: LinkId },
     /// Close the link.
     Close { link: LinkId, reason: CloseReason },
+    /// A peer was ignored: the table of peers is full.
+    TooManyPeers { peer: NodeId },
 }
 
 #[derive(Debug)]
@@ -65,10 +135,31 @@ struct Link {
     open: bool,
 }
 
+/// Dialing state of one target.
+#[derive(Debug, Default)]
+struct Dialing {
+    /// A dial is under way.
+    busy: bool,
+    /// A redial is scheduled (its generation is `generation`).
+    waiting: bool,
+    failures: u32,
+    /// Bumped whenever a dial starts, so a stale scheduled redial is ignored.
+    generation: u64,
+}
+
 #[derive(Debug, Default)]
 struct Peer {
     addrs: Vec<SocketAddr>,
-    dialing: bool,
+    dialing: Dialing,
+    /// mDNS said goodbye while a dial was under way: forget it when it ends.
+    gone: bool,
+}
+
+#[derive(Debug, Default)]
+struct Static {
+    /// The node that answered there last.
+    peer: Option<NodeId>,
+    dialing: Dialing,
 }
 
 /// The state of one node's view of the mesh.
@@ -76,6 +167,7 @@ struct Peer {
 pub(crate) struct Mesh {
     me: NodeId,
     peers: HashMap<NodeId, Peer>,
+    statics: HashMap<SocketAddr, Static>,
     links: HashMap<LinkId, Link>,
 }
 
@@ -89,6 +181,7 @@ impl Mesh {
         Mesh {
             me,
             peers: HashMap::new(),
+            statics: HashMap::new(),
             links: HashMap::new(),
         }
     }
@@ -110,37 +203,140 @@ impl Mesh {
         self.links.values().filter(|l| l.open).count()
     }
 
+    /// Number of peers tracked.
+    #[cfg(test)]
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn dialing(&mut self, target: &Target) -> Option<&mut Dialing> {
+        match target {
+            Target::Peer(p) => self.peers.get_mut(p).map(|p| &mut p.dialing),
+            Target::Addr(a) => self.statics.get_mut(a).map(|s| &mut s.dialing),
+        }
+    }
+
+    /// The node a target is known to reach, if any.
+    fn node_of(&self, target: &Target) -> Option<NodeId> {
+        match target {
+            Target::Peer(p) => Some(p.clone()),
+            Target::Addr(a) => self.statics.get(a).and_then(|s| s.peer.clone()),
+        }
+    }
+
+    fn start_dial(&mut self, target: Target) -> Vec<Action> {
+        let addrs = match &target {
+            Target::Peer(p) => self.peers[p].addrs.clone(),
+            Target::Addr(a) => vec![*a],
+        };
+        let d = self.dialing(&target).expect("target is known");
+        d.busy = true;
+        d.waiting = false;
+        d.generation += 1;
+        vec![Action::Dial { target, addrs }]
+    }
+
+    /// Dials `target` unless it is busy, backing off, or already linked.
+    fn maybe_dial(&mut self, target: Target) -> Vec<Action> {
+        let linked = self.node_of(&target).is_some_and(|p| self.has_link(&p));
+        match self.dialing(&target) {
+            Some(d) if !d.busy && !d.waiting && !linked => self.start_dial(target),
+            _ => vec![],
+        }
+    }
+
     /// mDNS resolved (or re-resolved) a peer. Dials it unless a link to it is
-    /// open or pending, or a dial is already under way.
+    /// open or pending, or a dial is under way. A peer waiting out a backoff
+    /// is dialed at once only if its addresses changed.
     pub fn discovered(&mut self, peer: NodeId, addrs: Vec<SocketAddr>) -> Vec<Action> {
-        if peer == self.me {
+        if peer == self.me || addrs.is_empty() {
             return vec![];
         }
-        let busy = self.has_link(&peer);
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEERS {
+            return vec![Action::TooManyPeers { peer }];
+        }
         let entry = self.peers.entry(peer.clone()).or_default();
+        entry.gone = false;
+        let changed = entry.addrs != addrs;
         entry.addrs = addrs;
-        if busy || entry.dialing || entry.addrs.is_empty() {
+        if changed && entry.dialing.waiting {
+            entry.dialing.waiting = false;
+        }
+        self.maybe_dial(Target::Peer(peer))
+    }
+
+    /// A static peer address was added (from the settings or at run time).
+    pub fn add_static(&mut self, addr: SocketAddr) -> Vec<Action> {
+        self.statics.entry(addr).or_default();
+        self.maybe_dial(Target::Addr(addr))
+    }
+
+    /// A dial ended. A failure schedules the next try; a refusal also asks
+    /// mDNS to verify the record.
+    pub fn dial_ended(&mut self, target: &Target, end: DialEnd) -> Vec<Action> {
+        let Some(d) = self.dialing(target) else {
+            return vec![];
+        };
+        d.busy = false;
+        let mut actions = Vec::new();
+        match end {
+            DialEnd::Linked(node) => {
+                if let Target::Addr(a) = target {
+                    self.statics.get_mut(a).expect("checked").peer = Some(node);
+                }
+            }
+            DialEnd::Refused | DialEnd::Failed => {
+                d.failures = d.failures.saturating_add(1);
+                if let (Target::Peer(peer), DialEnd::Refused) = (target, &end) {
+                    actions.push(Action::Verify { peer: peer.clone() });
+                }
+                actions.extend(self.dial_later(target.clone()));
+            }
+        }
+        if let Target::Peer(p) = target {
+            if self.peers[p].gone {
+                self.peers.remove(p);
+                return vec![];
+            }
+        }
+        actions
+    }
+
+    fn dial_later(&mut self, target: Target) -> Vec<Action> {
+        let Some(d) = self.dialing(&target) else {
+            return vec![];
+        };
+        if d.busy || d.waiting {
             return vec![];
         }
-        entry.dialing = true;
-        vec![Action::Dial {
-            peer,
-            addrs: entry.addrs.clone(),
+        d.waiting = true;
+        d.generation += 1;
+        vec![Action::DialLater {
+            failures: d.failures,
+            generation: d.generation,
+            target,
         }]
     }
 
-    /// A dial ended, linked or not.
-    pub fn dial_ended(&mut self, peer: &NodeId) {
-        if let Some(p) = self.peers.get_mut(peer) {
-            p.dialing = false;
+    /// A scheduled redial is due.
+    pub fn retry(&mut self, target: Target, generation: u64) -> Vec<Action> {
+        match self.dialing(&target) {
+            Some(d) if d.waiting && d.generation == generation => {
+                d.waiting = false;
+                self.maybe_dial(target)
+            }
+            _ => vec![],
         }
     }
 
     /// mDNS says the peer is gone. Its link, if any, stays: TCP is the truth
     /// about a link, and a goodbye can arrive before the peer's last frames.
+    /// It is no longer redialed.
     pub fn lost(&mut self, peer: &NodeId) {
-        if let Some(p) = self.peers.get(peer) {
-            if !p.dialing {
+        if let Some(p) = self.peers.get_mut(peer) {
+            if p.dialing.busy {
+                p.gone = true;
+            } else {
                 self.peers.remove(peer);
             }
         }
@@ -163,10 +359,18 @@ impl Mesh {
         }
         let mut actions = Vec::new();
         if let Some(old) = self.open_link(&peer) {
-            if self.links[&old].incarnation == incarnation {
+            let held = self.links[&old].incarnation;
+            if incarnation == held {
                 return vec![Action::SendVerdict {
                     link,
                     verdict: Verdict::Reject,
+                }];
+            }
+            if incarnation < held {
+                // A newer node holds this id and is alive.
+                return vec![Action::SendVerdict {
+                    link,
+                    verdict: Verdict::Conflict,
                 }];
             }
             // The peer restarted: its old link is stale.
@@ -204,16 +408,41 @@ impl Mesh {
                 reason: CloseReason::Protocol("verdict from a peer that does not decide".into()),
             }];
         }
-        if verdict == Verdict::Reject {
-            self.links.remove(&link);
-            return vec![Action::Close {
-                link,
-                reason: CloseReason::Duplicate,
-            }];
+        let (peer, incarnation) = (state.peer.clone(), state.incarnation);
+        match verdict {
+            Verdict::Reject => {
+                self.links.remove(&link);
+                return vec![Action::Close {
+                    link,
+                    reason: CloseReason::Duplicate,
+                }];
+            }
+            Verdict::Conflict => {
+                self.links.remove(&link);
+                return vec![Action::Close {
+                    link,
+                    reason: CloseReason::IdConflict,
+                }];
+            }
+            Verdict::Accept => {}
         }
-        let peer = state.peer.clone();
         let mut actions = Vec::new();
         if let Some(old) = self.open_link(&peer) {
+            if self.links[&old].incarnation > incarnation {
+                // The decider is an older node with the id a newer live node
+                // holds: tell it so, and keep the newer link.
+                self.links.remove(&link);
+                return vec![
+                    Action::SendVerdict {
+                        link,
+                        verdict: Verdict::Conflict,
+                    },
+                    Action::Close {
+                        link,
+                        reason: CloseReason::IdConflict,
+                    },
+                ];
+            }
             self.links.remove(&old);
             actions.push(Action::Close {
                 link: old,
@@ -225,9 +454,36 @@ impl Mesh {
         actions
     }
 
-    /// A link closed. Returns whether it was open.
-    pub fn closed(&mut self, link: LinkId) -> bool {
-        self.links.remove(&link).is_some_and(|l| l.open)
+    /// A link closed. If it was the peer's last link, the peer is still known
+    /// and `redial` is set (the close was not asked for by this node, and
+    /// not a refusal), schedules a redial: at the first backoff step if the
+    /// link was `stable`, later otherwise.
+    pub fn closed(&mut self, link: LinkId, redial: bool, stable: bool) -> Vec<Action> {
+        let Some(l) = self.links.remove(&link) else {
+            return vec![];
+        };
+        if !redial || self.has_link(&l.peer) {
+            return vec![];
+        }
+        let target = if self.peers.contains_key(&l.peer) {
+            Target::Peer(l.peer.clone())
+        } else if let Some(a) = self
+            .statics
+            .iter()
+            .find(|(_, s)| s.peer.as_ref() == Some(&l.peer))
+            .map(|(a, _)| *a)
+        {
+            Target::Addr(a)
+        } else {
+            return vec![];
+        };
+        let d = self.dialing(&target).expect("known");
+        if stable {
+            d.failures = 0;
+        } else if l.open {
+            d.failures = d.failures.saturating_add(1);
+        }
+        self.dial_later(target)
     }
 }
 
@@ -283,7 +539,7 @@ mod tests {
         ));
         // A re-announcement (say, with an IPv6 address) while dialing.
         assert!(m.discovered(id("0b"), addr()).is_empty());
-        m.dial_ended(&id("0b"));
+        m.dial_ended(&Target::Peer(id("0b")), DialEnd::Linked(id("0b")));
         m.handshaken(1, id("0b"), 7);
         assert!(
             m.discovered(id("0b"), addr()).is_empty(),
@@ -363,7 +619,7 @@ mod tests {
         assert_eq!(opened(&acts), vec![2]);
         assert_eq!(ma.open_count(), 1);
         // The stale link's own close then arrives and changes nothing.
-        assert!(!ma.closed(1));
+        assert!(ma.closed(1, true, true).is_empty());
         assert_eq!(ma.open_count(), 1);
     }
 
@@ -393,7 +649,7 @@ mod tests {
     fn verdict_for_a_link_that_already_closed_opens_nothing() {
         let mut mb = Mesh::new(id("02"));
         mb.handshaken(1, id("01"), 9);
-        assert!(!mb.closed(1));
+        mb.closed(1, true, false);
         assert!(mb.verdict(1, Verdict::Accept).is_empty());
         assert_eq!(mb.open_count(), 0);
         // A new link to the same peer is then free to open.
@@ -408,7 +664,7 @@ mod tests {
     fn closed_link_allows_a_new_one() {
         let mut ma = Mesh::new(id("01"));
         ma.handshaken(1, id("02"), 1);
-        assert!(ma.closed(1));
+        ma.closed(1, false, false);
         assert_eq!(opened(&ma.handshaken(2, id("02"), 1)), vec![2]);
     }
 
@@ -494,5 +750,183 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn dial_later_of(actions: &[Action]) -> Option<(u32, u64)> {
+        actions.iter().find_map(|a| match a {
+            Action::DialLater {
+                failures,
+                generation,
+                ..
+            } => Some((*failures, *generation)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(5), Duration::from_millis(3200));
+        assert_eq!(backoff(6), BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    /// A failed dial is retried after a backoff that grows with each failure;
+    /// a refused one also asks mDNS to verify the record.
+    #[test]
+    fn failed_dials_back_off_and_refusals_verify() {
+        let (me, p) = (id("01"), id("02"));
+        let mut m = Mesh::new(me);
+        let t = Target::Peer(p.clone());
+        assert!(matches!(
+            m.discovered(p.clone(), addr())[..],
+            [Action::Dial { .. }]
+        ));
+        let acts = m.dial_ended(&t, DialEnd::Failed);
+        assert!(!acts.iter().any(|a| matches!(a, Action::Verify { .. })));
+        let (f, g) = dial_later_of(&acts).unwrap();
+        assert_eq!(f, 1);
+        // While waiting, a re-announcement with the same addresses does not
+        // dial early; the due retry does.
+        assert!(m.discovered(p.clone(), addr()).is_empty());
+        assert!(matches!(m.retry(t.clone(), g)[..], [Action::Dial { .. }]));
+        let acts = m.dial_ended(&t, DialEnd::Refused);
+        assert!(acts.contains(&Action::Verify { peer: p.clone() }));
+        let (f, g2) = dial_later_of(&acts).unwrap();
+        assert_eq!(f, 2);
+        // A stale timer does nothing; new addresses dial at once.
+        assert!(m.retry(t.clone(), g).is_empty());
+        let other: Vec<SocketAddr> = vec!["127.0.0.1:2".parse().unwrap()];
+        assert!(matches!(
+            m.discovered(p.clone(), other)[..],
+            [Action::Dial { .. }]
+        ));
+        assert!(m.retry(t.clone(), g2).is_empty(), "superseded by the dial");
+    }
+
+    /// A goodbye stops the redials, even one arriving mid-dial.
+    #[test]
+    fn goodbye_stops_redialing() {
+        let (me, p) = (id("01"), id("02"));
+        let mut m = Mesh::new(me);
+        let t = Target::Peer(p.clone());
+        m.discovered(p.clone(), addr());
+        m.lost(&p);
+        assert!(m.dial_ended(&t, DialEnd::Refused).is_empty());
+        assert_eq!(m.peer_count(), 0);
+    }
+
+    /// A link that breaks while its peer is advertised is redialed: at the
+    /// first step if it was stable, later and later if links keep dying.
+    #[test]
+    fn broken_link_is_redialed_with_growing_backoff() {
+        let (me, p) = (id("01"), id("02"));
+        let mut m = Mesh::new(me);
+        let t = Target::Peer(p.clone());
+        m.discovered(p.clone(), addr());
+        m.dial_ended(&t, DialEnd::Linked(p.clone()));
+        m.handshaken(1, p.clone(), 5);
+        let (f, g) = dial_later_of(&m.closed(1, true, true)).unwrap();
+        assert_eq!(f, 0);
+        m.retry(t.clone(), g);
+        m.dial_ended(&t, DialEnd::Linked(p.clone()));
+        m.handshaken(2, p.clone(), 5);
+        let (f, _) = dial_later_of(&m.closed(2, true, false)).unwrap();
+        assert_eq!(f, 1, "a short-lived link counts as a failure");
+        // No redial for a close this node asked for, or an unknown peer.
+        m.handshaken(3, id("03"), 1);
+        assert!(m.closed(3, true, true).is_empty());
+    }
+
+    /// A static address is dialed, learns which node answers there, and is
+    /// redialed when that node's link breaks.
+    #[test]
+    fn static_peers_are_dialed_and_redialed() {
+        let (me, p) = (id("01"), id("02"));
+        let a: SocketAddr = "10.99.0.2:4000".parse().unwrap();
+        let mut m = Mesh::new(me);
+        assert_eq!(
+            m.add_static(a),
+            vec![Action::Dial {
+                target: Target::Addr(a),
+                addrs: vec![a]
+            }]
+        );
+        assert!(m.add_static(a).is_empty(), "already dialing");
+        m.dial_ended(&Target::Addr(a), DialEnd::Linked(p.clone()));
+        m.handshaken(1, p.clone(), 5);
+        let acts = m.closed(1, true, true);
+        assert!(matches!(
+            acts[..],
+            [Action::DialLater {
+                target: Target::Addr(x),
+                ..
+            }] if x == a
+        ));
+    }
+
+    #[test]
+    fn peer_table_is_capped() {
+        let mut m = Mesh::new(id("0000"));
+        for i in 1..=MAX_PEERS {
+            m.discovered(id(&format!("{i:04x}")), addr());
+        }
+        let extra = id(&format!("{:04x}", MAX_PEERS + 1));
+        assert_eq!(
+            m.discovered(extra.clone(), addr()),
+            vec![Action::TooManyPeers { peer: extra }]
+        );
+        assert_eq!(m.peer_count(), MAX_PEERS);
+    }
+
+    /// Two live nodes with one id: the newer incarnation keeps the link at
+    /// the decider and at the follower; the older one is told, and is not
+    /// linked.
+    #[test]
+    fn older_incarnation_of_a_live_id_is_refused() {
+        // Decider side: holds the newer incarnation 200.
+        let mut ma = Mesh::new(id("01"));
+        ma.handshaken(1, id("02"), 200);
+        let acts = ma.handshaken(2, id("02"), 100);
+        assert_eq!(
+            acts,
+            vec![Action::SendVerdict {
+                link: 2,
+                verdict: Verdict::Conflict
+            }]
+        );
+        assert_eq!(ma.open_count(), 1);
+        // The older node, as follower, gets the conflict verdict.
+        let mut old = Mesh::new(id("02"));
+        old.handshaken(2, id("01"), 7);
+        assert_eq!(
+            old.verdict(2, Verdict::Conflict),
+            vec![Action::Close {
+                link: 2,
+                reason: CloseReason::IdConflict
+            }]
+        );
+        // Follower side: holds newer 200; the older decider's accept is
+        // answered with a conflict, and the newer link stays.
+        let mut mb = Mesh::new(id("03"));
+        mb.handshaken(1, id("02"), 200);
+        mb.verdict(1, Verdict::Accept);
+        mb.handshaken(2, id("02"), 100);
+        let acts = mb.verdict(2, Verdict::Accept);
+        assert_eq!(
+            acts,
+            vec![
+                Action::SendVerdict {
+                    link: 2,
+                    verdict: Verdict::Conflict
+                },
+                Action::Close {
+                    link: 2,
+                    reason: CloseReason::IdConflict
+                }
+            ]
+        );
+        assert_eq!(mb.open_count(), 1);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +75,8 @@ struct Inner {
     gate: tokio::sync::Mutex<()>,
     /// Set once `close` has finished.
     finished: tokio::sync::watch::Sender<bool>,
+    /// Static peers added before `listen`.
+    added: Mutex<Vec<String>>,
 }
 
 enum Phase {
@@ -132,16 +135,46 @@ impl Service {
                 reason: "must be more than zero".into(),
             });
         }
+        if settings.heartbeat_interval < MIN_HEARTBEAT {
+            return Err(Error::InvalidSetting {
+                setting: "heartbeat",
+                reason: format!(
+                    "interval {:?} is under the minimum of {MIN_HEARTBEAT:?}",
+                    settings.heartbeat_interval
+                ),
+            });
+        }
+        if settings.heartbeat_timeout <= settings.heartbeat_interval {
+            return Err(Error::InvalidSetting {
+                setting: "heartbeat",
+                reason: format!(
+                    "timeout {:?} must be more than the interval {:?}",
+                    settings.heartbeat_timeout, settings.heartbeat_interval
+                ),
+            });
+        }
+        if let Some(secret) = &settings.secret {
+            if secret.is_empty() || secret.len() > 1024 {
+                return Err(Error::InvalidSetting {
+                    setting: "secret",
+                    reason: format!("{} bytes; must be 1 to 1024", secret.len()),
+                });
+            }
+        }
+        for peer in &settings.peers {
+            check_peer_syntax(peer)?;
+        }
         Ok(Service {
             inner: Arc::new(Inner {
                 name: settings.name.clone(),
                 id,
-                incarnation: rand_u64(),
+                incarnation: incarnation(),
                 settings,
                 hub: Arc::new(Hub::new()),
                 phase: Mutex::new(Phase::Idle),
                 gate: tokio::sync::Mutex::new(()),
                 finished: tokio::sync::watch::channel(false).0,
+                added: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -221,6 +254,7 @@ impl Service {
             version: PROTOCOL_VERSION,
             incarnation: inner.incarnation,
             port: bound_port,
+            secret: inner.settings.secret.is_some(),
             id: inner.id.clone(),
             cluster: inner.name.clone(),
         };
@@ -235,16 +269,61 @@ impl Service {
         for (_, listener) in listeners {
             actor::spawn_accept(ctx.clone(), listener);
         }
-        let (discovery, browse) =
-            Discovery::start(&inner.id, &inner.name, bound_port, &scope).await?;
+        // Static peers are resolved before anything starts, so a bad one
+        // fails `listen` instead of vanishing.
+        let mut statics = Vec::new();
+        let added = lock(&inner.added).clone();
+        for peer in inner.settings.peers.iter().chain(added.iter()) {
+            statics.push(resolve_peer(peer).await?);
+        }
+        let discovery = if inner.settings.mdns {
+            Some(Discovery::start(&inner.id, &inner.name, bound_port, &scope).await?)
+        } else {
+            None
+        };
+        for addr in statics {
+            ctx.send(Command::AddPeer { addr });
+        }
         Ok(Running {
             address: Address {
                 port: bound_port,
                 addrs: scope.addresses(),
             },
-            actor: actor::spawn(ctx.clone(), inbox, discovery, browse),
+            actor: actor::spawn(ctx.clone(), inbox, discovery),
             ctx,
         })
+    }
+
+    /// Adds a static peer, `host:port` or `ip:port`, as
+    /// [`Settings::peer`] does: it is dialed now (or at `listen`, if the
+    /// service is not listening yet) and redialed whenever its link breaks.
+    ///
+    /// Errors: [`Error::InvalidAddress`] (bad syntax, or a host name that
+    /// does not resolve), [`Error::Closed`].
+    ///
+    /// ```no_run
+    /// # async fn demo(service: tcpnet::Service) -> tcpnet::Result<()> {
+    /// service.add_peer("10.99.0.7:4000").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_peer(&self, peer: &str) -> Result<()> {
+        check_peer_syntax(peer)?;
+        // Not while `listen` runs: it reads the peers added before it.
+        let _gate = self.inner.gate.lock().await;
+        let ctx = match &*lock(&self.inner.phase) {
+            Phase::Idle => {
+                lock(&self.inner.added).push(peer.to_string());
+                return Ok(());
+            }
+            Phase::Listening(r) => r.ctx.clone(),
+            Phase::Closed => return Err(Error::Closed),
+        };
+        let addr = resolve_peer(peer).await?;
+        if ctx.send(Command::AddPeer { addr }) {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
     }
 
     /// Where the node can be reached: `None` before `listen` and after `close`.
@@ -341,9 +420,67 @@ impl std::fmt::Debug for Service {
     }
 }
 
-fn rand_u64() -> u64 {
-    let b = uuid::Uuid::new_v4().into_bytes();
-    u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+/// Shortest heartbeat interval accepted.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+
+/// The start time in nanoseconds since the Unix epoch: a node that restarts
+/// gets a larger one than it had (see [`crate::hello`]).
+fn incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
+/// A static peer must be `host:port` or `ip:port` with a port that is not 0.
+fn check_peer_syntax(peer: &str) -> Result<()> {
+    let bad = |reason: &str| Error::InvalidAddress {
+        addr: peer.to_string(),
+        reason: format!("a static peer must be host:port or ip:port ({reason})"),
+    };
+    if let Ok(sa) = peer.parse::<SocketAddr>() {
+        return if sa.port() == 0 {
+            Err(bad("port 0"))
+        } else {
+            Ok(())
+        };
+    }
+    let (host, port) = peer.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err(bad("bad port")),
+        Ok(_) => {}
+    }
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(bad("bad host name"));
+    }
+    Ok(())
+}
+
+/// Resolves a static peer to the address to dial (IPv4 first).
+async fn resolve_peer(peer: &str) -> Result<SocketAddr> {
+    check_peer_syntax(peer)?;
+    if let Ok(sa) = peer.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    let found: Vec<SocketAddr> = tokio::net::lookup_host(peer)
+        .await
+        .map_err(|e| Error::InvalidAddress {
+            addr: peer.to_string(),
+            reason: format!("cannot resolve: {e}"),
+        })?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| Error::InvalidAddress {
+            addr: peer.to_string(),
+            reason: "resolves to no address".into(),
+        })
 }
 
 /// Turns the listen address into the IPs to bind.

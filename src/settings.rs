@@ -8,6 +8,10 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default depth of each link's send and receive queues, in frames.
 pub const DEFAULT_QUEUE_LEN: usize = 1024;
+/// Default heartbeat interval: an idle link sends a heartbeat this often.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default silence after which a link is dropped: 3 s.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A service's settings: the cluster name (required) and options.
 ///
@@ -27,13 +31,18 @@ pub const DEFAULT_QUEUE_LEN: usize = 1024;
 /// assert_eq!(service.id().as_str(), "00ff00ff00ff00ff00ff00ff00ff00ff");
 /// # Ok::<(), tcpnet::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub(crate) name: String,
     pub(crate) id: Option<String>,
     pub(crate) max_frame_len: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) queue_len: usize,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) heartbeat_timeout: Duration,
+    pub(crate) secret: Option<Vec<u8>>,
+    pub(crate) mdns: bool,
+    pub(crate) peers: Vec<String>,
 }
 
 impl Settings {
@@ -46,6 +55,11 @@ impl Settings {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             queue_len: DEFAULT_QUEUE_LEN,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            secret: None,
+            mdns: true,
+            peers: Vec::new(),
         }
     }
 
@@ -78,6 +92,91 @@ impl Settings {
     pub fn queue_len(mut self, frames: usize) -> Self {
         self.queue_len = frames;
         self
+    }
+
+    /// Failure detection. A link that has sent nothing for `interval` sends a
+    /// heartbeat; a link that has heard nothing for `timeout` while ready to
+    /// read closes with [`CloseReason::Timeout`](crate::CloseReason::Timeout)
+    /// (a link whose reader is busy delivering to a slow consumer does not
+    /// count that time). Defaults: 1 s and 3 s, so a peer cut off is noticed
+    /// within about 3 s; a LAN can go down to a few hundred milliseconds, a
+    /// sleepy Wi-Fi may want more. `timeout` must be more than `interval`,
+    /// and `interval` at least 10 ms. (A peer that *exits*, even by
+    /// `SIGKILL`, is noticed at once through its socket, not by this.)
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let fast = tcpnet::Settings::new("lab")
+    ///     .heartbeat(Duration::from_millis(100), Duration::from_millis(300));
+    /// # tcpnet::Service::new(fast)?;
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// A shared secret for the cluster. With one, a link counts only after
+    /// both ends proved they hold the same secret (a Noise `NNpsk0`
+    /// handshake), and every frame on it is encrypted and authenticated
+    /// (ChaCha20-Poly1305); a node without it, or with another, never links.
+    /// Without a secret (the default) anyone who can reach the port and
+    /// knows the cluster name can link. Use a long random secret: it is
+    /// stretched by HKDF, not by a password hash, so a guessable one can be
+    /// guessed offline by anyone who records a handshake. At most 1024 bytes.
+    ///
+    /// ```
+    /// let settings = tcpnet::Settings::new("lab").secret("3c1f0e0b8a5d46f7b1c2d9e4a6f80b17");
+    /// # tcpnet::Service::new(settings)?;
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(secret.as_ref().to_vec());
+        self
+    }
+
+    /// Whether to find peers (and be found) over mDNS. Default `true`. With
+    /// `false` the node neither browses nor announces: it links only with
+    /// [`peer`](Self::peer)s and with nodes that dial it.
+    pub fn mdns(mut self, on: bool) -> Self {
+        self.mdns = on;
+        self
+    }
+
+    /// A static peer, `host:port` or `ip:port`, dialed like a discovered one
+    /// and redialed whenever its link breaks: for peers multicast does not
+    /// reach (another subnet, a VPN). May be given several times; more can be
+    /// added while running with [`Service::add_peer`](crate::Service::add_peer).
+    ///
+    /// ```
+    /// let settings = tcpnet::Settings::new("lab")
+    ///     .peer("10.99.0.7:4000")
+    ///     .peer("build-box.example:4000");
+    /// # tcpnet::Service::new(settings)?;
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn peer(mut self, addr: impl Into<String>) -> Self {
+        self.peers.push(addr.into());
+        self
+    }
+}
+
+/// Shows every setting but the secret.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("max_frame_len", &self.max_frame_len)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("queue_len", &self.queue_len)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .field("mdns", &self.mdns)
+            .field("peers", &self.peers)
+            .finish()
     }
 }
 

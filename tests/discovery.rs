@@ -138,7 +138,12 @@ fn nodes_bound_to_one_address_find_each_other_there() {
         sh("ip link add v0 type veth peer name v1 \
             && ip addr add 10.99.0.1/24 dev v0 && ip addr add 10.99.0.2/24 dev v1 \
             && ip link set v0 up && ip link set v1 up \
-            && for i in v0 v1; do echo 1 > /proc/sys/net/ipv4/conf/$i/accept_local; echo 0 > /proc/sys/net/ipv4/conf/$i/rp_filter; done");
+            && for i in v0 v1; do echo 1 > /proc/sys/net/ipv4/conf/$i/accept_local; echo 0 > /proc/sys/net/ipv4/conf/$i/rp_filter; done \
+            && for _ in $(seq 200); do \
+                 ip -o link show v0 | grep -q LOWER_UP && ip -o link show v1 | grep -q LOWER_UP && exit 0; \
+                 sleep 0.05; done; echo 'veth carrier never came up' >&2; exit 1");
+        // (A veth's carrier comes up a moment after `ip link set up`; mDNS
+        // cannot announce on it before, hence the wait above.)
         // Both ends of the veth pair are in this one namespace, so each
         // node's multicast arrives from an address local to the namespace:
         // accept_local lets it in, as if it came from another host.
