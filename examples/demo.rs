@@ -8,7 +8,9 @@
 //! Start it in several terminals (or on several hosts) with the same cluster
 //! name. Logs go to stderr (`RUST_LOG=debug` for more); stdout carries only
 //! `write to N nodes` lines and the frames received, as they arrive.
-//! `TCPNET_ID=<hex>` sets the node id (default: a random one).
+//! `TCPNET_ID=<hex>` sets the node id (default: a random one);
+//! `TCPNET_SECRET=<secret>` sets the cluster secret (default: none, an open
+//! cluster).
 
 use std::io::Write;
 use std::time::Duration;
@@ -30,6 +32,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut settings = tcpnet::Settings::new(name.as_str());
     if let Ok(id) = std::env::var("TCPNET_ID") {
         settings = settings.id(id);
+    }
+    if let Ok(secret) = std::env::var("TCPNET_SECRET") {
+        settings = settings.secret(secret);
     }
     let service = tcpnet::tcpnet(settings)?;
     let mut conns = service.on_connection();

@@ -318,6 +318,10 @@ async fn actor(
     let mut links: HashMap<LinkId, Connection> = HashMap::new();
     // The actor holds a sender itself (in `ctx`), so only `Close` ends this.
     while let Some(cmd) = cmds.recv().await {
+        let peers_change = matches!(
+            cmd,
+            Command::Discovered { .. } | Command::Lost { .. } | Command::DialEnded { .. }
+        );
         let actions = match cmd {
             Command::Discovered { peer, addrs } => mesh.discovered(peer, addrs),
             Command::Lost { peer } => {
@@ -349,6 +353,9 @@ async fn actor(
             }
             Command::Close => break,
         };
+        if peers_change {
+            ctx.hub.set_advertised(mesh.advertised());
+        }
         for action in actions {
             apply(&ctx, &links, discovery.as_ref(), action);
         }
@@ -444,7 +451,13 @@ fn apply(
                 match verdict {
                     Verdict::Accept => {}
                     Verdict::Reject => request_close(conn.shared(), CloseReason::Duplicate),
-                    Verdict::Conflict => request_close(conn.shared(), CloseReason::IdConflict),
+                    Verdict::Conflict => {
+                        ctx.error(Error::IdConflict {
+                            remote: conn.remote_addr(),
+                            id: conn.peer_id().to_string(),
+                        });
+                        request_close(conn.shared(), CloseReason::IdConflict)
+                    }
                 }
             }
         }
@@ -490,7 +503,8 @@ fn report_close(ctx: &Ctx, conn: &Connection, reason: &CloseReason) {
             remote,
             reason: reason.to_string(),
         }),
-        CloseReason::IdConflict => ctx.error(Error::IdConflict { remote, id: peer }),
+        // Reported where the conflict was found (see `apply`, `link`).
+        CloseReason::IdConflict => tracing::warn!(%peer, %remote, "link closed: id conflict"),
         CloseReason::Duplicate => tracing::debug!(%peer, %remote, "duplicate link closed"),
         _ => tracing::info!(%peer, %remote, %reason, "link closed"),
     }

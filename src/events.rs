@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::connection::{CloseReason, Connection, LinkState, Shared};
 use crate::error::Error;
+use crate::id::NodeId;
 use crate::mesh::LinkId;
 use crate::service::Address;
 
@@ -133,6 +134,8 @@ pub(crate) struct Hub {
     pub error: Topic<Error>,
     pub close: Topic<()>,
     open: Mutex<Vec<(LinkId, Connection)>>,
+    /// Peers currently advertised over mDNS, as the actor last saw them.
+    advertised: Mutex<Vec<NodeId>>,
 }
 
 impl Hub {
@@ -143,6 +146,7 @@ impl Hub {
             error: Topic::bounded(MAX_QUEUED_ERRORS, |count| Error::Missed { count }),
             close: Topic::unbounded(),
             open: Mutex::new(Vec::new()),
+            advertised: Mutex::new(Vec::new()),
         }
     }
 
@@ -183,6 +187,15 @@ impl Hub {
 
     pub fn clear(&self) {
         lock(&self.open).clear();
+        lock(&self.advertised).clear();
+    }
+
+    pub fn set_advertised(&self, peers: Vec<NodeId>) {
+        *lock(&self.advertised) = peers;
+    }
+
+    pub fn advertised(&self) -> Vec<NodeId> {
+        lock(&self.advertised).clone()
     }
 }
 

@@ -39,6 +39,30 @@ pub(crate) const FIRST_OPTIONAL: u8 = 0x80;
 /// Bytes in the length prefix.
 pub(crate) const LEN_BYTES: usize = 4;
 
+/// Reads one frame of at most `max` payload bytes exactly, so that nothing
+/// after it is consumed: for the handshake, before the codec takes over.
+/// `Err(Ok(len))` is a length prefix out of bounds; `Err(Err(e))` a read
+/// error.
+pub(crate) async fn read_one<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    max: usize,
+) -> Result<Frame, Result<usize, std::io::Error>> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; LEN_BYTES];
+    stream.read_exact(&mut len).await.map_err(Err)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len - 1 > max {
+        return Err(Ok(len));
+    }
+    let mut body = BytesMut::zeroed(len);
+    stream.read_exact(&mut body).await.map_err(Err)?;
+    let kind = body.get_u8();
+    Ok(Frame {
+        kind,
+        payload: body.freeze(),
+    })
+}
+
 /// One frame: a kind and its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Frame {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -263,31 +263,22 @@ async fn exchange_hello(stream: &mut TcpStream, ours: &Hello) -> Result<Vec<u8>,
         .await
         .map_err(|e| format!("writing hello: {e}"))?;
 
-    let mut len = [0u8; frame::LEN_BYTES];
-    stream
-        .read_exact(&mut len)
+    let first = frame::read_one(stream, MAX_HELLO)
         .await
-        .map_err(|e| format!("reading hello: {e}"))?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len == 0 || len - 1 > MAX_HELLO {
-        return Err(format!(
-            "not a tcpnet node (first frame length {len}, a hello is at most {})",
-            MAX_HELLO + 1
-        ));
-    }
-    let mut body = vec![0u8; len];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| format!("reading hello: {e}"))?;
-    if body[0] != frame::HELLO {
+        .map_err(|e| match e {
+            Ok(len) => format!(
+                "not a tcpnet node (first frame length {len}, a hello is at most {})",
+                MAX_HELLO + 1
+            ),
+            Err(e) => format!("reading hello: {e}"),
+        })?;
+    if first.kind != frame::HELLO {
         return Err(format!(
             "not a tcpnet node (first frame kind {:#04x})",
-            body[0]
+            first.kind
         ));
     }
-    body.remove(0);
-    Ok(body)
+    Ok(first.payload.to_vec())
 }
 
 /// Progress counters shared by the parts of one link's task.
@@ -331,6 +322,7 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
     let reader = read_loop(
         ctx,
         id,
+        shared.remote,
         FramedRead::new(rd, opener),
         &in_tx,
         awaiting_verdict,
@@ -418,6 +410,15 @@ async fn watchdog(timeout: Duration, progress: &Progress) -> CloseReason {
     }
 }
 
+/// The peer says a newer live node holds our id.
+fn told_conflict(ctx: &Ctx, remote: SocketAddr) -> CloseReason {
+    ctx.error(Error::IdConflict {
+        remote,
+        id: ctx.id().to_string(),
+    });
+    CloseReason::IdConflict
+}
+
 /// Writing failed: whatever was still queued is lost, so it is a failure.
 fn write_failed(e: std::io::Error) -> CloseReason {
     CloseReason::Io(format!("write failed: {e}"))
@@ -432,9 +433,11 @@ fn read_failed(e: std::io::Error) -> CloseReason {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_loop(
     ctx: &Ctx,
     link: LinkId,
+    remote: SocketAddr,
     mut frames: FramedRead<OwnedReadHalf, Opener>,
     in_tx: &mpsc::Sender<Bytes>,
     mut awaiting_verdict: bool,
@@ -498,13 +501,13 @@ async fn read_loop(
                 ctx.send(Command::Verdict { link, verdict });
                 match verdict {
                     Verdict::Reject => return CloseReason::Duplicate,
-                    Verdict::Conflict => return CloseReason::IdConflict,
+                    Verdict::Conflict => return told_conflict(ctx, remote),
                     Verdict::Accept => {}
                 }
             }
             // The follower refuses the link we accepted: a newer node holds
             // our id.
-            frame::CONFLICT => return CloseReason::IdConflict,
+            frame::CONFLICT => return told_conflict(ctx, remote),
             k if k >= frame::FIRST_OPTIONAL => {
                 tracing::trace!(link, kind = k, "ignored an optional frame kind");
             }

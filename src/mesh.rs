@@ -209,6 +209,18 @@ impl Mesh {
         self.peers.len()
     }
 
+    /// The peers advertised over mDNS that are still tracked, sorted.
+    pub fn advertised(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.gone)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     fn dialing(&mut self, target: &Target) -> Option<&mut Dialing> {
         match target {
             Target::Peer(p) => self.peers.get_mut(p).map(|p| &mut p.dialing),

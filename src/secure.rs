@@ -188,28 +188,19 @@ async fn write_noise(stream: &mut TcpStream, msg: &[u8]) -> Result<(), String> {
 
 /// Reads one NOISE frame exactly.
 async fn read_noise(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
-    let mut len = [0u8; frame::LEN_BYTES];
-    stream
-        .read_exact(&mut len)
+    let f = frame::read_one(stream, MAX_MSG)
         .await
-        .map_err(|e| format!("reading the secret handshake: {e}"))?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len == 0 || len - 1 > MAX_MSG {
-        return Err(format!("bad secret handshake frame length {len}"));
-    }
-    let mut body = vec![0u8; len];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| format!("reading the secret handshake: {e}"))?;
-    if body[0] != frame::NOISE {
+        .map_err(|e| match e {
+            Ok(len) => format!("bad secret handshake frame length {len}"),
+            Err(e) => format!("reading the secret handshake: {e}"),
+        })?;
+    if f.kind != frame::NOISE {
         return Err(format!(
             "expected the secret handshake, got frame kind {:#04x}",
-            body[0]
+            f.kind
         ));
     }
-    body.remove(0);
-    Ok(body)
+    Ok(f.payload.to_vec())
 }
 
 impl Keys {

@@ -340,6 +340,14 @@ impl Service {
         self.inner.hub.open_links()
     }
 
+    /// The peers this node currently sees advertised over mDNS, linked or
+    /// not, sorted by id. A peer leaves the list on its mDNS goodbye, when its
+    /// record expires, or when a verification finds no one answering for it
+    /// (a dial refused by its port triggers one).
+    pub fn advertised(&self) -> Vec<NodeId> {
+        self.inner.hub.advertised()
+    }
+
     /// A stream of links as they open. It fires on both ends of a link,
     /// once the pair has settled on it (see the crate docs on the one-link rule).
     pub fn on_connection(&self) -> Events<Connection> {

@@ -1,22 +1,11 @@
 //! Multi-process test on a simulated LAN: one demo process per host, hosts
 //! in network namespaces on a private bridge (see `tests/lan.sh`).
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
-/// The demo example, built by `cargo test` next to the test binaries.
-fn demo_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let demo = dir.join("examples").join("demo");
-    assert!(
-        demo.exists(),
-        "{} is missing: run the tests with `cargo test`, which builds the examples, \
-         or build it with `cargo build --example demo`",
-        demo.display()
-    );
-    demo
-}
+use common::demo_binary;
 
 fn lan(args: &[&str], env: &[(&str, &str)]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lan.sh");

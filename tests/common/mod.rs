@@ -22,6 +22,20 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 const HOW_TO_RUN: &str = "tests need their own network namespaces: run them as root, \
 or inside a user namespace that maps you to root: `unshare --user --map-root-user cargo test`";
 
+/// The demo example, built by `cargo test` next to the test binaries.
+pub fn demo_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let demo = dir.join("examples").join("demo");
+    assert!(
+        demo.exists(),
+        "{} is missing: run the tests with `cargo test`, which builds the examples, \
+         or build it with `cargo build --example demo`",
+        demo.display()
+    );
+    demo
+}
+
 /// Runs `test` in a fresh network namespace that holds only loopback.
 pub fn netns<F, Fut>(test: F)
 where

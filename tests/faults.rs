@@ -1,0 +1,282 @@
+//! Faults: a killed peer, a frozen one, churn around links that must not
+//! notice, two live nodes with one id, links that break and are redialed.
+//! Each test runs in a private network namespace; the demo example stands in
+//! for a peer that is a whole other process.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use tcpnet::{CloseReason, Connection, Error, Service, Settings};
+use tokio::time::Instant;
+
+/// A demo process, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Child {
+    /// Starts the demo with node id `id` in cluster "c". It inherits this
+    /// thread's network namespace.
+    fn demo(id: &str) -> Child {
+        let child = Command::new(demo_binary())
+            .arg("c")
+            .env("TCPNET_ID", id)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the demo");
+        Child(child)
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: a plain syscall on a process we own.
+        let r = unsafe { libc::kill(self.0.id() as i32, sig) };
+        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+}
+
+fn id(n: u32) -> String {
+    format!("{n:032x}")
+}
+
+/// Waits for `s`'s link to the node `peer` and returns it.
+async fn link_to(s: &Service, peer: &str) -> Connection {
+    let find = || {
+        s.connections()
+            .into_iter()
+            .find(|c| c.peer_id().as_str() == peer)
+    };
+    wait_until(
+        std::slice::from_ref(s),
+        &format!("a link to {peer}"),
+        || find().is_some(),
+    )
+    .await;
+    find().unwrap()
+}
+
+/// A process killed with SIGKILL is noticed at once, through its socket (the
+/// heartbeat timeout here is far longer), and its lingering mDNS record is
+/// verified away after its port refuses the redial, instead of staying for
+/// its two-minute lifetime.
+#[test]
+fn a_killed_peer_is_noticed_through_its_socket_and_its_record_dropped() {
+    netns(|| async {
+        let a =
+            start(Settings::new("c").heartbeat(Duration::from_secs(10), Duration::from_secs(60)))
+                .await;
+        let peer = id(0xdead);
+        let child = Child::demo(&peer);
+        let conn = link_to(&a, &peer).await;
+        assert!(a.advertised().iter().any(|p| p.as_str() == peer));
+
+        let killed = Instant::now();
+        child.signal(libc::SIGKILL);
+        let reason = within("the link to close", conn.closed()).await;
+        let noticed = killed.elapsed();
+        assert_eq!(reason, CloseReason::PeerClosed);
+        eprintln!("SIGKILL noticed after {noticed:?}");
+
+        wait_until(
+            std::slice::from_ref(&a),
+            "the dead node's record to be dropped",
+            || !a.advertised().iter().any(|p| p.as_str() == peer),
+        )
+        .await;
+        eprintln!("its record dropped after {:?}", killed.elapsed());
+        assert!(a.connections().is_empty());
+        a.close().await;
+    });
+}
+
+/// A peer that stops answering (SIGSTOP: a laptop asleep) is dropped after
+/// the heartbeat timeout with `CloseReason::Timeout`; when it wakes, the
+/// pair links again by itself.
+#[test]
+fn a_frozen_peer_times_out_and_relinks_when_it_wakes() {
+    netns(|| async {
+        // The demo sends heartbeats every second (the default); 2.5 s of
+        // silence is then a real failure.
+        let timeout = Duration::from_millis(2500);
+        let a = start(Settings::new("c").heartbeat(Duration::from_millis(500), timeout)).await;
+        let mut errors = a.on_error();
+        let peer = id(0xf00d);
+        let child = Child::demo(&peer);
+        let conn = link_to(&a, &peer).await;
+
+        let frozen = Instant::now();
+        child.signal(libc::SIGSTOP);
+        let reason = within("the link to time out", conn.closed()).await;
+        let detected = frozen.elapsed();
+        assert!(matches!(reason, CloseReason::Timeout(_)), "{reason:?}");
+        assert!(
+            detected >= timeout,
+            "closed after {detected:?}, before the timeout"
+        );
+        eprintln!("frozen peer dropped after {detected:?} (timeout {timeout:?})");
+        let e = within("the error event", async {
+            loop {
+                match errors.next().await {
+                    Some(e @ Error::Link { .. }) => break e,
+                    Some(_) => {}
+                    None => panic!("error stream ended"),
+                }
+            }
+        })
+        .await;
+        assert!(e.to_string().contains("nothing heard"), "{e}");
+
+        let woke = Instant::now();
+        child.signal(libc::SIGCONT);
+        let again = link_to(&a, &peer).await;
+        assert_ne!(again.local_addr(), conn.local_addr(), "a new link");
+        eprintln!("relinked {:?} after waking", woke.elapsed());
+        a.close().await;
+    });
+}
+
+/// Numbered frames both ways on every link of three stable nodes, while
+/// other nodes keep joining and leaving: on the links that stay up, every
+/// frame arrives once and in order.
+#[test]
+fn numbered_frames_survive_churn_on_links_that_stay_up() {
+    netns(|| async {
+        const N: u64 = 20_000;
+        let stable = futures::future::join_all((0..3).map(|_| start("c"))).await;
+        full_mesh(&stable).await;
+        let stable_ids: Vec<_> = stable.iter().map(|s| s.id().clone()).collect();
+        let links: Vec<Connection> = stable.iter().flat_map(|s| s.connections()).collect();
+        assert_eq!(links.len(), 6);
+
+        let mut tasks = Vec::new();
+        for conn in &links {
+            let tx = conn.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..N {
+                    tx.send(i.to_be_bytes().to_vec()).await.expect("send");
+                }
+            }));
+            let mut rx = conn.clone();
+            tasks.push(tokio::spawn(async move {
+                for want in 0..N {
+                    let got = rx.next().await.expect("the link stayed up");
+                    assert_eq!(u64::from_be_bytes(got[..].try_into().unwrap()), want);
+                }
+            }));
+        }
+
+        // Churn: three rounds of three nodes joining and leaving.
+        for round in 0..3 {
+            let extra = futures::future::join_all((0..3).map(|_| start("c"))).await;
+            let mut all = stable.clone();
+            all.extend(extra.iter().cloned());
+            wait_until(&all, &format!("churn round {round} linked"), || {
+                stable.iter().all(|s| s.connections().len() == 5)
+            })
+            .await;
+            close_all(&extra).await;
+            wait_until(&stable, "the churners gone", || {
+                stable.iter().all(|s| {
+                    s.connections()
+                        .iter()
+                        .all(|c| stable_ids.contains(c.peer_id()))
+                })
+            })
+            .await;
+        }
+        for t in tasks {
+            within("frames to arrive", t).await.unwrap();
+        }
+        for conn in &links {
+            assert_eq!(conn.close_reason(), None, "stable links stayed up");
+        }
+        close_all(&stable).await;
+    });
+}
+
+/// Two live nodes claim one id. The newer one keeps the links; the older
+/// gets an id-conflict error and does not fight back for them.
+#[test]
+fn two_live_nodes_with_one_id_get_an_error_not_a_flapping_link() {
+    netns(|| async {
+        let twin = id(1); // smaller than the third node's: the twins decide
+        let t = start(Settings::new("c").id(id(0xffff))).await;
+        let older = start(Settings::new("c").id(&twin)).await;
+        link_to(&t, &twin).await;
+        let mut older_errors = older.on_error();
+        let newer = start(Settings::new("c").id(&twin)).await;
+
+        within("the older twin's id-conflict error", async {
+            loop {
+                match older_errors.next().await {
+                    Some(Error::IdConflict { id, .. }) => {
+                        assert_eq!(id, twin);
+                        break;
+                    }
+                    Some(_) => {}
+                    None => panic!("error stream ended"),
+                }
+            }
+        })
+        .await;
+        // The third node's one link to that id is the newer twin's.
+        wait_until(
+            &[t.clone(), newer.clone()],
+            "t linked to the newer twin",
+            || t.connections().len() == 1 && newer.connections().len() == 1,
+        )
+        .await;
+        let tn = link_to(&t, &twin).await;
+        let mut nt = link_to(&newer, t.id().as_str()).await;
+        assert_eq!(tn.local_addr(), nt.remote_addr());
+        tn.send("to the newer twin").await.unwrap();
+        assert_eq!(
+            &within("data", nt.next()).await.unwrap()[..],
+            b"to the newer twin"
+        );
+        assert!(older.connections().is_empty());
+        close_all(&[t, older, newer]).await;
+    });
+}
+
+/// Without mDNS, a static peer added at run time links; when its link is
+/// closed, it is redialed and links again.
+#[test]
+fn static_peers_link_without_mdns_and_are_redialed() {
+    netns(|| async {
+        let b = tcpnet::tcpnet(Settings::new("c").mdns(false)).unwrap();
+        let port = b.listen(0, "127.0.0.1").await.unwrap().port;
+        let a = tcpnet::tcpnet(Settings::new("c").mdns(false)).unwrap();
+        a.listen(0, "127.0.0.1").await.unwrap();
+        assert!(matches!(
+            a.add_peer("127.0.0.1").await,
+            Err(Error::InvalidAddress { .. })
+        ));
+        a.add_peer(&format!("127.0.0.1:{port}")).await.unwrap();
+        full_mesh(&[a.clone(), b.clone()]).await;
+        assert!(a.advertised().is_empty(), "nothing came from mDNS");
+
+        let first = b.connections().pop().unwrap();
+        first.close();
+        let other = || {
+            b.connections()
+                .into_iter()
+                .find(|c| c.remote_addr() != first.remote_addr())
+        };
+        wait_until(std::slice::from_ref(&b), "a new link", || other().is_some()).await;
+        let again = other().unwrap();
+        again.send("back").await.unwrap();
+        let mut ab = link_to(&a, b.id().as_str()).await;
+        assert_eq!(&within("data", ab.next()).await.unwrap()[..], b"back");
+        close_all(&[a, b]).await;
+    });
+}
