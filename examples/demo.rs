@@ -10,7 +10,8 @@
 //! `write to N nodes` lines and the frames received, as they arrive.
 //! `TCPNET_ID=<hex>` sets the node id (default: a random one);
 //! `TCPNET_SECRET=<secret>` sets the cluster secret (default: none, an open
-//! cluster).
+//! cluster); `TCPNET_HEARTBEAT=<interval ms>,<timeout ms>` the failure
+//! detection (default: 1000,3000).
 
 use std::io::Write;
 use std::time::Duration;
@@ -35,6 +36,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Ok(secret) = std::env::var("TCPNET_SECRET") {
         settings = settings.secret(secret);
+    }
+    if let Ok(hb) = std::env::var("TCPNET_HEARTBEAT") {
+        let ms: Vec<u64> = hb
+            .split(',')
+            .map(|v| v.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("TCPNET_HEARTBEAT={hb:?}: {e}"))?;
+        let [interval, timeout] = ms[..] else {
+            return Err(format!("TCPNET_HEARTBEAT={hb:?}: want <interval ms>,<timeout ms>").into());
+        };
+        settings = settings.heartbeat(
+            Duration::from_millis(interval),
+            Duration::from_millis(timeout),
+        );
     }
     let service = tcpnet::tcpnet(settings)?;
     let mut conns = service.on_connection();

@@ -51,3 +51,11 @@ fn a_restarted_decider_replaces_its_stale_link() {
 fn a_restarted_peer_replaces_its_stale_link_at_the_decider() {
     lan(&["restart"], &[("TCPNET_TEST_ID", &"f".repeat(32))]);
 }
+
+/// A cut cable: heartbeats notice it on every host, and the mesh heals when
+/// the cable is back. The figures go to the test's output.
+#[test]
+fn a_cut_cable_is_noticed_by_heartbeats_and_the_mesh_heals() {
+    let out = lan(&["partition"], &[]);
+    eprintln!("{}", out.lines().last().unwrap_or_default());
+}

@@ -14,9 +14,14 @@
 #             so no FIN or RST ever reaches h1) and comes back with the same
 #             node id: h1 must replace its stale link, end with one link,
 #             and exchange messages with the new process.
+#   partition 4 hosts; h4's cable is cut (its bridge port set down): every
+#             host must drop its links across the cut within the heartbeat
+#             timeout (3 s by default) and say why; then the cable comes
+#             back and the full mesh must come back by itself. Prints how
+#             long detection and healing took.
 # Needs root (or a user namespace mapped to root) and iproute2.
 set -euo pipefail
-[ $# -ge 2 ] || { echo "usage: lan.sh mesh|restart DEMO [N]" >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: lan.sh mesh|restart|partition DEMO [N]" >&2; exit 2; }
 exec unshare --net --mount -- bash -c '
   set -euo pipefail
   scenario=$1 demo=$2 n=${3:-2}
@@ -95,7 +100,9 @@ exec unshare --net --mount -- bash -c '
     n=2
     id=${TCPNET_TEST_ID:?set TCPNET_TEST_ID to the restarting node id}
     mkhost 1; mkhost 2
-    run 1; run 2 TCPNET_ID="$id"
+    # Heartbeats would drop the stale link too, given time; this scenario
+    # is about the restart replacing it, so h1 waits long for silence.
+    run 1 TCPNET_HEARTBEAT=1000,60000; run 2 TCPNET_ID="$id"
     until_ok "the first link" full_mesh
     # h2 vanishes: its cable goes first, then its process and namespace, so
     # not a packet (no FIN, no RST) reaches h1.
@@ -111,6 +118,32 @@ exec unshare --net --mount -- bash -c '
     until_ok "one link on h1" test "$(links 1)" -eq 1
     report
     echo "lan.sh: ok: a restarted peer replaced its stale link"
+    ;;
+  partition)
+    n=4
+    for i in $(seq "$n"); do mkhost "$i"; done
+    for i in $(seq "$n"); do run "$i"; done
+    until_ok "a full mesh of $n" full_mesh
+    ms() { echo $(( $(date +%s%N) / 1000000 )); }
+    cut() {
+      for i in 1 2 3; do [ "$(links "$i")" -eq 2 ] || return 1; done
+      [ "$(links 4)" -eq 0 ]
+    }
+    t0=$(ms)
+    ip link set veth4 down
+    until_ok "the links across the cut to be dropped" cut
+    t1=$(ms)
+    for i in $(seq "$n"); do
+      until_ok "h$i to say why" grep -q "nothing heard from the peer" "$out/h$i.err"
+    done
+    report
+    for i in $(seq "$n"); do : >"$out/h$i.out"; done
+    t2=$(ms)
+    ip link set veth4 up
+    until_ok "the full mesh back" full_mesh
+    t3=$(ms)
+    report
+    echo "lan.sh: ok: cut noticed by every host in $((t1 - t0)) ms; full mesh back $((t3 - t2)) ms after the cable"
     ;;
   *) echo "lan.sh: unknown scenario $scenario" >&2; exit 2 ;;
   esac
