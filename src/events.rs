@@ -248,4 +248,30 @@ mod tests {
         hub.finished(1, &shared, CloseReason::PeerClosed);
         assert!(hub.open_links().is_empty());
     }
+
+    #[test]
+    fn a_flood_of_errors_is_bounded_and_counted() {
+        let hub = Hub::new();
+        let mut errors = hub.error.subscribe();
+        for _ in 0..MAX_QUEUED_ERRORS + 10 {
+            hub.error.emit(&Error::Closed);
+        }
+        for _ in 0..MAX_QUEUED_ERRORS {
+            assert!(matches!(
+                errors.next().now_or_never(),
+                Some(Some(Error::Closed))
+            ));
+        }
+        assert!(matches!(
+            errors.next().now_or_never(),
+            Some(Some(Error::Missed { count: 10 }))
+        ));
+        assert!(errors.next().now_or_never().is_none());
+        // Delivery goes on after the report.
+        hub.error.emit(&Error::Closed);
+        assert!(matches!(
+            errors.next().now_or_never(),
+            Some(Some(Error::Closed))
+        ));
+    }
 }

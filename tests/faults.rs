@@ -213,6 +213,7 @@ fn two_live_nodes_with_one_id_get_an_error_not_a_flapping_link() {
         let older = start(Settings::new("c").id(&twin)).await;
         link_to(&t, &twin).await;
         let mut older_errors = older.on_error();
+        let mut older_links = older.on_connection();
         let newer = start(Settings::new("c").id(&twin)).await;
 
         within("the older twin's id-conflict error", async {
@@ -243,7 +244,21 @@ fn two_live_nodes_with_one_id_get_an_error_not_a_flapping_link() {
             &within("data", nt.next()).await.unwrap()[..],
             b"to the newer twin"
         );
-        assert!(older.connections().is_empty());
+        // The older twin decides its links, so a redial of its own may open
+        // for a moment before the peer answers it with the conflict; then it
+        // is closed, and not redialed.
+        wait_until(
+            std::slice::from_ref(&older),
+            "the older twin unlinked",
+            || older.connections().is_empty(),
+        )
+        .await;
+        use futures::FutureExt;
+        let mut opened = 0;
+        while let Some(Some(_)) = older_links.next().now_or_never() {
+            opened += 1;
+        }
+        assert!(opened <= 1, "the older twin relinked {opened} times");
         close_all(&[t, older, newer]).await;
     });
 }
