@@ -36,7 +36,9 @@
 //! | `frame` | the wire format: length prefix, kind byte, payload |
 //! | `hello` | the first frame of a link, and its checks |
 //! | `mesh` | the pure state machine of peers, links and the one-link rule |
-//! | `link` | one TCP link: handshake, then a reader and a writer |
+//! | `link` | one TCP link: handshake, then a reader and a writer, heartbeats |
+//! | `secure` | the cluster secret: Noise handshake, sealed records |
+//! | `gate` | slots for accepted connections still in their handshake |
 //! | `connection` | the public handles of a link: [`Connection`], [`Sender`] |
 //! | `events` | event streams ([`Events`]) and the list of open links |
 //! | `actor` | the running node: the actor that owns the mesh, accept and dial tasks |
@@ -57,9 +59,15 @@
 //!   the sender. A graceful close (from either end) delivers everything
 //!   `send` accepted; a link that fails instead reports it (see
 //!   [`CloseReason::is_failure`]).
-//! - **Events**: each subscriber has its own unbounded queue; the mesh never
-//!   waits for a subscriber (see [`Events`]).
+//! - **Events**: each subscriber has its own queue; the mesh never waits for
+//!   a subscriber. Error queues are bounded and count what they drop (see
+//!   [`Events`]).
 //! - **Errors** on [`Service::on_error`] are non-fatal: the service goes on.
+//! - **Failures**: heartbeats on idle links, a timeout on silence, redial
+//!   with jittered backoff while a peer is known (see `mesh`), handshakes
+//!   bounded in time, size and number (see `gate`).
+//! - **Secret**: optional; with it no link counts before both ends proved
+//!   they hold it, and every byte after is sealed (see `secure`).
 
 #![deny(missing_docs)]
 
