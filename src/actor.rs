@@ -45,6 +45,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most connection attempts under way at once: a flood of bogus records
 /// makes dials wait their turn instead of opening sockets without bound.
 const MAX_DIALS: usize = 32;
+/// Most addresses of one peer tried in one dial.
+const MAX_ADDRS: usize = 4;
 
 /// What the service's tasks tell the actor.
 pub(crate) enum Command {
@@ -99,8 +101,10 @@ pub(crate) struct Ctx {
     pub psk: Option<Psk>,
     /// Slots for accepted connections in their handshake.
     gate: Arc<Gate>,
-    /// Permits for connection attempts.
+    /// Permits for connection attempts (held until their handshake ends).
     dials: Semaphore,
+    /// Local addresses of our dials still in their handshake.
+    own_dials: std::sync::Mutex<std::collections::HashSet<SocketAddr>>,
     /// The listen addresses when they are specific ones: dials go out from
     /// them too, so a node bound to one interface stays on it.
     dial_from: Vec<IpAddr>,
@@ -135,6 +139,7 @@ impl Ctx {
                 .map(|s| Psk::derive(s, &settings.name)),
             gate: Arc::new(Gate::default()),
             dials: Semaphore::new(MAX_DIALS),
+            own_dials: Default::default(),
             dial_from,
             next_link: AtomicU64::new(1),
             cmd,
@@ -159,6 +164,10 @@ impl Ctx {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    pub fn own_dials(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<SocketAddr>> {
+        crate::events::lock(&self.own_dials)
     }
 
     /// Reports a non-fatal error: a log line and an error event.
@@ -251,10 +260,12 @@ async fn dial(ctx: Arc<Ctx>, target: Target, addrs: Vec<SocketAddr>) {
     let mut last = String::from("no address");
     let mut refused = !addrs.is_empty();
     let connected = async {
-        let _permit = ctx.dials.acquire().await.expect("never closed");
-        for addr in &addrs {
+        let permit = ctx.dials.acquire().await.expect("never closed");
+        // A record may list many addresses; a few are plenty, and bound how
+        // long one dial can take.
+        for addr in addrs.iter().take(MAX_ADDRS) {
             match tokio::time::timeout(ctx.handshake_timeout, connect(&ctx, *addr)).await {
-                Ok(Ok(stream)) => return Some((stream, *addr)),
+                Ok(Ok(stream)) => return Some((stream, *addr, permit)),
                 Ok(Err(e)) => {
                     refused &= e.kind() == std::io::ErrorKind::ConnectionRefused;
                     last = e.to_string();
@@ -271,8 +282,8 @@ async fn dial(ctx: Arc<Ctx>, target: Target, addrs: Vec<SocketAddr>) {
         _ = ctx.cancel.cancelled() => return,
         c = connected => c,
     };
-    if let Some((stream, addr)) = connected {
-        return link::dialed(ctx.clone(), stream, addr, target).await;
+    if let Some((stream, addr, permit)) = connected {
+        return link::dialed(ctx.clone(), stream, addr, target, permit).await;
     }
     ctx.error(Error::Dial {
         peer: match &target {

@@ -29,7 +29,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, SemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -79,8 +79,25 @@ pub(crate) async fn accepted(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAdd
 /// link to whoever answered, and the one-link rule applies to it as to any
 /// other; refusing it on this end only would leave the other end holding a
 /// link we dropped.
-pub(crate) async fn dialed(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr, target: Target) {
+/// `permit` (a dial slot) is held until the handshake is over.
+pub(crate) async fn dialed(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    target: Target,
+    permit: SemaphorePermit<'_>,
+) {
+    // While this handshake runs, a connection accepted from our own local
+    // address is this very dial reaching ourselves (see `checked_hello`).
+    let local = stream.local_addr().ok().map(canonical);
+    if let Some(l) = local {
+        ctx.own_dials().insert(l);
+    }
     let link = handshake(&ctx, stream, remote, true).await;
+    if let Some(l) = local {
+        ctx.own_dials().remove(&l);
+    }
+    drop(permit);
     if let (Some(l), Target::Peer(peer)) = (&link, &target) {
         if &l.shared.peer != peer {
             tracing::debug!(dialed = %peer, answered = %l.shared.peer, %remote, "a different node answered");
@@ -125,7 +142,11 @@ async fn handshake(
         r = tokio::time::timeout_at(deadline, greet(ctx, &mut stream, remote, dialer)) => {
             r.unwrap_or_else(|_| Err(Some(Error::Handshake {
                 remote,
-                reason: format!("handshake not done within {:?}", ctx.handshake_timeout),
+                reason: if ctx.psk.is_some() {
+                    format!("no hello and secret handshake within {:?}", ctx.handshake_timeout)
+                } else {
+                    format!("no hello within {:?}", ctx.handshake_timeout)
+                },
             })))
         }
     };
@@ -179,7 +200,7 @@ async fn greet(
     remote: SocketAddr,
     dialer: bool,
 ) -> Result<(Hello, Option<Keys>), Option<Error>> {
-    let (hello, theirs) = checked_hello(ctx, stream, remote).await?;
+    let (hello, theirs) = checked_hello(ctx, stream, remote, dialer).await?;
     let Some(psk) = &ctx.psk else {
         return Ok((hello, None));
     };
@@ -206,15 +227,24 @@ async fn checked_hello(
     ctx: &Ctx,
     stream: &mut TcpStream,
     remote: SocketAddr,
+    dialer: bool,
 ) -> Result<(Hello, Vec<u8>), Option<Error>> {
     let refuse = |reason: String| Some(Error::Handshake { remote, reason });
     let raw = exchange_hello(stream, &ctx.hello).await.map_err(refuse)?;
     let hello = Hello::decode(&raw).map_err(refuse)?;
     match hello.check(&ctx.hello) {
         Ok(()) => {}
-        Err(Refusal::SelfLink) => {
+        // Our own id and incarnation: a dial of ours that reached us (a
+        // record of ours, or a stale one, pointed here), unless it comes
+        // from a socket that is not one of our dials: then someone echoed
+        // our hello back, which is a claim to our id like any other.
+        Err(Refusal::SelfLink) if ctx.own_dials().contains(&remote) || dialer => {
             tracing::debug!(%remote, "dropped a link to ourselves");
             return Err(None);
+        }
+        Err(Refusal::SelfLink) => {
+            let id = hello.id.to_string();
+            return Err(Some(Error::IdConflict { remote, id }));
         }
         Err(Refusal::IdConflict) => {
             let id = hello.id.to_string();

@@ -189,12 +189,14 @@ fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// A hello payload: magic, version, incarnation, port, id, cluster.
+/// A hello payload: magic, version, incarnation, port, flags (none: no
+/// secret), id, cluster.
 fn hello_payload(version: u16, incarnation: u64, id: &str, cluster: &str) -> Vec<u8> {
     let mut p = MAGIC.to_vec();
     p.extend_from_slice(&version.to_be_bytes());
     p.extend_from_slice(&incarnation.to_be_bytes());
     p.extend_from_slice(&1u16.to_be_bytes());
+    p.push(0);
     p.push(id.len() as u8);
     p.extend_from_slice(id.as_bytes());
     p.push(cluster.len() as u8);
@@ -730,9 +732,6 @@ fn max_overlap(intervals: impl Iterator<Item = (Instant, Instant)>) -> usize {
 /// [`MAX_HANDSHAKES_AT_ONCE`] handshakes at once (measured from the attacker's
 /// side: a handshake runs from the node's hello to its close).
 #[test]
-#[ignore = "needs a limit on concurrent handshakes: today every accepted connection starts \
-            its handshake at once (src/actor.rs accept_loop spawns link::accepted for each), \
-            so all 2000 idle connections are in handshake together"]
 fn thousands_of_idle_connections_are_bounded_and_the_mesh_forms() {
     raise_fd_limit(16 * 1024);
     netns(|| async {
@@ -771,6 +770,8 @@ fn thousands_of_idle_connections_are_bounded_and_the_mesh_forms() {
         for e in &errors {
             match e {
                 Error::Handshake { remote, .. } if remote.ip() == src(99) => {}
+                // The error queue is bounded: a flood past it is counted.
+                Error::Missed { .. } => {}
                 other => panic!("unexpected error event: {other:?}"),
             }
         }
@@ -845,10 +846,6 @@ fn hellos_of_another_cluster_version_id_length_or_our_id_are_refused() {
 /// incarnation) claims our id too. It must be refused with an error naming
 /// it, like any other claim to our id.
 #[test]
-#[ignore = "needs self-link detection that an echo cannot fake: today a hello with our id and \
-            our incarnation is taken for a link to ourselves and dropped quietly, with no error \
-            event (src/link.rs checked_hello, Refusal::SelfLink), and the incarnation is the one \
-            the node has just sent to the attacker in its own hello"]
 fn a_client_echoing_our_own_hello_is_refused_with_an_error() {
     netns(|| async {
         let mut attacked = mesh_under_attack(Settings::new(CLUSTER), |t| {
@@ -1084,10 +1081,6 @@ impl Tarpit {
 /// first bogus dial there has timed out, so every node had a full handshake
 /// time to dial).
 #[test]
-#[ignore = "needs caps on dials (and on the peers remembered from mDNS): today every \
-            resolved record is dialed at once (src/mesh.rs discovered -> Action::Dial, \
-            src/actor.rs apply spawns a dial task each), so each node opens ~500 \
-            handshakes to the tarpit together"]
 fn a_flood_of_1000_bogus_instances_keeps_dials_bounded_and_the_mesh_forms() {
     raise_fd_limit(16 * 1024);
     netns(|| async {
