@@ -35,6 +35,7 @@ use crate::hello::Hello;
 use crate::id::NodeId;
 use crate::link::{self, verdict_frame};
 use crate::mesh::{self, Action, DialEnd, LinkId, Mesh, Target, Verdict, MAX_PEERS};
+use crate::messaging::Messaging;
 use crate::secure::Psk;
 use crate::settings::Settings;
 
@@ -103,6 +104,8 @@ pub(crate) struct Ctx {
     gate: Arc<Gate>,
     /// Permits for connection attempts (held until their handshake ends).
     dials: Semaphore,
+    /// The messaging layer, fed by every link.
+    pub messaging: Arc<Messaging>,
     /// Local addresses of our dials still in their handshake.
     own_dials: std::sync::Mutex<std::collections::HashSet<SocketAddr>>,
     /// The listen addresses when they are specific ones: dials go out from
@@ -123,6 +126,7 @@ impl Ctx {
         settings: &Settings,
         dial_from: Vec<IpAddr>,
         hub: Arc<Hub>,
+        messaging: Arc<Messaging>,
         cancel: CancellationToken,
     ) -> (Arc<Ctx>, mpsc::UnboundedReceiver<Command>) {
         let (cmd, inbox) = mpsc::unbounded_channel();
@@ -140,6 +144,7 @@ impl Ctx {
             gate: Arc::new(Gate::default()),
             dials: Semaphore::new(MAX_DIALS),
             own_dials: Default::default(),
+            messaging,
             dial_from,
             next_link: AtomicU64::new(1),
             cmd,
@@ -359,6 +364,7 @@ async fn actor(
             } => {
                 if let Some(conn) = links.remove(&link) {
                     report_close(&ctx, &conn, &reason);
+                    ctx.messaging.closed(conn.peer_id(), &reason);
                 }
                 mesh.closed(link, redials(&reason), lived >= mesh::STABLE)
             }
@@ -476,6 +482,7 @@ fn apply(
             if let Some(conn) = links.get(&link) {
                 tracing::info!(peer = %conn.peer_id(), remote = %conn.remote_addr(), "connected");
                 ctx.hub.opened(link, conn.clone());
+                ctx.messaging.opened(conn);
             }
         }
         Action::Close { link, reason } => {

@@ -365,6 +365,15 @@ impl Sender {
             .map_err(|_| Error::Closed)
     }
 
+    /// Queues one frame of any kind (the messaging layer's); waits while
+    /// the send queue is full.
+    pub(crate) async fn send_frame(&self, frame: Frame) -> Result<()> {
+        if !self.shared.is_up() {
+            return Err(Error::Closed);
+        }
+        self.tx.send(frame).await.map_err(|_| Error::Closed)
+    }
+
     /// The peer this sender writes to.
     pub fn peer_id(&self) -> &NodeId {
         &self.shared.peer

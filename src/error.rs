@@ -184,4 +184,83 @@ pub enum Error {
         /// The operating system's error.
         reason: String,
     },
+
+    /// An event, topic or procedure name is empty or longer than 255 bytes.
+    #[error("invalid name {name:?}: {reason}")]
+    BadName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// There is no open link to this peer (a direct message, event or
+    /// request names a node this one is not linked to).
+    #[error("not linked to peer {peer}")]
+    NotLinked {
+        /// The peer's id.
+        peer: String,
+    },
+
+    /// The peer's handler answered the call with an error.
+    #[error("{procedure} on {peer} failed: {name}: {message}")]
+    Remote {
+        /// The peer's id.
+        peer: String,
+        /// The procedure called.
+        procedure: String,
+        /// The error's name, as the handler gave it.
+        name: String,
+        /// The error's message.
+        message: String,
+    },
+
+    /// The peer has no handler for this procedure.
+    #[error("peer {peer} has no procedure {procedure:?}")]
+    NoProcedure {
+        /// The peer's id.
+        peer: String,
+        /// The procedure called.
+        procedure: String,
+    },
+
+    /// The peer's handler dropped the request without answering it.
+    #[error("{procedure} on {peer}: the handler dropped the request unanswered")]
+    Unanswered {
+        /// The peer's id.
+        peer: String,
+        /// The procedure called.
+        procedure: String,
+    },
+
+    /// Every handler of the procedure on the peer had a full queue.
+    #[error("{procedure} on {peer}: every handler is busy")]
+    Busy {
+        /// The peer's id.
+        peer: String,
+        /// The procedure called.
+        procedure: String,
+    },
+
+    /// No answer came within the call's timeout.
+    #[error("{procedure} on {peer}: no answer within {after:?}")]
+    Timeout {
+        /// The peer's id.
+        peer: String,
+        /// The procedure called.
+        procedure: String,
+        /// The timeout.
+        after: std::time::Duration,
+    },
+
+    /// The link to the peer closed before the answer came.
+    #[error("{procedure} on {peer}: the link closed mid-call ({reason})")]
+    Interrupted {
+        /// The peer's id.
+        peer: String,
+        /// The procedure called.
+        procedure: String,
+        /// Why the link closed.
+        reason: String,
+    },
 }

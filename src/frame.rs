@@ -33,6 +33,8 @@ pub(crate) const CONFLICT: u8 = 0x05;
 pub(crate) const NOISE: u8 = 0x06;
 /// A user message.
 pub(crate) const DATA: u8 = 0x10;
+/// A messaging envelope (see [`crate::message`]).
+pub(crate) const MSG: u8 = 0x11;
 /// First kind a receiver may ignore when it does not know it.
 pub(crate) const FIRST_OPTIONAL: u8 = 0x80;
 

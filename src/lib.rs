@@ -88,6 +88,9 @@ mod hello;
 mod id;
 mod link;
 mod mesh;
+mod message;
+mod messaging;
+mod router;
 mod secure;
 mod service;
 mod settings;
@@ -99,6 +102,8 @@ pub use events::{Events, MAX_QUEUED_ERRORS};
 pub use hello::PROTOCOL_VERSION;
 pub use id::NodeId;
 pub use mesh::MAX_PEERS;
+pub use message::MAX_NAME_LEN;
+pub use messaging::{Message, Messages, Request, Requests};
 pub use service::{tcpnet, Address, Service};
 pub use settings::{
     Settings, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,

@@ -119,6 +119,8 @@ struct Link {
     shared: Arc<Shared>,
     stream: TcpStream,
     out_rx: mpsc::Receiver<Frame>,
+    /// For the messaging layer's answers on this link.
+    out_tx: mpsc::Sender<Frame>,
     in_tx: mpsc::Sender<Bytes>,
     keys: Option<Keys>,
     awaiting_verdict: bool,
@@ -170,7 +172,7 @@ async fn handshake(
         state: watch::channel(LinkState::Up).0,
         inbound: Mutex::new(in_rx),
     });
-    let conn = Connection::new(shared.clone(), out_tx);
+    let conn = Connection::new(shared.clone(), out_tx.clone());
     let registered = ctx.send(Command::Handshaken {
         link: id,
         conn,
@@ -185,6 +187,7 @@ async fn handshake(
         shared,
         stream,
         out_rx,
+        out_tx,
         in_tx,
         keys,
         awaiting_verdict: !decides(ctx.id(), &hello.id),
@@ -330,6 +333,7 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
         shared,
         stream,
         out_rx,
+        out_tx,
         in_tx,
         keys,
         awaiting_verdict,
@@ -352,7 +356,8 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
     let reader = read_loop(
         ctx,
         id,
-        shared.remote,
+        &shared,
+        &out_tx,
         FramedRead::new(rd, opener),
         &in_tx,
         awaiting_verdict,
@@ -467,7 +472,8 @@ fn read_failed(e: std::io::Error) -> CloseReason {
 async fn read_loop(
     ctx: &Ctx,
     link: LinkId,
-    remote: SocketAddr,
+    shared: &Shared,
+    out_tx: &mpsc::Sender<Frame>,
     mut frames: FramedRead<OwnedReadHalf, Opener>,
     in_tx: &mpsc::Sender<Bytes>,
     mut awaiting_verdict: bool,
@@ -520,6 +526,11 @@ async fn read_loop(
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
+            frame::MSG if !awaiting_verdict => {
+                if let Err(reason) = ctx.messaging.inbound(&shared.peer, frame.payload, out_tx) {
+                    return CloseReason::Protocol(format!("bad message: {reason}"));
+                }
+            }
             frame::HEARTBEAT => {}
             frame::ACCEPT | frame::REJECT | frame::CONFLICT if awaiting_verdict => {
                 awaiting_verdict = false;
@@ -531,13 +542,13 @@ async fn read_loop(
                 ctx.send(Command::Verdict { link, verdict });
                 match verdict {
                     Verdict::Reject => return CloseReason::Duplicate,
-                    Verdict::Conflict => return told_conflict(ctx, remote),
+                    Verdict::Conflict => return told_conflict(ctx, shared.remote),
                     Verdict::Accept => {}
                 }
             }
             // The follower refuses the link we accepted: a newer node holds
             // our id.
-            frame::CONFLICT => return told_conflict(ctx, remote),
+            frame::CONFLICT => return told_conflict(ctx, shared.remote),
             k if k >= frame::FIRST_OPTIONAL => {
                 tracing::trace!(link, kind = k, "ignored an optional frame kind");
             }

@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::events::{lock, Events, Hub};
 use crate::hello::{Hello, PROTOCOL_VERSION};
 use crate::id::NodeId;
+use crate::messaging::{Messages, Messaging, Requests};
 use crate::settings::{valid_cluster_name, Settings};
 
 /// Where a listening node can be reached.
@@ -77,6 +80,7 @@ struct Inner {
     finished: tokio::sync::watch::Sender<bool>,
     /// Static peers added before `listen`.
     added: Mutex<Vec<String>>,
+    messaging: Arc<Messaging>,
 }
 
 enum Phase {
@@ -164,13 +168,23 @@ impl Service {
         for peer in &settings.peers {
             check_peer_syntax(peer)?;
         }
+        let incarnation = incarnation();
+        let hub = Arc::new(Hub::new());
+        let messaging = Arc::new(Messaging::new(
+            id.clone(),
+            incarnation,
+            hub.clone(),
+            settings.queue_len,
+            settings.max_frame_len,
+        ));
         Ok(Service {
             inner: Arc::new(Inner {
                 name: settings.name.clone(),
                 id,
-                incarnation: incarnation(),
+                incarnation,
                 settings,
-                hub: Arc::new(Hub::new()),
+                hub,
+                messaging,
                 phase: Mutex::new(Phase::Idle),
                 gate: tokio::sync::Mutex::new(()),
                 finished: tokio::sync::watch::channel(false).0,
@@ -264,7 +278,14 @@ impl Service {
             Scope::Addrs(ips) => ips.clone(),
             _ => Vec::new(),
         };
-        let (ctx, inbox) = Ctx::new(hello, &inner.settings, dial_from, inner.hub.clone(), cancel);
+        let (ctx, inbox) = Ctx::new(
+            hello,
+            &inner.settings,
+            dial_from,
+            inner.hub.clone(),
+            inner.messaging.clone(),
+            cancel,
+        );
         // Accept before announcing: a peer may dial the instant it sees us.
         for (_, listener) in listeners {
             actor::spawn_accept(ctx.clone(), listener);
@@ -324,6 +345,139 @@ impl Service {
         } else {
             Err(Error::Closed)
         }
+    }
+
+    // ----- messaging ---------------------------------------------------------
+
+    /// A stream of the direct messages ([`send_to`](Self::send_to)) and
+    /// broadcasts ([`broadcast`](Self::broadcast)) this node receives. Each
+    /// such stream gets every one, from its creation on.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// # async fn demo(service: tcpnet::Service) -> tcpnet::Result<()> {
+    /// let mut inbox = service.messages();
+    /// service.broadcast("hello, everyone").await?;
+    /// while let Some(msg) = inbox.next().await {
+    ///     println!("{}: {:?}", msg.from(), msg.data());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn messages(&self) -> Messages {
+        self.inner.messaging.messages()
+    }
+
+    /// Sends `data` to the [`messages`](Self::messages) streams of `peer`, a
+    /// node this one is linked to. Waits while the link's send queue is full.
+    ///
+    /// Errors: [`Error::NotLinked`], [`Error::FrameTooLarge`], [`Error::Closed`].
+    pub async fn send_to(&self, peer: &NodeId, data: impl Into<Bytes>) -> Result<()> {
+        self.inner.messaging.send_to(peer, data.into()).await
+    }
+
+    /// Sends `data` to the [`messages`](Self::messages) streams of every
+    /// other node. Returns the number of links it went out on.
+    pub async fn broadcast(&self, data: impl Into<Bytes>) -> Result<usize> {
+        self.inner.messaging.broadcast(data.into()).await
+    }
+
+    /// Sends the named event to every other node: it reaches their
+    /// [`receiver`](Self::receiver)s for `event`, and no other stream.
+    /// Returns the number of links it went out on.
+    pub async fn emit(&self, event: &str, data: impl Into<Bytes>) -> Result<usize> {
+        self.inner.messaging.emit(event, data.into()).await
+    }
+
+    /// Sends the named event to one linked node.
+    ///
+    /// Errors: [`Error::NotLinked`], [`Error::BadName`], [`Error::FrameTooLarge`].
+    pub async fn emit_to(&self, peer: &NodeId, event: &str, data: impl Into<Bytes>) -> Result<()> {
+        self.inner.messaging.emit_to(peer, event, data.into()).await
+    }
+
+    /// A stream of the events named `event` that this node receives.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// # async fn demo(service: tcpnet::Service) -> tcpnet::Result<()> {
+    /// let mut joins = service.receiver("user-joined")?;
+    /// service.emit("user-joined", "alice").await?;
+    /// while let Some(ev) = joins.next().await {
+    ///     println!("{} says {:?} joined", ev.from(), ev.data());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn receiver(&self, event: &str) -> Result<Messages> {
+        self.inner.messaging.receiver(event)
+    }
+
+    /// Subscribes to `topic`: the stream gets every message published to it
+    /// anywhere in the cluster, this node's own included. Dropping the stream
+    /// unsubscribes. Nodes tell each other which topics they have
+    /// subscribers for, so a publisher sends only to nodes that want it.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// # async fn demo(service: tcpnet::Service) -> tcpnet::Result<()> {
+    /// let mut news = service.subscribe("news")?;
+    /// service.publish("news", "tcpnet 0.1 is out").await?;
+    /// let first = news.next().await.unwrap();
+    /// assert_eq!(first.from(), service.id());
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe(&self, topic: &str) -> Result<Messages> {
+        self.inner.messaging.subscribe(topic)
+    }
+
+    /// Publishes `data` to `topic`: delivered to this node's subscribers and
+    /// sent to every linked node with a subscriber. Returns how many nodes
+    /// it went to, this one included.
+    pub async fn publish(&self, topic: &str, data: impl Into<Bytes>) -> Result<usize> {
+        self.inner.messaging.publish(topic, data.into()).await
+    }
+
+    /// The nodes that have a subscriber to `topic`, this one included,
+    /// sorted by id, as far as this node knows (each node tells its peers on
+    /// every change and on every new link).
+    pub fn topic_members(&self, topic: &str) -> Vec<NodeId> {
+        self.inner.messaging.topic_members(topic)
+    }
+
+    /// A stream of calls to the procedure `name` on this node. Several
+    /// streams for one name share the calls, round robin.
+    pub fn procedure(&self, name: &str) -> Result<Requests> {
+        self.inner.messaging.procedure(name)
+    }
+
+    /// Calls `procedure` on `peer` with `data` and waits for the answer, at
+    /// most `timeout`.
+    ///
+    /// Errors, each its own: [`Error::Remote`] (the handler's named error),
+    /// [`Error::NoProcedure`], [`Error::Unanswered`] (the handler dropped
+    /// the request), [`Error::Busy`], [`Error::Timeout`],
+    /// [`Error::Interrupted`] (the link closed mid-call), [`Error::NotLinked`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(service: tcpnet::Service, peer: tcpnet::NodeId) {
+    /// match service.request(&peer, "upper", "hi", Duration::from_secs(1)).await {
+    ///     Ok(answer) => println!("{answer:?}"),
+    ///     Err(tcpnet::Error::Remote { name, message, .. }) => eprintln!("{name}: {message}"),
+    ///     Err(e) => eprintln!("{e}"),
+    /// }
+    /// # }
+    /// ```
+    pub async fn request(
+        &self,
+        peer: &NodeId,
+        procedure: &str,
+        data: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        self.inner
+            .messaging
+            .request(peer, procedure, data.into(), timeout)
+            .await
     }
 
     /// Where the node can be reached: `None` before `listen` and after `close`.

@@ -1,0 +1,206 @@
+//! The messaging envelope: what rides in a `MSG` frame.
+//!
+//! Raw frames (`DATA`) go to a link's own stream; everything the messaging
+//! layer sends (direct messages, broadcasts, named events, topic traffic,
+//! requests and replies, and its own bookkeeping) is a `MSG` frame whose
+//! payload is one envelope:
+//!
+//! ```text
+//! op u8 | flags u8 | hops u8 | origin len u8 | origin id | seq u64 |
+//! corr u64 | name len u16 | name (UTF-8) | body
+//! ```
+//!
+//! - `origin` and `seq` name a message cluster-wide: flooded messages are
+//!   relayed by nodes that are not all linked to each other, and `(origin,
+//!   seq)` lets every node drop the copies it already has.
+//! - `hops` counts relays, and a message past [`MAX_HOPS`] is dropped, so a
+//!   bug or a hostile peer cannot make one circulate forever.
+//! - `corr` pairs a reply with its request.
+//! - `name` is the event, topic or procedure name.
+//!
+//! Decoding is pure and bounded, so it is unit-tested here.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::id::NodeId;
+
+/// Most relays a flooded message may take.
+pub(crate) const MAX_HOPS: u8 = 16;
+/// Longest event, topic or procedure name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// What an envelope is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// To the receiving node's message stream.
+    Direct = 1,
+    /// To every node's message stream.
+    Broadcast = 2,
+    /// A named event, to one node or every node.
+    Event = 3,
+    /// To every subscriber of a topic.
+    Publish = 4,
+    /// The origin's whole set of subscribed topics (body: one name per line).
+    Interest = 5,
+    /// Call a procedure; `corr` is the call's id.
+    Request = 6,
+    /// The answer to call `corr`.
+    Reply = 7,
+    /// The call `corr` failed: `name` is the error's name, the body its
+    /// message.
+    Fail = 8,
+    /// The sender's direct links (body: one id per line), for relaying.
+    Neighbors = 9,
+}
+
+impl Op {
+    fn from_u8(b: u8) -> Option<Op> {
+        use Op::*;
+        Some(match b {
+            1 => Direct,
+            2 => Broadcast,
+            3 => Event,
+            4 => Publish,
+            5 => Interest,
+            6 => Request,
+            7 => Reply,
+            8 => Fail,
+            9 => Neighbors,
+            _ => return None,
+        })
+    }
+}
+
+/// Flag: the message goes to every node (relayed where the mesh is not full).
+pub(crate) const FLOOD: u8 = 0x01;
+
+/// One messaging envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    pub op: Op,
+    pub flags: u8,
+    pub hops: u8,
+    pub origin: NodeId,
+    pub seq: u64,
+    pub corr: u64,
+    pub name: String,
+    pub body: Bytes,
+}
+
+impl Envelope {
+    pub fn flooded(&self) -> bool {
+        self.flags & FLOOD != 0
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut b =
+            BytesMut::with_capacity(24 + self.origin.len() + self.name.len() + self.body.len());
+        b.put_u8(self.op as u8);
+        b.put_u8(self.flags);
+        b.put_u8(self.hops);
+        b.put_u8(self.origin.len() as u8);
+        b.put_slice(self.origin.as_str().as_bytes());
+        b.put_u64(self.seq);
+        b.put_u64(self.corr);
+        b.put_u16(self.name.len() as u16);
+        b.put_slice(self.name.as_bytes());
+        b.put_slice(&self.body);
+        b.freeze()
+    }
+
+    /// Parses an envelope; the error says what was wrong.
+    pub fn decode(mut b: Bytes) -> Result<Envelope, String> {
+        if b.remaining() < 4 {
+            return Err("truncated message header".into());
+        }
+        let op = b.get_u8();
+        let op = Op::from_u8(op).ok_or_else(|| format!("unknown message op {op}"))?;
+        let flags = b.get_u8();
+        if flags & !FLOOD != 0 {
+            return Err(format!("unknown message flags {flags:#04x}"));
+        }
+        let hops = b.get_u8();
+        let len = b.get_u8() as usize;
+        if b.remaining() < len + 8 + 8 + 2 {
+            return Err("truncated message header".into());
+        }
+        let origin = std::str::from_utf8(&b[..len])
+            .map_err(|_| "origin id is not UTF-8".to_string())
+            .and_then(|s| NodeId::parse(s).map_err(|e| e.to_string()))?;
+        b.advance(len);
+        let seq = b.get_u64();
+        let corr = b.get_u64();
+        let len = b.get_u16() as usize;
+        if len > MAX_NAME_LEN || b.remaining() < len {
+            return Err(format!("bad name length {len}"));
+        }
+        let name = std::str::from_utf8(&b[..len])
+            .map_err(|_| "name is not UTF-8".to_string())?
+            .to_string();
+        b.advance(len);
+        Ok(Envelope {
+            op,
+            flags,
+            hops,
+            origin,
+            seq,
+            corr,
+            name,
+            body: b,
+        })
+    }
+}
+
+/// Ids or names, one per line (the bodies of `Interest` and `Neighbors`).
+pub(crate) fn lines(body: &[u8]) -> impl Iterator<Item = &str> {
+    std::str::from_utf8(body)
+        .unwrap_or("")
+        .split('\n')
+        .filter(|l| !l.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            op: Op::Publish,
+            flags: FLOOD,
+            hops: 2,
+            origin: NodeId::parse("0a0b").unwrap(),
+            seq: 7,
+            corr: 0,
+            name: "room".into(),
+            body: Bytes::from_static(b"hi"),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let e = sample();
+        assert_eq!(Envelope::decode(e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn every_truncation_of_the_header_is_an_error() {
+        let bytes = sample().encode();
+        let header = bytes.len() - 2;
+        for n in 0..header {
+            assert!(Envelope::decode(bytes.slice(..n)).is_err(), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut b = sample().encode().to_vec();
+        b[0] = 99;
+        assert!(Envelope::decode(b.into()).unwrap_err().contains("op"));
+        let mut b = sample().encode().to_vec();
+        b[1] = 0x80;
+        assert!(Envelope::decode(b.into()).unwrap_err().contains("flags"));
+        let mut b = sample().encode().to_vec();
+        b[4] = b'z';
+        assert!(Envelope::decode(b.into()).is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! Messaging state without I/O: who subscribes to what, which messages were
+//! seen, and where a message goes.
+//!
+//! Like [`crate::mesh`], this is a pure state machine: the messaging shell
+//! ([`crate::messaging`]) feeds it envelopes and link changes, and sends what
+//! it says to send.
+//!
+//! # Interest routing
+//!
+//! Every node tells its peers which topics it has subscribers for: its whole
+//! set, with a version that grows on every change, sent to every peer when it
+//! changes and to each new peer when a link opens. A node keeps the latest
+//! set of each node, so it knows a topic's members cluster-wide, and sends a
+//! published message only to members.
+//!
+//! # Duplicates and order
+//!
+//! Each node numbers what it floods: a sequence that starts at the node's
+//! start time (so a restarted node continues above its old numbers) and grows
+//! by one per message. A receiver remembers, per origin, the highest number
+//! seen and which of the [`WINDOW`] numbers below it it has seen, and delivers
+//! a message only the first time: relayed copies are dropped. (Messages of one
+//! sending task arrive in order, over TCP; those of concurrent tasks of one
+//! node may interleave, which the window allows for.) A number older than the
+//! window counts as seen. The table holds at most [`MAX_ORIGINS`] nodes,
+//! forgetting the one heard from least recently.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::id::NodeId;
+
+/// Most nodes whose message numbers are remembered.
+pub(crate) const MAX_ORIGINS: usize = 4096;
+/// How far below the highest number seen a message may still be new.
+pub(crate) const WINDOW: u64 = 1024;
+
+/// The numbers seen from one origin.
+#[derive(Debug)]
+struct Seen {
+    highest: u64,
+    /// Bit `i` set: `highest - i` was seen.
+    bits: [u64; (WINDOW / 64) as usize],
+    heard: u64,
+}
+
+impl Seen {
+    fn new(seq: u64, now: u64) -> Seen {
+        let mut bits = [0u64; (WINDOW / 64) as usize];
+        bits[0] = 1;
+        Seen {
+            highest: seq,
+            bits,
+            heard: now,
+        }
+    }
+
+    fn bit(&mut self, i: u64) -> (&mut u64, u64) {
+        (&mut self.bits[(i / 64) as usize], 1u64 << (i % 64))
+    }
+
+    /// Records `seq`; true if it was not seen before.
+    fn record(&mut self, seq: u64) -> bool {
+        if seq > self.highest {
+            let shift = seq - self.highest;
+            self.shift(shift);
+            self.highest = seq;
+            let (w, b) = self.bit(0);
+            *w |= b;
+            return true;
+        }
+        let back = self.highest - seq;
+        if back >= WINDOW {
+            return false;
+        }
+        let (w, b) = self.bit(back);
+        let fresh = *w & b == 0;
+        *w |= b;
+        fresh
+    }
+
+    /// Moves the window up by `n` numbers.
+    fn shift(&mut self, n: u64) {
+        if n >= WINDOW {
+            self.bits = [0; (WINDOW / 64) as usize];
+            return;
+        }
+        let (words, bits) = ((n / 64) as usize, (n % 64) as u32);
+        let len = self.bits.len();
+        for i in (0..len).rev() {
+            let src = i.checked_sub(words);
+            let hi = src.map_or(0, |s| self.bits[s] << bits);
+            let lo = match src.and_then(|s| s.checked_sub(1)) {
+                Some(s) if bits > 0 => self.bits[s] >> (64 - bits),
+                _ => 0,
+            };
+            self.bits[i] = hi | lo;
+        }
+    }
+}
+
+/// The messaging state of one node.
+#[derive(Debug)]
+pub(crate) struct Router {
+    me: NodeId,
+    next_seq: u64,
+    /// Numbers seen per origin.
+    seen: HashMap<NodeId, Seen>,
+    clock: u64,
+    /// Each node's subscribed topics and the version of that set.
+    interest: HashMap<NodeId, (u64, BTreeSet<String>)>,
+    /// Local subscribers per topic.
+    mine: HashMap<String, usize>,
+    my_version: u64,
+}
+
+impl Router {
+    pub fn new(me: NodeId, start: u64) -> Router {
+        Router {
+            me,
+            next_seq: start,
+            seen: HashMap::new(),
+            clock: 0,
+            interest: HashMap::new(),
+            mine: HashMap::new(),
+            my_version: start,
+        }
+    }
+
+    /// The number of the next message this node originates.
+    pub fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// True if the message `(origin, seq)` is new: it is then recorded.
+    pub fn fresh(&mut self, origin: &NodeId, seq: u64) -> bool {
+        self.clock += 1;
+        let now = self.clock;
+        if let Some(seen) = self.seen.get_mut(origin) {
+            seen.heard = now;
+            return seen.record(seq);
+        }
+        if self.seen.len() >= MAX_ORIGINS {
+            let oldest = self
+                .seen
+                .iter()
+                .min_by_key(|(_, s)| s.heard)
+                .map(|(id, _)| id.clone())
+                .expect("not empty");
+            self.seen.remove(&oldest);
+        }
+        self.seen.insert(origin.clone(), Seen::new(seq, now));
+        true
+    }
+
+    /// A local subscriber to `topic` came. Returns true if the node's set of
+    /// topics changed (it must then tell its peers).
+    pub fn subscribe(&mut self, topic: &str) -> bool {
+        let n = self.mine.entry(topic.to_string()).or_default();
+        *n += 1;
+        if *n == 1 {
+            self.my_version += 1;
+            return true;
+        }
+        false
+    }
+
+    /// A local subscriber to `topic` went. Returns true if the set changed.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        match self.mine.get_mut(topic) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                self.mine.remove(topic);
+                self.my_version += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// This node's topics and their version, to tell peers.
+    pub fn my_interest(&self) -> (u64, Vec<String>) {
+        let mut topics: Vec<String> = self.mine.keys().cloned().collect();
+        topics.sort();
+        (self.my_version, topics)
+    }
+
+    pub fn subscribed(&self, topic: &str) -> bool {
+        self.mine.contains_key(topic)
+    }
+
+    /// A node told us its topics. Returns false if we already knew this
+    /// version or a newer one.
+    pub fn interest(&mut self, node: NodeId, version: u64, topics: BTreeSet<String>) -> bool {
+        if node == self.me {
+            return false;
+        }
+        match self.interest.get(&node) {
+            Some((v, _)) if *v >= version => false,
+            _ => {
+                self.interest.insert(node, (version, topics));
+                true
+            }
+        }
+    }
+
+    /// A node left (its link closed): forget its topics.
+    pub fn forget(&mut self, node: &NodeId) {
+        self.interest.remove(node);
+    }
+
+    /// The nodes with a subscriber to `topic`, this one included, sorted.
+    pub fn members(&self, topic: &str) -> Vec<NodeId> {
+        let mut m: Vec<NodeId> = self
+            .interest
+            .iter()
+            .filter(|(_, (_, t))| t.contains(topic))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if self.subscribed(topic) {
+            m.push(self.me.clone());
+        }
+        m.sort();
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn each_message_is_fresh_once() {
+        let mut r = Router::new(id("01"), 100);
+        assert!(r.fresh(&id("02"), 5));
+        assert!(!r.fresh(&id("02"), 5), "a duplicate");
+        assert!(r.fresh(&id("02"), 4), "late but new");
+        assert!(!r.fresh(&id("02"), 4), "late and seen");
+        assert!(r.fresh(&id("02"), 9), "gaps are fine");
+        assert!(r.fresh(&id("03"), 1), "per origin");
+    }
+
+    /// Against a plain set, over shuffled numbers with duplicates.
+    #[test]
+    fn the_window_matches_a_set_within_its_reach() {
+        let mut r = Router::new(id("01"), 0);
+        let mut set = std::collections::HashSet::new();
+        let mut highest = 0u64;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly rising, sometimes back by up to 1500, sometimes a jump.
+            let seq = match x % 10 {
+                0 => highest.saturating_sub(x % 1500),
+                1 => highest + 70 + x % 200,
+                _ => highest + x % 3,
+            };
+            let fresh = r.fresh(&id("02"), seq);
+            let expected = if highest >= WINDOW && seq <= highest - WINDOW {
+                false
+            } else {
+                !set.contains(&seq)
+            };
+            assert_eq!(fresh, expected, "seq {seq}, highest {highest}");
+            set.insert(seq);
+            highest = highest.max(seq);
+        }
+    }
+
+    #[test]
+    fn the_table_of_origins_is_bounded() {
+        let mut r = Router::new(id("0001"), 0);
+        for i in 0..MAX_ORIGINS + 10 {
+            r.fresh(&id(&format!("{:04x}", i + 2)), 1);
+        }
+        assert_eq!(r.seen.len(), MAX_ORIGINS);
+    }
+
+    #[test]
+    fn own_numbers_grow_from_the_start_time() {
+        let mut r = Router::new(id("01"), 1000);
+        assert_eq!(r.next_seq(), 1001);
+        assert_eq!(r.next_seq(), 1002);
+    }
+
+    #[test]
+    fn interest_sets_and_members() {
+        let mut r = Router::new(id("01"), 0);
+        assert!(r.subscribe("a"));
+        assert!(
+            !r.subscribe("a"),
+            "a second local subscriber changes nothing"
+        );
+        let (v1, topics) = r.my_interest();
+        assert_eq!(topics, vec!["a".to_string()]);
+        assert!(r.interest(id("02"), 5, ["a".to_string()].into()));
+        assert!(!r.interest(id("02"), 4, BTreeSet::new()), "an older set");
+        assert_eq!(r.members("a"), vec![id("01"), id("02")]);
+        assert!(!r.unsubscribe("a"));
+        assert!(r.unsubscribe("a"));
+        assert!(r.my_interest().0 > v1);
+        assert_eq!(r.members("a"), vec![id("02")]);
+        r.forget(&id("02"));
+        assert!(r.members("a").is_empty());
+    }
+}
