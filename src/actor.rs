@@ -106,8 +106,8 @@ pub(crate) struct Ctx {
     dials: Semaphore,
     /// The messaging layer, fed by every link.
     pub messaging: Arc<Messaging>,
-    /// Local addresses of our dials still in their handshake.
-    own_dials: std::sync::Mutex<std::collections::HashSet<SocketAddr>>,
+    /// Local addresses of our recent dials, and when they were made.
+    own_dials: std::sync::Mutex<HashMap<SocketAddr, tokio::time::Instant>>,
     /// The listen addresses when they are specific ones: dials go out from
     /// them too, so a node bound to one interface stays on it.
     dial_from: Vec<IpAddr>,
@@ -171,7 +171,9 @@ impl Ctx {
         &self.hub
     }
 
-    pub fn own_dials(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<SocketAddr>> {
+    pub fn own_dials(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, tokio::time::Instant>> {
         crate::events::lock(&self.own_dials)
     }
 

@@ -87,16 +87,17 @@ pub(crate) async fn dialed(
     target: Target,
     permit: SemaphorePermit<'_>,
 ) {
-    // While this handshake runs, a connection accepted from our own local
-    // address is this very dial reaching ourselves (see `checked_hello`).
-    let local = stream.local_addr().ok().map(canonical);
-    if let Some(l) = local {
-        ctx.own_dials().insert(l);
+    // A connection accepted from our own dial's address is this very dial
+    // reaching ourselves (see `checked_hello`). The accepting side may look
+    // after this side is done, so the entry outlives the handshake; old ones
+    // are swept here.
+    if let Ok(local) = stream.local_addr() {
+        let now = Instant::now();
+        let mut own = ctx.own_dials();
+        own.retain(|_, at| now.duration_since(*at) < 2 * ctx.handshake_timeout);
+        own.insert(canonical(local), now);
     }
     let link = handshake(&ctx, stream, remote, true).await;
-    if let Some(l) = local {
-        ctx.own_dials().remove(&l);
-    }
     drop(permit);
     if let (Some(l), Target::Peer(peer)) = (&link, &target) {
         if &l.shared.peer != peer {
@@ -241,7 +242,7 @@ async fn checked_hello(
         // record of ours, or a stale one, pointed here), unless it comes
         // from a socket that is not one of our dials: then someone echoed
         // our hello back, which is a claim to our id like any other.
-        Err(Refusal::SelfLink) if ctx.own_dials().contains(&remote) || dialer => {
+        Err(Refusal::SelfLink) if dialer || ctx.own_dials().remove(&remote).is_some() => {
             tracing::debug!(%remote, "dropped a link to ourselves");
             return Err(None);
         }
