@@ -103,7 +103,7 @@ pub use hello::PROTOCOL_VERSION;
 pub use id::NodeId;
 pub use mesh::MAX_PEERS;
 pub use message::MAX_NAME_LEN;
-pub use messaging::{Message, Messages, Request, Requests};
+pub use messaging::{Message, Messages, RelayFilter, Request, Requests};
 pub use service::{tcpnet, Address, Service};
 pub use settings::{
     Settings, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,

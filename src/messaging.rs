@@ -19,7 +19,7 @@
 //! A link hands every `MSG` frame to [`Messaging::inbound`] in its own task;
 //! the work there is a lock, a few lookups and non-blocking queue pushes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -82,6 +82,27 @@ impl Message {
     /// The data, owned.
     pub fn into_data(self) -> Bytes {
         self.data
+    }
+}
+
+/// Decides, on a node that relays, whether a message goes on (see
+/// [`Service::relay_filter`](crate::Service::relay_filter)).
+pub type RelayFilter = dyn Fn(&Message) -> bool + Send + Sync;
+
+/// A message to pass on, and the links to pass it on to.
+struct Relay {
+    frame: Frame,
+    to: Vec<mpsc::Sender<Frame>>,
+}
+
+/// Queues a relayed frame on each link without waiting. A link whose queue
+/// is full misses it (counted in the log): relaying must not stall the link
+/// it came on.
+fn pass_on(to: &[mpsc::Sender<Frame>], f: &Frame) {
+    for tx in to {
+        if tx.try_send(f.clone()).is_err() {
+            tracing::warn!("dropped a relayed message: the next link's send queue is full");
+        }
     }
 }
 
@@ -297,7 +318,14 @@ pub(crate) struct Messaging {
     queue_len: usize,
     max_frame_len: usize,
     state: Mutex<State>,
+    /// A neighbors announcement is scheduled.
+    neighbors_due: std::sync::atomic::AtomicBool,
+    /// The user's relay filter.
+    filter: Mutex<Option<Arc<RelayFilter>>>,
 }
+
+/// How long link changes are collected before the neighbors are told.
+const NEIGHBORS_DELAY: Duration = Duration::from_millis(10);
 
 /// Checks an event, topic or procedure name.
 fn check_name(name: &str) -> Result<()> {
@@ -336,6 +364,8 @@ impl Messaging {
                 calls: HashMap::new(),
                 next_corr: 0,
             }),
+            neighbors_due: Default::default(),
+            filter: Mutex::new(None),
         }
     }
 
@@ -425,6 +455,10 @@ impl Messaging {
         Ok(Requests { rx })
     }
 
+    pub fn set_filter(&self, f: Option<Arc<RelayFilter>>) {
+        *lock(&self.filter) = f;
+    }
+
     pub fn topic_members(&self, topic: &str) -> Vec<NodeId> {
         lock(&self.state).router.members(topic)
     }
@@ -501,9 +535,11 @@ impl Messaging {
     /// Returns the number of nodes it went to, this one included.
     pub async fn publish(&self, topic: &str, data: Bytes) -> Result<usize> {
         check_name(topic)?;
-        let (seq, members) = {
+        let (linked, links) = self.linked();
+        let (seq, members, to) = {
             let mut st = lock(&self.state);
-            (st.router.next_seq(), st.router.members(topic))
+            let to = st.router.publish_to(&linked, topic);
+            (st.router.next_seq(), st.router.members(topic), to)
         };
         let f = self.envelope(Op::Publish, FLOOD, seq, topic, data.clone())?;
         let mut n = 0;
@@ -516,11 +552,9 @@ impl Messaging {
             deliver(lock(&self.state).topics.get_mut(topic), msg);
             n += 1;
         }
-        let links: Vec<Connection> = self
-            .hub
-            .open_links()
+        let links: Vec<Connection> = links
             .into_iter()
-            .filter(|c| members.contains(c.peer_id()))
+            .filter(|c| to.contains(c.peer_id()))
             .collect();
         Ok(n + self.send_all(links, f).await)
     }
@@ -593,16 +627,60 @@ impl Messaging {
         }
     }
 
+    /// The peers this node is linked to, and their links.
+    fn linked(&self) -> (HashSet<NodeId>, Vec<Connection>) {
+        let links = self.hub.open_links();
+        (links.iter().map(|c| c.peer_id().clone()).collect(), links)
+    }
+
     /// Tells every linked peer this node's topics.
     fn tell_interest(&self) {
-        let f = self.interest_frame();
+        let (version, topics) = lock(&self.state).router.my_interest();
+        let f = interest_frame(&self.me, version, &topics, 0);
         for c in self.hub.open_links() {
             send_soon(c.sender_queue().clone(), f.clone());
         }
     }
 
-    fn interest_frame(&self) -> Frame {
-        let (version, topics) = lock(&self.state).router.my_interest();
+    /// Tells every linked peer which nodes this one is linked to, soon: link
+    /// changes come in bursts (a mesh forming), so they are sent together.
+    fn tell_neighbors(self: &Arc<Self>) {
+        if self.neighbors_due.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        rt.spawn(async move {
+            tokio::time::sleep(NEIGHBORS_DELAY).await;
+            this.neighbors_due.store(false, Ordering::Release);
+            let (linked, links) = this.linked();
+            let mut body = BytesMut::new();
+            for id in &linked {
+                body.put_slice(id.as_str().as_bytes());
+                body.put_u8(b'\n');
+            }
+            let f = envelope_frame(&Envelope {
+                op: Op::Neighbors,
+                flags: 0,
+                hops: 0,
+                origin: this.me.clone(),
+                seq: 0,
+                corr: 0,
+                name: String::new(),
+                body: body.freeze(),
+            });
+            for c in links {
+                send_soon(c.sender_queue().clone(), f.clone());
+            }
+        });
+    }
+}
+
+/// The topics of `origin` (version `version`), as an `Interest` envelope.
+fn interest_frame(origin: &NodeId, version: u64, topics: &[String], hops: u8) -> Frame {
+    {
         let mut body = BytesMut::new();
         for t in topics {
             body.put_slice(t.as_bytes());
@@ -610,25 +688,41 @@ impl Messaging {
         }
         envelope_frame(&Envelope {
             op: Op::Interest,
-            flags: 0,
-            hops: 0,
-            origin: self.me.clone(),
+            flags: FLOOD,
+            hops,
+            origin: origin.clone(),
             seq: 0,
             corr: version,
             name: String::new(),
             body: body.freeze(),
         })
     }
+}
 
+impl Messaging {
     // ----- the links' side -------------------------------------------------
 
-    /// A link opened: tell the peer our topics.
-    pub fn opened(&self, conn: &Connection) {
-        send_soon(conn.sender_queue().clone(), self.interest_frame());
+    /// A link opened: tell the peer every node's topics we know, ours
+    /// included, and everyone which nodes we are linked to.
+    pub fn opened(self: &Arc<Self>, conn: &Connection) {
+        let (mine, others) = {
+            let st = lock(&self.state);
+            (st.router.my_interest(), st.router.all_interest())
+        };
+        let tx = conn.sender_queue();
+        send_soon(tx.clone(), interest_frame(&self.me, mine.0, &mine.1, 0));
+        for (origin, version, topics) in others {
+            if &origin != conn.peer_id() {
+                send_soon(tx.clone(), interest_frame(&origin, version, &topics, 1));
+            }
+        }
+        self.tell_neighbors();
     }
 
-    /// A link closed: forget the peer's topics; its pending calls fail.
-    pub fn closed(&self, peer: &NodeId, reason: &CloseReason) {
+    /// A link closed: forget the peer's topics and links; its pending calls
+    /// fail.
+    pub fn closed(self: &Arc<Self>, peer: &NodeId, reason: &CloseReason) {
+        self.tell_neighbors();
         let mut st = lock(&self.state);
         st.router.forget(peer);
         let failed: Vec<u64> = st
@@ -665,35 +759,55 @@ impl Messaging {
                 e.origin
             ));
         }
+        if e.origin == self.me {
+            return Ok(()); // our own, relayed back
+        }
         let mut st = lock(&self.state);
-        if e.flooded() && !st.router.fresh(&e.origin, e.seq) {
+        // Interest is deduplicated by its version, the rest by number.
+        if e.flooded() && e.op != Op::Interest && !st.router.fresh(&e.origin, e.seq) {
             return Ok(());
         }
-        let msg = |e: Envelope| Message {
-            from: e.origin,
-            name: e.name,
-            data: e.body,
-        };
         match e.op {
-            Op::Direct | Op::Broadcast => {
-                let m = msg(e);
-                st.inbox.retain(|s| s.offer(m.clone()));
-            }
-            Op::Event => {
-                let name = e.name.clone();
-                if let Some(subs) = st.events.get_mut(&name) {
-                    let m = msg(e);
+            Op::Direct | Op::Broadcast | Op::Event | Op::Publish => {
+                let relay = if e.flooded() {
+                    let (linked, links) = self.linked();
+                    let topic = (e.op == Op::Publish).then_some(e.name.as_str());
+                    let to = st.router.relay_to(&linked, peer, &e.origin, topic);
+                    relay_frame(&e, &to, links)
+                } else {
+                    None
+                };
+                let m = Message {
+                    from: e.origin.clone(),
+                    name: e.name.clone(),
+                    data: e.body.clone(),
+                };
+                if let Some(r) = relay {
+                    let filter = lock(&self.filter).clone();
+                    if filter.is_none_or(|f| f(&m)) {
+                        pass_on(&r.to, &r.frame);
+                    }
+                }
+                let subs = match e.op {
+                    Op::Direct | Op::Broadcast => Some(&mut st.inbox),
+                    Op::Event => st.events.get_mut(&e.name),
+                    _ => st.topics.get_mut(&e.name),
+                };
+                if let Some(subs) = subs {
                     subs.retain(|s| s.offer(m.clone()));
                 }
-            }
-            Op::Publish => {
-                let name = e.name.clone();
-                deliver(st.topics.get_mut(&name), msg(e));
             }
             Op::Interest => {
                 let topics: BTreeSet<String> =
                     message::lines(&e.body).map(str::to_string).collect();
-                st.router.interest(e.origin, e.corr, topics);
+                let origin = e.origin.clone();
+                if st.router.interest(origin.clone(), e.corr, topics) {
+                    let (linked, links) = self.linked();
+                    let to = st.router.relay_to(&linked, peer, &origin, None);
+                    if let Some(r) = relay_frame(&e, &to, links) {
+                        pass_on(&r.to, &r.frame);
+                    }
+                }
             }
             Op::Request => {
                 let req = Request {
@@ -728,10 +842,33 @@ impl Messaging {
                 };
                 let _ = call.tx.send(result);
             }
-            Op::Neighbors => {}
+            Op::Neighbors => {
+                let links = message::lines(&e.body)
+                    .filter_map(|l| NodeId::parse(l).ok())
+                    .collect();
+                st.router.neighbors(e.origin, links);
+            }
         }
         Ok(())
     }
+}
+
+/// The frame to pass `e` on with (one more hop), and the links to pass it
+/// on to; `None` if there are none.
+fn relay_frame(e: &Envelope, to: &[NodeId], links: Vec<Connection>) -> Option<Relay> {
+    if to.is_empty() || e.hops >= MAX_HOPS {
+        return None;
+    }
+    let frame = envelope_frame(&Envelope {
+        hops: e.hops + 1,
+        ..e.clone()
+    });
+    let to = links
+        .into_iter()
+        .filter(|c| to.contains(c.peer_id()))
+        .map(|c| c.sender_queue().clone())
+        .collect();
+    Some(Relay { frame, to })
 }
 
 /// Hands a request to the next handler with room (round robin), or gives it

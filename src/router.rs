@@ -13,6 +13,19 @@
 //! set of each node, so it knows a topic's members cluster-wide, and sends a
 //! published message only to members.
 //!
+//! # Relaying
+//!
+//! The mesh is full when every node reaches every other over mDNS; where it
+//! is not (two LAN segments joined by one static link, say), flooded
+//! messages (broadcasts, events to all, topic messages, interest) are relayed.
+//! Every node tells its peers which nodes it is linked to. A node that
+//! receives a flooded message from peer `S` passes it on to its own peers
+//! that are neither `S`, nor the origin, nor linked to `S` (those got it from
+//! `S` already, or will): in a full mesh that is no one, so a message costs
+//! one frame per receiver; across a bridge, the bridge's ends pass it on.
+//! A topic message goes on only to members, unless some member is out of
+//! direct reach, and then to every such peer.
+//!
 //! # Duplicates and order
 //!
 //! Each node numbers what it floods: a sequence that starts at the node's
@@ -25,7 +38,7 @@
 //! window counts as seen. The table holds at most [`MAX_ORIGINS`] nodes,
 //! forgetting the one heard from least recently.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::id::NodeId;
 
@@ -111,6 +124,8 @@ pub(crate) struct Router {
     /// Local subscribers per topic.
     mine: HashMap<String, usize>,
     my_version: u64,
+    /// Each peer's own links, as it last told us.
+    neighbors: HashMap<NodeId, HashSet<NodeId>>,
 }
 
 impl Router {
@@ -123,7 +138,68 @@ impl Router {
             interest: HashMap::new(),
             mine: HashMap::new(),
             my_version: start,
+            neighbors: HashMap::new(),
         }
+    }
+
+    /// A peer told us which nodes it is linked to.
+    pub fn neighbors(&mut self, peer: NodeId, links: HashSet<NodeId>) {
+        self.neighbors.insert(peer, links);
+    }
+
+    /// The peers (of `linked`, ours) to pass a flooded message from
+    /// `origin`, received from `from`, on to. For a topic message, `topic`.
+    pub fn relay_to(
+        &self,
+        linked: &HashSet<NodeId>,
+        from: &NodeId,
+        origin: &NodeId,
+        topic: Option<&str>,
+    ) -> Vec<NodeId> {
+        let empty = HashSet::new();
+        let theirs = self.neighbors.get(from).unwrap_or(&empty);
+        let mut to: Vec<NodeId> = linked
+            .iter()
+            .filter(|p| *p != from && *p != origin && !theirs.contains(*p))
+            .cloned()
+            .collect();
+        if let Some(topic) = topic {
+            let members = self.members(topic);
+            let reached = |m: &NodeId| {
+                m == &self.me
+                    || m == from
+                    || m == origin
+                    || linked.contains(m)
+                    || theirs.contains(m)
+            };
+            if members.iter().all(reached) {
+                to.retain(|p| members.contains(p));
+            }
+        }
+        to.sort();
+        to
+    }
+
+    /// Where this node sends a message it publishes to `topic`: to linked
+    /// members only, if it reaches every member directly; else to every peer.
+    pub fn publish_to(&self, linked: &HashSet<NodeId>, topic: &str) -> Vec<NodeId> {
+        let members = self.members(topic);
+        let direct = members.iter().all(|m| m == &self.me || linked.contains(m));
+        let mut to: Vec<NodeId> = if direct {
+            members.into_iter().filter(|m| linked.contains(m)).collect()
+        } else {
+            linked.iter().cloned().collect()
+        };
+        to.sort();
+        to
+    }
+
+    /// Every node's topics we know, to pass to a new peer.
+    pub fn all_interest(&self) -> Vec<(NodeId, u64, Vec<String>)> {
+        self.interest
+            .iter()
+            .map(|(id, (v, t))| (id.clone(), *v, t.iter().cloned().collect()))
+            .collect()
     }
 
     /// The number of the next message this node originates.
@@ -207,9 +283,10 @@ impl Router {
         }
     }
 
-    /// A node left (its link closed): forget its topics.
+    /// A peer's link closed: forget its links, and its topics.
     pub fn forget(&mut self, node: &NodeId) {
         self.interest.remove(node);
+        self.neighbors.remove(node);
     }
 
     /// The nodes with a subscriber to `topic`, this one included, sorted.
@@ -311,5 +388,75 @@ mod tests {
         assert_eq!(r.members("a"), vec![id("02")]);
         r.forget(&id("02"));
         assert!(r.members("a").is_empty());
+    }
+
+    fn set(ids: &[&str]) -> HashSet<NodeId> {
+        ids.iter().map(|s| id(s)).collect()
+    }
+
+    /// Two cliques {a1,a2,a3} and {b1,b2,b3}, bridged a1-b1.
+    #[test]
+    fn relaying_across_a_bridge_reaches_each_node_once() {
+        let links: HashMap<&str, Vec<&str>> = [
+            ("a1", vec!["a2", "a3", "b1"]),
+            ("a2", vec!["a1", "a3"]),
+            ("a3", vec!["a1", "a2"]),
+            ("b1", vec!["b2", "b3", "a1"]),
+            ("b2", vec!["b1", "b3"]),
+            ("b3", vec!["b1", "b2"]),
+        ]
+        .into();
+        let routers: HashMap<&str, Router> = links
+            .keys()
+            .map(|me| {
+                let mut r = Router::new(id(me), 0);
+                for p in &links[me] {
+                    r.neighbors(id(p), set(&links[p]));
+                }
+                (*me, r)
+            })
+            .collect();
+        // Flood from a2: count how often each node receives it.
+        let mut got: HashMap<NodeId, usize> = HashMap::new();
+        let mut wave: Vec<(NodeId, NodeId)> =
+            links["a2"].iter().map(|p| (id("a2"), id(p))).collect();
+        while let Some((from, to)) = wave.pop() {
+            *got.entry(to.clone()).or_default() += 1;
+            let r = &routers[to.as_str()];
+            let linked = set(&links[to.as_str()]);
+            for next in r.relay_to(&linked, &from, &id("a2"), None) {
+                wave.push((to.clone(), next));
+            }
+        }
+        let mut want: HashMap<NodeId, usize> = HashMap::new();
+        for n in ["a1", "a3", "b1", "b2", "b3"] {
+            want.insert(id(n), 1);
+        }
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn topic_messages_relay_toward_members_only_when_all_are_in_reach() {
+        let mut r = Router::new(id("b1"), 0);
+        r.neighbors(id("a1"), set(&["a2", "a3", "b1"]));
+        r.interest(id("b2"), 1, ["t".to_string()].into());
+        let linked = set(&["a1", "b2", "b3"]);
+        // Every member reached directly: only to the member.
+        assert_eq!(
+            r.relay_to(&linked, &id("a1"), &id("a2"), Some("t")),
+            vec![id("b2")]
+        );
+        // A member out of reach (behind b3, say): to every candidate.
+        r.interest(id("c9"), 1, ["t".to_string()].into());
+        assert_eq!(
+            r.relay_to(&linked, &id("a1"), &id("a2"), Some("t")),
+            vec![id("b2"), id("b3")]
+        );
+        assert_eq!(
+            r.publish_to(&linked, "t"),
+            vec![id("a1"), id("b2"), id("b3")]
+        );
+        r.forget(&id("c9"));
+        assert_eq!(r.publish_to(&linked, "t"), vec![id("b2")]);
     }
 }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::events::{lock, Events, Hub};
 use crate::hello::{Hello, PROTOCOL_VERSION};
 use crate::id::NodeId;
-use crate::messaging::{Messages, Messaging, Requests};
+use crate::messaging::{Messages, Messaging, RelayFilter, Requests};
 use crate::settings::{valid_cluster_name, Settings};
 
 /// Where a listening node can be reached.
@@ -441,6 +441,24 @@ impl Service {
     /// every change and on every new link).
     pub fn topic_members(&self, topic: &str) -> Vec<NodeId> {
         self.inner.messaging.topic_members(topic)
+    }
+
+    /// Sets the filter that decides, where this node relays, whether a
+    /// broadcast, event or topic message is passed on: return `false` to
+    /// stop it here (this node's own streams still get it). A node relays
+    /// only where the mesh is not full (see the README on relaying). The
+    /// filter runs in the link's task for every message to relay, so it must
+    /// be quick and must not block. `None` removes it.
+    ///
+    /// ```
+    /// # let service = tcpnet::tcpnet("c")?;
+    /// service.relay_filter(Some(std::sync::Arc::new(|m: &tcpnet::Message| {
+    ///     m.name() != "local-only"
+    /// })));
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn relay_filter(&self, filter: Option<Arc<RelayFilter>>) {
+        self.inner.messaging.set_filter(filter);
     }
 
     /// A stream of calls to the procedure `name` on this node. Several

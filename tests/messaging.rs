@@ -435,3 +435,111 @@ fn a_slow_subscriber_stalls_nothing_and_raw_frames_stay_apart() {
         close_all(&nodes).await;
     });
 }
+
+/// Two cliques of three nodes with mDNS off, each linked by static peers,
+/// joined by one static link (a0-b0): a broadcast, an event and a topic
+/// message from any node reach every other node exactly once, relayed
+/// across the bridge; a relay filter that stops a message keeps it from the
+/// nodes behind it.
+#[test]
+fn relay_across_a_bridge_reaches_every_node_once_and_can_be_stopped() {
+    netns(|| async {
+        let node = || async {
+            let s = tcpnet::tcpnet(Settings::new("c").mdns(false)).unwrap();
+            let port = s.listen(0, "127.0.0.1").await.unwrap().port;
+            (s, format!("127.0.0.1:{port}"))
+        };
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for _ in 0..3 {
+            a.push(node().await);
+            b.push(node().await);
+        }
+        for side in [&a, &b] {
+            side[1].0.add_peer(&side[0].1).await.unwrap();
+            side[2].0.add_peer(&side[0].1).await.unwrap();
+            side[2].0.add_peer(&side[1].1).await.unwrap();
+        }
+        a[0].0.add_peer(&b[0].1).await.unwrap();
+        let all: Vec<Service> = a.iter().chain(&b).map(|(s, _)| s.clone()).collect();
+        wait_until(&all, "the two cliques and the bridge", || {
+            let degree = |s: &Service| s.connections().len();
+            (0..6).all(|i| degree(&all[i]) == if i % 3 == 0 { 3 } else { 2 })
+        })
+        .await;
+
+        let mut inboxes: Vec<Messages> = all.iter().map(|s| s.messages()).collect();
+        let mut events: Vec<Messages> = all.iter().map(|s| s.receiver("ev").unwrap()).collect();
+        let mut topics: Vec<Messages> = all.iter().map(|s| s.subscribe("t").unwrap()).collect();
+        wait_until(&all, "every node to know every member", || {
+            all.iter().all(|s| s.topic_members("t").len() == 6)
+        })
+        .await;
+        // The node counts of the two neighbor sets settle too (they are sent
+        // 10 ms after a change); a round of broadcasts proves each path.
+        for (i, s) in all.iter().enumerate() {
+            s.broadcast(format!("b{i}")).await.unwrap();
+            s.emit("ev", format!("e{i}")).await.unwrap();
+            s.publish("t", format!("t{i}")).await.unwrap();
+        }
+        for (i, (inbox, (ev, t))) in inboxes
+            .iter_mut()
+            .zip(events.iter_mut().zip(topics.iter_mut()))
+            .enumerate()
+        {
+            let mut got = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..5 {
+                got.0
+                    .push(String::from_utf8(next(inbox).await.data().to_vec()).unwrap());
+                got.1
+                    .push(String::from_utf8(next(ev).await.data().to_vec()).unwrap());
+            }
+            for _ in 0..6 {
+                got.2
+                    .push(String::from_utf8(next(t).await.data().to_vec()).unwrap());
+            }
+            for v in [&mut got.0, &mut got.1, &mut got.2] {
+                v.sort();
+            }
+            let others = |p: &str| {
+                (0..6)
+                    .filter(|j| *j != i)
+                    .map(|j| format!("{p}{j}"))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(got.0, others("b"), "broadcasts at node {i}");
+            assert_eq!(got.1, others("e"), "events at node {i}");
+            assert_eq!(
+                got.2,
+                (0..6).map(|j| format!("t{j}")).collect::<Vec<_>>(),
+                "topic at node {i}"
+            );
+        }
+
+        // b0, the bridge's far end, stops what arrives as "stop": the nodes
+        // behind it get a1's next broadcast first.
+        let b0 = 3;
+        all[b0].relay_filter(Some(std::sync::Arc::new(|m: &tcpnet::Message| {
+            &m.data()[..] != b"stop"
+        })));
+        let a1 = all[1].clone();
+        a1.broadcast("stop").await.unwrap();
+        a1.broadcast("go").await.unwrap();
+        for i in [0, 2, 3] {
+            assert_eq!(&next(&mut inboxes[i]).await.data()[..], b"stop", "node {i}");
+            assert_eq!(&next(&mut inboxes[i]).await.data()[..], b"go", "node {i}");
+        }
+        for i in [4, 5] {
+            assert_eq!(&next(&mut inboxes[i]).await.data()[..], b"go", "node {i}");
+        }
+        // Nothing more anywhere: a last broadcast from b2 is the barrier.
+        all[5].broadcast("end").await.unwrap();
+        for (i, inbox) in inboxes.iter_mut().enumerate() {
+            if i != 5 {
+                assert_eq!(&next(inbox).await.data()[..], b"end", "node {i}");
+            }
+            nothing_more(inbox);
+        }
+        close_all(&all).await;
+    });
+}
