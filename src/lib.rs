@@ -75,6 +75,9 @@ mod discovery;
 mod error;
 mod events;
 mod frame;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hello;
 mod id;
 mod link;
