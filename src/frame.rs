@@ -40,6 +40,8 @@ pub(crate) const FIRST_OPTIONAL: u8 = 0x80;
 
 /// Bytes in the length prefix.
 pub(crate) const LEN_BYTES: usize = 4;
+/// Most a decoder reserves ahead of the bytes it has.
+const RESERVE_STEP: usize = 256 * 1024;
 
 /// Reads one frame of at most `max` payload bytes exactly, so that nothing
 /// after it is consumed: for the handshake, before the codec takes over.
@@ -125,7 +127,8 @@ impl std::fmt::Display for CodecError {
 /// Encodes and decodes [`Frame`]s; `max` bounds the payload length.
 ///
 /// The decoder checks the length prefix before buffering anything, so a
-/// hostile 4 GiB prefix costs four bytes of memory, not four gigabytes.
+/// hostile 4 GiB prefix is refused at once, and reserves room for an allowed
+/// frame step by step as its bytes come, so announcing one costs little.
 #[derive(Debug, Clone)]
 pub(crate) struct FrameCodec {
     pub max: usize,
@@ -150,7 +153,10 @@ impl Decoder for FrameCodec {
             });
         }
         if src.len() < LEN_BYTES + len {
-            src.reserve(LEN_BYTES + len - src.len());
+            // Room for what is announced, but no more than RESERVE_STEP at a
+            // time: a peer that announces a large frame and sends five bytes
+            // costs little; a real one fills the buffer as it grows.
+            src.reserve((LEN_BYTES + len - src.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         src.advance(LEN_BYTES);

@@ -83,6 +83,9 @@ mod discovery;
 mod error;
 mod events;
 mod frame;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
 mod hello;
 mod id;
