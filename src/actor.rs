@@ -34,7 +34,7 @@ use crate::gate::Gate;
 use crate::hello::Hello;
 use crate::id::NodeId;
 use crate::link::{self, verdict_frame};
-use crate::mesh::{self, Action, DialEnd, LinkId, Mesh, Target, Verdict, MAX_PEERS};
+use crate::mesh::{self, Action, DialEnd, LinkId, Mesh, Redial, Target, Verdict, MAX_PEERS};
 use crate::messaging::Messaging;
 use crate::secure::Psk;
 use crate::settings::Settings;
@@ -380,9 +380,12 @@ async fn actor(
         }
     }
 
-    // Shutting down: no new links; close every link while the mDNS goodbye
-    // goes out.
+    // Shutting down: no new links. The mDNS goodbye goes out first, so
+    // peers that see our links end already know we left, and do not redial.
     ctx.cancel.cancel();
+    if let Some(d) = &discovery {
+        d.goodbye().await;
+    }
     for conn in links.values() {
         request_close(conn.shared(), CloseReason::Shutdown);
     }
@@ -419,15 +422,17 @@ async fn actor(
 
 /// Whether a link that closed for `reason` is dialed again (if its peer is
 /// still known). Not when this node is closing, when a newer link took its
-/// place, when it was a duplicate, or when the peer's id is in conflict.
-fn redials(reason: &CloseReason) -> bool {
-    !matches!(
-        reason,
+/// place, when it was a duplicate, or when the peer's id is in conflict;
+/// not at once when the peer closed it (it may be leaving).
+fn redials(reason: &CloseReason) -> Redial {
+    match reason {
         CloseReason::Shutdown
-            | CloseReason::Replaced
-            | CloseReason::Duplicate
-            | CloseReason::IdConflict
-    )
+        | CloseReason::Replaced
+        | CloseReason::Duplicate
+        | CloseReason::IdConflict => Redial::No,
+        CloseReason::PeerClosed => Redial::AfterGoodbye,
+        _ => Redial::Soon,
+    }
 }
 
 fn apply(

@@ -175,11 +175,15 @@ impl Discovery {
         }
     }
 
-    /// Sends the goodbye, stops browsing and stops the daemon.
-    pub async fn stop(self) {
+    /// Sends the goodbye (waits until it is out, at most a second).
+    pub async fn goodbye(&self) {
         if let Ok(rx) = self.daemon.unregister(&self.fullname) {
             let _ = tokio::time::timeout(GOODBYE_TIMEOUT, rx.recv_async()).await;
         }
+    }
+
+    /// Stops browsing and stops the daemon (after [`goodbye`](Self::goodbye)).
+    pub async fn stop(self) {
         let _ = self.daemon.stop_browse(SERVICE_TYPE);
         if let Ok(rx) = self.daemon.shutdown() {
             let _ = tokio::time::timeout(GOODBYE_TIMEOUT, rx.recv_async()).await;

@@ -467,14 +467,13 @@ impl Mesh {
     }
 
     /// A link closed. If it was the peer's last link, the peer is still known
-    /// and `redial` is set (the close was not asked for by this node, and
-    /// not a refusal), schedules a redial: at the first backoff step if the
-    /// link was `stable`, later otherwise.
-    pub fn closed(&mut self, link: LinkId, redial: bool, stable: bool) -> Vec<Action> {
+    /// and `redial` says so, schedules a redial: at the first backoff step if
+    /// the link was `stable`, later otherwise.
+    pub fn closed(&mut self, link: LinkId, redial: Redial, stable: bool) -> Vec<Action> {
         let Some(l) = self.links.remove(&link) else {
             return vec![];
         };
-        if !redial || self.has_link(&l.peer) {
+        if redial == Redial::No || self.has_link(&l.peer) {
             return vec![];
         }
         let target = if self.peers.contains_key(&l.peer) {
@@ -495,9 +494,37 @@ impl Mesh {
         } else if l.open {
             d.failures = d.failures.saturating_add(1);
         }
-        self.dial_later(target)
+        let floor = match redial {
+            Redial::AfterGoodbye => GOODBYE_STEPS,
+            _ => 0,
+        };
+        let mut actions = self.dial_later(target);
+        for a in &mut actions {
+            if let Action::DialLater { failures, .. } = a {
+                *failures = (*failures).max(floor);
+            }
+        }
+        actions
     }
 }
+
+/// Whether a closed link is dialed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Redial {
+    /// No: this node closed it, it was replaced, a duplicate, a conflict.
+    No,
+    /// Yes, at the backoff's pace: the link failed.
+    Soon,
+    /// Yes, but not before a goodbye would have come: the peer closed it,
+    /// and a peer that is leaving sends its mDNS goodbye, which takes effect
+    /// about a second later (a killed peer sends none, and is redialed,
+    /// refused, and its record verified away).
+    AfterGoodbye,
+}
+
+/// Backoff steps a redial after a peer's close waits at least (1.6 to 4.8 s
+/// with the jitter).
+const GOODBYE_STEPS: u32 = 5;
 
 #[cfg(test)]
 mod tests {
@@ -631,7 +658,7 @@ mod tests {
         assert_eq!(opened(&acts), vec![2]);
         assert_eq!(ma.open_count(), 1);
         // The stale link's own close then arrives and changes nothing.
-        assert!(ma.closed(1, true, true).is_empty());
+        assert!(ma.closed(1, Redial::Soon, true).is_empty());
         assert_eq!(ma.open_count(), 1);
     }
 
@@ -661,7 +688,7 @@ mod tests {
     fn verdict_for_a_link_that_already_closed_opens_nothing() {
         let mut mb = Mesh::new(id("02"));
         mb.handshaken(1, id("01"), 9);
-        mb.closed(1, true, false);
+        mb.closed(1, Redial::Soon, false);
         assert!(mb.verdict(1, Verdict::Accept).is_empty());
         assert_eq!(mb.open_count(), 0);
         // A new link to the same peer is then free to open.
@@ -676,7 +703,7 @@ mod tests {
     fn closed_link_allows_a_new_one() {
         let mut ma = Mesh::new(id("01"));
         ma.handshaken(1, id("02"), 1);
-        ma.closed(1, false, false);
+        ma.closed(1, Redial::No, false);
         assert_eq!(opened(&ma.handshaken(2, id("02"), 1)), vec![2]);
     }
 
@@ -839,16 +866,23 @@ mod tests {
         m.discovered(p.clone(), addr());
         m.dial_ended(&t, DialEnd::Linked(p.clone()));
         m.handshaken(1, p.clone(), 5);
-        let (f, g) = dial_later_of(&m.closed(1, true, true)).unwrap();
+        let (f, g) = dial_later_of(&m.closed(1, Redial::Soon, true)).unwrap();
         assert_eq!(f, 0);
         m.retry(t.clone(), g);
         m.dial_ended(&t, DialEnd::Linked(p.clone()));
         m.handshaken(2, p.clone(), 5);
-        let (f, _) = dial_later_of(&m.closed(2, true, false)).unwrap();
+        let (f, g) = dial_later_of(&m.closed(2, Redial::Soon, false)).unwrap();
         assert_eq!(f, 1, "a short-lived link counts as a failure");
+        m.retry(t.clone(), g);
+        m.dial_ended(&t, DialEnd::Linked(p.clone()));
         // No redial for a close this node asked for, or an unknown peer.
         m.handshaken(3, id("03"), 1);
-        assert!(m.closed(3, true, true).is_empty());
+        assert!(m.closed(3, Redial::Soon, true).is_empty());
+        // A peer that closed its link is redialed only after a goodbye would
+        // have come.
+        m.handshaken(4, p.clone(), 5);
+        let (f, _) = dial_later_of(&m.closed(4, Redial::AfterGoodbye, true)).unwrap();
+        assert_eq!(f, GOODBYE_STEPS);
     }
 
     /// A static address is dialed, learns which node answers there, and is
@@ -868,7 +902,7 @@ mod tests {
         assert!(m.add_static(a).is_empty(), "already dialing");
         m.dial_ended(&Target::Addr(a), DialEnd::Linked(p.clone()));
         m.handshaken(1, p.clone(), 5);
-        let acts = m.closed(1, true, true);
+        let acts = m.closed(1, Redial::Soon, true);
         assert!(matches!(
             acts[..],
             [Action::DialLater {
