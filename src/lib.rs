@@ -41,6 +41,9 @@
 //! | `gate` | slots for accepted connections still in their handshake |
 //! | `connection` | the public handles of a link: [`Connection`], [`Sender`] |
 //! | `events` | event streams ([`Events`]) and the list of open links |
+//! | `message` | the messaging envelope (`MSG` frames) |
+//! | `router` | pure messaging state: interest, members, duplicates, relaying |
+//! | `messaging` | the messaging layer: [`Messages`], [`Request`]s, relaying |
 //! | `actor` | the running node: the actor that owns the mesh, accept and dial tasks |
 //! | `service` | the [`Service`] handle: `listen`, `close`, links and events |
 //!
