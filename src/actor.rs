@@ -364,9 +364,15 @@ async fn actor(
                 reason,
                 lived,
             } => {
+                let was_open = mesh.is_open(link);
                 if let Some(conn) = links.remove(&link) {
                     report_close(&ctx, &conn, &reason);
-                    ctx.messaging.closed(conn.peer_id(), &reason);
+                    // A duplicate carried nothing. A replaced link carried
+                    // calls, but its peer lives on in the new link: only the
+                    // pair's open link closing makes messaging forget it.
+                    if reason != CloseReason::Duplicate {
+                        ctx.messaging.closed(conn.peer_id(), &reason, was_open);
+                    }
                 }
                 mesh.closed(link, redials(&reason), lived >= mesh::STABLE)
             }

@@ -197,6 +197,11 @@ impl Mesh {
         self.links.values().any(|l| &l.peer == peer)
     }
 
+    /// True if `link` is the open link of its pair.
+    pub fn is_open(&self, link: LinkId) -> bool {
+        self.links.get(&link).is_some_and(|l| l.open)
+    }
+
     /// Number of open links.
     #[cfg(test)]
     pub fn open_count(&self) -> usize {

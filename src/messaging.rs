@@ -719,12 +719,14 @@ impl Messaging {
         self.tell_neighbors();
     }
 
-    /// A link closed: forget the peer's topics and links; its pending calls
-    /// fail.
-    pub fn closed(self: &Arc<Self>, peer: &NodeId, reason: &CloseReason) {
-        self.tell_neighbors();
+    /// A link closed: its pending calls fail; if it was the pair's open link
+    /// (`gone`), forget the peer's topics and links.
+    pub fn closed(self: &Arc<Self>, peer: &NodeId, reason: &CloseReason, gone: bool) {
         let mut st = lock(&self.state);
-        st.router.forget(peer);
+        if gone {
+            self.tell_neighbors();
+            st.router.forget(peer);
+        }
         let failed: Vec<u64> = st
             .calls
             .iter()
