@@ -2,7 +2,7 @@
 //! measured side by side in one run, with a table of tcpnet / baseline.
 //!
 //! ```text
-//! cargo bench --bench suite                   # full run (about 6 minutes)
+//! cargo bench --bench suite                   # full run (a few minutes)
 //! cargo bench --bench suite -- --quick        # smoke run (under a minute)
 //! cargo bench --bench suite -- --only throughput,latency --out bench
 //! python3 scripts/chart.py                    # target/bench/results.csv -> bench/throughput.png
@@ -13,7 +13,8 @@
 //! - `--quick`: fewer messages, fewer runs, 5 s idle windows instead of 60 s.
 //! - `--only A,B`: sections among `throughput`, `latency`, `fanout`,
 //!   `formation`, `memory` (default: all).
-//! - `--out DIR`: where `results.csv` and `results.md` go (default `target/bench`).
+//! - `--out DIR`: where `results.md` (the table), `results.csv` (the same,
+//!   for scripts) and `samples.csv` (every run's figure) go (default `target/bench`).
 //! - `--side tcpnet|baseline`: measure one side only (for profilers).
 //! - `--sizes 64,1024`, `--msgs N`, `--runs N`, `--rtts N`, `--idle-secs N`:
 //!   override the throughput sizes and counts, the round trips and the idle window.
@@ -274,6 +275,14 @@ struct Row {
     baseline: Option<f64>,
     target: Option<Target>,
     setup: String,
+    /// Every run's figure, in the row's unit (for `samples.csv`).
+    samples: Samples,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Samples {
+    tcpnet: Vec<f64>,
+    baseline: Vec<f64>,
 }
 
 impl Row {
@@ -370,6 +379,30 @@ impl Report {
             s.push_str("\nSetup:\n\n");
             for n in &self.notes {
                 let _ = writeln!(s, "- {n}");
+            }
+        }
+        s
+    }
+
+    /// One line per run of every figure that has runs.
+    fn samples_csv(&self) -> String {
+        let mut s = String::from("section,measure,param,unit,side,run,value\n");
+        for r in &self.rows {
+            for (side, v) in [
+                ("tcpnet", &r.samples.tcpnet),
+                ("baseline", &r.samples.baseline),
+            ] {
+                for (i, x) in v.iter().enumerate() {
+                    let _ = writeln!(
+                        s,
+                        "{},\"{}\",{},\"{}\",{side},{},{x}",
+                        r.section,
+                        r.measure,
+                        r.param,
+                        r.unit,
+                        i + 1
+                    );
+                }
             }
         }
         s
@@ -708,9 +741,13 @@ async fn throughput_async(cfg: Config) -> Vec<Row> {
             size_name(size),
             if runs == 1 { "" } else { "s" }
         );
-        for (measure, unit, t, b) in [
-            ("messages/s", "msg/s", t, b),
-            ("MB/s", "MB/s", mb(t), mb(b)),
+        let per_run = |secs: &Vec<f64>, scale: f64| -> Vec<f64> {
+            secs.iter().map(|s| n as f64 / s * scale).collect()
+        };
+        let mb_scale = size as f64 / 1e6;
+        for (measure, unit, t, b, scale) in [
+            ("messages/s", "msg/s", t, b, 1.0),
+            ("MB/s", "MB/s", mb(t), mb(b), mb_scale),
         ] {
             rows.push(Row {
                 section: "1. throughput",
@@ -721,6 +758,10 @@ async fn throughput_async(cfg: Config) -> Vec<Row> {
                 baseline: b,
                 target: Some(Target::RatioAtLeast(ratio)),
                 setup: setup.clone(),
+                samples: Samples {
+                    tcpnet: per_run(&t_secs, scale),
+                    baseline: per_run(&b_secs, scale),
+                },
             });
         }
     }
@@ -859,6 +900,7 @@ async fn latency_async(cfg: Config) -> Vec<Row> {
             baseline: pct(&mut b_us, p),
             target,
             setup: setup.clone(),
+            samples: Samples::default(),
         });
     }
     rows
@@ -963,6 +1005,7 @@ async fn fanout_async(cfg: Config) -> Vec<Row> {
         }
         let delivered = (n * FANOUT_PEERS) as f64;
         let rate = |secs: &Vec<f64>| (!secs.is_empty()).then(|| delivered / median(secs));
+        let per_run = |secs: &Vec<f64>| secs.iter().map(|s| delivered / s).collect();
         rows.push(Row {
             section: "3. fan-out",
             measure: format!("1 → 8 peers, {} delivered messages/s", size_name(size)),
@@ -976,6 +1019,10 @@ async fn fanout_async(cfg: Config) -> Vec<Row> {
                 count(n),
                 if runs == 1 { "" } else { "s" }
             ),
+            samples: Samples {
+                tcpnet: per_run(&t_secs),
+                baseline: per_run(&b_secs),
+            },
         });
     }
     if let Some((nodes, ..)) = tcpnet_side {
@@ -1139,6 +1186,10 @@ fn formation(cfg: &Config) -> Vec<Row> {
                     baseline: stat(&bl, f),
                     target: Some(Target::AtMost(100.0)),
                     setup: format!("{runs_text}, each in a fresh namespace"),
+                    samples: Samples {
+                        tcpnet: tl.clone(),
+                        baseline: bl.clone(),
+                    },
                 });
             }
             continue;
@@ -1153,6 +1204,10 @@ fn formation(cfg: &Config) -> Vec<Row> {
                 baseline: stat(&bm, f),
                 target: (n == 32).then_some(Target::AtMost(300.0)),
                 setup: format!("{runs_text}, each in a fresh namespace"),
+                samples: Samples {
+                    tcpnet: tm.clone(),
+                    baseline: bm.clone(),
+                },
             });
         }
     }
@@ -1352,6 +1407,7 @@ fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) {
             baseline: mib(b_rss0),
             target: Some(Target::Below(10.0)),
             setup: format!("child process, VmRSS after {}", idle_text),
+            samples: Samples::default(),
         },
         Row {
             section: "5. memory",
@@ -1362,6 +1418,7 @@ fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) {
             baseline: mib(b_rss1),
             target: None,
             setup: "the same child, mesh of 64".into(),
+            samples: Samples::default(),
         },
         Row {
             section: "5. memory",
@@ -1372,6 +1429,7 @@ fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) {
             baseline: per_link(b_rss0, b_rss1),
             target: Some(Target::Below(64.0)),
             setup: format!("(RSS with {IDLE_PEERS} links − RSS alone) / {IDLE_PEERS}"),
+            samples: Samples::default(),
         },
         Row {
             section: "5. memory",
@@ -1382,6 +1440,7 @@ fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) {
             baseline: b_cpu0,
             target: Some(Target::Below(0.1)),
             setup: format!("process CPU clock over {idle_text}"),
+            samples: Samples::default(),
         },
         Row {
             section: "5. memory",
@@ -1392,6 +1451,7 @@ fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) {
             baseline: b_cpu1,
             target: None,
             setup: format!("process CPU clock over {idle_text}"),
+            samples: Samples::default(),
         },
     ];
     let note = format!(
@@ -1639,9 +1699,9 @@ fn main() {
     std::fs::create_dir_all(&cfg.out).expect("create the output dir");
     std::fs::write(cfg.out.join("results.md"), &md).expect("write results.md");
     std::fs::write(cfg.out.join("results.csv"), report.csv()).expect("write results.csv");
+    std::fs::write(cfg.out.join("samples.csv"), report.samples_csv()).expect("write samples.csv");
     eprintln!(
-        "suite: wrote {} and {}",
-        cfg.out.join("results.md").display(),
-        cfg.out.join("results.csv").display()
+        "suite: wrote results.md, results.csv (the table) and samples.csv (every run) to {}",
+        cfg.out.display()
     );
 }
