@@ -55,6 +55,7 @@ def main():
         with open(md) as f:
             subtitle = f.readline().strip()
 
+    top = max(v for v in tcpnet + baseline if v is not None)
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for values, label, style, dy in [
         (baseline, "plain tokio TCP (baseline)", "s--", 8),
@@ -65,12 +66,14 @@ def main():
             xs, ys = zip(*pts)
             ax.plot(xs, ys, style, label=label, linewidth=2, markersize=6)
             for x, y in pts:
+                # A label below a point near the axis goes to its right.
+                low = dy < 0 and y < 0.12 * top
                 ax.annotate(
                     f"{y:,.0f}",
                     (x, y),
                     textcoords="offset points",
-                    xytext=(0, dy),
-                    ha="center",
+                    xytext=(8, -3) if low else (0, dy),
+                    ha="left" if low else "center",
                     fontsize=8,
                 )
 
@@ -82,7 +85,6 @@ def main():
     ax.set_xticks(sizes)
     ax.set_xticklabels([tick(s, t, b) for s, t, b in zip(sizes, tcpnet, baseline)])
     ax.minorticks_off()
-    top = max(v for v in tcpnet + baseline if v is not None)
     ax.set_ylim(0, top * 1.15)
     ax.set_xlabel("message size (× = tcpnet / baseline)")
     ax.set_ylabel("MB/s of payload (10^6 B/s)")
