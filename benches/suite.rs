@@ -16,8 +16,10 @@
 //! - `--out DIR`: where `results.md` (the table), `results.csv` (the same,
 //!   for scripts) and `samples.csv` (every run's figure) go (default `target/bench`).
 //! - `--side tcpnet|baseline`: measure one side only (for profilers).
-//! - `--sizes 64,1024`, `--msgs N`, `--runs N`, `--rtts N`, `--idle-secs N`:
-//!   override the throughput sizes and counts, the round trips and the idle window.
+//! - `--sizes 64,1024`, `--msgs N`, `--runs N`, `--rtts N`, `--idle-secs N`,
+//!   `--nodes 2,8,16,32,64`: override the throughput sizes and counts, the
+//!   round trips, the idle window and the formation sizes (16 is the late
+//!   joiner's case).
 //! - `--secret`: reserved for issue 5 item 6 (Noise-encrypted secret mode);
 //!   it refuses to run until tcpnet has that mode (see [`Variant`]).
 //!
@@ -146,12 +148,15 @@ struct Config {
     runs: Option<usize>,
     rtts: Option<usize>,
     idle_secs: Option<u64>,
+    /// Formation sizes to run (16 is the late joiner's case); `None`: all.
+    nodes: Option<Vec<usize>>,
     args: Vec<String>,
 }
 
 const USAGE: &str =
     "usage: cargo bench --bench suite -- [--quick] [--only SECTION,..] [--out DIR] \
-[--side tcpnet|baseline] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] [--secret]
+[--side tcpnet|baseline] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] \
+[--nodes 2,8,16,32,64] [--secret]
 sections: throughput, latency, fanout, formation, memory";
 
 impl Config {
@@ -168,6 +173,7 @@ impl Config {
             runs: None,
             rtts: None,
             idle_secs: None,
+            nodes: None,
             args: args.clone(),
         };
         let mut it = args.into_iter();
@@ -209,6 +215,14 @@ impl Config {
                         .collect();
                 }
                 "--msgs" => cfg.msgs = Some(num(it.next(), "--msgs")),
+                "--nodes" => {
+                    let list = it.next().unwrap_or_else(|| die("--nodes needs counts"));
+                    cfg.nodes = Some(
+                        list.split(',')
+                            .map(|s| num(Some(s.into()), "--nodes"))
+                            .collect(),
+                    );
+                }
                 "--runs" => cfg.runs = Some(num(it.next(), "--runs").max(1)),
                 "--rtts" => cfg.rtts = Some(num(it.next(), "--rtts").max(1)),
                 "--idle-secs" => cfg.idle_secs = Some(num(it.next(), "--idle-secs").max(1) as u64),
@@ -1132,6 +1146,9 @@ fn formation(cfg: &Config) -> Vec<Row> {
     ];
     let mut rows = Vec::new();
     for (n, full, quick) in plan {
+        if cfg.nodes.as_ref().is_some_and(|l| !l.contains(&n)) {
+            continue;
+        }
         let runs = cfg.runs.unwrap_or(if cfg.quick { quick } else { full });
         let late = n == LATE_TO;
         let (mut tm, mut bm, mut tl, mut bl) = (vec![], vec![], vec![], vec![]);
