@@ -5,7 +5,8 @@
 //! cargo bench --bench suite                   # full run (a few minutes)
 //! cargo bench --bench suite -- --quick        # smoke run (under a minute)
 //! cargo bench --bench suite -- --only throughput,latency --out bench
-//! python3 scripts/chart.py                    # target/bench/results.csv -> bench/throughput.png
+//! python3 scripts/chart.py bench/results.csv bench/throughput.png
+//! scripts/bench.sh [--quick]                  # the suite, then the chart
 //! ```
 //!
 //! Options (after `--`):
@@ -1606,9 +1607,36 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+/// binary with no arguments or libtest's, and gets no benchmark (a full run
+/// takes minutes). Any other arguments (a profiler running the binary
+/// directly) mean a run.
+fn under_cargo_test() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    const LIBTEST: [&str; 9] = [
+        "--nocapture",
+        "--show-output",
+        "--quiet",
+        "--list",
+        "--ignored",
+        "--include-ignored",
+        "--exact",
+        "--test-threads",
+        "--color",
+    ];
+    !args.iter().any(|a| a == "--bench")
+        && args
+            .first()
+            .is_none_or(|a| LIBTEST.iter().any(|f| a.starts_with(f)))
+}
+
 fn main() {
     if let Ok(kind) = std::env::var(CHILD_ENV) {
         child_main(&kind);
+        return;
+    }
+    if under_cargo_test() {
+        eprintln!("suite: not run under `cargo test`; run `cargo bench --bench suite`");
         return;
     }
     let cfg = Config::parse();
