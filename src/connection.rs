@@ -4,9 +4,11 @@
 //! through two bounded queues, one per direction, and a watch channel that
 //! carries the close request and, at the end, the reason the link closed.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -114,13 +116,41 @@ pub(crate) struct Shared {
     /// link task writes the final reason when it has closed.
     pub state: watch::Sender<LinkState>,
     /// Frames received, shared by every handle of the link.
-    pub inbound: Mutex<mpsc::Receiver<Bytes>>,
+    pub inbound: Mutex<Inbound>,
+    /// `state` is `Up`: read on every send, so kept apart from the watch
+    /// channel's lock.
+    pub up: AtomicBool,
 }
+
+/// The receive queue, and frames already taken from it in a batch.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub rx: mpsc::Receiver<Bytes>,
+    pub ready: VecDeque<Bytes>,
+}
+
+impl Inbound {
+    pub fn new(rx: mpsc::Receiver<Bytes>) -> Mutex<Inbound> {
+        Mutex::new(Inbound {
+            rx,
+            ready: VecDeque::new(),
+        })
+    }
+}
+
+/// Frames a reader takes from the receive queue at once (it then holds them
+/// as if the queue were this much longer).
+const TAKE: usize = 32;
 
 impl Shared {
     /// True until a close is asked for: sends are accepted only then.
     pub fn is_up(&self) -> bool {
-        *self.state.borrow() == LinkState::Up
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Moves the link on from `Up`: sends are refused from now on.
+    pub fn leave_up(&self) {
+        self.up.store(false, Ordering::Release);
     }
 }
 
@@ -267,6 +297,7 @@ impl Connection {
 
 /// Asks the link task to flush and close, unless it is already closing.
 pub(crate) fn request_close(shared: &Shared, reason: CloseReason) {
+    shared.leave_up();
     shared.state.send_if_modified(|s| {
         if *s == LinkState::Up {
             *s = LinkState::Closing(reason);
@@ -281,12 +312,28 @@ impl Stream for Connection {
     type Item = Bytes;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let mut rx = self
+        let mut inbound = self
             .shared
             .inbound
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        rx.poll_recv(cx)
+        let Inbound { rx, ready } = &mut *inbound;
+        if let Some(b) = ready.pop_front() {
+            return Poll::Ready(Some(b));
+        }
+        // A batch at a time: one lock and one queue operation for many
+        // frames.
+        let mut batch = Vec::with_capacity(TAKE);
+        match rx.poll_recv_many(cx, &mut batch, TAKE) {
+            Poll::Ready(0) => Poll::Ready(None),
+            Poll::Ready(_) => {
+                let mut it = batch.into_iter();
+                let first = it.next();
+                ready.extend(it);
+                Poll::Ready(first)
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -356,13 +403,7 @@ impl Sender {
     pub async fn send(&self, data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();
         check_len(&self.shared, &data)?;
-        if !self.shared.is_up() {
-            return Err(Error::Closed);
-        }
-        self.tx
-            .send(Frame::data(data))
-            .await
-            .map_err(|_| Error::Closed)
+        self.send_frame(Frame::data(data)).await
     }
 
     /// Queues one frame of any kind (the messaging layer's); waits while
@@ -371,7 +412,14 @@ impl Sender {
         if !self.shared.is_up() {
             return Err(Error::Closed);
         }
-        self.tx.send(frame).await.map_err(|_| Error::Closed)
+        // Most sends find room: no future, no waiting.
+        match self.tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                self.tx.send(frame).await.map_err(|_| Error::Closed)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
+        }
     }
 
     /// The peer this sender writes to.

@@ -171,6 +171,7 @@ impl Hub {
     pub fn finished(&self, link: LinkId, shared: &Shared, reason: CloseReason) {
         let mut open = lock(&self.open);
         open.retain(|(l, _)| *l != link);
+        shared.leave_up();
         shared.state.send_replace(LinkState::Closed(reason));
     }
 
@@ -221,7 +222,8 @@ mod tests {
             local: addr,
             max_frame_len: 8,
             state: tokio::sync::watch::channel(LinkState::Up).0,
-            inbound: Mutex::new(in_rx),
+            inbound: crate::connection::Inbound::new(in_rx),
+            up: std::sync::atomic::AtomicBool::new(true),
         });
         (Connection::new(shared.clone(), out_tx), shared)
     }

@@ -39,6 +39,7 @@
 //! | `link` | one TCP link: handshake, then a reader and a writer, heartbeats |
 //! | `secure` | the cluster secret: Noise handshake, sealed records |
 //! | `gate` | slots for accepted connections still in their handshake |
+//! | `writer` | a link's write side: batched, large payloads not copied |
 //! | `connection` | the public handles of a link: [`Connection`], [`Sender`] |
 //! | `events` | event streams ([`Events`]) and the list of open links |
 //! | `message` | the messaging envelope (`MSG` frames) |
@@ -100,6 +101,7 @@ mod router;
 mod secure;
 mod service;
 mod settings;
+mod writer;
 
 pub use connection::{CloseReason, Connection, Sender};
 pub use discovery::SERVICE_TYPE;

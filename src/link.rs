@@ -21,26 +21,27 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, SemaphorePermit};
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 
 use crate::actor::{Command, Ctx};
-use crate::connection::{request_close, CloseReason, Connection, LinkState, Shared};
+use crate::connection::{request_close, CloseReason, Connection, Inbound, LinkState, Shared};
 use crate::error::Error;
 use crate::frame::{self, CodecError, Frame, FrameCodec};
 use crate::gate::Ticket;
 use crate::hello::{Hello, Refusal, MAX_HELLO};
 use crate::mesh::{decides, DialEnd, LinkId, Target, Verdict};
 use crate::secure::{self, Keys, Opener, Sealer};
+use crate::writer::FrameWriter;
 
 /// How long a closing link may go without moving a frame, while it flushes
 /// and waits for the peer's end of stream, before its socket is dropped.
@@ -171,7 +172,8 @@ async fn handshake(
         local: canonical(stream.local_addr().unwrap_or(remote)),
         max_frame_len: ctx.max_frame_len,
         state: watch::channel(LinkState::Up).0,
-        inbound: Mutex::new(in_rx),
+        inbound: Inbound::new(in_rx),
+        up: AtomicBool::new(true),
     });
     let conn = Connection::new(shared.clone(), out_tx.clone());
     let registered = ctx.send(Command::Handshaken {
@@ -366,7 +368,7 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
         &progress,
     );
     let writer = write_loop(
-        FramedWrite::new(wr, sealer),
+        FrameWriter::new(wr, sealer),
         out_rx,
         shared.state.subscribe(),
         ctx.heartbeat_interval,
@@ -572,7 +574,7 @@ async fn read_loop(
 /// Returns `Ok` once all of it was handed to the kernel. Sends a heartbeat
 /// whenever it has written nothing for `heartbeat`.
 async fn write_loop(
-    mut sink: FramedWrite<OwnedWriteHalf, Sealer>,
+    mut w: FrameWriter,
     mut out_rx: mpsc::Receiver<Frame>,
     mut state: watch::Receiver<LinkState>,
     heartbeat: Duration,
@@ -580,25 +582,28 @@ async fn write_loop(
 ) -> std::io::Result<()> {
     let idle = tokio::time::sleep(heartbeat);
     tokio::pin!(idle);
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             biased;
-            frame = out_rx.recv() => {
-                let Some(frame) = frame else { break };
-                sink.feed(frame).await.map_err(into_io)?;
-                for _ in 1..BATCH {
-                    match out_rx.try_recv() {
-                        Ok(f) => sink.feed(f).await.map_err(into_io)?,
-                        Err(_) => break,
+            n = out_rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                for frame in batch.drain(..) {
+                    w.feed(frame).map_err(into_io)?;
+                    if w.flush_due() {
+                        w.flush().await?;
                     }
                 }
-                sink.flush().await.map_err(into_io)?;
+                w.flush().await?;
                 progress.frames.fetch_add(1, Ordering::Relaxed);
                 idle.as_mut().reset(Instant::now() + heartbeat);
             }
             _ = closing(&mut state) => break,
             _ = &mut idle => {
-                sink.send(Frame::control(frame::HEARTBEAT)).await.map_err(into_io)?;
+                w.feed(Frame::control(frame::HEARTBEAT)).map_err(into_io)?;
+                w.flush().await?;
                 idle.as_mut().reset(Instant::now() + heartbeat);
             }
         }
@@ -607,13 +612,16 @@ async fn write_loop(
     // already reserved a slot may still deliver after `close`.
     out_rx.close();
     while let Some(frame) = out_rx.recv().await {
-        sink.feed(frame).await.map_err(into_io)?;
+        w.feed(frame).map_err(into_io)?;
+        if w.flush_due() {
+            w.flush().await?;
+        }
         progress.frames.fetch_add(1, Ordering::Relaxed);
     }
-    sink.flush().await.map_err(into_io)?;
+    w.flush().await?;
     // Everything is with the kernel; a failed shutdown (the peer already
     // gone) loses nothing.
-    let _ = sink.get_mut().shutdown().await;
+    let _ = w.shutdown().await;
     Ok(())
 }
 

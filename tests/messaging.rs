@@ -320,7 +320,7 @@ fn per_sender_order_and_no_duplicates_under_load() {
     netns(|| async {
         const N: u32 = 3000;
         let nodes =
-            futures::future::join_all((0..5).map(|_| start(Settings::new("c").queue_len(8192))))
+            futures::future::join_all((0..5).map(|_| start(Settings::new("c").queue_len(16384))))
                 .await;
         full_mesh(&nodes).await;
         let subs = vec![
@@ -354,7 +354,13 @@ fn per_sender_order_and_no_duplicates_under_load() {
                         let m = next(&mut s).await;
                         let i = u32::from_be_bytes(m.data()[..].try_into().unwrap());
                         let prev = last.insert(m.from().clone(), i);
-                        assert_eq!(prev.map_or(0, |p| p + 1), i, "from {}", m.from());
+                        assert_eq!(
+                            prev.map_or(0, |p| p + 1),
+                            i,
+                            "from {} (dropped {})",
+                            m.from(),
+                            s.dropped()
+                        );
                     }
                     assert!(last.values().all(|v| *v == N - 1));
                     assert_eq!(s.dropped(), 0);
