@@ -313,32 +313,37 @@ impl Decoder for OpenCodec {
 }
 
 /// A sealing and an opening codec of one direction of a finished handshake,
-/// without sockets, for the fuzz targets.
+/// without sockets, for the fuzz targets. The handshake runs once; every call
+/// gets fresh codecs (nonces from 0) over its keys.
 #[cfg(fuzzing)]
 pub(crate) fn fuzz_pair(max: usize) -> (SealCodec, OpenCodec) {
-    let params: snow::params::NoiseParams = PARAMS.parse().expect("valid");
-    let psk = Psk::derive(b"fuzz", "fuzz");
-    let mut i = snow::Builder::new(params.clone())
-        .psk(0, &psk.0)
-        .and_then(|b| b.prologue(b"p"))
-        .and_then(|b| b.build_initiator())
-        .expect("initiator");
-    let mut r = snow::Builder::new(params)
-        .psk(0, &psk.0)
-        .and_then(|b| b.prologue(b"p"))
-        .and_then(|b| b.build_responder())
-        .expect("responder");
-    let (mut m, mut p) = (vec![0u8; MAX_MSG], vec![0u8; MAX_MSG]);
-    let n = i.write_message(&[], &mut m).expect("msg 1");
-    r.read_message(&m[..n], &mut p).expect("msg 1");
-    let n = r.write_message(&[], &mut m).expect("msg 2");
-    i.read_message(&m[..n], &mut p).expect("msg 2");
-    let keys = |s: snow::HandshakeState| Keys {
-        cipher: Arc::new(s.into_stateless_transport_mode().expect("transport")),
-        send_nonce: 0,
-        recv_nonce: 0,
-    };
-    (keys(i).encoder(max), keys(r).decoder(max))
+    static KEYS: std::sync::OnceLock<(Keys, Keys)> = std::sync::OnceLock::new();
+    let (i, r) = KEYS.get_or_init(|| {
+        let params: snow::params::NoiseParams = PARAMS.parse().expect("valid");
+        let psk = Psk::derive(b"fuzz", "fuzz");
+        let mut i = snow::Builder::new(params.clone())
+            .psk(0, &psk.0)
+            .and_then(|b| b.prologue(b"p"))
+            .and_then(|b| b.build_initiator())
+            .expect("initiator");
+        let mut r = snow::Builder::new(params)
+            .psk(0, &psk.0)
+            .and_then(|b| b.prologue(b"p"))
+            .and_then(|b| b.build_responder())
+            .expect("responder");
+        let (mut m, mut p) = (vec![0u8; MAX_MSG], vec![0u8; MAX_MSG]);
+        let n = i.write_message(&[], &mut m).expect("msg 1");
+        r.read_message(&m[..n], &mut p).expect("msg 1");
+        let n = r.write_message(&[], &mut m).expect("msg 2");
+        i.read_message(&m[..n], &mut p).expect("msg 2");
+        let keys = |s: snow::HandshakeState| Keys {
+            cipher: Arc::new(s.into_stateless_transport_mode().expect("transport")),
+            send_nonce: 0,
+            recv_nonce: 0,
+        };
+        (keys(i), keys(r))
+    });
+    (i.encoder(max), r.decoder(max))
 }
 
 /// How a link reads frames: in the clear, or out of sealed records.
