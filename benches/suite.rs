@@ -13,7 +13,7 @@
 //!
 //! - `--quick`: fewer messages, fewer runs, 5 s idle windows instead of 60 s.
 //! - `--only A,B`: sections among `throughput`, `latency`, `fanout`,
-//!   `formation`, `memory` (default: all).
+//!   `formation`, `memory`, `secret` (default: all).
 //! - `--out DIR`: where `results.md` (the table), `results.csv` (the same,
 //!   for scripts) and `samples.csv` (every run's figure) go (default `target/bench`).
 //! - `--side tcpnet|baseline`: measure one side only (for profilers).
@@ -21,8 +21,8 @@
 //!   `--nodes 2,8,16,32,64`: override the throughput sizes and counts, the
 //!   round trips, the idle window and the formation sizes (16 is the late
 //!   joiner's case).
-//! - `--secret`: reserved for issue 5 item 6 (Noise-encrypted secret mode);
-//!   it refuses to run until tcpnet has that mode (see [`Variant`]).
+//! - `--secret`: every section's tcpnet nodes hold a cluster secret (the
+//!   `secret` section does this for throughput and latency in any case).
 //!
 //! Everything that starts a tcpnet `Service` (which speaks mDNS) runs inside
 //! a private network namespace holding only loopback, made with
@@ -35,7 +35,7 @@
 //! The baseline is what an application would write on plain tokio: a
 //! `TcpStream` pair on 127.0.0.1 with `TCP_NODELAY`, frames of a u32
 //! big-endian length then the payload, written through an 8 KiB `BufWriter`
-//! (tcpnet's `FramedWrite` also flushes at 8 KiB) and decoded from a
+//! and decoded from a
 //! `BytesMut` read buffer managed the way tokio-util's `FramedRead` does it.
 //! Both sides run on the same runtime: tokio multi-thread, 2 workers.
 
@@ -90,14 +90,17 @@ enum Section {
     Fanout,
     Formation,
     Memory,
+    /// Items 1 and 2 again, with the cluster secret on.
+    Secret,
 }
 
-const SECTIONS: [Section; 5] = [
+const SECTIONS: [Section; 6] = [
     Section::Throughput,
     Section::Latency,
     Section::Fanout,
     Section::Formation,
     Section::Memory,
+    Section::Secret,
 ];
 
 impl Section {
@@ -108,18 +111,21 @@ impl Section {
             Section::Fanout => "fanout",
             Section::Formation => "formation",
             Section::Memory => "memory",
+            Section::Secret => "secret",
         }
     }
 }
 
-/// Which tcpnet is measured. Issue 5 item 6 adds a `Secret` variant here
-/// (Noise-encrypted links, once tcpnet has them): [`node_settings`] sets
-/// its key, and each tcpnet figure gains a secret-mode column.
+/// Which tcpnet is measured: open links, or links sealed with the cluster
+/// secret (the `secret` section, and `--secret` for every section).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
     Plain,
-    // Secret, // issue 5 item 6: not in tcpnet yet
+    Secret,
 }
+
+/// The cluster secret of the `Secret` variant.
+const BENCH_KEY: &str = "benchmark-suite-cluster-secret-0123456789";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Side {
@@ -158,7 +164,7 @@ const USAGE: &str =
     "usage: cargo bench --bench suite -- [--quick] [--only SECTION,..] [--out DIR] \
 [--side tcpnet|baseline] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] \
 [--nodes 2,8,16,32,64] [--secret]
-sections: throughput, latency, fanout, formation, memory";
+sections: throughput, latency, fanout, formation, memory, secret";
 
 impl Config {
     fn parse() -> Config {
@@ -227,10 +233,7 @@ impl Config {
                 "--runs" => cfg.runs = Some(num(it.next(), "--runs").max(1)),
                 "--rtts" => cfg.rtts = Some(num(it.next(), "--rtts").max(1)),
                 "--idle-secs" => cfg.idle_secs = Some(num(it.next(), "--idle-secs").max(1) as u64),
-                "--secret" => die(
-                    "--secret: secret mode (issue 5 item 6) is not in tcpnet yet; \
-                     add Variant::Secret in benches/suite.rs when it lands",
-                ),
+                "--secret" => cfg.variant = Variant::Secret,
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);
@@ -259,7 +262,7 @@ fn die(msg: &str) -> ! {
 fn node_settings(cluster: &str, variant: Variant) -> Settings {
     match variant {
         Variant::Plain => Settings::new(cluster),
-        // Variant::Secret => Settings::new(cluster).secret(BENCH_KEY), // issue 5 item 6
+        Variant::Secret => Settings::new(cluster).secret(BENCH_KEY),
     }
 }
 
@@ -782,6 +785,25 @@ async fn throughput_async(cfg: Config) -> Vec<Row> {
     }
     if let Some((nodes, ..)) = pair {
         common::close_all(&nodes).await;
+    }
+    rows
+}
+
+/// Item 6: throughput and latency again, with the secret on. Only the 64 KiB
+/// throughput has a target (at least 0.5 of the baseline).
+fn secret(cfg: &Config) -> Vec<Row> {
+    let cfg = Config {
+        variant: Variant::Secret,
+        ..cfg.clone()
+    };
+    let mut rows = throughput(&cfg);
+    rows.extend(latency(&cfg));
+    for r in &mut rows {
+        r.section = "6. secret";
+        r.measure = format!("{} (secret)", r.measure);
+        r.target = (r.param == (64 * 1024).to_string() && r.unit == "msg/s"
+            || r.param == (64 * 1024).to_string() && r.unit == "MB/s")
+            .then_some(Target::RatioAtLeast(0.5));
     }
     rows
 }
@@ -1672,6 +1694,7 @@ fn main() {
                 report.notes.push(note);
                 rows
             }
+            Section::Secret => secret(&cfg),
         };
         report.rows.extend(rows);
     }
@@ -1712,8 +1735,9 @@ fn main() {
         );
     }
     notes.push(format!(
-        "not measured: secret mode (issue 5 item 6), which tcpnet does not have yet \
-         (`--secret` refuses to run; see `Variant` in benches/suite.rs); variant measured: {:?}",
+        "tcpnet variant of sections 1 to 5: {:?}; section 6 runs 1 and 2 again with every \
+         tcpnet node holding a cluster secret (Noise handshake, every frame sealed with \
+         ChaCha20-Poly1305); the baseline stays plain TCP",
         cfg.variant
     ));
     report.notes.splice(0..0, notes);

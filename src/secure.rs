@@ -233,13 +233,16 @@ pub(crate) struct SealCodec {
     plain: BytesMut,
 }
 
-impl Encoder<Frame> for SealCodec {
-    type Error = CodecError;
+impl SealCodec {
+    /// Encodes `frame` in the clear onto `plain`, to be sealed later with
+    /// others ([`seal`](Self::seal)): small frames then share a record.
+    pub fn frame_into(&mut self, frame: Frame, plain: &mut BytesMut) -> Result<(), CodecError> {
+        self.frames.encode(frame, plain)
+    }
 
-    fn encode(&mut self, item: Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
-        self.plain.clear();
-        self.frames.encode(item, &mut self.plain)?;
-        for chunk in self.plain.chunks(MAX_PLAIN) {
+    /// Seals `plain` into records on `dst`.
+    pub fn seal(&mut self, plain: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        for chunk in plain.chunks(MAX_PLAIN) {
             let len = chunk.len() + TAG;
             dst.reserve(2 + len);
             dst.put_u16(len as u16);
@@ -251,6 +254,20 @@ impl Encoder<Frame> for SealCodec {
             self.nonce += 1;
         }
         Ok(())
+    }
+}
+
+/// One frame, sealed on its own (the handshake's key confirmation, tests).
+impl Encoder<Frame> for SealCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.clear();
+        self.frames.encode(item, &mut plain)?;
+        let sealed = self.seal(&plain, dst);
+        self.plain = plain;
+        sealed
     }
 }
 

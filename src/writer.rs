@@ -5,9 +5,11 @@
 //! payload (at least [`ZERO_COPY`] bytes) is not copied: its header goes into
 //! the buffer and the payload itself is queued as a segment of its own, and a
 //! flush hands all segments to the kernel in vectored writes. On a link with a
-//! cluster secret every frame is sealed into the buffer instead (encryption
-//! writes a new copy anyway). A flush is due once [`FLUSH_AT`] bytes are
-//! queued, so the buffer stays bounded however large the batch.
+//! cluster secret, frames are encoded in the clear into a staging buffer and
+//! sealed together at each flush (or every 64 KiB), so small frames share a
+//! record and its tag instead of paying for one each. A flush is due once
+//! [`FLUSH_AT`] bytes are queued, so the buffers stay bounded however large
+//! the batch.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -18,7 +20,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::Encoder;
 
 use crate::frame::{CodecError, Frame};
-use crate::secure::Sealer;
+use crate::secure::{Sealer, MAX_PLAIN};
 
 /// Payloads at least this large are written from where they are.
 pub(crate) const ZERO_COPY: usize = 16 * 1024;
@@ -28,8 +30,10 @@ pub(crate) const FLUSH_AT: usize = 256 * 1024;
 pub(crate) struct FrameWriter {
     wr: OwnedWriteHalf,
     sealer: Sealer,
-    /// Small frames and headers not yet moved to `segs`.
+    /// Small frames and headers (or sealed records) not yet moved to `segs`.
     buf: BytesMut,
+    /// With a secret: frames in the clear, not yet sealed.
+    plain: BytesMut,
     /// What to write, in order.
     segs: VecDeque<Bytes>,
     queued: usize,
@@ -41,6 +45,7 @@ impl FrameWriter {
             wr,
             sealer,
             buf: BytesMut::with_capacity(16 * 1024),
+            plain: BytesMut::new(),
             segs: VecDeque::new(),
             queued: 0,
         }
@@ -62,10 +67,29 @@ impl FrameWriter {
                 self.queued += 5 + frame.payload.len();
                 self.segs.push_back(frame.payload);
             }
-            sealer => {
+            Sealer::Plain(codec) => {
                 let before = self.buf.len();
-                sealer.encode(frame, &mut self.buf)?;
+                codec.encode(frame, &mut self.buf)?;
                 self.queued += self.buf.len() - before;
+            }
+            Sealer::Sealed(codec) => {
+                let before = self.plain.len();
+                codec.frame_into(frame, &mut self.plain)?;
+                self.queued += self.plain.len() - before;
+                if self.plain.len() >= MAX_PLAIN {
+                    self.seal()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the staged frames into records.
+    fn seal(&mut self) -> Result<(), CodecError> {
+        if let Sealer::Sealed(codec) = &mut self.sealer {
+            if !self.plain.is_empty() {
+                codec.seal(&self.plain, &mut self.buf)?;
+                self.plain.clear();
             }
         }
         Ok(())
@@ -78,6 +102,8 @@ impl FrameWriter {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> std::io::Result<()> {
+        self.seal()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         if !self.buf.is_empty() {
             self.segs.push_back(self.buf.split().freeze());
         }
