@@ -116,8 +116,8 @@ exec unshare --net --mount -- bash -c '
     mkhost 2
     run 2 TCPNET_ID="$id"
     until_ok "the new link" full_mesh
-    # The stale link goes either way: replaced by the new incarnation's link,
-    # or reset by h2's new network stack when h1's heartbeat reaches it.
+    # The stale link goes either way: replaced by the link of the new incarnation,
+    # or reset by the new network stack of h2 when a heartbeat of h1 reaches it.
     until_ok "h1 to close the stale link" grep -Eq "replaced by a newer link|closed by the peer" "$out/h1.err"
     until_ok "one link on h1" test "$(links 1)" -eq 1
     report
