@@ -424,6 +424,15 @@ async fn actor(
             links.len()
         );
     }
+    // No more commands: a handshake that completes from now on finds the
+    // actor gone and drops its link. One that registered meanwhile is closed
+    // here, so no link outlives the node.
+    cmds.close();
+    while let Ok(cmd) = cmds.try_recv() {
+        if let Command::Handshaken { conn, .. } = cmd {
+            request_close(conn.shared(), CloseReason::Shutdown);
+        }
+    }
 }
 
 /// Whether a link that closed for `reason` is dialed again (if its peer is

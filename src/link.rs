@@ -155,6 +155,8 @@ async fn handshake(
         }
     };
     let (hello, keys) = match greeted {
+        // The node started closing while the hellos went back and forth.
+        Ok(_) if ctx.cancel.is_cancelled() => return None,
         Ok(h) => h,
         Err(Some(e)) => {
             ctx.error(e);
