@@ -320,12 +320,19 @@ pub(crate) struct Messaging {
     state: Mutex<State>,
     /// A neighbors announcement is scheduled.
     neighbors_due: std::sync::atomic::AtomicBool,
+    /// The links named in the last announcement.
+    told_neighbors: Mutex<HashSet<NodeId>>,
     /// The user's relay filter.
     filter: Mutex<Option<Arc<RelayFilter>>>,
 }
 
-/// How long link changes are collected before the neighbors are told.
-const NEIGHBORS_DELAY: Duration = Duration::from_millis(10);
+/// How long link changes are collected before the neighbors are told. While
+/// a mesh forms, links open by the hundred: each announcement lists every
+/// link, so they must be few. Until a peer's list comes, a node relays for
+/// it conservatively (to every other peer; copies are dropped as
+/// duplicates); a list older than a link that just closed can make a relay
+/// skip a node for this long.
+const NEIGHBORS_DELAY: Duration = Duration::from_millis(100);
 
 /// Checks an event, topic or procedure name.
 fn check_name(name: &str) -> Result<()> {
@@ -365,6 +372,7 @@ impl Messaging {
                 next_corr: 0,
             }),
             neighbors_due: Default::default(),
+            told_neighbors: Mutex::new(HashSet::new()),
             filter: Mutex::new(None),
         }
     }
@@ -656,6 +664,14 @@ impl Messaging {
             tokio::time::sleep(NEIGHBORS_DELAY).await;
             this.neighbors_due.store(false, Ordering::Release);
             let (linked, links) = this.linked();
+            {
+                // Nothing new to say: say nothing.
+                let mut told = lock(&this.told_neighbors);
+                if *told == linked {
+                    return;
+                }
+                *told = linked.clone();
+            }
             let mut body = BytesMut::new();
             for id in &linked {
                 body.put_slice(id.as_str().as_bytes());
@@ -710,7 +726,10 @@ impl Messaging {
             (st.router.my_interest(), st.router.all_interest())
         };
         let tx = conn.sender_queue();
-        send_soon(tx.clone(), interest_frame(&self.me, mine.0, &mine.1, 0));
+        // A node that never subscribed has nothing to say.
+        if !mine.1.is_empty() {
+            send_soon(tx.clone(), interest_frame(&self.me, mine.0, &mine.1, 0));
+        }
         for (origin, version, topics) in others {
             if &origin != conn.peer_id() {
                 send_soon(tx.clone(), interest_frame(&origin, version, &topics, 1));

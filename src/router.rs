@@ -194,10 +194,14 @@ impl Router {
         to
     }
 
-    /// Every node's topics we know, to pass to a new peer.
+    /// Every node's topics we know, to pass to a new peer. Nodes without a
+    /// subscription are left out: a new peer knows nothing of them, which
+    /// is the same, and a mesh forming without topics then costs no
+    /// gossip at all.
     pub fn all_interest(&self) -> Vec<(NodeId, u64, Vec<String>)> {
         self.interest
             .iter()
+            .filter(|(_, (_, t))| !t.is_empty())
             .map(|(id, (v, t))| (id.clone(), *v, t.iter().cloned().collect()))
             .collect()
     }

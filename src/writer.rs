@@ -44,7 +44,8 @@ impl FrameWriter {
         FrameWriter {
             wr,
             sealer,
-            buf: BytesMut::with_capacity(16 * 1024),
+            // Grown on first use and then reused: an idle link costs nothing.
+            buf: BytesMut::new(),
             plain: BytesMut::new(),
             segs: VecDeque::new(),
             queued: 0,
