@@ -9,7 +9,8 @@ from the CSV that the benchmark suite writes.
 Arguments (both optional): the suite's CSV (default target/bench/results.csv)
 and the PNG to write (default bench/throughput.png). The x axis is the message
 size (log scale), the y axis MB/s of payload; each point is labelled with its
-value, and each size with the ratio tcpnet / baseline. The chart's subtitle is the first line of the results.md
+value, and each size with the ratio tcpnet / baseline. A third line shows
+tcpnet with the cluster secret on, when the run has the suite's `secret` section. The chart's subtitle is the first line of the results.md
 next to the CSV, if there is one (run kind, date), so it says which run it shows.
 """
 
@@ -35,10 +36,13 @@ def main():
     src = sys.argv[1] if len(sys.argv) > 1 else "target/bench/results.csv"
     dst = sys.argv[2] if len(sys.argv) > 2 else "bench/throughput.png"
     rows = []
+    sealed = {}
     with open(src, newline="") as f:
         for r in csv.DictReader(f):
             if r["section"] == "1. throughput" and r["unit"] == "MB/s":
                 rows.append(r)
+            elif r["section"] == "6. secret" and r["unit"] == "MB/s" and r["tcpnet"]:
+                sealed[int(r["param"])] = float(r["tcpnet"])
     if not rows:
         sys.exit(f"{src}: no throughput rows (run the suite's throughput section)")
     rows.sort(key=lambda r: int(r["param"]))
@@ -48,6 +52,7 @@ def main():
         return [float(r[col]) if r[col] else None for r in rows]
 
     tcpnet, baseline = series("tcpnet"), series("baseline")
+    secret = [sealed.get(size) for size in sizes]
 
     subtitle = ""
     md = os.path.join(os.path.dirname(src), "results.md")
@@ -60,6 +65,7 @@ def main():
     for values, label, style, dy in [
         (baseline, "plain tokio TCP (baseline)", "s--", 8),
         (tcpnet, "tcpnet", "o-", -14),
+        (secret, "tcpnet with a cluster secret (sealed)", "^:", -14),
     ]:
         pts = [(s, v) for s, v in zip(sizes, values) if v is not None]
         if pts:
