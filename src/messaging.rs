@@ -543,10 +543,9 @@ impl Messaging {
     /// Returns the number of nodes it went to, this one included.
     pub async fn publish(&self, topic: &str, data: Bytes) -> Result<usize> {
         check_name(topic)?;
-        let (linked, links) = self.linked();
         let (seq, members, to) = {
             let mut st = lock(&self.state);
-            let to = st.router.publish_to(&linked, topic);
+            let to = st.router.publish_to(topic);
             (st.router.next_seq(), st.router.members(topic), to)
         };
         let f = self.envelope(Op::Publish, FLOOD, seq, topic, data.clone())?;
@@ -560,7 +559,9 @@ impl Messaging {
             deliver(lock(&self.state).topics.get_mut(topic), msg);
             n += 1;
         }
-        let links: Vec<Connection> = links
+        let links: Vec<Connection> = self
+            .hub
+            .open_links()
             .into_iter()
             .filter(|c| to.contains(c.peer_id()))
             .collect();
@@ -635,12 +636,6 @@ impl Messaging {
         }
     }
 
-    /// The peers this node is linked to, and their links.
-    fn linked(&self) -> (HashSet<NodeId>, Vec<Connection>) {
-        let links = self.hub.open_links();
-        (links.iter().map(|c| c.peer_id().clone()).collect(), links)
-    }
-
     /// Tells every linked peer this node's topics.
     fn tell_interest(&self) {
         let (version, topics) = lock(&self.state).router.my_interest();
@@ -663,7 +658,7 @@ impl Messaging {
         rt.spawn(async move {
             tokio::time::sleep(NEIGHBORS_DELAY).await;
             this.neighbors_due.store(false, Ordering::Release);
-            let (linked, links) = this.linked();
+            let linked = lock(&this.state).router.linked().clone();
             {
                 // Nothing new to say: say nothing.
                 let mut told = lock(&this.told_neighbors);
@@ -687,7 +682,7 @@ impl Messaging {
                 name: String::new(),
                 body: body.freeze(),
             });
-            for c in links {
+            for c in this.hub.open_links() {
                 send_soon(c.sender_queue().clone(), f.clone());
             }
         });
@@ -696,23 +691,21 @@ impl Messaging {
 
 /// The topics of `origin` (version `version`), as an `Interest` envelope.
 fn interest_frame(origin: &NodeId, version: u64, topics: &[String], hops: u8) -> Frame {
-    {
-        let mut body = BytesMut::new();
-        for t in topics {
-            body.put_slice(t.as_bytes());
-            body.put_u8(b'\n');
-        }
-        envelope_frame(&Envelope {
-            op: Op::Interest,
-            flags: FLOOD,
-            hops,
-            origin: origin.clone(),
-            seq: 0,
-            corr: version,
-            name: String::new(),
-            body: body.freeze(),
-        })
+    let mut body = BytesMut::new();
+    for t in topics {
+        body.put_slice(t.as_bytes());
+        body.put_u8(b'\n');
     }
+    envelope_frame(&Envelope {
+        op: Op::Interest,
+        flags: FLOOD,
+        hops,
+        origin: origin.clone(),
+        seq: 0,
+        corr: version,
+        name: String::new(),
+        body: body.freeze(),
+    })
 }
 
 impl Messaging {
@@ -722,7 +715,8 @@ impl Messaging {
     /// included, and everyone which nodes we are linked to.
     pub fn opened(self: &Arc<Self>, conn: &Connection) {
         let (mine, others) = {
-            let st = lock(&self.state);
+            let mut st = lock(&self.state);
+            st.router.link_opened(conn.peer_id().clone());
             (st.router.my_interest(), st.router.all_interest())
         };
         let tx = conn.sender_queue();
@@ -791,10 +785,9 @@ impl Messaging {
         match e.op {
             Op::Direct | Op::Broadcast | Op::Event | Op::Publish => {
                 let relay = if e.flooded() {
-                    let (linked, links) = self.linked();
                     let topic = (e.op == Op::Publish).then_some(e.name.as_str());
-                    let to = st.router.relay_to(&linked, peer, &e.origin, topic);
-                    relay_frame(&e, &to, links)
+                    let to = st.router.relay_to(peer, &e.origin, topic);
+                    relay_frame(&e, &to, &self.hub)
                 } else {
                     None
                 };
@@ -823,9 +816,8 @@ impl Messaging {
                     message::lines(&e.body).map(str::to_string).collect();
                 let origin = e.origin.clone();
                 if st.router.interest(origin.clone(), e.corr, topics) {
-                    let (linked, links) = self.linked();
-                    let to = st.router.relay_to(&linked, peer, &origin, None);
-                    if let Some(r) = relay_frame(&e, &to, links) {
+                    let to = st.router.relay_to(peer, &origin, None);
+                    if let Some(r) = relay_frame(&e, &to, &self.hub) {
                         pass_on(&r.to, &r.frame);
                     }
                 }
@@ -876,10 +868,11 @@ impl Messaging {
 
 /// The frame to pass `e` on with (one more hop), and the links to pass it
 /// on to; `None` if there are none.
-fn relay_frame(e: &Envelope, to: &[NodeId], links: Vec<Connection>) -> Option<Relay> {
+fn relay_frame(e: &Envelope, to: &[NodeId], hub: &Hub) -> Option<Relay> {
     if to.is_empty() || e.hops >= MAX_HOPS {
         return None;
     }
+    let links = hub.open_links();
     let frame = envelope_frame(&Envelope {
         hops: e.hops + 1,
         ..e.clone()

@@ -126,6 +126,8 @@ pub(crate) struct Router {
     my_version: u64,
     /// Each peer's own links, as it last told us.
     neighbors: HashMap<NodeId, HashSet<NodeId>>,
+    /// The peers this node has an open link to.
+    linked: HashSet<NodeId>,
 }
 
 impl Router {
@@ -139,7 +141,18 @@ impl Router {
             mine: HashMap::new(),
             my_version: start,
             neighbors: HashMap::new(),
+            linked: HashSet::new(),
         }
+    }
+
+    /// A link to `peer` opened.
+    pub fn link_opened(&mut self, peer: NodeId) {
+        self.linked.insert(peer);
+    }
+
+    /// The peers this node is linked to.
+    pub fn linked(&self) -> &HashSet<NodeId> {
+        &self.linked
     }
 
     /// A peer told us which nodes it is linked to.
@@ -147,15 +160,10 @@ impl Router {
         self.neighbors.insert(peer, links);
     }
 
-    /// The peers (of `linked`, ours) to pass a flooded message from
-    /// `origin`, received from `from`, on to. For a topic message, `topic`.
-    pub fn relay_to(
-        &self,
-        linked: &HashSet<NodeId>,
-        from: &NodeId,
-        origin: &NodeId,
-        topic: Option<&str>,
-    ) -> Vec<NodeId> {
+    /// The peers to pass a flooded message from `origin`, received from
+    /// `from`, on to. For a topic message, `topic`.
+    pub fn relay_to(&self, from: &NodeId, origin: &NodeId, topic: Option<&str>) -> Vec<NodeId> {
+        let linked = &self.linked;
         let empty = HashSet::new();
         let theirs = self.neighbors.get(from).unwrap_or(&empty);
         let mut to: Vec<NodeId> = linked
@@ -182,7 +190,8 @@ impl Router {
 
     /// Where this node sends a message it publishes to `topic`: to linked
     /// members only, if it reaches every member directly; else to every peer.
-    pub fn publish_to(&self, linked: &HashSet<NodeId>, topic: &str) -> Vec<NodeId> {
+    pub fn publish_to(&self, topic: &str) -> Vec<NodeId> {
+        let linked = &self.linked;
         let members = self.members(topic);
         let direct = members.iter().all(|m| m == &self.me || linked.contains(m));
         let mut to: Vec<NodeId> = if direct {
@@ -287,8 +296,9 @@ impl Router {
         }
     }
 
-    /// A peer's link closed: forget its links, and its topics.
+    /// A peer's open link closed: forget it, its links, and its topics.
     pub fn forget(&mut self, node: &NodeId) {
+        self.linked.remove(node);
         self.interest.remove(node);
         self.neighbors.remove(node);
     }
@@ -415,6 +425,7 @@ mod tests {
             .map(|me| {
                 let mut r = Router::new(id(me), 0);
                 for p in &links[me] {
+                    r.link_opened(id(p));
                     r.neighbors(id(p), set(&links[p]));
                 }
                 (*me, r)
@@ -427,8 +438,7 @@ mod tests {
         while let Some((from, to)) = wave.pop() {
             *got.entry(to.clone()).or_default() += 1;
             let r = &routers[to.as_str()];
-            let linked = set(&links[to.as_str()]);
-            for next in r.relay_to(&linked, &from, &id("a2"), None) {
+            for next in r.relay_to(&from, &id("a2"), None) {
                 wave.push((to.clone(), next));
             }
         }
@@ -442,25 +452,21 @@ mod tests {
     #[test]
     fn topic_messages_relay_toward_members_only_when_all_are_in_reach() {
         let mut r = Router::new(id("b1"), 0);
+        for p in ["a1", "b2", "b3"] {
+            r.link_opened(id(p));
+        }
         r.neighbors(id("a1"), set(&["a2", "a3", "b1"]));
         r.interest(id("b2"), 1, ["t".to_string()].into());
-        let linked = set(&["a1", "b2", "b3"]);
         // Every member reached directly: only to the member.
-        assert_eq!(
-            r.relay_to(&linked, &id("a1"), &id("a2"), Some("t")),
-            vec![id("b2")]
-        );
+        assert_eq!(r.relay_to(&id("a1"), &id("a2"), Some("t")), vec![id("b2")]);
         // A member out of reach (behind b3, say): to every candidate.
         r.interest(id("c9"), 1, ["t".to_string()].into());
         assert_eq!(
-            r.relay_to(&linked, &id("a1"), &id("a2"), Some("t")),
+            r.relay_to(&id("a1"), &id("a2"), Some("t")),
             vec![id("b2"), id("b3")]
         );
-        assert_eq!(
-            r.publish_to(&linked, "t"),
-            vec![id("a1"), id("b2"), id("b3")]
-        );
+        assert_eq!(r.publish_to("t"), vec![id("a1"), id("b2"), id("b3")]);
         r.forget(&id("c9"));
-        assert_eq!(r.publish_to(&linked, "t"), vec![id("b2")]);
+        assert_eq!(r.publish_to("t"), vec![id("b2")]);
     }
 }
