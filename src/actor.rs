@@ -371,7 +371,7 @@ async fn actor(
                     // calls, but its peer lives on in the new link: only the
                     // pair's open link closing makes messaging forget it.
                     if reason != CloseReason::Duplicate {
-                        ctx.messaging.closed(conn.peer_id(), &reason, was_open);
+                        ctx.messaging.closed(&conn, &reason, was_open);
                     }
                 }
                 mesh.closed(link, redials(&reason), lived >= mesh::STABLE)
@@ -424,6 +424,8 @@ async fn actor(
             links.len()
         );
     }
+    // Calls still waiting for an answer end now, not at their timeout.
+    ctx.messaging.shutdown();
     // No more commands: a handshake that completes from now on finds the
     // actor gone and drops its link. One that registered meanwhile is closed
     // here, so no link outlives the node.

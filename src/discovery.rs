@@ -70,10 +70,10 @@ impl Scope {
     }
 }
 
-/// A running mDNS daemon that advertises this node and browses for others.
 /// How long a verification waits for the peer to answer.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A running mDNS daemon that advertises this node and browses for others.
 pub(crate) struct Discovery {
     daemon: ServiceDaemon,
     fullname: String,

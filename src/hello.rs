@@ -12,9 +12,6 @@
 //! node with a secret and one without refuse each other with a clear reason.
 //! The other bits must be zero.
 //!
-//! ```text
-//! ```
-//!
 //! The *incarnation* is the time the service started, in nanoseconds since
 //! the Unix epoch. It tells a peer that restarted with the same id (newer
 //! incarnation: its old link is stale) from a second link of the same running

@@ -213,11 +213,17 @@ async fn greet(
         return Ok((hello, None));
     };
     let ours = ctx.hello.encode();
-    let prologue = if dialer {
-        [&ours[..], &theirs[..]].concat()
+    // Both hellos, the dialer's first, each after its length.
+    let (first, second): (&[u8], &[u8]) = if dialer {
+        (&ours, &theirs)
     } else {
-        [&theirs[..], &ours[..]].concat()
+        (&theirs, &ours)
     };
+    let mut prologue = Vec::with_capacity(4 + first.len() + second.len());
+    for h in [first, second] {
+        prologue.extend_from_slice(&(h.len() as u16).to_be_bytes());
+        prologue.extend_from_slice(h);
+    }
     match secure::handshake(stream, psk, dialer, &prologue).await {
         Ok(keys) => Ok((hello, Some(keys))),
         Err(reason) => Err(Some(Error::Handshake { remote, reason })),
@@ -322,11 +328,12 @@ async fn exchange_hello(stream: &mut TcpStream, ours: &Hello) -> Result<Vec<u8>,
 /// Progress counters shared by the parts of one link's task.
 #[derive(Default)]
 struct Progress {
-    /// Frames other than heartbeats moved either way; a closing link that
-    /// moves none is stuck.
-    frames: AtomicU64,
-    /// Frames received; the watchdog looks for silence in it.
-    received: AtomicU64,
+    /// Frames other than heartbeats received, plus bytes written; a closing
+    /// link that moves none is stuck.
+    frames: Arc<AtomicU64>,
+    /// Bytes received (a large frame counts while it arrives); the watchdog
+    /// looks for silence in it.
+    received: Arc<AtomicU64>,
     /// Set while the reader waits on a full receive queue: the peer's
     /// silence then is our consumer's slowness, not the peer's absence.
     delivering: AtomicBool,
@@ -358,6 +365,10 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
     };
     drop(keys);
     let progress = Progress::default();
+    let rd = Counted {
+        inner: rd,
+        bytes: progress.received.clone(),
+    };
     let reader = read_loop(
         ctx,
         id,
@@ -370,7 +381,7 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
         &progress,
     );
     let writer = write_loop(
-        FrameWriter::new(wr, sealer),
+        FrameWriter::new(wr, sealer, progress.frames.clone()),
         out_rx,
         shared.state.subscribe(),
         ctx.heartbeat_interval,
@@ -428,6 +439,28 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
     }
 }
 
+/// A read half that counts the bytes it reads.
+struct Counted {
+    inner: OwnedReadHalf,
+    bytes: Arc<AtomicU64>,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.bytes.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
 /// Resolves when the peer has been silent for `timeout` while the reader was
 /// ready for it. Checks four times per timeout, so it fires between `timeout`
 /// and 1.25 x `timeout` of silence.
@@ -479,7 +512,7 @@ async fn read_loop(
     link: LinkId,
     shared: &Shared,
     out_tx: &mpsc::Sender<Frame>,
-    mut frames: FramedRead<OwnedReadHalf, Opener>,
+    mut frames: FramedRead<Counted, Opener>,
     in_tx: &mpsc::Sender<Bytes>,
     mut awaiting_verdict: bool,
     deadline: Instant,
@@ -499,7 +532,6 @@ async fn read_loop(
         let frame = match next {
             None => return CloseReason::PeerClosed,
             Some(Ok(f)) => {
-                progress.received.fetch_add(1, Ordering::Relaxed);
                 // A heartbeat says the peer is there, not that the link is
                 // getting anywhere.
                 if f.kind != frame::HEARTBEAT {

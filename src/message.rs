@@ -119,6 +119,11 @@ impl Envelope {
         if flags & !FLOOD != 0 {
             return Err(format!("unknown message flags {flags:#04x}"));
         }
+        if flags & FLOOD != 0
+            && !matches!(op, Op::Broadcast | Op::Event | Op::Publish | Op::Interest)
+        {
+            return Err(format!("a {op:?} message cannot be flooded"));
+        }
         let hops = b.get_u8();
         let len = b.get_u8() as usize;
         if b.remaining() < len + 8 + 8 + 2 {
@@ -202,5 +207,14 @@ mod tests {
         let mut b = sample().encode().to_vec();
         b[4] = b'z';
         assert!(Envelope::decode(b.into()).is_err());
+        // Only messages for everyone may be flooded (relayed): a flooded
+        // request could claim any sender.
+        let req = Envelope {
+            op: Op::Request,
+            ..sample()
+        };
+        assert!(Envelope::decode(req.encode())
+            .unwrap_err()
+            .contains("flooded"));
     }
 }

@@ -17,7 +17,9 @@
 //! # Inbound
 //!
 //! A link hands every `MSG` frame to [`Messaging::inbound`] in its own task;
-//! the work there is a lock, a few lookups and non-blocking queue pushes.
+//! the work there is a lock, a few lookups and non-blocking queue pushes,
+//! and, for a message to relay, the user's relay filter (outside the lock)
+//! and the re-encoded envelope queued on the next links.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::Pin;
@@ -109,7 +111,7 @@ fn pass_on(to: &[mpsc::Sender<Frame>], f: &Frame) {
 /// A stream of [`Message`]s: from [`Service::messages`](crate::Service::messages),
 /// [`Service::receiver`](crate::Service::receiver) or
 /// [`Service::subscribe`](crate::Service::subscribe). A subscription ends
-/// when this is dropped. It ends when the service is dropped.
+/// when this is dropped. The stream ends when the service is dropped.
 #[derive(Debug)]
 pub struct Messages {
     rx: mpsc::Receiver<Message>,
@@ -136,6 +138,8 @@ impl Stream for Messages {
 
 impl Drop for Messages {
     fn drop(&mut self) {
+        // Closed first, so the unsubscription sees this queue as gone.
+        self.rx.close();
         if let Some((m, topic)) = self.topic.take() {
             if let Some(m) = m.upgrade() {
                 m.unsubscribed(&topic);
@@ -189,9 +193,28 @@ struct ReplyTo {
     tx: mpsc::Sender<Frame>,
     me: NodeId,
     corr: u64,
+    max_frame_len: usize,
 }
 
 impl ReplyTo {
+    /// The answer's frame, if it fits the link.
+    fn checked(&self, op: Op, name: &str, body: Bytes) -> Result<Frame> {
+        if name.len() > MAX_NAME_LEN {
+            return Err(Error::BadName {
+                name: name.to_string(),
+                reason: "must be at most 255 bytes",
+            });
+        }
+        let f = self.frame(op, name, body);
+        if f.payload.len() > self.max_frame_len {
+            return Err(Error::FrameTooLarge {
+                len: f.payload.len(),
+                max: self.max_frame_len,
+            });
+        }
+        Ok(f)
+    }
+
     fn frame(&self, op: Op, name: &str, body: Bytes) -> Frame {
         envelope_frame(&Envelope {
             op,
@@ -223,18 +246,26 @@ impl Request {
     }
 
     /// Answers with `data`. Fails with [`Error::Closed`] if the caller's link
-    /// has closed.
+    /// has closed, and with [`Error::FrameTooLarge`] if the answer does not
+    /// fit a frame (the caller then gets [`Error::Unanswered`]).
     pub async fn end(mut self, data: impl Into<Bytes>) -> Result<()> {
-        let reply = self.reply.take().expect("answered once");
-        let f = reply.frame(Op::Reply, "", data.into());
-        reply.tx.send(f).await.map_err(|_| Error::Closed)
+        self.answer(Op::Reply, "", data.into()).await
     }
 
     /// Answers with an error: the caller gets [`Error::Remote`] with this
-    /// name and message.
+    /// name (at most 255 bytes, else [`Error::BadName`] here and
+    /// [`Error::Unanswered`] there) and message.
     pub async fn error(mut self, name: &str, message: &str) -> Result<()> {
-        let reply = self.reply.take().expect("answered once");
-        let f = reply.frame(Op::Fail, name, fail_body(FAIL_USER, message));
+        self.answer(Op::Fail, name, fail_body(FAIL_USER, message))
+            .await
+    }
+
+    async fn answer(&mut self, op: Op, name: &str, body: Bytes) -> Result<()> {
+        let Some(reply) = &self.reply else {
+            return Err(Error::Closed); // answered already
+        };
+        let f = reply.checked(op, name, body)?;
+        let reply = self.reply.take().expect("checked above");
         reply.tx.send(f).await.map_err(|_| Error::Closed)
     }
 }
@@ -243,8 +274,18 @@ impl Drop for Request {
     fn drop(&mut self) {
         if let Some(reply) = self.reply.take() {
             let f = reply.frame(Op::Fail, "", fail_body(FAIL_UNANSWERED, ""));
-            send_soon(reply.tx, f);
+            answer_now(&reply.tx, f);
         }
+    }
+}
+
+/// Queues an answer the node gives by itself (a refusal, or a request
+/// dropped unanswered) without waiting. If the link's send queue is full,
+/// the answer is dropped and the caller's timeout ends the call: a peer that
+/// floods requests and reads nothing must not make the node hold more.
+fn answer_now(tx: &mpsc::Sender<Frame>, f: Frame) {
+    if tx.try_send(f).is_err() {
+        tracing::debug!("an answer was dropped: the link's send queue is full");
     }
 }
 
@@ -298,7 +339,15 @@ impl<T> Sub<T> {
 struct Call {
     peer: NodeId,
     procedure: String,
+    /// The link it went out on (its shared state's address): only that
+    /// link's close interrupts it.
+    link: usize,
     tx: oneshot::Sender<Result<Bytes>>,
+}
+
+/// Identifies a link by its shared state.
+fn link_key(conn: &Connection) -> usize {
+    Arc::as_ptr(conn.shared()) as usize
 }
 
 struct State {
@@ -325,6 +374,9 @@ pub(crate) struct Messaging {
     /// The user's relay filter.
     filter: Mutex<Option<Arc<RelayFilter>>>,
 }
+
+/// Most topics kept for one other node.
+const MAX_TOPICS: usize = 4096;
 
 /// How long link changes are collected before the neighbors are told. While
 /// a mesh forms, links open by the hundred: each announcement lists every
@@ -587,6 +639,7 @@ impl Messaging {
                 Call {
                     peer: peer.clone(),
                     procedure: procedure.to_string(),
+                    link: link_key(&conn),
                     tx,
                 },
             );
@@ -732,28 +785,22 @@ impl Messaging {
         self.tell_neighbors();
     }
 
-    /// A link closed: its pending calls fail; if it was the pair's open link
-    /// (`gone`), forget the peer's topics and links.
-    pub fn closed(self: &Arc<Self>, peer: &NodeId, reason: &CloseReason, gone: bool) {
+    /// A link closed: the calls made on it fail; if it was the pair's open
+    /// link (`gone`), forget the peer's topics and links.
+    pub fn closed(self: &Arc<Self>, conn: &Connection, reason: &CloseReason, gone: bool) {
+        let peer = conn.peer_id();
         let mut st = lock(&self.state);
         if gone {
             self.tell_neighbors();
             st.router.forget(peer);
         }
-        let failed: Vec<u64> = st
-            .calls
-            .iter()
-            .filter(|(_, c)| &c.peer == peer)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in failed {
-            let call = st.calls.remove(&k).expect("listed");
-            let _ = call.tx.send(Err(Error::Interrupted {
-                peer: peer.to_string(),
-                procedure: call.procedure,
-                reason: reason.to_string(),
-            }));
-        }
+        let key = link_key(conn);
+        fail_calls(&mut st, |c| c.link == key, &reason.to_string());
+    }
+
+    /// The node closed: every call still waiting fails now.
+    pub fn shutdown(&self) {
+        fail_calls(&mut lock(&self.state), |_| true, "this node closed");
     }
 
     /// A `MSG` frame arrived from `peer` on a link whose send queue is
@@ -796,12 +843,6 @@ impl Messaging {
                     name: e.name.clone(),
                     data: e.body.clone(),
                 };
-                if let Some(r) = relay {
-                    let filter = lock(&self.filter).clone();
-                    if filter.is_none_or(|f| f(&m)) {
-                        pass_on(&r.to, &r.frame);
-                    }
-                }
                 let subs = match e.op {
                     Op::Direct | Op::Broadcast => Some(&mut st.inbox),
                     Op::Event => st.events.get_mut(&e.name),
@@ -810,10 +851,23 @@ impl Messaging {
                 if let Some(subs) = subs {
                     subs.retain(|s| s.offer(m.clone()));
                 }
+                if let Some(r) = relay {
+                    // The user's filter runs without the messaging lock: it
+                    // may call back into the service.
+                    drop(st);
+                    let filter = lock(&self.filter).clone();
+                    if filter.is_none_or(|f| f(&m)) {
+                        pass_on(&r.to, &r.frame);
+                    }
+                    return Ok(());
+                }
             }
             Op::Interest => {
-                let topics: BTreeSet<String> =
-                    message::lines(&e.body).map(str::to_string).collect();
+                let topics: BTreeSet<String> = message::lines(&e.body)
+                    .filter(|t| t.len() <= MAX_NAME_LEN)
+                    .take(MAX_TOPICS)
+                    .map(str::to_string)
+                    .collect();
                 let origin = e.origin.clone();
                 if st.router.interest(origin.clone(), e.corr, topics) {
                     let to = st.router.relay_to(peer, &origin, None);
@@ -831,13 +885,14 @@ impl Messaging {
                         tx: reply.clone(),
                         me: self.me.clone(),
                         corr: e.corr,
+                        max_frame_len: self.max_frame_len,
                     }),
                 };
                 let handlers = st.procedures.get_mut(&e.name);
                 if let Err((mut req, kind)) = offer_request(handlers, req) {
                     // Answered here, so not as "unanswered" on drop.
                     let to = req.reply.take().expect("not yet answered");
-                    send_soon(reply.clone(), to.frame(Op::Fail, "", fail_body(kind, "")));
+                    answer_now(reply, to.frame(Op::Fail, "", fail_body(kind, "")));
                 }
             }
             Op::Reply | Op::Fail => {
@@ -858,8 +913,9 @@ impl Messaging {
             Op::Neighbors => {
                 let links = message::lines(&e.body)
                     .filter_map(|l| NodeId::parse(l).ok())
+                    .take(crate::mesh::MAX_PEERS)
                     .collect();
-                st.router.neighbors(e.origin, links);
+                st.router.neighbors(peer.clone(), links);
             }
         }
         Ok(())
@@ -883,6 +939,24 @@ fn relay_frame(e: &Envelope, to: &[NodeId], hub: &Hub) -> Option<Relay> {
         .map(|c| c.sender_queue().clone())
         .collect();
     Some(Relay { frame, to })
+}
+
+/// Ends the calls that `which` picks with [`Error::Interrupted`].
+fn fail_calls(st: &mut State, which: impl Fn(&Call) -> bool, reason: &str) {
+    let failed: Vec<u64> = st
+        .calls
+        .iter()
+        .filter(|(_, c)| which(c))
+        .map(|(k, _)| *k)
+        .collect();
+    for k in failed {
+        let call = st.calls.remove(&k).expect("listed");
+        let _ = call.tx.send(Err(Error::Interrupted {
+            peer: call.peer.to_string(),
+            procedure: call.procedure,
+            reason: reason.to_string(),
+        }));
+    }
 }
 
 /// Hands a request to the next handler with room (round robin), or gives it

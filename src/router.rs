@@ -289,6 +289,9 @@ impl Router {
         }
         match self.interest.get(&node) {
             Some((v, _)) if *v >= version => false,
+            // A flood of made-up nodes stops at the same bound as the
+            // duplicate table.
+            None if self.interest.len() >= MAX_ORIGINS => false,
             _ => {
                 self.interest.insert(node, (version, topics));
                 true

@@ -53,6 +53,9 @@ const MAX_MSG: usize = 65535;
 const TAG: usize = 16;
 /// Most plaintext in one record.
 pub(crate) const MAX_PLAIN: usize = MAX_MSG - TAG;
+/// Bound on a handshake message: NNpsk0's are 48 bytes (a key and a tag).
+/// A stranger's handshake costs this much memory, not a full record's.
+const HANDSHAKE_MSG: usize = 256;
 
 /// The 32-byte pre-shared key of a cluster, derived from its secret.
 #[derive(Clone)]
@@ -98,8 +101,8 @@ pub(crate) async fn handshake(
         .psk(0, &psk.0)
         .and_then(|b| b.prologue(prologue))
         .map_err(|e| format!("noise setup: {e}"))?;
-    let mut buf = vec![0u8; MAX_MSG];
-    let mut payload = vec![0u8; MAX_MSG];
+    let mut buf = [0u8; HANDSHAKE_MSG];
+    let mut payload = [0u8; HANDSHAKE_MSG];
     let refused = "the peer holds another cluster secret (or the hellos were altered)";
     if dialer {
         let mut hs = builder

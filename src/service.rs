@@ -430,8 +430,9 @@ impl Service {
     }
 
     /// Publishes `data` to `topic`: delivered to this node's subscribers and
-    /// sent to every linked node with a subscriber. Returns how many nodes
-    /// it went to, this one included.
+    /// sent to the nodes with a subscriber (straight to each when all are
+    /// linked to this one; else to every peer, to be relayed). Returns how
+    /// many nodes it went out to, this one included.
     pub async fn publish(&self, topic: &str, data: impl Into<Bytes>) -> Result<usize> {
         self.inner.messaging.publish(topic, data.into()).await
     }

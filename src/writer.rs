@@ -13,6 +13,8 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -37,13 +39,16 @@ pub(crate) struct FrameWriter {
     /// What to write, in order.
     segs: VecDeque<Bytes>,
     queued: usize,
+    written: Arc<AtomicU64>,
 }
 
 impl FrameWriter {
-    pub fn new(wr: OwnedWriteHalf, sealer: Sealer) -> Self {
+    /// `written` counts the bytes handed to the kernel (the link's progress).
+    pub fn new(wr: OwnedWriteHalf, sealer: Sealer, written: Arc<AtomicU64>) -> Self {
         FrameWriter {
             wr,
             sealer,
+            written,
             // Grown on first use and then reused: an idle link costs nothing.
             buf: BytesMut::new(),
             plain: BytesMut::new(),
@@ -110,7 +115,8 @@ impl FrameWriter {
         }
         let mut segs = Segments(&mut self.segs);
         while segs.has_remaining() {
-            self.wr.write_buf(&mut segs).await?;
+            let n = self.wr.write_buf(&mut segs).await?;
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
         }
         self.queued = 0;
         Ok(())
@@ -173,7 +179,7 @@ mod tests {
         let (_, wr) = client.unwrap().into_split();
         let mut server = server.unwrap().0;
         let codec = FrameCodec { max: 1 << 20 };
-        let mut w = FrameWriter::new(wr, Sealer::Plain(codec.clone()));
+        let mut w = FrameWriter::new(wr, Sealer::Plain(codec.clone()), Default::default());
         let frames: Vec<Frame> = [0usize, 10, ZERO_COPY, 3, 200_000, ZERO_COPY - 1]
             .iter()
             .map(|n| Frame {
