@@ -40,6 +40,7 @@ use crate::frame::{self, CodecError, Frame, FrameCodec};
 use crate::gate::Ticket;
 use crate::hello::{Hello, Refusal, MAX_HELLO};
 use crate::mesh::{decides, DialEnd, LinkId, Target, Verdict};
+use crate::reader::FrameReader;
 use crate::secure::{self, Keys, Opener, Sealer};
 use crate::writer::FrameWriter;
 
@@ -359,7 +360,7 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
             Sealer::Sealed(k.encoder(max)),
         ),
         None => (
-            Opener::Plain(FrameCodec { max }),
+            Opener::Plain(FrameReader::new(max)),
             Sealer::Plain(FrameCodec { max }),
         ),
     };

@@ -44,6 +44,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::frame::{self, CodecError, Frame, FrameCodec};
+use crate::reader::FrameReader;
 
 /// The Noise pattern and primitives.
 const PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
@@ -368,7 +369,7 @@ pub(crate) fn fuzz_pair(max: usize) -> (SealCodec, OpenCodec) {
 
 /// How a link reads frames: in the clear, or out of sealed records.
 pub(crate) enum Opener {
-    Plain(FrameCodec),
+    Plain(FrameReader),
     Sealed(OpenCodec),
 }
 
