@@ -1737,7 +1737,8 @@ fn main() {
     notes.push(format!(
         "tcpnet variant of sections 1 to 5: {:?}; section 6 runs 1 and 2 again with every \
          tcpnet node holding a cluster secret (Noise handshake, every frame sealed with \
-         ChaCha20-Poly1305); the baseline stays plain TCP",
+         AES-256-GCM where both ends have AES hardware, as here, else ChaCha20-Poly1305); \
+         the baseline stays plain TCP",
         cfg.variant
     ));
     report.notes.splice(0..0, notes);

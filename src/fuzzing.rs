@@ -30,6 +30,7 @@ fn ours() -> Hello {
         incarnation: 0x0123_4567_89ab_cdef,
         port: 4000,
         secret: false,
+        aes: false,
         id: NodeId::parse("0123456789abcdef0123456789abcdef").unwrap(),
         cluster: "my-cluster".into(),
     }

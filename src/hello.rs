@@ -10,7 +10,9 @@
 //!
 //! Flag bit 0 says the node has a cluster secret (see [`crate::secure`]), so a
 //! node with a secret and one without refuse each other with a clear reason.
-//! The other bits must be zero.
+//! Bit 1 says its processor seals AES-GCM in hardware; two nodes that both
+//! say so seal their link with AES-GCM, others with ChaCha20-Poly1305. The
+//! other bits must be zero.
 //!
 //! The *incarnation* is the time the service started, in nanoseconds since
 //! the Unix epoch. It tells a peer that restarted with the same id (newer
@@ -35,6 +37,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub(crate) const MAX_HELLO: usize = 6 + 2 + 8 + 2 + 1 + 1 + 63 + 1 + 63;
 /// Flag: the node has a cluster secret.
 const FLAG_SECRET: u8 = 0x01;
+/// Flag: the node has AES hardware (see [`crate::secure::Suite`]).
+const FLAG_AES: u8 = 0x02;
 
 /// What a node says about itself when a link opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +48,8 @@ pub(crate) struct Hello {
     pub port: u16,
     /// The node has a cluster secret.
     pub secret: bool,
+    /// The node seals AES-GCM in hardware.
+    pub aes: bool,
     pub id: NodeId,
     pub cluster: String,
 }
@@ -55,7 +61,9 @@ impl Hello {
         b.put_u16(self.version);
         b.put_u64(self.incarnation);
         b.put_u16(self.port);
-        b.put_u8(if self.secret { FLAG_SECRET } else { 0 });
+        let secret = if self.secret { FLAG_SECRET } else { 0 };
+        let aes = if self.aes { FLAG_AES } else { 0 };
+        b.put_u8(secret | aes);
         b.put_u8(self.id.len() as u8);
         b.put_slice(self.id.as_str().as_bytes());
         b.put_u8(self.cluster.len() as u8);
@@ -77,7 +85,7 @@ impl Hello {
         let incarnation = b.get_u64();
         let port = b.get_u16();
         let flags = b.get_u8();
-        if flags & !FLAG_SECRET != 0 {
+        if flags & !(FLAG_SECRET | FLAG_AES) != 0 {
             return Err(format!("unknown hello flags {flags:#04x}"));
         }
         let id = take_str(&mut b, "id")?;
@@ -94,6 +102,7 @@ impl Hello {
             incarnation,
             port,
             secret: flags & FLAG_SECRET != 0,
+            aes: flags & FLAG_AES != 0,
             id,
             cluster: cluster.to_string(),
         })
@@ -123,6 +132,7 @@ mod tests {
             incarnation: 0x0102_0304_0506_0708,
             port: 4000,
             secret: false,
+            aes: true,
             id: NodeId::parse("00a").unwrap(),
             cluster: "my-cluster".into(),
         }
@@ -232,6 +242,7 @@ mod check_tests {
             incarnation: 1,
             port: 1,
             secret: false,
+            aes: false,
             id: NodeId::parse("0a0").unwrap(),
             cluster: "c".into(),
         }

@@ -225,7 +225,8 @@ async fn greet(
         prologue.extend_from_slice(&(h.len() as u16).to_be_bytes());
         prologue.extend_from_slice(h);
     }
-    match secure::handshake(stream, psk, dialer, &prologue).await {
+    let suite = secure::Suite::agreed(ctx.hello.aes, hello.aes);
+    match secure::handshake(stream, psk, suite, dialer, &prologue).await {
         Ok(keys) => Ok((hello, Some(keys))),
         Err(reason) => Err(Some(Error::Handshake { remote, reason })),
     }

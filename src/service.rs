@@ -269,6 +269,7 @@ impl Service {
             incarnation: inner.incarnation,
             port: bound_port,
             secret: inner.settings.secret.is_some(),
+            aes: crate::secure::Suite::aes_hardware(),
             id: inner.id.clone(),
             cluster: inner.name.clone(),
         };
