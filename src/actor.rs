@@ -96,6 +96,7 @@ pub(crate) struct Ctx {
     pub max_frame_len: usize,
     pub handshake_timeout: Duration,
     pub queue_len: usize,
+    pub queue_bytes: usize,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     /// The cluster's pre-shared key, when it has a secret.
@@ -135,6 +136,7 @@ impl Ctx {
             max_frame_len: settings.max_frame_len,
             handshake_timeout: settings.handshake_timeout,
             queue_len: settings.queue_len,
+            queue_bytes: settings.queue_bytes,
             heartbeat_interval: settings.heartbeat_interval,
             heartbeat_timeout: settings.heartbeat_timeout,
             psk: settings

@@ -14,12 +14,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::{Sink, Stream};
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::PollSender;
+use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::id::NodeId;
+use crate::queue;
 
 /// Why a link closed.
 ///
@@ -125,12 +125,12 @@ pub(crate) struct Shared {
 /// The receive queue, and frames already taken from it in a batch.
 #[derive(Debug)]
 pub(crate) struct Inbound {
-    pub rx: mpsc::Receiver<Bytes>,
+    pub rx: queue::Receiver<Bytes>,
     pub ready: VecDeque<Bytes>,
 }
 
 impl Inbound {
-    pub fn new(rx: mpsc::Receiver<Bytes>) -> Mutex<Inbound> {
+    pub fn new(rx: queue::Receiver<Bytes>) -> Mutex<Inbound> {
         Mutex::new(Inbound {
             rx,
             ready: VecDeque::new(),
@@ -184,20 +184,10 @@ pub(crate) enum LinkState {
 /// println!("link closed: {}", conn.closed().await);
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct Connection {
     shared: Arc<Shared>,
     sender: Sender,
-    sink: PollSender<Frame>,
-}
-
-impl Clone for Connection {
-    fn clone(&self) -> Self {
-        Connection {
-            shared: self.shared.clone(),
-            sender: self.sender.clone(),
-            sink: self.sink.clone(),
-        }
-    }
 }
 
 impl fmt::Debug for Connection {
@@ -210,9 +200,8 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(shared: Arc<Shared>, tx: mpsc::Sender<Frame>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, tx: queue::Sender<Frame>) -> Self {
         Connection {
-            sink: PollSender::new(tx.clone()),
             sender: Sender {
                 shared: shared.clone(),
                 tx,
@@ -286,7 +275,7 @@ impl Connection {
     }
 
     /// The link's send queue, for control frames.
-    pub(crate) fn sender_queue(&self) -> &mpsc::Sender<Frame> {
+    pub(crate) fn sender_queue(&self) -> &queue::Sender<Frame> {
         &self.sender.tx
     }
 
@@ -323,15 +312,9 @@ impl Stream for Connection {
         }
         // A batch at a time: one lock and one queue operation for many
         // frames.
-        let mut batch = Vec::with_capacity(TAKE);
-        match rx.poll_recv_many(cx, &mut batch, TAKE) {
+        match rx.poll_recv_many(cx, ready, TAKE) {
             Poll::Ready(0) => Poll::Ready(None),
-            Poll::Ready(_) => {
-                let mut it = batch.into_iter();
-                let first = it.next();
-                ready.extend(it);
-                Poll::Ready(first)
-            }
+            Poll::Ready(_) => Poll::Ready(ready.pop_front()),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -340,22 +323,19 @@ impl Stream for Connection {
 impl<T: Into<Bytes>> Sink<T> for Connection {
     type Error = Error;
 
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.sink.poll_reserve(cx).map_err(|_| Error::Closed)
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.sender.tx.poll_ready(cx).map_err(|_| Error::Closed)
     }
 
-    fn start_send(mut self: Pin<&mut Self>, item: T) -> Result<()> {
+    fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
         let data = item.into();
-        if let Err(e) = check_len(&self.shared, &data) {
-            self.sink.abort_send();
-            return Err(e);
-        }
+        check_len(&self.shared, &data)?;
         if !self.shared.is_up() {
-            self.sink.abort_send();
             return Err(Error::Closed);
         }
-        self.sink
-            .send_item(Frame::data(data))
+        self.sender
+            .tx
+            .send_ready(Frame::data(data))
             .map_err(|_| Error::Closed)
     }
 
@@ -384,7 +364,7 @@ impl<T: Into<Bytes>> Sink<T> for Connection {
 #[derive(Clone)]
 pub struct Sender {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Frame>,
+    tx: queue::Sender<Frame>,
 }
 
 impl fmt::Debug for Sender {
@@ -415,10 +395,10 @@ impl Sender {
         // Most sends find room: no future, no waiting.
         match self.tx.try_send(frame) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(frame)) => {
+            Err(queue::TrySendError::Full(frame)) => {
                 self.tx.send(frame).await.map_err(|_| Error::Closed)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
+            Err(queue::TrySendError::Closed(_)) => Err(Error::Closed),
         }
     }
 

@@ -213,8 +213,8 @@ mod tests {
     use futures::StreamExt;
 
     fn conn() -> (Connection, std::sync::Arc<Shared>) {
-        let (out_tx, _out_rx) = mpsc::channel(1);
-        let (_in_tx, in_rx) = mpsc::channel(1);
+        let (out_tx, _out_rx) = crate::queue::channel(1, 1);
+        let (_in_tx, in_rx) = crate::queue::channel(1, 1);
         let addr = "127.0.0.1:1".parse().unwrap();
         let shared = std::sync::Arc::new(Shared {
             peer: crate::NodeId::parse("0a").unwrap(),

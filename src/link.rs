@@ -29,7 +29,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, SemaphorePermit};
+use tokio::sync::{watch, SemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
@@ -40,7 +40,8 @@ use crate::frame::{self, CodecError, Frame, FrameCodec};
 use crate::gate::Ticket;
 use crate::hello::{Hello, Refusal, MAX_HELLO};
 use crate::mesh::{decides, DialEnd, LinkId, Target, Verdict};
-use crate::reader::FrameReader;
+use crate::queue;
+use crate::reader::{FrameReader, Pool};
 use crate::secure::{self, Keys, Opener, Sealer};
 use crate::writer::FrameWriter;
 
@@ -121,10 +122,10 @@ struct Link {
     id: LinkId,
     shared: Arc<Shared>,
     stream: TcpStream,
-    out_rx: mpsc::Receiver<Frame>,
+    out_rx: queue::Receiver<Frame>,
     /// For the messaging layer's answers on this link.
-    out_tx: mpsc::Sender<Frame>,
-    in_tx: mpsc::Sender<Bytes>,
+    out_tx: queue::Sender<Frame>,
+    in_tx: queue::Sender<Bytes>,
     keys: Option<Keys>,
     awaiting_verdict: bool,
     deadline: Instant,
@@ -167,8 +168,8 @@ async fn handshake(
     };
 
     let id = ctx.next_link_id();
-    let (out_tx, out_rx) = mpsc::channel(ctx.queue_len);
-    let (in_tx, in_rx) = mpsc::channel(ctx.queue_len);
+    let (out_tx, out_rx) = queue::channel(ctx.queue_len, ctx.queue_bytes);
+    let (in_tx, in_rx) = queue::channel(ctx.queue_len, ctx.queue_bytes);
     let shared = Arc::new(Shared {
         peer: hello.id.clone(),
         remote,
@@ -355,13 +356,14 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
     } = link;
     let (rd, wr) = stream.into_split();
     let max = ctx.max_frame_len;
+    let pool = Arc::new(Pool::default());
     let (opener, sealer) = match &keys {
         Some(k) => (
             Opener::Sealed(k.decoder(max)),
             Sealer::Sealed(k.encoder(max)),
         ),
         None => (
-            Opener::Plain(FrameReader::new(max)),
+            Opener::Plain(FrameReader::new(max, pool.clone())),
             Sealer::Plain(FrameCodec { max }),
         ),
     };
@@ -389,7 +391,7 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
         ctx.heartbeat_interval,
         &progress,
     );
-    let silent = watchdog(ctx.heartbeat_timeout, &progress);
+    let silent = watchdog(ctx.heartbeat_timeout, &progress, &pool);
     let mut state = shared.state.subscribe();
     let stalled = async {
         closing(&mut state).await;
@@ -465,8 +467,9 @@ impl tokio::io::AsyncRead for Counted {
 
 /// Resolves when the peer has been silent for `timeout` while the reader was
 /// ready for it. Checks four times per timeout, so it fires between `timeout`
-/// and 1.25 x `timeout` of silence.
-async fn watchdog(timeout: Duration, progress: &Progress) -> CloseReason {
+/// and 1.25 x `timeout` of silence. A quiet tick also frees the buffers kept
+/// for large frames: an idle link holds none.
+async fn watchdog(timeout: Duration, progress: &Progress, pool: &Pool) -> CloseReason {
     let tick = timeout / 4;
     let mut seen = progress.received.load(Ordering::Relaxed);
     let mut quiet = Duration::ZERO;
@@ -478,6 +481,7 @@ async fn watchdog(timeout: Duration, progress: &Progress) -> CloseReason {
             quiet = Duration::ZERO;
         } else {
             quiet += tick;
+            pool.trim();
             if quiet >= timeout {
                 return CloseReason::Timeout(quiet);
             }
@@ -513,9 +517,9 @@ async fn read_loop(
     ctx: &Ctx,
     link: LinkId,
     shared: &Shared,
-    out_tx: &mpsc::Sender<Frame>,
+    out_tx: &queue::Sender<Frame>,
     mut frames: FramedRead<Counted, Opener>,
-    in_tx: &mpsc::Sender<Bytes>,
+    in_tx: &queue::Sender<Bytes>,
     mut awaiting_verdict: bool,
     deadline: Instant,
     progress: &Progress,
@@ -557,12 +561,12 @@ async fn read_loop(
                 // actor holds a handle, so the queue outlives the link.)
                 match in_tx.try_send(frame.payload) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(payload)) => {
+                    Err(queue::TrySendError::Full(payload)) => {
                         progress.delivering.store(true, Ordering::Relaxed);
                         let _ = in_tx.send(payload).await;
                         progress.delivering.store(false, Ordering::Relaxed);
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Err(queue::TrySendError::Closed(_)) => {}
                 }
             }
             frame::MSG if !awaiting_verdict => {
@@ -611,7 +615,7 @@ async fn read_loop(
 /// whenever it has written nothing for `heartbeat`.
 async fn write_loop(
     mut w: FrameWriter,
-    mut out_rx: mpsc::Receiver<Frame>,
+    mut out_rx: queue::Receiver<Frame>,
     mut state: watch::Receiver<LinkState>,
     heartbeat: Duration,
     progress: &Progress,

@@ -38,6 +38,7 @@ use crate::events::{lock, Hub};
 use crate::frame::{self, Frame};
 use crate::id::NodeId;
 use crate::message::{self, Envelope, Op, FLOOD, MAX_HOPS, MAX_NAME_LEN};
+use crate::queue;
 use crate::router::Router;
 
 /// Why a call failed, as carried in a `Fail` envelope's first body byte.
@@ -94,13 +95,13 @@ pub type RelayFilter = dyn Fn(&Message) -> bool + Send + Sync;
 /// A message to pass on, and the links to pass it on to.
 struct Relay {
     frame: Frame,
-    to: Vec<mpsc::Sender<Frame>>,
+    to: Vec<queue::Sender<Frame>>,
 }
 
 /// Queues a relayed frame on each link without waiting. A link whose queue
 /// is full misses it (counted in the log): relaying must not stall the link
 /// it came on.
-fn pass_on(to: &[mpsc::Sender<Frame>], f: &Frame) {
+fn pass_on(to: &[queue::Sender<Frame>], f: &Frame) {
     for tx in to {
         if tx.try_send(f.clone()).is_err() {
             tracing::warn!("dropped a relayed message: the next link's send queue is full");
@@ -190,7 +191,7 @@ pub struct Request {
 
 #[derive(Debug)]
 struct ReplyTo {
-    tx: mpsc::Sender<Frame>,
+    tx: queue::Sender<Frame>,
     me: NodeId,
     corr: u64,
     max_frame_len: usize,
@@ -283,7 +284,7 @@ impl Drop for Request {
 /// dropped unanswered) without waiting. If the link's send queue is full,
 /// the answer is dropped and the caller's timeout ends the call: a peer that
 /// floods requests and reads nothing must not make the node hold more.
-fn answer_now(tx: &mpsc::Sender<Frame>, f: Frame) {
+fn answer_now(tx: &queue::Sender<Frame>, f: Frame) {
     if tx.try_send(f).is_err() {
         tracing::debug!("an answer was dropped: the link's send queue is full");
     }
@@ -297,8 +298,8 @@ fn fail_body(kind: u8, message: &str) -> Bytes {
 }
 
 /// Queues `f` without waiting; if the queue is full, from a task of its own.
-fn send_soon(tx: mpsc::Sender<Frame>, f: Frame) {
-    if let Err(mpsc::error::TrySendError::Full(f)) = tx.try_send(f) {
+fn send_soon(tx: queue::Sender<Frame>, f: Frame) {
+    if let Err(queue::TrySendError::Full(f)) = tx.try_send(f) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let _ = tx.send(f).await;
@@ -809,7 +810,7 @@ impl Messaging {
         &self,
         peer: &NodeId,
         payload: Bytes,
-        reply: &mpsc::Sender<Frame>,
+        reply: &queue::Sender<Frame>,
     ) -> Result<(), String> {
         let e = Envelope::decode(payload)?;
         if e.hops > MAX_HOPS {

@@ -12,11 +12,22 @@
 //! moved there, the rest is read into it directly, and the whole buffer
 //! becomes the frame, with no copy. The read buffer is then used again for
 //! the next header and stays small.
+//!
+//! A payload's buffer comes back to its link when the user drops the last
+//! handle to it, and the next large frame is read into it: fresh memory is
+//! what costs (glibc hands freed memory back to the kernel when a thread's
+//! heap has 128 KiB free at its top, so without reuse every 64 KiB frame is
+//! faulted in anew: 6 page faults a frame, measured). A link keeps at most
+//! [`POOL_BYTES`] of such buffers, and lets them go once its peer has been
+//! quiet for a while (see [`Pool::trim`]), so an idle link holds none.
 
-use bytes::{Buf, BytesMut};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use crate::frame::{CodecError, Frame, FrameCodec, LEN_BYTES};
+use crate::settings::DEFAULT_QUEUE_BYTES;
 
 /// Payloads at least this large are read into a buffer of their own.
 pub(crate) const OWN_BUFFER: usize = 16 * 1024;
@@ -24,6 +35,70 @@ pub(crate) const OWN_BUFFER: usize = 16 * 1024;
 /// grows by this much as its bytes come, so a peer that announces a large
 /// frame and sends nothing costs little.
 pub(crate) const OWN_STEP: usize = 1024 * 1024;
+/// Most bytes of dropped payload buffers a link keeps for reuse: about what
+/// may be in flight with the default queues (the receive queue's
+/// [`DEFAULT_QUEUE_BYTES`] and as much again taken by a reader and on the
+/// way).
+pub(crate) const POOL_BYTES: usize = 2 * DEFAULT_QUEUE_BYTES;
+/// Most dropped payload buffers a link keeps for reuse.
+const POOL_BUFFERS: usize = 128;
+
+/// Payload buffers the user has dropped, for the next large frames.
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: Mutex<Vec<BytesMut>>,
+}
+
+impl Pool {
+    /// An empty buffer with room for `len` bytes (up to [`OWN_STEP`]), at
+    /// most twice that, so a small frame does not take a huge buffer.
+    fn take(&self, len: usize) -> BytesMut {
+        let want = len.min(OWN_STEP);
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        match free
+            .iter()
+            .position(|b| b.capacity() >= want && b.capacity() / 2 <= want)
+        {
+            Some(i) => free.swap_remove(i),
+            None => BytesMut::with_capacity(want),
+        }
+    }
+
+    /// Frees every buffer kept: the link's task calls this when the peer
+    /// has been quiet for a watchdog tick.
+    pub fn trim(&self) {
+        let free = std::mem::take(&mut *self.free.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(free);
+    }
+
+    fn give_back(&self, mut buf: BytesMut) {
+        buf.clear();
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = free.iter().map(BytesMut::capacity).sum();
+        if free.len() < POOL_BUFFERS && held + buf.capacity() <= POOL_BYTES {
+            free.push(buf);
+        }
+    }
+}
+
+/// A payload read into a buffer of its own; the buffer goes back to the
+/// pool when the last `Bytes` of it is dropped.
+struct Pooled {
+    buf: BytesMut,
+    pool: Arc<Pool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.buf));
+    }
+}
 
 /// Decodes frames in the clear (see the module docs).
 pub(crate) struct FrameReader {
@@ -31,6 +106,7 @@ pub(crate) struct FrameReader {
     /// The large frame being read into its own buffer (which is then the
     /// buffer being read into).
     own: Option<OwnFrame>,
+    pool: Arc<Pool>,
 }
 
 struct OwnFrame {
@@ -41,10 +117,12 @@ struct OwnFrame {
 }
 
 impl FrameReader {
-    pub fn new(max: usize) -> Self {
+    /// Reads frames of at most `max` bytes, reusing buffers from `pool`.
+    pub fn new(max: usize, pool: Arc<Pool>) -> Self {
         FrameReader {
             codec: FrameCodec { max },
             own: None,
+            pool,
         }
     }
 }
@@ -65,13 +143,18 @@ impl Decoder for FrameReader {
             let own = self.own.take().expect("checked above");
             let mut read = std::mem::replace(src, own.set_aside);
             if read.len() > own.len {
-                // The buffer came out larger than asked and a read went past
-                // the frame: the rest belongs to the frames after it.
-                src.extend_from_slice(&read.split_off(own.len));
+                // The buffer is larger than the frame and a read went past
+                // it: the rest belongs to the frames after it.
+                src.extend_from_slice(&read[own.len..]);
+                read.truncate(own.len);
             }
+            let payload = Bytes::from_owner(Pooled {
+                buf: read,
+                pool: self.pool.clone(),
+            });
             return Ok(Some(Frame {
                 kind: own.kind,
-                payload: read.freeze(),
+                payload,
             }));
         }
         if src.len() > LEN_BYTES {
@@ -81,7 +164,7 @@ impl Decoder for FrameReader {
             if payload >= OWN_BUFFER && payload <= self.codec.max && src.len() < LEN_BYTES + len {
                 let kind = src[LEN_BYTES];
                 src.advance(LEN_BYTES + 1);
-                let mut buf = BytesMut::with_capacity(payload.min(OWN_STEP));
+                let mut buf = self.pool.take(payload);
                 buf.extend_from_slice(src);
                 src.clear();
                 let set_aside = std::mem::replace(src, buf);
@@ -124,7 +207,7 @@ mod tests {
     /// the buffer has (as `FramedRead` does, reserving 1 first), and
     /// decodes after each.
     fn decode_in_reads(wire: &[u8], chunk: usize) -> Vec<Frame> {
-        let mut reader = FrameReader::new(1 << 22);
+        let mut reader = FrameReader::new(1 << 22, Arc::default());
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let mut got = Vec::new();
         let mut at = 0;
@@ -167,7 +250,7 @@ mod tests {
     fn large_payload_owns_its_buffer() {
         let f = frame(100_000, 9);
         let wire = encoded(std::slice::from_ref(&f));
-        let mut reader = FrameReader::new(1 << 20);
+        let mut reader = FrameReader::new(1 << 20, Arc::default());
         let mut buf = BytesMut::with_capacity(8 * 1024);
         buf.put_slice(&wire[..1000]);
         assert!(reader.decode(&mut buf).unwrap().is_none());
@@ -180,11 +263,40 @@ mod tests {
         assert!(buf.capacity() < 8 * 1024, "the read buffer is back");
     }
 
+    /// A dropped payload's buffer takes the next large frame; one still
+    /// held does not.
+    #[test]
+    fn dropped_buffers_are_reused() {
+        let mut reader = FrameReader::new(1 << 20, Arc::default());
+        let mut next = |seed: u8| {
+            // Its header and a little of it first, as from a socket.
+            let wire = encoded(&[frame(50_000, seed)]);
+            let mut buf = BytesMut::from(&wire[..100]);
+            assert!(reader.decode(&mut buf).unwrap().is_none());
+            buf.extend_from_slice(&wire[100..]);
+            let f = reader.decode(&mut buf).unwrap().unwrap();
+            assert_eq!(f, frame(50_000, seed));
+            f
+        };
+        let first = next(1);
+        let at = first.payload.as_ptr();
+        drop(first);
+        let second = next(2);
+        assert_eq!(second.payload.as_ptr(), at, "reused");
+        let third = next(3);
+        assert_ne!(third.payload.as_ptr(), at, "still held");
+        drop((second, third));
+        let held = |r: &FrameReader| r.pool.free.lock().unwrap().len();
+        assert_eq!(held(&reader), 2);
+        reader.pool.trim();
+        assert_eq!(held(&reader), 0, "an idle link holds none");
+    }
+
     /// An announced frame over the maximum is refused before anything is
     /// allocated for it; one within it costs at most a step up front.
     #[test]
     fn bounds() {
-        let mut reader = FrameReader::new(1 << 20);
+        let mut reader = FrameReader::new(1 << 20, Arc::default());
         let mut buf = BytesMut::new();
         buf.put_u32((1 << 20) + 2);
         buf.put_u8(DATA);
@@ -192,7 +304,7 @@ mod tests {
             reader.decode(&mut buf),
             Err(CodecError::TooLarge { .. })
         ));
-        let mut reader = FrameReader::new(usize::MAX >> 1);
+        let mut reader = FrameReader::new(usize::MAX >> 1, Arc::default());
         let mut buf = BytesMut::new();
         buf.put_u32(u32::MAX);
         buf.put_u8(DATA);
@@ -200,7 +312,7 @@ mod tests {
         assert!(buf.capacity() <= OWN_STEP);
         let mut buf = BytesMut::from(&[0u8, 0, 0, 0, 1][..]);
         assert!(matches!(
-            FrameReader::new(16).decode(&mut buf),
+            FrameReader::new(16, Arc::default()).decode(&mut buf),
             Err(CodecError::Empty)
         ));
     }

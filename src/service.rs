@@ -133,6 +133,12 @@ impl Service {
                 reason: "must be at least 1".into(),
             });
         }
+        if settings.queue_bytes == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "queue_bytes",
+                reason: "must be at least 1".into(),
+            });
+        }
         if settings.handshake_timeout.is_zero() {
             return Err(Error::InvalidSetting {
                 setting: "handshake_timeout",

@@ -8,6 +8,8 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default depth of each link's send and receive queues, in frames.
 pub const DEFAULT_QUEUE_LEN: usize = 1024;
+/// Default bound on the payload bytes in each of a link's queues: 4 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Default heartbeat interval: an idle link sends a heartbeat this often.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default silence after which a link is dropped: 3 s.
@@ -38,6 +40,7 @@ pub struct Settings {
     pub(crate) max_frame_len: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) queue_len: usize,
+    pub(crate) queue_bytes: usize,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) heartbeat_timeout: Duration,
     pub(crate) secret: Option<Vec<u8>>,
@@ -55,6 +58,7 @@ impl Settings {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             queue_len: DEFAULT_QUEUE_LEN,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             secret: None,
@@ -91,6 +95,21 @@ impl Settings {
     /// [`DEFAULT_QUEUE_LEN`].
     pub fn queue_len(mut self, frames: usize) -> Self {
         self.queue_len = frames;
+        self
+    }
+
+    /// Payload bytes each link buffers in each direction before `send`
+    /// waits (and before the link stops reading from its socket), on top of
+    /// the [`queue_len`](Self::queue_len) bound: whichever is reached first
+    /// holds the next frame back. A frame larger than this still passes,
+    /// alone. Default [`DEFAULT_QUEUE_BYTES`] (4 MiB).
+    ///
+    /// ```
+    /// let lean = tcpnet::Settings::new("lab").queue_len(64).queue_bytes(256 * 1024);
+    /// # let _ = lean;
+    /// ```
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = bytes;
         self
     }
 
@@ -171,6 +190,7 @@ impl std::fmt::Debug for Settings {
             .field("max_frame_len", &self.max_frame_len)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("queue_len", &self.queue_len)
+            .field("queue_bytes", &self.queue_bytes)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
             .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))

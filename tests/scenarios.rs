@@ -34,6 +34,10 @@ fn bad_settings_each_give_their_error() {
         Err(Error::InvalidSetting { setting, .. }) => assert_eq!(setting, "queue_len"),
         other => panic!("{other:?}"),
     }
+    match tcpnet::tcpnet(Settings::new("c").queue_bytes(0)) {
+        Err(Error::InvalidSetting { setting, .. }) => assert_eq!(setting, "queue_bytes"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
