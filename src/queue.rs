@@ -108,17 +108,10 @@ impl<T: Weighed> Sender<T> {
         if s.closed {
             return Err(TrySendError::Closed(item));
         }
-        let weight = item.weight();
-        if !s.fits(weight) {
+        if !s.fits(item.weight()) {
             return Err(TrySendError::Full(item));
         }
-        s.bytes += weight;
-        s.items.push_back(item);
-        let receiver = s.receiver.take();
-        drop(s);
-        if let Some(w) = receiver {
-            w.wake();
-        }
+        push(s, item);
         Ok(())
     }
 
@@ -168,14 +161,19 @@ impl<T: Weighed> Sender<T> {
         if s.closed {
             return Err(item);
         }
-        s.bytes += item.weight();
-        s.items.push_back(item);
-        let receiver = s.receiver.take();
-        drop(s);
-        if let Some(w) = receiver {
-            w.wake();
-        }
+        push(s, item);
         Ok(())
+    }
+}
+
+/// Queues `item` and wakes the receiver if it waits, after unlocking.
+fn push<T: Weighed>(mut s: MutexGuard<'_, State<T>>, item: T) {
+    s.bytes += item.weight();
+    s.items.push_back(item);
+    let receiver = s.receiver.take();
+    drop(s);
+    if let Some(w) = receiver {
+        w.wake();
     }
 }
 
