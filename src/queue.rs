@@ -104,7 +104,7 @@ pub(crate) struct Sender<T> {
 impl<T: Weighed> Sender<T> {
     /// Queues `item` if there is room.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        let mut s = self.inner.lock();
+        let s = self.inner.lock();
         if s.closed {
             return Err(TrySendError::Closed(item));
         }
@@ -157,7 +157,7 @@ impl<T: Weighed> Sender<T> {
     /// room (senders racing for the last places may take the queue a little
     /// past its bound; nothing is refused for that).
     pub fn send_ready(&self, item: T) -> Result<(), T> {
-        let mut s = self.inner.lock();
+        let s = self.inner.lock();
         if s.closed {
             return Err(item);
         }
