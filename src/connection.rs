@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::id::NodeId;
+use crate::outbox::OutTx;
 use crate::queue;
 
 /// Why a link closed.
@@ -125,12 +126,12 @@ pub(crate) struct Shared {
 /// The receive queue, and frames already taken from it in a batch.
 #[derive(Debug)]
 pub(crate) struct Inbound {
-    pub rx: queue::Receiver<Bytes>,
+    pub rx: queue::Receiver<VecDeque<Bytes>>,
     pub ready: VecDeque<Bytes>,
 }
 
 impl Inbound {
-    pub fn new(rx: queue::Receiver<Bytes>) -> Mutex<Inbound> {
+    pub fn new(rx: queue::Receiver<VecDeque<Bytes>>) -> Mutex<Inbound> {
         Mutex::new(Inbound {
             rx,
             ready: VecDeque::new(),
@@ -200,7 +201,7 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(shared: Arc<Shared>, tx: queue::Sender<Frame>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, tx: OutTx) -> Self {
         Connection {
             sender: Sender {
                 shared: shared.clone(),
@@ -275,7 +276,7 @@ impl Connection {
     }
 
     /// The link's send queue, for control frames.
-    pub(crate) fn sender_queue(&self) -> &queue::Sender<Frame> {
+    pub(crate) fn sender_queue(&self) -> &OutTx {
         &self.sender.tx
     }
 
@@ -364,7 +365,7 @@ impl<T: Into<Bytes>> Sink<T> for Connection {
 #[derive(Clone)]
 pub struct Sender {
     shared: Arc<Shared>,
-    tx: queue::Sender<Frame>,
+    tx: OutTx,
 }
 
 impl fmt::Debug for Sender {

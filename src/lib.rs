@@ -97,6 +97,7 @@ mod link;
 mod mesh;
 mod message;
 mod messaging;
+mod outbox;
 mod queue;
 mod reader;
 mod router;

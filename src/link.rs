@@ -19,6 +19,7 @@
 //! were still queued, is reported as a failure. A protocol or socket error
 //! ends the link at once.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use crate::frame::{self, CodecError, Frame, FrameCodec};
 use crate::gate::Ticket;
 use crate::hello::{Hello, Refusal, MAX_HELLO};
 use crate::mesh::{decides, DialEnd, LinkId, Target, Verdict};
+use crate::outbox::{OutRx, OutTx};
 use crate::queue;
 use crate::reader::{FrameReader, Pool};
 use crate::secure::{self, Keys, Opener, Sealer};
@@ -48,8 +50,6 @@ use crate::writer::FrameWriter;
 /// How long a closing link may go without moving a frame, while it flushes
 /// and waits for the peer's end of stream, before its socket is dropped.
 pub(crate) const CLOSE_IDLE: Duration = Duration::from_millis(1500);
-/// Most frames written between two flushes.
-const BATCH: usize = 256;
 
 /// Runs an accepted TCP link from hello to close.
 /// `ticket` holds its handshake slot (see [`crate::gate`]) until then.
@@ -122,10 +122,10 @@ struct Link {
     id: LinkId,
     shared: Arc<Shared>,
     stream: TcpStream,
-    out_rx: queue::Receiver<Frame>,
+    out_rx: OutRx,
     /// For the messaging layer's answers on this link.
-    out_tx: queue::Sender<Frame>,
-    in_tx: queue::Sender<Bytes>,
+    out_tx: OutTx,
+    in_tx: queue::Sender<VecDeque<Bytes>>,
     keys: Option<Keys>,
     awaiting_verdict: bool,
     deadline: Instant,
@@ -517,9 +517,9 @@ async fn read_loop(
     ctx: &Ctx,
     link: LinkId,
     shared: &Shared,
-    out_tx: &queue::Sender<Frame>,
+    out_tx: &OutTx,
     mut frames: FramedRead<Counted, Opener>,
-    in_tx: &queue::Sender<Bytes>,
+    in_tx: &queue::Sender<VecDeque<Bytes>>,
     mut awaiting_verdict: bool,
     deadline: Instant,
     progress: &Progress,
@@ -615,27 +615,22 @@ async fn read_loop(
 /// whenever it has written nothing for `heartbeat`.
 async fn write_loop(
     mut w: FrameWriter,
-    mut out_rx: queue::Receiver<Frame>,
+    mut out_rx: OutRx,
     mut state: watch::Receiver<LinkState>,
     heartbeat: Duration,
     progress: &Progress,
 ) -> std::io::Result<()> {
     let idle = tokio::time::sleep(heartbeat);
     tokio::pin!(idle);
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut segs = VecDeque::new();
     loop {
         tokio::select! {
             biased;
-            n = out_rx.recv_many(&mut batch, BATCH) => {
+            n = out_rx.take_all(&mut segs) => {
                 if n == 0 {
                     break;
                 }
-                for frame in batch.drain(..) {
-                    w.feed(frame).map_err(into_io)?;
-                    if w.flush_due() {
-                        w.flush().await?;
-                    }
-                }
+                w.put_encoded(&mut segs).map_err(into_io)?;
                 w.flush().await?;
                 progress.frames.fetch_add(1, Ordering::Relaxed);
                 idle.as_mut().reset(Instant::now() + heartbeat);
@@ -648,14 +643,12 @@ async fn write_loop(
             }
         }
     }
-    // `recv` until `None`, not `try_recv` until empty: a sender that had
-    // already reserved a slot may still deliver after `close`.
+    // What was accepted before the close still goes out; pushes are whole
+    // under the queue's lock, so nothing can arrive after this.
     out_rx.close();
-    while let Some(frame) = out_rx.recv().await {
-        w.feed(frame).map_err(into_io)?;
-        if w.flush_due() {
-            w.flush().await?;
-        }
+    while out_rx.take_all(&mut segs).await > 0 {
+        w.put_encoded(&mut segs).map_err(into_io)?;
+        w.flush().await?;
         progress.frames.fetch_add(1, Ordering::Relaxed);
     }
     w.flush().await?;

@@ -38,6 +38,7 @@ use crate::events::{lock, Hub};
 use crate::frame::{self, Frame};
 use crate::id::NodeId;
 use crate::message::{self, Envelope, Op, FLOOD, MAX_HOPS, MAX_NAME_LEN};
+use crate::outbox::OutTx;
 use crate::queue;
 use crate::router::Router;
 
@@ -95,13 +96,13 @@ pub type RelayFilter = dyn Fn(&Message) -> bool + Send + Sync;
 /// A message to pass on, and the links to pass it on to.
 struct Relay {
     frame: Frame,
-    to: Vec<queue::Sender<Frame>>,
+    to: Vec<OutTx>,
 }
 
 /// Queues a relayed frame on each link without waiting. A link whose queue
 /// is full misses it (counted in the log): relaying must not stall the link
 /// it came on.
-fn pass_on(to: &[queue::Sender<Frame>], f: &Frame) {
+fn pass_on(to: &[OutTx], f: &Frame) {
     for tx in to {
         if tx.try_send(f.clone()).is_err() {
             tracing::warn!("dropped a relayed message: the next link's send queue is full");
@@ -191,7 +192,7 @@ pub struct Request {
 
 #[derive(Debug)]
 struct ReplyTo {
-    tx: queue::Sender<Frame>,
+    tx: OutTx,
     me: NodeId,
     corr: u64,
     max_frame_len: usize,
@@ -284,7 +285,7 @@ impl Drop for Request {
 /// dropped unanswered) without waiting. If the link's send queue is full,
 /// the answer is dropped and the caller's timeout ends the call: a peer that
 /// floods requests and reads nothing must not make the node hold more.
-fn answer_now(tx: &queue::Sender<Frame>, f: Frame) {
+fn answer_now(tx: &OutTx, f: Frame) {
     if tx.try_send(f).is_err() {
         tracing::debug!("an answer was dropped: the link's send queue is full");
     }
@@ -298,7 +299,7 @@ fn fail_body(kind: u8, message: &str) -> Bytes {
 }
 
 /// Queues `f` without waiting; if the queue is full, from a task of its own.
-fn send_soon(tx: queue::Sender<Frame>, f: Frame) {
+fn send_soon(tx: OutTx, f: Frame) {
     if let Err(queue::TrySendError::Full(f)) = tx.try_send(f) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
@@ -806,12 +807,7 @@ impl Messaging {
 
     /// A `MSG` frame arrived from `peer` on a link whose send queue is
     /// `reply`. A malformed one is an error for the caller to report.
-    pub fn inbound(
-        &self,
-        peer: &NodeId,
-        payload: Bytes,
-        reply: &queue::Sender<Frame>,
-    ) -> Result<(), String> {
+    pub fn inbound(&self, peer: &NodeId, payload: Bytes, reply: &OutTx) -> Result<(), String> {
         let e = Envelope::decode(payload)?;
         if e.hops > MAX_HOPS {
             return Err(format!("message relayed {} times, over {MAX_HOPS}", e.hops));

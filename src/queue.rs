@@ -13,6 +13,11 @@
 //! waiting for an empty queue, and it takes many items under one lock
 //! (tokio's channel does several atomic operations per item each way, and
 //! wakes the receiver on every send).
+//!
+//! What a queue holds is its [`Store`]: a plain `VecDeque` of items for the
+//! receive side, and for the send side the frames already encoded (see
+//! [`crate::outbox`]), so the sending task does the encoding and the link's
+//! task only writes.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -38,11 +43,26 @@ impl Weighed for crate::frame::Frame {
     }
 }
 
+/// What a queue keeps its items in.
+pub(crate) trait Store: Default {
+    type Item: Weighed;
+    /// Adds an item at the back.
+    fn put(&mut self, item: Self::Item);
+}
+
+impl<T: Weighed> Store for VecDeque<T> {
+    type Item = T;
+    fn put(&mut self, item: T) {
+        self.push_back(item);
+    }
+}
+
 /// A queue of at most `cap` items (at least 1) and `max_bytes` bytes.
-pub(crate) fn channel<T: Weighed>(cap: usize, max_bytes: usize) -> (Sender<T>, Receiver<T>) {
+pub(crate) fn channel<S: Store>(cap: usize, max_bytes: usize) -> (Sender<S>, Receiver<S>) {
     let inner = Arc::new(Inner {
         state: Mutex::new(State {
-            items: VecDeque::new(),
+            store: S::default(),
+            len: 0,
             cap: cap.max(1),
             bytes: 0,
             max_bytes,
@@ -60,12 +80,14 @@ pub(crate) fn channel<T: Weighed>(cap: usize, max_bytes: usize) -> (Sender<T>, R
     )
 }
 
-struct Inner<T> {
-    state: Mutex<State<T>>,
+struct Inner<S> {
+    state: Mutex<State<S>>,
 }
 
-struct State<T> {
-    items: VecDeque<T>,
+struct State<S> {
+    store: S,
+    /// Items queued.
+    len: usize,
     cap: usize,
     /// What the queued items weigh.
     bytes: usize,
@@ -79,31 +101,30 @@ struct State<T> {
     senders_waiting: Vec<Waker>,
 }
 
-impl<T> State<T> {
+impl<S> State<S> {
     /// Room for an item of `weight`: within both bounds, or the queue is
     /// empty.
     fn fits(&self, weight: usize) -> bool {
-        self.items.is_empty()
-            || self.items.len() < self.cap && self.bytes + weight <= self.max_bytes
+        self.len == 0 || self.len < self.cap && self.bytes + weight <= self.max_bytes
     }
 }
 
-impl<T> Inner<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
+impl<S> Inner<S> {
+    fn lock(&self) -> MutexGuard<'_, State<S>> {
         // A panic while holding the lock leaves the queue consistent: every
-        // change under it is a single push, pop or flag.
+        // change under it is a single push, take or flag.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// The sending end; clones share the queue.
-pub(crate) struct Sender<T> {
-    inner: Arc<Inner<T>>,
+pub(crate) struct Sender<S> {
+    inner: Arc<Inner<S>>,
 }
 
-impl<T: Weighed> Sender<T> {
+impl<S: Store> Sender<S> {
     /// Queues `item` if there is room.
-    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+    pub fn try_send(&self, item: S::Item) -> Result<(), TrySendError<S::Item>> {
         let s = self.inner.lock();
         if s.closed {
             return Err(TrySendError::Closed(item));
@@ -117,7 +138,7 @@ impl<T: Weighed> Sender<T> {
 
     /// Queues `item`, waiting while the queue is full. Gives it back if the
     /// queue is closed.
-    pub async fn send(&self, item: T) -> Result<(), T> {
+    pub async fn send(&self, item: S::Item) -> Result<(), S::Item> {
         let mut item = Some(item);
         poll_fn(|cx| loop {
             let it = item.take().expect("polled after completion");
@@ -156,7 +177,7 @@ impl<T: Weighed> Sender<T> {
     /// Queues `item` after [`poll_ready`](Self::poll_ready) said there was
     /// room (senders racing for the last places may take the queue a little
     /// past its bound; nothing is refused for that).
-    pub fn send_ready(&self, item: T) -> Result<(), T> {
+    pub fn send_ready(&self, item: S::Item) -> Result<(), S::Item> {
         let s = self.inner.lock();
         if s.closed {
             return Err(item);
@@ -167,9 +188,10 @@ impl<T: Weighed> Sender<T> {
 }
 
 /// Queues `item` and wakes the receiver if it waits, after unlocking.
-fn push<T: Weighed>(mut s: MutexGuard<'_, State<T>>, item: T) {
+fn push<S: Store>(mut s: MutexGuard<'_, State<S>>, item: S::Item) {
     s.bytes += item.weight();
-    s.items.push_back(item);
+    s.len += 1;
+    s.store.put(item);
     let receiver = s.receiver.take();
     drop(s);
     if let Some(w) = receiver {
@@ -177,7 +199,7 @@ fn push<T: Weighed>(mut s: MutexGuard<'_, State<T>>, item: T) {
     }
 }
 
-impl<T> Clone for Sender<T> {
+impl<S> Clone for Sender<S> {
     fn clone(&self) -> Self {
         self.inner.lock().senders += 1;
         Sender {
@@ -186,7 +208,7 @@ impl<T> Clone for Sender<T> {
     }
 }
 
-impl<T> Drop for Sender<T> {
+impl<S> Drop for Sender<S> {
     fn drop(&mut self) {
         let mut s = self.inner.lock();
         s.senders -= 1;
@@ -202,38 +224,43 @@ impl<T> Drop for Sender<T> {
     }
 }
 
-impl<T> std::fmt::Debug for Sender<T> {
+impl<S> std::fmt::Debug for Sender<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("queue::Sender")
     }
 }
 
 /// The receiving end.
-pub(crate) struct Receiver<T> {
-    inner: Arc<Inner<T>>,
+pub(crate) struct Receiver<S> {
+    inner: Arc<Inner<S>>,
 }
 
-impl<T: Weighed> Receiver<T> {
-    /// Moves up to `limit` items into `out`. Ready with how many, or with 0
-    /// once the queue is empty and closed or without senders.
-    pub fn poll_recv_many(
+/// What one take moved out of a store: items and their weight.
+pub(crate) struct Taken {
+    pub items: usize,
+    pub bytes: usize,
+}
+
+impl<S: Store> Receiver<S> {
+    /// Lets `take` move items out of the store, if it holds any. Ready with
+    /// how many it took, or with 0 once the queue is empty and closed or
+    /// without senders.
+    pub fn poll_take(
         &mut self,
         cx: &mut Context<'_>,
-        out: &mut impl Extend<T>,
-        limit: usize,
+        take: impl FnOnce(&mut S) -> Taken,
     ) -> Poll<usize> {
         let mut s = self.inner.lock();
-        if !s.items.is_empty() {
-            let n = limit.min(s.items.len());
-            let mut taken = 0;
-            out.extend(s.items.drain(..n).inspect(|item| taken += item.weight()));
-            s.bytes -= taken;
+        if s.len > 0 {
+            let taken = take(&mut s.store);
+            s.len -= taken.items;
+            s.bytes -= taken.bytes;
             let waiting = std::mem::take(&mut s.senders_waiting);
             drop(s);
             for w in waiting {
                 w.wake();
             }
-            return Poll::Ready(n);
+            return Poll::Ready(taken.items);
         }
         if s.closed || s.senders == 0 {
             return Poll::Ready(0);
@@ -243,21 +270,6 @@ impl<T: Weighed> Receiver<T> {
             _ => s.receiver = Some(cx.waker().clone()),
         }
         Poll::Pending
-    }
-
-    /// Waits for items and moves up to `limit` of them into `out`; 0 once
-    /// the queue has ended.
-    pub async fn recv_many(&mut self, out: &mut Vec<T>, limit: usize) -> usize {
-        poll_fn(|cx| self.poll_recv_many(cx, out, limit)).await
-    }
-
-    /// The next item, or `None` once the queue has ended.
-    pub async fn recv(&mut self) -> Option<T> {
-        let mut one = Vec::with_capacity(1);
-        match self.recv_many(&mut one, 1).await {
-            0 => None,
-            _ => one.pop(),
-        }
     }
 
     /// Refuses further items; those queued can still be taken.
@@ -272,21 +284,55 @@ impl<T: Weighed> Receiver<T> {
     }
 }
 
-impl<T> Drop for Receiver<T> {
+impl<T: Weighed> Receiver<VecDeque<T>> {
+    /// Moves up to `limit` items into `out`. Ready with how many, or with 0
+    /// once the queue has ended.
+    pub fn poll_recv_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut impl Extend<T>,
+        limit: usize,
+    ) -> Poll<usize> {
+        self.poll_take(cx, |items| {
+            let n = limit.min(items.len());
+            let mut bytes = 0;
+            out.extend(items.drain(..n).inspect(|item| bytes += item.weight()));
+            Taken { items: n, bytes }
+        })
+    }
+
+    /// Waits for items and moves up to `limit` of them into `out`; 0 once
+    /// the queue has ended.
+    #[cfg(test)]
+    pub async fn recv_many(&mut self, out: &mut Vec<T>, limit: usize) -> usize {
+        poll_fn(|cx| self.poll_recv_many(cx, out, limit)).await
+    }
+
+    /// The next item, or `None` once the queue has ended.
+    #[cfg(test)]
+    pub async fn recv(&mut self) -> Option<T> {
+        let mut one = Vec::with_capacity(1);
+        match self.recv_many(&mut one, 1).await {
+            0 => None,
+            _ => one.pop(),
+        }
+    }
+}
+
+impl<S> Drop for Receiver<S> {
     fn drop(&mut self) {
         let mut s = self.inner.lock();
         s.closed = true;
-        let items = std::mem::take(&mut s.items);
         let waiting = std::mem::take(&mut s.senders_waiting);
         drop(s);
-        drop(items);
+        // What is still queued is dropped with the last handle.
         for w in waiting {
             w.wake();
         }
     }
 }
 
-impl<T> std::fmt::Debug for Receiver<T> {
+impl<S> std::fmt::Debug for Receiver<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("queue::Receiver")
     }
@@ -313,7 +359,7 @@ mod tests {
     /// The byte bound holds back the next item, but never one alone.
     #[tokio::test]
     async fn bounded_by_bytes_but_one_always_fits() {
-        let (tx, mut rx) = channel::<Bytes>(100, 10);
+        let (tx, mut rx) = channel::<VecDeque<Bytes>>(100, 10);
         tx.try_send(Bytes::from_static(&[0; 6])).unwrap();
         tx.try_send(Bytes::from_static(&[0; 4])).unwrap();
         assert!(matches!(
@@ -335,7 +381,7 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_in_order_and_closed() {
-        let (tx, mut rx) = channel::<u32>(2, usize::MAX);
+        let (tx, mut rx) = channel::<VecDeque<u32>>(2, usize::MAX);
         tx.try_send(1).unwrap();
         tx.try_send(2).unwrap();
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
@@ -352,7 +398,7 @@ mod tests {
 
     #[tokio::test]
     async fn ends_when_every_sender_is_gone() {
-        let (tx, mut rx) = channel::<u32>(4, usize::MAX);
+        let (tx, mut rx) = channel::<VecDeque<u32>>(4, usize::MAX);
         let tx2 = tx.clone();
         tx.try_send(1).unwrap();
         drop(tx);
@@ -367,7 +413,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_receiver_fails_waiting_senders() {
-        let (tx, rx) = channel::<u32>(1, usize::MAX);
+        let (tx, rx) = channel::<VecDeque<u32>>(1, usize::MAX);
         tx.try_send(1).unwrap();
         let blocked = tokio::spawn(async move { tx.send(2).await });
         tokio::task::yield_now().await;
@@ -385,7 +431,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (tx, mut rx) = channel::<(u32, u32)>(3, usize::MAX);
+            let (tx, mut rx) = channel::<VecDeque<(u32, u32)>>(3, usize::MAX);
             const SENDERS: u32 = 4;
             const EACH: u32 = 20_000;
             for s in 0..SENDERS {

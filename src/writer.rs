@@ -1,15 +1,15 @@
-//! The write side of a link: frames to bytes to the socket, with as few
+//! The write side of a link: encoded frames to the socket, with as few
 //! copies and system calls as it takes.
 //!
-//! Small frames are encoded into one buffer and go out together. A large
-//! payload (at least [`ZERO_COPY`] bytes) is not copied: its header goes into
-//! the buffer and the payload itself is queued as a segment of its own, and a
-//! flush hands all segments to the kernel in vectored writes. On a link with a
+//! Frames come already encoded from the send queue (see [`crate::outbox`]),
+//! as segments: runs of small frames, and large payloads (at least
+//! [`ZERO_COPY`] bytes) that were not copied; a flush hands all segments to
+//! the kernel in vectored writes. Control frames of the link's own
+//! (heartbeats) are encoded here. On a link with a
 //! cluster secret, frames are encoded in the clear into a staging buffer and
 //! sealed together at each flush (or every 64 KiB), so small frames share a
-//! record and its tag instead of paying for one each. A flush is due once
-//! [`FLUSH_AT`] bytes are queued, so the buffers stay bounded however large
-//! the batch.
+//! record and its tag instead of paying for one each. What one flush writes
+//! is bounded by the send queue's byte bound.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -26,8 +26,6 @@ use crate::secure::{Sealer, MAX_PLAIN};
 
 /// Payloads at least this large are written from where they are.
 pub(crate) const ZERO_COPY: usize = 16 * 1024;
-/// Queued bytes past which a flush is due.
-pub(crate) const FLUSH_AT: usize = 256 * 1024;
 
 pub(crate) struct FrameWriter {
     wr: OwnedWriteHalf,
@@ -55,6 +53,29 @@ impl FrameWriter {
             segs: VecDeque::new(),
             queued: 0,
         }
+    }
+
+    /// Queues segments of encoded frames, taking them out of `segs`.
+    pub fn put_encoded(&mut self, segs: &mut VecDeque<Bytes>) -> Result<(), CodecError> {
+        match &self.sealer {
+            Sealer::Plain(_) => {
+                if !self.buf.is_empty() {
+                    self.segs.push_back(self.buf.split().freeze());
+                }
+                self.queued += segs.iter().map(Bytes::len).sum::<usize>();
+                self.segs.append(segs);
+            }
+            Sealer::Sealed(_) => {
+                for seg in segs.drain(..) {
+                    self.plain.extend_from_slice(&seg);
+                    self.queued += seg.len();
+                    if self.plain.len() >= MAX_PLAIN {
+                        self.seal()?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Queues one frame.
@@ -99,11 +120,6 @@ impl FrameWriter {
             }
         }
         Ok(())
-    }
-
-    /// True once enough is queued that it should go out now.
-    pub fn flush_due(&self) -> bool {
-        self.queued >= FLUSH_AT
     }
 
     /// Writes everything queued.
