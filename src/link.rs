@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -512,101 +512,176 @@ fn read_failed(e: std::io::Error) -> CloseReason {
     }
 }
 
+/// Most received messages handed to the receive queue at once.
+const DELIVER_BATCH: usize = 64;
+
+/// Reads frames until the link ends; user messages go to the receive queue
+/// in batches: those decoded from what one read brought, under one lock.
 #[allow(clippy::too_many_arguments)]
 async fn read_loop(
     ctx: &Ctx,
     link: LinkId,
     shared: &Shared,
     out_tx: &OutTx,
-    mut frames: FramedRead<Counted, Opener>,
+    frames: FramedRead<Counted, Opener>,
     in_tx: &queue::Sender<VecDeque<Bytes>>,
+    awaiting_verdict: bool,
+    deadline: Instant,
+    progress: &Progress,
+) -> CloseReason {
+    let mut pending = VecDeque::new();
+    let reason = read_frames(
+        ctx,
+        link,
+        shared,
+        out_tx,
+        frames,
+        (in_tx, &mut pending),
+        awaiting_verdict,
+        deadline,
+        progress,
+    )
+    .await;
+    // Whatever ended the link, what arrived before it is delivered.
+    deliver(in_tx, &mut pending, progress).await;
+    reason
+}
+
+/// Hands `pending` to the receive queue, waiting while it is full: the
+/// socket is not read meanwhile, so TCP pushes back on the sender. (The
+/// actor holds a handle, so the queue outlives the link.)
+async fn deliver(
+    in_tx: &queue::Sender<VecDeque<Bytes>>,
+    pending: &mut VecDeque<Bytes>,
+    progress: &Progress,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    if in_tx.try_send_many(pending).is_ok() && pending.is_empty() {
+        return;
+    }
+    progress.delivering.store(true, Ordering::Relaxed);
+    let _ = in_tx.send_many(pending).await;
+    progress.delivering.store(false, Ordering::Relaxed);
+    pending.clear(); // the queue closed: nobody will read them
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_frames(
+    ctx: &Ctx,
+    link: LinkId,
+    shared: &Shared,
+    out_tx: &OutTx,
+    mut frames: FramedRead<Counted, Opener>,
+    (in_tx, pending): (&queue::Sender<VecDeque<Bytes>>, &mut VecDeque<Bytes>),
     mut awaiting_verdict: bool,
     deadline: Instant,
     progress: &Progress,
 ) -> CloseReason {
     loop {
-        let next = if awaiting_verdict {
-            match tokio::time::timeout_at(deadline, frames.next()).await {
-                Ok(n) => n,
-                Err(_) => {
-                    return CloseReason::Protocol("no verdict within the handshake timeout".into())
-                }
-            }
-        } else {
-            frames.next().await
-        };
-        let frame = match next {
-            None => return CloseReason::PeerClosed,
-            Some(Ok(f)) => {
-                // A heartbeat says the peer is there, not that the link is
-                // getting anywhere.
-                if f.kind != frame::HEARTBEAT {
-                    progress.frames.fetch_add(1, Ordering::Relaxed);
-                }
-                f
-            }
-            Some(Err(CodecError::TooLarge { len, max })) => {
-                return CloseReason::FrameTooLarge { len, max }
-            }
-            Some(Err(CodecError::Empty)) => {
-                return CloseReason::Protocol("frame of length 0".into())
-            }
-            Some(Err(CodecError::Crypto(reason))) => return CloseReason::Protocol(reason),
-            Some(Err(CodecError::Io(e))) => return read_failed(e),
-        };
-        match frame.kind {
-            frame::DATA if !awaiting_verdict => {
-                // Waits while the receive queue is full: the socket is not
-                // read meanwhile, so TCP pushes back on the sender. (The
-                // actor holds a handle, so the queue outlives the link.)
-                match in_tx.try_send(frame.payload) {
-                    Ok(()) => {}
-                    Err(queue::TrySendError::Full(payload)) => {
-                        progress.delivering.store(true, Ordering::Relaxed);
-                        let _ = in_tx.send(payload).await;
-                        progress.delivering.store(false, Ordering::Relaxed);
+        // A frame already buffered is taken at once; before waiting for the
+        // socket, what was decoded so far is delivered.
+        let next = match frames.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                deliver(in_tx, pending, progress).await;
+                if awaiting_verdict {
+                    match tokio::time::timeout_at(deadline, frames.next()).await {
+                        Ok(n) => n,
+                        Err(_) => {
+                            return CloseReason::Protocol(
+                                "no verdict within the handshake timeout".into(),
+                            )
+                        }
                     }
-                    Err(queue::TrySendError::Closed(_)) => {}
+                } else {
+                    frames.next().await
                 }
             }
-            frame::MSG if !awaiting_verdict => {
-                if let Err(reason) = ctx.messaging.inbound(&shared.peer, frame.payload, out_tx) {
-                    return CloseReason::Protocol(format!("bad message: {reason}"));
-                }
-            }
-            frame::HEARTBEAT => {}
-            frame::ACCEPT | frame::REJECT | frame::CONFLICT if awaiting_verdict => {
-                awaiting_verdict = false;
-                let verdict = match frame.kind {
-                    frame::ACCEPT => Verdict::Accept,
-                    frame::REJECT => Verdict::Reject,
-                    _ => Verdict::Conflict,
-                };
-                ctx.send(Command::Verdict { link, verdict });
-                match verdict {
-                    Verdict::Reject => return CloseReason::Duplicate,
-                    Verdict::Conflict => return told_conflict(ctx, shared.remote),
-                    Verdict::Accept => {}
-                }
-            }
-            // The follower refuses the link we accepted: a newer node holds
-            // our id.
-            frame::CONFLICT => return told_conflict(ctx, shared.remote),
-            k if k >= frame::FIRST_OPTIONAL => {
-                tracing::trace!(link, kind = k, "ignored an optional frame kind");
-            }
-            k => {
-                return CloseReason::Protocol(format!(
-                    "unexpected frame kind {k:#04x}{}",
-                    if awaiting_verdict {
-                        " before the verdict"
-                    } else {
-                        ""
-                    }
-                ))
-            }
+        };
+        let verdict = &mut awaiting_verdict;
+        if let Some(reason) = handle(ctx, link, shared, out_tx, next, pending, verdict, progress) {
+            return reason;
+        }
+        if pending.len() >= DELIVER_BATCH {
+            deliver(in_tx, pending, progress).await;
         }
     }
+}
+
+/// Acts on one frame (or the stream's end, or a decoding error); user
+/// messages are added to `pending`. `Some` ends the link.
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    ctx: &Ctx,
+    link: LinkId,
+    shared: &Shared,
+    out_tx: &OutTx,
+    next: Option<Result<Frame, CodecError>>,
+    pending: &mut VecDeque<Bytes>,
+    awaiting_verdict: &mut bool,
+    progress: &Progress,
+) -> Option<CloseReason> {
+    let frame = match next {
+        None => return Some(CloseReason::PeerClosed),
+        Some(Ok(f)) => {
+            // A heartbeat says the peer is there, not that the link is
+            // getting anywhere.
+            if f.kind != frame::HEARTBEAT {
+                progress.frames.fetch_add(1, Ordering::Relaxed);
+            }
+            f
+        }
+        Some(Err(CodecError::TooLarge { len, max })) => {
+            return Some(CloseReason::FrameTooLarge { len, max })
+        }
+        Some(Err(CodecError::Empty)) => {
+            return Some(CloseReason::Protocol("frame of length 0".into()))
+        }
+        Some(Err(CodecError::Crypto(reason))) => return Some(CloseReason::Protocol(reason)),
+        Some(Err(CodecError::Io(e))) => return Some(read_failed(e)),
+    };
+    match frame.kind {
+        frame::DATA if !*awaiting_verdict => pending.push_back(frame.payload),
+        frame::MSG if !*awaiting_verdict => {
+            if let Err(reason) = ctx.messaging.inbound(&shared.peer, frame.payload, out_tx) {
+                return Some(CloseReason::Protocol(format!("bad message: {reason}")));
+            }
+        }
+        frame::HEARTBEAT => {}
+        frame::ACCEPT | frame::REJECT | frame::CONFLICT if *awaiting_verdict => {
+            *awaiting_verdict = false;
+            let verdict = match frame.kind {
+                frame::ACCEPT => Verdict::Accept,
+                frame::REJECT => Verdict::Reject,
+                _ => Verdict::Conflict,
+            };
+            ctx.send(Command::Verdict { link, verdict });
+            match verdict {
+                Verdict::Reject => return Some(CloseReason::Duplicate),
+                Verdict::Conflict => return Some(told_conflict(ctx, shared.remote)),
+                Verdict::Accept => {}
+            }
+        }
+        // The follower refuses the link we accepted: a newer node holds
+        // our id.
+        frame::CONFLICT => return Some(told_conflict(ctx, shared.remote)),
+        k if k >= frame::FIRST_OPTIONAL => {
+            tracing::trace!(link, kind = k, "ignored an optional frame kind");
+        }
+        k => {
+            return Some(CloseReason::Protocol(format!(
+                "unexpected frame kind {k:#04x}{}",
+                if *awaiting_verdict {
+                    " before the verdict"
+                } else {
+                    ""
+                }
+            )))
+        }
+    }
+    None
 }
 
 /// Drains the send queue until a close is asked for; then refuses further
@@ -621,7 +696,9 @@ async fn write_loop(
     progress: &Progress,
 ) -> std::io::Result<()> {
     let idle = tokio::time::sleep(heartbeat);
-    tokio::pin!(idle);
+    // Made once, not on every turn of the loop: each one subscribes anew.
+    let close_asked = closing(&mut state);
+    tokio::pin!(idle, close_asked);
     let mut segs = VecDeque::new();
     loop {
         tokio::select! {
@@ -635,7 +712,7 @@ async fn write_loop(
                 progress.frames.fetch_add(1, Ordering::Relaxed);
                 idle.as_mut().reset(Instant::now() + heartbeat);
             }
-            _ = closing(&mut state) => break,
+            _ = &mut close_asked => break,
             _ = &mut idle => {
                 w.feed(Frame::control(frame::HEARTBEAT)).map_err(into_io)?;
                 w.flush().await?;

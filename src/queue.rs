@@ -187,6 +187,51 @@ impl<S: Store> Sender<S> {
     }
 }
 
+impl<T: Weighed> Sender<VecDeque<T>> {
+    /// Queues items from the front of `items` while they fit, under one
+    /// lock; those that do not fit stay in `items`. `Err` if the queue is
+    /// closed.
+    pub fn try_send_many(&self, items: &mut VecDeque<T>) -> Result<(), ()> {
+        let mut s = self.inner.lock();
+        if s.closed {
+            return Err(());
+        }
+        let before = s.len;
+        while let Some(front) = items.front() {
+            let weight = front.weight();
+            if !s.fits(weight) {
+                break;
+            }
+            let item = items.pop_front().expect("front checked");
+            s.bytes += weight;
+            s.len += 1;
+            s.store.push_back(item);
+        }
+        let receiver = if s.len > before {
+            s.receiver.take()
+        } else {
+            None
+        };
+        drop(s);
+        if let Some(w) = receiver {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues all of `items`, waiting for room as needed. `Err` if the
+    /// queue closed first (what was not queued stays in `items`).
+    pub async fn send_many(&self, items: &mut VecDeque<T>) -> Result<(), ()> {
+        loop {
+            self.try_send_many(items)?;
+            if items.is_empty() {
+                return Ok(());
+            }
+            poll_fn(|cx| self.poll_ready(cx)).await?;
+        }
+    }
+}
+
 /// Queues `item` and wakes the receiver if it waits, after unlocking.
 fn push<S: Store>(mut s: MutexGuard<'_, State<S>>, item: S::Item) {
     s.bytes += item.weight();
@@ -354,6 +399,26 @@ mod tests {
         fn weight(&self) -> usize {
             1
         }
+    }
+
+    /// A batch goes in as far as it fits; the rest waits for room, in order.
+    #[tokio::test]
+    async fn batches_fill_the_queue_in_order() {
+        let (tx, mut rx) = channel::<VecDeque<u32>>(3, usize::MAX);
+        let mut batch: VecDeque<u32> = (0..5).collect();
+        tx.try_send_many(&mut batch).unwrap();
+        assert_eq!(batch, [3, 4]);
+        let sender = tokio::spawn(async move {
+            tx.send_many(&mut batch).await.unwrap();
+            batch.len()
+        });
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            rx.recv_many(&mut got, 2).await;
+        }
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+        assert_eq!(sender.await.unwrap(), 0);
+        rx.close();
     }
 
     /// The byte bound holds back the next item, but never one alone.
