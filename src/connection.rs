@@ -123,7 +123,8 @@ pub(crate) struct Shared {
     pub up: AtomicBool,
 }
 
-/// The receive queue, and frames already taken from it in a batch.
+/// The receive queue, and frames a dropped handle had taken from it but not
+/// read (they come first).
 #[derive(Debug)]
 pub(crate) struct Inbound {
     pub rx: queue::Receiver<VecDeque<Bytes>>,
@@ -185,10 +186,40 @@ pub(crate) enum LinkState {
 /// println!("link closed: {}", conn.closed().await);
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct Connection {
     shared: Arc<Shared>,
     sender: Sender,
+    /// Frames this handle took from the receive queue in one batch and has
+    /// not handed out yet: read without a lock.
+    taken: VecDeque<Bytes>,
+}
+
+impl Clone for Connection {
+    fn clone(&self) -> Self {
+        Connection {
+            shared: self.shared.clone(),
+            sender: self.sender.clone(),
+            taken: VecDeque::new(),
+        }
+    }
+}
+
+/// Frames taken but not read go back to the front of the link's queue for
+/// the other handles: nothing received is lost with a dropped clone.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.taken.is_empty() {
+            return;
+        }
+        let mut inbound = lock_inbound(&self.shared);
+        while let Some(b) = self.taken.pop_back() {
+            inbound.ready.push_front(b);
+        }
+    }
+}
+
+fn lock_inbound(shared: &Shared) -> std::sync::MutexGuard<'_, Inbound> {
+    shared.inbound.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl fmt::Debug for Connection {
@@ -208,6 +239,7 @@ impl Connection {
                 tx,
             },
             shared,
+            taken: VecDeque::new(),
         }
     }
 
@@ -302,20 +334,21 @@ impl Stream for Connection {
     type Item = Bytes;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let mut inbound = self
-            .shared
-            .inbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let Inbound { rx, ready } = &mut *inbound;
-        if let Some(b) = ready.pop_front() {
+        let this = self.get_mut();
+        if let Some(b) = this.taken.pop_front() {
             return Poll::Ready(Some(b));
         }
         // A batch at a time: one lock and one queue operation for many
         // frames.
-        match rx.poll_recv_many(cx, ready, TAKE) {
+        let mut inbound = lock_inbound(&this.shared);
+        let Inbound { rx, ready } = &mut *inbound;
+        if !ready.is_empty() {
+            std::mem::swap(ready, &mut this.taken);
+            return Poll::Ready(this.taken.pop_front());
+        }
+        match rx.poll_recv_many(cx, &mut this.taken, TAKE) {
             Poll::Ready(0) => Poll::Ready(None),
-            Poll::Ready(_) => Poll::Ready(ready.pop_front()),
+            Poll::Ready(_) => Poll::Ready(this.taken.pop_front()),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -417,4 +450,44 @@ fn check_len(shared: &Shared, data: &Bytes) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::OutRx;
+    use futures::StreamExt;
+
+    /// A link's handles, without a socket, and the link task's end of the
+    /// receive queue.
+    fn handles() -> (Connection, queue::Sender<VecDeque<Bytes>>, OutRx) {
+        let (out_tx, out_rx) = queue::channel(8, usize::MAX);
+        let (in_tx, in_rx) = queue::channel(8, usize::MAX);
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let shared = Arc::new(Shared {
+            peer: NodeId::parse("0a").unwrap(),
+            remote: addr,
+            local: addr,
+            max_frame_len: 8,
+            state: watch::channel(LinkState::Up).0,
+            inbound: Inbound::new(in_rx),
+            up: AtomicBool::new(true),
+        });
+        (Connection::new(shared, out_tx), in_tx, out_rx)
+    }
+
+    /// A handle takes a batch; dropped half-way, the rest goes to the other
+    /// handles, in order.
+    #[tokio::test]
+    async fn a_dropped_handle_leaves_its_batch_to_the_others() {
+        let (mut a, in_tx, _out_rx) = handles();
+        let b = a.clone();
+        let mut batch: VecDeque<Bytes> = (0u8..5).map(|i| Bytes::from(vec![i])).collect();
+        in_tx.try_send_many(&mut batch).unwrap();
+        assert_eq!(a.next().await.unwrap()[0], 0);
+        drop(a);
+        drop(in_tx);
+        let rest: Vec<u8> = b.map(|m| m[0]).collect().await;
+        assert_eq!(rest, [1, 2, 3, 4]);
+    }
 }
