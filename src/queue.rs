@@ -102,8 +102,8 @@ struct State<S> {
 }
 
 impl<S> State<S> {
-    /// Room for an item of `weight`: within both bounds, or the queue is
-    /// empty.
+    /// Room for an item of `weight` bytes: within both bounds, or the
+    /// queue is empty.
     fn fits(&self, weight: usize) -> bool {
         self.len == 0 || self.len < self.cap && self.bytes + weight <= self.max_bytes
     }
@@ -146,10 +146,11 @@ impl<S: Store> Sender<S> {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(TrySendError::Closed(it)) => return Poll::Ready(Err(it)),
                 Err(TrySendError::Full(it)) => {
-                    item = Some(it);
                     // Registers for room; if room was made (or the queue
                     // closed) between the two locks, try again at once.
-                    if self.poll_ready(cx).is_pending() {
+                    let room = self.poll_room(cx, it.weight());
+                    item = Some(it);
+                    if room.is_pending() {
                         return Poll::Pending;
                     }
                 }
@@ -158,14 +159,22 @@ impl<S: Store> Sender<S> {
         .await
     }
 
-    /// Ready once there is room or the queue has closed (`Err`); else the
-    /// task is woken when the receiver takes items.
+    /// Ready once there is room for a small item or the queue has closed
+    /// (`Err`); else the task is woken when the receiver takes items.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        self.poll_room(cx, 1)
+    }
+
+    /// Ready once there is room for an item of `weight` bytes (or the queue
+    /// is empty), or the queue has closed (`Err`). Waiting for room for the
+    /// item at hand, not for any room, is what keeps a large item's sender
+    /// from spinning.
+    fn poll_room(&self, cx: &mut Context<'_>, weight: usize) -> Poll<Result<(), ()>> {
         let mut s = self.inner.lock();
         if s.closed {
             return Poll::Ready(Err(()));
         }
-        if s.fits(0) && s.bytes < s.max_bytes {
+        if s.fits(weight) {
             return Poll::Ready(Ok(()));
         }
         if !s.senders_waiting.iter().any(|w| w.will_wake(cx.waker())) {
@@ -224,10 +233,11 @@ impl<T: Weighed> Sender<VecDeque<T>> {
     pub async fn send_many(&self, items: &mut VecDeque<T>) -> Result<(), ()> {
         loop {
             self.try_send_many(items)?;
-            if items.is_empty() {
+            let Some(front) = items.front() else {
                 return Ok(());
-            }
-            poll_fn(|cx| self.poll_ready(cx)).await?;
+            };
+            let weight = front.weight();
+            poll_fn(|cx| self.poll_room(cx, weight)).await?;
         }
     }
 }
@@ -399,6 +409,30 @@ mod tests {
         fn weight(&self) -> usize {
             1
         }
+    }
+
+    /// A large item that does not fit yet waits for room to be made, on
+    /// one thread: a sender that spun instead (there is room for a small
+    /// item all along) would never let the receiver run.
+    #[tokio::test]
+    async fn a_large_item_waits_for_room() {
+        let (tx, mut rx) = channel::<VecDeque<Bytes>>(100, 10);
+        tx.try_send(Bytes::from_static(&[0; 4])).unwrap();
+        let tx2 = tx.clone();
+        let waiting = tokio::spawn(async move {
+            let mut items: VecDeque<Bytes> = [Bytes::from_static(&[1; 8])].into();
+            tx2.send_many(&mut items).await.map(|()| items.len())
+        });
+        let single =
+            tokio::spawn(async move { tx.send(Bytes::from_static(&[2; 8])).await.is_ok() });
+        tokio::task::yield_now().await;
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            rx.recv_many(&mut got, 1).await;
+        }
+        assert_eq!(got.iter().map(|b| b.len()).sum::<usize>(), 20);
+        assert_eq!(waiting.await.unwrap(), Ok(0));
+        assert!(single.await.unwrap());
     }
 
     /// A batch goes in as far as it fits; the rest waits for room, in order.
