@@ -347,13 +347,23 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
         id,
         shared,
         stream,
-        out_rx,
+        mut out_rx,
         out_tx,
         in_tx,
         keys,
         awaiting_verdict,
         deadline,
     } = link;
+    // Senders may write small frames to a link in the clear themselves
+    // (see `crate::outbox`), through a second handle on the socket; it is
+    // given up when the send queue closes, as the link ends.
+    #[cfg(unix)]
+    if keys.is_none() {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = stream.as_fd().try_clone_to_owned() {
+            out_rx.with_store(|o| o.write_at_once(std::net::TcpStream::from(fd)));
+        }
+    }
     let (rd, wr) = stream.into_split();
     let max = ctx.max_frame_len;
     let pool = Arc::new(Pool::default());
@@ -714,6 +724,8 @@ async fn write_loop(
             }
             _ = &mut close_asked => break,
             _ = &mut idle => {
+                // Senders must not write while this does.
+                out_rx.busy();
                 w.feed(Frame::control(frame::HEARTBEAT)).map_err(into_io)?;
                 w.flush().await?;
                 idle.as_mut().reset(Instant::now() + heartbeat);

@@ -9,8 +9,22 @@
 //! header and the payload queued as it is, to be written by a vectored write.
 //!
 //! Order is the order of the pushes, across all senders.
+//!
+//! # Writing at once
+//!
+//! On a link in the clear, a small frame sent while the queue is empty and
+//! the link's task is idle, waiting for frames, is written to the socket
+//! there and then, by the sending task, under the queue's lock (so no other
+//! write can come between): a round trip then wakes no link task on the way
+//! out. If the kernel takes only part of it, the rest is queued; if it takes
+//! none, the frame is queued as any other. While the link's task writes (or
+//! has frames queued) nobody else does, so the order holds. The link's task
+//! is still woken, after the frame is on its way: so a burst goes out in
+//! batches all the same (its first frame is written at once, the next ones
+//! find the link's task no longer idle and are queued for it).
 
 use std::collections::VecDeque;
+use std::io::{IoSlice, Write};
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -24,6 +38,9 @@ pub(crate) type OutTx = queue::Sender<Outbox>;
 /// The link task's end of its send queue.
 pub(crate) type OutRx = queue::Receiver<Outbox>;
 
+/// Largest payload written at once by its sender.
+const WRITE_AT_ONCE: usize = 4096;
+
 /// Encoded frames waiting to be written.
 #[derive(Default)]
 pub(crate) struct Outbox {
@@ -33,15 +50,56 @@ pub(crate) struct Outbox {
     tail: BytesMut,
     frames: usize,
     bytes: usize,
+    /// The link's socket, for writing at once (links in the clear).
+    socket: Option<std::net::TcpStream>,
+}
+
+impl Outbox {
+    /// Lets senders write small frames to `socket` (the link's, shared)
+    /// while the link's task is idle.
+    pub fn write_at_once(&mut self, socket: std::net::TcpStream) {
+        self.socket = Some(socket);
+    }
+
+    /// Writes `frame` to the socket: `None` if all of it went, else what is
+    /// left of it, encoded (all of it if the kernel took nothing).
+    fn write_now(socket: &mut std::net::TcpStream, frame: &Frame) -> Option<(usize, [u8; 5])> {
+        let len = frame.payload.len();
+        let mut header = [0u8; LEN_BYTES + 1];
+        header[..LEN_BYTES].copy_from_slice(&(len as u32 + 1).to_be_bytes());
+        header[LEN_BYTES] = frame.kind;
+        let parts = [IoSlice::new(&header), IoSlice::new(&frame.payload)];
+        match socket.write_vectored(&parts) {
+            Ok(n) if n == header.len() + len => None,
+            Ok(n) => Some((n, header)),
+            // Full, or failed: the link's task finds out and reports it.
+            Err(_) => Some((0, header)),
+        }
+    }
 }
 
 impl Store for Outbox {
     type Item = Frame;
 
-    fn put(&mut self, frame: Frame) {
+    fn put(&mut self, frame: Frame, idle: bool) -> bool {
         // Sizes were checked by the senders (at most `max_frame_len`, which
         // is below `u32::MAX`).
         let len = frame.payload.len();
+        if let (true, Some(socket)) = (idle && len <= WRITE_AT_ONCE, &mut self.socket) {
+            match Self::write_now(socket, &frame) {
+                None => return false,
+                Some((0, _)) => {}
+                Some((written, header)) => {
+                    // The kernel took part of it: the rest goes first.
+                    let rest = written.saturating_sub(header.len());
+                    self.tail.extend_from_slice(&header[written.min(header.len())..]);
+                    self.tail.extend_from_slice(&frame.payload[rest..]);
+                    self.frames += 1;
+                    self.bytes += len;
+                    return true;
+                }
+            }
+        }
         self.frames += 1;
         self.bytes += len;
         if len >= ZERO_COPY {
@@ -56,6 +114,12 @@ impl Store for Outbox {
             self.tail.put_u8(frame.kind);
             self.tail.extend_from_slice(&frame.payload);
         }
+        true
+    }
+
+    /// The socket is shared no more: the link is closing or gone.
+    fn closed(&mut self) {
+        self.socket = None;
     }
 }
 
@@ -125,5 +189,40 @@ mod tests {
         assert_eq!(got, want.to_vec());
         drop((tx, tx2));
         assert_eq!(rx.take_all(&mut out).await, 0, "ended");
+    }
+
+    /// A frame sent while the link's task waits goes straight to the
+    /// socket; the next one, the task being woken by then, is queued; once
+    /// the queue is closed, nothing is written at once any more.
+    #[test]
+    fn written_at_once_only_while_idle() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let (tx, mut rx) = queue::channel::<Outbox>(100, usize::MAX);
+        rx.with_store(|o| o.write_at_once(client));
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut out = VecDeque::new();
+        let idle = |rx: &mut OutRx, out: &mut VecDeque<Bytes>, cx: &mut Context<'_>| {
+            assert!(rx.poll_take_all(cx, out).is_pending());
+        };
+
+        idle(&mut rx, &mut out, &mut cx);
+        tx.try_send(Frame::data(Bytes::from_static(b"now"))).unwrap();
+        let mut got = [0u8; 8];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"\0\0\0\x04\x10now");
+
+        // Not waiting (it was woken, and has not looked yet): queued.
+        tx.try_send(Frame::data(Bytes::from_static(b"later"))).unwrap();
+        assert_eq!(rx.poll_take_all(&mut cx, &mut out), Poll::Ready(1));
+        assert_eq!(&out.pop_front().unwrap()[..], b"\0\0\0\x06\x10later");
+
+        idle(&mut rx, &mut out, &mut cx);
+        rx.close();
+        assert!(tx.try_send(Frame::data(Bytes::from_static(b"x"))).is_err());
+        rx.with_store(|o| assert!(o.socket.is_none(), "the socket is given up"));
     }
 }

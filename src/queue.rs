@@ -46,14 +46,20 @@ impl Weighed for crate::frame::Frame {
 /// What a queue keeps its items in.
 pub(crate) trait Store: Default {
     type Item: Weighed;
-    /// Adds an item at the back.
-    fn put(&mut self, item: Self::Item);
+    /// Adds an item at the back. `idle`: the queue is empty and its
+    /// receiver waits for an item. `false`: the store disposed of the item
+    /// itself, so nothing was queued (see [`crate::outbox`]); the receiver
+    /// is woken all the same.
+    fn put(&mut self, item: Self::Item, idle: bool) -> bool;
+    /// The queue is closed: nothing more will be put.
+    fn closed(&mut self) {}
 }
 
 impl<T: Weighed> Store for VecDeque<T> {
     type Item = T;
-    fn put(&mut self, item: T) {
+    fn put(&mut self, item: T, _idle: bool) -> bool {
         self.push_back(item);
+        true
     }
 }
 
@@ -244,9 +250,14 @@ impl<T: Weighed> Sender<VecDeque<T>> {
 
 /// Queues `item` and wakes the receiver if it waits, after unlocking.
 fn push<S: Store>(mut s: MutexGuard<'_, State<S>>, item: S::Item) {
-    s.bytes += item.weight();
-    s.len += 1;
-    s.store.put(item);
+    let weight = item.weight();
+    let idle = s.len == 0 && s.receiver.is_some();
+    if s.store.put(item, idle) {
+        s.bytes += weight;
+        s.len += 1;
+    }
+    // Woken even if nothing was queued: a receiver that is not idle any
+    // more is what lets the store dispose of one item only per wait.
     let receiver = s.receiver.take();
     drop(s);
     if let Some(w) = receiver {
@@ -286,7 +297,7 @@ impl<S> std::fmt::Debug for Sender<S> {
 }
 
 /// The receiving end.
-pub(crate) struct Receiver<S> {
+pub(crate) struct Receiver<S: Store> {
     inner: Arc<Inner<S>>,
 }
 
@@ -327,10 +338,22 @@ impl<S: Store> Receiver<S> {
         Poll::Pending
     }
 
+    /// The receiver is busy on its own (no longer waiting for an item) until
+    /// it next waits in [`poll_take`](Self::poll_take).
+    pub fn busy(&mut self) {
+        self.inner.lock().receiver = None;
+    }
+
+    /// Lets `f` change the store.
+    pub fn with_store(&mut self, f: impl FnOnce(&mut S)) {
+        f(&mut self.inner.lock().store);
+    }
+
     /// Refuses further items; those queued can still be taken.
     pub fn close(&mut self) {
         let mut s = self.inner.lock();
         s.closed = true;
+        s.store.closed();
         let waiting = std::mem::take(&mut s.senders_waiting);
         drop(s);
         for w in waiting {
@@ -374,10 +397,11 @@ impl<T: Weighed> Receiver<VecDeque<T>> {
     }
 }
 
-impl<S> Drop for Receiver<S> {
+impl<S: Store> Drop for Receiver<S> {
     fn drop(&mut self) {
         let mut s = self.inner.lock();
         s.closed = true;
+        s.store.closed();
         let waiting = std::mem::take(&mut s.senders_waiting);
         drop(s);
         // What is still queued is dropped with the last handle.
@@ -387,7 +411,7 @@ impl<S> Drop for Receiver<S> {
     }
 }
 
-impl<S> std::fmt::Debug for Receiver<S> {
+impl<S: Store> std::fmt::Debug for Receiver<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("queue::Receiver")
     }
