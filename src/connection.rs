@@ -1,8 +1,9 @@
 //! The public handles of one link: [`Connection`] and [`Sender`].
 //!
 //! A link is run by one task (see [`crate::link`]); these handles talk to it
-//! through two bounded queues, one per direction, and a watch channel that
-//! carries the close request and, at the end, the reason the link closed.
+//! through two bounded queues (see [`crate::queue`]), one per direction, and
+//! a watch channel that carries the close request and, at the end, the reason
+//! the link closed.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -169,7 +170,8 @@ pub(crate) enum LinkState {
 ///
 /// - Read the peer's messages as a [`Stream`] of [`Bytes`]; it ends when the
 ///   link closes. All clones of a `Connection` share one receive queue, so each
-///   message goes to one reader: read a link from one task.
+///   message goes to one reader; a handle takes up to 32 at once (a dropped
+///   one gives back what it took): read a link from one task.
 /// - Write with [`send`](Self::send), with a cloneable [`Sender`] from
 ///   [`sender`](Self::sender), or through the [`Sink`] implementation.
 ///   `send` waits while the link's send queue is full (backpressure), and

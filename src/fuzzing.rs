@@ -17,6 +17,7 @@ use tokio_util::codec::{Decoder, Encoder, FramedRead};
 use crate::frame::{self, CodecError, Frame, FrameCodec, LEN_BYTES};
 use crate::hello::{Hello, Refusal, MAX_HELLO, PROTOCOL_VERSION};
 use crate::id::NodeId;
+use crate::reader::FrameReader;
 use crate::settings::{valid_cluster_name, DEFAULT_MAX_FRAME_LEN};
 
 /// Offset of the id's bytes in a hello payload: magic, version, incarnation,
@@ -278,14 +279,15 @@ fn check_frames(stream: &[u8], max: usize, chunks: &[usize]) {
     assert_eq!(whole, chunked, "chunking changed the frames");
     assert_eq!(end, chunked_end, "chunking changed the end");
 
-    // FramedRead over a reader that returns those chunks, as the link's
-    // reader runs, up to its first error.
+    // FramedRead over a reader that returns those chunks, with the link's
+    // reader (large payloads read into buffers of their own), as the link
+    // runs, up to its first error.
     let reader = Chunks {
         data: stream,
         sizes: chunks.iter().copied().filter(|&n| n > 0).collect(),
         next: 0,
     };
-    let mut framed = FramedRead::new(reader, codec);
+    let mut framed = FramedRead::new(reader, FrameReader::new(max, Default::default()));
     let mut read = Vec::new();
     let framed_end = futures::executor::block_on(async {
         while let Some(r) = framed.next().await {

@@ -39,7 +39,10 @@
 //! | `link` | one TCP link: handshake, then a reader and a writer, heartbeats |
 //! | `secure` | the cluster secret: Noise handshake, sealed records |
 //! | `gate` | slots for accepted connections still in their handshake |
-//! | `writer` | a link's write side: batched, large payloads not copied |
+//! | `queue` | a link's two bounded queues (items and bytes), cheap per item |
+//! | `outbox` | the send queue's store: frames encoded by their senders, small ones written at once on an idle link |
+//! | `writer` | a link's write side: vectored writes, large payloads not copied |
+//! | `reader` | a link's read side: large payloads read into reused buffers of their own |
 //! | `connection` | the public handles of a link: [`Connection`], [`Sender`] |
 //! | `events` | event streams ([`Events`]) and the list of open links |
 //! | `message` | the messaging envelope (`MSG` frames) |
@@ -58,9 +61,9 @@
 //! ## Policies
 //!
 //! - **Backpressure**: each link has a send queue and a receive queue of
-//!   [`Settings::queue_len`] frames. `send` waits while the send queue is
-//!   full; a full receive queue stops reading from the socket, so TCP slows
-//!   the sender. A graceful close (from either end) delivers everything
+//!   [`Settings::queue_len`] frames and [`Settings::queue_bytes`] bytes.
+//!   `send` waits while the send queue is full; a full receive queue stops
+//!   reading from the socket, so TCP slows the sender. A graceful close (from either end) delivers everything
 //!   `send` accepted; a link that fails instead reports it (see
 //!   [`CloseReason::is_failure`]).
 //! - **Events**: each subscriber has its own queue; the mesh never waits for

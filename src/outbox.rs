@@ -92,7 +92,8 @@ impl Store for Outbox {
                 Some((written, header)) => {
                     // The kernel took part of it: the rest goes first.
                     let rest = written.saturating_sub(header.len());
-                    self.tail.extend_from_slice(&header[written.min(header.len())..]);
+                    self.tail
+                        .extend_from_slice(&header[written.min(header.len())..]);
                     self.tail.extend_from_slice(&frame.payload[rest..]);
                     self.frames += 1;
                     self.bytes += len;
@@ -210,13 +211,15 @@ mod tests {
         };
 
         idle(&mut rx, &mut out, &mut cx);
-        tx.try_send(Frame::data(Bytes::from_static(b"now"))).unwrap();
+        tx.try_send(Frame::data(Bytes::from_static(b"now")))
+            .unwrap();
         let mut got = [0u8; 8];
         server.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"\0\0\0\x04\x10now");
 
         // Not waiting (it was woken, and has not looked yet): queued.
-        tx.try_send(Frame::data(Bytes::from_static(b"later"))).unwrap();
+        tx.try_send(Frame::data(Bytes::from_static(b"later")))
+            .unwrap();
         assert_eq!(rx.poll_take_all(&mut cx, &mut out), Poll::Ready(1));
         assert_eq!(&out.pop_front().unwrap()[..], b"\0\0\0\x06\x10later");
 

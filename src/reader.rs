@@ -178,6 +178,18 @@ impl Decoder for FrameReader {
         }
         self.codec.decode(src)
     }
+
+    /// The stream ended: a frame begun and not finished is an error, even
+    /// when all of its bytes read so far were moved to its own buffer.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() && self.own.is_none() => Ok(None),
+            None => Err(CodecError::Io(std::io::Error::other(
+                "the stream ended inside a frame",
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -290,6 +302,22 @@ mod tests {
         assert_eq!(held(&reader), 2);
         reader.pool.trim();
         assert_eq!(held(&reader), 0, "an idle link holds none");
+    }
+
+    /// A stream that ends right after a large frame's header (nothing of it
+    /// left in the read buffer) ends in an error, not cleanly.
+    #[test]
+    fn ending_inside_a_large_frame_is_an_error() {
+        let mut reader = FrameReader::new(1 << 20, Arc::default());
+        let mut buf = BytesMut::new();
+        buf.put_u32(100_001);
+        buf.put_u8(DATA);
+        assert!(reader.decode(&mut buf).unwrap().is_none());
+        assert!(buf.is_empty(), "the header was taken");
+        assert!(matches!(
+            reader.decode_eof(&mut buf),
+            Err(CodecError::Io(_))
+        ));
     }
 
     /// An announced frame over the maximum is refused before anything is
