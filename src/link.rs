@@ -369,7 +369,7 @@ async fn drive(ctx: &Ctx, link: Link) -> CloseReason {
     let pool = Arc::new(Pool::default());
     let (opener, sealer) = match &keys {
         Some(k) => (
-            Opener::Sealed(k.decoder(max)),
+            Opener::Sealed(k.decoder(max, pool.clone())),
             Sealer::Sealed(k.encoder(max)),
         ),
         None => (

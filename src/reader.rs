@@ -127,6 +127,29 @@ impl FrameReader {
     }
 }
 
+impl FrameReader {
+    /// How many more bytes `src` may take before the large frame being read
+    /// into its own buffer is whole (`usize::MAX` when none is).
+    pub fn room(&self, src: &BytesMut) -> usize {
+        self.own
+            .as_ref()
+            .map_or(usize::MAX, |own| own.len.saturating_sub(src.len()))
+    }
+
+    /// True if `header` (at least 5 bytes, at a frame boundary) starts a
+    /// frame that will be read into a buffer of its own.
+    pub fn starts_own_frame(&self, header: &[u8]) -> bool {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let payload = len.wrapping_sub(1);
+        payload >= OWN_BUFFER && payload <= self.codec.max
+    }
+
+    /// True while a frame begun is not whole.
+    pub fn inside_frame(&self, src: &BytesMut) -> bool {
+        self.own.is_some() || !src.is_empty()
+    }
+}
+
 impl Decoder for FrameReader {
     type Item = Frame;
     type Error = CodecError;
@@ -184,7 +207,7 @@ impl Decoder for FrameReader {
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         match self.decode(src)? {
             Some(frame) => Ok(Some(frame)),
-            None if src.is_empty() && self.own.is_none() => Ok(None),
+            None if !self.inside_frame(src) => Ok(None),
             None => Err(CodecError::Io(std::io::Error::other(
                 "the stream ended inside a frame",
             ))),

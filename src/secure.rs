@@ -36,6 +36,7 @@
 //! altered, replayed, reordered or dropped fails to decrypt, and the link
 //! closes with [`CloseReason::Protocol`](crate::CloseReason::Protocol).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -46,8 +47,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::frame::{self, CodecError, Frame, FrameCodec};
-use crate::reader::FrameReader;
+use crate::frame::{self, CodecError, Frame, FrameCodec, LEN_BYTES};
+use crate::reader::{FrameReader, Pool};
 
 /// The cipher a link is sealed with: AES-256-GCM where both ends have AES
 /// hardware (there it is about twice as fast as ChaCha20-Poly1305: 2.1 against
@@ -220,7 +221,7 @@ pub(crate) async fn handshake(
             .read_exact(&mut record[2..])
             .await
             .map_err(|e| format!("reading key confirmation: {e}"))?;
-        let mut dec = keys.decoder(usize::MAX);
+        let mut dec = keys.decoder(usize::MAX, Arc::default());
         match dec.decode(&mut record) {
             Ok(Some(f)) if f.kind == frame::NOISE && f.payload.is_empty() => {}
             Ok(_) => return Err("bad key confirmation".into()),
@@ -270,13 +271,16 @@ impl Keys {
         }
     }
 
-    /// The codec that opens frames this end receives.
-    pub fn decoder(&self, max: usize) -> OpenCodec {
+    /// The codec that opens frames this end receives; large payloads are
+    /// read into buffers from `pool`.
+    pub fn decoder(&self, max: usize, pool: Arc<Pool>) -> OpenCodec {
         OpenCodec {
-            frames: FrameCodec { max },
+            frames: FrameReader::new(max, pool),
             cipher: self.cipher.clone(),
             nonce: self.recv_nonce,
             plain: BytesMut::new(),
+            opened: Vec::new(),
+            ready: VecDeque::new(),
         }
     }
 }
@@ -327,12 +331,40 @@ impl Encoder<Frame> for SealCodec {
     }
 }
 
-/// Opens records, then decodes the frames in them.
+/// Opens records, then decodes the frames in them with the link's reader, so
+/// large payloads land in buffers of their own (see [`crate::reader`]).
 pub(crate) struct OpenCodec {
-    frames: FrameCodec,
+    frames: FrameReader,
     cipher: Arc<StatelessTransportState>,
     nonce: u64,
+    /// Plaintext not yet decoded into frames.
     plain: BytesMut,
+    /// The last record opened (reused: opening writes over it).
+    opened: Vec<u8>,
+    /// Frames decoded, not yet returned.
+    ready: VecDeque<Frame>,
+}
+
+impl OpenCodec {
+    /// Hands `data`, plaintext just opened, to the frame reader. A large
+    /// frame's header that starts at a frame boundary goes in alone, so the
+    /// rest of the frame is copied once, into the frame's own buffer.
+    fn feed(&mut self, n: usize) -> Result<(), CodecError> {
+        let mut data = &self.opened[..n];
+        while !data.is_empty() {
+            let mut take = data.len().min(self.frames.room(&self.plain));
+            let header = LEN_BYTES + 1;
+            if self.plain.is_empty() && data.len() >= header && self.frames.starts_own_frame(data) {
+                take = header;
+            }
+            self.plain.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            while let Some(f) = self.frames.decode(&mut self.plain)? {
+                self.ready.push_back(f);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Decoder for OpenCodec {
@@ -341,7 +373,7 @@ impl Decoder for OpenCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         loop {
-            if let Some(f) = self.frames.decode(&mut self.plain)? {
+            if let Some(f) = self.ready.pop_front() {
                 return Ok(Some(f));
             }
             if src.len() < 2 {
@@ -358,11 +390,13 @@ impl Decoder for OpenCodec {
                 return Ok(None);
             }
             src.advance(2);
-            let start = self.plain.len();
-            self.plain.resize(start + len - TAG, 0);
-            let opened =
-                self.cipher
-                    .read_message(self.nonce, &src[..len], &mut self.plain[start..]);
+            let n = len - TAG;
+            if self.opened.len() < n {
+                self.opened.resize(n, 0);
+            }
+            let opened = self
+                .cipher
+                .read_message(self.nonce, &src[..len], &mut self.opened[..n]);
             src.advance(len);
             if opened.is_err() {
                 return Err(CodecError::Crypto(
@@ -370,13 +404,14 @@ impl Decoder for OpenCodec {
                 ));
             }
             self.nonce += 1;
+            self.feed(n)?;
         }
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         match self.decode(src)? {
             Some(f) => Ok(Some(f)),
-            None if src.is_empty() && self.plain.is_empty() => Ok(None),
+            None if src.is_empty() && !self.frames.inside_frame(&self.plain) => Ok(None),
             None => Err(CodecError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the link ended inside a record",
@@ -416,7 +451,7 @@ pub(crate) fn fuzz_pair(max: usize) -> (SealCodec, OpenCodec) {
         };
         (keys(i), keys(r))
     });
-    (i.encoder(max), r.decoder(max))
+    (i.encoder(max), r.decoder(max, Arc::default()))
 }
 
 /// How a link reads frames: in the clear, or out of sealed records.
@@ -541,8 +576,18 @@ mod tests {
     fn round_trip(suite: Suite) {
         let psk = Psk::derive(b"s", "c");
         let (a, b) = pair_with(&psk, &psk, suite).unwrap();
-        let (mut enc, mut dec) = (a.encoder(1 << 20), b.decoder(1 << 20));
-        let sent = vec![data(0), data(10), data(MAX_PLAIN * 2 + 7), data(64)];
+        let (mut enc, mut dec) = (a.encoder(1 << 20), b.decoder(1 << 20, Arc::default()));
+        let sent = vec![
+            data(0),
+            data(10),
+            data(MAX_PLAIN * 2 + 7),
+            data(64),
+            data(65536),
+            data(65536),
+            data(3),
+            data(100_000),
+            data(16 * 1024),
+        ];
         let mut wire = BytesMut::new();
         for f in &sent {
             enc.encode(f.clone(), &mut wire).unwrap();
@@ -574,15 +619,18 @@ mod tests {
         for i in 0..one.len() {
             let mut bad = one.clone();
             bad[i] ^= 0x01;
-            let mut dec = b.decoder(1024);
+            let mut dec = b.decoder(1024, Arc::default());
             let r = dec.decode(&mut bad);
             let caught = r.is_err() || matches!(r, Ok(None)) && dec.decode_eof(&mut bad).is_err();
             assert!(caught, "flipped byte {i} went through");
         }
         // Reordered: the second record first.
-        assert!(b.decoder(1024).decode(&mut two.clone()).is_err());
+        assert!(b
+            .decoder(1024, Arc::default())
+            .decode(&mut two.clone())
+            .is_err());
         // Replayed: the first record twice.
-        let mut dec = b.decoder(1024);
+        let mut dec = b.decoder(1024, Arc::default());
         assert!(dec.decode(&mut one.clone()).unwrap().is_some());
         assert!(dec.decode(&mut one.clone()).is_err());
     }
