@@ -117,11 +117,25 @@ pub(crate) struct Shared {
     /// `None` while the link is up. Handles write a close request here; the
     /// link task writes the final reason when it has closed.
     pub state: watch::Sender<LinkState>,
-    /// Frames received, shared by every handle of the link.
-    pub inbound: Mutex<Inbound>,
+    /// Frames received, shared by every handle of the link. On a cache line
+    /// of its own: the reading handle writes it while senders read the
+    /// fields beside it.
+    pub inbound: Padded<Mutex<Inbound>>,
     /// `state` is `Up`: read on every send, so kept apart from the watch
     /// channel's lock.
     pub up: AtomicBool,
+}
+
+/// A value on cache lines of its own.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// The receive queue, and frames a dropped handle had taken from it but not
@@ -133,11 +147,11 @@ pub(crate) struct Inbound {
 }
 
 impl Inbound {
-    pub fn new(rx: queue::Receiver<VecDeque<Bytes>>) -> Mutex<Inbound> {
-        Mutex::new(Inbound {
+    pub fn new(rx: queue::Receiver<VecDeque<Bytes>>) -> Padded<Mutex<Inbound>> {
+        Padded(Mutex::new(Inbound {
             rx,
             ready: VecDeque::new(),
-        })
+        }))
     }
 }
 
