@@ -52,7 +52,7 @@ use crate::reader::{FrameReader, Pool};
 
 /// The cipher a link is sealed with: AES-256-GCM where both ends have AES
 /// hardware (there it is about twice as fast as ChaCha20-Poly1305: 2.1 against
-/// 1.4 GB/s through a sealed link on this project's test machine), and
+/// 1.1-1.4 GB/s through a sealed link on this project's test machine), and
 /// ChaCha20-Poly1305, fast everywhere in software, otherwise. Both are ring's
 /// implementations, through snow. The choice follows from the two hellos,
 /// which are the handshake's prologue: a hello altered to force the slower
