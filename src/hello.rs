@@ -10,9 +10,9 @@
 //!
 //! Flag bit 0 says the node has a cluster secret (see [`crate::secure`]), so a
 //! node with a secret and one without refuse each other with a clear reason.
-//! Bit 1 says its processor seals AES-GCM in hardware; two nodes that both
-//! say so seal their link with AES-GCM, others with ChaCha20-Poly1305. The
-//! other bits must be zero.
+//! Bit 1 (set only with a secret) says its processor seals AES-GCM in
+//! hardware; two nodes that both say so seal their link with AES-GCM, others
+//! with ChaCha20-Poly1305. The other bits must be zero.
 //!
 //! The *incarnation* is the time the service started, in nanoseconds since
 //! the Unix epoch. It tells a peer that restarted with the same id (newer

@@ -275,7 +275,9 @@ impl Service {
             incarnation: inner.incarnation,
             port: bound_port,
             secret: inner.settings.secret.is_some(),
-            aes: crate::secure::Suite::aes_hardware(),
+            // Said only with a secret, where it matters: a node without
+            // one sends the hello of earlier versions.
+            aes: inner.settings.secret.is_some() && crate::secure::Suite::aes_hardware(),
             id: inner.id.clone(),
             cluster: inner.name.clone(),
         };
