@@ -522,8 +522,12 @@ fn read_failed(e: std::io::Error) -> CloseReason {
     }
 }
 
-/// Most received messages handed to the receive queue at once.
+/// Most received messages held before they are handed to the receive
+/// queue (waiting there while it is full) ...
 const DELIVER_BATCH: usize = 64;
+/// ... and most bytes of them: so the batch adds little to what the receive
+/// queue bounds (a frame larger than this is handed over at once).
+const DELIVER_BYTES: usize = 64 * 1024;
 
 /// Reads frames until the link ends; user messages go to the receive queue
 /// in batches: those decoded from what one read brought, under one lock.
@@ -589,6 +593,7 @@ async fn read_frames(
     deadline: Instant,
     progress: &Progress,
 ) -> CloseReason {
+    let mut pending_bytes = 0;
     loop {
         // A frame already buffered is taken at once; before waiting for the
         // socket, what was decoded so far is delivered.
@@ -596,6 +601,7 @@ async fn read_frames(
             Some(next) => next,
             None => {
                 deliver(in_tx, pending, progress).await;
+                pending_bytes = 0;
                 if awaiting_verdict {
                     match tokio::time::timeout_at(deadline, frames.next()).await {
                         Ok(n) => n,
@@ -611,11 +617,16 @@ async fn read_frames(
             }
         };
         let verdict = &mut awaiting_verdict;
+        let before = pending.len();
         if let Some(reason) = handle(ctx, link, shared, out_tx, next, pending, verdict, progress) {
             return reason;
         }
-        if pending.len() >= DELIVER_BATCH {
+        if pending.len() > before {
+            pending_bytes += pending.back().map_or(0, Bytes::len);
+        }
+        if pending.len() >= DELIVER_BATCH || pending_bytes >= DELIVER_BYTES {
             deliver(in_tx, pending, progress).await;
+            pending_bytes = 0;
         }
     }
 }

@@ -212,8 +212,9 @@ fn frames_queued_when_the_peer_closes_are_still_delivered() {
 
 /// The most data that can sit between a sender's link and a receiver that
 /// does not read, past the sender's own queue: the receiver's queue, the
-/// codecs' buffers and both sockets' buffers (their maxima, from this
-/// namespace's sysctls), with room to spare.
+/// batch its link holds before handing it over (at most one frame of this
+/// size), the codecs' buffers and both sockets' buffers (their maxima, from
+/// this namespace's sysctls), with room to spare.
 fn downstream_capacity(receiver_queue: usize, frame: usize) -> usize {
     let max = |name: &str| -> usize {
         let v = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap();
@@ -233,7 +234,7 @@ fn a_close_stalled_by_a_peer_that_stopped_reading_is_cut_and_reported() {
         let frame = 64 * 1024;
         // a's queue (16 MiB) is far larger than all there is room for past it.
         let (a, b) = tokio::join!(
-            start(Settings::new("c").queue_len(256)),
+            start(Settings::new("c").queue_len(256).queue_bytes(16 << 20)),
             start(Settings::new("c").queue_len(1))
         );
         full_mesh(&[a.clone(), b.clone()]).await;
