@@ -543,42 +543,63 @@ async fn read_loop(
     deadline: Instant,
     progress: &Progress,
 ) -> CloseReason {
-    let mut pending = VecDeque::new();
+    let mut batch = Batch {
+        in_tx,
+        pending: VecDeque::new(),
+        bytes: 0,
+    };
     let reason = read_frames(
         ctx,
         link,
         shared,
         out_tx,
         frames,
-        (in_tx, &mut pending),
+        &mut batch,
         awaiting_verdict,
         deadline,
         progress,
     )
     .await;
     // Whatever ended the link, what arrived before it is delivered.
-    deliver(in_tx, &mut pending, progress).await;
+    batch.deliver(progress).await;
     reason
 }
 
-/// Hands `pending` to the receive queue, waiting while it is full: the
-/// socket is not read meanwhile, so TCP pushes back on the sender. (The
-/// actor holds a handle, so the queue outlives the link.)
-async fn deliver(
-    in_tx: &queue::Sender<VecDeque<Bytes>>,
-    pending: &mut VecDeque<Bytes>,
-    progress: &Progress,
-) {
-    if pending.is_empty() {
-        return;
+/// Received messages not yet handed to the receive queue.
+struct Batch<'a> {
+    in_tx: &'a queue::Sender<VecDeque<Bytes>>,
+    pending: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Batch<'_> {
+    fn push(&mut self, payload: Bytes) {
+        self.bytes += payload.len();
+        self.pending.push_back(payload);
     }
-    if in_tx.try_send_many(pending).is_ok() && pending.is_empty() {
-        return;
+
+    /// Holds as much as it may: hand it over before reading on.
+    fn is_full(&self) -> bool {
+        self.pending.len() >= DELIVER_BATCH || self.bytes >= DELIVER_BYTES
     }
-    progress.delivering.store(true, Ordering::Relaxed);
-    let _ = in_tx.send_many(pending).await;
-    progress.delivering.store(false, Ordering::Relaxed);
-    pending.clear(); // the queue closed: nobody will read them
+
+    /// Hands the batch to the receive queue, waiting while it is full: the
+    /// socket is not read meanwhile, so TCP pushes back on the sender. (The
+    /// actor holds a handle, so the queue outlives the link.)
+    async fn deliver(&mut self, progress: &Progress) {
+        self.bytes = 0;
+        let pending = &mut self.pending;
+        if pending.is_empty() {
+            return;
+        }
+        if self.in_tx.try_send_many(pending).is_ok() && pending.is_empty() {
+            return;
+        }
+        progress.delivering.store(true, Ordering::Relaxed);
+        let _ = self.in_tx.send_many(pending).await;
+        progress.delivering.store(false, Ordering::Relaxed);
+        pending.clear(); // the queue closed: nobody will read them
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -588,20 +609,18 @@ async fn read_frames(
     shared: &Shared,
     out_tx: &OutTx,
     mut frames: FramedRead<Counted, Opener>,
-    (in_tx, pending): (&queue::Sender<VecDeque<Bytes>>, &mut VecDeque<Bytes>),
+    batch: &mut Batch<'_>,
     mut awaiting_verdict: bool,
     deadline: Instant,
     progress: &Progress,
 ) -> CloseReason {
-    let mut pending_bytes = 0;
     loop {
         // A frame already buffered is taken at once; before waiting for the
         // socket, what was decoded so far is delivered.
         let next = match frames.next().now_or_never() {
             Some(next) => next,
             None => {
-                deliver(in_tx, pending, progress).await;
-                pending_bytes = 0;
+                batch.deliver(progress).await;
                 if awaiting_verdict {
                     match tokio::time::timeout_at(deadline, frames.next()).await {
                         Ok(n) => n,
@@ -617,22 +636,17 @@ async fn read_frames(
             }
         };
         let verdict = &mut awaiting_verdict;
-        let before = pending.len();
-        if let Some(reason) = handle(ctx, link, shared, out_tx, next, pending, verdict, progress) {
+        if let Some(reason) = handle(ctx, link, shared, out_tx, next, batch, verdict, progress) {
             return reason;
         }
-        if pending.len() > before {
-            pending_bytes += pending.back().map_or(0, Bytes::len);
-        }
-        if pending.len() >= DELIVER_BATCH || pending_bytes >= DELIVER_BYTES {
-            deliver(in_tx, pending, progress).await;
-            pending_bytes = 0;
+        if batch.is_full() {
+            batch.deliver(progress).await;
         }
     }
 }
 
 /// Acts on one frame (or the stream's end, or a decoding error); user
-/// messages are added to `pending`. `Some` ends the link.
+/// messages are added to `batch`. `Some` ends the link.
 #[allow(clippy::too_many_arguments)]
 fn handle(
     ctx: &Ctx,
@@ -640,7 +654,7 @@ fn handle(
     shared: &Shared,
     out_tx: &OutTx,
     next: Option<Result<Frame, CodecError>>,
-    pending: &mut VecDeque<Bytes>,
+    batch: &mut Batch<'_>,
     awaiting_verdict: &mut bool,
     progress: &Progress,
 ) -> Option<CloseReason> {
@@ -664,7 +678,7 @@ fn handle(
         Some(Err(CodecError::Io(e))) => return Some(read_failed(e)),
     };
     match frame.kind {
-        frame::DATA if !*awaiting_verdict => pending.push_back(frame.payload),
+        frame::DATA if !*awaiting_verdict => batch.push(frame.payload),
         frame::MSG if !*awaiting_verdict => {
             if let Err(reason) = ctx.messaging.inbound(&shared.peer, frame.payload, out_tx) {
                 return Some(CloseReason::Protocol(format!("bad message: {reason}")));

@@ -31,7 +31,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::frame::{Frame, LEN_BYTES};
 use crate::queue::{self, Store, Taken};
-use crate::writer::ZERO_COPY;
+
+/// Payloads at least this large are written from where they are.
+pub(crate) const ZERO_COPY: usize = 16 * 1024;
 
 /// The sending end of a link's send queue.
 pub(crate) type OutTx = queue::Sender<Outbox>;

@@ -324,11 +324,7 @@ impl<S: Store> Receiver<S> {
             let taken = take(&mut s.store);
             s.len -= taken.items;
             s.bytes -= taken.bytes;
-            let waiting = std::mem::take(&mut s.senders_waiting);
-            drop(s);
-            for w in waiting {
-                w.wake();
-            }
+            wake_senders(s);
             return Poll::Ready(taken.items);
         }
         if s.closed || s.senders == 0 {
@@ -357,11 +353,7 @@ impl<S: Store> Receiver<S> {
         let mut s = self.inner.lock();
         s.closed = true;
         s.store.closed();
-        let waiting = std::mem::take(&mut s.senders_waiting);
-        drop(s);
-        for w in waiting {
-            w.wake();
-        }
+        wake_senders(s);
     }
 }
 
@@ -400,17 +392,20 @@ impl<T: Weighed> Receiver<VecDeque<T>> {
     }
 }
 
+/// What is still queued is dropped with the last handle.
 impl<S: Store> Drop for Receiver<S> {
     fn drop(&mut self) {
-        let mut s = self.inner.lock();
-        s.closed = true;
-        s.store.closed();
-        let waiting = std::mem::take(&mut s.senders_waiting);
-        drop(s);
-        // What is still queued is dropped with the last handle.
-        for w in waiting {
-            w.wake();
-        }
+        self.close();
+    }
+}
+
+/// Wakes the senders waiting for room (room was made, or the queue closed),
+/// after unlocking.
+fn wake_senders<S>(mut s: MutexGuard<'_, State<S>>) {
+    let waiting = std::mem::take(&mut s.senders_waiting);
+    drop(s);
+    for w in waiting {
+        w.wake();
     }
 }
 

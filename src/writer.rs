@@ -3,7 +3,7 @@
 //!
 //! Frames come already encoded from the send queue (see [`crate::outbox`]),
 //! as segments: runs of small frames, and large payloads (at least
-//! [`ZERO_COPY`] bytes) that were not copied; a flush hands all segments to
+//! [`ZERO_COPY`](crate::outbox::ZERO_COPY) bytes) that were not copied; a flush hands all segments to
 //! the kernel in vectored writes. Control frames of the link's own
 //! (heartbeats) are encoded here. On a link with a
 //! cluster secret, frames are encoded in the clear into a staging buffer and
@@ -16,16 +16,13 @@ use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::Encoder;
 
 use crate::frame::{CodecError, Frame};
 use crate::secure::{Sealer, MAX_PLAIN};
-
-/// Payloads at least this large are written from where they are.
-pub(crate) const ZERO_COPY: usize = 16 * 1024;
 
 pub(crate) struct FrameWriter {
     wr: OwnedWriteHalf,
@@ -36,7 +33,6 @@ pub(crate) struct FrameWriter {
     plain: BytesMut,
     /// What to write, in order.
     segs: VecDeque<Bytes>,
-    queued: usize,
     written: Arc<AtomicU64>,
 }
 
@@ -51,7 +47,6 @@ impl FrameWriter {
             buf: BytesMut::new(),
             plain: BytesMut::new(),
             segs: VecDeque::new(),
-            queued: 0,
         }
     }
 
@@ -62,13 +57,11 @@ impl FrameWriter {
                 if !self.buf.is_empty() {
                     self.segs.push_back(self.buf.split().freeze());
                 }
-                self.queued += segs.iter().map(Bytes::len).sum::<usize>();
                 self.segs.append(segs);
             }
             Sealer::Sealed(_) => {
                 for seg in segs.drain(..) {
                     self.plain.extend_from_slice(&seg);
-                    self.queued += seg.len();
                     if self.plain.len() >= MAX_PLAIN {
                         self.seal()?;
                     }
@@ -78,31 +71,13 @@ impl FrameWriter {
         Ok(())
     }
 
-    /// Queues one frame.
+    /// Queues one frame of the link's own (a heartbeat); user frames come
+    /// encoded, through [`put_encoded`](Self::put_encoded).
     pub fn feed(&mut self, frame: Frame) -> Result<(), CodecError> {
         match &mut self.sealer {
-            Sealer::Plain(codec) if frame.payload.len() >= ZERO_COPY => {
-                if frame.payload.len() > codec.max {
-                    return Err(CodecError::TooLarge {
-                        len: frame.payload.len(),
-                        max: codec.max,
-                    });
-                }
-                self.buf.put_u32(frame.payload.len() as u32 + 1);
-                self.buf.put_u8(frame.kind);
-                self.segs.push_back(self.buf.split().freeze());
-                self.queued += 5 + frame.payload.len();
-                self.segs.push_back(frame.payload);
-            }
-            Sealer::Plain(codec) => {
-                let before = self.buf.len();
-                codec.encode(frame, &mut self.buf)?;
-                self.queued += self.buf.len() - before;
-            }
+            Sealer::Plain(codec) => codec.encode(frame, &mut self.buf)?,
             Sealer::Sealed(codec) => {
-                let before = self.plain.len();
                 codec.frame_into(frame, &mut self.plain)?;
-                self.queued += self.plain.len() - before;
                 if self.plain.len() >= MAX_PLAIN {
                     self.seal()?;
                 }
@@ -134,7 +109,6 @@ impl FrameWriter {
             let n = self.wr.write_buf(&mut segs).await?;
             self.written.fetch_add(n as u64, Ordering::Relaxed);
         }
-        self.queued = 0;
         Ok(())
     }
 
@@ -182,11 +156,13 @@ impl Buf for Segments<'_> {
 mod tests {
     use super::*;
     use crate::frame::{FrameCodec, DATA};
+    use crate::outbox::{Outbox, ZERO_COPY};
+    use crate::queue;
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 
-    /// Small, large and empty frames, in any mix, arrive as the codec
-    /// would have written them.
+    /// Small, large and empty frames, in any mix, encoded by the send queue,
+    /// arrive as the codec would have written them.
     #[tokio::test]
     async fn writes_what_the_codec_would() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -205,10 +181,14 @@ mod tests {
             .collect();
         let mut want = BytesMut::new();
         let mut c = codec.clone();
+        let (tx, mut rx) = queue::channel::<Outbox>(100, usize::MAX);
         for f in &frames {
             c.encode(f.clone(), &mut want).unwrap();
-            w.feed(f.clone()).unwrap();
+            tx.try_send(f.clone()).unwrap();
         }
+        let mut segs = VecDeque::new();
+        assert_eq!(rx.take_all(&mut segs).await, frames.len());
+        w.put_encoded(&mut segs).unwrap();
         let too_big = Frame {
             kind: DATA,
             payload: vec![0u8; (1 << 20) + 1].into(),
