@@ -1,0 +1,4 @@
+//! The `tcpnet` command.
+#![forbid(unsafe_code)]
+
+fn main() {}
