@@ -65,7 +65,7 @@ const WORKERS: usize = 2;
 /// Every node and every baseline socket listens here, in its namespace.
 const LISTEN_ADDR: &str = "127.0.0.1";
 /// The baseline refuses frames over this, as tcpnet does by default.
-const MAX_FRAME: usize = tcpnet::DEFAULT_MAX_FRAME_LEN;
+const MAX_FRAME: usize = tcpnet::limits::DEFAULT_MAX_FRAME_LEN;
 /// The baseline's write buffer (tcpnet's `FramedWrite` flushes at 8 KiB too).
 const WRITE_BUF: usize = 8 * 1024;
 /// Bound on any one step, against hangs (not a performance check).
@@ -1704,7 +1704,7 @@ fn main() {
          nodes listen on {LISTEN_ADDR}; each section's runtime is tokio multi-thread with \
          {WORKERS} workers, shared by tcpnet and the baseline; tcpnet nodes have default \
          settings (queue of {} frames each way)",
-        tcpnet::DEFAULT_QUEUE_LEN,
+        tcpnet::limits::DEFAULT_QUEUE_LEN,
     )];
     notes.push(
         "baseline: plain tokio `TcpStream`s with TCP_NODELAY, frames of a u32 BE length + \

@@ -1,10 +1,12 @@
-//! The one error type of the crate.
+//! Why things fail: the crate's [`Error`], and why a link closed
+//! ([`CloseReason`]).
 //!
 //! Every cause has its own variant so callers can match on it, and every
 //! message names what was wrong (the argument, the remote address, the peer).
 //! The type is `Clone` because the same error can be handed to every
 //! subscriber of [`Service::on_error`](crate::Service::on_error).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -133,7 +135,7 @@ pub enum Error {
     },
 
     /// mDNS advertised more peers than a node tracks at once
-    /// ([`MAX_PEERS`](crate::MAX_PEERS)); this one was ignored.
+    /// ([`MAX_PEERS`](crate::limits::MAX_PEERS)); this one was ignored.
     #[error("ignored peer {peer}: already tracking the most peers, {max}")]
     TooManyPeers {
         /// The peer's id.
@@ -143,7 +145,7 @@ pub enum Error {
     },
 
     /// This error stream fell behind: `count` error events were dropped
-    /// (each subscriber holds at most [`MAX_QUEUED_ERRORS`](crate::MAX_QUEUED_ERRORS)
+    /// (each subscriber holds at most [`MAX_QUEUED_ERRORS`](crate::limits::MAX_QUEUED_ERRORS)
     /// unread errors, so a flood of bad input cannot grow memory).
     #[error("{count} error events dropped: the subscriber fell behind")]
     Missed {
@@ -154,7 +156,7 @@ pub enum Error {
     /// `send` was given a frame larger than the maximum frame length; it is
     /// refused and the link stays open. (A peer that sends one has its link
     /// closed, reported as [`Error::Protocol`] with
-    /// [`CloseReason::FrameTooLarge`](crate::CloseReason::FrameTooLarge).)
+    /// [`CloseReason::FrameTooLarge`].)
     #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
     FrameTooLarge {
         /// The frame's length.
@@ -263,4 +265,88 @@ pub enum Error {
         /// Why the link closed.
         reason: String,
     },
+}
+
+/// Why a link closed.
+///
+/// ```no_run
+/// # async fn demo(conn: tcpnet::Connection) {
+/// match conn.closed().await {
+///     tcpnet::CloseReason::PeerClosed => println!("{} left", conn.peer_id()),
+///     reason if reason.is_failure() => eprintln!("link failed: {reason}"),
+///     reason => println!("closed: {reason}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// [`Connection::close`](crate::Connection::close) was called on this end.
+    Local,
+    /// This end's service closed.
+    Shutdown,
+    /// The peer closed the link (or its process ended).
+    PeerClosed,
+    /// The peer restarted with the same id and its new link replaced this one.
+    Replaced,
+    /// The pair already had a link; this one was a duplicate. Only links that
+    /// never opened close for this reason, so users do not see it.
+    Duplicate,
+    /// The peer sent a frame larger than the maximum frame length.
+    FrameTooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// Nothing arrived from the peer (not even a heartbeat) for this long,
+    /// while this end was ready to read: the peer is gone or cut off.
+    Timeout(std::time::Duration),
+    /// The pair's decider or the peer says another live node, newer than
+    /// this one's side of the link, uses the same node id. Reported as
+    /// [`Error::IdConflict`]; the link is not redialed.
+    IdConflict,
+    /// The peer broke the wire protocol.
+    Protocol(String),
+    /// The socket failed.
+    Io(String),
+}
+
+impl CloseReason {
+    /// True for the reasons that mean something went wrong (and may have
+    /// lost queued frames): these are also reported on the error stream.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::FrameTooLarge { .. }
+                | CloseReason::Protocol(_)
+                | CloseReason::Io(_)
+                | CloseReason::Timeout(_)
+                | CloseReason::IdConflict
+        )
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local => f.write_str("closed by this end"),
+            CloseReason::Shutdown => f.write_str("service closed"),
+            CloseReason::PeerClosed => f.write_str("closed by the peer"),
+            CloseReason::Replaced => f.write_str("replaced by a newer link to the same peer"),
+            CloseReason::Duplicate => f.write_str("duplicate link"),
+            CloseReason::FrameTooLarge { len, max } => {
+                write!(
+                    f,
+                    "peer sent a frame of {len} bytes, over the maximum of {max}"
+                )
+            }
+            CloseReason::Timeout(t) => write!(f, "nothing heard from the peer for {t:?}"),
+            CloseReason::IdConflict => {
+                f.write_str("another live node uses the same node id (id conflict)")
+            }
+            CloseReason::Protocol(s) => write!(f, "protocol error: {s}"),
+            CloseReason::Io(s) => write!(f, "i/o error: {s}"),
+        }
+    }
 }

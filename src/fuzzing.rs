@@ -14,11 +14,11 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::codec::{Decoder, Encoder, FramedRead};
 
-use crate::frame::{self, CodecError, Frame, FrameCodec, LEN_BYTES};
-use crate::hello::{Hello, Refusal, MAX_HELLO, PROTOCOL_VERSION};
 use crate::id::NodeId;
-use crate::reader::FrameReader;
-use crate::settings::{valid_cluster_name, DEFAULT_MAX_FRAME_LEN};
+use crate::limits::DEFAULT_MAX_FRAME_LEN;
+use crate::wire::decoder::FrameDecoder;
+use crate::wire::frame::{self, CodecError, Frame, FrameCodec, LEN_BYTES};
+use crate::wire::hello::{valid_cluster_name, Hello, Refusal, MAX_HELLO, PROTOCOL_VERSION};
 
 /// Offset of the id's bytes in a hello payload: magic, version, incarnation,
 /// port, flags, id length.
@@ -287,7 +287,7 @@ fn check_frames(stream: &[u8], max: usize, chunks: &[usize]) {
         sizes: chunks.iter().copied().filter(|&n| n > 0).collect(),
         next: 0,
     };
-    let mut framed = FramedRead::new(reader, FrameReader::new(max, Default::default()));
+    let mut framed = FramedRead::new(reader, FrameDecoder::new(max, Default::default()));
     let mut read = Vec::new();
     let framed_end = futures::executor::block_on(async {
         while let Some(r) = framed.next().await {
@@ -346,7 +346,7 @@ impl AsyncRead for Chunks<'_> {
 /// decodes or is refused with a reason, and what decodes re-encodes to an
 /// envelope that decodes to itself.
 pub fn envelope(data: &[u8]) {
-    use crate::message::Envelope;
+    use crate::wire::envelope::Envelope;
     match Envelope::decode(bytes::Bytes::copy_from_slice(data)) {
         Ok(e) => {
             let again = Envelope::decode(e.encode()).expect("a decoded envelope re-encodes");
@@ -364,7 +364,7 @@ pub fn sealed(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let (mut enc, mut dec) = crate::secure::fuzz_pair(1 << 16);
+    let (mut enc, mut dec) = crate::wire::secure::fuzz_pair(1 << 16);
     let mut wire = BytesMut::new();
     let genuine = Frame::data(bytes::Bytes::copy_from_slice(&rest[..rest.len().min(64)]));
     if mode & 1 == 1 {

@@ -8,10 +8,7 @@
 use std::fmt;
 
 use crate::error::Error;
-
-/// The longest id accepted: one DNS label, since the id is also the mDNS
-/// instance name and part of the node's mDNS host name.
-pub const MAX_ID_LEN: usize = 63;
+use crate::limits::MAX_ID_LEN;
 
 /// A node's id: a non-empty string of hex digits, stored lower-case.
 ///

@@ -26,37 +26,58 @@
 //!
 //! ## Architecture
 //!
-//! One concept per module:
+//! tcpnet is four layers, each a folder that imports only from the ones
+//! below it (a test, `tests/layers.rs`, keeps it so):
 //!
-//! | module | what it holds |
-//! |---|---|
-//! | `settings` | [`Settings`]: cluster name, id and options |
-//! | `id` | [`NodeId`]: fixed-length hex ids, whose order decides links |
-//! | `discovery` | mDNS with `mdns-sd`: announce, browse, parse records |
-//! | `frame` | the wire format: length prefix, kind byte, payload |
-//! | `hello` | the first frame of a link, and its checks |
-//! | `mesh` | the pure state machine of peers, links and the one-link rule |
-//! | `link` | one TCP link: handshake, then a reader and a writer, heartbeats |
-//! | `secure` | the cluster secret: Noise handshake, sealed records |
-//! | `gate` | slots for accepted connections still in their handshake |
-//! | `queue` | a link's two bounded queues (items and bytes), cheap per item |
-//! | `outbox` | the send queue's store: frames encoded by their senders, small ones written at once on an idle link |
-//! | `writer` | a link's write side: vectored writes, large payloads not copied |
-//! | `reader` | a link's read side: large payloads read into reused buffers of their own |
-//! | `connection` | the public handles of a link: [`Connection`], [`Sender`] |
-//! | `events` | event streams ([`Events`]) and the list of open links |
-//! | `message` | the messaging envelope (`MSG` frames) |
-//! | `router` | pure messaging state: interest, members, duplicates, relaying |
-//! | `messaging` | the messaging layer: [`Messages`], [`Request`]s, relaying |
-//! | `actor` | the running node: the actor that owns the mesh, accept and dial tasks |
-//! | `service` | the [`Service`] handle: `listen`, `close`, links and events |
+//! - **wire**: the bytes on the wire. Frames (a length, a kind, a payload),
+//!   the hello each end sends first, the decider's verdict, the messaging
+//!   envelope, and, with a cluster secret, the Noise handshake and the sealed
+//!   records. Codecs and parsers only, bounded, unit-tested and fuzzed
+//!   without sockets.
+//! - **link**: one TCP link to one peer. Its task runs the handshake, then a
+//!   reader and a writer side by side, heartbeats, and the close that flushes
+//!   what `send` accepted. What the reader does with each frame is a pure
+//!   state machine (`link::read`: frame in, effect out). The user's handles
+//!   on a link are [`Connection`] and [`Sender`]. A link reports to its node
+//!   through typed events (handshaken, verdict, closed), the way a protocol
+//!   connection talks to its endpoint, and hands messaging envelopes up
+//!   through one narrow interface.
+//! - **messaging**: direct messages, broadcasts, named events, topics and
+//!   request/reply on top of the links. Who subscribes to what, which
+//!   messages were seen and where one goes is the pure `router`; the rest
+//!   moves envelopes between links and the user's streams ([`Messages`],
+//!   [`Requests`]).
+//! - **node**: the cluster. The pure `mesh` knows the peers, the links and
+//!   the one-link rule; one task, the *actor*, owns it and carries out what
+//!   it returns, while accept loops, the mDNS browser and dials send it
+//!   commands. [`Service`] is the user's handle on the node.
 //!
-//! The mesh is a pure state machine, tested without sockets; everything that
-//! does I/O is a thin task around it. One task, the *actor*, owns the mesh and
-//! applies the one-link rule in order; other tasks (accept loops, the mDNS
-//! browser, dials, links) send it commands. See `mesh` for the rule itself:
-//! the smaller id of a pair decides which link the pair keeps, and says so on
-//! the link before any user data, so both ends keep the same single link.
+//! Below them sit the few things every layer uses: [`Error`] and
+//! [`CloseReason`], [`NodeId`], the [`limits`], and a lock helper.
+//!
+//! The state machines (`mesh`, `router`, the link's read path) take facts
+//! and return what to do, without I/O or clocks, so the races they settle
+//! (simultaneous dials, a dial racing an accept, a restarted peer) are
+//! replayed deterministically in their unit tests. See `node::mesh` for the
+//! one-link rule itself: the smaller id of a pair decides which link the pair
+//! keeps, and says so on the link before any user data, so both ends keep
+//! the same single link.
+//!
+//! ## Layout
+//!
+//! ```text
+//! src/
+//!   lib.rs      this overview and the public API
+//!   error.rs    Error and CloseReason
+//!   id.rs       NodeId
+//!   limits.rs   public bounds and defaults
+//!   sync.rs     the lock helper
+//!   wire/       frame, hello, verdict, envelope, decoder, secure
+//!   link/       handshake, run, read, queue, outbox, writer, open, connection
+//!   messaging/  router, streams, rpc, relay
+//!   node/       mesh, actor, running, tasks, discovery, gate, events,
+//!               address, settings, service
+//! ```
 //!
 //! ## Policies
 //!
@@ -71,12 +92,13 @@
 //!   [`Events`]).
 //! - **Errors** on [`Service::on_error`] are non-fatal: the service goes on.
 //! - **Failures**: heartbeats on idle links, a timeout on silence, redial
-//!   with jittered backoff while a peer is known (see `mesh`), handshakes
-//!   bounded in time, size and number (see `gate`).
+//!   with jittered backoff while a peer is known (see `node::mesh`),
+//!   handshakes bounded in time, size and number (see `node::gate`).
 //! - **Secret**: optional; with it no link counts before both ends proved
-//!   they hold it, and every byte after is sealed (see `secure`).
+//!   they hold it, and every byte after is sealed (see `wire::secure`).
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 // The README's Rust examples compile as doctests, so the README cannot drift
 // from the API.
@@ -84,42 +106,26 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-mod actor;
-mod connection;
-mod discovery;
 mod error;
-mod events;
-mod frame;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
-mod gate;
-mod hello;
 mod id;
+pub mod limits;
 mod link;
-mod mesh;
-mod message;
 mod messaging;
-mod outbox;
-mod queue;
-mod reader;
-mod router;
-mod secure;
-mod service;
-mod settings;
-mod writer;
+mod node;
+mod sync;
+mod wire;
 
-pub use connection::{CloseReason, Connection, Sender};
-pub use discovery::SERVICE_TYPE;
-pub use error::{Error, Result};
-pub use events::{Events, MAX_QUEUED_ERRORS};
-pub use hello::PROTOCOL_VERSION;
+pub use error::{CloseReason, Error, Result};
 pub use id::NodeId;
-pub use mesh::MAX_PEERS;
-pub use message::MAX_NAME_LEN;
-pub use messaging::{Message, Messages, RelayFilter, Request, Requests};
-pub use service::{tcpnet, Address, Service};
-pub use settings::{
-    Settings, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_MAX_FRAME_LEN, DEFAULT_QUEUE_LEN,
-};
+pub use link::connection::{Connection, Sender};
+pub use messaging::rpc::{Request, Requests};
+pub use messaging::streams::{Message, Messages};
+pub use node::address::Address;
+pub use node::discovery::SERVICE_TYPE;
+pub use node::events::Events;
+pub use node::service::tcpnet;
+pub use node::{Service, Settings};
+pub use wire::hello::PROTOCOL_VERSION;

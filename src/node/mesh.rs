@@ -48,16 +48,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::connection::CloseReason;
+use crate::error::CloseReason;
 use crate::id::NodeId;
-
-/// A link's number, unique within one service.
-pub(crate) type LinkId = u64;
-
-/// Most peers advertised over mDNS that a node tracks at once: a flood of
-/// bogus records cannot grow its state (or its dialing) past this. Peers over
-/// the limit are ignored with [`Error::TooManyPeers`](crate::Error::TooManyPeers).
-pub const MAX_PEERS: usize = 1024;
+use crate::limits::MAX_PEERS;
+use crate::link::LinkId;
+use crate::wire::verdict::{decides, Verdict};
 /// A link that lived this long resets its peer's failure count.
 pub(crate) const STABLE: Duration = Duration::from_secs(10);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -71,16 +66,6 @@ pub(crate) fn backoff(failures: u32) -> Duration {
     BACKOFF_BASE
         .saturating_mul(1u32 << failures.min(16))
         .min(BACKOFF_MAX)
-}
-
-/// The decider's word on a link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Accept,
-    Reject,
-    /// The id is held by a newer live node: the link closes, and the node
-    /// that gets this does not redial.
-    Conflict,
 }
 
 /// What a dial is for: a peer found over mDNS, or a static address.
@@ -169,11 +154,6 @@ pub(crate) struct Mesh {
     peers: HashMap<NodeId, Peer>,
     statics: HashMap<SocketAddr, Static>,
     links: HashMap<LinkId, Link>,
-}
-
-/// True if `me` decides which link the pair (`me`, `peer`) keeps.
-pub(crate) fn decides(me: &NodeId, peer: &NodeId) -> bool {
-    me < peer
 }
 
 impl Mesh {

@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use crate::frame::{CodecError, Frame, FrameCodec, LEN_BYTES};
-use crate::settings::DEFAULT_QUEUE_BYTES;
+use crate::limits::DEFAULT_QUEUE_BYTES;
+use crate::wire::frame::{CodecError, Frame, FrameCodec, LEN_BYTES};
 
 /// Payloads at least this large are read into a buffer of their own.
 pub(crate) const OWN_BUFFER: usize = 16 * 1024;
@@ -101,7 +101,7 @@ impl Drop for Pooled {
 }
 
 /// Decodes frames in the clear (see the module docs).
-pub(crate) struct FrameReader {
+pub(crate) struct FrameDecoder {
     codec: FrameCodec,
     /// The large frame being read into its own buffer (which is then the
     /// buffer being read into).
@@ -116,10 +116,10 @@ struct OwnFrame {
     set_aside: BytesMut,
 }
 
-impl FrameReader {
+impl FrameDecoder {
     /// Reads frames of at most `max` bytes, reusing buffers from `pool`.
     pub fn new(max: usize, pool: Arc<Pool>) -> Self {
-        FrameReader {
+        FrameDecoder {
             codec: FrameCodec { max },
             own: None,
             pool,
@@ -127,7 +127,7 @@ impl FrameReader {
     }
 }
 
-impl FrameReader {
+impl FrameDecoder {
     /// How many more bytes `src` may take before the large frame being read
     /// into its own buffer is whole (`usize::MAX` when none is).
     pub fn room(&self, src: &BytesMut) -> usize {
@@ -150,7 +150,7 @@ impl FrameReader {
     }
 }
 
-impl Decoder for FrameReader {
+impl Decoder for FrameDecoder {
     type Item = Frame;
     type Error = CodecError;
 
@@ -218,7 +218,7 @@ impl Decoder for FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::DATA;
+    use crate::wire::frame::DATA;
     use bytes::BufMut;
     use tokio_util::codec::Encoder;
 
@@ -242,7 +242,7 @@ mod tests {
     /// the buffer has (as `FramedRead` does, reserving 1 first), and
     /// decodes after each.
     fn decode_in_reads(wire: &[u8], chunk: usize) -> Vec<Frame> {
-        let mut reader = FrameReader::new(1 << 22, Arc::default());
+        let mut reader = FrameDecoder::new(1 << 22, Arc::default());
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let mut got = Vec::new();
         let mut at = 0;
@@ -285,7 +285,7 @@ mod tests {
     fn large_payload_owns_its_buffer() {
         let f = frame(100_000, 9);
         let wire = encoded(std::slice::from_ref(&f));
-        let mut reader = FrameReader::new(1 << 20, Arc::default());
+        let mut reader = FrameDecoder::new(1 << 20, Arc::default());
         let mut buf = BytesMut::with_capacity(8 * 1024);
         buf.put_slice(&wire[..1000]);
         assert!(reader.decode(&mut buf).unwrap().is_none());
@@ -302,7 +302,7 @@ mod tests {
     /// held does not.
     #[test]
     fn dropped_buffers_are_reused() {
-        let mut reader = FrameReader::new(1 << 20, Arc::default());
+        let mut reader = FrameDecoder::new(1 << 20, Arc::default());
         let mut next = |seed: u8| {
             // Its header and a little of it first, as from a socket.
             let wire = encoded(&[frame(50_000, seed)]);
@@ -321,7 +321,7 @@ mod tests {
         let third = next(3);
         assert_ne!(third.payload.as_ptr(), at, "still held");
         drop((second, third));
-        let held = |r: &FrameReader| r.pool.free.lock().unwrap().len();
+        let held = |r: &FrameDecoder| r.pool.free.lock().unwrap().len();
         assert_eq!(held(&reader), 2);
         reader.pool.trim();
         assert_eq!(held(&reader), 0, "an idle link holds none");
@@ -331,7 +331,7 @@ mod tests {
     /// left in the read buffer) ends in an error, not cleanly.
     #[test]
     fn ending_inside_a_large_frame_is_an_error() {
-        let mut reader = FrameReader::new(1 << 20, Arc::default());
+        let mut reader = FrameDecoder::new(1 << 20, Arc::default());
         let mut buf = BytesMut::new();
         buf.put_u32(100_001);
         buf.put_u8(DATA);
@@ -347,7 +347,7 @@ mod tests {
     /// allocated for it; one within it costs at most a step up front.
     #[test]
     fn bounds() {
-        let mut reader = FrameReader::new(1 << 20, Arc::default());
+        let mut reader = FrameDecoder::new(1 << 20, Arc::default());
         let mut buf = BytesMut::new();
         buf.put_u32((1 << 20) + 2);
         buf.put_u8(DATA);
@@ -355,7 +355,7 @@ mod tests {
             reader.decode(&mut buf),
             Err(CodecError::TooLarge { .. })
         ));
-        let mut reader = FrameReader::new(usize::MAX >> 1, Arc::default());
+        let mut reader = FrameDecoder::new(usize::MAX >> 1, Arc::default());
         let mut buf = BytesMut::new();
         buf.put_u32(u32::MAX);
         buf.put_u8(DATA);
@@ -363,7 +363,7 @@ mod tests {
         assert!(buf.capacity() <= OWN_STEP);
         let mut buf = BytesMut::from(&[0u8, 0, 0, 0, 1][..]);
         assert!(matches!(
-            FrameReader::new(16, Arc::default()).decode(&mut buf),
+            FrameDecoder::new(16, Arc::default()).decode(&mut buf),
             Err(CodecError::Empty)
         ));
     }

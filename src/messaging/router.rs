@@ -1,7 +1,7 @@
 //! Messaging state without I/O: who subscribes to what, which messages were
 //! seen, and where a message goes.
 //!
-//! Like [`crate::mesh`], this is a pure state machine: the messaging shell
+//! Like the node's mesh, this is a pure state machine: the messaging shell
 //! ([`crate::messaging`]) feeds it envelopes and link changes, and sends what
 //! it says to send.
 //!

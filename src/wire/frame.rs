@@ -17,7 +17,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// The opening frame each end sends on a new link (see [`crate::hello`]).
+/// The opening frame each end sends on a new link (see [`crate::wire::hello`]).
 pub(crate) const HELLO: u8 = 0x01;
 /// Sent by the deciding end: this link is the pair's one link.
 pub(crate) const ACCEPT: u8 = 0x02;
@@ -29,11 +29,11 @@ pub(crate) const HEARTBEAT: u8 = 0x04;
 /// Sent instead of a verdict (or on an open link) to the older of two live
 /// nodes that claim one id: the link closes and is not redialed.
 pub(crate) const CONFLICT: u8 = 0x05;
-/// A message of the secret handshake (see [`crate::secure`]).
+/// A message of the secret handshake (see [`crate::wire::secure`]).
 pub(crate) const NOISE: u8 = 0x06;
 /// A user message.
 pub(crate) const DATA: u8 = 0x10;
-/// A messaging envelope (see [`crate::message`]).
+/// A messaging envelope (see [`crate::wire::envelope`]).
 pub(crate) const MSG: u8 = 0x11;
 /// First kind a receiver may ignore when it does not know it.
 pub(crate) const FIRST_OPTIONAL: u8 = 0x80;
@@ -100,7 +100,7 @@ pub(crate) enum CodecError {
     },
     /// A length of zero: no room for the kind byte.
     Empty,
-    /// An encrypted record failed to open (see [`crate::secure`]).
+    /// An encrypted record failed to open (see [`crate::wire::secure`]).
     Crypto(String),
     Io(std::io::Error),
 }

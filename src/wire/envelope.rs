@@ -23,11 +23,10 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::id::NodeId;
+use crate::limits::MAX_NAME_LEN;
 
 /// Most relays a flooded message may take.
 pub(crate) const MAX_HOPS: u8 = 16;
-/// Longest event, topic or procedure name, in bytes.
-pub const MAX_NAME_LEN: usize = 255;
 
 /// What an envelope is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

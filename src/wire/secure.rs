@@ -47,8 +47,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::frame::{self, CodecError, Frame, FrameCodec, LEN_BYTES};
-use crate::reader::{FrameReader, Pool};
+use crate::wire::decoder::{FrameDecoder, Pool};
+use crate::wire::frame::{self, CodecError, Frame, FrameCodec, LEN_BYTES};
 
 /// The cipher a link is sealed with: AES-256-GCM where both ends have AES
 /// hardware (there it is about twice as fast as ChaCha20-Poly1305: 2.1 against
@@ -275,7 +275,7 @@ impl Keys {
     /// read into buffers from `pool`.
     pub fn decoder(&self, max: usize, pool: Arc<Pool>) -> OpenCodec {
         OpenCodec {
-            frames: FrameReader::new(max, pool),
+            frames: FrameDecoder::new(max, pool),
             cipher: self.cipher.clone(),
             nonce: self.recv_nonce,
             plain: BytesMut::new(),
@@ -332,9 +332,9 @@ impl Encoder<Frame> for SealCodec {
 }
 
 /// Opens records, then decodes the frames in them with the link's reader, so
-/// large payloads land in buffers of their own (see [`crate::reader`]).
+/// large payloads land in buffers of their own (see [`crate::wire::decoder`]).
 pub(crate) struct OpenCodec {
-    frames: FrameReader,
+    frames: FrameDecoder,
     cipher: Arc<StatelessTransportState>,
     nonce: u64,
     /// Plaintext not yet decoded into frames.
@@ -456,7 +456,7 @@ pub(crate) fn fuzz_pair(max: usize) -> (SealCodec, OpenCodec) {
 
 /// How a link reads frames: in the clear, or out of sealed records.
 pub(crate) enum Opener {
-    Plain(FrameReader),
+    Plain(FrameDecoder),
     Sealed(OpenCodec),
 }
 

@@ -8,7 +8,7 @@
 //! flags u8 | id length u8 | id (hex) | cluster length u8 | cluster name
 //! ```
 //!
-//! Flag bit 0 says the node has a cluster secret (see [`crate::secure`]), so a
+//! Flag bit 0 says the node has a cluster secret (see [`crate::wire::secure`]), so a
 //! node with a secret and one without refuse each other with a clear reason.
 //! Bit 1 (set only with a secret) says its processor seals AES-GCM in
 //! hardware; two nodes that both say so seal their link with AES-GCM, others
@@ -27,7 +27,6 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::id::NodeId;
-use crate::settings::valid_cluster_name;
 
 /// Identifies tcpnet's hello among whatever else may connect to the port.
 pub(crate) const MAGIC: &[u8; 6] = b"tcpnet";
@@ -37,7 +36,7 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub(crate) const MAX_HELLO: usize = 6 + 2 + 8 + 2 + 1 + 1 + 63 + 1 + 63;
 /// Flag: the node has a cluster secret.
 const FLAG_SECRET: u8 = 0x01;
-/// Flag: the node has AES hardware (see [`crate::secure::Suite`]).
+/// Flag: the node has AES hardware (see [`crate::wire::secure::Suite`]).
 const FLAG_AES: u8 = 0x02;
 
 /// What a node says about itself when a link opens.
@@ -120,6 +119,20 @@ fn take_str<'a>(b: &mut &'a [u8], what: &str) -> Result<&'a str, String> {
     let (s, rest) = b.split_at(len);
     *b = rest;
     std::str::from_utf8(s).map_err(|_| format!("{what} is not UTF-8"))
+}
+
+/// Checks a cluster name; the error says what is wrong.
+pub(crate) fn valid_cluster_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("must not be empty");
+    }
+    if name.len() > 63 {
+        return Err("must be at most 63 bytes");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err("may contain only ASCII letters, digits and '-'");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,18 +2,19 @@
 
 use std::time::Duration;
 
-/// Default largest user frame: 8 MiB.
-pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
-/// Default time a new link has to complete its handshake: 3 s.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Default depth of each link's send and receive queues, in frames.
-pub const DEFAULT_QUEUE_LEN: usize = 1024;
-/// Default bound on the payload bytes in each of a link's queues: 4 MiB.
-pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
-/// Default heartbeat interval: an idle link sends a heartbeat this often.
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-/// Default silence after which a link is dropped: 3 s.
-pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+use crate::error::{Error, Result};
+use crate::id::NodeId;
+use crate::limits::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_MAX_FRAME_LEN, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LEN,
+};
+use crate::node::address::check_peer_syntax;
+use crate::wire::hello::valid_cluster_name;
+
+/// Shortest heartbeat interval accepted.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+/// Longest cluster secret accepted, in bytes.
+const MAX_SECRET_LEN: usize = 1024;
 
 /// A service's settings: the cluster name (required) and options.
 ///
@@ -181,6 +182,82 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Checks every setting, as [`Service::new`](crate::Service::new) does.
+    ///
+    /// Errors: [`Error::InvalidName`], [`Error::InvalidId`],
+    /// [`Error::InvalidSetting`], [`Error::InvalidAddress`] (a static peer).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let bad = tcpnet::Settings::new("lab").heartbeat(Duration::from_secs(2), Duration::from_secs(1));
+    /// assert!(matches!(bad.validate(), Err(tcpnet::Error::InvalidSetting { .. })));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        valid_cluster_name(&self.name).map_err(|reason| Error::InvalidName {
+            name: self.name.clone(),
+            reason,
+        })?;
+        if let Some(id) = &self.id {
+            NodeId::parse(id)?;
+        }
+        if self.max_frame_len == 0 || self.max_frame_len >= u32::MAX as usize {
+            return Err(Error::InvalidSetting {
+                setting: "max_frame_len",
+                reason: format!("{} is not in 1..{}", self.max_frame_len, u32::MAX),
+            });
+        }
+        if self.queue_len == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "queue_len",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.queue_bytes == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "queue_bytes",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::InvalidSetting {
+                setting: "handshake_timeout",
+                reason: "must be more than zero".into(),
+            });
+        }
+        if self.heartbeat_interval < MIN_HEARTBEAT {
+            return Err(Error::InvalidSetting {
+                setting: "heartbeat",
+                reason: format!(
+                    "interval {:?} is under the minimum of {MIN_HEARTBEAT:?}",
+                    self.heartbeat_interval
+                ),
+            });
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err(Error::InvalidSetting {
+                setting: "heartbeat",
+                reason: format!(
+                    "timeout {:?} must be more than the interval {:?}",
+                    self.heartbeat_timeout, self.heartbeat_interval
+                ),
+            });
+        }
+        if let Some(secret) = &self.secret {
+            if secret.is_empty() || secret.len() > MAX_SECRET_LEN {
+                return Err(Error::InvalidSetting {
+                    setting: "secret",
+                    reason: format!("{} bytes; must be 1 to {MAX_SECRET_LEN}", secret.len()),
+                });
+            }
+        }
+        for peer in &self.peers {
+            check_peer_syntax(peer)?;
+        }
+        Ok(())
+    }
+}
+
 /// Shows every setting but the secret.
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -210,18 +287,4 @@ impl From<String> for Settings {
     fn from(name: String) -> Self {
         Settings::new(name)
     }
-}
-
-/// Checks a cluster name; the error says what is wrong.
-pub(crate) fn valid_cluster_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("must not be empty");
-    }
-    if name.len() > 63 {
-        return Err("must be at most 63 bytes");
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err("may contain only ASCII letters, digits and '-'");
-    }
-    Ok(())
 }

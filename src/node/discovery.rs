@@ -21,8 +21,8 @@ use std::time::Duration;
 use mdns_sd::{DaemonEvent, IfKind, ResolvedService, ScopedIp, ServiceDaemon, ServiceInfo};
 
 use crate::error::{Error, Result};
-use crate::hello::PROTOCOL_VERSION;
 use crate::id::NodeId;
+use crate::wire::hello::PROTOCOL_VERSION;
 
 /// The one mDNS service type of tcpnet.
 pub const SERVICE_TYPE: &str = "_tcpnet._tcp.local.";

@@ -1,9 +1,9 @@
 //! The write side of a link: encoded frames to the socket, with as few
 //! copies and system calls as it takes.
 //!
-//! Frames come already encoded from the send queue (see [`crate::outbox`]),
+//! Frames come already encoded from the send queue (see [`crate::link::outbox`]),
 //! as segments: runs of small frames, and large payloads (at least
-//! [`ZERO_COPY`](crate::outbox::ZERO_COPY) bytes) that were not copied; a flush hands all segments to
+//! [`ZERO_COPY`](crate::link::outbox::ZERO_COPY) bytes) that were not copied; a flush hands all segments to
 //! the kernel in vectored writes. Control frames of the link's own
 //! (heartbeats) are encoded here. On a link with a
 //! cluster secret, frames are encoded in the clear into a staging buffer and
@@ -21,8 +21,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::Encoder;
 
-use crate::frame::{CodecError, Frame};
-use crate::secure::{Sealer, MAX_PLAIN};
+use crate::wire::frame::{CodecError, Frame};
+use crate::wire::secure::{Sealer, MAX_PLAIN};
 
 pub(crate) struct FrameWriter {
     wr: OwnedWriteHalf,
@@ -155,9 +155,9 @@ impl Buf for Segments<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{FrameCodec, DATA};
-    use crate::outbox::{Outbox, ZERO_COPY};
-    use crate::queue;
+    use crate::link::outbox::{Outbox, ZERO_COPY};
+    use crate::link::queue;
+    use crate::wire::frame::{FrameCodec, DATA};
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 

@@ -1,9 +1,10 @@
-//! The public handles of one link: [`Connection`] and [`Sender`].
+//! The public handles of one link, [`Connection`] and [`Sender`], and the
+//! state they share with the link's task ([`Link`]).
 //!
-//! A link is run by one task (see [`crate::link`]); these handles talk to it
-//! through two bounded queues (see [`crate::queue`]), one per direction, and
-//! a watch channel that carries the close request and, at the end, the reason
-//! the link closed.
+//! A link is run by one task (see [`crate::link::run`]); these handles talk
+//! to it through two bounded queues (see [`crate::link::queue`]), one per
+//! direction, and a watch channel that carries the close request and, at the
+//! end, the reason the link closed.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -17,99 +18,19 @@ use bytes::Bytes;
 use futures::{Sink, Stream};
 use tokio::sync::watch;
 
-use crate::error::{Error, Result};
-use crate::frame::Frame;
+use crate::error::{CloseReason, Error, Result};
 use crate::id::NodeId;
-use crate::outbox::OutTx;
-use crate::queue;
+use crate::link::outbox::OutTx;
+use crate::link::queue;
+use crate::link::LinkId;
+use crate::sync::lock;
+use crate::wire::frame::Frame;
 
-/// Why a link closed.
-///
-/// ```no_run
-/// # async fn demo(conn: tcpnet::Connection) {
-/// match conn.closed().await {
-///     tcpnet::CloseReason::PeerClosed => println!("{} left", conn.peer_id()),
-///     reason if reason.is_failure() => eprintln!("link failed: {reason}"),
-///     reason => println!("closed: {reason}"),
-/// }
-/// # }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// [`Connection::close`] was called on this end.
-    Local,
-    /// This end's service closed.
-    Shutdown,
-    /// The peer closed the link (or its process ended).
-    PeerClosed,
-    /// The peer restarted with the same id and its new link replaced this one.
-    Replaced,
-    /// The pair already had a link; this one was a duplicate. Only links that
-    /// never opened close for this reason, so users do not see it.
-    Duplicate,
-    /// The peer sent a frame larger than the maximum frame length.
-    FrameTooLarge {
-        /// The frame's length.
-        len: usize,
-        /// The configured maximum.
-        max: usize,
-    },
-    /// Nothing arrived from the peer (not even a heartbeat) for this long,
-    /// while this end was ready to read: the peer is gone or cut off.
-    Timeout(std::time::Duration),
-    /// The pair's decider or the peer says another live node, newer than
-    /// this one's side of the link, uses the same node id. Reported as
-    /// [`Error::IdConflict`]; the link is not redialed.
-    IdConflict,
-    /// The peer broke the wire protocol.
-    Protocol(String),
-    /// The socket failed.
-    Io(String),
-}
-
-impl CloseReason {
-    /// True for the reasons that mean something went wrong (and may have
-    /// lost queued frames): these are also reported on the error stream.
-    pub fn is_failure(&self) -> bool {
-        matches!(
-            self,
-            CloseReason::FrameTooLarge { .. }
-                | CloseReason::Protocol(_)
-                | CloseReason::Io(_)
-                | CloseReason::Timeout(_)
-                | CloseReason::IdConflict
-        )
-    }
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::Local => f.write_str("closed by this end"),
-            CloseReason::Shutdown => f.write_str("service closed"),
-            CloseReason::PeerClosed => f.write_str("closed by the peer"),
-            CloseReason::Replaced => f.write_str("replaced by a newer link to the same peer"),
-            CloseReason::Duplicate => f.write_str("duplicate link"),
-            CloseReason::FrameTooLarge { len, max } => {
-                write!(
-                    f,
-                    "peer sent a frame of {len} bytes, over the maximum of {max}"
-                )
-            }
-            CloseReason::Timeout(t) => write!(f, "nothing heard from the peer for {t:?}"),
-            CloseReason::IdConflict => {
-                f.write_str("another live node uses the same node id (id conflict)")
-            }
-            CloseReason::Protocol(s) => write!(f, "protocol error: {s}"),
-            CloseReason::Io(s) => write!(f, "i/o error: {s}"),
-        }
-    }
-}
-
-/// The state a link shares with its handles.
+/// One link as its task and its handles share it.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct Link {
+    /// The link's number, unique within its node.
+    pub id: LinkId,
     pub peer: NodeId,
     pub remote: SocketAddr,
     pub local: SocketAddr,
@@ -159,7 +80,7 @@ impl Inbound {
 /// as if the queue were this much longer).
 const TAKE: usize = 32;
 
-impl Shared {
+impl Link {
     /// True until a close is asked for: sends are accepted only then.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
@@ -203,7 +124,7 @@ pub(crate) enum LinkState {
 /// # Ok(()) }
 /// ```
 pub struct Connection {
-    shared: Arc<Shared>,
+    link: Arc<Link>,
     sender: Sender,
     /// Frames this handle took from the receive queue in one batch and has
     /// not handed out yet: read without a lock.
@@ -213,7 +134,7 @@ pub struct Connection {
 impl Clone for Connection {
     fn clone(&self) -> Self {
         Connection {
-            shared: self.shared.clone(),
+            link: self.link.clone(),
             sender: self.sender.clone(),
             taken: VecDeque::new(),
         }
@@ -227,51 +148,47 @@ impl Drop for Connection {
         if self.taken.is_empty() {
             return;
         }
-        let mut inbound = lock_inbound(&self.shared);
+        let mut inbound = lock(&self.link.inbound);
         while let Some(b) = self.taken.pop_back() {
             inbound.ready.push_front(b);
         }
     }
 }
 
-fn lock_inbound(shared: &Shared) -> std::sync::MutexGuard<'_, Inbound> {
-    shared.inbound.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("peer", &self.shared.peer)
-            .field("remote", &self.shared.remote)
+            .field("peer", &self.link.peer)
+            .field("remote", &self.link.remote)
             .finish()
     }
 }
 
 impl Connection {
-    pub(crate) fn new(shared: Arc<Shared>, tx: OutTx) -> Self {
+    pub(crate) fn new(link: Arc<Link>, tx: OutTx) -> Self {
         Connection {
             sender: Sender {
-                shared: shared.clone(),
+                link: link.clone(),
                 tx,
             },
-            shared,
+            link,
             taken: VecDeque::new(),
         }
     }
 
     /// The peer's node id.
     pub fn peer_id(&self) -> &NodeId {
-        &self.shared.peer
+        &self.link.peer
     }
 
     /// The peer's socket address on this link.
     pub fn remote_addr(&self) -> SocketAddr {
-        self.shared.remote
+        self.link.remote
     }
 
     /// This end's socket address on this link.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local
+        self.link.local
     }
 
     /// Queues one message; waits while the send queue is full.
@@ -294,12 +211,12 @@ impl Connection {
     /// run, the next mDNS announcement of either one links them again (a new
     /// `Connection`, with a new connection event).
     pub fn close(&self) {
-        request_close(&self.shared, CloseReason::Local);
+        request_close(&self.link, CloseReason::Local);
     }
 
     /// Waits until the link has closed and tells why.
     pub async fn closed(&self) -> CloseReason {
-        let mut rx = self.shared.state.subscribe();
+        let mut rx = self.link.state.subscribe();
         loop {
             if let LinkState::Closed(reason) = &*rx.borrow_and_update() {
                 return reason.clone();
@@ -312,7 +229,7 @@ impl Connection {
 
     /// Why the link closed, or `None` while it is open or closing.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        match &*self.shared.state.borrow() {
+        match &*self.link.state.borrow() {
             LinkState::Closed(r) => Some(r.clone()),
             _ => None,
         }
@@ -320,7 +237,7 @@ impl Connection {
 
     /// True until a close is asked for.
     pub(crate) fn is_up(&self) -> bool {
-        self.shared.is_up()
+        self.link.is_up()
     }
 
     /// The link's send queue, for control frames.
@@ -328,15 +245,15 @@ impl Connection {
         &self.sender.tx
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    pub(crate) fn link(&self) -> &Arc<Link> {
+        &self.link
     }
 }
 
 /// Asks the link task to flush and close, unless it is already closing.
-pub(crate) fn request_close(shared: &Shared, reason: CloseReason) {
-    shared.leave_up();
-    shared.state.send_if_modified(|s| {
+pub(crate) fn request_close(link: &Link, reason: CloseReason) {
+    link.leave_up();
+    link.state.send_if_modified(|s| {
         if *s == LinkState::Up {
             *s = LinkState::Closing(reason);
             true
@@ -356,7 +273,7 @@ impl Stream for Connection {
         }
         // A batch at a time: one lock and one queue operation for many
         // frames.
-        let mut inbound = lock_inbound(&this.shared);
+        let mut inbound = lock(&this.link.inbound);
         let Inbound { rx, ready } = &mut *inbound;
         if !ready.is_empty() {
             std::mem::swap(ready, &mut this.taken);
@@ -379,8 +296,8 @@ impl<T: Into<Bytes>> Sink<T> for Connection {
 
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
         let data = item.into();
-        check_len(&self.shared, &data)?;
-        if !self.shared.is_up() {
+        check_len(&self.link, &data)?;
+        if !self.link.is_up() {
             return Err(Error::Closed);
         }
         self.sender
@@ -396,7 +313,7 @@ impl<T: Into<Bytes>> Sink<T> for Connection {
     }
 
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
-        request_close(&self.shared, CloseReason::Local);
+        request_close(&self.link, CloseReason::Local);
         Poll::Ready(Ok(()))
     }
 }
@@ -413,14 +330,14 @@ impl<T: Into<Bytes>> Sink<T> for Connection {
 /// ```
 #[derive(Clone)]
 pub struct Sender {
-    shared: Arc<Shared>,
+    link: Arc<Link>,
     tx: OutTx,
 }
 
 impl fmt::Debug for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sender")
-            .field("peer", &self.shared.peer)
+            .field("peer", &self.link.peer)
             .finish()
     }
 }
@@ -432,14 +349,14 @@ impl Sender {
     /// [`Error::Closed`].
     pub async fn send(&self, data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();
-        check_len(&self.shared, &data)?;
+        check_len(&self.link, &data)?;
         self.send_frame(Frame::data(data)).await
     }
 
     /// Queues one frame of any kind (the messaging layer's); waits while
     /// the send queue is full.
     pub(crate) async fn send_frame(&self, frame: Frame) -> Result<()> {
-        if !self.shared.is_up() {
+        if !self.link.is_up() {
             return Err(Error::Closed);
         }
         // Most sends find room: no future, no waiting.
@@ -454,33 +371,34 @@ impl Sender {
 
     /// The peer this sender writes to.
     pub fn peer_id(&self) -> &NodeId {
-        &self.shared.peer
+        &self.link.peer
     }
 }
 
-fn check_len(shared: &Shared, data: &Bytes) -> Result<()> {
-    if data.len() > shared.max_frame_len {
+fn check_len(link: &Link, data: &Bytes) -> Result<()> {
+    if data.len() > link.max_frame_len {
         return Err(Error::FrameTooLarge {
             len: data.len(),
-            max: shared.max_frame_len,
+            max: link.max_frame_len,
         });
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::outbox::OutRx;
+    use crate::link::outbox::OutRx;
     use futures::StreamExt;
 
     /// A link's handles, without a socket, and the link task's end of the
     /// receive queue.
-    fn handles() -> (Connection, queue::Sender<VecDeque<Bytes>>, OutRx) {
+    pub(crate) fn handles() -> (Connection, queue::Sender<VecDeque<Bytes>>, OutRx) {
         let (out_tx, out_rx) = queue::channel(8, usize::MAX);
         let (in_tx, in_rx) = queue::channel(8, usize::MAX);
         let addr = "127.0.0.1:1".parse().unwrap();
-        let shared = Arc::new(Shared {
+        let link = Arc::new(Link {
+            id: 1,
             peer: NodeId::parse("0a").unwrap(),
             remote: addr,
             local: addr,
@@ -489,7 +407,7 @@ mod tests {
             inbound: Inbound::new(in_rx),
             up: AtomicBool::new(true),
         });
-        (Connection::new(shared, out_tx), in_tx, out_rx)
+        (Connection::new(link, out_tx), in_tx, out_rx)
     }
 
     /// A handle takes a batch; dropped half-way, the rest goes to the other

@@ -29,8 +29,8 @@ use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::frame::{Frame, LEN_BYTES};
-use crate::queue::{self, Store, Taken};
+use crate::link::queue::{self, Store, Taken};
+use crate::wire::frame::{Frame, LEN_BYTES};
 
 /// Payloads at least this large are written from where they are.
 pub(crate) const ZERO_COPY: usize = 16 * 1024;
@@ -156,7 +156,7 @@ impl OutRx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{FrameCodec, DATA, HEARTBEAT};
+    use crate::wire::frame::{FrameCodec, DATA, HEARTBEAT};
     use tokio_util::codec::Encoder;
 
     /// Small, large and empty frames from two senders come out as the codec

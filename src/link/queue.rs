@@ -16,7 +16,7 @@
 //!
 //! What a queue holds is its [`Store`]: a plain `VecDeque` of items for the
 //! receive side, and for the send side the frames already encoded (see
-//! [`crate::outbox`]), so the sending task does the encoding and the link's
+//! [`crate::link::outbox`]), so the sending task does the encoding and the link's
 //! task only writes.
 
 use std::collections::VecDeque;
@@ -37,7 +37,7 @@ impl Weighed for bytes::Bytes {
     }
 }
 
-impl Weighed for crate::frame::Frame {
+impl Weighed for crate::wire::frame::Frame {
     fn weight(&self) -> usize {
         self.payload.len()
     }
@@ -48,7 +48,7 @@ pub(crate) trait Store: Default {
     type Item: Weighed;
     /// Adds an item at the back. `idle`: the queue is empty and its
     /// receiver waits for an item. `false`: the store disposed of the item
-    /// itself, so nothing was queued (see [`crate::outbox`]); the receiver
+    /// itself, so nothing was queued (see [`crate::link::outbox`]); the receiver
     /// is woken all the same.
     fn put(&mut self, item: Self::Item, idle: bool) -> bool;
     /// The queue is closed: nothing more will be put.

@@ -1,0 +1,34 @@
+//! Every bound and default a user can see, in one place.
+//!
+//! The defaults are what [`Settings::new`](crate::Settings::new) starts from;
+//! the `MAX_` bounds are fixed and keep what a peer (or a flood of bogus
+//! input) can make a node hold in check.
+
+use std::time::Duration;
+
+/// Default largest user frame: 8 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
+/// Default time a new link has to complete its handshake: 3 s.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default depth of each link's send and receive queues, in frames.
+pub const DEFAULT_QUEUE_LEN: usize = 1024;
+/// Default bound on the payload bytes in each of a link's queues: 4 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Default heartbeat interval: an idle link sends a heartbeat this often.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default silence after which a link is dropped: 3 s.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The longest node id, in hex digits: one DNS label, since the id is also
+/// the mDNS instance name and part of the node's mDNS host name.
+pub const MAX_ID_LEN: usize = 63;
+/// Most peers advertised over mDNS that a node tracks at once: a flood of
+/// bogus records cannot grow its state (or its dialing) past this. Peers over
+/// the limit are ignored with [`Error::TooManyPeers`](crate::Error::TooManyPeers).
+pub const MAX_PEERS: usize = 1024;
+/// Most unread errors each [`Service::on_error`](crate::Service::on_error)
+/// stream holds; more are counted and reported as one
+/// [`Error::Missed`](crate::Error::Missed).
+pub const MAX_QUEUED_ERRORS: usize = 1024;
+/// Longest event, topic or procedure name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;

@@ -1,0 +1,136 @@
+//! Links: one TCP connection to one peer, from the hello to the close.
+//!
+//! A link's task runs the [`handshake`] (hellos, then the secret's
+//! handshake), registers the link with its node, and then [`run`]s it: a
+//! reader and a writer in one task, heartbeats, the close. What the reader
+//! does with each frame is decided by a small pure state machine ([`read`]),
+//! so the per-link protocol is unit-tested without sockets.
+//!
+//! A link knows nothing of the node above it. It reports to it through an
+//! [`Owner`] and typed [`Event`]s (handshaken, verdict, closed); it hands
+//! messaging envelopes up through [`Inbound`]; and it lists itself in, and
+//! takes itself out of, the node's [`OpenLinks`] table. The
+//! node answers by queueing frames on the link and asking it to close.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{CloseReason, Error};
+use crate::id::NodeId;
+use crate::wire::hello::Hello;
+use crate::wire::secure::Psk;
+use crate::wire::verdict::Verdict;
+
+pub(crate) mod connection;
+pub(crate) mod handshake;
+pub(crate) mod open;
+pub(crate) mod outbox;
+pub(crate) mod queue;
+pub(crate) mod read;
+pub(crate) mod run;
+pub(crate) mod writer;
+
+use connection::Connection;
+use open::OpenLinks;
+use outbox::OutTx;
+
+/// A link's number, unique within one node.
+pub(crate) type LinkId = u64;
+
+/// What a link tells its node.
+pub(crate) enum Event {
+    /// The hellos (and the secret's handshake) checked out: the node applies
+    /// the one-link rule to the link.
+    Handshaken { conn: Connection, incarnation: u64 },
+    /// The decider's verdict arrived on the link.
+    Verdict { link: LinkId, verdict: Verdict },
+    /// The link's task has ended.
+    Closed {
+        link: LinkId,
+        reason: CloseReason,
+        /// How long the link's task ran.
+        lived: Duration,
+    },
+}
+
+/// The node a link belongs to, as the link sees it.
+pub(crate) trait Owner: Send + Sync {
+    /// Reports an event; false once the node has stopped.
+    fn report(&self, event: Event) -> bool;
+    /// Reports a non-fatal error.
+    fn error(&self, e: Error);
+}
+
+/// Where a link hands the messaging envelopes it receives.
+pub(crate) trait Inbound: Send + Sync {
+    /// A `MSG` frame from `peer`, on a link whose send queue is `reply`. An
+    /// error is a malformed envelope: the link closes with a protocol error.
+    fn message(&self, peer: &NodeId, payload: Bytes, reply: &OutTx) -> Result<(), String>;
+}
+
+/// A link's settings.
+pub(crate) struct Config {
+    /// Our hello.
+    pub hello: Hello,
+    /// The cluster's pre-shared key, when it has a secret.
+    pub psk: Option<Psk>,
+    pub max_frame_len: usize,
+    pub handshake_timeout: Duration,
+    pub queue_len: usize,
+    pub queue_bytes: usize,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+/// What the links of one node share.
+pub(crate) struct Links {
+    pub config: Config,
+    /// The links that are open.
+    pub open: Arc<OpenLinks>,
+    /// Where messaging envelopes go.
+    pub inbound: Arc<dyn Inbound>,
+    /// Local addresses of our recent dials, to tell a dial of ours that
+    /// reached ourselves.
+    pub own_dials: handshake::OwnDials,
+    /// Cancelled when the node closes: stops handshakes in progress (open
+    /// links are closed gracefully instead).
+    pub cancel: CancellationToken,
+    next_link: AtomicU64,
+}
+
+impl Links {
+    pub(crate) fn new(
+        config: Config,
+        open: Arc<OpenLinks>,
+        inbound: Arc<dyn Inbound>,
+        cancel: CancellationToken,
+    ) -> Links {
+        Links {
+            config,
+            open,
+            inbound,
+            own_dials: Default::default(),
+            cancel,
+            next_link: AtomicU64::new(1),
+        }
+    }
+
+    /// This node's id.
+    pub(crate) fn id(&self) -> &NodeId {
+        &self.config.hello.id
+    }
+
+    fn next_link_id(&self) -> LinkId {
+        self.next_link.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// IPv4 peers of a dual-stack socket show as plain IPv4 addresses.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}

@@ -1,0 +1,450 @@
+//! A link's run loop, from the handshake's end to the close.
+//!
+//! - the reader decodes frames and acts on them as the read path's state
+//!   machine says (see [`crate::link::read`]): user data goes to the link's
+//!   receive queue (waiting when it is full, which stops reading the socket
+//!   and lets TCP push back on the sender), envelopes to messaging, the
+//!   verdict to the node;
+//! - the writer drains the send queue in batches, one flush per batch.
+//!
+//! Reader and writer run concurrently in this one task, so a link never
+//! deadlocks with both ends blocked writing. A close, asked for on this end or
+//! signalled by the peer's end of stream, first flushes what `send` accepted,
+//! then shuts down the socket's write side and waits for the peer's end of
+//! stream. A close that moves no frame for [`CLOSE_IDLE`] drops the socket
+//! (a peer that stopped reading cannot hold a close forever) and, if frames
+//! were still queued, is reported as a failure. A protocol or socket error
+//! ends the link at once.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+
+use crate::error::{CloseReason, Error};
+use crate::link::connection::{request_close, Link, LinkState};
+use crate::link::handshake::Handshaken;
+use crate::link::outbox::{OutRx, OutTx};
+use crate::link::queue;
+use crate::link::read::{Effect, ReadState};
+use crate::link::writer::FrameWriter;
+use crate::link::{Event, Links, Owner};
+use crate::wire::decoder::{FrameDecoder, Pool};
+use crate::wire::frame::{self, CodecError, Frame, FrameCodec};
+use crate::wire::secure::{Opener, Sealer};
+
+/// How long a closing link may go without moving a frame, while it flushes
+/// and waits for the peer's end of stream, before its socket is dropped.
+pub(crate) const CLOSE_IDLE: Duration = Duration::from_millis(1500);
+
+impl Handshaken {
+    /// Runs the link until it closes, then records why and tells the node.
+    pub(crate) async fn run(self, links: &Links, owner: &dyn Owner) {
+        let started = Instant::now();
+        let (link, in_tx) = (self.link.clone(), self.in_tx.clone());
+        let reason = drive(links, owner, self).await;
+        links.open.finished(&link, reason.clone());
+        // The receive stream ends only now, so a reader that sees it end
+        // finds the reason already set.
+        drop(in_tx);
+        owner.report(Event::Closed {
+            link: link.id,
+            reason,
+            lived: started.elapsed(),
+        });
+    }
+}
+
+/// Progress counters shared by the parts of one link's task.
+#[derive(Default)]
+struct Progress {
+    /// Frames other than heartbeats received, plus bytes written; a closing
+    /// link that moves none is stuck.
+    frames: Arc<AtomicU64>,
+    /// Bytes received (a large frame counts while it arrives); the watchdog
+    /// looks for silence in it.
+    received: Arc<AtomicU64>,
+    /// Set while the reader waits on a full receive queue: the peer's
+    /// silence then is our consumer's slowness, not the peer's absence.
+    delivering: AtomicBool,
+}
+
+async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReason {
+    let Handshaken {
+        link,
+        stream,
+        mut out_rx,
+        out_tx,
+        in_tx,
+        keys,
+        awaiting_verdict,
+        deadline,
+    } = link;
+    // Senders may write small frames to a link in the clear themselves
+    // (see `crate::outbox`), through a second handle on the socket; it is
+    // given up when the send queue closes, as the link ends.
+    #[cfg(unix)]
+    if keys.is_none() {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = stream.as_fd().try_clone_to_owned() {
+            out_rx.with_store(|o| o.write_at_once(std::net::TcpStream::from(fd)));
+        }
+    }
+    let (rd, wr) = stream.into_split();
+    let cfg = &links.config;
+    let max = cfg.max_frame_len;
+    let pool = Arc::new(Pool::default());
+    let (opener, sealer) = match &keys {
+        Some(k) => (
+            Opener::Sealed(k.decoder(max, pool.clone())),
+            Sealer::Sealed(k.encoder(max)),
+        ),
+        None => (
+            Opener::Plain(FrameDecoder::new(max, pool.clone())),
+            Sealer::Plain(FrameCodec { max }),
+        ),
+    };
+    drop(keys);
+    let progress = Progress::default();
+    let rd = Counted {
+        inner: rd,
+        bytes: progress.received.clone(),
+    };
+    let reader = read_loop(
+        Reader {
+            links,
+            owner,
+            link: &link,
+            out_tx: &out_tx,
+            deadline,
+            progress: &progress,
+        },
+        FramedRead::new(rd, opener),
+        &in_tx,
+        ReadState::new(awaiting_verdict),
+    );
+    let writer = write_loop(
+        FrameWriter::new(wr, sealer, progress.frames.clone()),
+        out_rx,
+        link.state.subscribe(),
+        cfg.heartbeat_interval,
+        &progress,
+    );
+    let silent = watchdog(cfg.heartbeat_timeout, &progress, &pool);
+    let mut state = link.state.subscribe();
+    let stalled = async {
+        closing(&mut state).await;
+        loop {
+            let seen = progress.frames.load(Ordering::Relaxed);
+            tokio::time::sleep(CLOSE_IDLE).await;
+            if progress.frames.load(Ordering::Relaxed) == seen {
+                return;
+            }
+        }
+    };
+    tokio::pin!(reader, writer, stalled, silent);
+    let stuck = || {
+        CloseReason::Io(format!(
+            "close stalled for {CLOSE_IDLE:?}: the peer stopped reading"
+        ))
+    };
+    let mut flushed = false;
+    let ended = loop {
+        tokio::select! {
+            r = &mut reader => match r {
+                // The peer closed its side; flush what we accepted for it
+                // (it reads until it sees our end of stream), then end.
+                CloseReason::PeerClosed if !flushed => {
+                    request_close(&link, CloseReason::PeerClosed);
+                    break tokio::select! {
+                        w = &mut writer => w.err().map_or(CloseReason::PeerClosed, write_failed),
+                        _ = &mut stalled => stuck(),
+                    };
+                }
+                r => break r,
+            },
+            w = &mut writer, if !flushed => match w {
+                // Our side is flushed and shut down; wait for the peer's.
+                Ok(()) => flushed = true,
+                Err(e) => break write_failed(e),
+            },
+            // Flushed, and the peer never closed its side: nothing was lost.
+            _ = &mut stalled => break if flushed { CloseReason::PeerClosed } else { stuck() },
+            r = &mut silent => break r,
+        }
+    };
+    // A clean end keeps the reason the close was asked for; a failure keeps
+    // its own, so that it is reported.
+    let state = link.state.borrow().clone();
+    match state {
+        LinkState::Closing(r) if !ended.is_failure() => r,
+        _ => ended,
+    }
+}
+
+/// A read half that counts the bytes it reads.
+struct Counted {
+    inner: OwnedReadHalf,
+    bytes: Arc<AtomicU64>,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.bytes.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+/// Resolves when the peer has been silent for `timeout` while the reader was
+/// ready for it. Checks four times per timeout, so it fires between `timeout`
+/// and 1.25 x `timeout` of silence. A quiet tick also frees the buffers kept
+/// for large frames: an idle link holds none.
+async fn watchdog(timeout: Duration, progress: &Progress, pool: &Pool) -> CloseReason {
+    let tick = timeout / 4;
+    let mut seen = progress.received.load(Ordering::Relaxed);
+    let mut quiet = Duration::ZERO;
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = progress.received.load(Ordering::Relaxed);
+        if now != seen || progress.delivering.load(Ordering::Relaxed) {
+            seen = now;
+            quiet = Duration::ZERO;
+        } else {
+            quiet += tick;
+            pool.trim();
+            if quiet >= timeout {
+                return CloseReason::Timeout(quiet);
+            }
+        }
+    }
+}
+
+/// Writing failed: whatever was still queued is lost, so it is a failure.
+fn write_failed(e: std::io::Error) -> CloseReason {
+    CloseReason::Io(format!("write failed: {e}"))
+}
+
+/// Most received messages held before they are handed to the receive
+/// queue (waiting there while it is full) ...
+const DELIVER_BATCH: usize = 64;
+/// ... and most bytes of them: so the batch adds little to what the receive
+/// queue bounds (a frame larger than this is handed over at once).
+const DELIVER_BYTES: usize = 64 * 1024;
+
+/// What the read path needs besides its frames.
+struct Reader<'a> {
+    links: &'a Links,
+    owner: &'a dyn Owner,
+    link: &'a Link,
+    out_tx: &'a OutTx,
+    /// The handshake's deadline, which the verdict must meet.
+    deadline: Instant,
+    progress: &'a Progress,
+}
+
+/// Reads frames until the link ends; user messages go to the receive queue
+/// in batches: those decoded from what one read brought, under one lock.
+async fn read_loop(
+    r: Reader<'_>,
+    frames: FramedRead<Counted, Opener>,
+    in_tx: &queue::Sender<VecDeque<Bytes>>,
+    state: ReadState,
+) -> CloseReason {
+    let mut batch = Batch {
+        in_tx,
+        pending: VecDeque::new(),
+        bytes: 0,
+    };
+    let reason = read_frames(&r, frames, &mut batch, state).await;
+    // Whatever ended the link, what arrived before it is delivered.
+    batch.deliver(r.progress).await;
+    reason
+}
+
+/// Received messages not yet handed to the receive queue.
+struct Batch<'a> {
+    in_tx: &'a queue::Sender<VecDeque<Bytes>>,
+    pending: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Batch<'_> {
+    fn push(&mut self, payload: Bytes) {
+        self.bytes += payload.len();
+        self.pending.push_back(payload);
+    }
+
+    /// Holds as much as it may: hand it over before reading on.
+    fn is_full(&self) -> bool {
+        self.pending.len() >= DELIVER_BATCH || self.bytes >= DELIVER_BYTES
+    }
+
+    /// Hands the batch to the receive queue, waiting while it is full: the
+    /// socket is not read meanwhile, so TCP pushes back on the sender. (The
+    /// actor holds a handle, so the queue outlives the link.)
+    async fn deliver(&mut self, progress: &Progress) {
+        self.bytes = 0;
+        let pending = &mut self.pending;
+        if pending.is_empty() {
+            return;
+        }
+        if self.in_tx.try_send_many(pending).is_ok() && pending.is_empty() {
+            return;
+        }
+        progress.delivering.store(true, Ordering::Relaxed);
+        let _ = self.in_tx.send_many(pending).await;
+        progress.delivering.store(false, Ordering::Relaxed);
+        pending.clear(); // the queue closed: nobody will read them
+    }
+}
+
+async fn read_frames(
+    r: &Reader<'_>,
+    mut frames: FramedRead<Counted, Opener>,
+    batch: &mut Batch<'_>,
+    mut state: ReadState,
+) -> CloseReason {
+    loop {
+        // A frame already buffered is taken at once; before waiting for the
+        // socket, what was decoded so far is delivered.
+        let next = match frames.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                batch.deliver(r.progress).await;
+                if state.awaiting_verdict() {
+                    match tokio::time::timeout_at(r.deadline, frames.next()).await {
+                        Ok(n) => n,
+                        Err(_) => {
+                            return CloseReason::Protocol(
+                                "no verdict within the handshake timeout".into(),
+                            )
+                        }
+                    }
+                } else {
+                    frames.next().await
+                }
+            }
+        };
+        // A heartbeat says the peer is there, not that the link is getting
+        // anywhere.
+        if matches!(&next, Some(Ok(f)) if f.kind != frame::HEARTBEAT) {
+            r.progress.frames.fetch_add(1, Ordering::Relaxed);
+        }
+        match state.handle(next) {
+            Effect::None => {}
+            Effect::Data(payload) => batch.push(payload),
+            Effect::Message(payload) => {
+                let inbound = &r.links.inbound;
+                if let Err(reason) = inbound.message(&r.link.peer, payload, r.out_tx) {
+                    return CloseReason::Protocol(format!("bad message: {reason}"));
+                }
+            }
+            Effect::Verdict { verdict, end } => {
+                let link = r.link.id;
+                r.owner.report(Event::Verdict { link, verdict });
+                if let Some(reason) = end {
+                    return ended(r, reason);
+                }
+            }
+            Effect::End(reason) => return ended(r, reason),
+        }
+        if batch.is_full() {
+            batch.deliver(r.progress).await;
+        }
+    }
+}
+
+/// The read path ends the link. A conflict there is the peer saying a newer
+/// live node holds our id: an error event too.
+fn ended(r: &Reader<'_>, reason: CloseReason) -> CloseReason {
+    if reason == CloseReason::IdConflict {
+        r.owner.error(Error::IdConflict {
+            remote: r.link.remote,
+            id: r.links.id().to_string(),
+        });
+    }
+    reason
+}
+
+/// Drains the send queue until a close is asked for; then refuses further
+/// sends, flushes everything accepted, and shuts the write side down.
+/// Returns `Ok` once all of it was handed to the kernel. Sends a heartbeat
+/// whenever it has written nothing for `heartbeat`.
+async fn write_loop(
+    mut w: FrameWriter,
+    mut out_rx: OutRx,
+    mut state: watch::Receiver<LinkState>,
+    heartbeat: Duration,
+    progress: &Progress,
+) -> std::io::Result<()> {
+    let idle = tokio::time::sleep(heartbeat);
+    // Made once, not on every turn of the loop: each one subscribes anew.
+    let close_asked = closing(&mut state);
+    tokio::pin!(idle, close_asked);
+    let mut segs = VecDeque::new();
+    loop {
+        tokio::select! {
+            biased;
+            n = out_rx.take_all(&mut segs) => {
+                if n == 0 {
+                    break;
+                }
+                w.put_encoded(&mut segs).map_err(into_io)?;
+                w.flush().await?;
+                progress.frames.fetch_add(1, Ordering::Relaxed);
+                idle.as_mut().reset(Instant::now() + heartbeat);
+            }
+            _ = &mut close_asked => break,
+            _ = &mut idle => {
+                // Senders must not write while this does.
+                out_rx.busy();
+                w.feed(Frame::control(frame::HEARTBEAT)).map_err(into_io)?;
+                w.flush().await?;
+                idle.as_mut().reset(Instant::now() + heartbeat);
+            }
+        }
+    }
+    // What was accepted before the close still goes out; pushes are whole
+    // under the queue's lock, so nothing can arrive after this.
+    out_rx.close();
+    while out_rx.take_all(&mut segs).await > 0 {
+        w.put_encoded(&mut segs).map_err(into_io)?;
+        w.flush().await?;
+        progress.frames.fetch_add(1, Ordering::Relaxed);
+    }
+    w.flush().await?;
+    // Everything is with the kernel; a failed shutdown (the peer already
+    // gone) loses nothing.
+    let _ = w.shutdown().await;
+    Ok(())
+}
+
+/// Encoding a frame we send fails only on I/O, or on a sealing error that
+/// cannot happen with records under the size limit; both end the link.
+fn into_io(e: CodecError) -> std::io::Error {
+    match e {
+        CodecError::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+/// Resolves once a close has been asked for (or the link is gone).
+async fn closing(state: &mut watch::Receiver<LinkState>) {
+    let _ = state.wait_for(|s| *s != LinkState::Up).await;
+}

@@ -1,0 +1,402 @@
+//! Messaging on the mesh: direct messages, broadcast, named events, topics,
+//! request/reply, relaying where the mesh is not full.
+//!
+//! [`Messaging`] is the shell that moves envelopes
+//! ([`crate::wire::envelope`]) between links and the user's streams; its
+//! state and decisions (interest, members, duplicates, where to relay) are
+//! the pure [`router`]'s. The user's streams are in [`streams`], calls in
+//! [`rpc`], relaying and the gossip it needs in [`relay`].
+//!
+//! # Streams and their queues
+//!
+//! Every stream ([`Messages`], [`Requests`]) has its own bounded queue of
+//! [`Settings::queue_len`](crate::Settings::queue_len) items. Delivery never
+//! waits for a stream (see [`streams`]). A request for a procedure whose
+//! handlers' queues are all full is answered at once with
+//! [`Error::Busy`]. Sending, on the other hand,
+//! waits for room in the links' send queues, like
+//! [`Connection::send`](crate::Connection::send).
+//!
+//! # Inbound
+//!
+//! A link hands every `MSG` frame to [`Messaging`] (as its
+//! [`Inbound`]) in its own task; the work there is a
+//! lock, a few lookups and non-blocking queue pushes, and, for a message to
+//! relay, the user's relay filter (outside the lock) and the re-encoded
+//! envelope queued on the next links.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::error::{CloseReason, Error, Result};
+use crate::id::NodeId;
+use crate::limits::MAX_NAME_LEN;
+use crate::link::connection::Connection;
+use crate::link::open::OpenLinks;
+use crate::link::outbox::OutTx;
+use crate::link::{queue, Inbound};
+use crate::sync::lock;
+use crate::wire::envelope::{Envelope, Op, FLOOD, MAX_HOPS};
+use crate::wire::frame::{self, Frame};
+
+pub(crate) mod relay;
+pub(crate) mod router;
+pub(crate) mod rpc;
+pub(crate) mod streams;
+
+use relay::{relay_frame, RelayFilter};
+use router::Router;
+use rpc::{fail_calls, Call, Request, Requests};
+use streams::{deliver, feed, Feed, Message, Messages};
+
+/// The messaging tables, under one lock.
+pub(crate) struct State {
+    pub(crate) router: Router,
+    inbox: Vec<Feed<Message>>,
+    events: HashMap<String, Vec<Feed<Message>>>,
+    topics: HashMap<String, Vec<Feed<Message>>>,
+    pub(crate) procedures: HashMap<String, (Vec<Feed<Request>>, usize)>,
+    pub(crate) calls: HashMap<u64, Call>,
+    pub(crate) next_corr: u64,
+}
+
+/// The messaging layer of one node.
+pub(crate) struct Messaging {
+    pub(crate) me: NodeId,
+    /// The node's open links, where messages go out.
+    pub(crate) open: Arc<OpenLinks>,
+    queue_len: usize,
+    pub(crate) max_frame_len: usize,
+    pub(crate) state: Mutex<State>,
+    /// A neighbors announcement is scheduled.
+    pub(crate) neighbors_due: std::sync::atomic::AtomicBool,
+    /// The links named in the last announcement.
+    pub(crate) told_neighbors: Mutex<HashSet<NodeId>>,
+    /// The user's relay filter.
+    pub(crate) filter: Mutex<Option<Arc<RelayFilter>>>,
+}
+
+/// Checks an event, topic or procedure name.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "must not be empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "must be at most 255 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(Error::BadName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// Queues `f` without waiting; if the queue is full, from a task of its own.
+pub(crate) fn send_soon(tx: OutTx, f: Frame) {
+    if let Err(queue::TrySendError::Full(f)) = tx.try_send(f) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = tx.send(f).await;
+            });
+        }
+    }
+}
+
+/// An envelope as the frame that carries it.
+pub(crate) fn envelope_frame(e: &Envelope) -> Frame {
+    Frame {
+        kind: frame::MSG,
+        payload: e.encode(),
+    }
+}
+
+impl Messaging {
+    pub(crate) fn new(
+        me: NodeId,
+        start: u64,
+        open: Arc<OpenLinks>,
+        queue_len: usize,
+        max_frame_len: usize,
+    ) -> Self {
+        Messaging {
+            me: me.clone(),
+            open,
+            queue_len,
+            max_frame_len,
+            state: Mutex::new(State {
+                router: Router::new(me, start),
+                inbox: Vec::new(),
+                events: HashMap::new(),
+                topics: HashMap::new(),
+                procedures: HashMap::new(),
+                calls: HashMap::new(),
+                next_corr: 0,
+            }),
+            neighbors_due: Default::default(),
+            told_neighbors: Mutex::new(HashSet::new()),
+            filter: Mutex::new(None),
+        }
+    }
+
+    // ----- the user's side -------------------------------------------------
+
+    pub(crate) fn messages(&self) -> Messages {
+        let (sub, rx, dropped) = feed(self.queue_len);
+        lock(&self.state).inbox.push(sub);
+        Messages {
+            rx,
+            dropped,
+            topic: None,
+        }
+    }
+
+    pub(crate) fn receiver(&self, event: &str) -> Result<Messages> {
+        check_name(event)?;
+        let (sub, rx, dropped) = feed(self.queue_len);
+        lock(&self.state)
+            .events
+            .entry(event.to_string())
+            .or_default()
+            .push(sub);
+        Ok(Messages {
+            rx,
+            dropped,
+            topic: None,
+        })
+    }
+
+    pub(crate) fn subscribe(self: &Arc<Self>, topic: &str) -> Result<Messages> {
+        check_name(topic)?;
+        let (sub, rx, dropped) = feed(self.queue_len);
+        let changed = {
+            let mut st = lock(&self.state);
+            st.topics.entry(topic.to_string()).or_default().push(sub);
+            st.router.subscribe(topic)
+        };
+        if changed {
+            self.tell_interest();
+        }
+        Ok(Messages {
+            rx,
+            dropped,
+            topic: Some((Arc::downgrade(self), topic.to_string())),
+        })
+    }
+
+    fn unsubscribed(&self, topic: &str) {
+        let changed = {
+            let mut st = lock(&self.state);
+            if let Some(subs) = st.topics.get_mut(topic) {
+                subs.retain(|s| !s.tx.is_closed());
+                if subs.is_empty() {
+                    st.topics.remove(topic);
+                }
+            }
+            st.router.unsubscribe(topic)
+        };
+        if changed {
+            self.tell_interest();
+        }
+    }
+
+    pub(crate) fn procedure(&self, name: &str) -> Result<Requests> {
+        check_name(name)?;
+        let (sub, rx, _) = feed(self.queue_len);
+        lock(&self.state)
+            .procedures
+            .entry(name.to_string())
+            .or_default()
+            .0
+            .push(sub);
+        Ok(Requests { rx })
+    }
+
+    pub(crate) fn set_filter(&self, f: Option<Arc<RelayFilter>>) {
+        *lock(&self.filter) = f;
+    }
+
+    pub(crate) fn topic_members(&self, topic: &str) -> Vec<NodeId> {
+        lock(&self.state).router.members(topic)
+    }
+
+    fn envelope(&self, op: Op, flags: u8, seq: u64, name: &str, body: Bytes) -> Result<Frame> {
+        let e = Envelope {
+            op,
+            flags,
+            hops: 0,
+            origin: self.me.clone(),
+            seq,
+            corr: 0,
+            name: name.to_string(),
+            body,
+        };
+        let f = envelope_frame(&e);
+        if f.payload.len() > self.max_frame_len {
+            return Err(Error::FrameTooLarge {
+                len: f.payload.len(),
+                max: self.max_frame_len,
+            });
+        }
+        Ok(f)
+    }
+
+    fn link_to(&self, peer: &NodeId) -> Result<Connection> {
+        self.open.to(peer).ok_or_else(|| Error::NotLinked {
+            peer: peer.to_string(),
+        })
+    }
+
+    /// Sends `f` on each link; returns how many took it.
+    async fn send_all(&self, links: Vec<Connection>, f: Frame) -> usize {
+        let mut n = 0;
+        for c in links {
+            if c.sender().send_frame(f.clone()).await.is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub(crate) async fn send_to(&self, peer: &NodeId, data: Bytes) -> Result<()> {
+        let conn = self.link_to(peer)?;
+        let f = self.envelope(Op::Direct, 0, 0, "", data)?;
+        conn.sender().send_frame(f).await
+    }
+
+    pub(crate) async fn broadcast(&self, data: Bytes) -> Result<usize> {
+        let seq = lock(&self.state).router.next_seq();
+        let f = self.envelope(Op::Broadcast, FLOOD, seq, "", data)?;
+        Ok(self.send_all(self.open.up(), f).await)
+    }
+
+    pub(crate) async fn emit(&self, event: &str, data: Bytes) -> Result<usize> {
+        check_name(event)?;
+        let seq = lock(&self.state).router.next_seq();
+        let f = self.envelope(Op::Event, FLOOD, seq, event, data)?;
+        Ok(self.send_all(self.open.up(), f).await)
+    }
+
+    pub(crate) async fn emit_to(&self, peer: &NodeId, event: &str, data: Bytes) -> Result<()> {
+        check_name(event)?;
+        let conn = self.link_to(peer)?;
+        let f = self.envelope(Op::Event, 0, 0, event, data)?;
+        conn.sender().send_frame(f).await
+    }
+
+    /// Delivers to local subscribers, and sends to every linked member.
+    /// Returns the number of nodes it went to, this one included.
+    pub(crate) async fn publish(&self, topic: &str, data: Bytes) -> Result<usize> {
+        check_name(topic)?;
+        let (seq, members, to) = {
+            let mut st = lock(&self.state);
+            let to = st.router.publish_to(topic);
+            (st.router.next_seq(), st.router.members(topic), to)
+        };
+        let f = self.envelope(Op::Publish, FLOOD, seq, topic, data.clone())?;
+        let mut n = 0;
+        if members.contains(&self.me) {
+            let msg = Message {
+                from: self.me.clone(),
+                name: topic.to_string(),
+                data,
+            };
+            deliver(lock(&self.state).topics.get_mut(topic), &msg);
+            n += 1;
+        }
+        let links: Vec<Connection> = self
+            .open
+            .up()
+            .into_iter()
+            .filter(|c| to.contains(c.peer_id()))
+            .collect();
+        Ok(n + self.send_all(links, f).await)
+    }
+}
+
+impl Messaging {
+    // ----- the links' side -------------------------------------------------
+
+    /// A link opened: tell the peer every node's topics we know, ours
+    /// included, and everyone which nodes we are linked to.
+    pub(crate) fn opened(self: &Arc<Self>, conn: &Connection) {
+        self.tell_new_link(conn.sender_queue(), conn.peer_id());
+    }
+
+    /// A link closed: the calls made on it fail; if it was the pair's open
+    /// link (`gone`), forget the peer's topics and links.
+    pub(crate) fn closed(self: &Arc<Self>, conn: &Connection, reason: &CloseReason, gone: bool) {
+        let peer = conn.peer_id();
+        let mut st = lock(&self.state);
+        if gone {
+            self.tell_neighbors();
+            st.router.forget(peer);
+        }
+        let link = conn.link().id;
+        fail_calls(&mut st, |c| c.link == link, &reason.to_string());
+    }
+
+    /// The node closed: every call still waiting fails now.
+    pub(crate) fn shutdown(&self) {
+        fail_calls(&mut lock(&self.state), |_| true, "this node closed");
+    }
+}
+
+impl Inbound for Messaging {
+    /// A `MSG` frame arrived from `peer` on a link whose send queue is
+    /// `reply`. A malformed one is an error for the caller to report.
+    fn message(&self, peer: &NodeId, payload: Bytes, reply: &OutTx) -> Result<(), String> {
+        let e = Envelope::decode(payload)?;
+        if e.hops > MAX_HOPS {
+            return Err(format!("message relayed {} times, over {MAX_HOPS}", e.hops));
+        }
+        if !e.flooded() && &e.origin != peer {
+            return Err(format!(
+                "message from {peer} claims to come from {}",
+                e.origin
+            ));
+        }
+        if e.origin == self.me {
+            return Ok(()); // our own, relayed back
+        }
+        let mut st = lock(&self.state);
+        // Interest is deduplicated by its version, the rest by number.
+        if e.flooded() && e.op != Op::Interest && !st.router.fresh(&e.origin, e.seq) {
+            return Ok(());
+        }
+        match e.op {
+            Op::Direct | Op::Broadcast | Op::Event | Op::Publish => {
+                let relay = if e.flooded() {
+                    let topic = (e.op == Op::Publish).then_some(e.name.as_str());
+                    let to = st.router.relay_to(peer, &e.origin, topic);
+                    relay_frame(&e, &to, &self.open)
+                } else {
+                    None
+                };
+                let m = Message {
+                    from: e.origin.clone(),
+                    name: e.name.clone(),
+                    data: e.body.clone(),
+                };
+                let subs = match e.op {
+                    Op::Direct | Op::Broadcast => Some(&mut st.inbox),
+                    Op::Event => st.events.get_mut(&e.name),
+                    _ => st.topics.get_mut(&e.name),
+                };
+                deliver(subs, &m);
+                if let Some(r) = relay {
+                    // The user's filter runs without the messaging lock: it
+                    // may call back into the service.
+                    drop(st);
+                    self.relay(r, &m);
+                }
+            }
+            Op::Interest => self.interest(&mut st, peer, &e),
+            Op::Request => self.requested(&mut st, e, reply),
+            Op::Reply | Op::Fail => return rpc::answered(&mut st, peer, e),
+            Op::Neighbors => relay::neighbors(&mut st, peer, &e),
+        }
+        Ok(())
+    }
+}

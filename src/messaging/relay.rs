@@ -1,0 +1,202 @@
+//! Relaying where the mesh is not full: passing flooded messages on, the
+//! user's relay filter, and the gossip that tells each node where to relay
+//! (every node's topics, and which nodes each node is linked to). The
+//! decisions themselves are the pure [`Router`](crate::messaging::router::Router)'s.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::id::NodeId;
+use crate::limits::{MAX_NAME_LEN, MAX_PEERS};
+use crate::link::open::OpenLinks;
+use crate::link::outbox::OutTx;
+use crate::messaging::streams::Message;
+use crate::messaging::{envelope_frame, send_soon, Messaging, State};
+use crate::sync::lock;
+use crate::wire::envelope::{self, Envelope, Op, FLOOD, MAX_HOPS};
+use crate::wire::frame::Frame;
+
+/// Decides, on a node that relays, whether a message goes on (see
+/// [`Service::relay_filter`](crate::Service::relay_filter)).
+pub(crate) type RelayFilter = dyn Fn(&Message) -> bool + Send + Sync;
+
+/// A message to pass on, and the links to pass it on to.
+pub(crate) struct Relay {
+    frame: Frame,
+    to: Vec<OutTx>,
+}
+
+/// Queues a relayed frame on each link without waiting. A link whose queue
+/// is full misses it (counted in the log): relaying must not stall the link
+/// it came on.
+fn pass_on(to: &[OutTx], f: &Frame) {
+    for tx in to {
+        if tx.try_send(f.clone()).is_err() {
+            tracing::warn!("dropped a relayed message: the next link's send queue is full");
+        }
+    }
+}
+
+/// Most topics kept for one other node.
+const MAX_TOPICS: usize = 4096;
+
+/// How long link changes are collected before the neighbors are told. While
+/// a mesh forms, links open by the hundred: each announcement lists every
+/// link, so they must be few. Until a peer's list comes, a node relays for
+/// it conservatively (to every other peer; copies are dropped as
+/// duplicates); a list older than a link that just closed can make a relay
+/// skip a node for this long.
+const NEIGHBORS_DELAY: Duration = Duration::from_millis(100);
+
+/// The frame to pass `e` on with (one more hop), and the links to pass it
+/// on to; `None` if there are none.
+pub(crate) fn relay_frame(e: &Envelope, to: &[NodeId], open: &OpenLinks) -> Option<Relay> {
+    if to.is_empty() || e.hops >= MAX_HOPS {
+        return None;
+    }
+    let links = open.up();
+    let frame = envelope_frame(&Envelope {
+        hops: e.hops + 1,
+        ..e.clone()
+    });
+    let to = links
+        .into_iter()
+        .filter(|c| to.contains(c.peer_id()))
+        .map(|c| c.sender_queue().clone())
+        .collect();
+    Some(Relay { frame, to })
+}
+
+impl Messaging {
+    /// Tells every linked peer this node's topics.
+    pub(crate) fn tell_interest(&self) {
+        let (version, topics) = lock(&self.state).router.my_interest();
+        let f = interest_frame(&self.me, version, &topics, 0);
+        for c in self.open.up() {
+            send_soon(c.sender_queue().clone(), f.clone());
+        }
+    }
+
+    /// Tells every linked peer which nodes this one is linked to, soon: link
+    /// changes come in bursts (a mesh forming), so they are sent together.
+    pub(crate) fn tell_neighbors(self: &Arc<Self>) {
+        if self.neighbors_due.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        rt.spawn(async move {
+            tokio::time::sleep(NEIGHBORS_DELAY).await;
+            this.neighbors_due.store(false, Ordering::Release);
+            let linked = lock(&this.state).router.linked().clone();
+            {
+                // Nothing new to say: say nothing.
+                let mut told = lock(&this.told_neighbors);
+                if *told == linked {
+                    return;
+                }
+                *told = linked.clone();
+            }
+            let mut body = BytesMut::new();
+            for id in &linked {
+                body.put_slice(id.as_str().as_bytes());
+                body.put_u8(b'\n');
+            }
+            let f = envelope_frame(&Envelope {
+                op: Op::Neighbors,
+                flags: 0,
+                hops: 0,
+                origin: this.me.clone(),
+                seq: 0,
+                corr: 0,
+                name: String::new(),
+                body: body.freeze(),
+            });
+            for c in this.open.up() {
+                send_soon(c.sender_queue().clone(), f.clone());
+            }
+        });
+    }
+}
+
+/// The topics of `origin` (version `version`), as an `Interest` envelope.
+fn interest_frame(origin: &NodeId, version: u64, topics: &[String], hops: u8) -> Frame {
+    let mut body = BytesMut::new();
+    for t in topics {
+        body.put_slice(t.as_bytes());
+        body.put_u8(b'\n');
+    }
+    envelope_frame(&Envelope {
+        op: Op::Interest,
+        flags: FLOOD,
+        hops,
+        origin: origin.clone(),
+        seq: 0,
+        corr: version,
+        name: String::new(),
+        body: body.freeze(),
+    })
+}
+
+impl Messaging {
+    /// Passes `r` on, unless the user's filter stops `m`. Called without
+    /// the messaging lock: the filter may call back into the service.
+    pub(crate) fn relay(&self, r: Relay, m: &Message) {
+        let filter = lock(&self.filter).clone();
+        if filter.is_none_or(|f| f(m)) {
+            pass_on(&r.to, &r.frame);
+        }
+    }
+
+    /// An `Interest` envelope from `peer`: the origin's topics, passed on
+    /// if they are news.
+    pub(crate) fn interest(&self, st: &mut State, peer: &NodeId, e: &Envelope) {
+        let topics: BTreeSet<String> = envelope::lines(&e.body)
+            .filter(|t| t.len() <= MAX_NAME_LEN)
+            .take(MAX_TOPICS)
+            .map(str::to_string)
+            .collect();
+        let origin = e.origin.clone();
+        if st.router.interest(origin.clone(), e.corr, topics) {
+            let to = st.router.relay_to(peer, &origin, None);
+            if let Some(r) = relay_frame(e, &to, &self.open) {
+                pass_on(&r.to, &r.frame);
+            }
+        }
+    }
+
+    /// A link opened: tell the peer every node's topics we know, ours
+    /// included, and everyone which nodes we are linked to.
+    pub(crate) fn tell_new_link(self: &Arc<Self>, tx: &OutTx, peer: &NodeId) {
+        let (mine, others) = {
+            let mut st = lock(&self.state);
+            st.router.link_opened(peer.clone());
+            (st.router.my_interest(), st.router.all_interest())
+        };
+        // A node that never subscribed has nothing to say.
+        if !mine.1.is_empty() {
+            send_soon(tx.clone(), interest_frame(&self.me, mine.0, &mine.1, 0));
+        }
+        for (origin, version, topics) in others {
+            if &origin != peer {
+                send_soon(tx.clone(), interest_frame(&origin, version, &topics, 1));
+            }
+        }
+        self.tell_neighbors();
+    }
+}
+
+/// A `Neighbors` envelope from `peer`: the nodes it is linked to.
+pub(crate) fn neighbors(st: &mut State, peer: &NodeId, e: &Envelope) {
+    let links = envelope::lines(&e.body)
+        .filter_map(|l| NodeId::parse(l).ok())
+        .take(MAX_PEERS)
+        .collect();
+    st.router.neighbors(peer.clone(), links);
+}

@@ -1,0 +1,263 @@
+//! The actor: the one task that owns a running node's mesh and link
+//! handles.
+//!
+//! `Service::listen` starts, for one node:
+//!
+//! - one accept loop per listening socket, one task reading mDNS events
+//!   (see [`crate::node::tasks`]), and the **actor** ([`actor`]): one task
+//!   that owns the [`Mesh`] and every link handle,
+//! - then, as the actor decides, one task per dial and per link.
+//!
+//! The other tasks never touch the mesh; they send the actor [`Command`]s
+//! (links send theirs as [`Event`]s), and the actor carries out the
+//! [`Action`]s the mesh returns. So the one-link rule runs in one place, in
+//! order, without locks. The [`Hub`](crate::node::events::Hub) (subscribers, advertised peers) and the
+//! table of open links are the only state shared with the `Service` handle.
+
+use std::collections::HashMap;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::error::{CloseReason, Error};
+use crate::limits::MAX_PEERS;
+use crate::link::connection::{request_close, Connection};
+use crate::link::{Event, LinkId};
+use crate::node::discovery::Discovery;
+use crate::node::mesh::{self, Action, Mesh, Redial};
+use crate::node::running::{Command, Node};
+use crate::node::tasks;
+use crate::wire::verdict::Verdict;
+
+/// How long `close` waits for links to flush and close. A link still moving
+/// frames then goes on in the background until it is done (each link gives up
+/// on its own once it moves nothing for [`CLOSE_IDLE`](crate::link::run::CLOSE_IDLE)).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The actor: owns the mesh and the link handles until the service closes.
+pub(crate) async fn actor(
+    node: Arc<Node>,
+    mut cmds: mpsc::UnboundedReceiver<Command>,
+    discovery: Option<Discovery>,
+) {
+    let mut mesh = Mesh::new(node.id().clone());
+    let mut links: HashMap<LinkId, Connection> = HashMap::new();
+    // The actor holds a sender itself (in `node`), so only `Close` ends this.
+    while let Some(cmd) = cmds.recv().await {
+        let peers_change = matches!(
+            cmd,
+            Command::Discovered { .. } | Command::Lost { .. } | Command::DialEnded { .. }
+        );
+        let actions = match cmd {
+            Command::Discovered { peer, addrs } => mesh.discovered(peer, addrs),
+            Command::Lost { peer } => {
+                mesh.lost(&peer);
+                vec![]
+            }
+            Command::DialEnded { target, end } => mesh.dial_ended(&target, end),
+            Command::Retry { target, generation } => mesh.retry(target, generation),
+            Command::AddPeer { addr } => mesh.add_static(addr),
+            Command::Link(Event::Handshaken { conn, incarnation }) => {
+                let (link, peer) = (conn.link().id, conn.peer_id().clone());
+                links.insert(link, conn);
+                mesh.handshaken(link, peer, incarnation)
+            }
+            Command::Link(Event::Verdict { link, verdict }) => mesh.verdict(link, verdict),
+            Command::Link(Event::Closed {
+                link,
+                reason,
+                lived,
+            }) => {
+                let was_open = mesh.is_open(link);
+                if let Some(conn) = links.remove(&link) {
+                    report_close(&node, &conn, &reason);
+                    // A duplicate carried nothing. A replaced link carried
+                    // calls, but its peer lives on in the new link: only the
+                    // pair's open link closing makes messaging forget it.
+                    if reason != CloseReason::Duplicate {
+                        node.messaging.closed(&conn, &reason, was_open);
+                    }
+                }
+                mesh.closed(link, redials(&reason), lived >= mesh::STABLE)
+            }
+            Command::Close => break,
+        };
+        if peers_change {
+            node.hub.set_advertised(mesh.advertised());
+        }
+        for action in actions {
+            apply(&node, &links, discovery.as_ref(), action);
+        }
+    }
+
+    // Shutting down: no new links. The mDNS goodbye goes out first, so
+    // peers that see our links end already know we left, and do not redial.
+    node.cancel().cancel();
+    if let Some(d) = &discovery {
+        d.goodbye().await;
+    }
+    for conn in links.values() {
+        request_close(conn.link(), CloseReason::Shutdown);
+    }
+    let drain = async {
+        while !links.is_empty() {
+            match cmds.recv().await {
+                Some(Command::Link(Event::Closed { link, reason, .. })) => {
+                    if let Some(conn) = links.remove(&link) {
+                        report_close(&node, &conn, &reason);
+                    }
+                }
+                Some(Command::Link(Event::Handshaken { conn, .. })) => {
+                    request_close(conn.link(), CloseReason::Shutdown);
+                    links.insert(conn.link().id, conn);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    };
+    let stop = async {
+        if let Some(d) = discovery {
+            d.stop().await;
+        }
+    };
+    let (_, drained) = tokio::join!(stop, tokio::time::timeout(CLOSE_TIMEOUT, drain));
+    if drained.is_err() {
+        tracing::warn!(
+            "{} links still flushing after {CLOSE_TIMEOUT:?}; they finish on their own",
+            links.len()
+        );
+    }
+    // Calls still waiting for an answer end now, not at their timeout.
+    node.messaging.shutdown();
+    // No more commands: a handshake that completes from now on finds the
+    // actor gone and drops its link. One that registered meanwhile is closed
+    // here, so no link outlives the node.
+    cmds.close();
+    while let Ok(cmd) = cmds.try_recv() {
+        if let Command::Link(Event::Handshaken { conn, .. }) = cmd {
+            request_close(conn.link(), CloseReason::Shutdown);
+        }
+    }
+}
+
+/// Whether a link that closed for `reason` is dialed again (if its peer is
+/// still known). Not when this node is closing, when a newer link took its
+/// place, when it was a duplicate, or when the peer's id is in conflict;
+/// not at once when the peer closed it (it may be leaving).
+fn redials(reason: &CloseReason) -> Redial {
+    match reason {
+        CloseReason::Shutdown
+        | CloseReason::Replaced
+        | CloseReason::Duplicate
+        | CloseReason::IdConflict => Redial::No,
+        CloseReason::PeerClosed => Redial::AfterGoodbye,
+        _ => Redial::Soon,
+    }
+}
+
+fn apply(
+    node: &Arc<Node>,
+    links: &HashMap<LinkId, Connection>,
+    discovery: Option<&Discovery>,
+    action: Action,
+) {
+    match action {
+        Action::Dial { target, addrs } => {
+            tracing::debug!(?target, ?addrs, "dialing");
+            tokio::spawn(tasks::dial(node.clone(), target, addrs));
+        }
+        Action::DialLater {
+            target,
+            failures,
+            generation,
+        } => {
+            let delay = jitter(mesh::backoff(failures));
+            tracing::debug!(?target, failures, ?delay, "redial scheduled");
+            let node = node.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = node.cancel().cancelled() => {}
+                    _ = tokio::time::sleep(delay) => {
+                        node.send(Command::Retry { target, generation });
+                    }
+                }
+            });
+        }
+        Action::Verify { peer } => {
+            if let Some(d) = discovery {
+                d.verify(&peer);
+            }
+        }
+        Action::SendVerdict { link, verdict } => {
+            if let Some(conn) = links.get(&link) {
+                // The queue is empty: nothing can be sent before a verdict.
+                let _ = conn.sender_queue().try_send(verdict.frame());
+                match verdict {
+                    Verdict::Accept => {}
+                    Verdict::Reject => request_close(conn.link(), CloseReason::Duplicate),
+                    Verdict::Conflict => {
+                        node.error(Error::IdConflict {
+                            remote: conn.remote_addr(),
+                            id: conn.peer_id().to_string(),
+                        });
+                        request_close(conn.link(), CloseReason::IdConflict)
+                    }
+                }
+            }
+        }
+        Action::Open { link } => {
+            if let Some(conn) = links.get(&link) {
+                tracing::info!(peer = %conn.peer_id(), remote = %conn.remote_addr(), "connected");
+                // Listed first, then announced: a subscriber that calls
+                // `connections()` on the event finds the link there. A link
+                // whose task has already ended is neither.
+                if node.links.open.opened(conn) {
+                    node.hub.connection.emit(conn);
+                }
+                node.messaging.opened(conn);
+            }
+        }
+        Action::Close { link, reason } => {
+            if let Some(conn) = links.get(&link) {
+                request_close(conn.link(), reason);
+            }
+        }
+        Action::TooManyPeers { peer } => node.error(Error::TooManyPeers {
+            peer: peer.to_string(),
+            max: MAX_PEERS,
+        }),
+    }
+}
+
+/// `d` scaled by a random factor in [0.5, 1.5), so that nodes that lost
+/// their links at the same moment do not all redial at the same moment.
+fn jitter(d: Duration) -> Duration {
+    let r = uuid::Uuid::new_v4().as_u128() as u64;
+    d.mul_f64(0.5 + (r >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+/// Logs a closed link, and reports it as an error event when it failed.
+fn report_close(node: &Node, conn: &Connection, reason: &CloseReason) {
+    let peer = conn.peer_id().to_string();
+    let remote = conn.remote_addr();
+    match reason {
+        CloseReason::FrameTooLarge { .. } | CloseReason::Protocol(_) => {
+            node.error(Error::Protocol {
+                peer,
+                remote,
+                reason: reason.to_string(),
+            })
+        }
+        CloseReason::Io(_) | CloseReason::Timeout(_) => node.error(Error::Link {
+            peer,
+            remote,
+            reason: reason.to_string(),
+        }),
+        // Reported where the conflict was found (see `apply`, `link`).
+        CloseReason::IdConflict => tracing::warn!(%peer, %remote, "link closed: id conflict"),
+        CloseReason::Duplicate => tracing::debug!(%peer, %remote, "duplicate link closed"),
+        _ => tracing::info!(%peer, %remote, %reason, "link closed"),
+    }
+}

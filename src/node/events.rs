@@ -1,0 +1,190 @@
+//! Event streams: the public [`Events`], the emitters behind them, and the
+//! [`Hub`] a node shares with its handle.
+//!
+//! Every subscriber gets its own queue, so every subscriber sees every event
+//! from its subscription on, and the mesh never waits on a subscriber: a
+//! subscriber that stops reading must never stall it. Connection, listening
+//! and close events are few (one per link opened, per listen and close), so
+//! their queues are unbounded. Errors can come in floods (a port scan, a
+//! storm of bogus mDNS records), so each error subscriber holds at most
+//! [`MAX_QUEUED_ERRORS`] unread errors; past that, errors are counted instead
+//! and the subscriber gets one [`Error::Missed`] with the count when it
+//! reads again. Drop a stream you no longer read; its queue goes with it.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+use crate::id::NodeId;
+use crate::limits::MAX_QUEUED_ERRORS;
+use crate::link::connection::Connection;
+use crate::node::address::Address;
+use crate::sync::lock;
+
+/// A stream of events of one kind, from [`Service::on_connection`](crate::Service::on_connection)
+/// and its siblings. It ends when the service is dropped.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// # async fn demo(service: tcpnet::Service) {
+/// let mut errors = service.on_error();
+/// tokio::spawn(async move {
+///     while let Some(e) = errors.next().await {
+///         eprintln!("tcpnet: {e}");
+///     }
+/// });
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Events<T> {
+    rx: mpsc::Receiver<T>,
+    /// Events dropped because the queue was full, not yet reported.
+    missed: Arc<AtomicU64>,
+    /// Turns a count of dropped events into the event that reports it.
+    report: fn(u64) -> T,
+}
+
+impl<T> Stream for Events<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        match self.rx.poll_recv(cx) {
+            // The queue is drained: now is the time to say what was dropped.
+            Poll::Pending | Poll::Ready(None) => match self.missed.swap(0, Ordering::Relaxed) {
+                0 => self.rx.poll_recv(cx),
+                n => Poll::Ready(Some((self.report)(n))),
+            },
+            ready => ready,
+        }
+    }
+}
+
+/// One subscriber's queue, and its count of events dropped.
+struct Subscriber<T> {
+    tx: mpsc::Sender<T>,
+    missed: Arc<AtomicU64>,
+}
+
+/// The subscribers of one kind of event.
+pub(crate) struct Emitter<T> {
+    subs: Mutex<Vec<Subscriber<T>>>,
+    capacity: usize,
+    report: fn(u64) -> T,
+}
+
+impl<T: Clone> Emitter<T> {
+    /// An emitter whose subscribers' queues are never full.
+    fn unbounded() -> Self {
+        Emitter::bounded(tokio::sync::Semaphore::MAX_PERMITS, |_| {
+            unreachable!("an unbounded queue drops nothing")
+        })
+    }
+
+    /// An emitter whose subscribers each hold at most `capacity` events; the
+    /// count of those dropped is reported with `report`.
+    fn bounded(capacity: usize, report: fn(u64) -> T) -> Self {
+        Emitter {
+            subs: Mutex::new(Vec::new()),
+            capacity,
+            report,
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> Events<T> {
+        // tokio's channel allocates as it fills, not up front.
+        let (tx, rx) = mpsc::channel(self.capacity);
+        let missed = Arc::new(AtomicU64::new(0));
+        let mut subs = lock(&self.subs);
+        subs.retain(|s| !s.tx.is_closed());
+        subs.push(Subscriber {
+            tx,
+            missed: missed.clone(),
+        });
+        Events {
+            rx,
+            missed,
+            report: self.report,
+        }
+    }
+
+    /// Hands the event to every live subscriber and forgets dropped ones.
+    pub(crate) fn emit(&self, event: &T) {
+        lock(&self.subs).retain(|s| match s.tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                s.missed.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+}
+
+/// What a node's tasks share with its [`Service`](crate::Service) handle:
+/// the subscribers of each kind of event, and the peers seen advertised.
+pub(crate) struct Hub {
+    pub(crate) connection: Emitter<Connection>,
+    pub(crate) listening: Emitter<Address>,
+    pub(crate) error: Emitter<Error>,
+    pub(crate) close: Emitter<()>,
+    /// Peers currently advertised over mDNS, as the actor last saw them.
+    advertised: Mutex<Vec<NodeId>>,
+}
+
+impl Hub {
+    pub(crate) fn new() -> Self {
+        Hub {
+            connection: Emitter::unbounded(),
+            listening: Emitter::unbounded(),
+            error: Emitter::bounded(MAX_QUEUED_ERRORS, |count| Error::Missed { count }),
+            close: Emitter::unbounded(),
+            advertised: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn set_advertised(&self, peers: Vec<NodeId>) {
+        *lock(&self.advertised) = peers;
+    }
+
+    pub(crate) fn advertised(&self) -> Vec<NodeId> {
+        lock(&self.advertised).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use futures::StreamExt;
+
+    #[test]
+    fn a_flood_of_errors_is_bounded_and_counted() {
+        let hub = Hub::new();
+        let mut errors = hub.error.subscribe();
+        for _ in 0..MAX_QUEUED_ERRORS + 10 {
+            hub.error.emit(&Error::Closed);
+        }
+        for _ in 0..MAX_QUEUED_ERRORS {
+            assert!(matches!(
+                errors.next().now_or_never(),
+                Some(Some(Error::Closed))
+            ));
+        }
+        assert!(matches!(
+            errors.next().now_or_never(),
+            Some(Some(Error::Missed { count: 10 }))
+        ));
+        assert!(errors.next().now_or_never().is_none());
+        // Delivery goes on after the report.
+        hub.error.emit(&Error::Closed);
+        assert!(matches!(
+            errors.next().now_or_never(),
+            Some(Some(Error::Closed))
+        ));
+    }
+}

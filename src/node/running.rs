@@ -1,0 +1,136 @@
+//! A running node as its tasks share it ([`Node`]), and what they tell its
+//! actor ([`Command`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::id::NodeId;
+use crate::link::{self, Event, Links};
+use crate::messaging::Messaging;
+use crate::node::events::Hub;
+use crate::node::gate::Gate;
+use crate::node::mesh::{DialEnd, Target};
+use crate::node::settings::Settings;
+use crate::wire::hello::Hello;
+use crate::wire::secure::Psk;
+
+/// Most connection attempts under way at once: a flood of bogus records
+/// makes dials wait their turn instead of opening sockets without bound.
+const MAX_DIALS: usize = 32;
+
+/// What the service's tasks tell the actor.
+pub(crate) enum Command {
+    Discovered {
+        peer: NodeId,
+        addrs: Vec<SocketAddr>,
+    },
+    Lost {
+        peer: NodeId,
+    },
+    DialEnded {
+        target: Target,
+        end: DialEnd,
+    },
+    /// A scheduled redial is due.
+    Retry {
+        target: Target,
+        generation: u64,
+    },
+    /// Dial this address now and whenever its link breaks.
+    AddPeer {
+        addr: SocketAddr,
+    },
+    /// What a link reports.
+    Link(Event),
+    /// Stop the node; the actor's task ends when it has.
+    Close,
+}
+
+/// A running node, as its tasks share it.
+pub(crate) struct Node {
+    /// What its links share: their settings, the open-link table.
+    pub(crate) links: Links,
+    /// Slots for accepted connections in their handshake.
+    pub(crate) gate: Arc<Gate>,
+    /// Permits for connection attempts (held until their handshake ends).
+    pub(crate) dials: Semaphore,
+    /// The messaging layer, fed by every link.
+    pub(crate) messaging: Arc<Messaging>,
+    /// The listen addresses when they are specific ones: dials go out from
+    /// them too, so a node bound to one interface stays on it.
+    pub(crate) dial_from: Vec<IpAddr>,
+    cmd: mpsc::UnboundedSender<Command>,
+    pub(crate) hub: Arc<Hub>,
+}
+
+impl Node {
+    /// The shared state of a node about to start, and the actor's inbox.
+    pub(crate) fn new(
+        hello: Hello,
+        settings: &Settings,
+        dial_from: Vec<IpAddr>,
+        hub: Arc<Hub>,
+        messaging: Arc<Messaging>,
+        cancel: CancellationToken,
+    ) -> (Arc<Node>, mpsc::UnboundedReceiver<Command>) {
+        let (cmd, inbox) = mpsc::unbounded_channel();
+        let config = link::Config {
+            hello,
+            psk: settings
+                .secret
+                .as_ref()
+                .map(|s| Psk::derive(s, &settings.name)),
+            max_frame_len: settings.max_frame_len,
+            handshake_timeout: settings.handshake_timeout,
+            queue_len: settings.queue_len,
+            queue_bytes: settings.queue_bytes,
+            heartbeat_interval: settings.heartbeat_interval,
+            heartbeat_timeout: settings.heartbeat_timeout,
+        };
+        let node = Node {
+            links: Links::new(config, messaging.open.clone(), messaging.clone(), cancel),
+            gate: Arc::new(Gate::default()),
+            dials: Semaphore::new(MAX_DIALS),
+            messaging,
+            dial_from,
+            cmd,
+            hub,
+        };
+        (Arc::new(node), inbox)
+    }
+
+    pub(crate) fn id(&self) -> &NodeId {
+        self.links.id()
+    }
+
+    /// Cancelled when the node closes: stops accepting, browsing, dialing
+    /// and handshakes in progress (open links are closed gracefully instead).
+    pub(crate) fn cancel(&self) -> &CancellationToken {
+        &self.links.cancel
+    }
+
+    /// Sends the actor a command; false if the actor has stopped.
+    pub(crate) fn send(&self, cmd: Command) -> bool {
+        self.cmd.send(cmd).is_ok()
+    }
+
+    /// Reports a non-fatal error: a log line and an error event.
+    pub(crate) fn error(&self, e: Error) {
+        tracing::warn!("{e}");
+        self.hub.error.emit(&e);
+    }
+}
+
+impl link::Owner for Node {
+    fn report(&self, event: Event) -> bool {
+        self.send(Command::Link(event))
+    }
+
+    fn error(&self, e: Error) {
+        Node::error(self, e)
+    }
+}

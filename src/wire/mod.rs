@@ -1,0 +1,14 @@
+//! The bytes on the wire, with no sockets of their own to drive: frames,
+//! the hello, the verdict, the messaging envelope, and the cluster secret's
+//! handshake and sealed records.
+//!
+//! Everything here is a codec or a parser, bounded in what it accepts and
+//! unit-tested (and fuzzed, see `fuzz/`) without a network. The layers above
+//! decide what to do with what it decodes.
+
+pub(crate) mod decoder;
+pub(crate) mod envelope;
+pub(crate) mod frame;
+pub(crate) mod hello;
+pub(crate) mod secure;
+pub(crate) mod verdict;
