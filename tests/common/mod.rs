@@ -252,3 +252,4 @@ pub async fn listen_pair(
         rb.expect("listen b"),
     )
 }
+pub mod relay;

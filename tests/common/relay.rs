@@ -1,0 +1,238 @@
+//! A TCP relay for tests: it forwards every connection it accepts to one
+//! upstream address, counts them, and on command stalls one (nothing moves
+//! either way, and neither end is told), holds what one carries (and
+//! releases it in one write), resumes it, cuts it (both ends see it close),
+//! or splits what it forwards into small pieces with a pause
+//! between them (so the sender's socket stays nearly full and its writes are
+//! taken in part).
+//!
+//! It runs in the caller's network namespace and tokio runtime, on loopback.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What one forwarded connection is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Forward,
+    /// Read nothing: the bytes wait in the sockets' buffers.
+    Stall,
+    /// Read and keep: forwarded, in one write each way, on resume.
+    Hold,
+    Cut,
+}
+
+/// How bytes are forwarded: in pieces of at most `piece` bytes, `pause`
+/// apart (`None`: as they come).
+type Split = Option<(usize, Duration)>;
+
+/// One relayed connection: what it is told to do, and the bytes it holds.
+struct Conn {
+    mode: watch::Sender<Mode>,
+    held: AtomicUsize,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    conns: Mutex<Vec<Arc<Conn>>>,
+    split: watch::Sender<Split>,
+    /// Bumped on every accepted connection, so tests can wait for one.
+    accepted: watch::Sender<usize>,
+}
+
+/// A relay listening on 127.0.0.1; dropping it stops accepting and closes
+/// every connection it forwards.
+pub struct Relay {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+}
+
+impl Relay {
+    /// Starts relaying connections to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay bind");
+        let addr = listener.local_addr().expect("relay address");
+        let shared = Arc::new(Shared {
+            upstream,
+            conns: Mutex::new(Vec::new()),
+            split: watch::channel(None).0,
+            accepted: watch::channel(0).0,
+        });
+        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        Relay {
+            addr,
+            shared,
+            accept,
+        }
+    }
+
+    /// Where to connect to be relayed.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `host:port` of [`addr`](Self::addr), for `Settings::peer`.
+    pub fn peer(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Connections accepted so far (numbered from 0 in that order).
+    pub fn accepted(&self) -> usize {
+        *self.shared.accepted.borrow()
+    }
+
+    /// Waits (with the harness's deadline) until `n` connections were
+    /// accepted.
+    pub async fn wait_accepted(&self, n: usize) {
+        let mut rx = self.shared.accepted.subscribe();
+        super::within(
+            &format!("{n} relayed connections"),
+            rx.wait_for(|a| *a >= n),
+        )
+        .await
+        .expect("relay alive");
+    }
+
+    fn conn(&self, conn: usize) -> Arc<Conn> {
+        let conns = self.shared.conns.lock().unwrap();
+        conns
+            .get(conn)
+            .unwrap_or_else(|| panic!("no relayed connection {conn}"))
+            .clone()
+    }
+
+    fn set(&self, conn: usize, mode: Mode) {
+        self.conn(conn).mode.send_replace(mode);
+    }
+
+    /// Connection `conn` stops moving bytes either way, with both of its
+    /// sockets left open: to each end, the other has gone silent.
+    pub fn stall(&self, conn: usize) {
+        self.set(conn, Mode::Stall);
+    }
+
+    /// Connection `conn` reads what comes, either way, and keeps it until
+    /// [`resume`](Self::resume).
+    pub fn hold(&self, conn: usize) {
+        self.set(conn, Mode::Hold);
+    }
+
+    /// Bytes connection `conn` holds, both ways together.
+    pub fn held(&self, conn: usize) -> usize {
+        self.conn(conn).held.load(Ordering::Relaxed)
+    }
+
+    /// Connection `conn` moves bytes again; what it held goes first, in one
+    /// write each way.
+    pub fn resume(&self, conn: usize) {
+        self.set(conn, Mode::Forward);
+    }
+
+    /// Connection `conn` is closed on both sides.
+    pub fn cut(&self, conn: usize) {
+        self.set(conn, Mode::Cut);
+    }
+
+    /// From now on, every connection forwards what it reads in pieces of at
+    /// most `piece` bytes, `pause` apart; `None` forwards as it comes.
+    pub fn split(&self, split: Option<(usize, Duration)>) {
+        self.shared.split.send_replace(split);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for conn in self.shared.conns.lock().unwrap().iter() {
+            conn.mode.send_replace(Mode::Cut);
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((down, _)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(up) = TcpStream::connect(shared.upstream).await else {
+            continue; // dropping `down` tells the dialer
+        };
+        let _ = (down.set_nodelay(true), up.set_nodelay(true));
+        let conn = Arc::new(Conn {
+            mode: watch::channel(Mode::Forward).0,
+            held: AtomicUsize::new(0),
+        });
+        shared.conns.lock().unwrap().push(conn.clone());
+        let (dr, dw) = down.into_split();
+        let (ur, uw) = up.into_split();
+        tokio::spawn(pump(dr, uw, conn.clone(), shared.split.subscribe()));
+        tokio::spawn(pump(ur, dw, conn, shared.split.subscribe()));
+        shared.accepted.send_modify(|n| *n += 1);
+    }
+}
+
+/// Forwards one direction until either end closes or the connection is cut.
+/// Split, it reads no more than one piece at a time, so the sender's socket
+/// drains only at the pace of the pieces.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    conn: Arc<Conn>,
+    split: watch::Receiver<Split>,
+) {
+    let mut mode = conn.mode.subscribe();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut held = Vec::new();
+    loop {
+        let now = match mode.wait_for(|m| *m != Mode::Stall).await {
+            Ok(m) => *m,
+            Err(_) => Mode::Cut,
+        };
+        match now {
+            Mode::Cut => return, // both halves drop: both ends see the close
+            Mode::Forward if !held.is_empty() => {
+                if to.write_all(&held).await.is_err() {
+                    return;
+                }
+                conn.held.fetch_sub(held.len(), Ordering::Relaxed);
+                held.clear();
+                continue;
+            }
+            _ => {}
+        }
+        let split = *split.borrow();
+        let room = split.map_or(buf.len(), |(piece, _)| piece.clamp(1, buf.len()));
+        let read = tokio::select! {
+            r = from.read(&mut buf[..room]) => r,
+            // A new mode while waiting for bytes takes effect at once.
+            _ = mode.wait_for(|m| *m != now) => continue,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        if now == Mode::Hold {
+            held.extend_from_slice(&buf[..n]);
+            conn.held.fetch_add(n, Ordering::Relaxed);
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+        if let Some((_, pause)) = split {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
