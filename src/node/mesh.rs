@@ -21,6 +21,12 @@
 //! - The other end keeps a link pending until its verdict arrives, and opens
 //!   it on `ACCEPT`. The verdict travels on the link itself, ahead of any user
 //!   data, so both ends open the same link, and a pair ends with exactly one.
+//! - A `REJECT` while the other end holds no other link to the decider means
+//!   the decider still holds one this end has already lost: a stale link,
+//!   silent, that the decider drops once its heartbeats time out. The other
+//!   end dials again, backing off, until the decider accepts: the decider
+//!   may have no address to dial (a peer known only from the link it
+//!   dialed), so waiting for it could leave the pair with no link at all.
 //! - A peer that restarted with the same id comes back with a new
 //!   *incarnation*. The decider replaces an open link of an older incarnation
 //!   instead of rejecting the new one. The other end treats every `ACCEPT` as
@@ -409,10 +415,20 @@ impl Mesh {
         match verdict {
             Verdict::Reject => {
                 self.links.remove(&link);
-                return vec![Action::Close {
+                let mut actions = vec![Action::Close {
                     link,
                     reason: CloseReason::Duplicate,
                 }];
+                if !self.has_link(&peer) {
+                    // The decider holds a link we lost: dial until it has
+                    // let go of it too.
+                    if let Some(target) = self.target_of(&peer) {
+                        let d = self.dialing(&target).expect("known");
+                        d.failures = d.failures.saturating_add(1);
+                        actions.extend(self.dial_later(target));
+                    }
+                }
+                return actions;
             }
             Verdict::Conflict => {
                 self.links.remove(&link);
@@ -451,6 +467,18 @@ impl Mesh {
         actions
     }
 
+    /// Where `peer` can be dialed: its mDNS record, or a static address it
+    /// answered at.
+    fn target_of(&self, peer: &NodeId) -> Option<Target> {
+        if self.peers.contains_key(peer) {
+            return Some(Target::Peer(peer.clone()));
+        }
+        self.statics
+            .iter()
+            .find(|(_, s)| s.peer.as_ref() == Some(peer))
+            .map(|(a, _)| Target::Addr(*a))
+    }
+
     /// A link closed. If it was the peer's last link, the peer is still known
     /// and `redial` says so, schedules a redial: at the first backoff step if
     /// the link was `stable`, later otherwise.
@@ -461,16 +489,7 @@ impl Mesh {
         if redial == Redial::No || self.has_link(&l.peer) {
             return vec![];
         }
-        let target = if self.peers.contains_key(&l.peer) {
-            Target::Peer(l.peer.clone())
-        } else if let Some(a) = self
-            .statics
-            .iter()
-            .find(|(_, s)| s.peer.as_ref() == Some(&l.peer))
-            .map(|(a, _)| *a)
-        {
-            Target::Addr(a)
-        } else {
+        let Some(target) = self.target_of(&l.peer) else {
             return vec![];
         };
         let d = self.dialing(&target).expect("known");
@@ -629,6 +648,57 @@ mod tests {
             vec![Action::Open { link: 1 }]
         );
         assert_eq!(mb.open_count(), 1);
+    }
+
+    /// The decider still holds a stale link that the other end has lost
+    /// (it timed out there first), and rejects the other end's redial over
+    /// it. The other end, knowing the decider only by a static address the
+    /// decider cannot know, dials again, backing off, until it is accepted;
+    /// a rejection while another link is pending dials nothing.
+    #[test]
+    fn a_follower_rejected_over_a_stale_link_dials_until_accepted() {
+        let (a, b) = (id("01"), id("02"));
+        let at: SocketAddr = "10.99.0.1:4000".parse().unwrap();
+        let t = Target::Addr(at);
+        let mut mb = Mesh::new(b);
+        mb.add_static(at);
+        mb.dial_ended(&t, DialEnd::Linked(a.clone()));
+        mb.handshaken(1, a.clone(), 7);
+        mb.verdict(1, Verdict::Accept);
+        let (mut failures, g) = dial_later_of(&mb.closed(1, Redial::Soon, false)).unwrap();
+        assert!(matches!(mb.retry(t.clone(), g)[..], [Action::Dial { .. }]));
+        for link in 2..5 {
+            mb.dial_ended(&t, DialEnd::Linked(a.clone()));
+            mb.handshaken(link, a.clone(), 7);
+            let acts = mb.verdict(link, Verdict::Reject);
+            assert_eq!(
+                acts[0],
+                Action::Close {
+                    link,
+                    reason: CloseReason::Duplicate
+                }
+            );
+            let (f, g2) = dial_later_of(&acts).expect("dialed again");
+            assert!(f > failures, "backing off");
+            failures = f;
+            // The duplicate's own close then changes nothing.
+            assert!(mb.closed(link, Redial::No, false).is_empty());
+            assert!(matches!(mb.retry(t.clone(), g2)[..], [Action::Dial { .. }]));
+        }
+        mb.dial_ended(&t, DialEnd::Linked(a.clone()));
+        mb.handshaken(9, a.clone(), 7);
+        assert_eq!(
+            mb.verdict(9, Verdict::Accept),
+            vec![Action::Open { link: 9 }]
+        );
+
+        // Two links pending, one rejected: the other is the pair's.
+        let mut mc = Mesh::new(id("03"));
+        mc.add_static(at);
+        mc.dial_ended(&t, DialEnd::Linked(a.clone()));
+        mc.handshaken(1, a.clone(), 7);
+        mc.handshaken(2, a.clone(), 7);
+        assert!(dial_later_of(&mc.verdict(2, Verdict::Reject)).is_none());
     }
 
     #[test]
