@@ -65,7 +65,10 @@ async fn call(service: tcpnet::Service) -> Result<(), Box<dyn std::error::Error>
         let peer = conn.peer_id().clone();
         match service.request(&peer, "upper", "hello, mesh", t).await {
             Ok(answer) => println!("{peer}: upper -> {}", String::from_utf8_lossy(&answer)),
-            Err(tcpnet::Error::NoProcedure { .. }) => {
+            Err(tcpnet::Error::Call {
+                error: tcpnet::CallError::NoProcedure,
+                ..
+            }) => {
                 println!("{peer}: serves nothing");
                 continue;
             }
@@ -77,7 +80,10 @@ async fn call(service: tcpnet::Service) -> Result<(), Box<dyn std::error::Error>
                     "{peer}: divide {input} -> {}",
                     String::from_utf8_lossy(&answer)
                 ),
-                Err(tcpnet::Error::Remote { name, message, .. }) => {
+                Err(tcpnet::Error::Call {
+                    error: tcpnet::CallError::Remote { name, message },
+                    ..
+                }) => {
                     println!("{peer}: divide {input} -> error {name}: {message}")
                 }
                 Err(e) => println!("{peer}: divide {input} failed: {e}"),

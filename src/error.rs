@@ -3,12 +3,20 @@
 //!
 //! Every cause has its own variant so callers can match on it, and every
 //! message names what was wrong (the argument, the remote address, the peer).
-//! The type is `Clone` because the same error can be handed to every
-//! subscriber of [`Service::on_error`](crate::Service::on_error).
+//! Peers are named by their [`NodeId`]; an error that has an operating
+//! system error behind it keeps it as its [`source`](std::error::Error::source)
+//! (shared, so that the type is `Clone`: the same error can be handed to
+//! every subscriber of [`Service::on_error`](crate::Service::on_error)). The
+//! outcomes of a call to a peer's procedure are one variant, [`Error::Call`],
+//! with a [`CallError`] saying which.
 
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::id::NodeId;
 
 /// Result alias used throughout tcpnet.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -88,8 +96,14 @@ pub enum Error {
     Closed,
 
     /// The mDNS daemon failed or could not announce the node.
-    #[error("mDNS: {0}")]
-    Mdns(String),
+    #[error("mDNS: {reason}{}", Cause(source))]
+    Mdns {
+        /// What failed.
+        reason: String,
+        /// The mDNS library's error, when it gave one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
 
     /// A record of the tcpnet service type could not be used (missing or bad
     /// TXT fields, no address, port 0, a bad instance name).
@@ -101,15 +115,17 @@ pub enum Error {
         reason: String,
     },
 
-    /// Connecting to a discovered peer failed.
-    #[error("cannot dial peer {peer} at {addrs:?}: {reason}")]
+    /// Connecting to a peer failed: a discovered one (`peer` is its id) or
+    /// a static one (`peer` is `None`).
+    #[error("cannot dial {} at {addrs:?}: {source}", DialTarget(peer))]
     Dial {
-        /// The peer's id.
-        peer: String,
+        /// The peer's id, when it was discovered with one.
+        peer: Option<NodeId>,
         /// The addresses tried.
         addrs: Vec<SocketAddr>,
-        /// The last failure.
-        reason: String,
+        /// The last failure (`TimedOut` when no answer came in time).
+        #[source]
+        source: Arc<io::Error>,
     },
 
     /// The opening handshake with a remote address failed: it is not a
@@ -131,7 +147,7 @@ pub enum Error {
         /// The remote socket address.
         remote: SocketAddr,
         /// The id both claim.
-        id: String,
+        id: NodeId,
     },
 
     /// mDNS advertised more peers than a node tracks at once
@@ -139,7 +155,7 @@ pub enum Error {
     #[error("ignored peer {peer}: already tracking the most peers, {max}")]
     TooManyPeers {
         /// The peer's id.
-        peer: String,
+        peer: NodeId,
         /// The limit.
         max: usize,
     },
@@ -165,26 +181,31 @@ pub enum Error {
         max: usize,
     },
 
-    /// A peer broke the wire protocol after the handshake; the link was closed.
+    /// A peer broke the wire protocol after the handshake; the link was
+    /// closed with `reason` ([`CloseReason::Protocol`] or
+    /// [`CloseReason::FrameTooLarge`]).
     #[error("protocol error from peer {peer} at {remote}: {reason}")]
     Protocol {
         /// The peer's id.
-        peer: String,
+        peer: NodeId,
         /// The remote socket address.
         remote: SocketAddr,
-        /// What it sent.
-        reason: String,
+        /// Why the link closed.
+        reason: CloseReason,
     },
 
-    /// An I/O error on an established link; the link was closed.
+    /// An established link failed; it was closed with `reason`
+    /// ([`CloseReason::Io`], whose error is this one's source, or
+    /// [`CloseReason::Timeout`]).
     #[error("link to peer {peer} at {remote} failed: {reason}")]
     Link {
         /// The peer's id.
-        peer: String,
+        peer: NodeId,
         /// The remote socket address.
         remote: SocketAddr,
-        /// The operating system's error.
-        reason: String,
+        /// Why the link closed.
+        #[source]
+        reason: CloseReason,
     },
 
     /// An event, topic or procedure name is empty or longer than 255 bytes.
@@ -201,16 +222,47 @@ pub enum Error {
     #[error("not linked to peer {peer}")]
     NotLinked {
         /// The peer's id.
-        peer: String,
+        peer: NodeId,
     },
 
-    /// The peer's handler answered the call with an error.
-    #[error("{procedure} on {peer} failed: {name}: {message}")]
-    Remote {
-        /// The peer's id.
-        peer: String,
+    /// A call to `procedure` on `peer` ([`Service::request`](crate::Service::request))
+    /// did not get an answer; `error` says why.
+    #[error("{procedure} on {peer}: {error}")]
+    Call {
+        /// The peer called.
+        peer: NodeId,
         /// The procedure called.
         procedure: String,
+        /// What happened.
+        #[source]
+        error: CallError,
+    },
+}
+
+/// How a call to a peer's procedure failed (see [`Error::Call`]).
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// use tcpnet::{CallError, Error};
+/// # async fn demo(service: tcpnet::Service, peer: tcpnet::NodeId) {
+/// match service.request(&peer, "upper", "hi", Duration::from_secs(1)).await {
+///     Ok(answer) => println!("{answer:?}"),
+///     Err(Error::Call { error: CallError::Remote { name, message }, .. }) => {
+///         eprintln!("the handler said {name}: {message}")
+///     }
+///     Err(Error::Call { error: CallError::Timeout(after), .. }) => {
+///         eprintln!("no answer within {after:?}")
+///     }
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The peer's handler answered with an error.
+    #[error("failed: {name}: {message}")]
+    Remote {
         /// The error's name, as the handler gave it.
         name: String,
         /// The error's message.
@@ -218,53 +270,49 @@ pub enum Error {
     },
 
     /// The peer has no handler for this procedure.
-    #[error("peer {peer} has no procedure {procedure:?}")]
-    NoProcedure {
-        /// The peer's id.
-        peer: String,
-        /// The procedure called.
-        procedure: String,
-    },
+    #[error("no such procedure")]
+    NoProcedure,
 
     /// The peer's handler dropped the request without answering it.
-    #[error("{procedure} on {peer}: the handler dropped the request unanswered")]
-    Unanswered {
-        /// The peer's id.
-        peer: String,
-        /// The procedure called.
-        procedure: String,
-    },
+    #[error("the handler dropped the request unanswered")]
+    Unanswered,
 
     /// Every handler of the procedure on the peer had a full queue.
-    #[error("{procedure} on {peer}: every handler is busy")]
-    Busy {
-        /// The peer's id.
-        peer: String,
-        /// The procedure called.
-        procedure: String,
-    },
+    #[error("every handler is busy")]
+    Busy,
 
     /// No answer came within the call's timeout.
-    #[error("{procedure} on {peer}: no answer within {after:?}")]
-    Timeout {
-        /// The peer's id.
-        peer: String,
-        /// The procedure called.
-        procedure: String,
-        /// The timeout.
-        after: std::time::Duration,
-    },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 
-    /// The link to the peer closed before the answer came.
-    #[error("{procedure} on {peer}: the link closed mid-call ({reason})")]
-    Interrupted {
-        /// The peer's id.
-        peer: String,
-        /// The procedure called.
-        procedure: String,
-        /// Why the link closed.
-        reason: String,
-    },
+    /// The link to the peer closed before the answer came, for this reason
+    /// ([`CloseReason::Shutdown`] when this node closed).
+    #[error("the link closed mid-call ({0})")]
+    Interrupted(CloseReason),
+}
+
+/// An error's cause, after its own message.
+struct Cause<'a>(&'a Option<Arc<dyn std::error::Error + Send + Sync>>);
+
+impl fmt::Display for Cause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(e) => write!(f, ": {e}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How a dial's target reads in its error.
+struct DialTarget<'a>(&'a Option<NodeId>);
+
+impl fmt::Display for DialTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(peer) => write!(f, "peer {peer}"),
+            None => f.write_str("static peer"),
+        }
+    }
 }
 
 /// Why a link closed.
@@ -278,7 +326,7 @@ pub enum Error {
 /// }
 /// # }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum CloseReason {
     /// [`Connection::close`](crate::Connection::close) was called on this end.
@@ -289,9 +337,6 @@ pub enum CloseReason {
     PeerClosed,
     /// The peer restarted with the same id and its new link replaced this one.
     Replaced,
-    /// The pair already had a link; this one was a duplicate. Only links that
-    /// never opened close for this reason, so users do not see it.
-    Duplicate,
     /// The peer sent a frame larger than the maximum frame length.
     FrameTooLarge {
         /// The frame's length.
@@ -301,15 +346,51 @@ pub enum CloseReason {
     },
     /// Nothing arrived from the peer (not even a heartbeat) for this long,
     /// while this end was ready to read: the peer is gone or cut off.
-    Timeout(std::time::Duration),
+    Timeout(Duration),
     /// The pair's decider or the peer says another live node, newer than
     /// this one's side of the link, uses the same node id. Reported as
     /// [`Error::IdConflict`]; the link is not redialed.
     IdConflict,
     /// The peer broke the wire protocol.
     Protocol(String),
-    /// The socket failed.
-    Io(String),
+    /// The socket failed (or a close stalled: the peer stopped reading).
+    Io(Arc<io::Error>),
+}
+
+/// Two `Io` reasons are equal when they are the same error, or errors of
+/// the same kind and message.
+impl PartialEq for CloseReason {
+    fn eq(&self, other: &Self) -> bool {
+        use CloseReason::*;
+        match (self, other) {
+            (Local, Local)
+            | (Shutdown, Shutdown)
+            | (PeerClosed, PeerClosed)
+            | (Replaced, Replaced)
+            | (IdConflict, IdConflict) => true,
+            (FrameTooLarge { len: a, max: m }, FrameTooLarge { len: b, max: n }) => {
+                a == b && m == n
+            }
+            (Timeout(a), Timeout(b)) => a == b,
+            (Protocol(a), Protocol(b)) => a == b,
+            (Io(a), Io(b)) => {
+                Arc::ptr_eq(a, b) || (a.kind() == b.kind() && a.to_string() == b.to_string())
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for CloseReason {}
+
+/// The operating system's error behind an [`Io`](CloseReason::Io) close.
+impl std::error::Error for CloseReason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CloseReason::Io(e) => Some(&**e),
+            _ => None,
+        }
+    }
 }
 
 impl CloseReason {
@@ -334,7 +415,6 @@ impl fmt::Display for CloseReason {
             CloseReason::Shutdown => f.write_str("service closed"),
             CloseReason::PeerClosed => f.write_str("closed by the peer"),
             CloseReason::Replaced => f.write_str("replaced by a newer link to the same peer"),
-            CloseReason::Duplicate => f.write_str("duplicate link"),
             CloseReason::FrameTooLarge { len, max } => {
                 write!(
                     f,

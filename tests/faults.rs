@@ -220,7 +220,7 @@ fn two_live_nodes_with_one_id_get_an_error_not_a_flapping_link() {
             loop {
                 match older_errors.next().await {
                     Some(Error::IdConflict { id, .. }) => {
-                        assert_eq!(id, twin);
+                        assert_eq!(id.as_str(), twin);
                         break;
                     }
                     Some(_) => {}

@@ -261,7 +261,7 @@ fn a_close_stalled_by_a_peer_that_stopped_reading_is_cut_and_reported() {
         within("a's close", a.close()).await;
         within("the sender to be refused", sender).await.unwrap();
         match ab.close_reason() {
-            Some(CloseReason::Io(reason)) => assert!(reason.contains("stalled"), "{reason}"),
+            Some(CloseReason::Io(e)) => assert!(e.to_string().contains("stalled"), "{e}"),
             other => panic!("{other:?}"),
         }
         let e = within("an error event", errors.next()).await.unwrap();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use futures::{FutureExt, StreamExt};
-use tcpnet::{Error, Messages, NodeId, Service, Settings};
+use tcpnet::{CallError, Error, Messages, NodeId, Service, Settings};
 
 async fn mesh(n: usize) -> Vec<Service> {
     let nodes = futures::future::join_all((0..n).map(|_| start("c"))).await;
@@ -259,7 +259,10 @@ fn requests_get_answers_and_each_failure_its_own_error() {
             let answer = caller.request(me, "upper", "hi", t).await.unwrap();
             assert_eq!(&answer[..], b"HI");
             match caller.request(me, "fail", "x", t).await {
-                Err(Error::Remote { name, message, .. }) => {
+                Err(Error::Call {
+                    error: CallError::Remote { name, message },
+                    ..
+                }) => {
                     assert_eq!(
                         (name.as_str(), message.as_str()),
                         ("not-found", "no such thing")
@@ -269,11 +272,17 @@ fn requests_get_answers_and_each_failure_its_own_error() {
             }
             assert!(matches!(
                 caller.request(me, "nope", "x", t).await,
-                Err(Error::NoProcedure { .. })
+                Err(Error::Call {
+                    error: CallError::NoProcedure,
+                    ..
+                })
             ));
             assert!(matches!(
                 caller.request(me, "drop", "x", t).await,
-                Err(Error::Unanswered { .. })
+                Err(Error::Call {
+                    error: CallError::Unanswered,
+                    ..
+                })
             ));
         }
         // Held and never answered: the caller's timeout ends the call.
@@ -281,7 +290,10 @@ fn requests_get_answers_and_each_failure_its_own_error() {
         let short = Duration::from_millis(200);
         assert!(matches!(
             caller.request(me, "hold", "x", short).await,
-            Err(Error::Timeout { .. })
+            Err(Error::Call {
+                error: CallError::Timeout(_),
+                ..
+            })
         ));
         let held = within("the held request", hold.next()).await.unwrap();
         // Answering a call that timed out does no harm.
@@ -306,7 +318,10 @@ fn requests_get_answers_and_each_failure_its_own_error() {
             .close();
         assert!(matches!(
             within("the interrupted call", call).await.unwrap(),
-            Err(Error::Interrupted { .. })
+            Err(Error::Call {
+                error: CallError::Interrupted(_),
+                ..
+            })
         ));
         drop(held);
         close_all(&nodes).await;

@@ -275,7 +275,7 @@ fn listen_where_mdns_cannot_announce_is_an_error() {
     netns(|| async {
         let s = tcpnet::tcpnet("c").unwrap();
         match s.listen(0, down_interface()).await {
-            Err(Error::Mdns(reason)) => assert!(reason.contains("announce"), "{reason}"),
+            Err(e @ Error::Mdns { .. }) => assert!(e.to_string().contains("announce"), "{e}"),
             other => panic!("{other:?}"),
         }
         assert_eq!(s.address(), None);

@@ -68,7 +68,7 @@ pub(crate) struct Inbound {
 }
 
 impl Inbound {
-    pub fn new(rx: queue::Receiver<VecDeque<Bytes>>) -> Padded<Mutex<Inbound>> {
+    pub(crate) fn new(rx: queue::Receiver<VecDeque<Bytes>>) -> Padded<Mutex<Inbound>> {
         Padded(Mutex::new(Inbound {
             rx,
             ready: VecDeque::new(),
@@ -81,13 +81,21 @@ impl Inbound {
 const TAKE: usize = 32;
 
 impl Link {
+    /// Why the link is closing or closed; `None` while it is up.
+    pub(crate) fn reason(&self) -> Option<CloseReason> {
+        match &*self.state.borrow() {
+            LinkState::Up => None,
+            LinkState::Closing(r) | LinkState::Closed(r) => Some(r.clone()),
+        }
+    }
+
     /// True until a close is asked for: sends are accepted only then.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
 
     /// Moves the link on from `Up`: sends are refused from now on.
-    pub fn leave_up(&self) {
+    pub(crate) fn leave_up(&self) {
         self.up.store(false, Ordering::Release);
     }
 }

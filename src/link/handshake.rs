@@ -193,7 +193,7 @@ async fn checked_hello(
             return Err(None);
         }
         Err(Refusal::SelfLink) | Err(Refusal::IdConflict) => {
-            let id = hello.id.to_string();
+            let id = hello.id.clone();
             return Err(Some(Error::IdConflict { remote, id }));
         }
         Err(Refusal::Mismatch(reason)) => return Err(refuse(reason)),

@@ -59,7 +59,7 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// Lets senders write small frames to `socket` (the link's, shared)
     /// while the link's task is idle.
-    pub fn write_at_once(&mut self, socket: std::net::TcpStream) {
+    pub(crate) fn write_at_once(&mut self, socket: std::net::TcpStream) {
         self.socket = Some(socket);
     }
 
@@ -129,7 +129,7 @@ impl Store for Outbox {
 impl OutRx {
     /// Moves everything queued, encoded, to the back of `out`. Ready with
     /// the number of frames, or 0 once the queue has ended.
-    pub fn poll_take_all(
+    pub(crate) fn poll_take_all(
         &mut self,
         cx: &mut Context<'_>,
         out: &mut VecDeque<Bytes>,
@@ -148,7 +148,7 @@ impl OutRx {
 
     /// Waits for frames and moves all of them, encoded, to `out`; 0 once the
     /// queue has ended.
-    pub async fn take_all(&mut self, out: &mut VecDeque<Bytes>) -> usize {
+    pub(crate) async fn take_all(&mut self, out: &mut VecDeque<Bytes>) -> usize {
         std::future::poll_fn(|cx| self.poll_take_all(cx, out)).await
     }
 }

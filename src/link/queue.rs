@@ -133,7 +133,7 @@ pub(crate) struct Sender<S> {
 
 impl<S: Store> Sender<S> {
     /// Queues `item` if there is room.
-    pub fn try_send(&self, item: S::Item) -> Result<(), TrySendError<S::Item>> {
+    pub(crate) fn try_send(&self, item: S::Item) -> Result<(), TrySendError<S::Item>> {
         let s = self.inner.lock();
         if s.closed {
             return Err(TrySendError::Closed(item));
@@ -147,7 +147,7 @@ impl<S: Store> Sender<S> {
 
     /// Queues `item`, waiting while the queue is full. Gives it back if the
     /// queue is closed.
-    pub async fn send(&self, item: S::Item) -> Result<(), S::Item> {
+    pub(crate) async fn send(&self, item: S::Item) -> Result<(), S::Item> {
         let mut item = Some(item);
         poll_fn(|cx| loop {
             let it = item.take().expect("polled after completion");
@@ -170,7 +170,7 @@ impl<S: Store> Sender<S> {
 
     /// Ready once there is room for a small item or the queue has closed
     /// (`Err`); else the task is woken when the receiver takes items.
-    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
         self.poll_room(cx, 1)
     }
 
@@ -195,7 +195,7 @@ impl<S: Store> Sender<S> {
     /// Queues `item` after [`poll_ready`](Self::poll_ready) said there was
     /// room (senders racing for the last places may take the queue a little
     /// past its bound; nothing is refused for that).
-    pub fn send_ready(&self, item: S::Item) -> Result<(), S::Item> {
+    pub(crate) fn send_ready(&self, item: S::Item) -> Result<(), S::Item> {
         let s = self.inner.lock();
         if s.closed {
             return Err(item);
@@ -209,7 +209,7 @@ impl<T: Weighed> Sender<VecDeque<T>> {
     /// Queues items from the front of `items` while they fit, under one
     /// lock; those that do not fit stay in `items`. `Err` if the queue is
     /// closed.
-    pub fn try_send_many(&self, items: &mut VecDeque<T>) -> Result<(), ()> {
+    pub(crate) fn try_send_many(&self, items: &mut VecDeque<T>) -> Result<(), ()> {
         let mut s = self.inner.lock();
         if s.closed {
             return Err(());
@@ -239,7 +239,7 @@ impl<T: Weighed> Sender<VecDeque<T>> {
 
     /// Queues all of `items`, waiting for room as needed. `Err` if the
     /// queue closed first (what was not queued stays in `items`).
-    pub async fn send_many(&self, items: &mut VecDeque<T>) -> Result<(), ()> {
+    pub(crate) async fn send_many(&self, items: &mut VecDeque<T>) -> Result<(), ()> {
         loop {
             self.try_send_many(items)?;
             let Some(front) = items.front() else {
@@ -314,7 +314,7 @@ impl<S: Store> Receiver<S> {
     /// Lets `take` move items out of the store, if it holds any. Ready with
     /// how many it took, or with 0 once the queue is empty and closed or
     /// without senders.
-    pub fn poll_take(
+    pub(crate) fn poll_take(
         &mut self,
         cx: &mut Context<'_>,
         take: impl FnOnce(&mut S) -> Taken,
@@ -339,17 +339,17 @@ impl<S: Store> Receiver<S> {
 
     /// The receiver is busy on its own (no longer waiting for an item) until
     /// it next waits in [`poll_take`](Self::poll_take).
-    pub fn busy(&mut self) {
+    pub(crate) fn busy(&mut self) {
         self.inner.lock().receiver = None;
     }
 
     /// Lets `f` change the store.
-    pub fn with_store(&mut self, f: impl FnOnce(&mut S)) {
+    pub(crate) fn with_store(&mut self, f: impl FnOnce(&mut S)) {
         f(&mut self.inner.lock().store);
     }
 
     /// Refuses further items; those queued can still be taken.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         let mut s = self.inner.lock();
         s.closed = true;
         s.store.closed();
@@ -360,7 +360,7 @@ impl<S: Store> Receiver<S> {
 impl<T: Weighed> Receiver<VecDeque<T>> {
     /// Moves up to `limit` items into `out`. Ready with how many, or with 0
     /// once the queue has ended.
-    pub fn poll_recv_many(
+    pub(crate) fn poll_recv_many(
         &mut self,
         cx: &mut Context<'_>,
         out: &mut impl Extend<T>,
@@ -377,13 +377,13 @@ impl<T: Weighed> Receiver<VecDeque<T>> {
     /// Waits for items and moves up to `limit` of them into `out`; 0 once
     /// the queue has ended.
     #[cfg(test)]
-    pub async fn recv_many(&mut self, out: &mut Vec<T>, limit: usize) -> usize {
+    pub(crate) async fn recv_many(&mut self, out: &mut Vec<T>, limit: usize) -> usize {
         poll_fn(|cx| self.poll_recv_many(cx, out, limit)).await
     }
 
     /// The next item, or `None` once the queue has ended.
     #[cfg(test)]
-    pub async fn recv(&mut self) -> Option<T> {
+    pub(crate) async fn recv(&mut self) -> Option<T> {
         let mut one = Vec::with_capacity(1);
         match self.recv_many(&mut one, 1).await {
             0 => None,

@@ -68,7 +68,7 @@ impl ReadState {
                 let verdict = Verdict::of_kind(k).expect("checked");
                 let end = match verdict {
                     Verdict::Accept => None,
-                    Verdict::Reject => Some(CloseReason::Duplicate),
+                    Verdict::Reject => Some(CloseReason::PeerClosed),
                     Verdict::Conflict => Some(CloseReason::IdConflict),
                 };
                 Effect::Verdict { verdict, end }
@@ -103,7 +103,7 @@ fn read_failed(e: std::io::Error) -> CloseReason {
     use std::io::ErrorKind::*;
     match e.kind() {
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => CloseReason::PeerClosed,
-        _ => CloseReason::Io(e.to_string()),
+        _ => CloseReason::Io(std::sync::Arc::new(e)),
     }
 }
 
@@ -175,7 +175,7 @@ mod tests {
             r.handle(frame(frame::REJECT, b"")),
             Effect::Verdict {
                 verdict: Verdict::Reject,
-                end: Some(CloseReason::Duplicate)
+                end: Some(CloseReason::PeerClosed)
             }
         );
         let mut r = ReadState::new(true);

@@ -151,9 +151,11 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
     };
     tokio::pin!(reader, writer, stalled, silent);
     let stuck = || {
-        CloseReason::Io(format!(
-            "close stalled for {CLOSE_IDLE:?}: the peer stopped reading"
-        ))
+        let why = format!("close stalled for {CLOSE_IDLE:?}: the peer stopped reading");
+        CloseReason::Io(Arc::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            why,
+        )))
     };
     let mut flushed = false;
     let ended = loop {
@@ -237,7 +239,7 @@ async fn watchdog(timeout: Duration, progress: &Progress, pool: &Pool) -> CloseR
 
 /// Writing failed: whatever was still queued is lost, so it is a failure.
 fn write_failed(e: std::io::Error) -> CloseReason {
-    CloseReason::Io(format!("write failed: {e}"))
+    CloseReason::Io(Arc::new(e))
 }
 
 /// Most received messages held before they are handed to the receive
@@ -376,7 +378,7 @@ fn ended(r: &Reader<'_>, reason: CloseReason) -> CloseReason {
     if reason == CloseReason::IdConflict {
         r.owner.error(Error::IdConflict {
             remote: r.link.remote,
-            id: r.links.id().to_string(),
+            id: r.links.id().clone(),
         });
     }
     reason

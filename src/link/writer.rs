@@ -38,7 +38,7 @@ pub(crate) struct FrameWriter {
 
 impl FrameWriter {
     /// `written` counts the bytes handed to the kernel (the link's progress).
-    pub fn new(wr: OwnedWriteHalf, sealer: Sealer, written: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(wr: OwnedWriteHalf, sealer: Sealer, written: Arc<AtomicU64>) -> Self {
         FrameWriter {
             wr,
             sealer,
@@ -51,7 +51,7 @@ impl FrameWriter {
     }
 
     /// Queues segments of encoded frames, taking them out of `segs`.
-    pub fn put_encoded(&mut self, segs: &mut VecDeque<Bytes>) -> Result<(), CodecError> {
+    pub(crate) fn put_encoded(&mut self, segs: &mut VecDeque<Bytes>) -> Result<(), CodecError> {
         match &self.sealer {
             Sealer::Plain(_) => {
                 if !self.buf.is_empty() {
@@ -73,7 +73,7 @@ impl FrameWriter {
 
     /// Queues one frame of the link's own (a heartbeat); user frames come
     /// encoded, through [`put_encoded`](Self::put_encoded).
-    pub fn feed(&mut self, frame: Frame) -> Result<(), CodecError> {
+    pub(crate) fn feed(&mut self, frame: Frame) -> Result<(), CodecError> {
         match &mut self.sealer {
             Sealer::Plain(codec) => codec.encode(frame, &mut self.buf)?,
             Sealer::Sealed(codec) => {
@@ -98,7 +98,7 @@ impl FrameWriter {
     }
 
     /// Writes everything queued.
-    pub async fn flush(&mut self) -> std::io::Result<()> {
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
         self.seal()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         if !self.buf.is_empty() {
@@ -113,7 +113,7 @@ impl FrameWriter {
     }
 
     /// Shuts the socket's write side down (after a flush).
-    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+    pub(crate) async fn shutdown(&mut self) -> std::io::Result<()> {
         self.wr.shutdown().await
     }
 }

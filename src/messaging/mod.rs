@@ -13,7 +13,7 @@
 //! [`Settings::queue_len`](crate::Settings::queue_len) items. Delivery never
 //! waits for a stream (see [`streams`]). A request for a procedure whose
 //! handlers' queues are all full is answered at once with
-//! [`Error::Busy`]. Sending, on the other hand,
+//! [`CallError::Busy`](crate::CallError::Busy). Sending, on the other hand,
 //! waits for room in the links' send queues, like
 //! [`Connection::send`](crate::Connection::send).
 //!
@@ -243,9 +243,9 @@ impl Messaging {
     }
 
     fn link_to(&self, peer: &NodeId) -> Result<Connection> {
-        self.open.to(peer).ok_or_else(|| Error::NotLinked {
-            peer: peer.to_string(),
-        })
+        self.open
+            .to(peer)
+            .ok_or_else(|| Error::NotLinked { peer: peer.clone() })
     }
 
     /// Sends `f` on each link; returns how many took it.
@@ -334,12 +334,12 @@ impl Messaging {
             st.router.forget(peer);
         }
         let link = conn.link().id;
-        fail_calls(&mut st, |c| c.link == link, &reason.to_string());
+        fail_calls(&mut st, |c| c.link == link, reason);
     }
 
     /// The node closed: every call still waiting fails now.
     pub(crate) fn shutdown(&self) {
-        fail_calls(&mut lock(&self.state), |_| true, "this node closed");
+        fail_calls(&mut lock(&self.state), |_| true, &CloseReason::Shutdown);
     }
 }
 

@@ -131,7 +131,7 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub fn new(me: NodeId, start: u64) -> Router {
+    pub(crate) fn new(me: NodeId, start: u64) -> Router {
         Router {
             me,
             next_seq: start,
@@ -146,23 +146,28 @@ impl Router {
     }
 
     /// A link to `peer` opened.
-    pub fn link_opened(&mut self, peer: NodeId) {
+    pub(crate) fn link_opened(&mut self, peer: NodeId) {
         self.linked.insert(peer);
     }
 
     /// The peers this node is linked to.
-    pub fn linked(&self) -> &HashSet<NodeId> {
+    pub(crate) fn linked(&self) -> &HashSet<NodeId> {
         &self.linked
     }
 
     /// A peer told us which nodes it is linked to.
-    pub fn neighbors(&mut self, peer: NodeId, links: HashSet<NodeId>) {
+    pub(crate) fn neighbors(&mut self, peer: NodeId, links: HashSet<NodeId>) {
         self.neighbors.insert(peer, links);
     }
 
     /// The peers to pass a flooded message from `origin`, received from
     /// `from`, on to. For a topic message, `topic`.
-    pub fn relay_to(&self, from: &NodeId, origin: &NodeId, topic: Option<&str>) -> Vec<NodeId> {
+    pub(crate) fn relay_to(
+        &self,
+        from: &NodeId,
+        origin: &NodeId,
+        topic: Option<&str>,
+    ) -> Vec<NodeId> {
         let linked = &self.linked;
         let empty = HashSet::new();
         let theirs = self.neighbors.get(from).unwrap_or(&empty);
@@ -190,7 +195,7 @@ impl Router {
 
     /// Where this node sends a message it publishes to `topic`: to linked
     /// members only, if it reaches every member directly; else to every peer.
-    pub fn publish_to(&self, topic: &str) -> Vec<NodeId> {
+    pub(crate) fn publish_to(&self, topic: &str) -> Vec<NodeId> {
         let linked = &self.linked;
         let members = self.members(topic);
         let direct = members.iter().all(|m| m == &self.me || linked.contains(m));
@@ -207,7 +212,7 @@ impl Router {
     /// subscription are left out: a new peer knows nothing of them, which
     /// is the same, and a mesh forming without topics then costs no
     /// gossip at all.
-    pub fn all_interest(&self) -> Vec<(NodeId, u64, Vec<String>)> {
+    pub(crate) fn all_interest(&self) -> Vec<(NodeId, u64, Vec<String>)> {
         self.interest
             .iter()
             .filter(|(_, (_, t))| !t.is_empty())
@@ -216,13 +221,13 @@ impl Router {
     }
 
     /// The number of the next message this node originates.
-    pub fn next_seq(&mut self) -> u64 {
+    pub(crate) fn next_seq(&mut self) -> u64 {
         self.next_seq += 1;
         self.next_seq
     }
 
     /// True if the message `(origin, seq)` is new: it is then recorded.
-    pub fn fresh(&mut self, origin: &NodeId, seq: u64) -> bool {
+    pub(crate) fn fresh(&mut self, origin: &NodeId, seq: u64) -> bool {
         self.clock += 1;
         let now = self.clock;
         if let Some(seen) = self.seen.get_mut(origin) {
@@ -244,7 +249,7 @@ impl Router {
 
     /// A local subscriber to `topic` came. Returns true if the node's set of
     /// topics changed (it must then tell its peers).
-    pub fn subscribe(&mut self, topic: &str) -> bool {
+    pub(crate) fn subscribe(&mut self, topic: &str) -> bool {
         let n = self.mine.entry(topic.to_string()).or_default();
         *n += 1;
         if *n == 1 {
@@ -255,7 +260,7 @@ impl Router {
     }
 
     /// A local subscriber to `topic` went. Returns true if the set changed.
-    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+    pub(crate) fn unsubscribe(&mut self, topic: &str) -> bool {
         match self.mine.get_mut(topic) {
             Some(n) if *n > 1 => {
                 *n -= 1;
@@ -271,19 +276,24 @@ impl Router {
     }
 
     /// This node's topics and their version, to tell peers.
-    pub fn my_interest(&self) -> (u64, Vec<String>) {
+    pub(crate) fn my_interest(&self) -> (u64, Vec<String>) {
         let mut topics: Vec<String> = self.mine.keys().cloned().collect();
         topics.sort();
         (self.my_version, topics)
     }
 
-    pub fn subscribed(&self, topic: &str) -> bool {
+    pub(crate) fn subscribed(&self, topic: &str) -> bool {
         self.mine.contains_key(topic)
     }
 
     /// A node told us its topics. Returns false if we already knew this
     /// version or a newer one.
-    pub fn interest(&mut self, node: NodeId, version: u64, topics: BTreeSet<String>) -> bool {
+    pub(crate) fn interest(
+        &mut self,
+        node: NodeId,
+        version: u64,
+        topics: BTreeSet<String>,
+    ) -> bool {
         if node == self.me {
             return false;
         }
@@ -300,14 +310,14 @@ impl Router {
     }
 
     /// A peer's open link closed: forget it, its links, and its topics.
-    pub fn forget(&mut self, node: &NodeId) {
+    pub(crate) fn forget(&mut self, node: &NodeId) {
         self.linked.remove(node);
         self.interest.remove(node);
         self.neighbors.remove(node);
     }
 
     /// The nodes with a subscriber to `topic`, this one included, sorted.
-    pub fn members(&self, topic: &str) -> Vec<NodeId> {
+    pub(crate) fn members(&self, topic: &str) -> Vec<NodeId> {
         let mut m: Vec<NodeId> = self
             .interest
             .iter()

@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::{Error, Result};
+use crate::error::{CallError, CloseReason, Error, Result};
 use crate::id::NodeId;
 use crate::limits::MAX_NAME_LEN;
 use crate::link::outbox::OutTx;
@@ -44,7 +44,7 @@ impl Stream for Requests {
 
 /// A call to a procedure of this node. Answer it once, with
 /// [`end`](Self::end) or [`error`](Self::error); dropped unanswered, the
-/// caller gets [`Error::Unanswered`].
+/// caller gets [`CallError::Unanswered`].
 ///
 /// ```no_run
 /// use futures::StreamExt;
@@ -126,14 +126,14 @@ impl Request {
 
     /// Answers with `data`. Fails with [`Error::Closed`] if the caller's link
     /// has closed, and with [`Error::FrameTooLarge`] if the answer does not
-    /// fit a frame (the caller then gets [`Error::Unanswered`]).
+    /// fit a frame (the caller then gets [`CallError::Unanswered`]).
     pub async fn end(mut self, data: impl Into<Bytes>) -> Result<()> {
         self.answer(Op::Reply, "", data.into()).await
     }
 
-    /// Answers with an error: the caller gets [`Error::Remote`] with this
+    /// Answers with an error: the caller gets [`CallError::Remote`] with this
     /// name (at most 255 bytes, else [`Error::BadName`] here and
-    /// [`Error::Unanswered`] there) and message.
+    /// [`CallError::Unanswered`] there) and message.
     pub async fn error(mut self, name: &str, message: &str) -> Result<()> {
         self.answer(Op::Fail, name, fail_body(FAIL_USER, message))
             .await
@@ -178,10 +178,9 @@ fn fail_body(kind: u8, message: &str) -> Bytes {
 /// A call waiting for its answer.
 pub(crate) struct Call {
     peer: NodeId,
-    procedure: String,
     /// The link it went out on: only that link's close interrupts it.
     pub(crate) link: LinkId,
-    tx: oneshot::Sender<Result<Bytes>>,
+    tx: oneshot::Sender<Result<Bytes, CallError>>,
 }
 
 impl Messaging {
@@ -205,7 +204,6 @@ impl Messaging {
                 corr,
                 Call {
                     peer: peer.clone(),
-                    procedure: procedure.to_string(),
                     link: conn.link().id,
                     tx,
                 },
@@ -237,22 +235,20 @@ impl Messaging {
                 max: self.max_frame_len,
             });
         }
-        conn.sender()
-            .send_frame(f)
-            .await
-            .map_err(|_| Error::Interrupted {
-                peer: peer.to_string(),
-                procedure: procedure.to_string(),
-                reason: "the link closed before the request was sent".into(),
-            })?;
+        let failed = |error| Error::Call {
+            peer: peer.clone(),
+            procedure: procedure.to_string(),
+            error,
+        };
+        if conn.sender().send_frame(f).await.is_err() {
+            // The link closed before the request was sent.
+            let reason = conn.link().reason().unwrap_or(CloseReason::Local);
+            return Err(failed(CallError::Interrupted(reason)));
+        }
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map_err(failed),
             Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(Error::Timeout {
-                peer: peer.to_string(),
-                procedure: procedure.to_string(),
-                after: timeout,
-            }),
+            Err(_) => Err(failed(CallError::Timeout(timeout))),
         }
     }
 
@@ -292,14 +288,14 @@ pub(crate) fn answered(st: &mut State, peer: &NodeId, e: Envelope) -> Result<(),
     let result = if e.op == Op::Reply {
         Ok(e.body)
     } else {
-        Err(fail_error(&call, &e))
+        Err(fail_error(&e))
     };
     let _ = call.tx.send(result);
     Ok(())
 }
 
-/// Ends the calls that `which` picks with [`Error::Interrupted`].
-pub(crate) fn fail_calls(st: &mut State, which: impl Fn(&Call) -> bool, reason: &str) {
+/// Ends the calls that `which` picks with [`CallError::Interrupted`].
+pub(crate) fn fail_calls(st: &mut State, which: impl Fn(&Call) -> bool, reason: &CloseReason) {
     let failed: Vec<u64> = st
         .calls
         .iter()
@@ -308,11 +304,7 @@ pub(crate) fn fail_calls(st: &mut State, which: impl Fn(&Call) -> bool, reason: 
         .collect();
     for k in failed {
         let call = st.calls.remove(&k).expect("listed");
-        let _ = call.tx.send(Err(Error::Interrupted {
-            peer: call.peer.to_string(),
-            procedure: call.procedure,
-            reason: reason.to_string(),
-        }));
+        let _ = call.tx.send(Err(CallError::Interrupted(reason.clone())));
     }
 }
 
@@ -346,20 +338,16 @@ fn offer_request(
 }
 
 /// The error a `Fail` answer means.
-fn fail_error(call: &Call, e: &Envelope) -> Error {
-    let peer = call.peer.to_string();
-    let procedure = call.procedure.clone();
+fn fail_error(e: &Envelope) -> CallError {
     let (kind, text) = match e.body.split_first() {
         Some((k, rest)) => (*k, String::from_utf8_lossy(rest).into_owned()),
         None => (FAIL_USER, String::new()),
     };
     match kind {
-        FAIL_NO_PROCEDURE => Error::NoProcedure { peer, procedure },
-        FAIL_UNANSWERED => Error::Unanswered { peer, procedure },
-        FAIL_BUSY => Error::Busy { peer, procedure },
-        _ => Error::Remote {
-            peer,
-            procedure,
+        FAIL_NO_PROCEDURE => CallError::NoProcedure,
+        FAIL_UNANSWERED => CallError::Unanswered,
+        FAIL_BUSY => CallError::Busy,
+        _ => CallError::Remote {
             name: e.name.clone(),
             message: text,
         },

@@ -35,6 +35,24 @@ use crate::wire::verdict::Verdict;
 /// frames then goes on in the background until it is done (each link gives up
 /// on its own once it moves nothing for [`CLOSE_IDLE`](crate::link::run::CLOSE_IDLE)).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A link the actor holds.
+struct Held {
+    conn: Connection,
+    /// The pair's decider rejected it: the pair has a link already. It never
+    /// opened, so no user sees it; it is not redialed.
+    duplicate: bool,
+}
+
+impl Held {
+    fn new(conn: Connection) -> Held {
+        Held {
+            conn,
+            duplicate: false,
+        }
+    }
+}
+
 /// The actor: owns the mesh and the link handles until the service closes.
 pub(crate) async fn actor(
     node: Arc<Node>,
@@ -42,7 +60,7 @@ pub(crate) async fn actor(
     discovery: Option<Discovery>,
 ) {
     let mut mesh = Mesh::new(node.id().clone());
-    let mut links: HashMap<LinkId, Connection> = HashMap::new();
+    let mut links: HashMap<LinkId, Held> = HashMap::new();
     // The actor holds a sender itself (in `node`), so only `Close` ends this.
     while let Some(cmd) = cmds.recv().await {
         let peers_change = matches!(
@@ -60,26 +78,34 @@ pub(crate) async fn actor(
             Command::AddPeer { addr } => mesh.add_static(addr),
             Command::Link(Event::Handshaken { conn, incarnation }) => {
                 let (link, peer) = (conn.link().id, conn.peer_id().clone());
-                links.insert(link, conn);
+                links.insert(link, Held::new(conn));
                 mesh.handshaken(link, peer, incarnation)
             }
-            Command::Link(Event::Verdict { link, verdict }) => mesh.verdict(link, verdict),
+            Command::Link(Event::Verdict { link, verdict }) => {
+                if let (Some(held), Verdict::Reject) = (links.get_mut(&link), verdict) {
+                    held.duplicate = true;
+                }
+                mesh.verdict(link, verdict)
+            }
             Command::Link(Event::Closed {
                 link,
                 reason,
                 lived,
             }) => {
                 let was_open = mesh.is_open(link);
-                if let Some(conn) = links.remove(&link) {
-                    report_close(&node, &conn, &reason);
+                let mut redial = redials(&reason);
+                if let Some(held) = links.remove(&link) {
+                    report_close(&node, &held, &reason);
                     // A duplicate carried nothing. A replaced link carried
                     // calls, but its peer lives on in the new link: only the
                     // pair's open link closing makes messaging forget it.
-                    if reason != CloseReason::Duplicate {
-                        node.messaging.closed(&conn, &reason, was_open);
+                    if held.duplicate {
+                        redial = Redial::No;
+                    } else {
+                        node.messaging.closed(&held.conn, &reason, was_open);
                     }
                 }
-                mesh.closed(link, redials(&reason), lived >= mesh::STABLE)
+                mesh.closed(link, redial, lived >= mesh::STABLE)
             }
             Command::Close => break,
         };
@@ -87,7 +113,7 @@ pub(crate) async fn actor(
             node.hub.set_advertised(mesh.advertised());
         }
         for action in actions {
-            apply(&node, &links, discovery.as_ref(), action);
+            apply(&node, &mut links, discovery.as_ref(), action);
         }
     }
 
@@ -97,20 +123,20 @@ pub(crate) async fn actor(
     if let Some(d) = &discovery {
         d.goodbye().await;
     }
-    for conn in links.values() {
-        request_close(conn.link(), CloseReason::Shutdown);
+    for held in links.values() {
+        request_close(held.conn.link(), CloseReason::Shutdown);
     }
     let drain = async {
         while !links.is_empty() {
             match cmds.recv().await {
                 Some(Command::Link(Event::Closed { link, reason, .. })) => {
-                    if let Some(conn) = links.remove(&link) {
-                        report_close(&node, &conn, &reason);
+                    if let Some(held) = links.remove(&link) {
+                        report_close(&node, &held, &reason);
                     }
                 }
                 Some(Command::Link(Event::Handshaken { conn, .. })) => {
                     request_close(conn.link(), CloseReason::Shutdown);
-                    links.insert(conn.link().id, conn);
+                    links.insert(conn.link().id, Held::new(conn));
                 }
                 Some(_) => {}
                 None => break,
@@ -144,14 +170,12 @@ pub(crate) async fn actor(
 
 /// Whether a link that closed for `reason` is dialed again (if its peer is
 /// still known). Not when this node is closing, when a newer link took its
-/// place, when it was a duplicate, or when the peer's id is in conflict;
-/// not at once when the peer closed it (it may be leaving).
+/// place, or when the peer's id is in conflict (nor when it was a
+/// duplicate, see [`Held`]); not at once when the peer closed it (it may be
+/// leaving).
 fn redials(reason: &CloseReason) -> Redial {
     match reason {
-        CloseReason::Shutdown
-        | CloseReason::Replaced
-        | CloseReason::Duplicate
-        | CloseReason::IdConflict => Redial::No,
+        CloseReason::Shutdown | CloseReason::Replaced | CloseReason::IdConflict => Redial::No,
         CloseReason::PeerClosed => Redial::AfterGoodbye,
         _ => Redial::Soon,
     }
@@ -159,7 +183,7 @@ fn redials(reason: &CloseReason) -> Redial {
 
 fn apply(
     node: &Arc<Node>,
-    links: &HashMap<LinkId, Connection>,
+    links: &mut HashMap<LinkId, Held>,
     discovery: Option<&Discovery>,
     action: Action,
 ) {
@@ -191,16 +215,19 @@ fn apply(
             }
         }
         Action::SendVerdict { link, verdict } => {
-            if let Some(conn) = links.get(&link) {
+            if let Some(held) = links.get_mut(&link) {
+                // A duplicate is closed by this end, and never seen.
+                held.duplicate |= verdict == Verdict::Reject;
+                let conn = &held.conn;
                 // The queue is empty: nothing can be sent before a verdict.
                 let _ = conn.sender_queue().try_send(verdict.frame());
                 match verdict {
                     Verdict::Accept => {}
-                    Verdict::Reject => request_close(conn.link(), CloseReason::Duplicate),
+                    Verdict::Reject => request_close(conn.link(), CloseReason::Local),
                     Verdict::Conflict => {
                         node.error(Error::IdConflict {
                             remote: conn.remote_addr(),
-                            id: conn.peer_id().to_string(),
+                            id: conn.peer_id().clone(),
                         });
                         request_close(conn.link(), CloseReason::IdConflict)
                     }
@@ -208,7 +235,7 @@ fn apply(
             }
         }
         Action::Open { link } => {
-            if let Some(conn) = links.get(&link) {
+            if let Some(Held { conn, .. }) = links.get(&link) {
                 tracing::info!(peer = %conn.peer_id(), remote = %conn.remote_addr(), "connected");
                 // Listed first, then announced: a subscriber that calls
                 // `connections()` on the event finds the link there. A link
@@ -220,12 +247,12 @@ fn apply(
             }
         }
         Action::Close { link, reason } => {
-            if let Some(conn) = links.get(&link) {
+            if let Some(Held { conn, .. }) = links.get(&link) {
                 request_close(conn.link(), reason);
             }
         }
         Action::TooManyPeers { peer } => node.error(Error::TooManyPeers {
-            peer: peer.to_string(),
+            peer,
             max: MAX_PEERS,
         }),
     }
@@ -239,25 +266,26 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// Logs a closed link, and reports it as an error event when it failed.
-fn report_close(node: &Node, conn: &Connection, reason: &CloseReason) {
-    let peer = conn.peer_id().to_string();
-    let remote = conn.remote_addr();
+fn report_close(node: &Node, held: &Held, reason: &CloseReason) {
+    let peer = held.conn.peer_id().clone();
+    let remote = held.conn.remote_addr();
+    let reason = reason.clone();
     match reason {
+        _ if held.duplicate => tracing::debug!(%peer, %remote, "duplicate link closed"),
         CloseReason::FrameTooLarge { .. } | CloseReason::Protocol(_) => {
             node.error(Error::Protocol {
                 peer,
                 remote,
-                reason: reason.to_string(),
+                reason,
             })
         }
         CloseReason::Io(_) | CloseReason::Timeout(_) => node.error(Error::Link {
             peer,
             remote,
-            reason: reason.to_string(),
+            reason,
         }),
         // Reported where the conflict was found (see `apply`, `link`).
         CloseReason::IdConflict => tracing::warn!(%peer, %remote, "link closed: id conflict"),
-        CloseReason::Duplicate => tracing::debug!(%peer, %remote, "duplicate link closed"),
         _ => tracing::info!(%peer, %remote, %reason, "link closed"),
     }
 }

@@ -16,6 +16,7 @@
 //! becomes an error event and nothing else.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mdns_sd::{DaemonEvent, IfKind, ResolvedService, ScopedIp, ServiceDaemon, ServiceInfo};
@@ -43,7 +44,7 @@ pub(crate) enum Scope {
 }
 
 impl Scope {
-    pub fn of(ips: &[IpAddr]) -> Scope {
+    pub(crate) fn of(ips: &[IpAddr]) -> Scope {
         match ips {
             [IpAddr::V4(v4)] if v4.is_unspecified() => Scope::AllV4,
             [IpAddr::V6(v6)] if v6.is_unspecified() => Scope::All,
@@ -52,7 +53,7 @@ impl Scope {
     }
 
     /// The addresses a node in this scope can be reached at.
-    pub fn addresses(&self) -> Vec<IpAddr> {
+    pub(crate) fn addresses(&self) -> Vec<IpAddr> {
         match self {
             Scope::Addrs(ips) => ips.clone(),
             Scope::AllV4 | Scope::All => {
@@ -82,14 +83,13 @@ pub(crate) struct Discovery {
 impl Discovery {
     /// Starts the daemon, announces the node and starts browsing. Returns
     /// once the announcement has been sent on at least one interface.
-    pub async fn start(
+    pub(crate) async fn start(
         id: &NodeId,
         cluster: &str,
         port: u16,
         scope: &Scope,
     ) -> Result<(Discovery, mdns_sd::Receiver<mdns_sd::ServiceEvent>)> {
-        let mdns = |e: mdns_sd::Error| Error::Mdns(e.to_string());
-        let daemon = ServiceDaemon::new().map_err(mdns)?;
+        let daemon = ServiceDaemon::new().map_err(mdns("starting the daemon"))?;
         let discovery = Discovery {
             fullname: format!("{id}.{SERVICE_TYPE}"),
             daemon,
@@ -105,16 +105,16 @@ impl Discovery {
         port: u16,
         scope: &Scope,
     ) -> Result<mdns_sd::Receiver<mdns_sd::ServiceEvent>> {
-        let mdns = |e: mdns_sd::Error| Error::Mdns(e.to_string());
         let daemon = &self.daemon;
+        let interfaces = mdns("choosing the interfaces");
         match scope {
             // Only IPv4 is listened on, so only IPv4 addresses are announced.
-            Scope::AllV4 => daemon.disable_interface(IfKind::IPv6).map_err(mdns)?,
+            Scope::AllV4 => daemon.disable_interface(IfKind::IPv6).map_err(interfaces)?,
             Scope::All => {}
             Scope::Addrs(ips) => {
-                daemon.disable_interface(IfKind::All).map_err(mdns)?;
+                daemon.disable_interface(IfKind::All).map_err(interfaces)?;
                 let kinds: Vec<IfKind> = ips.iter().map(|ip| IfKind::Addr(*ip)).collect();
-                daemon.enable_interface(kinds).map_err(mdns)?;
+                daemon.enable_interface(kinds).map_err(interfaces)?;
             }
         }
         let props = [
@@ -129,7 +129,7 @@ impl Discovery {
             _ => ServiceInfo::new(SERVICE_TYPE, id.as_str(), &host, (), port, &props[..])
                 .map(|i| i.enable_addr_auto()),
         }
-        .map_err(mdns)?;
+        .map_err(mdns("making the service record"))?;
         // Ids are unique: probing for a name conflict would only add ~750 ms.
         info.set_requires_probe(false);
 
@@ -139,23 +139,23 @@ impl Discovery {
         // the other at once (and one sighting is enough: both ends dial).
         // The other order leaves a gap that only the one-second repeat of
         // the announcement closes.
-        let browse = daemon.browse(SERVICE_TYPE).map_err(mdns)?;
-        let monitor = daemon.monitor().map_err(mdns)?;
-        daemon.register(info).map_err(mdns)?;
+        let browse = daemon.browse(SERVICE_TYPE).map_err(mdns("browsing"))?;
+        let monitor = daemon.monitor().map_err(mdns("watching the daemon"))?;
+        daemon.register(info).map_err(mdns("registering"))?;
         let announced = async {
             loop {
                 match monitor.recv_async().await {
                     Ok(DaemonEvent::Announce(name, _)) if name == self.fullname => return Ok(()),
-                    Ok(DaemonEvent::Error(e)) => return Err(Error::Mdns(e.to_string())),
+                    Ok(DaemonEvent::Error(e)) => return Err(mdns("announcing")(e)),
                     Ok(_) => {}
-                    Err(_) => return Err(Error::Mdns("the mDNS daemon stopped".into())),
+                    Err(_) => return Err(mdns_failed("the mDNS daemon stopped".into())),
                 }
             }
         };
         match tokio::time::timeout(ANNOUNCE_TIMEOUT, announced).await {
             Ok(r) => r?,
             Err(_) => {
-                return Err(Error::Mdns(format!(
+                return Err(mdns_failed(format!(
                     "could not announce on any interface within {ANNOUNCE_TIMEOUT:?} \
                      (is an interface of the listen address up, with multicast on?)"
                 )))
@@ -168,7 +168,7 @@ impl Discovery {
     /// within [`VERIFY_TIMEOUT`], the record is flushed and the peer reported
     /// removed. Used when a peer's port refuses us, so that a node that died
     /// without a goodbye does not stay "advertised" for the record's lifetime.
-    pub fn verify(&self, peer: &NodeId) {
+    pub(crate) fn verify(&self, peer: &NodeId) {
         let fullname = format!("{peer}.{SERVICE_TYPE}");
         if let Err(e) = self.daemon.verify(fullname, VERIFY_TIMEOUT) {
             tracing::debug!(%peer, "mDNS verify: {e}");
@@ -176,14 +176,14 @@ impl Discovery {
     }
 
     /// Sends the goodbye (waits until it is out, at most a second).
-    pub async fn goodbye(&self) {
+    pub(crate) async fn goodbye(&self) {
         if let Ok(rx) = self.daemon.unregister(&self.fullname) {
             let _ = tokio::time::timeout(GOODBYE_TIMEOUT, rx.recv_async()).await;
         }
     }
 
     /// Stops browsing and stops the daemon (after [`goodbye`](Self::goodbye)).
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.daemon.stop_browse(SERVICE_TYPE);
         if let Ok(rx) = self.daemon.shutdown() {
             let _ = tokio::time::timeout(GOODBYE_TIMEOUT, rx.recv_async()).await;
@@ -274,6 +274,22 @@ pub(crate) fn parse_record(rec: &ResolvedService, cluster: &str, me: &NodeId) ->
     }
     addrs.sort_by_key(|a| (a.is_ipv6(), a.ip()));
     Ok(Record::Peer(id, addrs))
+}
+
+/// An mDNS library error, as the error of the step that failed.
+fn mdns(step: &'static str) -> impl Fn(mdns_sd::Error) -> Error + Copy {
+    move |e| Error::Mdns {
+        reason: step.to_string(),
+        source: Some(Arc::new(e)),
+    }
+}
+
+/// An mDNS failure with no library error behind it.
+fn mdns_failed(reason: String) -> Error {
+    Error::Mdns {
+        reason,
+        source: None,
+    }
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ pub(crate) struct Full {
 
 impl Gate {
     /// Takes a slot for a connection from `ip`, or says why not.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Full> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Full> {
         self.admit_with(ip, MAX_PENDING)
     }
 

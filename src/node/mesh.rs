@@ -163,7 +163,7 @@ pub(crate) struct Mesh {
 }
 
 impl Mesh {
-    pub fn new(me: NodeId) -> Self {
+    pub(crate) fn new(me: NodeId) -> Self {
         Mesh {
             me,
             peers: HashMap::new(),
@@ -184,24 +184,24 @@ impl Mesh {
     }
 
     /// True if `link` is the open link of its pair.
-    pub fn is_open(&self, link: LinkId) -> bool {
+    pub(crate) fn is_open(&self, link: LinkId) -> bool {
         self.links.get(&link).is_some_and(|l| l.open)
     }
 
     /// Number of open links.
     #[cfg(test)]
-    pub fn open_count(&self) -> usize {
+    pub(crate) fn open_count(&self) -> usize {
         self.links.values().filter(|l| l.open).count()
     }
 
     /// Number of peers tracked.
     #[cfg(test)]
-    pub fn peer_count(&self) -> usize {
+    pub(crate) fn peer_count(&self) -> usize {
         self.peers.len()
     }
 
     /// The peers advertised over mDNS that are still tracked, sorted.
-    pub fn advertised(&self) -> Vec<NodeId> {
+    pub(crate) fn advertised(&self) -> Vec<NodeId> {
         let mut ids: Vec<NodeId> = self
             .peers
             .iter()
@@ -251,7 +251,7 @@ impl Mesh {
     /// mDNS resolved (or re-resolved) a peer. Dials it unless a link to it is
     /// open or pending, or a dial is under way. A peer waiting out a backoff
     /// is dialed at once only if its addresses changed.
-    pub fn discovered(&mut self, peer: NodeId, addrs: Vec<SocketAddr>) -> Vec<Action> {
+    pub(crate) fn discovered(&mut self, peer: NodeId, addrs: Vec<SocketAddr>) -> Vec<Action> {
         if peer == self.me || addrs.is_empty() {
             return vec![];
         }
@@ -269,14 +269,14 @@ impl Mesh {
     }
 
     /// A static peer address was added (from the settings or at run time).
-    pub fn add_static(&mut self, addr: SocketAddr) -> Vec<Action> {
+    pub(crate) fn add_static(&mut self, addr: SocketAddr) -> Vec<Action> {
         self.statics.entry(addr).or_default();
         self.maybe_dial(Target::Addr(addr))
     }
 
     /// A dial ended. A failure schedules the next try; a refusal also asks
     /// mDNS to verify the record.
-    pub fn dial_ended(&mut self, target: &Target, end: DialEnd) -> Vec<Action> {
+    pub(crate) fn dial_ended(&mut self, target: &Target, end: DialEnd) -> Vec<Action> {
         let Some(d) = self.dialing(target) else {
             return vec![];
         };
@@ -322,7 +322,7 @@ impl Mesh {
     }
 
     /// A scheduled redial is due.
-    pub fn retry(&mut self, target: Target, generation: u64) -> Vec<Action> {
+    pub(crate) fn retry(&mut self, target: Target, generation: u64) -> Vec<Action> {
         match self.dialing(&target) {
             Some(d) if d.waiting && d.generation == generation => {
                 d.waiting = false;
@@ -335,7 +335,7 @@ impl Mesh {
     /// mDNS says the peer is gone. Its link, if any, stays: TCP is the truth
     /// about a link, and a goodbye can arrive before the peer's last frames.
     /// It is no longer redialed.
-    pub fn lost(&mut self, peer: &NodeId) {
+    pub(crate) fn lost(&mut self, peer: &NodeId) {
         if let Some(p) = self.peers.get_mut(peer) {
             if p.dialing.busy {
                 p.gone = true;
@@ -347,7 +347,12 @@ impl Mesh {
 
     /// A link finished its hello exchange with `peer` (already checked to be
     /// of our cluster and not ourselves).
-    pub fn handshaken(&mut self, link: LinkId, peer: NodeId, incarnation: u64) -> Vec<Action> {
+    pub(crate) fn handshaken(
+        &mut self,
+        link: LinkId,
+        peer: NodeId,
+        incarnation: u64,
+    ) -> Vec<Action> {
         if !decides(&self.me, &peer) {
             // Wait for the decider's verdict.
             self.links.insert(
@@ -400,7 +405,7 @@ impl Mesh {
     }
 
     /// The decider's verdict arrived on a pending link.
-    pub fn verdict(&mut self, link: LinkId, verdict: Verdict) -> Vec<Action> {
+    pub(crate) fn verdict(&mut self, link: LinkId, verdict: Verdict) -> Vec<Action> {
         let Some(state) = self.links.get(&link) else {
             return vec![];
         };
@@ -417,7 +422,7 @@ impl Mesh {
                 self.links.remove(&link);
                 let mut actions = vec![Action::Close {
                     link,
-                    reason: CloseReason::Duplicate,
+                    reason: CloseReason::PeerClosed,
                 }];
                 if !self.has_link(&peer) {
                     // The decider holds a link we lost: dial until it has
@@ -482,7 +487,7 @@ impl Mesh {
     /// A link closed. If it was the peer's last link, the peer is still known
     /// and `redial` says so, schedules a redial: at the first backoff step if
     /// the link was `stable`, later otherwise.
-    pub fn closed(&mut self, link: LinkId, redial: Redial, stable: bool) -> Vec<Action> {
+    pub(crate) fn closed(&mut self, link: LinkId, redial: Redial, stable: bool) -> Vec<Action> {
         let Some(l) = self.links.remove(&link) else {
             return vec![];
         };
@@ -640,7 +645,7 @@ mod tests {
             mb.verdict(2, Verdict::Reject),
             vec![Action::Close {
                 link: 2,
-                reason: CloseReason::Duplicate
+                reason: CloseReason::PeerClosed
             }]
         );
         assert_eq!(

@@ -415,17 +415,21 @@ impl Service {
     /// Calls `procedure` on `peer` with `data` and waits for the answer, at
     /// most `timeout`.
     ///
-    /// Errors, each its own: [`Error::Remote`] (the handler's named error),
-    /// [`Error::NoProcedure`], [`Error::Unanswered`] (the handler dropped
-    /// the request), [`Error::Busy`], [`Error::Timeout`],
-    /// [`Error::Interrupted`] (the link closed mid-call), [`Error::NotLinked`].
+    /// Errors: [`Error::Call`] when the call went out and got no answer, its
+    /// [`CallError`](crate::CallError) saying why: the handler's named error
+    /// (`Remote`), `NoProcedure`, `Unanswered` (the handler dropped the
+    /// request), `Busy`, `Timeout`, `Interrupted` (the link closed mid-call);
+    /// before that, [`Error::NotLinked`], [`Error::BadName`],
+    /// [`Error::FrameTooLarge`].
     ///
     /// ```no_run
     /// # use std::time::Duration;
     /// # async fn demo(service: tcpnet::Service, peer: tcpnet::NodeId) {
     /// match service.request(&peer, "upper", "hi", Duration::from_secs(1)).await {
     ///     Ok(answer) => println!("{answer:?}"),
-    ///     Err(tcpnet::Error::Remote { name, message, .. }) => eprintln!("{name}: {message}"),
+    ///     Err(tcpnet::Error::Call { error: tcpnet::CallError::Remote { name, message }, .. }) => {
+    ///         eprintln!("{name}: {message}")
+    ///     }
     ///     Err(e) => eprintln!("{e}"),
     /// }
     /// # }
@@ -482,9 +486,28 @@ impl Service {
         self.state.hub.error.subscribe()
     }
 
-    /// A stream that yields once `close` has finished.
+    /// A stream that yields once `close` has finished. To wait for that in
+    /// one place, [`closed`](Self::closed) is simpler.
     pub fn on_close(&self) -> Events<()> {
         self.state.hub.close.subscribe()
+    }
+
+    /// Resolves once the service has closed (at once if it already has),
+    /// whoever called [`close`](Self::close); it does not close it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> tcpnet::Result<()> {
+    /// let service = tcpnet::tcpnet("my-cluster")?;
+    /// let watcher = service.clone();
+    /// let done = tokio::spawn(async move { watcher.closed().await });
+    /// service.close().await;
+    /// done.await.unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub async fn closed(&self) {
+        let mut finished = self.state.finished.subscribe();
+        let _ = finished.wait_for(|done| *done).await;
     }
 
     /// Stops the node: sends the mDNS goodbye, flushes and closes every link,
@@ -510,8 +533,7 @@ impl Service {
                 Phase::Closed => {}
             }
         }
-        let mut finished = self.state.finished.subscribe();
-        let _ = finished.wait_for(|done| *done).await;
+        self.closed().await;
     }
 }
 

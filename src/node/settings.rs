@@ -140,7 +140,8 @@ impl Settings {
     /// A shared secret for the cluster. With one, a link counts only after
     /// both ends proved they hold the same secret (a Noise `NNpsk0`
     /// handshake), and every frame on it is encrypted and authenticated
-    /// (ChaCha20-Poly1305); a node without it, or with another, never links.
+    /// (AES-256-GCM where both ends have AES hardware, ChaCha20-Poly1305
+    /// otherwise); a node without it, or with another, never links.
     /// Without a secret (the default) anyone who can reach the port and
     /// knows the cluster name can link. Use a long random secret: it is
     /// stretched by HKDF, not by a password hash, so a guessable one can be

@@ -1,6 +1,7 @@
 //! The tasks around the actor: accept loops, the mDNS browser, dials, and
 //! each link's task from its handshake on.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,7 +102,7 @@ async fn browse_loop(node: Arc<Node>, browse: mdns_sd::Receiver<mdns_sd::Service
 }
 
 pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>) {
-    let mut last = String::from("no address");
+    let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
     let mut refused = !addrs.is_empty();
     let timeout = node.links.config.handshake_timeout;
     let connected = async {
@@ -112,12 +113,13 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
             match tokio::time::timeout(timeout, connect(&node, *addr)).await {
                 Ok(Ok(stream)) => return Some((stream, *addr, permit)),
                 Ok(Err(e)) => {
-                    refused &= e.kind() == std::io::ErrorKind::ConnectionRefused;
-                    last = e.to_string();
+                    refused &= e.kind() == io::ErrorKind::ConnectionRefused;
+                    last = e;
                 }
                 Err(_) => {
                     refused = false;
-                    last = format!("no answer within {timeout:?}");
+                    let why = format!("no answer within {timeout:?}");
+                    last = io::Error::new(io::ErrorKind::TimedOut, why);
                 }
             }
         }
@@ -132,11 +134,11 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
     }
     node.error(Error::Dial {
         peer: match &target {
-            Target::Peer(p) => p.to_string(),
-            Target::Addr(a) => format!("at static address {a}"),
+            Target::Peer(p) => Some(p.clone()),
+            Target::Addr(_) => None,
         },
         addrs,
-        reason: last,
+        source: Arc::new(last),
     });
     let end = if refused {
         DialEnd::Refused
@@ -147,7 +149,7 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
 }
 
 /// Connects to `addr`, from our listen address when we have a specific one.
-async fn connect(node: &Node, addr: SocketAddr) -> std::io::Result<TcpStream> {
+async fn connect(node: &Node, addr: SocketAddr) -> io::Result<TcpStream> {
     let from = node
         .dial_from
         .iter()

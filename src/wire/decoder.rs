@@ -66,7 +66,7 @@ impl Pool {
 
     /// Frees every buffer kept: the link's task calls this when the peer
     /// has been quiet for a watchdog tick.
-    pub fn trim(&self) {
+    pub(crate) fn trim(&self) {
         let free = std::mem::take(&mut *self.free.lock().unwrap_or_else(|e| e.into_inner()));
         drop(free);
     }
@@ -118,7 +118,7 @@ struct OwnFrame {
 
 impl FrameDecoder {
     /// Reads frames of at most `max` bytes, reusing buffers from `pool`.
-    pub fn new(max: usize, pool: Arc<Pool>) -> Self {
+    pub(crate) fn new(max: usize, pool: Arc<Pool>) -> Self {
         FrameDecoder {
             codec: FrameCodec { max },
             own: None,
@@ -130,7 +130,7 @@ impl FrameDecoder {
 impl FrameDecoder {
     /// How many more bytes `src` may take before the large frame being read
     /// into its own buffer is whole (`usize::MAX` when none is).
-    pub fn room(&self, src: &BytesMut) -> usize {
+    pub(crate) fn room(&self, src: &BytesMut) -> usize {
         self.own
             .as_ref()
             .map_or(usize::MAX, |own| own.len.saturating_sub(src.len()))
@@ -138,14 +138,14 @@ impl FrameDecoder {
 
     /// True if `header` (at least 5 bytes, at a frame boundary) starts a
     /// frame that will be read into a buffer of its own.
-    pub fn starts_own_frame(&self, header: &[u8]) -> bool {
+    pub(crate) fn starts_own_frame(&self, header: &[u8]) -> bool {
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let payload = len.wrapping_sub(1);
         payload >= OWN_BUFFER && payload <= self.codec.max
     }
 
     /// True while a frame begun is not whole.
-    pub fn inside_frame(&self, src: &BytesMut) -> bool {
+    pub(crate) fn inside_frame(&self, src: &BytesMut) -> bool {
         self.own.is_some() || !src.is_empty()
     }
 }

@@ -87,11 +87,11 @@ pub(crate) struct Envelope {
 }
 
 impl Envelope {
-    pub fn flooded(&self) -> bool {
+    pub(crate) fn flooded(&self) -> bool {
         self.flags & FLOOD != 0
     }
 
-    pub fn encode(&self) -> Bytes {
+    pub(crate) fn encode(&self) -> Bytes {
         let mut b =
             BytesMut::with_capacity(24 + self.origin.len() + self.name.len() + self.body.len());
         b.put_u8(self.op as u8);
@@ -108,7 +108,7 @@ impl Envelope {
     }
 
     /// Parses an envelope; the error says what was wrong.
-    pub fn decode(mut b: Bytes) -> Result<Envelope, String> {
+    pub(crate) fn decode(mut b: Bytes) -> Result<Envelope, String> {
         if b.remaining() < 4 {
             return Err("truncated message header".into());
         }

@@ -75,14 +75,14 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
-    pub fn data(payload: Bytes) -> Self {
+    pub(crate) fn data(payload: Bytes) -> Self {
         Frame {
             kind: DATA,
             payload,
         }
     }
 
-    pub fn control(kind: u8) -> Self {
+    pub(crate) fn control(kind: u8) -> Self {
         Frame {
             kind,
             payload: Bytes::new(),

@@ -54,7 +54,7 @@ pub(crate) struct Hello {
 }
 
 impl Hello {
-    pub fn encode(&self) -> Bytes {
+    pub(crate) fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(MAX_HELLO);
         b.put_slice(MAGIC);
         b.put_u16(self.version);
@@ -72,7 +72,7 @@ impl Hello {
 
     /// Parses a hello payload. The error says what was wrong, for the error
     /// event that names the remote address.
-    pub fn decode(mut b: &[u8]) -> Result<Hello, String> {
+    pub(crate) fn decode(mut b: &[u8]) -> Result<Hello, String> {
         if b.len() < MAGIC.len() || &b[..MAGIC.len()] != MAGIC {
             return Err("not a tcpnet node (bad magic)".into());
         }
@@ -206,7 +206,7 @@ pub(crate) enum Refusal {
 
 impl Hello {
     /// Checks a peer's hello against ours.
-    pub fn check(&self, ours: &Hello) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, ours: &Hello) -> Result<(), Refusal> {
         if self.version != ours.version {
             return Err(Refusal::Mismatch(format!(
                 "peer speaks protocol version {}, we speak {}",

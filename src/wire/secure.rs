@@ -65,7 +65,7 @@ pub(crate) enum Suite {
 
 impl Suite {
     /// The suite two ends agree on, from what each hello says.
-    pub fn agreed(ours_aes: bool, theirs_aes: bool) -> Suite {
+    pub(crate) fn agreed(ours_aes: bool, theirs_aes: bool) -> Suite {
         if ours_aes && theirs_aes {
             Suite::AesGcm
         } else {
@@ -74,7 +74,7 @@ impl Suite {
     }
 
     /// True where this processor seals AES-GCM in hardware.
-    pub fn aes_hardware() -> bool {
+    pub(crate) fn aes_hardware() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             std::arch::is_x86_feature_detected!("aes")
@@ -118,7 +118,7 @@ pub(crate) struct Psk([u8; 32]);
 impl Psk {
     /// HKDF-SHA256 of the secret, with the cluster name as context, so one
     /// secret used for two clusters gives two keys.
-    pub fn derive(secret: &[u8], cluster: &str) -> Psk {
+    pub(crate) fn derive(secret: &[u8], cluster: &str) -> Psk {
         let hk = Hkdf::<Sha256>::new(Some(b"tcpnet cluster secret v1"), secret);
         let mut key = [0u8; 32];
         hk.expand(cluster.as_bytes(), &mut key)
@@ -262,7 +262,7 @@ async fn read_noise(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
 
 impl Keys {
     /// The codec that seals frames this end sends.
-    pub fn encoder(&self, max: usize) -> SealCodec {
+    pub(crate) fn encoder(&self, max: usize) -> SealCodec {
         SealCodec {
             frames: FrameCodec { max },
             cipher: self.cipher.clone(),
@@ -273,7 +273,7 @@ impl Keys {
 
     /// The codec that opens frames this end receives; large payloads are
     /// read into buffers from `pool`.
-    pub fn decoder(&self, max: usize, pool: Arc<Pool>) -> OpenCodec {
+    pub(crate) fn decoder(&self, max: usize, pool: Arc<Pool>) -> OpenCodec {
         OpenCodec {
             frames: FrameDecoder::new(max, pool),
             cipher: self.cipher.clone(),
@@ -296,12 +296,16 @@ pub(crate) struct SealCodec {
 impl SealCodec {
     /// Encodes `frame` in the clear onto `plain`, to be sealed later with
     /// others ([`seal`](Self::seal)): small frames then share a record.
-    pub fn frame_into(&mut self, frame: Frame, plain: &mut BytesMut) -> Result<(), CodecError> {
+    pub(crate) fn frame_into(
+        &mut self,
+        frame: Frame,
+        plain: &mut BytesMut,
+    ) -> Result<(), CodecError> {
         self.frames.encode(frame, plain)
     }
 
     /// Seals `plain` into records on `dst`.
-    pub fn seal(&mut self, plain: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+    pub(crate) fn seal(&mut self, plain: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
         for chunk in plain.chunks(MAX_PLAIN) {
             let len = chunk.len() + TAG;
             dst.reserve(2 + len);

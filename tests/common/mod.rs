@@ -17,13 +17,13 @@ use tokio::time::{timeout_at, Instant};
 
 /// Generous bound on anything that should take milliseconds: a deadline
 /// against hangs, not a performance assertion.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 const HOW_TO_RUN: &str = "tests need their own network namespaces: run them as root, \
 or inside a user namespace that maps you to root: `unshare --user --map-root-user cargo test`";
 
 /// The demo example, built by `cargo test` next to the test binaries.
-pub fn demo_binary() -> std::path::PathBuf {
+pub(crate) fn demo_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let demo = dir.join("examples").join("demo");
@@ -37,7 +37,7 @@ pub fn demo_binary() -> std::path::PathBuf {
 }
 
 /// Runs `test` in a fresh network namespace that holds only loopback.
-pub fn netns<F, Fut>(test: F)
+pub(crate) fn netns<F, Fut>(test: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
@@ -59,7 +59,7 @@ where
 
 /// Moves the calling thread into a new network namespace and brings `lo` up.
 /// Panics (never falls back to the host's network) if that is not possible.
-pub fn enter_private_netns() {
+pub(crate) fn enter_private_netns() {
     // SAFETY: plain syscalls on this thread's own state.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNET) != 0 {
@@ -96,7 +96,7 @@ pub fn enter_private_netns() {
 }
 
 /// Runs a shell command in the calling thread's namespace (for `ip`).
-pub fn sh(cmd: &str) {
+pub(crate) fn sh(cmd: &str) {
     let status = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -106,7 +106,7 @@ pub fn sh(cmd: &str) {
 }
 
 /// A service of `cluster` listening on all IPv4 interfaces of the namespace.
-pub async fn start(settings: impl Into<Settings>) -> Service {
+pub(crate) async fn start(settings: impl Into<Settings>) -> Service {
     let s = tcpnet::Service::new(settings).expect("settings");
     s.listen(0, "0.0.0.0").await.expect("listen");
     s
@@ -114,7 +114,7 @@ pub async fn start(settings: impl Into<Settings>) -> Service {
 
 /// Waits until `cond` holds, re-checking whenever any of the services opens a
 /// link or `step` elapses; panics with `what` at the deadline.
-pub async fn wait_until(services: &[Service], what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(services: &[Service], what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
     let mut events = futures::stream::select_all(services.iter().map(|s| s.on_connection()));
     while !cond() {
@@ -133,7 +133,7 @@ pub async fn wait_until(services: &[Service], what: &str, mut cond: impl FnMut()
 
 /// Waits until every service holds exactly one link to every other one, and
 /// checks that both ends of each pair hold the *same* TCP link.
-pub async fn full_mesh(services: &[Service]) {
+pub(crate) async fn full_mesh(services: &[Service]) {
     let n = services.len();
     wait_until(services, &format!("a full mesh of {n}"), || {
         services.iter().all(|s| s.connections().len() == n - 1)
@@ -143,7 +143,7 @@ pub async fn full_mesh(services: &[Service]) {
 }
 
 /// Every pair has one link, and both ends see the same socket pair.
-pub fn assert_one_link_per_pair(services: &[Service]) {
+pub(crate) fn assert_one_link_per_pair(services: &[Service]) {
     for a in services {
         let conns = a.connections();
         assert_eq!(conns.len(), services.len() - 1, "links of {}", a.id());
@@ -189,19 +189,19 @@ pub fn assert_one_link_per_pair(services: &[Service]) {
 }
 
 /// Awaits a future with the deadline.
-pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+pub(crate) async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, f)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 /// Closes every service.
-pub async fn close_all(services: &[Service]) {
+pub(crate) async fn close_all(services: &[Service]) {
     futures::future::join_all(services.iter().map(|s| s.close())).await;
 }
 
 /// Established TCP sockets in this thread's namespace (IPv4 and IPv6).
-pub fn established_sockets() -> usize {
+pub(crate) fn established_sockets() -> usize {
     ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
@@ -218,7 +218,7 @@ pub fn established_sockets() -> usize {
 /// Waits until the namespace holds exactly `n` established TCP sockets: with
 /// every node in one namespace, a full mesh of `k` nodes has `k * (k - 1)`
 /// (both ends of each link), once duplicate links have finished closing.
-pub async fn wait_for_sockets(services: &[Service], n: usize) {
+pub(crate) async fn wait_for_sockets(services: &[Service], n: usize) {
     wait_until(services, &format!("{n} established sockets"), || {
         established_sockets() == n
     })
@@ -227,7 +227,7 @@ pub async fn wait_for_sockets(services: &[Service], n: usize) {
 
 /// Two services of `settings` started together and linked, with each one's
 /// connection to the other.
-pub async fn linked_pair(
+pub(crate) async fn linked_pair(
     settings: impl Fn() -> Settings,
 ) -> (Service, Service, Connection, Connection) {
     let (a, b) = tokio::join!(start(settings()), start(settings()));
@@ -238,7 +238,7 @@ pub async fn linked_pair(
 }
 
 /// Two services of cluster "c" listening together on the given addresses.
-pub async fn listen_pair(
+pub(crate) async fn listen_pair(
     addr_a: &str,
     addr_b: &str,
 ) -> (Service, Service, tcpnet::Address, tcpnet::Address) {
