@@ -680,7 +680,7 @@ mod tests {
                 acts[0],
                 Action::Close {
                     link,
-                    reason: CloseReason::Duplicate
+                    reason: CloseReason::PeerClosed
                 }
             );
             let (f, g2) = dial_later_of(&acts).expect("dialed again");

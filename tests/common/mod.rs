@@ -252,4 +252,4 @@ pub(crate) async fn listen_pair(
         rb.expect("listen b"),
     )
 }
-pub mod relay;
+pub(crate) mod relay;

@@ -50,7 +50,7 @@ struct Shared {
 
 /// A relay listening on 127.0.0.1; dropping it stops accepting and closes
 /// every connection it forwards.
-pub struct Relay {
+pub(crate) struct Relay {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: JoinHandle<()>,
@@ -58,7 +58,7 @@ pub struct Relay {
 
 impl Relay {
     /// Starts relaying connections to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> Relay {
+    pub(crate) async fn start(upstream: SocketAddr) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay bind");
         let addr = listener.local_addr().expect("relay address");
         let shared = Arc::new(Shared {
@@ -76,23 +76,23 @@ impl Relay {
     }
 
     /// Where to connect to be relayed.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// `host:port` of [`addr`](Self::addr), for `Settings::peer`.
-    pub fn peer(&self) -> String {
+    pub(crate) fn peer(&self) -> String {
         self.addr.to_string()
     }
 
     /// Connections accepted so far (numbered from 0 in that order).
-    pub fn accepted(&self) -> usize {
+    pub(crate) fn accepted(&self) -> usize {
         *self.shared.accepted.borrow()
     }
 
     /// Waits (with the harness's deadline) until `n` connections were
     /// accepted.
-    pub async fn wait_accepted(&self, n: usize) {
+    pub(crate) async fn wait_accepted(&self, n: usize) {
         let mut rx = self.shared.accepted.subscribe();
         super::within(
             &format!("{n} relayed connections"),
@@ -116,35 +116,35 @@ impl Relay {
 
     /// Connection `conn` stops moving bytes either way, with both of its
     /// sockets left open: to each end, the other has gone silent.
-    pub fn stall(&self, conn: usize) {
+    pub(crate) fn stall(&self, conn: usize) {
         self.set(conn, Mode::Stall);
     }
 
     /// Connection `conn` reads what comes, either way, and keeps it until
     /// [`resume`](Self::resume).
-    pub fn hold(&self, conn: usize) {
+    pub(crate) fn hold(&self, conn: usize) {
         self.set(conn, Mode::Hold);
     }
 
     /// Bytes connection `conn` holds, both ways together.
-    pub fn held(&self, conn: usize) -> usize {
+    pub(crate) fn held(&self, conn: usize) -> usize {
         self.conn(conn).held.load(Ordering::Relaxed)
     }
 
     /// Connection `conn` moves bytes again; what it held goes first, in one
     /// write each way.
-    pub fn resume(&self, conn: usize) {
+    pub(crate) fn resume(&self, conn: usize) {
         self.set(conn, Mode::Forward);
     }
 
     /// Connection `conn` is closed on both sides.
-    pub fn cut(&self, conn: usize) {
+    pub(crate) fn cut(&self, conn: usize) {
         self.set(conn, Mode::Cut);
     }
 
     /// From now on, every connection forwards what it reads in pieces of at
     /// most `piece` bytes, `pause` apart; `None` forwards as it comes.
-    pub fn split(&self, split: Option<(usize, Duration)>) {
+    pub(crate) fn split(&self, split: Option<(usize, Duration)>) {
         self.shared.split.send_replace(split);
     }
 }
