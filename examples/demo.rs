@@ -1,4 +1,4 @@
-//! The Node module's demo, in Rust: every node writes to every other node
+//! The demo: every node writes to every other node
 //! once a second and prints what it receives.
 //!
 //! ```text

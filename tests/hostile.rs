@@ -1,4 +1,4 @@
-//! Hostile and broken input (issue 3): junk on the listening port, hellos
+//! Hostile and broken input: junk on the listening port, hellos
 //! that lie, bogus mDNS records. In every test a real mesh of four nodes forms
 //! while the attack goes on; the attack is refused with an error event that
 //! names the attacker (its address, or its record) and the reason; the

@@ -1,5 +1,6 @@
-//! The Node module's test scenarios, in Rust. Each runs in a private network
-//! namespace (see `common`).
+//! Scenarios of one or two services: settings and listen errors, links,
+//! closes, static peers. Each runs in a private network namespace (see
+//! `common`).
 
 mod common;
 
@@ -17,7 +18,7 @@ fn bad_settings_each_give_their_error() {
     assert!(name_err(&"a".repeat(64)).contains("63"));
     assert!(name_err("my_cluster").contains("letters"));
     assert!(name_err("clüster").contains("letters"));
-    // 63 bytes is fine, far past the Node module's 15.
+    // 63 bytes is fine: one DNS label.
     tcpnet::tcpnet("a".repeat(63)).unwrap();
 
     for id in ["", "xyz", "12 34", &"a".repeat(64)] {
@@ -368,5 +369,40 @@ fn a_dropped_close_still_closes_and_a_later_close_waits_for_it() {
             "two close events"
         );
         b.close().await;
+    });
+}
+
+/// `disconnect` ends a pair's link for good: both ends lose it, and the
+/// disconnecting end (the pair's decider here) refuses the other's redials,
+/// so the pair stays apart, until `reconnect` links it again.
+#[test]
+fn a_disconnected_peer_stays_apart_until_reconnected() {
+    netns(|| async {
+        let settings = |n: u32| Settings::new("c").id(format!("{n:032x}"));
+        let (a, b) = tokio::join!(start(settings(1)), start(settings(2)));
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let ba = b.connections().pop().unwrap();
+        a.disconnect(b.id()).await.unwrap();
+        assert_eq!(
+            within("b's link to close", ba.closed()).await,
+            CloseReason::PeerClosed
+        );
+        // b goes on dialing a; a, the decider, rejects each link before it
+        // opens (the mesh's unit tests pin that down), quietly.
+        let mut b_links = b.on_connection();
+        let mut a_errors = a.on_error();
+        wait_until(
+            &[a.clone(), b.clone()],
+            "both ends to drop the link",
+            || a.connections().is_empty() && b.connections().is_empty(),
+        )
+        .await;
+        a.reconnect(b.id()).await.unwrap();
+        let relinked = within("the pair to link again", b_links.next()).await;
+        assert_eq!(relinked.unwrap().peer_id(), a.id());
+        full_mesh(&[a.clone(), b.clone()]).await;
+        // Refusing b's redials reported nothing as an error.
+        assert!(futures::FutureExt::now_or_never(a_errors.next()).is_none());
+        close_all(&[a, b]).await;
     });
 }

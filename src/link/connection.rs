@@ -216,8 +216,9 @@ impl Connection {
     /// shut down. Returns at once; await [`closed`](Self::closed) to wait.
     ///
     /// This closes one link, not the peer's membership: while both nodes
-    /// run, the next mDNS announcement of either one links them again (a new
-    /// `Connection`, with a new connection event).
+    /// run, either one dials the other again (a new `Connection`, with a new
+    /// connection event). To end the link for good, use
+    /// [`Service::disconnect`](crate::Service::disconnect).
     pub fn close(&self) {
         request_close(&self.link, CloseReason::Local);
     }

@@ -400,3 +400,171 @@ impl Inbound for Messaging {
         Ok(())
     }
 }
+
+/// The messaging layer on its own, without sockets: envelopes go in through
+/// [`Inbound`] as a link would hand them over, and what it sends comes out of
+/// the links' send queues.
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use futures::{FutureExt, StreamExt};
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+    use crate::link::connection::tests::handles;
+    use crate::link::outbox::OutRx;
+    use crate::wire::frame::FrameCodec;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::parse(s).unwrap()
+    }
+
+    /// Node "01"'s messaging, with streams of 4 messages.
+    fn node() -> Arc<Messaging> {
+        Arc::new(Messaging::new(id("01"), 1, Arc::default(), 4, 1 << 16))
+    }
+
+    fn envelope(
+        op: Op,
+        origin: &str,
+        flags: u8,
+        hops: u8,
+        corr: u64,
+        body: &'static [u8],
+    ) -> Bytes {
+        Envelope {
+            op,
+            flags,
+            hops,
+            origin: id(origin),
+            seq: 1,
+            corr,
+            name: "p".into(),
+            body: Bytes::from_static(body),
+        }
+        .encode()
+    }
+
+    /// A link's send queue, standing in for the one an envelope came on.
+    fn reply_queue() -> (OutTx, OutRx) {
+        queue::channel(16, usize::MAX)
+    }
+
+    /// The envelopes queued on a send queue so far.
+    fn sent(rx: &mut OutRx) -> Vec<Envelope> {
+        let mut segs = VecDeque::new();
+        rx.take_all(&mut segs).now_or_never();
+        let mut buf: BytesMut = segs.iter().flat_map(|s| s.iter().copied()).collect();
+        let mut codec = FrameCodec { max: 1 << 20 };
+        let mut out = Vec::new();
+        while let Some(f) = codec.decode(&mut buf).unwrap() {
+            assert_eq!(f.kind, frame::MSG);
+            out.push(Envelope::decode(f.payload).unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_direct_message_reaches_every_stream_and_a_full_one_counts_its_drops() {
+        let m = node();
+        let (mut a, mut b) = (m.messages(), m.messages());
+        let (tx, _rx) = reply_queue();
+        for _ in 0..5 {
+            let e = envelope(Op::Direct, "0a", 0, 0, 0, b"hi");
+            m.message(&id("0a"), e, &tx).unwrap();
+        }
+        for s in [&mut a, &mut b] {
+            for _ in 0..4 {
+                let msg = s.next().now_or_never().unwrap().unwrap();
+                assert_eq!((msg.from(), &msg.data()[..]), (&id("0a"), &b"hi"[..]));
+            }
+            assert!(s.next().now_or_never().is_none());
+            assert_eq!(s.dropped(), 1);
+        }
+    }
+
+    #[test]
+    fn an_envelope_that_lies_or_breaks_the_rules_is_refused() {
+        let m = node();
+        let (tx, _rx) = reply_queue();
+        let claims_another_origin = envelope(Op::Direct, "0b", 0, 0, 0, b"");
+        let err = m
+            .message(&id("0a"), claims_another_origin, &tx)
+            .unwrap_err();
+        assert!(err.contains("claims to come from"), "{err}");
+        let relayed_too_often = envelope(Op::Broadcast, "0b", FLOOD, MAX_HOPS + 1, 0, b"");
+        let err = m.message(&id("0a"), relayed_too_often, &tx).unwrap_err();
+        assert!(err.contains("relayed"), "{err}");
+        assert!(m
+            .message(&id("0a"), Bytes::from_static(b"\x63"), &tx)
+            .is_err());
+    }
+
+    #[test]
+    fn a_request_for_no_procedure_is_refused_at_once() {
+        let m = node();
+        let (tx, mut rx) = reply_queue();
+        let req = envelope(Op::Request, "0a", 0, 0, 7, b"x");
+        m.message(&id("0a"), req, &tx).unwrap();
+        let answers = sent(&mut rx);
+        assert_eq!(answers.len(), 1);
+        let fail = &answers[0];
+        assert_eq!(
+            (fail.op, fail.corr, fail.origin.clone()),
+            (Op::Fail, 7, id("01"))
+        );
+        // The first body byte says why.
+        assert_eq!(fail.body[0], rpc::FAIL_NO_PROCEDURE);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_unanswered_says_so() {
+        let m = node();
+        let mut calls = m.procedure("p").unwrap();
+        let (tx, mut rx) = reply_queue();
+        m.message(&id("0a"), envelope(Op::Request, "0a", 0, 0, 3, b"x"), &tx)
+            .unwrap();
+        let req = calls.next().await.unwrap();
+        assert_eq!((req.from(), req.procedure()), (&id("0a"), "p"));
+        drop(req);
+        let answers = sent(&mut rx);
+        assert_eq!(
+            (answers[0].op, answers[0].corr, answers[0].body[0]),
+            (Op::Fail, 3, rpc::FAIL_UNANSWERED)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_ends_with_its_answer_from_the_node_called_only() {
+        let m = node();
+        let (conn, _in_tx, mut out_rx) = handles();
+        assert!(m.open.opened(&conn));
+        let call = tokio::spawn({
+            let m = m.clone();
+            async move {
+                m.request(&id("0a"), "p", "x".into(), Duration::from_secs(30))
+                    .await
+            }
+        });
+        let mut segs = VecDeque::new();
+        out_rx.take_all(&mut segs).await;
+        let mut buf: BytesMut = segs.iter().flat_map(|s| s.iter().copied()).collect();
+        let f = FrameCodec { max: 1 << 20 }
+            .decode(&mut buf)
+            .unwrap()
+            .unwrap();
+        let request = Envelope::decode(f.payload).unwrap();
+        assert_eq!((request.op, &request.name[..]), (Op::Request, "p"));
+
+        let (tx, _rx) = reply_queue();
+        let from_another = envelope(Op::Reply, "0b", 0, 0, request.corr, b"forged");
+        let err = m.message(&id("0b"), from_another, &tx).unwrap_err();
+        assert!(err.contains("another node"), "{err}");
+        let answer = envelope(Op::Reply, "0a", 0, 0, request.corr, b"X");
+        m.message(&id("0a"), answer, &tx).unwrap();
+        assert_eq!(&call.await.unwrap().unwrap()[..], b"X");
+    }
+}

@@ -23,8 +23,8 @@ use crate::wire::frame::Frame;
 
 /// Why a call failed, as carried in a `Fail` envelope's first body byte.
 const FAIL_USER: u8 = 0;
-const FAIL_NO_PROCEDURE: u8 = 1;
-const FAIL_UNANSWERED: u8 = 2;
+pub(crate) const FAIL_NO_PROCEDURE: u8 = 1;
+pub(crate) const FAIL_UNANSWERED: u8 = 2;
 const FAIL_BUSY: u8 = 3;
 
 /// A stream of [`Request`]s for one procedure, from

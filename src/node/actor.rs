@@ -76,6 +76,8 @@ pub(crate) async fn actor(
             Command::DialEnded { target, end } => mesh.dial_ended(&target, end),
             Command::Retry { target, generation } => mesh.retry(target, generation),
             Command::AddPeer { addr } => mesh.add_static(addr),
+            Command::Disconnect { peer } => mesh.disconnect(peer),
+            Command::Reconnect { peer } => mesh.reconnect(&peer),
             Command::Link(Event::Handshaken { conn, incarnation }) => {
                 let (link, peer) = (conn.link().id, conn.peer_id().clone());
                 links.insert(link, Held::new(conn));

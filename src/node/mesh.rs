@@ -50,7 +50,7 @@
 //! record, so a record left by a killed node is dropped within a second or
 //! so instead of lingering for its two-minute lifetime.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -160,6 +160,8 @@ pub(crate) struct Mesh {
     peers: HashMap<NodeId, Peer>,
     statics: HashMap<SocketAddr, Static>,
     links: HashMap<LinkId, Link>,
+    /// Peers this node links with no more (see [`Mesh::disconnect`]).
+    ended: HashSet<NodeId>,
 }
 
 impl Mesh {
@@ -169,6 +171,7 @@ impl Mesh {
             peers: HashMap::new(),
             statics: HashMap::new(),
             links: HashMap::new(),
+            ended: HashSet::new(),
         }
     }
 
@@ -239,9 +242,19 @@ impl Mesh {
         vec![Action::Dial { target, addrs }]
     }
 
-    /// Dials `target` unless it is busy, backing off, or already linked.
+    /// True if the node `target` reaches is one this node links with no
+    /// more.
+    fn is_ended(&self, target: &Target) -> bool {
+        self.node_of(target)
+            .is_some_and(|p| self.ended.contains(&p))
+    }
+
+    /// Dials `target` unless it is busy, backing off, already linked, or
+    /// ended.
     fn maybe_dial(&mut self, target: Target) -> Vec<Action> {
-        let linked = self.node_of(&target).is_some_and(|p| self.has_link(&p));
+        let linked = self
+            .node_of(&target)
+            .is_some_and(|p| self.has_link(&p) || self.ended.contains(&p));
         match self.dialing(&target) {
             Some(d) if !d.busy && !d.waiting && !linked => self.start_dial(target),
             _ => vec![],
@@ -306,6 +319,9 @@ impl Mesh {
     }
 
     fn dial_later(&mut self, target: Target) -> Vec<Action> {
+        if self.is_ended(&target) {
+            return vec![];
+        }
         let Some(d) = self.dialing(&target) else {
             return vec![];
         };
@@ -353,6 +369,22 @@ impl Mesh {
         peer: NodeId,
         incarnation: u64,
     ) -> Vec<Action> {
+        if self.ended.contains(&peer) {
+            // This node links with it no more: the decider rejects the link
+            // (a follower holding no other link dials again, backing off);
+            // the other end closes it before a verdict can open it.
+            return vec![if decides(&self.me, &peer) {
+                Action::SendVerdict {
+                    link,
+                    verdict: Verdict::Reject,
+                }
+            } else {
+                Action::Close {
+                    link,
+                    reason: CloseReason::Local,
+                }
+            }];
+        }
         if !decides(&self.me, &peer) {
             // Wait for the decider's verdict.
             self.links.insert(
@@ -417,6 +449,14 @@ impl Mesh {
             }];
         }
         let (peer, incarnation) = (state.peer.clone(), state.incarnation);
+        if self.ended.contains(&peer) {
+            // Disconnected while the verdict was on its way.
+            self.links.remove(&link);
+            return vec![Action::Close {
+                link,
+                reason: CloseReason::Local,
+            }];
+        }
         match verdict {
             Verdict::Reject => {
                 self.links.remove(&link);
@@ -470,6 +510,44 @@ impl Mesh {
         self.links.get_mut(&link).expect("checked above").open = true;
         actions.push(Action::Open { link });
         actions
+    }
+
+    /// Ends this node's links with `peer` for good: closes them, and neither
+    /// dials `peer` nor keeps a link it opens, until [`reconnect`](Self::reconnect).
+    pub(crate) fn disconnect(&mut self, peer: NodeId) -> Vec<Action> {
+        let mut closing: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        closing.sort();
+        if let Some(target) = self.target_of(&peer) {
+            // A redial already scheduled finds a newer generation and lapses.
+            let d = self.dialing(&target).expect("known");
+            d.waiting = false;
+            d.generation += 1;
+        }
+        self.ended.insert(peer);
+        closing
+            .into_iter()
+            .map(|link| Action::Close {
+                link,
+                reason: CloseReason::Local,
+            })
+            .collect()
+    }
+
+    /// Links with `peer` again after [`disconnect`](Self::disconnect): dials
+    /// it at once if it is known.
+    pub(crate) fn reconnect(&mut self, peer: &NodeId) -> Vec<Action> {
+        if !self.ended.remove(peer) {
+            return vec![];
+        }
+        match self.target_of(peer) {
+            Some(target) => self.maybe_dial(target),
+            None => vec![],
+        }
     }
 
     /// Where `peer` can be dialed: its mDNS record, or a static address it
@@ -849,6 +927,73 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_disconnected_peer_is_closed_refused_and_never_redialed() {
+        let (me, peer) = (id("01"), id("02"));
+        let addr: SocketAddr = "10.99.0.2:4000".parse().unwrap();
+        let mut m = Mesh::new(me);
+        m.discovered(peer.clone(), vec![addr]);
+        m.dial_ended(&Target::Peer(peer.clone()), DialEnd::Linked(peer.clone()));
+        m.handshaken(1, peer.clone(), 7);
+        assert!(m.is_open(1));
+        assert_eq!(
+            m.disconnect(peer.clone()),
+            vec![Action::Close {
+                link: 1,
+                reason: CloseReason::Local
+            }]
+        );
+        // Its close dials nothing, nor does a new record.
+        assert!(m.closed(1, Redial::Soon, true).is_empty());
+        assert!(m.discovered(peer.clone(), vec![addr]).is_empty());
+        // A link it opens is rejected (this node decides the pair).
+        assert_eq!(
+            m.handshaken(2, peer.clone(), 7),
+            vec![Action::SendVerdict {
+                link: 2,
+                verdict: Verdict::Reject
+            }]
+        );
+        // Until it is reconnected: then it is dialed at once.
+        assert!(matches!(
+            m.reconnect(&peer)[..],
+            [Action::Dial {
+                target: Target::Peer(_),
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_follower_closes_a_disconnected_peers_links_before_any_verdict() {
+        let (decider, me) = (id("01"), id("02"));
+        let mut m = Mesh::new(me);
+        m.handshaken(1, decider.clone(), 7);
+        assert_eq!(
+            m.disconnect(decider.clone()),
+            vec![Action::Close {
+                link: 1,
+                reason: CloseReason::Local
+            }]
+        );
+        // The verdict that was on its way opens nothing.
+        assert_eq!(
+            m.verdict(1, Verdict::Accept),
+            vec![Action::Close {
+                link: 1,
+                reason: CloseReason::Local
+            }]
+        );
+        assert_eq!(
+            m.handshaken(2, decider.clone(), 7),
+            vec![Action::Close {
+                link: 2,
+                reason: CloseReason::Local
+            }]
+        );
+        assert_eq!(m.open_count(), 0);
     }
 
     fn dial_later_of(actions: &[Action]) -> Option<(u32, u64)> {

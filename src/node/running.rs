@@ -44,6 +44,14 @@ pub(crate) enum Command {
     AddPeer {
         addr: SocketAddr,
     },
+    /// Close the links with this peer and link with it no more.
+    Disconnect {
+        peer: NodeId,
+    },
+    /// Link with this peer again.
+    Reconnect {
+        peer: NodeId,
+    },
     /// What a link reports.
     Link(Event),
     /// Stop the node; the actor's task ends when it has.

@@ -2,6 +2,7 @@
 //! list of links, the event streams, and messaging. The running node behind
 //! it (the actor and its tasks) is in [`crate::node::actor`].
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +67,8 @@ struct ServiceState {
     finished: tokio::sync::watch::Sender<bool>,
     /// Static peers added before `listen`.
     added: Mutex<Vec<String>>,
+    /// Peers disconnected before `listen`.
+    disconnected: Mutex<HashSet<NodeId>>,
     messaging: Arc<Messaging>,
 }
 
@@ -125,6 +128,7 @@ impl Service {
                 transition: tokio::sync::Mutex::new(()),
                 finished: tokio::sync::watch::channel(false).0,
                 added: Mutex::new(Vec::new()),
+                disconnected: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -241,6 +245,9 @@ impl Service {
         } else {
             None
         };
+        for peer in lock(&state.disconnected).drain() {
+            node.send(Command::Disconnect { peer });
+        }
         for addr in statics {
             node.send(Command::AddPeer { addr });
         }
@@ -280,6 +287,70 @@ impl Service {
         };
         let addr = resolve_peer(peer).await?;
         if node.send(Command::AddPeer { addr }) {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
+    }
+
+    /// Ends the link with `peer` for good: closes it as
+    /// [`Connection::close`] does (what was sent is flushed first), and
+    /// links with `peer` no more: this node stops dialing it and refuses the
+    /// links it opens, until [`reconnect`](Self::reconnect). Before
+    /// `listen`, it takes effect when the node starts.
+    ///
+    /// A link takes two: while `peer` runs and sees this node, it goes on
+    /// dialing it, backing off up to a few seconds between tries. If this
+    /// node has the smaller id (it decides the pair's link), it refuses each
+    /// try before either end opens it. If `peer` has the smaller id, `peer`
+    /// opens each link at once and sees it closed just after. To part two
+    /// nodes quietly, disconnect them on both ends.
+    ///
+    /// Errors: [`Error::Closed`].
+    ///
+    /// ```no_run
+    /// # async fn demo(service: tcpnet::Service, peer: tcpnet::NodeId) -> tcpnet::Result<()> {
+    /// service.disconnect(&peer).await?;
+    /// // ... and later, to link with it again:
+    /// service.reconnect(&peer).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn disconnect(&self, peer: &NodeId) -> Result<()> {
+        self.tell(peer, true).await
+    }
+
+    /// Links with `peer` again after [`disconnect`](Self::disconnect): it is
+    /// dialed at once if it is known (advertised, or a static peer).
+    ///
+    /// Errors: [`Error::Closed`].
+    pub async fn reconnect(&self, peer: &NodeId) -> Result<()> {
+        self.tell(peer, false).await
+    }
+
+    /// Disconnects (`end`) or reconnects `peer`.
+    async fn tell(&self, peer: &NodeId, end: bool) -> Result<()> {
+        // Not while `listen` runs: it reads the peers disconnected before it.
+        let _transition = self.state.transition.lock().await;
+        let node = match &*lock(&self.state.phase) {
+            Phase::Idle => {
+                let mut disconnected = lock(&self.state.disconnected);
+                if end {
+                    disconnected.insert(peer.clone());
+                } else {
+                    disconnected.remove(peer);
+                }
+                return Ok(());
+            }
+            Phase::Listening(r) => r.node.clone(),
+            Phase::Closed => return Err(Error::Closed),
+        };
+        let peer = peer.clone();
+        let cmd = if end {
+            Command::Disconnect { peer }
+        } else {
+            Command::Reconnect { peer }
+        };
+        if node.send(cmd) {
             Ok(())
         } else {
             Err(Error::Closed)
