@@ -239,6 +239,110 @@ pub enum Error {
     },
 }
 
+/// What an error means for whoever watches a node: the caller's mistake,
+/// the ordinary coming and going of nodes, a fault worth a look, or input
+/// from something that is not a well-behaved node of this cluster. From
+/// [`Error::kind`].
+///
+/// The error stream ([`Service::on_error`](crate::Service::on_error)) can
+/// be shown to an operator as it is by leaving out [`Churn`](Self::Churn):
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use tcpnet::ErrorKind;
+/// # async fn demo(service: tcpnet::Service) {
+/// let mut errors = service.on_error();
+/// while let Some(e) = errors.next().await {
+///     match e.kind() {
+///         ErrorKind::Churn => {} // a peer left, a dead peer's port refused a redial, ...
+///         kind => eprintln!("{kind}: {e}"),
+///     }
+/// }
+/// # }
+/// ```
+///
+/// The node logs churn at `debug` level and the other kinds on the error
+/// stream at `warn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The call was wrong: a bad name, address or setting, a frame too
+    /// large, a value that does not encode, a procedure the peer does not
+    /// serve, the handler's own error answer. Returned, never on the error
+    /// stream.
+    Usage,
+    /// Nodes coming and going, which a cluster expects: a link closed
+    /// because its peer's process ended (reset by the peer), a redial
+    /// refused because nothing listens there any more (the node died and its
+    /// record is being verified away), a send to a peer no longer linked, a
+    /// call interrupted by a closing link.
+    Churn,
+    /// Something is wrong here or on the network, and worth a look: no
+    /// interface to announce on, a port in use, a peer silent past the
+    /// heartbeat timeout or unreachable, two live nodes with one id, a
+    /// stream or error subscriber too slow to keep up (messages dropped), a
+    /// call that timed out or found every handler busy, a payload that does
+    /// not decode (nodes running different versions of the application).
+    Fault,
+    /// Input that no well-behaved node of this cluster and protocol version
+    /// sends: a stranger or a wrong secret at the handshake, garbage, a
+    /// malformed or foreign-version mDNS record, a flood of records or
+    /// connections, a peer breaking the wire protocol (a tampered record, a
+    /// message claiming another sender). An attack, or a misconfigured
+    /// neighbour.
+    Foreign,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Usage => "usage",
+            ErrorKind::Churn => "churn",
+            ErrorKind::Fault => "fault",
+            ErrorKind::Foreign => "foreign",
+        })
+    }
+}
+
+impl Error {
+    /// What this error means: see [`ErrorKind`].
+    ///
+    /// ```
+    /// use tcpnet::{Error, ErrorKind};
+    /// let e = tcpnet::tcpnet("no_underscores").unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::Usage);
+    /// assert_eq!(Error::Closed.kind(), ErrorKind::Churn);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind::*;
+        match self {
+            Error::InvalidName { .. }
+            | Error::InvalidId { .. }
+            | Error::InvalidSetting { .. }
+            | Error::InvalidAddress { .. }
+            | Error::AlreadyListening
+            | Error::FrameTooLarge { .. }
+            | Error::BadName { .. } => Usage,
+            Error::Closed | Error::NotLinked { .. } => Churn,
+            Error::Bind { .. } | Error::Mdns { .. } | Error::IdConflict { .. } => Fault,
+            Error::Missed { .. } => Fault,
+            // Nothing listens there: the node has gone (and its record is
+            // being verified away). Anything else (no route, no answer) is
+            // the network's doing.
+            Error::Dial { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused => {
+                Churn
+            }
+            Error::Dial { .. } => Fault,
+            Error::BadRecord { .. }
+            | Error::Handshake { .. }
+            | Error::TooManyPeers { .. }
+            | Error::Protocol { .. } => Foreign,
+            Error::Link { reason, .. } => reason.kind(),
+            Error::Call { error, .. } => error.kind(),
+        }
+    }
+}
+
 /// How a call to a peer's procedure failed (see [`Error::Call`]).
 ///
 /// ```no_run
@@ -408,6 +512,50 @@ impl CloseReason {
     }
 }
 
+impl CallError {
+    /// What this outcome means (see [`ErrorKind`]): the handler's own
+    /// error and a missing procedure are the caller's business, an
+    /// interruption is churn, the rest are faults.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CallError::Remote { .. } | CallError::NoProcedure => ErrorKind::Usage,
+            CallError::Interrupted(_) => ErrorKind::Churn,
+            CallError::Unanswered | CallError::Busy | CallError::Timeout(_) => ErrorKind::Fault,
+        }
+    }
+}
+
+impl CloseReason {
+    /// What a link closing for this reason means (see [`ErrorKind`]): a
+    /// socket reset or cut short by the peer's end is its process ending
+    /// (churn); silence past the heartbeat timeout and other socket errors
+    /// are faults; a broken protocol is foreign; the orderly reasons
+    /// (closed by either end, replaced) are churn.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CloseReason::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                ErrorKind::Churn
+            }
+            CloseReason::Io(_) | CloseReason::Timeout(_) | CloseReason::IdConflict => {
+                ErrorKind::Fault
+            }
+            CloseReason::FrameTooLarge { .. } | CloseReason::Protocol(_) => ErrorKind::Foreign,
+            CloseReason::Local
+            | CloseReason::Shutdown
+            | CloseReason::PeerClosed
+            | CloseReason::Replaced => ErrorKind::Churn,
+        }
+    }
+}
+
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -428,5 +576,67 @@ impl fmt::Display for CloseReason {
             CloseReason::Protocol(s) => write!(f, "protocol error: {s}"),
             CloseReason::Io(s) => write!(f, "i/o error: {s}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: io::ErrorKind) -> Arc<io::Error> {
+        Arc::new(io::Error::new(kind, "test"))
+    }
+
+    #[test]
+    fn churn_is_told_apart_from_faults_and_foreign_input() {
+        let peer = NodeId::parse("0a").unwrap();
+        let remote: SocketAddr = "10.99.0.2:7".parse().unwrap();
+        let dial = |kind| Error::Dial {
+            peer: Some(peer.clone()),
+            addrs: vec![remote],
+            source: io(kind),
+        };
+        let link = |reason| Error::Link {
+            peer: peer.clone(),
+            remote,
+            reason,
+        };
+        // What a kill -9 of a peer causes on the survivors.
+        assert_eq!(
+            dial(io::ErrorKind::ConnectionRefused).kind(),
+            ErrorKind::Churn
+        );
+        assert_eq!(
+            link(CloseReason::Io(io(io::ErrorKind::ConnectionReset))).kind(),
+            ErrorKind::Churn
+        );
+        // Silence, an unreachable peer: the network's doing.
+        assert_eq!(dial(io::ErrorKind::TimedOut).kind(), ErrorKind::Fault);
+        assert_eq!(
+            link(CloseReason::Timeout(Duration::from_secs(3))).kind(),
+            ErrorKind::Fault
+        );
+        let handshake = Error::Handshake {
+            remote,
+            reason: "not a tcpnet node".into(),
+        };
+        assert_eq!(handshake.kind(), ErrorKind::Foreign);
+        let protocol = Error::Protocol {
+            peer: peer.clone(),
+            remote,
+            reason: CloseReason::Protocol("a tampered record".into()),
+        };
+        assert_eq!(protocol.kind(), ErrorKind::Foreign);
+        let call = |error| Error::Call {
+            peer: peer.clone(),
+            procedure: "p".into(),
+            error,
+        };
+        assert_eq!(call(CallError::NoProcedure).kind(), ErrorKind::Usage);
+        assert_eq!(
+            call(CallError::Interrupted(CloseReason::PeerClosed)).kind(),
+            ErrorKind::Churn
+        );
+        assert_eq!(call(CallError::Busy).kind(), ErrorKind::Fault);
     }
 }

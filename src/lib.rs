@@ -118,7 +118,7 @@ mod node;
 mod sync;
 mod wire;
 
-pub use error::{CallError, CloseReason, Error, Result};
+pub use error::{CallError, CloseReason, Error, ErrorKind, Result};
 pub use id::NodeId;
 pub use link::connection::{Connection, Sender};
 pub use messaging::rpc::{Request, Requests};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::id::NodeId;
 use crate::link::{self, Event, Links};
 use crate::messaging::Messaging;
@@ -126,9 +126,13 @@ impl Node {
         self.cmd.send(cmd).is_ok()
     }
 
-    /// Reports a non-fatal error: a log line and an error event.
+    /// Reports a non-fatal error: a log line (churn quietly, see
+    /// [`ErrorKind`]) and an error event.
     pub(crate) fn error(&self, e: Error) {
-        tracing::warn!("{e}");
+        match e.kind() {
+            ErrorKind::Churn => tracing::debug!("{e}"),
+            kind => tracing::warn!("{kind}: {e}"),
+        }
         self.hub.error.emit(&e);
     }
 }
