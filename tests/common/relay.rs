@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Forward,
-    /// Read nothing: the bytes wait in the sockets' buffers.
+    /// Read nothing more: the bytes wait in the sockets' buffers (what a
+    /// read under way brings is held, and forwarded on resume).
     Stall,
     /// Read and keep: forwarded, in one write each way, on resume.
     Hold,
@@ -223,10 +224,17 @@ async fn pump(
             }
             Ok(n) => n,
         };
-        if now == Mode::Hold {
-            held.extend_from_slice(&buf[..n]);
-            conn.held.fetch_add(n, Ordering::Relaxed);
-            continue;
+        // What the bytes read become is what the connection is told now:
+        // bytes sent after a `hold` returned are held, whatever the read
+        // raced with.
+        match *mode.borrow() {
+            Mode::Cut => return,
+            Mode::Forward => {}
+            Mode::Hold | Mode::Stall => {
+                held.extend_from_slice(&buf[..n]);
+                conn.held.fetch_add(n, Ordering::Relaxed);
+                continue;
+            }
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
