@@ -8,9 +8,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::relay::Relay;
 use common::*;
-use tcpnet::{CloseReason, NodeId, Service, Settings};
+use futures::{FutureExt, StreamExt};
+use tcpnet::{CloseReason, Connection, NodeId, Service, Settings};
+use tokio::task::JoinHandle;
 
 fn id(n: u32) -> String {
     format!("{n:032x}")
@@ -28,6 +31,12 @@ async fn node(settings: Settings) -> (Service, SocketAddr) {
     (s, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
+/// `s`'s open link to `peer` (which it holds).
+fn link_of(s: &Service, peer: &NodeId) -> Connection {
+    let mut links = s.connections().into_iter();
+    links.find(|c| c.peer_id() == peer).expect("linked")
+}
+
 /// Waits until each of `pair` holds one open link to the other. (Through a
 /// relay the two ends of a link see different addresses, so this does not
 /// compare them as `full_mesh` does.)
@@ -41,6 +50,26 @@ async fn linked(pair: &[Service; 2]) {
         one_to(a, b.id()) && one_to(b, a.id())
     })
     .await;
+}
+
+/// Reads the next message of `conn` in a task of its own, once that task is
+/// waiting for it.
+async fn waiting_reader(mut conn: Connection) -> JoinHandle<Option<Bytes>> {
+    let (polled, pending) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(async move {
+        let mut polled = Some(polled);
+        let mut next = conn.next();
+        std::future::poll_fn(|cx| {
+            let r = next.poll_unpin(cx);
+            if let Some(tx) = polled.take() {
+                let _ = tx.send(r.is_pending());
+            }
+            r
+        })
+        .await
+    });
+    assert!(pending.await.unwrap(), "the reader found a message at once");
+    reader
 }
 
 /// The decider of a pair knows its peer only from the link the peer dialed.
@@ -76,5 +105,58 @@ fn a_pair_links_again_after_the_decider_rejected_a_redial_over_its_stale_link() 
             relay.accepted()
         );
         close_all(&pair).await;
+    });
+}
+
+/// A handle takes a batch of messages and is dropped: another handle, already
+/// waiting, gets them at once, without another frame arriving.
+#[test]
+fn a_dropped_handle_wakes_a_waiting_one_with_what_it_took() {
+    netns(|| async {
+        // Long heartbeats: nothing but the test's frames crosses the link.
+        let slow_beat = || Settings::new("c").heartbeat(ms(5_000), ms(15_000));
+        let (a, a_addr) = node(slow_beat().id(id(1))).await;
+        let relay = Relay::start(a_addr).await;
+        let (b, _) = node(slow_beat().id(id(2)).peer(relay.peer())).await;
+        linked(&[a.clone(), b.clone()]).await;
+        let ab = link_of(&a, b.id());
+        let mut first = link_of(&b, a.id());
+        let second = first.clone();
+
+        // Five frames, arriving in one read, are one batch: the first
+        // handle takes them all. (Of 1,000 bytes each, so that nothing else
+        // the nodes say, a few dozen bytes at a time, passes for the fifth.)
+        relay.hold(0);
+        for i in 0..5u8 {
+            ab.send(vec![i; 1000]).await.unwrap();
+        }
+        wait_until(
+            std::slice::from_ref(&a),
+            "the relay to hold five frames",
+            || relay.held(0) >= 5 * 1005,
+        )
+        .await;
+        relay.resume(0);
+        assert_eq!(within("a message", first.next()).await.unwrap()[0], 0);
+
+        let waiting = waiting_reader(second).await;
+        drop(first);
+        let got = within("the waiting handle to get what the other took", waiting).await;
+        assert_eq!(got.unwrap().unwrap()[0], 1);
+        close_all(&[a, b]).await;
+    });
+}
+
+/// Two handles wait on one link when it ends: both see the end.
+#[test]
+fn every_waiting_handle_sees_the_end_of_its_link() {
+    netns(|| async {
+        let (a, b, ab, ba) = linked_pair(|| Settings::new("c")).await;
+        let x = waiting_reader(ba.clone()).await;
+        let y = waiting_reader(ba.clone()).await;
+        ab.close();
+        let (x, y) = within("both handles to see the end", async { tokio::join!(x, y) }).await;
+        assert_eq!((x.unwrap(), y.unwrap()), (None, None));
+        close_all(&[a, b]).await;
     });
 }

@@ -10,9 +10,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use futures::{Sink, Stream};
@@ -59,20 +59,66 @@ impl<T> std::ops::Deref for Padded<T> {
     }
 }
 
-/// The receive queue, and frames a dropped handle had taken from it but not
-/// read (they come first).
+/// The receive queue, frames a dropped handle had taken from it but not
+/// read (they come first), and the handles waiting for either.
 #[derive(Debug)]
 pub(crate) struct Inbound {
-    pub rx: queue::Receiver<VecDeque<Bytes>>,
-    pub ready: VecDeque<Bytes>,
+    rx: queue::Receiver<VecDeque<Bytes>>,
+    ready: VecDeque<Bytes>,
+    waiting: Arc<Waiting>,
+    /// Wakes every handle in `waiting`: the one waker the queue keeps.
+    wake_all: Waker,
 }
 
 impl Inbound {
     pub(crate) fn new(rx: queue::Receiver<VecDeque<Bytes>>) -> Padded<Mutex<Inbound>> {
+        let waiting = Arc::new(Waiting::default());
         Padded(Mutex::new(Inbound {
             rx,
             ready: VecDeque::new(),
+            wake_all: Waker::from(waiting.clone()),
+            waiting,
         }))
+    }
+}
+
+/// The handles of one link waiting for messages, each under a number of its
+/// own. The receive queue wakes one waiter; this is it, and it wakes them
+/// all, so that each one sees the messages (or a dropped handle's, given
+/// back) or the link's end, whichever comes.
+#[derive(Debug, Default)]
+struct Waiting(Mutex<Vec<(u64, Waker)>>);
+
+/// Numbers of the handles that have waited for messages.
+static NEXT_READER: AtomicU64 = AtomicU64::new(1);
+
+impl Waiting {
+    /// Handle `reader` waits, to be woken through `waker`.
+    fn add(&self, reader: u64, waker: &Waker) {
+        let mut list = lock(&self.0);
+        match list.iter_mut().find(|(r, _)| *r == reader) {
+            Some((_, w)) if w.will_wake(waker) => {}
+            Some((_, w)) => *w = waker.clone(),
+            None => list.push((reader, waker.clone())),
+        }
+    }
+
+    /// Handle `reader` is gone.
+    fn remove(&self, reader: u64) {
+        lock(&self.0).retain(|(r, _)| *r != reader);
+    }
+}
+
+impl Wake for Waiting {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let waiting = std::mem::take(&mut *lock(&self.0));
+        for (_, w) in waiting {
+            w.wake();
+        }
     }
 }
 
@@ -114,7 +160,8 @@ pub(crate) enum LinkState {
 /// - Read the peer's messages as a [`Stream`] of [`Bytes`]; it ends when the
 ///   link closes. All clones of a `Connection` share one receive queue, so each
 ///   message goes to one reader; a handle takes up to 32 at once (a dropped
-///   one gives back what it took): read a link from one task.
+///   one gives back what it took, and wakes the handles waiting for it;
+///   every waiting handle sees the end): read a link from one task.
 /// - Write with [`send`](Self::send), with a cloneable [`Sender`] from
 ///   [`sender`](Self::sender), or through the [`Sink`] implementation.
 ///   `send` waits while the link's send queue is full (backpressure), and
@@ -137,6 +184,9 @@ pub struct Connection {
     /// Frames this handle took from the receive queue in one batch and has
     /// not handed out yet: read without a lock.
     taken: VecDeque<Bytes>,
+    /// This handle's number among the link's waiting readers; 0 until it
+    /// first waits.
+    reader: u64,
 }
 
 impl Clone for Connection {
@@ -145,21 +195,30 @@ impl Clone for Connection {
             link: self.link.clone(),
             sender: self.sender.clone(),
             taken: VecDeque::new(),
+            reader: 0,
         }
     }
 }
 
-/// Frames taken but not read go back to the front of the link's queue for
-/// the other handles: nothing received is lost with a dropped clone.
+/// Frames taken but not read go back to the front of the link's queue, and
+/// the handles waiting are woken for them: nothing received is lost with a
+/// dropped clone, nor left unseen.
 impl Drop for Connection {
     fn drop(&mut self) {
-        if self.taken.is_empty() {
+        if self.reader == 0 && self.taken.is_empty() {
             return;
         }
         let mut inbound = lock(&self.link.inbound);
+        inbound.waiting.remove(self.reader);
+        if self.taken.is_empty() {
+            return;
+        }
         while let Some(b) = self.taken.pop_back() {
             inbound.ready.push_front(b);
         }
+        let wake_all = inbound.wake_all.clone();
+        drop(inbound);
+        wake_all.wake();
     }
 }
 
@@ -181,6 +240,7 @@ impl Connection {
             },
             link,
             taken: VecDeque::new(),
+            reader: 0,
         }
     }
 
@@ -283,12 +343,29 @@ impl Stream for Connection {
         // A batch at a time: one lock and one queue operation for many
         // frames.
         let mut inbound = lock(&this.link.inbound);
-        let Inbound { rx, ready } = &mut *inbound;
+        let Inbound {
+            rx,
+            ready,
+            waiting,
+            wake_all,
+        } = &mut *inbound;
         if !ready.is_empty() {
             std::mem::swap(ready, &mut this.taken);
             return Poll::Ready(this.taken.pop_front());
         }
-        match rx.poll_recv_many(cx, &mut this.taken, TAKE) {
+        // The queue wakes `wake_all`, which wakes every waiting handle.
+        let mut all = Context::from_waker(wake_all);
+        let mut took = rx.poll_recv_many(&mut all, &mut this.taken, TAKE);
+        if took.is_pending() {
+            if this.reader == 0 {
+                this.reader = NEXT_READER.fetch_add(1, Ordering::Relaxed);
+            }
+            waiting.add(this.reader, cx.waker());
+            // Messages (or the end) that came before this handle was listed
+            // woke the others only: look once more.
+            took = rx.poll_recv_many(&mut all, &mut this.taken, TAKE);
+        }
+        match took {
             Poll::Ready(0) => Poll::Ready(None),
             Poll::Ready(_) => Poll::Ready(this.taken.pop_front()),
             Poll::Pending => Poll::Pending,
@@ -432,5 +509,44 @@ pub(crate) mod tests {
         drop(in_tx);
         let rest: Vec<u8> = b.map(|m| m[0]).collect().await;
         assert_eq!(rest, [1, 2, 3, 4]);
+    }
+
+    /// Two handles wait on an empty queue in tasks of their own. A third
+    /// one, dropped with messages it took, wakes them (no frame arrives
+    /// meanwhile); the link's end reaches both.
+    #[tokio::test]
+    async fn every_waiting_handle_wakes_for_given_back_messages_and_for_the_end() {
+        let (mut a, in_tx, _out_rx) = handles();
+        let mut batch: VecDeque<Bytes> = (0u8..3).map(|i| Bytes::from(vec![i])).collect();
+        in_tx.try_send_many(&mut batch).unwrap();
+        assert_eq!(a.next().await.unwrap()[0], 0);
+        let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+        let readers: Vec<_> = [a.clone(), a.clone()]
+            .into_iter()
+            .map(|mut h| {
+                let got_tx = got_tx.clone();
+                tokio::spawn(async move {
+                    while let Some(m) = h.next().await {
+                        got_tx.send(m[0]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await; // both wait now
+        drop(a);
+        let bound = std::time::Duration::from_secs(5);
+        let mut given_back = vec![];
+        for _ in 0..2 {
+            let m = tokio::time::timeout(bound, got.recv()).await;
+            given_back.push(m.expect("woken").unwrap());
+        }
+        assert_eq!(given_back, [1, 2]);
+        drop(in_tx);
+        for r in readers {
+            tokio::time::timeout(bound, r)
+                .await
+                .expect("saw the end")
+                .unwrap();
+        }
     }
 }
