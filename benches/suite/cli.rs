@@ -1,0 +1,186 @@
+//! Command-line options: which sections, how much, where the results go.
+
+use crate::*;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Section {
+    Throughput,
+    Latency,
+    Fanout,
+    Formation,
+    Memory,
+    /// Sections 1 and 2 again, with the cluster secret on.
+    Secret,
+}
+
+pub(crate) const SECTIONS: [Section; 6] = [
+    Section::Throughput,
+    Section::Latency,
+    Section::Fanout,
+    Section::Formation,
+    Section::Memory,
+    Section::Secret,
+];
+
+impl Section {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Section::Throughput => "throughput",
+            Section::Latency => "latency",
+            Section::Fanout => "fanout",
+            Section::Formation => "formation",
+            Section::Memory => "memory",
+            Section::Secret => "secret",
+        }
+    }
+}
+
+/// Which tcpnet is measured: open links, or links sealed with the cluster
+/// secret (the `secret` section, and `--secret` for every section).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Variant {
+    Plain,
+    Secret,
+}
+
+/// The cluster secret of the `Secret` variant.
+pub(crate) const BENCH_KEY: &str = "benchmark-suite-cluster-secret-0123456789";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Side {
+    Both,
+    Tcpnet,
+    Baseline,
+}
+
+impl Side {
+    pub(crate) fn tcpnet(self) -> bool {
+        self != Side::Baseline
+    }
+    pub(crate) fn baseline(self) -> bool {
+        self != Side::Tcpnet
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) quick: bool,
+    pub(crate) sections: Vec<Section>,
+    pub(crate) out: PathBuf,
+    pub(crate) side: Side,
+    pub(crate) variant: Variant,
+    pub(crate) sizes: Vec<usize>,
+    pub(crate) msgs: Option<usize>,
+    pub(crate) runs: Option<usize>,
+    pub(crate) rtts: Option<usize>,
+    pub(crate) idle_secs: Option<u64>,
+    /// Formation sizes to run (16 is the late joiner's case); `None`: all.
+    pub(crate) nodes: Option<Vec<usize>>,
+    pub(crate) args: Vec<String>,
+}
+
+pub(crate) const USAGE: &str =
+    "usage: cargo bench --bench suite -- [--quick] [--only SECTION,..] [--out DIR] \
+[--side tcpnet|baseline] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] \
+[--nodes 2,8,16,32,64] [--secret]
+sections: throughput, latency, fanout, formation, memory, secret";
+
+impl Config {
+    pub(crate) fn parse() -> Config {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let mut cfg = Config {
+            quick: false,
+            sections: SECTIONS.to_vec(),
+            out: PathBuf::from("target/bench"),
+            side: Side::Both,
+            variant: Variant::Plain,
+            sizes: vec![64, 1024, 64 * 1024, 1024 * 1024],
+            msgs: None,
+            runs: None,
+            rtts: None,
+            idle_secs: None,
+            nodes: None,
+            args: args.clone(),
+        };
+        let mut it = args.into_iter();
+        let num = |v: Option<String>, what: &str| -> usize {
+            v.and_then(|s| s.replace('_', "").parse().ok())
+                .unwrap_or_else(|| die(&format!("{what} needs a number")))
+        };
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                // `cargo bench` passes `--bench` to every bench target.
+                "--bench" => {}
+                "--quick" => cfg.quick = true,
+                "--only" => {
+                    let list = it.next().unwrap_or_else(|| die("--only needs sections"));
+                    cfg.sections = list
+                        .split(',')
+                        .map(|s| {
+                            *SECTIONS
+                                .iter()
+                                .find(|x| x.name() == s.trim())
+                                .unwrap_or_else(|| die(&format!("unknown section {s}")))
+                        })
+                        .collect();
+                }
+                "--out" => cfg.out = it.next().unwrap_or_else(|| die("--out needs a dir")).into(),
+                "--side" => {
+                    cfg.side = match it.next().as_deref() {
+                        Some("tcpnet") => Side::Tcpnet,
+                        Some("baseline") => Side::Baseline,
+                        Some("both") => Side::Both,
+                        _ => die("--side needs tcpnet, baseline or both"),
+                    }
+                }
+                "--sizes" => {
+                    let list = it.next().unwrap_or_else(|| die("--sizes needs sizes"));
+                    cfg.sizes = list
+                        .split(',')
+                        .map(|s| num(Some(s.into()), "--sizes"))
+                        .collect();
+                }
+                "--msgs" => cfg.msgs = Some(num(it.next(), "--msgs")),
+                "--nodes" => {
+                    let list = it.next().unwrap_or_else(|| die("--nodes needs counts"));
+                    cfg.nodes = Some(
+                        list.split(',')
+                            .map(|s| num(Some(s.into()), "--nodes"))
+                            .collect(),
+                    );
+                }
+                "--runs" => cfg.runs = Some(num(it.next(), "--runs").max(1)),
+                "--rtts" => cfg.rtts = Some(num(it.next(), "--rtts").max(1)),
+                "--idle-secs" => cfg.idle_secs = Some(num(it.next(), "--idle-secs").max(1) as u64),
+                "--secret" => cfg.variant = Variant::Secret,
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => die(&format!("unknown argument {other}")),
+            }
+        }
+        cfg
+    }
+
+    pub(crate) fn mode(&self) -> &'static str {
+        if self.quick {
+            "quick"
+        } else {
+            "full"
+        }
+    }
+}
+
+pub(crate) fn die(msg: &str) -> ! {
+    eprintln!("suite: {msg}\n{USAGE}");
+    std::process::exit(2);
+}
+
+/// The settings of every tcpnet node of the suite.
+pub(crate) fn node_settings(cluster: &str, variant: Variant) -> Settings {
+    match variant {
+        Variant::Plain => Settings::new(cluster),
+        Variant::Secret => Settings::new(cluster).secret(BENCH_KEY),
+    }
+}

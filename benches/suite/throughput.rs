@@ -1,0 +1,123 @@
+//! Section 1: one-link throughput.
+
+use crate::*;
+
+pub(crate) fn throughput_count(size: usize, quick: bool) -> usize {
+    let full = match size {
+        s if s <= 64 => 1_000_000,
+        s if s <= 1024 => 400_000,
+        s if s <= 64 * 1024 => 16_000,
+        _ => 1_000,
+    };
+    if quick {
+        (full / 20).max(10)
+    } else {
+        full
+    }
+}
+
+pub(crate) fn throughput(cfg: &Config) -> Vec<Row> {
+    let cfg = cfg.clone();
+    in_netns(move |rt| rt.block_on(throughput_async(cfg)))
+}
+
+pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
+    let runs = cfg.runs.unwrap_or(if cfg.quick { 1 } else { 5 });
+    let mut pair = None;
+    if cfg.side.tcpnet() {
+        let nodes = meshed_nodes("bench-throughput", 2, cfg.variant).await;
+        let (tx, rx) = (link_to(&nodes[0], &nodes[1]), link_to(&nodes[1], &nodes[0]));
+        pair = Some((nodes, tx.sender(), tx, Some(rx)));
+    }
+    let mut plain = None;
+    if cfg.side.baseline() {
+        let ((_, w), (r, _)) = plain_pair().await;
+        plain = Some((Some(w), Some(r)));
+    }
+    let mut rows = Vec::new();
+    for &size in &cfg.sizes {
+        let n = cfg
+            .msgs
+            .unwrap_or_else(|| throughput_count(size, cfg.quick));
+        let payload = Bytes::from(vec![0xa5u8; size]);
+        let (mut t_secs, mut b_secs) = (Vec::new(), Vec::new());
+        // Runs alternate between the two, so a change in the machine's load
+        // falls on both.
+        for run in 0..runs {
+            if let Some((_, tx, _, rx_slot)) = pair.as_mut() {
+                let rx = rx_slot.take().expect("rx");
+                let recv = tokio::spawn(tcpnet_receive(rx, n, size));
+                let t0 = Instant::now();
+                let (tx, p) = (tx.clone(), payload.clone());
+                let send = tokio::spawn(async move {
+                    for _ in 0..n {
+                        tx.send(p.clone()).await.expect("send");
+                    }
+                });
+                within("tcpnet throughput", send).await.expect("sender");
+                *rx_slot = Some(within("tcpnet throughput", recv).await.expect("receiver"));
+                t_secs.push(t0.elapsed().as_secs_f64());
+            }
+            if let Some((w_slot, r_slot)) = plain.as_mut() {
+                let (mut w, r) = (w_slot.take().expect("w"), r_slot.take().expect("r"));
+                let recv = tokio::spawn(plain_receive(r, n, size));
+                let t0 = Instant::now();
+                let p = payload.clone();
+                let send = tokio::spawn(async move {
+                    for _ in 0..n {
+                        w.write_frame(&p).await;
+                    }
+                    w.flush().await;
+                    w
+                });
+                *w_slot = Some(within("baseline throughput", send).await.expect("sender"));
+                *r_slot = Some(within("baseline throughput", recv).await.expect("receiver"));
+                b_secs.push(t0.elapsed().as_secs_f64());
+            }
+            eprintln!(
+                "  throughput {} run {}/{runs}: tcpnet {} baseline {}",
+                size_name(size),
+                run + 1,
+                t_secs.last().map_or("—".into(), |s| format!("{:.3} s", s)),
+                b_secs.last().map_or("—".into(), |s| format!("{:.3} s", s)),
+            );
+        }
+        let rate = |secs: &Vec<f64>| (!secs.is_empty()).then(|| n as f64 / median(secs));
+        let (t, b) = (rate(&t_secs), rate(&b_secs));
+        let mb = |r: Option<f64>| r.map(|r| r * size as f64 / 1e6);
+        let ratio = if size >= 1024 { 0.9 } else { 0.7 };
+        let setup = format!(
+            "{} msgs of {} one way, median of {runs} run{}",
+            count(n),
+            size_name(size),
+            if runs == 1 { "" } else { "s" }
+        );
+        let per_run = |secs: &Vec<f64>, scale: f64| -> Vec<f64> {
+            secs.iter().map(|s| n as f64 / s * scale).collect()
+        };
+        let mb_scale = size as f64 / 1e6;
+        for (measure, unit, t, b, scale) in [
+            ("messages/s", "msg/s", t, b, 1.0),
+            ("MB/s", "MB/s", mb(t), mb(b), mb_scale),
+        ] {
+            rows.push(Row {
+                section: "1. throughput",
+                measure: format!("{} {measure}", size_name(size)),
+                param: size.to_string(),
+                unit,
+                tcpnet: t,
+                baseline: b,
+                target: Some(Target::RatioAtLeast(ratio)),
+                setup: setup.clone(),
+                samples: Samples {
+                    tcpnet: per_run(&t_secs, scale),
+                    baseline: per_run(&b_secs, scale),
+                },
+            });
+        }
+    }
+    if let Some((nodes, ..)) = pair {
+        common::close_all(&nodes).await;
+    }
+    rows
+}
