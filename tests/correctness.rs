@@ -72,6 +72,37 @@ async fn waiting_reader(mut conn: Connection) -> JoinHandle<Option<Bytes>> {
     reader
 }
 
+/// Resident memory of this process, in bytes.
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: a plain query.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
+/// Runs `body` in a process of its own: this test binary again, running only
+/// the test `name`. Memory is measured per process, and the other tests of
+/// this binary run beside each other in it.
+fn isolated(name: &str, body: impl FnOnce()) {
+    const CHILD: &str = "TCPNET_TEST_ISOLATED";
+    if std::env::var_os(CHILD).is_some() {
+        return body();
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .output()
+        .expect("run the test in a process of its own");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "{name} failed in its own process");
+    assert!(text.contains("1 passed"), "{name} did not run: {text}");
+}
+
 /// The decider of a pair knows its peer only from the link the peer dialed.
 /// The link goes silent; the peer times out first and redials, while the
 /// decider still holds the stale link of the same incarnation and rejects
@@ -159,4 +190,34 @@ fn every_waiting_handle_sees_the_end_of_its_link() {
         assert_eq!((x.unwrap(), y.unwrap()), (None, None));
         close_all(&[a, b]).await;
     });
+}
+
+/// Streams of one-off names, dropped: 10,000 receivers and 10,000
+/// procedures leave nothing behind.
+#[test]
+fn dropped_receivers_and_procedures_leave_nothing_behind() {
+    isolated(
+        "dropped_receivers_and_procedures_leave_nothing_behind",
+        || {
+            netns(|| async {
+                let s = tcpnet::tcpnet(Settings::new("c").mdns(false)).unwrap();
+                let churn = |from: usize, to: usize| {
+                    for i in from..to {
+                        drop(s.receiver(&format!("reply-{i}")).unwrap());
+                        drop(s.procedure(&format!("call-{i}")).unwrap());
+                    }
+                };
+                // The allocator's own growth first, then the measure.
+                churn(0, 1_000);
+                let before = rss();
+                churn(1_000, 11_000);
+                let grown = rss().saturating_sub(before);
+                eprintln!(
+                    "10,000 dropped receivers and procedures: RSS +{} KiB",
+                    grown / 1024
+                );
+                assert!(grown < 2 << 20, "RSS grew by {} KiB", grown / 1024);
+            })
+        },
+    );
 }

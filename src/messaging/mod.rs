@@ -49,7 +49,7 @@ pub(crate) mod streams;
 use relay::{relay_frame, RelayFilter};
 use router::Router;
 use rpc::{fail_calls, Call, Request, Requests};
-use streams::{deliver, feed, Feed, Message, Messages};
+use streams::{deliver, feed, prune, Feed, Message, Messages, Of};
 
 /// The messaging tables, under one lock.
 pub(crate) struct State {
@@ -142,66 +142,76 @@ impl Messaging {
 
     // ----- the user's side -------------------------------------------------
 
-    pub(crate) fn messages(&self) -> Messages {
-        let (sub, rx, dropped) = feed(self.queue_len);
-        lock(&self.state).inbox.push(sub);
-        Messages {
-            rx,
-            dropped,
-            topic: None,
-        }
+    pub(crate) fn messages(self: &Arc<Self>) -> Messages {
+        self.stream(Of::Inbox)
     }
 
-    pub(crate) fn receiver(&self, event: &str) -> Result<Messages> {
+    pub(crate) fn receiver(self: &Arc<Self>, event: &str) -> Result<Messages> {
         check_name(event)?;
-        let (sub, rx, dropped) = feed(self.queue_len);
-        lock(&self.state)
-            .events
-            .entry(event.to_string())
-            .or_default()
-            .push(sub);
-        Ok(Messages {
-            rx,
-            dropped,
-            topic: None,
-        })
+        Ok(self.stream(Of::Event(event.to_string())))
     }
 
     pub(crate) fn subscribe(self: &Arc<Self>, topic: &str) -> Result<Messages> {
         check_name(topic)?;
-        let (sub, rx, dropped) = feed(self.queue_len);
-        let changed = {
-            let mut st = lock(&self.state);
-            st.topics.entry(topic.to_string()).or_default().push(sub);
-            st.router.subscribe(topic)
-        };
-        if changed {
-            self.tell_interest();
-        }
-        Ok(Messages {
-            rx,
-            dropped,
-            topic: Some((Arc::downgrade(self), topic.to_string())),
-        })
+        Ok(self.stream(Of::Topic(topic.to_string())))
     }
 
-    fn unsubscribed(&self, topic: &str) {
-        let changed = {
+    /// A stream of `of`, its queue listed in the table it belongs to.
+    fn stream(self: &Arc<Self>, of: Of) -> Messages {
+        let (sub, rx, dropped) = feed(self.queue_len);
+        let subscribed = {
             let mut st = lock(&self.state);
-            if let Some(subs) = st.topics.get_mut(topic) {
-                subs.retain(|s| !s.tx.is_closed());
-                if subs.is_empty() {
-                    st.topics.remove(topic);
+            match &of {
+                Of::Inbox => {
+                    st.inbox.push(sub);
+                    false
+                }
+                Of::Event(name) => {
+                    st.events.entry(name.clone()).or_default().push(sub);
+                    false
+                }
+                Of::Topic(name) => {
+                    st.topics.entry(name.clone()).or_default().push(sub);
+                    st.router.subscribe(name)
                 }
             }
-            st.router.unsubscribe(topic)
         };
-        if changed {
+        if subscribed {
+            self.tell_interest();
+        }
+        Messages {
+            rx,
+            dropped,
+            of: (Arc::downgrade(self), of),
+        }
+    }
+
+    /// A stream of `of` was dropped: its queue leaves its table, and the
+    /// topic's last one ends the subscription.
+    pub(crate) fn stream_dropped(&self, of: &Of) {
+        let unsubscribed = {
+            let mut st = lock(&self.state);
+            match of {
+                Of::Inbox => {
+                    st.inbox.retain(Feed::is_open);
+                    false
+                }
+                Of::Event(name) => {
+                    prune(&mut st.events, name, |feeds| feeds);
+                    false
+                }
+                Of::Topic(name) => {
+                    prune(&mut st.topics, name, |feeds| feeds);
+                    st.router.unsubscribe(name)
+                }
+            }
+        };
+        if unsubscribed {
             self.tell_interest();
         }
     }
 
-    pub(crate) fn procedure(&self, name: &str) -> Result<Requests> {
+    pub(crate) fn procedure(self: &Arc<Self>, name: &str) -> Result<Requests> {
         check_name(name)?;
         let (sub, rx, _) = feed(self.queue_len);
         lock(&self.state)
@@ -210,7 +220,10 @@ impl Messaging {
             .or_default()
             .0
             .push(sub);
-        Ok(Requests { rx })
+        Ok(Requests {
+            rx,
+            of: (Arc::downgrade(self), name.to_string()),
+        })
     }
 
     pub(crate) fn set_filter(&self, f: Option<Arc<RelayFilter>>) {
@@ -501,6 +514,25 @@ mod tests {
         assert!(m
             .message(&id("0a"), Bytes::from_static(b"\x63"), &tx)
             .is_err());
+    }
+
+    /// Streams of one-off names, dropped, leave nothing in the tables; a
+    /// stream still held keeps its entry.
+    #[test]
+    fn dropped_streams_leave_their_tables() {
+        let m = node();
+        let _kept = (m.receiver("kept").unwrap(), m.procedure("kept").unwrap());
+        for i in 0..100 {
+            drop(m.receiver(&format!("reply-{i}")).unwrap());
+            drop(m.procedure(&format!("call-{i}")).unwrap());
+            drop(m.subscribe(&format!("topic-{i}")).unwrap());
+            drop(m.messages());
+        }
+        let st = lock(&m.state);
+        assert_eq!(st.events.keys().collect::<Vec<_>>(), ["kept"]);
+        assert_eq!(st.procedures.keys().collect::<Vec<_>>(), ["kept"]);
+        assert!(st.topics.is_empty() && st.inbox.is_empty());
+        assert!(st.router.my_interest().1.is_empty());
     }
 
     #[test]

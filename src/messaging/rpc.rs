@@ -3,6 +3,7 @@
 //! itself (no such procedure, every handler busy, dropped unanswered).
 
 use std::pin::Pin;
+use std::sync::Weak;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use crate::id::NodeId;
 use crate::limits::MAX_NAME_LEN;
 use crate::link::outbox::OutTx;
 use crate::link::LinkId;
-use crate::messaging::streams::Feed;
+use crate::messaging::streams::{prune, Feed};
 use crate::messaging::{check_name, envelope_frame, Messaging, State};
 use crate::sync::lock;
 use crate::wire::envelope::{Envelope, Op};
@@ -28,10 +29,25 @@ pub(crate) const FAIL_UNANSWERED: u8 = 2;
 const FAIL_BUSY: u8 = 3;
 
 /// A stream of [`Request`]s for one procedure, from
-/// [`Service::procedure`](crate::Service::procedure).
+/// [`Service::procedure`](crate::Service::procedure). Dropping it takes its
+/// queue out of the node's table of procedures.
 #[derive(Debug)]
 pub struct Requests {
     pub(crate) rx: mpsc::Receiver<Request>,
+    /// The node's messaging and the procedure's name.
+    pub(crate) of: (Weak<Messaging>, String),
+}
+
+impl Drop for Requests {
+    fn drop(&mut self) {
+        // Closed first, so that the table sees this queue as gone.
+        self.rx.close();
+        if let Some(m) = self.of.0.upgrade() {
+            prune(&mut lock(&m.state).procedures, &self.of.1, |(feeds, _)| {
+                feeds
+            });
+        }
+    }
 }
 
 impl Stream for Requests {

@@ -5,6 +5,7 @@
 //! full is dropped for that stream and counted ([`Messages::dropped`]), so
 //! one slow consumer never stalls a link, the mesh or the other streams.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -60,14 +61,26 @@ impl Message {
 
 /// A stream of [`Message`]s: from [`Service::messages`](crate::Service::messages),
 /// [`Service::receiver`](crate::Service::receiver) or
-/// [`Service::subscribe`](crate::Service::subscribe). A subscription ends
-/// when this is dropped. The stream ends when the service is dropped.
+/// [`Service::subscribe`](crate::Service::subscribe). Dropping it takes its
+/// queue out of the node's tables (and ends a subscription). The stream ends
+/// when the service is dropped.
 #[derive(Debug)]
 pub struct Messages {
     pub(crate) rx: mpsc::Receiver<Message>,
     pub(crate) dropped: Arc<AtomicU64>,
-    /// For a topic subscription: unsubscribes on drop.
-    pub(crate) topic: Option<(Weak<Messaging>, String)>,
+    /// The table its queue is in, left on drop.
+    pub(crate) of: (Weak<Messaging>, Of),
+}
+
+/// What a stream of [`Messages`] receives.
+#[derive(Debug)]
+pub(crate) enum Of {
+    /// Direct messages and broadcasts.
+    Inbox,
+    /// The events of this name.
+    Event(String),
+    /// The messages of this topic.
+    Topic(String),
 }
 
 impl Messages {
@@ -88,12 +101,10 @@ impl Stream for Messages {
 
 impl Drop for Messages {
     fn drop(&mut self) {
-        // Closed first, so the unsubscription sees this queue as gone.
+        // Closed first, so that the table sees this queue as gone.
         self.rx.close();
-        if let Some((m, topic)) = self.topic.take() {
-            if let Some(m) = m.upgrade() {
-                m.unsubscribed(&topic);
-            }
+        if let Some(m) = self.of.0.upgrade() {
+            m.stream_dropped(&self.of.1);
         }
     }
 }
@@ -105,6 +116,11 @@ pub(crate) struct Feed<T> {
 }
 
 impl<T> Feed<T> {
+    /// Its stream is still there.
+    pub(crate) fn is_open(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Hands over `item` unless the queue is full (then counts it). False if
     /// the subscriber is gone.
     pub(crate) fn offer(&self, item: T) -> bool {
@@ -132,6 +148,22 @@ pub(crate) fn feed<T>(queue_len: usize) -> (Feed<T>, mpsc::Receiver<T>, Arc<Atom
         rx,
         dropped,
     )
+}
+
+/// Takes the queues of dropped streams out of `map`'s entry `name` (its
+/// queues are `feeds` of the entry), and the entry itself once it has none.
+pub(crate) fn prune<V, T>(
+    map: &mut HashMap<String, V>,
+    name: &str,
+    feeds: impl Fn(&mut V) -> &mut Vec<Feed<T>>,
+) {
+    if let Some(entry) = map.get_mut(name) {
+        let queues = feeds(entry);
+        queues.retain(Feed::is_open);
+        if queues.is_empty() {
+            map.remove(name);
+        }
+    }
 }
 
 /// Hands a message to the streams it is for, forgetting dropped ones.
