@@ -217,27 +217,40 @@ async fn pump(
             // A new mode while waiting for bytes takes effect at once.
             _ = mode.wait_for(|m| *m != now) => continue,
         };
-        let n = match read {
-            Ok(0) | Err(_) => {
+        // The end of the stream (or a failed read) is passed on like bytes.
+        let n = read.unwrap_or(0);
+        // What a read brings becomes what the connection is told now: what
+        // was sent after a `hold` or `stall` returned is held, whatever the
+        // read raced with.
+        let told = *mode.borrow();
+        match (told, n) {
+            (Mode::Cut, _) => return,
+            (Mode::Forward, 0) => {
                 let _ = to.shutdown().await;
                 return;
             }
-            Ok(n) => n,
-        };
-        // What the bytes read become is what the connection is told now:
-        // bytes sent after a `hold` returned are held, whatever the read
-        // raced with.
-        match *mode.borrow() {
-            Mode::Cut => return,
-            Mode::Forward => {}
-            Mode::Hold | Mode::Stall => {
+            (Mode::Forward, n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            (Mode::Hold | Mode::Stall, 0) => {
+                // Held too: passed on after what is held, on resume.
+                let resumed = match mode.wait_for(|m| *m != told).await {
+                    Ok(m) => *m,
+                    Err(_) => Mode::Cut,
+                };
+                if resumed == Mode::Forward && to.write_all(&held).await.is_ok() {
+                    conn.held.fetch_sub(held.len(), Ordering::Relaxed);
+                    let _ = to.shutdown().await;
+                }
+                return;
+            }
+            (Mode::Hold | Mode::Stall, n) => {
                 held.extend_from_slice(&buf[..n]);
                 conn.held.fetch_add(n, Ordering::Relaxed);
                 continue;
             }
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
         }
         if let Some((_, pause)) = split {
             tokio::time::sleep(pause).await;
