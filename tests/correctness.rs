@@ -139,6 +139,69 @@ fn a_pair_links_again_after_the_decider_rejected_a_redial_over_its_stale_link() 
     });
 }
 
+/// A peer dies without a word reaching us (its link stalls) and comes back
+/// with the same id; its new link replaces the stale one. The topics of its
+/// old incarnation are forgotten even when the new one subscribes to
+/// nothing (and so never announces), and what the new one subscribed to
+/// before the link opened is kept, whichever end decides.
+#[test]
+fn a_restarted_peer_leaves_no_stale_topics() {
+    netns(|| async {
+        for (a_id, resubscribes) in [(1, false), (3, false), (1, true), (3, true)] {
+            let what = format!("a is node {a_id}, the new peer subscribes: {resubscribes}");
+            let (a, a_addr) = node(
+                Settings::new("c")
+                    .id(id(a_id))
+                    .heartbeat(ms(100), ms(30_000)),
+            )
+            .await;
+            let relay = Relay::start(a_addr).await;
+            let peer = || {
+                Settings::new("c")
+                    .id(id(2))
+                    .heartbeat(ms(100), ms(30_000))
+                    .peer(relay.peer())
+                    .mdns(false)
+            };
+            let (old, _) = node(peer()).await;
+            linked(&[a.clone(), old.clone()]).await;
+            let room = old.subscribe("t").unwrap();
+            wait_until(
+                std::slice::from_ref(&a),
+                "a to learn the peer's topic",
+                || a.topic_members("t") == vec![old.id().clone()],
+            )
+            .await;
+            let stale = a.connections().pop().unwrap();
+
+            relay.stall(0);
+            within("the old peer to close", old.close()).await;
+            drop(room);
+            let new = tcpnet::tcpnet(peer()).unwrap();
+            let other = resubscribes.then(|| new.subscribe("u").unwrap());
+            new.listen(0, "127.0.0.1").await.unwrap();
+            let reason = within("the stale link to be replaced", stale.closed()).await;
+            assert_eq!(reason, CloseReason::Replaced, "{what}");
+            linked(&[a.clone(), new.clone()]).await;
+            let members = |topic: &str| a.topic_members(topic);
+            let want_u = if resubscribes {
+                vec![new.id().clone()]
+            } else {
+                vec![]
+            };
+            wait_until(
+                std::slice::from_ref(&a),
+                &format!("a to know the new topics ({what})"),
+                || members("t").is_empty() && members("u") == want_u,
+            )
+            .await;
+            assert_eq!(a.publish("t", "to nobody").await.unwrap(), 0, "{what}");
+            drop(other);
+            close_all(&[a, new]).await;
+        }
+    });
+}
+
 /// A handle takes a batch of messages and is dropped: another handle, already
 /// waiting, gets them at once, without another frame arriving.
 #[test]

@@ -331,10 +331,11 @@ impl Messaging {
 impl Messaging {
     // ----- the links' side -------------------------------------------------
 
-    /// A link opened: tell the peer every node's topics we know, ours
-    /// included, and everyone which nodes we are linked to.
-    pub(crate) fn opened(self: &Arc<Self>, conn: &Connection) {
-        self.tell_new_link(conn.sender_queue(), conn.peer_id());
+    /// A link to a peer of incarnation `incarnation` opened: forget what an
+    /// older incarnation of the peer said, tell the peer every node's topics
+    /// we know, ours included, and everyone which nodes we are linked to.
+    pub(crate) fn opened(self: &Arc<Self>, conn: &Connection, incarnation: u64) {
+        self.tell_new_link(conn.sender_queue(), conn.peer_id(), incarnation);
     }
 
     /// A link closed: the calls made on it fail; if it was the pair's open

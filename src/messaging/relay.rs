@@ -171,12 +171,13 @@ impl Messaging {
         }
     }
 
-    /// A link opened: tell the peer every node's topics we know, ours
-    /// included, and everyone which nodes we are linked to.
-    pub(crate) fn tell_new_link(self: &Arc<Self>, tx: &OutTx, peer: &NodeId) {
+    /// A link to `peer` (of its incarnation `incarnation`) opened: tell the
+    /// peer every node's topics we know, ours included, and everyone which
+    /// nodes we are linked to.
+    pub(crate) fn tell_new_link(self: &Arc<Self>, tx: &OutTx, peer: &NodeId, incarnation: u64) {
         let (mine, others) = {
             let mut st = lock(&self.state);
-            st.router.link_opened(peer.clone());
+            st.router.link_opened(peer.clone(), incarnation);
             (st.router.my_interest(), st.router.all_interest())
         };
         // A node that never subscribed has nothing to say.

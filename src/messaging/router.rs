@@ -128,6 +128,9 @@ pub(crate) struct Router {
     neighbors: HashMap<NodeId, HashSet<NodeId>>,
     /// The peers this node has an open link to.
     linked: HashSet<NodeId>,
+    /// The incarnation (start time) of each peer linked, as its link's
+    /// hello said.
+    incarnations: HashMap<NodeId, u64>,
 }
 
 impl Router {
@@ -142,11 +145,28 @@ impl Router {
             my_version: start,
             neighbors: HashMap::new(),
             linked: HashSet::new(),
+            incarnations: HashMap::new(),
         }
     }
 
-    /// A link to `peer` opened.
-    pub(crate) fn link_opened(&mut self, peer: NodeId) {
+    /// A link to `peer`, of its incarnation `incarnation`, opened. What an
+    /// older incarnation of it said is forgotten: its topics (a node's
+    /// versions start above its start time, so they are the ones no newer
+    /// than `incarnation`; a restarted node with no topics never says so
+    /// itself) and its links. What the new incarnation said already, on a
+    /// link opened by its verdict before this end heard of it, stays.
+    pub(crate) fn link_opened(&mut self, peer: NodeId, incarnation: u64) {
+        if self
+            .interest
+            .get(&peer)
+            .is_some_and(|(version, _)| *version <= incarnation)
+        {
+            self.interest.remove(&peer);
+        }
+        let known = self.incarnations.insert(peer.clone(), incarnation);
+        if known.is_some_and(|older| older < incarnation) {
+            self.neighbors.remove(&peer);
+        }
         self.linked.insert(peer);
     }
 
@@ -312,6 +332,7 @@ impl Router {
     /// A peer's open link closed: forget it, its links, and its topics.
     pub(crate) fn forget(&mut self, node: &NodeId) {
         self.linked.remove(node);
+        self.incarnations.remove(node);
         self.interest.remove(node);
         self.neighbors.remove(node);
     }
@@ -417,6 +438,31 @@ mod tests {
         assert!(r.members("a").is_empty());
     }
 
+    /// A peer restarts (a newer incarnation) and its new link replaces the
+    /// stale one, which never closed as the pair's open link: the old
+    /// incarnation's topics and links are forgotten, and topics the new one
+    /// announced before its link opened here are kept.
+    #[test]
+    fn a_new_incarnation_forgets_what_the_old_one_said() {
+        let (p, t) = (id("02"), |s: &str| BTreeSet::from([s.to_string()]));
+        let mut r = Router::new(id("01"), 0);
+        r.link_opened(p.clone(), 100);
+        assert!(r.interest(p.clone(), 101, t("old")));
+        r.neighbors(p.clone(), set(&["03"]));
+        r.link_opened(p.clone(), 100); // the same incarnation: nothing changes
+        assert_eq!(r.members("old"), vec![p.clone()]);
+
+        r.link_opened(p.clone(), 200);
+        assert!(r.members("old").is_empty());
+        assert!(!r.neighbors.contains_key(&p));
+
+        // The newer one's topics came first (its verdict opened the link
+        // there, and it spoke at once): kept.
+        assert!(r.interest(p.clone(), 301, t("new")));
+        r.link_opened(p.clone(), 300);
+        assert_eq!(r.members("new"), vec![p.clone()]);
+    }
+
     fn set(ids: &[&str]) -> HashSet<NodeId> {
         ids.iter().map(|s| id(s)).collect()
     }
@@ -438,7 +484,7 @@ mod tests {
             .map(|me| {
                 let mut r = Router::new(id(me), 0);
                 for p in &links[me] {
-                    r.link_opened(id(p));
+                    r.link_opened(id(p), 0);
                     r.neighbors(id(p), set(&links[p]));
                 }
                 (*me, r)
@@ -466,7 +512,7 @@ mod tests {
     fn topic_messages_relay_toward_members_only_when_all_are_in_reach() {
         let mut r = Router::new(id("b1"), 0);
         for p in ["a1", "b2", "b3"] {
-            r.link_opened(id(p));
+            r.link_opened(id(p), 0);
         }
         r.neighbors(id("a1"), set(&["a2", "a3", "b1"]));
         r.interest(id("b2"), 1, ["t".to_string()].into());

@@ -39,15 +39,18 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A link the actor holds.
 struct Held {
     conn: Connection,
+    /// The incarnation of the peer, as its hello said.
+    incarnation: u64,
     /// The pair's decider rejected it: the pair has a link already. It never
     /// opened, so no user sees it; it is not redialed.
     duplicate: bool,
 }
 
 impl Held {
-    fn new(conn: Connection) -> Held {
+    fn new(conn: Connection, incarnation: u64) -> Held {
         Held {
             conn,
+            incarnation,
             duplicate: false,
         }
     }
@@ -80,7 +83,7 @@ pub(crate) async fn actor(
             Command::Reconnect { peer } => mesh.reconnect(&peer),
             Command::Link(Event::Handshaken { conn, incarnation }) => {
                 let (link, peer) = (conn.link().id, conn.peer_id().clone());
-                links.insert(link, Held::new(conn));
+                links.insert(link, Held::new(conn, incarnation));
                 mesh.handshaken(link, peer, incarnation)
             }
             Command::Link(Event::Verdict { link, verdict }) => {
@@ -136,9 +139,9 @@ pub(crate) async fn actor(
                         report_close(&node, &held, &reason);
                     }
                 }
-                Some(Command::Link(Event::Handshaken { conn, .. })) => {
+                Some(Command::Link(Event::Handshaken { conn, incarnation })) => {
                     request_close(conn.link(), CloseReason::Shutdown);
-                    links.insert(conn.link().id, Held::new(conn));
+                    links.insert(conn.link().id, Held::new(conn, incarnation));
                 }
                 Some(_) => {}
                 None => break,
@@ -237,7 +240,10 @@ fn apply(
             }
         }
         Action::Open { link } => {
-            if let Some(Held { conn, .. }) = links.get(&link) {
+            if let Some(Held {
+                conn, incarnation, ..
+            }) = links.get(&link)
+            {
                 tracing::info!(peer = %conn.peer_id(), remote = %conn.remote_addr(), "connected");
                 // Listed first, then announced: a subscriber that calls
                 // `connections()` on the event finds the link there. A link
@@ -245,7 +251,7 @@ fn apply(
                 if node.links.open.opened(conn) {
                     node.hub.connection.emit(conn);
                 }
-                node.messaging.opened(conn);
+                node.messaging.opened(conn, *incarnation);
             }
         }
         Action::Close { link, reason } => {
