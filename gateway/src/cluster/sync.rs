@@ -1,0 +1,142 @@
+//! The sync task: tells every linked node this node's changes (batched, in
+//! order), sends a snapshot to each newly linked node, applies what the
+//! other gateway nodes say, and forgets a node when its link is gone.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tcpnet::NodeId;
+use tokio::sync::mpsc;
+
+use super::wire::{Op, Sync, SYNC_EVENT};
+use crate::hooks::lock;
+use crate::node::Node;
+
+/// Most changes sent in one delta.
+const MAX_BATCH: usize = 4096;
+
+fn linked(node: &Node, peer: &NodeId) -> bool {
+    node.service
+        .connections()
+        .iter()
+        .any(|c| c.peer_id() == peer)
+}
+
+async fn tell(node: &Node, peer: &NodeId, msg: &Sync) {
+    let body = serde_json::to_vec(msg).expect("serializes");
+    if let Err(e) = node.service.emit_to(peer, SYNC_EVENT, body).await {
+        tracing::debug!(%peer, "sync message not sent: {e}");
+    }
+}
+
+/// Sends every queued change to every linked node.
+async fn flush(node: &Node, ops: &mut mpsc::UnboundedReceiver<Op>, first: Option<Op>) {
+    let mut batch: Vec<Op> = first.into_iter().collect();
+    while batch.len() < MAX_BATCH {
+        match ops.try_recv() {
+            Ok(op) => batch.push(op),
+            Err(_) => break,
+        }
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let body = serde_json::to_vec(&Sync::Delta { ops: batch }).expect("serializes");
+    for conn in node.service.connections() {
+        let peer = conn.peer_id();
+        if let Err(e) = node.service.emit_to(peer, SYNC_EVENT, body.clone()).await {
+            tracing::debug!(%peer, "sync delta not sent: {e}");
+        }
+    }
+}
+
+/// Sends this node's snapshot to `peer`, after every change queued before.
+async fn snapshot_to(node: &Node, ops: &mut mpsc::UnboundedReceiver<Op>, peer: &NodeId) {
+    while !ops.is_empty() {
+        flush(node, ops, None).await;
+    }
+    let state = lock(&node.state).view.snapshot(&node.me);
+    tell(node, peer, &Sync::Snapshot { state }).await;
+}
+
+pub(crate) async fn run(node: Arc<Node>, mut ops: mpsc::UnboundedReceiver<Op>) {
+    let service = node.service.clone();
+    let mut links = service.on_connection();
+    let mut sync = match service.receiver(SYNC_EVENT) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot receive sync messages: {e}");
+            return;
+        }
+    };
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<NodeId>();
+    let watch = |conn: tcpnet::Connection| {
+        let tx = closed_tx.clone();
+        tokio::spawn(async move {
+            conn.closed().await;
+            let _ = tx.send(conn.peer_id().clone());
+        });
+    };
+    for conn in service.connections() {
+        snapshot_to(&node, &mut ops, conn.peer_id()).await;
+        watch(conn);
+    }
+    let mut missed = 0;
+    loop {
+        tokio::select! {
+            op = ops.recv() => {
+                let Some(op) = op else { return };
+                flush(&node, &mut ops, Some(op)).await;
+            }
+            conn = links.next() => {
+                let Some(conn) = conn else { return };
+                snapshot_to(&node, &mut ops, conn.peer_id()).await;
+                watch(conn);
+            }
+            Some(peer) = closed_rx.recv() => {
+                if !linked(&node, &peer) {
+                    let mut st = lock(&node.state);
+                    let changes = st.view.remove(peer.as_str());
+                    st.notify(changes);
+                }
+            }
+            msg = sync.next() => {
+                let Some(msg) = msg else { return };
+                if sync.dropped() > missed {
+                    // Changes were lost: every node sends its whole state again.
+                    missed = sync.dropped();
+                    tracing::warn!("sync messages were dropped; asking every node for its snapshot");
+                    for conn in service.connections() {
+                        tell(&node, conn.peer_id(), &Sync::Resync).await;
+                    }
+                }
+                let from = msg.from().clone();
+                if !linked(&node, &from) {
+                    continue; // late news from a link that is gone
+                }
+                let parsed: Sync = match serde_json::from_slice(msg.data()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(%from, "a malformed sync message: {e}");
+                        continue;
+                    }
+                };
+                match parsed {
+                    Sync::Snapshot { state } => {
+                        let mut st = lock(&node.state);
+                        let changes = st.view.replace(from.as_str(), state);
+                        st.notify(changes);
+                    }
+                    Sync::Delta { ops: changes } => {
+                        let mut st = lock(&node.state);
+                        for op in changes {
+                            let c = st.view.apply(from.as_str(), op);
+                            st.notify(c);
+                        }
+                    }
+                    Sync::Resync => snapshot_to(&node, &mut ops, &from).await,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! What gateway nodes (and backends) say to each other over tcpnet: the
+//! names of the tcpnet topics, events and procedures the gateway uses, and
+//! the JSON bodies carried under them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::protocol::Origin;
+
+/// tcpnet topic of a channel: a node subscribes to it while it has a
+/// subscriber, so a publish reaches only nodes with subscribers.
+pub fn channel_topic(channel: &str) -> String {
+    format!("gw.ch:{channel}")
+}
+
+/// tcpnet topic a backend subscribes to for a client event: transmits go
+/// only to the nodes that receive them.
+pub fn event_topic(event: &str) -> String {
+    format!("gw.ev:{event}")
+}
+
+/// tcpnet procedure (and topic, to be found by) that a backend serves for a
+/// client procedure.
+pub fn procedure_name(procedure: &str) -> String {
+    format!("gw.rpc:{procedure}")
+}
+
+/// tcpnet event carrying [`Sync`] messages between gateway nodes.
+pub const SYNC_EVENT: &str = "gw.sync";
+/// tcpnet event carrying a [`KeyMessage`] to a node that holds the key.
+pub const KEY_EVENT: &str = "gw.key";
+/// tcpnet event carrying a [`Control`] message to every gateway node.
+pub const CONTROL_EVENT: &str = "gw.ctl";
+/// tcpnet procedure: disconnect the connection named in the request.
+pub const KICK_PROCEDURE: &str = "gw.kick";
+/// tcpnet procedure: list this node's connections.
+pub const CONNECTIONS_PROCEDURE: &str = "gw.conns";
+
+/// A channel message as published on the channel's topic (the node is the
+/// tcpnet sender).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChannelMessage {
+    /// The sending connection; none for the HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<String>,
+    /// Its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The client's data, as sent.
+    pub data: Box<RawValue>,
+}
+
+/// A message to every connection of `key` on the receiving node.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyMessage {
+    /// The key.
+    pub key: String,
+    /// Who sent it.
+    pub from: Origin,
+    /// The data, as sent.
+    pub data: Box<RawValue>,
+}
+
+/// Instructions for every gateway node.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Control {
+    /// Unsubscribe every connection from the channel, with a
+    /// `channel-closed` notice.
+    CloseChannel {
+        /// The channel.
+        channel: String,
+    },
+}
+
+/// A client event or call as a backend receives it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FromClient {
+    /// The client connection.
+    pub conn: String,
+    /// Its key.
+    pub key: String,
+    /// The gateway node holding it.
+    pub node: String,
+    /// The event or procedure name.
+    pub name: String,
+    /// The client's data, as sent.
+    pub data: Box<RawValue>,
+}
+
+/// One change to a node's share of the cluster state. Each is an
+/// assignment, so applying one twice, or replaying changes a snapshot
+/// already holds, ends in the same state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    /// The node holds a connection with this key.
+    KeyOn {
+        /// The key.
+        key: String,
+    },
+    /// The node holds no connection with this key.
+    KeyOff {
+        /// The key.
+        key: String,
+    },
+    /// A connection of the node is in a channel.
+    Join {
+        /// The channel.
+        channel: String,
+        /// The connection.
+        conn: String,
+        /// Its key.
+        key: String,
+    },
+    /// A connection of the node is not in a channel.
+    Leave {
+        /// The channel.
+        channel: String,
+        /// The connection.
+        conn: String,
+    },
+}
+
+/// A node's whole share of the cluster state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Keys with a connection on the node.
+    pub keys: Vec<String>,
+    /// Channel -> (connection, key) of the node's members.
+    pub presence: BTreeMap<String, Vec<(String, String)>>,
+}
+
+/// What gateway nodes tell each other under [`SYNC_EVENT`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "sync", rename_all = "kebab-case")]
+pub enum Sync {
+    /// The sender's whole state: replaces what the receiver had for it.
+    Snapshot {
+        /// The state.
+        state: Snapshot,
+    },
+    /// Changes since, in order.
+    Delta {
+        /// The changes.
+        ops: Vec<Op>,
+    },
+    /// The receiver should send its snapshot (the sender missed messages).
+    Resync,
+}
