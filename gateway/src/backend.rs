@@ -68,6 +68,32 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Publishes to a channel of the gateways, as `POST /channels/{ch}`
+    /// does: every subscriber on every gateway gets it, with this node as
+    /// the sender and no connection. Returns how many nodes it went to.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: impl serde::Serialize,
+    ) -> Result<usize, crate::Problem> {
+        use crate::protocol::{check_name, Code, Problem};
+        check_name(channel, Code::BadChannel)?;
+        let data = serde_json::value::to_raw_value(&data)
+            .map_err(|e| Problem::new(Code::BadField, e.to_string()))?;
+        let body = serde_json::to_vec(&crate::cluster::wire::ChannelMessage {
+            conn: None,
+            key: None,
+            data,
+        })
+        .expect("serializes");
+        self.service
+            .publish(&crate::cluster::wire::channel_topic(channel), body)
+            .await
+            .map_err(|e| Problem::new(Code::Unavailable, e.to_string()))
+    }
+}
+
 fn client_of(f: &FromClient) -> Client {
     Client {
         conn: f.conn.clone(),

@@ -2,7 +2,9 @@
 //! the URL of each one's HTTP server, and whether it is live.
 //!
 //! Built on tcpnet messaging as it is: when a link opens, each gateway tells
-//! the peer its URL with a named event ([`DIRECTORY_EVENT`]); a node is
+//! the peer its URL with a named event ([`DIRECTORY_EVENT`]), and answers a
+//! hello from a node it did not list with its own (a hello sent before the
+//! peer listened for them is lost; the answer covers that); a node is
 //! listed while its link is open (so a dead node leaves the list when its
 //! link closes: at once when its process dies, within the heartbeat
 //! timeout when its host goes silent). Plain tcpnet nodes (backends) never
@@ -66,7 +68,8 @@ impl Directory {
             peers: Mutex::new(BTreeMap::new()),
         });
         let hellos = service.receiver(DIRECTORY_EVENT)?;
-        tokio::spawn(run(dir.clone(), service.clone(), hellos));
+        let links = service.on_connection();
+        tokio::spawn(run(dir.clone(), service.clone(), hellos, links));
         Ok(dir)
     }
 
@@ -96,8 +99,12 @@ impl Directory {
     }
 }
 
-async fn run(dir: Arc<Directory>, service: Service, mut hellos: tcpnet::Messages) {
-    let mut links = service.on_connection();
+async fn run(
+    dir: Arc<Directory>,
+    service: Service,
+    mut hellos: tcpnet::Messages,
+    mut links: tcpnet::Events<tcpnet::Connection>,
+) {
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
     let hello = |peer: NodeId| {
         let service = service.clone();
@@ -133,10 +140,15 @@ async fn run(dir: Arc<Directory>, service: Service, mut hellos: tcpnet::Messages
                     continue;
                 };
                 if linked(&service, msg.from()) {
-                    lock(&dir.peers).insert(
-                        msg.from().to_string(),
-                        Peer { url: url.to_string(), since: Instant::now() },
-                    );
+                    let new = lock(&dir.peers)
+                        .insert(
+                            msg.from().to_string(),
+                            Peer { url: url.to_string(), since: Instant::now() },
+                        )
+                        .is_none();
+                    if new {
+                        hello(msg.from().clone());
+                    }
                 }
             }
             Some(peer) = closed_rx.recv() => {

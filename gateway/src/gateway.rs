@@ -109,7 +109,7 @@ impl GatewayBuilder {
             ops_tx,
         ));
         cluster::inbox::start(&node)?;
-        tokio::spawn(cluster::sync::run(node.clone(), ops_rx));
+        cluster::sync::start(node.clone(), ops_rx)?;
         Ok(Gateway { node })
     }
 }

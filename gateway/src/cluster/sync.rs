@@ -59,16 +59,22 @@ async fn snapshot_to(node: &Node, ops: &mut mpsc::UnboundedReceiver<Op>, peer: &
     tell(node, peer, &Sync::Snapshot { state }).await;
 }
 
-pub(crate) async fn run(node: Arc<Node>, mut ops: mpsc::UnboundedReceiver<Op>) {
+/// Starts the sync task. Its streams are made here, before the links that
+/// exist already are listed, so no link is missed.
+pub(crate) fn start(node: Arc<Node>, ops: mpsc::UnboundedReceiver<Op>) -> tcpnet::Result<()> {
+    let links = node.service.on_connection();
+    let sync = node.service.receiver(SYNC_EVENT)?;
+    tokio::spawn(run(node, ops, links, sync));
+    Ok(())
+}
+
+async fn run(
+    node: Arc<Node>,
+    mut ops: mpsc::UnboundedReceiver<Op>,
+    mut links: tcpnet::Events<tcpnet::Connection>,
+    mut sync: tcpnet::Messages,
+) {
     let service = node.service.clone();
-    let mut links = service.on_connection();
-    let mut sync = match service.receiver(SYNC_EVENT) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot receive sync messages: {e}");
-            return;
-        }
-    };
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<NodeId>();
     let watch = |conn: tcpnet::Connection| {
         let tx = closed_tx.clone();
@@ -77,8 +83,11 @@ pub(crate) async fn run(node: Arc<Node>, mut ops: mpsc::UnboundedReceiver<Op>) {
             let _ = tx.send(conn.peer_id().clone());
         });
     };
+    // Links made before this node listened for sync messages: what their
+    // peers sent on them may be lost, so ask them again.
     for conn in service.connections() {
         snapshot_to(&node, &mut ops, conn.peer_id()).await;
+        tell(&node, conn.peer_id(), &Sync::Resync).await;
         watch(conn);
     }
     let mut missed = 0;
