@@ -22,7 +22,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cluster = std::env::args().nth(1).ok_or("usage: backend CLUSTER")?;
     let mut settings = tcpnet::Settings::new(cluster);
     if let Ok(hb) = std::env::var("TCPNET_HEARTBEAT") {
-        let (a, b) = hb.split_once(',').ok_or("TCPNET_HEARTBEAT=interval,timeout")?;
+        let (a, b) = hb
+            .split_once(',')
+            .ok_or("TCPNET_HEARTBEAT=interval,timeout")?;
         settings = settings.heartbeat(
             Duration::from_millis(a.parse()?),
             Duration::from_millis(b.parse()?),

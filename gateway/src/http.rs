@@ -193,11 +193,13 @@ async fn close_channel(
         channel: channel.clone(),
     })
     .expect("serializes");
-    let nodes = node
-        .service
-        .emit(CONTROL_EVENT, body)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
+    let nodes = node.service.emit(CONTROL_EVENT, body).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    })?;
     let here = node.close_channel_local(&channel);
     Ok(Json(json!({
         "channel": channel,
@@ -282,7 +284,10 @@ async fn upgrade(node: Arc<Node>, channel: Option<String>, req: Request) -> Resp
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too-many-connections",
-            format!("this node holds {} connections, its most", limits.max_connections),
+            format!(
+                "this node holds {} connections, its most",
+                limits.max_connections
+            ),
         )
         .into_response();
     }

@@ -52,7 +52,11 @@ struct Args {
     open_api: bool,
     /// An origin allowed to open WebSockets (repeat or separate with
     /// commas; default: any).
-    #[arg(long = "allowed-origin", env = "GATEWAY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "GATEWAY_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     allowed_origins: Vec<String>,
     /// Largest text frame taken, in bytes (larger: an error frame).
     #[arg(long, env = "GATEWAY_MAX_MESSAGE", default_value_t = Limits::default().max_message)]
@@ -94,9 +98,7 @@ struct Args {
 }
 
 fn heartbeat(s: &str) -> Result<(Duration, Duration), String> {
-    let (a, b) = s
-        .split_once(',')
-        .ok_or("expected INTERVAL_MS,TIMEOUT_MS")?;
+    let (a, b) = s.split_once(',').ok_or("expected INTERVAL_MS,TIMEOUT_MS")?;
     let ms = |x: &str| {
         x.trim()
             .parse::<u64>()
@@ -110,8 +112,7 @@ fn heartbeat(s: &str) -> Result<(Duration, Duration), String> {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -176,7 +177,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let gateway = builder.build()?;
     if args.api_token.is_none() && !args.open_api {
-        tracing::warn!("no API token: the HTTP API's changes are refused (set --api-token or --open-api)");
+        tracing::warn!(
+            "no API token: the HTTP API's changes are refused (set --api-token or --open-api)"
+        );
     }
     // One line on stdout saying where it is, for scripts and tests.
     println!(

@@ -25,7 +25,10 @@ fn every_subscriber_gets_every_message_once_in_publisher_order() {
         for g in 0..3 {
             let url = format!("{}/channels/load", lan.url(g));
             until("presence of all subscribers", || async {
-                http("GET", &url, None).await.1["members"].as_array().map(Vec::len) == Some(6)
+                http("GET", &url, None).await.1["members"]
+                    .as_array()
+                    .map(Vec::len)
+                    == Some(6)
             })
             .await;
         }
@@ -59,7 +62,11 @@ fn every_subscriber_gets_every_message_once_in_publisher_order() {
                             "the node named is the publisher's"
                         );
                         let want = next.entry(from).or_default();
-                        assert_eq!(m["data"]["n"], json!(*want), "subscriber {i}: out of order or twice");
+                        assert_eq!(
+                            m["data"]["n"],
+                            json!(*want),
+                            "subscriber {i}: out of order or twice"
+                        );
                         *want += 1;
                     }
                     assert!(next.values().all(|n| *n == N));
@@ -103,7 +110,10 @@ fn a_node_without_subscribers_receives_no_bytes_of_the_channel() {
         for g in 0..3 {
             let url = format!("{}/channels/big", lan.url(g));
             until("the subscriber's presence", || async {
-                http("GET", &url, None).await.1["members"].as_array().map(Vec::len) == Some(1)
+                http("GET", &url, None).await.1["members"]
+                    .as_array()
+                    .map(Vec::len)
+                    == Some(1)
             })
             .await;
         }
@@ -130,7 +140,10 @@ fn a_node_without_subscribers_receives_no_bytes_of_the_channel() {
             b1 - b0,
             c1 - c0
         );
-        assert!(b1 - b0 >= payload, "the count works: the subscriber's host got it all");
+        assert!(
+            b1 - b0 >= payload,
+            "the count works: the subscriber's host got it all"
+        );
         assert!(
             c1 - c0 < payload / 20,
             "the host without subscribers received {} bytes of a {payload}-byte stream",
@@ -162,9 +175,15 @@ fn presence_is_cluster_wide_with_join_and_leave_notices() {
         let mut joins = std::collections::BTreeMap::new();
         while joins.len() < 2 {
             let v = watcher.next().await;
-            assert_eq!((v["type"].as_str(), v["channel"].as_str()), (Some("join"), Some("room")), "{v}");
+            assert_eq!(
+                (v["type"].as_str(), v["channel"].as_str()),
+                (Some("join"), Some("room")),
+                "{v}"
+            );
             let m = &v["member"];
-            assert!(joins.insert(m["conn"].as_str().unwrap().to_string(), m.clone()).is_none());
+            assert!(joins
+                .insert(m["conn"].as_str().unwrap().to_string(), m.clone())
+                .is_none());
         }
         assert_eq!(joins[bob.conn()]["key"], "bob");
         assert_eq!(joins[bob.conn()]["node"], bob.node());
@@ -174,7 +193,10 @@ fn presence_is_cluster_wide_with_join_and_leave_notices() {
         for g in 0..3 {
             let url = format!("{}/channels/room", lan.url(g));
             until("all three members everywhere", || async {
-                http("GET", &url, None).await.1["members"].as_array().map(Vec::len) == Some(3)
+                http("GET", &url, None).await.1["members"]
+                    .as_array()
+                    .map(Vec::len)
+                    == Some(3)
             })
             .await;
         }
@@ -197,7 +219,9 @@ fn presence_is_cluster_wide_with_join_and_leave_notices() {
             assert!(keys.contains(&k), "{p}");
         }
         // Leaving: by unsubscribing, and by disconnecting.
-        let ok = bob.request(json!({"type":"unsubscribe","channel":"room"}), 6).await;
+        let ok = bob
+            .request(json!({"type":"unsubscribe","channel":"room"}), 6)
+            .await;
         assert_eq!(ok["type"], "ok");
         let l = watcher.until(|v| v["type"] == "leave").await;
         assert_eq!(l["member"]["conn"], bob.conn());
@@ -224,7 +248,10 @@ fn deleting_a_channel_closes_it_on_every_node() {
         }
         let url = format!("{}/channels/doomed", lan.url(1));
         until("three members", || async {
-            http("GET", &url, None).await.1["members"].as_array().map(Vec::len) == Some(3)
+            http("GET", &url, None).await.1["members"]
+                .as_array()
+                .map(Vec::len)
+                == Some(3)
         })
         .await;
         let (status, body) = http("DELETE", &url, None).await;
@@ -234,7 +261,10 @@ fn deleting_a_channel_closes_it_on_every_node() {
             assert_eq!(v, json!({"type":"channel-closed","channel":"doomed"}));
         }
         until("no members left", || async {
-            http("GET", &url, None).await.1["members"].as_array().map(Vec::len) == Some(0)
+            http("GET", &url, None).await.1["members"]
+                .as_array()
+                .map(Vec::len)
+                == Some(0)
         })
         .await;
         // Nothing more of it reaches them.
@@ -262,7 +292,10 @@ fn a_backend_publishes_over_http() {
         let mut b = Client::connect(&lan.gateways[1].ws("/ws/news")).await;
         let url = format!("{}/channels/news", lan.url(2));
         until("two members", || async {
-            http("GET", &url, None).await.1["members"].as_array().map(Vec::len) == Some(2)
+            http("GET", &url, None).await.1["members"]
+                .as_array()
+                .map(Vec::len)
+                == Some(2)
         })
         .await;
         let (status, body) = http("POST", &url, Some(r#"{"headline":"hi"}"#)).await;
@@ -278,7 +311,12 @@ fn a_backend_publishes_over_http() {
         }
         let (status, body) = http("POST", &url, Some("not json")).await;
         assert_eq!((status, body["error"].as_str()), (400, Some("bad-json")));
-        let (status, body) = http("POST", &format!("{}/channels/a%20b", lan.url(2)), Some("1")).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some("bad-channel")), "{body}");
+        let (status, body) =
+            http("POST", &format!("{}/channels/a%20b", lan.url(2)), Some("1")).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("bad-channel")),
+            "{body}"
+        );
     });
 }

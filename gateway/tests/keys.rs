@@ -39,7 +39,12 @@ fn a_message_to_a_key_reaches_each_of_its_connections_on_every_node() {
             );
             assert!(t.ping().await.is_empty(), "exactly once");
         }
-        let (status, body) = http("POST", &format!("{}/keys/alice", lan.url(0)), Some(r#""api""#)).await;
+        let (status, body) = http(
+            "POST",
+            &format!("{}/keys/alice", lan.url(0)),
+            Some(r#""api""#),
+        )
+        .await;
         assert_eq!((status, body["nodes"].as_u64()), (200, Some(2)), "{body}");
         for t in [&mut tab1, &mut tab2] {
             let m = t.next().await;
@@ -47,7 +52,9 @@ fn a_message_to_a_key_reaches_each_of_its_connections_on_every_node() {
             assert_eq!(m["from"], json!({"node": lan.gateways[0].node}));
         }
         // Nobody holds "zed".
-        let r = bob.request(json!({"type":"send","key":"zed","data":1}), 3).await;
+        let r = bob
+            .request(json!({"type":"send","key":"zed","data":1}), 3)
+            .await;
         assert_eq!(r["code"], "key-offline", "{r}");
         let (status, body) = http("POST", &format!("{}/keys/zed", lan.url(0)), Some("1")).await;
         assert_eq!((status, body["error"].as_str()), (404, Some("key-offline")));
@@ -64,11 +71,17 @@ fn key_status_follows_connections_and_node_death() {
         watcher
             .send(json!({"type":"watch","keys":["carol"],"id":1}))
             .await;
-        assert_eq!(watcher.next().await, json!({"type":"status","key":"carol","online":false}));
+        assert_eq!(
+            watcher.next().await,
+            json!({"type":"status","key":"carol","online":false})
+        );
         assert_eq!(watcher.next().await, json!({"type":"ok","id":1}));
 
         let first = Client::connect(&lan.gateways[1].ws("/ws?key=carol")).await;
-        assert_eq!(watcher.next().await, json!({"type":"status","key":"carol","online":true}));
+        assert_eq!(
+            watcher.next().await,
+            json!({"type":"status","key":"carol","online":true})
+        );
         let second = Client::connect(&lan.gateways[2].ws("/ws?key=carol")).await;
         // A second connection changes nothing; the first leaving neither.
         let mut second_seen = Client::connect(&lan.gateways[0].ws("/ws")).await;
@@ -79,27 +92,42 @@ fn key_status_follows_connections_and_node_death() {
         let url = format!("{}/connections", lan.url(0));
         until("both of carol's connections listed", || async {
             let (_, v) = http("GET", &url, None).await;
-            v["connections"].as_array().is_some_and(|a| a.iter().filter(|c| c["key"] == "carol").count() == 2)
+            v["connections"]
+                .as_array()
+                .is_some_and(|a| a.iter().filter(|c| c["key"] == "carol").count() == 2)
         })
         .await;
         drop(first);
         until("the first connection gone", || async {
             let (_, v) = http("GET", &url, None).await;
-            v["connections"].as_array().is_some_and(|a| a.iter().filter(|c| c["key"] == "carol").count() == 1)
+            v["connections"]
+                .as_array()
+                .is_some_and(|a| a.iter().filter(|c| c["key"] == "carol").count() == 1)
         })
         .await;
-        assert!(watcher.ping().await.is_empty(), "no status change while one remains");
+        assert!(
+            watcher.ping().await.is_empty(),
+            "no status change while one remains"
+        );
 
         // kill -9 of the node holding the last one.
         let t0 = tokio::time::Instant::now();
         lan.gateways[2].kill().await;
-        assert_eq!(watcher.next().await, json!({"type":"status","key":"carol","online":false}));
+        assert_eq!(
+            watcher.next().await,
+            json!({"type":"status","key":"carol","online":false})
+        );
         eprintln!("offline {:?} after kill -9", t0.elapsed());
         drop(second);
         // And online again with a new connection.
         let _again = Client::connect(&lan.gateways[1].ws("/ws?key=carol")).await;
-        assert_eq!(watcher.next().await, json!({"type":"status","key":"carol","online":true}));
-        let r = watcher.request(json!({"type":"unwatch","keys":["carol"]}), 9).await;
+        assert_eq!(
+            watcher.next().await,
+            json!({"type":"status","key":"carol","online":true})
+        );
+        let r = watcher
+            .request(json!({"type":"unwatch","keys":["carol"]}), 9)
+            .await;
         assert_eq!(r, json!({"type":"ok","id":9}));
     });
 }
@@ -116,8 +144,14 @@ fn deleting_a_connection_on_another_node_disconnects_it_with_a_reason() {
         let (status, body) = http("DELETE", &url, None).await;
         assert_eq!(status, 200, "{body}");
         let (frames, close) = victim.until_closed().await;
-        assert_eq!(frames, vec![json!({"type":"disconnected","reason":"disconnected by the server's API"})]);
-        assert_eq!(close, Some((1000, "disconnected by the server's API".to_string())));
+        assert_eq!(
+            frames,
+            vec![json!({"type":"disconnected","reason":"disconnected by the server's API"})]
+        );
+        assert_eq!(
+            close,
+            Some((1000, "disconnected by the server's API".to_string()))
+        );
         assert!(bystander.ping().await.is_empty());
         let (status, body) = http("DELETE", &url, None).await;
         assert_eq!((status, body["error"].as_str()), (404, Some("not-found")));

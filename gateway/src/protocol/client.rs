@@ -175,7 +175,10 @@ pub fn parse(text: &str) -> Result<ClientMessage, (Option<u64>, Problem)> {
                     None,
                     Problem::new(
                         Code::BadField,
-                        format!("field \"id\" must be an unsigned integer, got {}", raw.get()),
+                        format!(
+                            "field \"id\" must be an unsigned integer, got {}",
+                            raw.get()
+                        ),
                     ),
                 ))
             }

@@ -21,14 +21,20 @@ pub(crate) use outbox::{Drain, Out, Outbox, CLOSE_NORMAL};
 
 /// Close code for a message too large to read (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
-/// How long a close frame may take to go out to a client that does not read.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How long a close frame may take to go out to a client that does not read
+/// (it gets the reason if it reads again within that time).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Most frames written between two flushes.
 const WRITE_BATCH: usize = 64;
 
 /// Runs a connection until it closes. `channel` is the channel of the
 /// `/ws/<channel>` path form, already checked and authorized.
-pub(crate) async fn run(node: Arc<Node>, socket: WebSocket, client: Client, channel: Option<String>) {
+pub(crate) async fn run(
+    node: Arc<Node>,
+    socket: WebSocket,
+    client: Client,
+    channel: Option<String>,
+) {
     let limits = &node.limits;
     let (outbox, drain) = Outbox::new(limits.queue_len, limits.queue_bytes);
     let outbox = Arc::new(outbox);
@@ -54,8 +60,14 @@ pub(crate) async fn run(node: Arc<Node>, socket: WebSocket, client: Client, chan
         bucket: Bucket::new(limits.rate, limits.burst),
         calls: Arc::new(AtomicUsize::new(0)),
     };
+    let mut killed = outbox.killed();
     let reason = loop {
         tokio::select! {
+            // Killed (a full outbox): out of every channel at once, while
+            // the writer still tries to say why.
+            _ = killed.changed() => {
+                break killed.borrow().clone().map(|(_, r)| r).unwrap_or_default();
+            }
             frame = stream.next() => match frame {
                 None => break "the client went away".to_string(),
                 Some(Ok(Message::Text(t))) => session.handle(t.as_str()).await,
@@ -81,7 +93,10 @@ pub(crate) async fn run(node: Arc<Node>, socket: WebSocket, client: Client, chan
     node.unregister(&client.conn, reason);
     if !writer.is_finished() {
         outbox.kill(CLOSE_NORMAL, "closing");
-        if tokio::time::timeout(2 * CLOSE_WAIT, &mut writer).await.is_err() {
+        if tokio::time::timeout(2 * CLOSE_WAIT, &mut writer)
+            .await
+            .is_err()
+        {
             writer.abort();
         }
     }
@@ -89,7 +104,11 @@ pub(crate) async fn run(node: Arc<Node>, socket: WebSocket, client: Client, chan
 
 /// Writes what the outbox holds, in batches, until a close or a kill.
 /// Returns why it stopped.
-async fn write(mut sink: SplitSink<WebSocket, Message>, mut drain: Drain, outbox: Arc<Outbox>) -> String {
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut drain: Drain,
+    outbox: Arc<Outbox>,
+) -> String {
     loop {
         let out = tokio::select! {
             biased;
@@ -191,7 +210,10 @@ impl Session {
         if self.node.hooks.passes(&self.client, action) {
             Ok(())
         } else {
-            Err(Problem::new(Code::Stopped, "the server's message hook stopped this message"))
+            Err(Problem::new(
+                Code::Stopped,
+                "the server's message hook stopped this message",
+            ))
         }
     }
 
@@ -202,7 +224,11 @@ impl Session {
                 None,
                 Problem::new(
                     Code::TooLarge,
-                    format!("a message of {} bytes; the most is {}", text.len(), limits.max_message),
+                    format!(
+                        "a message of {} bytes; the most is {}",
+                        text.len(),
+                        limits.max_message
+                    ),
                 ),
             );
         }
@@ -211,7 +237,10 @@ impl Session {
                 None,
                 Problem::new(
                     Code::RateLimited,
-                    format!("more than {} messages a second (burst {}); this one was dropped", limits.rate, limits.burst),
+                    format!(
+                        "more than {} messages a second (burst {}); this one was dropped",
+                        limits.rate, limits.burst
+                    ),
                 ),
             );
         }
@@ -228,14 +257,20 @@ impl Session {
             }
             Request::Unsubscribe { channel } => self.done(id, node.unsubscribe(client, &channel)),
             Request::Publish { channel, data } => {
-                let r = match self.stopped(&Action::Publish { channel: &channel, data: &data }) {
+                let r = match self.stopped(&Action::Publish {
+                    channel: &channel,
+                    data: &data,
+                }) {
                     Ok(()) => node.publish(Some(client), &channel, data).await.map(drop),
                     Err(p) => Err(p),
                 };
                 self.done(id, r)
             }
             Request::Send { key, data } => {
-                let r = match self.stopped(&Action::Send { key: &key, data: &data }) {
+                let r = match self.stopped(&Action::Send {
+                    key: &key,
+                    data: &data,
+                }) {
                     Ok(()) => {
                         let from = Origin {
                             node: node.me.clone(),
@@ -254,7 +289,10 @@ impl Session {
                 self.done(id, Ok(()))
             }
             Request::Presence { channel } => {
-                if !node.hooks.allowed(client, &channel, crate::hooks::Access::Subscribe) {
+                if !node
+                    .hooks
+                    .allowed(client, &channel, crate::hooks::Access::Subscribe)
+                {
                     return self.problem(
                         id,
                         Problem::new(Code::Forbidden, format!("not allowed to see {channel:?}")),
@@ -264,22 +302,38 @@ impl Session {
                 self.outbox.text(server::presence(id, &channel, &members));
             }
             Request::Transmit { event, data } => {
-                let r = match self.stopped(&Action::Transmit { event: &event, data: &data }) {
+                let r = match self.stopped(&Action::Transmit {
+                    event: &event,
+                    data: &data,
+                }) {
                     Ok(()) => node.transmit(client, &event, data).await,
                     Err(p) => Err(p),
                 };
                 self.done(id, r)
             }
-            Request::Invoke { procedure, data, timeout_ms } => {
+            Request::Invoke {
+                procedure,
+                data,
+                timeout_ms,
+            } => {
                 let id = id.expect("parse requires an id for invoke");
-                if let Err(p) = self.stopped(&Action::Invoke { procedure: &procedure, data: &data }) {
+                if let Err(p) = self.stopped(&Action::Invoke {
+                    procedure: &procedure,
+                    data: &data,
+                }) {
                     return self.problem(Some(id), p);
                 }
                 if self.calls.fetch_add(1, Ordering::AcqRel) >= limits.max_calls {
                     self.calls.fetch_sub(1, Ordering::AcqRel);
                     return self.problem(
                         Some(id),
-                        Problem::new(Code::TooManyCalls, format!("{} calls already under way, the most allowed", limits.max_calls)),
+                        Problem::new(
+                            Code::TooManyCalls,
+                            format!(
+                                "{} calls already under way, the most allowed",
+                                limits.max_calls
+                            ),
+                        ),
                     );
                 }
                 let timeout = timeout_ms

@@ -123,6 +123,11 @@ impl Outbox {
         });
     }
 
+    /// A watch that changes when the connection is killed.
+    pub fn killed(&self) -> watch::Receiver<Option<(u16, String)>> {
+        self.kill.subscribe()
+    }
+
     /// Whether the connection is ending.
     #[cfg(test)]
     pub fn is_closing(&self) -> bool {

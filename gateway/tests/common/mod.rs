@@ -63,6 +63,11 @@ where
     }
 }
 
+/// Sets a sysctl of the test's own network namespace (where its clients are).
+pub fn sysctl_here(setting: &str) {
+    run_ok(&["sysctl", "-q", "-w", setting]);
+}
+
 fn run_ok(cmd: &[&str]) {
     let out = std::process::Command::new(cmd[0])
         .args(&cmd[1..])
@@ -130,14 +135,31 @@ impl Host {
         cmd
     }
 
+    /// Sets a sysctl of this host's network namespace.
+    pub fn sysctl(&self, setting: &str) {
+        let t = self.holder_pid.to_string();
+        run_ok(&["nsenter", "-t", &t, "-n", "sysctl", "-q", "-w", setting]);
+    }
+
     /// Bytes this host's network stack has received (all interfaces).
     pub fn bytes_received(&self) -> u64 {
         let text = std::fs::read_to_string(format!("/proc/{}/net/netstat", self.holder_pid))
             .expect("read the host's netstat");
         let mut lines = text.lines().filter(|l| l.starts_with("IpExt:"));
-        let names: Vec<&str> = lines.next().expect("IpExt names").split_whitespace().collect();
-        let values: Vec<&str> = lines.next().expect("IpExt values").split_whitespace().collect();
-        let i = names.iter().position(|n| *n == "InOctets").expect("InOctets");
+        let names: Vec<&str> = lines
+            .next()
+            .expect("IpExt names")
+            .split_whitespace()
+            .collect();
+        let values: Vec<&str> = lines
+            .next()
+            .expect("IpExt values")
+            .split_whitespace()
+            .collect();
+        let i = names
+            .iter()
+            .position(|n| *n == "InOctets")
+            .expect("InOctets");
         values[i].parse().expect("a number")
     }
 }
@@ -186,11 +208,19 @@ impl Lan {
         let mut hosts = Vec::new();
         for i in 1..=n {
             let mut cmd = Command::new("unshare");
-            cmd.args(["--net", "--", "sh", "-c", "echo ready && exec sleep infinity"])
-                .stdout(Stdio::piped())
-                .kill_on_drop(true);
+            cmd.args([
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "echo ready && exec sleep infinity",
+            ])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
             die_with_parent(&mut cmd);
-            let mut holder = cmd.spawn().unwrap_or_else(|e| panic!("unshare: {e}; {HOW_TO_RUN}"));
+            let mut holder = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("unshare: {e}; {HOW_TO_RUN}"));
             let pid = holder.id().expect("pid");
             let mut out = BufReader::new(holder.stdout.take().expect("stdout")).lines();
             let line = timeout_at(Instant::now() + DEADLINE, out.next_line())
@@ -200,14 +230,25 @@ impl Lan {
             assert_eq!(line.as_deref(), Some("ready"), "{HOW_TO_RUN}");
             let veth = format!("veth{i}");
             run_ok(&[
-                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "lan0", "netns",
+                "ip",
+                "link",
+                "add",
+                &veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "lan0",
+                "netns",
                 &pid.to_string(),
             ]);
             run_ok(&["ip", "link", "set", &veth, "master", "br0", "up"]);
             let t = pid.to_string();
             let ip = format!("10.99.0.{i}/24");
             run_ok(&["nsenter", "-t", &t, "-n", "ip", "link", "set", "lo", "up"]);
-            run_ok(&["nsenter", "-t", &t, "-n", "ip", "addr", "add", &ip, "dev", "lan0"]);
+            run_ok(&[
+                "nsenter", "-t", &t, "-n", "ip", "addr", "add", &ip, "dev", "lan0",
+            ]);
             run_ok(&["nsenter", "-t", &t, "-n", "ip", "link", "set", "lan0", "up"]);
             hosts.push(Host {
                 index: i,
@@ -372,9 +413,10 @@ pub async fn http_with(
     let stream = TcpStream::connect(authority.as_str())
         .await
         .unwrap_or_else(|e| panic!("connect to {authority}: {e}"));
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .expect("HTTP handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("HTTP handshake");
     tokio::spawn(conn);
     let mut req = hyper::Request::builder()
         .method(method)
@@ -392,7 +434,10 @@ pub async fn http_with(
         .expect("HTTP answer");
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 pub type WsStream =
