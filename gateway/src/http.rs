@@ -10,7 +10,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -78,7 +78,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         )
         .route("/connections", get(connections))
         .route("/connections/{id}", delete(kick))
-        .route("/keys/{key}", post(send_to_key))
+        .route("/keys/{key}", get(key_status).post(send_to_key))
         .route("/ws", get(ws_root))
         .route("/ws/{channel}", get(ws_channel))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -234,6 +234,17 @@ async fn kick(
             e,
         )),
     }
+}
+
+async fn key_status(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    allow(&node, &headers, false)?;
+    check_key(&key)?;
+    let nodes = crate::hooks::lock(&node.state).view.holders(&key);
+    Ok(Json(json!({ "key": key, "online": !nodes.is_empty(), "nodes": nodes })).into_response())
 }
 
 async fn send_to_key(

@@ -12,7 +12,22 @@ use serde_json::json;
 #[test]
 fn every_subscriber_gets_every_message_once_in_publisher_order() {
     netns(|| async {
-        let lan = Lan::with_gateways(3, &["--rate", "100000", "--burst", "100000"]).await;
+        // The test's readers share two cores with three gateways: room for
+        // them to fall behind without being taken for slow clients.
+        let lan = Lan::with_gateways(
+            3,
+            &[
+                "--rate",
+                "100000",
+                "--burst",
+                "100000",
+                "--queue-len",
+                "100000",
+                "--queue-bytes",
+                "100000000",
+            ],
+        )
+        .await;
         let mut subs = Vec::new();
         for g in 0..3 {
             for _ in 0..2 {

@@ -41,12 +41,19 @@ fn failed(code: Code, message: impl Into<String>) -> CallError {
 }
 
 impl Node {
-    /// The nodes other than this one serving a backend topic.
+    /// The linked nodes serving a backend topic (a member known only
+    /// through another node's relay cannot be called yet).
     fn backends(&self, topic: &str) -> Vec<tcpnet::NodeId> {
+        let linked: Vec<tcpnet::NodeId> = self
+            .service
+            .connections()
+            .iter()
+            .map(|c| c.peer_id().clone())
+            .collect();
         self.service
             .topic_members(topic)
             .into_iter()
-            .filter(|n| n.as_str() != self.me)
+            .filter(|n| linked.contains(n))
             .collect()
     }
 
