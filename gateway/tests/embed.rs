@@ -107,7 +107,7 @@ fn hooks_and_streams_of_an_embedded_gateway() {
         alice
             .send(json!({"type":"publish","channel":"open","data":2,"id":4}))
             .await;
-        let mut two = vec![alice.next().await, alice.next().await];
+        let mut two = [alice.next().await, alice.next().await];
         two.sort_by_key(|v| v["type"].to_string());
         assert_eq!(two[0]["type"], "message");
         assert_eq!(
