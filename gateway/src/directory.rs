@@ -21,9 +21,9 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde::Serialize;
 use tcpnet::{NodeId, Service};
-use tokio::sync::mpsc;
 
 use crate::hooks::lock;
+use crate::links::{linked, Closed};
 
 /// tcpnet event carrying a gateway's HTTP URL to a newly linked peer.
 pub const DIRECTORY_EVENT: &str = "gw.dir";
@@ -53,10 +53,6 @@ pub(crate) struct Directory {
     me: String,
     url: String,
     peers: Mutex<BTreeMap<String, Peer>>,
-}
-
-fn linked(service: &Service, peer: &NodeId) -> bool {
-    service.connections().iter().any(|c| c.peer_id() == peer)
 }
 
 impl Directory {
@@ -105,7 +101,7 @@ async fn run(
     mut hellos: tcpnet::Messages,
     mut links: tcpnet::Events<tcpnet::Connection>,
 ) {
-    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
+    let mut closed = Closed::new();
     let hello = |peer: NodeId| {
         let service = service.clone();
         let url = dir.url.clone();
@@ -115,23 +111,16 @@ async fn run(
             }
         });
     };
-    let watch = |conn: tcpnet::Connection| {
-        let tx = closed_tx.clone();
-        tokio::spawn(async move {
-            conn.closed().await;
-            let _ = tx.send(conn.peer_id().clone());
-        });
-    };
     for conn in service.connections() {
         hello(conn.peer_id().clone());
-        watch(conn);
+        closed.watch(conn);
     }
     loop {
         tokio::select! {
             conn = links.next() => {
                 let Some(conn) = conn else { return };
                 hello(conn.peer_id().clone());
-                watch(conn);
+                closed.watch(conn);
             }
             msg = hellos.next() => {
                 let Some(msg) = msg else { return };
@@ -151,7 +140,7 @@ async fn run(
                     }
                 }
             }
-            Some(peer) = closed_rx.recv() => {
+            peer = closed.next() => {
                 if !linked(&service, &peer) {
                     lock(&dir.peers).remove(peer.as_str());
                 }

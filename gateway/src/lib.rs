@@ -36,6 +36,7 @@
 //! | `gateway` | the embedding API: [`Gateway`], its builder |
 //! | `backend` | [`Backend`]: procedures and events served by plain tcpnet nodes |
 //! | `limits` | [`Limits`] and the per-connection rate limiter |
+//! | `links` | tcpnet's links as the tasks need them: linked now, closed since |
 //!
 //! Imports point down: `protocol` and `cluster::wire`/`view` know nothing
 //! of the others; `node` uses them; `session` and `http` use `node`;
@@ -50,6 +51,7 @@ mod gateway;
 mod hooks;
 mod http;
 mod limits;
+mod links;
 mod node;
 pub mod protocol;
 mod session;

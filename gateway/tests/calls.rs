@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{http, netns, until, Client, Lan};
+use common::{netns, Client, Lan};
 use serde_json::json;
 
 async fn lan_with_backend() -> Lan {
@@ -87,14 +87,7 @@ fn clients_call_procedures_and_transmit_events_served_by_a_backend() {
 
         // Events: the backend publishes each note to the channel "notes".
         let mut reader = Client::connect(&lan.gateways[1].ws("/ws/notes")).await;
-        let url = format!("{}/channels/notes", lan.url(0));
-        until("the reader's presence", || async {
-            http("GET", &url, None).await.1["members"]
-                .as_array()
-                .map(Vec::len)
-                == Some(1)
-        })
-        .await;
+        lan.wait_members(0, "notes", 1).await;
         let r = c
             .request(
                 json!({"type":"transmit","event":"note","data":"remember"}),

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{http, netns, until, Client, Lan};
+use common::{http, netns, Client, Lan};
 use serde_json::json;
 
 /// Publishers on every node send numbered messages; every subscriber on
@@ -38,14 +38,7 @@ fn every_subscriber_gets_every_message_once_in_publisher_order() {
         }
         // Every node must see every subscriber before publishing.
         for g in 0..3 {
-            let url = format!("{}/channels/load", lan.url(g));
-            until("presence of all subscribers", || async {
-                http("GET", &url, None).await.1["members"]
-                    .as_array()
-                    .map(Vec::len)
-                    == Some(6)
-            })
-            .await;
+            lan.wait_members(g, "load", 6).await;
         }
         const N: u64 = 400;
         let mut pubs = Vec::new();
@@ -123,14 +116,7 @@ fn a_node_without_subscribers_receives_no_bytes_of_the_channel() {
         let mut sub = Client::connect(&lan.gateways[1].ws("/ws/big")).await;
         let mut publisher = Client::connect(&lan.gateways[0].ws("/ws")).await;
         for g in 0..3 {
-            let url = format!("{}/channels/big", lan.url(g));
-            until("the subscriber's presence", || async {
-                http("GET", &url, None).await.1["members"]
-                    .as_array()
-                    .map(Vec::len)
-                    == Some(1)
-            })
-            .await;
+            lan.wait_members(g, "big", 1).await;
         }
         const N: usize = 200;
         let chunk = "x".repeat(8000);
@@ -206,14 +192,7 @@ fn presence_is_cluster_wide_with_join_and_leave_notices() {
         assert_eq!(joins[carol.conn()]["node"], carol.node());
         // Every node answers the same, and so does the protocol.
         for g in 0..3 {
-            let url = format!("{}/channels/room", lan.url(g));
-            until("all three members everywhere", || async {
-                http("GET", &url, None).await.1["members"]
-                    .as_array()
-                    .map(Vec::len)
-                    == Some(3)
-            })
-            .await;
+            lan.wait_members(g, "room", 3).await;
         }
         let (_, all) = http("GET", &format!("{}/channels", lan.url(1)), None).await;
         let room = &all["channels"]["room"];
@@ -261,27 +240,15 @@ fn deleting_a_channel_closes_it_on_every_node() {
         for g in 0..3 {
             subs.push(Client::connect(&lan.gateways[g].ws("/ws/doomed")).await);
         }
+        lan.wait_members(1, "doomed", 3).await;
         let url = format!("{}/channels/doomed", lan.url(1));
-        until("three members", || async {
-            http("GET", &url, None).await.1["members"]
-                .as_array()
-                .map(Vec::len)
-                == Some(3)
-        })
-        .await;
         let (status, body) = http("DELETE", &url, None).await;
         assert_eq!(status, 200, "{body}");
         for s in subs.iter_mut() {
             let v = s.next().await;
             assert_eq!(v, json!({"type":"channel-closed","channel":"doomed"}));
         }
-        until("no members left", || async {
-            http("GET", &url, None).await.1["members"]
-                .as_array()
-                .map(Vec::len)
-                == Some(0)
-        })
-        .await;
+        lan.wait_members(1, "doomed", 0).await;
         // Nothing more of it reaches them.
         let (status, _) = http("POST", &url, Some(r#""after""#)).await;
         assert_eq!(status, 200);
@@ -305,14 +272,8 @@ fn a_backend_publishes_over_http() {
         let lan = Lan::with_gateways(3, &["--open-api"]).await;
         let mut a = Client::connect(&lan.gateways[0].ws("/ws/news")).await;
         let mut b = Client::connect(&lan.gateways[1].ws("/ws/news")).await;
+        lan.wait_members(2, "news", 2).await;
         let url = format!("{}/channels/news", lan.url(2));
-        until("two members", || async {
-            http("GET", &url, None).await.1["members"]
-                .as_array()
-                .map(Vec::len)
-                == Some(2)
-        })
-        .await;
         let (status, body) = http("POST", &url, Some(r#"{"headline":"hi"}"#)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["nodes"], 2, "{body}");

@@ -190,14 +190,7 @@ fn a_slow_client_is_disconnected_while_the_others_keep_up() {
             fast.push(Client::connect(&lan.gateways[g].ws("/ws/firehose")).await);
         }
         let mut publisher = Client::connect(&lan.gateways[0].ws("/ws")).await;
-        let url = format!("{}/channels/firehose", lan.url(0));
-        until("four members", || async {
-            http("GET", &url, None).await.1["members"]
-                .as_array()
-                .map(Vec::len)
-                == Some(4)
-        })
-        .await;
+        lan.wait_members(0, "firehose", 4).await;
         const N: u64 = 3000;
         let pad = "p".repeat(1000);
         let readers: Vec<_> = fast

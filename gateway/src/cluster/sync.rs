@@ -10,17 +10,11 @@ use tokio::sync::mpsc;
 
 use super::wire::{Op, Sync, SYNC_EVENT};
 use crate::hooks::lock;
+use crate::links::{linked, Closed};
 use crate::node::Node;
 
 /// Most changes sent in one delta.
 const MAX_BATCH: usize = 4096;
-
-fn linked(node: &Node, peer: &NodeId) -> bool {
-    node.service
-        .connections()
-        .iter()
-        .any(|c| c.peer_id() == peer)
-}
 
 async fn tell(node: &Node, peer: &NodeId, msg: &Sync) {
     let body = serde_json::to_vec(msg).expect("serializes");
@@ -75,20 +69,13 @@ async fn run(
     mut sync: tcpnet::Messages,
 ) {
     let service = node.service.clone();
-    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<NodeId>();
-    let watch = |conn: tcpnet::Connection| {
-        let tx = closed_tx.clone();
-        tokio::spawn(async move {
-            conn.closed().await;
-            let _ = tx.send(conn.peer_id().clone());
-        });
-    };
+    let mut closed = Closed::new();
     // Links made before this node listened for sync messages: what their
     // peers sent on them may be lost, so ask them again.
     for conn in service.connections() {
         snapshot_to(&node, &mut ops, conn.peer_id()).await;
         tell(&node, conn.peer_id(), &Sync::Resync).await;
-        watch(conn);
+        closed.watch(conn);
     }
     let mut missed = 0;
     loop {
@@ -100,10 +87,10 @@ async fn run(
             conn = links.next() => {
                 let Some(conn) = conn else { return };
                 snapshot_to(&node, &mut ops, conn.peer_id()).await;
-                watch(conn);
+                closed.watch(conn);
             }
-            Some(peer) = closed_rx.recv() => {
-                if !linked(&node, &peer) {
+            peer = closed.next() => {
+                if !linked(&service, &peer) {
                     let mut st = lock(&node.state);
                     let changes = st.view.remove(peer.as_str());
                     st.notify(changes);
@@ -120,7 +107,7 @@ async fn run(
                     }
                 }
                 let from = msg.from().clone();
-                if !linked(&node, &from) {
+                if !linked(&service, &from) {
                     continue; // late news from a link that is gone
                 }
                 let parsed: Sync = match serde_json::from_slice(msg.data()) {

@@ -366,6 +366,21 @@ impl Lan {
         }
     }
 
+    /// Waits until gateway `g` sees `n` members in `channel`, cluster-wide.
+    pub async fn wait_members(&self, g: usize, channel: &str, n: usize) {
+        let url = format!("{}/channels/{channel}", self.url(g));
+        until(
+            &format!("{n} members of {channel} on {}", self.url(g)),
+            || async {
+                http("GET", &url, None).await.1["members"]
+                    .as_array()
+                    .map(Vec::len)
+                    == Some(n)
+            },
+        )
+        .await;
+    }
+
     pub fn url(&self, g: usize) -> &str {
         &self.gateways[g].url
     }
