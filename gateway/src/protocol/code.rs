@@ -160,3 +160,18 @@ impl Problem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `PROTOCOL.md` documents every code, in one table row each.
+    #[test]
+    fn the_protocol_document_lists_every_code() {
+        let doc = include_str!("../../PROTOCOL.md");
+        for code in Code::ALL {
+            let row = format!("\n| `{code}` |");
+            assert_eq!(doc.matches(&row).count(), 1, "{row} in PROTOCOL.md");
+        }
+    }
+}
