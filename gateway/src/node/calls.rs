@@ -155,17 +155,23 @@ impl Node {
                     format!("the answer of {procedure:?} from {peer} is not JSON: {e}"),
                 )
             }),
-            Err(tcpnet::Error::Remote { name, message, .. }) => {
-                Err(CallError::Remote { name, message })
-            }
-            Err(tcpnet::Error::Timeout { .. }) => Err(failed(
-                Code::Timeout,
-                format!("{procedure:?} did not answer within {timeout:?}"),
-            )),
-            Err(tcpnet::Error::NoProcedure { .. }) => Err(failed(
-                Code::UnknownProcedure,
-                format!("the backend {peer} no longer serves {procedure:?}"),
-            )),
+            Err(tcpnet::Error::Call { error, .. }) => match error {
+                tcpnet::CallError::Remote { name, message } => {
+                    Err(CallError::Remote { name, message })
+                }
+                tcpnet::CallError::Timeout(_) => Err(failed(
+                    Code::Timeout,
+                    format!("{procedure:?} did not answer within {timeout:?}"),
+                )),
+                tcpnet::CallError::NoProcedure => Err(failed(
+                    Code::UnknownProcedure,
+                    format!("the backend {peer} no longer serves {procedure:?}"),
+                )),
+                other => Err(failed(
+                    Code::CallFailed,
+                    format!("{procedure:?} on {peer}: {other}"),
+                )),
+            },
             Err(e) => Err(failed(Code::CallFailed, e.to_string())),
         }
     }
