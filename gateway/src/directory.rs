@@ -57,7 +57,7 @@ pub(crate) struct Directory {
 
 impl Directory {
     /// Starts the directory of `service`'s node, which serves HTTP at `url`.
-    pub fn start(service: &Service, url: String) -> tcpnet::Result<Arc<Directory>> {
+    pub(crate) fn start(service: &Service, url: String) -> tcpnet::Result<Arc<Directory>> {
         let dir = Arc::new(Directory {
             me: service.id().to_string(),
             url,
@@ -70,7 +70,7 @@ impl Directory {
     }
 
     /// Every gateway node, this one first.
-    pub fn nodes(&self) -> Vec<NodeInfo> {
+    pub(crate) fn nodes(&self) -> Vec<NodeInfo> {
         let mut v = vec![NodeInfo {
             node: self.me.clone(),
             url: self.url.clone(),
@@ -82,7 +82,7 @@ impl Directory {
     }
 
     /// The other gateway nodes.
-    pub fn peers(&self) -> Vec<NodeInfo> {
+    pub(crate) fn peers(&self) -> Vec<NodeInfo> {
         lock(&self.peers)
             .iter()
             .map(|(node, p)| NodeInfo {

@@ -237,10 +237,10 @@ mod tokio_stream_shim {
 
     use tokio::sync::mpsc;
 
-    pub struct ReceiverStream<T>(mpsc::Receiver<T>);
+    pub(super) struct ReceiverStream<T>(mpsc::Receiver<T>);
 
     impl<T> ReceiverStream<T> {
-        pub fn new(rx: mpsc::Receiver<T>) -> Self {
+        pub(super) fn new(rx: mpsc::Receiver<T>) -> Self {
             ReceiverStream(rx)
         }
     }

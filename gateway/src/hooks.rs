@@ -175,20 +175,20 @@ pub(crate) struct Fanout<T> {
 }
 
 impl<T: Clone> Fanout<T> {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Fanout {
             subs: Mutex::new(Vec::new()),
         }
     }
 
-    pub fn subscribe(&self) -> Events<T> {
+    pub(crate) fn subscribe(&self) -> Events<T> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         lock(&self.subs).push((tx, dropped.clone()));
         Events { rx, dropped }
     }
 
-    pub fn emit(&self, item: &T) {
+    pub(crate) fn emit(&self, item: &T) {
         lock(&self.subs).retain(|(tx, dropped)| match tx.try_send(item.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -329,18 +329,18 @@ pub(crate) struct Hooks {
 }
 
 impl Hooks {
-    pub fn allowed(&self, client: &Client, channel: &str, access: Access) -> bool {
+    pub(crate) fn allowed(&self, client: &Client, channel: &str, access: Access) -> bool {
         self.authorize
             .as_ref()
             .is_none_or(|f| f(client, channel, access))
     }
 
-    pub fn passes(&self, client: &Client, action: &Action<'_>) -> bool {
+    pub(crate) fn passes(&self, client: &Client, action: &Action<'_>) -> bool {
         self.on_message.as_ref().is_none_or(|f| f(client, action))
     }
 
     /// Hands an event to this node's receivers; false if there are none.
-    pub fn receive(&self, ev: ClientEvent) -> bool {
+    pub(crate) fn receive(&self, ev: ClientEvent) -> bool {
         let mut map = lock(&self.receivers);
         let Some(subs) = map.get_mut(&ev.event) else {
             return false;
@@ -361,7 +361,7 @@ impl Hooks {
     /// Hands a call to this node's handlers, round robin over those with
     /// room; gives it back if there is none.
     #[allow(clippy::result_large_err)]
-    pub fn call(&self, mut call: Call) -> Result<(), (Call, bool)> {
+    pub(crate) fn call(&self, mut call: Call) -> Result<(), (Call, bool)> {
         let mut map = lock(&self.procedures);
         let Some(subs) = map.get_mut(&call.procedure) else {
             return Err((call, false));

@@ -89,7 +89,7 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
-    pub fn new(rate: f64, burst: f64) -> Self {
+    pub(crate) fn new(rate: f64, burst: f64) -> Self {
         Bucket {
             rate,
             burst: burst.max(1.0),
@@ -99,7 +99,7 @@ impl Bucket {
     }
 
     /// Takes one token if there is one.
-    pub fn take(&mut self, now: tokio::time::Instant) -> bool {
+    pub(crate) fn take(&mut self, now: tokio::time::Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);

@@ -16,14 +16,14 @@ pub(crate) struct Closed {
 }
 
 impl Closed {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Closed { tx, rx }
     }
 
     /// Watches a link: its peer comes out of [`next`](Self::next) once it
     /// closes.
-    pub fn watch(&self, conn: Connection) {
+    pub(crate) fn watch(&self, conn: Connection) {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             conn.closed().await;
@@ -32,7 +32,7 @@ impl Closed {
     }
 
     /// The peer of the next watched link that closed.
-    pub async fn next(&mut self) -> NodeId {
+    pub(crate) async fn next(&mut self) -> NodeId {
         self.rx.recv().await.expect("a sender is held by self")
     }
 }

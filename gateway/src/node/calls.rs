@@ -70,7 +70,7 @@ impl Node {
 
     /// Hands a client's event to this node's receivers and to every
     /// backend receiving it; `no-receiver` if there are none.
-    pub async fn transmit(
+    pub(crate) async fn transmit(
         &self,
         client: &Client,
         event: &str,
@@ -100,7 +100,7 @@ impl Node {
 
     /// Calls a procedure for a client: this node's handlers first, else a
     /// backend serving it (round robin).
-    pub async fn invoke(
+    pub(crate) async fn invoke(
         &self,
         client: &Client,
         procedure: &str,

@@ -36,7 +36,7 @@ pub(super) fn leave(st: &mut State, channel: &str, conn: &str) {
 
 impl Node {
     /// Subscribes a connection of this node to a channel.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         self: &Arc<Self>,
         client: &Client,
         channel: &str,
@@ -104,7 +104,7 @@ impl Node {
     }
 
     /// Unsubscribes a connection of this node from a channel.
-    pub fn unsubscribe(&self, client: &Client, channel: &str) -> Result<(), Problem> {
+    pub(crate) fn unsubscribe(&self, client: &Client, channel: &str) -> Result<(), Problem> {
         let mut st = lock(&self.state);
         let subscribed = st
             .conns
@@ -123,7 +123,7 @@ impl Node {
 
     /// Closes a channel on this node: every subscriber gets
     /// `channel-closed` and is unsubscribed. Returns how many there were.
-    pub fn close_channel_local(&self, channel: &str) -> usize {
+    pub(crate) fn close_channel_local(&self, channel: &str) -> usize {
         let mut st = lock(&self.state);
         let Some(ch) = st.channels.get(channel) else {
             return 0;
@@ -145,7 +145,7 @@ impl Node {
 
     /// Publishes to a channel, cluster-wide. Returns how many nodes it went
     /// to (this one included if it has subscribers).
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         from: Option<&Client>,
         channel: &str,
@@ -172,7 +172,7 @@ impl Node {
     }
 
     /// Who is in a channel, cluster-wide.
-    pub fn members(&self, channel: &str) -> Vec<Member> {
+    pub(crate) fn members(&self, channel: &str) -> Vec<Member> {
         lock(&self.state).view.members(channel)
     }
 }

@@ -23,7 +23,7 @@ pub(super) fn unwatch_one(st: &mut State, key: &str, conn: &str) {
 
 impl Node {
     /// Starts watching keys: their status now, then on every change.
-    pub fn watch(&self, client: &Client, keys: &[String]) -> Result<(), Problem> {
+    pub(crate) fn watch(&self, client: &Client, keys: &[String]) -> Result<(), Problem> {
         let mut st = lock(&self.state);
         let st = &mut *st;
         let Some(conn) = st.conns.get_mut(&client.conn) else {
@@ -53,7 +53,7 @@ impl Node {
     }
 
     /// Stops watching keys (keys not watched are ignored).
-    pub fn unwatch(&self, client: &Client, keys: &[String]) {
+    pub(crate) fn unwatch(&self, client: &Client, keys: &[String]) {
         let mut st = lock(&self.state);
         for key in keys {
             if let Some(c) = st.conns.get_mut(&client.conn) {
@@ -65,7 +65,7 @@ impl Node {
 
     /// Sends to every connection of a key, cluster-wide. Returns how many
     /// nodes hold it; a key with none is `key-offline`.
-    pub async fn send_to_key(
+    pub(crate) async fn send_to_key(
         &self,
         key: &str,
         from: Origin,
@@ -112,7 +112,7 @@ impl Node {
     }
 
     /// Hands a message to this node's connections of a key.
-    pub fn deliver_to_key(&self, key: &str, from: &Origin, data: &RawValue) {
+    pub(crate) fn deliver_to_key(&self, key: &str, from: &Origin, data: &RawValue) {
         let st = lock(&self.state);
         if let Some(conns) = st.keys.get(key) {
             let frame = Utf8Bytes::from(server::direct(key, from, data));

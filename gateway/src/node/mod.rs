@@ -53,7 +53,7 @@ pub(crate) struct ConnSummary {
 }
 
 impl Node {
-    pub fn new(
+    pub(crate) fn new(
         service: Service,
         limits: Limits,
         hooks: Hooks,
@@ -76,7 +76,7 @@ impl Node {
     }
 
     /// A new connection id: this node's id, a dot, a number.
-    pub fn conn_id(&self) -> String {
+    pub(crate) fn conn_id(&self) -> String {
         format!(
             "{}.{}",
             self.me,
@@ -85,12 +85,12 @@ impl Node {
     }
 
     /// How many connections this node holds.
-    pub fn connection_count(&self) -> usize {
+    pub(crate) fn connection_count(&self) -> usize {
         lock(&self.state).conns.len()
     }
 
     /// Registers a connection: its key goes online here.
-    pub fn register(&self, client: Client, outbox: Arc<Outbox>) {
+    pub(crate) fn register(&self, client: Client, outbox: Arc<Outbox>) {
         let mut st = lock(&self.state);
         let holders = st.keys.entry(client.key.clone()).or_default();
         let first = holders.is_empty();
@@ -115,7 +115,7 @@ impl Node {
 
     /// Forgets a connection: it leaves its channels, its watches go, and
     /// its key goes offline here if it was the last.
-    pub fn unregister(&self, conn: &str, reason: String) {
+    pub(crate) fn unregister(&self, conn: &str, reason: String) {
         let mut st = lock(&self.state);
         let Some(c) = st.conns.remove(conn) else {
             return;
@@ -143,7 +143,7 @@ impl Node {
 
     /// Disconnects a connection of this node: a `disconnected` notice, then
     /// a close frame with the reason. False if there is no such connection.
-    pub fn kick_local(&self, conn: &str, reason: &str) -> bool {
+    pub(crate) fn kick_local(&self, conn: &str, reason: &str) -> bool {
         let st = lock(&self.state);
         let Some(c) = st.conns.get(conn) else {
             return false;
@@ -155,7 +155,7 @@ impl Node {
 
     /// Disconnects a connection wherever it is. `Ok(false)` if its node
     /// does not know it.
-    pub async fn kick(&self, conn: &str) -> Result<bool, String> {
+    pub(crate) async fn kick(&self, conn: &str) -> Result<bool, String> {
         const REASON: &str = "disconnected by the server's API";
         let Some((node, _)) = conn.rsplit_once('.') else {
             return Ok(false);
@@ -183,7 +183,7 @@ impl Node {
     }
 
     /// This node's connections.
-    pub fn local_connections(&self) -> Vec<ConnSummary> {
+    pub(crate) fn local_connections(&self) -> Vec<ConnSummary> {
         let st = lock(&self.state);
         let mut v: Vec<ConnSummary> = st
             .conns
@@ -205,7 +205,7 @@ impl Node {
 
     /// Every gateway node's connections; a node that does not answer is
     /// named in the second list.
-    pub async fn all_connections(&self) -> (Vec<ConnSummary>, Vec<String>) {
+    pub(crate) async fn all_connections(&self) -> (Vec<ConnSummary>, Vec<String>) {
         let mut all = self.local_connections();
         let mut missing = Vec::new();
         for entry in self.directory.peers() {

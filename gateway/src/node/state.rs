@@ -47,7 +47,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(me: String, ops: mpsc::UnboundedSender<Op>) -> Self {
+    pub(crate) fn new(me: String, ops: mpsc::UnboundedSender<Op>) -> Self {
         State {
             me,
             conns: HashMap::new(),
@@ -61,14 +61,14 @@ impl State {
 
     /// A change of this node's state: applied to the view (with its
     /// notices) and queued for the other nodes.
-    pub fn local(&mut self, op: Op) {
+    pub(crate) fn local(&mut self, op: Op) {
         let changes = self.view.apply(&self.me.clone(), op.clone());
         self.notify(changes);
         let _ = self.ops.send(op);
     }
 
     /// Sends the notices for `changes` to the connections that asked.
-    pub fn notify(&self, changes: Vec<Change>) {
+    pub(crate) fn notify(&self, changes: Vec<Change>) {
         for change in changes {
             match change {
                 Change::Online(key) => self.status(&key, true),

@@ -10,13 +10,13 @@ use tokio::sync::{mpsc, watch};
 
 /// WebSocket close code for a policy violation (RFC 6455): a client that
 /// did not read its messages.
-pub const CLOSE_POLICY: u16 = 1008;
+pub(super) const CLOSE_POLICY: u16 = 1008;
 /// Close code for a normal closure, used when the API disconnects a client.
-pub const CLOSE_NORMAL: u16 = 1000;
+pub(crate) const CLOSE_NORMAL: u16 = 1000;
 
 /// What the writer sends.
 #[derive(Debug)]
-pub enum Out {
+pub(crate) enum Out {
     /// A text frame.
     Text(Utf8Bytes),
     /// A close frame after everything queued before it.
@@ -25,7 +25,7 @@ pub enum Out {
 
 /// The producers' side of a connection's queue.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     tx: mpsc::Sender<Out>,
     bytes: AtomicUsize,
     max_bytes: usize,
@@ -36,13 +36,13 @@ pub struct Outbox {
 }
 
 /// The writer's side.
-pub struct Drain {
+pub(crate) struct Drain {
     pub rx: mpsc::Receiver<Out>,
     pub kill: watch::Receiver<Option<(u16, String)>>,
 }
 
 impl Outbox {
-    pub fn new(frames: usize, max_bytes: usize) -> (Outbox, Drain) {
+    pub(crate) fn new(frames: usize, max_bytes: usize) -> (Outbox, Drain) {
         let (tx, rx) = mpsc::channel(frames.max(1));
         let (kill, kill_rx) = watch::channel(None);
         (
@@ -59,7 +59,7 @@ impl Outbox {
 
     /// Queues a frame, or, if the queue is full, ends the connection (the
     /// client is not reading). False if the frame was not queued.
-    pub fn push(&self, frame: Utf8Bytes) -> bool {
+    pub(crate) fn push(&self, frame: Utf8Bytes) -> bool {
         if self.closing.load(Ordering::Acquire) {
             return false;
         }
@@ -85,19 +85,19 @@ impl Outbox {
     }
 
     /// Queues a string frame (see [`push`](Self::push)).
-    pub fn text(&self, frame: String) -> bool {
+    pub(crate) fn text(&self, frame: String) -> bool {
         self.push(Utf8Bytes::from(frame))
     }
 
     /// The writer sent a frame of `len` bytes.
-    pub fn sent(&self, len: usize) {
+    pub(crate) fn sent(&self, len: usize) {
         self.bytes.fetch_sub(len, Ordering::AcqRel);
     }
 
     /// Ends the connection gracefully: `notice`, then a close frame with
     /// `reason`, after what is queued. If they do not fit, the connection
     /// is ended at once with the reason.
-    pub fn close(&self, notice: String, code: u16, reason: &str) {
+    pub(crate) fn close(&self, notice: String, code: u16, reason: &str) {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -112,7 +112,7 @@ impl Outbox {
     }
 
     /// Ends the connection at once with a close frame giving `reason`.
-    pub fn kill(&self, code: u16, reason: &str) {
+    pub(crate) fn kill(&self, code: u16, reason: &str) {
         self.closing.store(true, Ordering::Release);
         self.kill.send_if_modified(|k| {
             if k.is_some() {
@@ -124,13 +124,13 @@ impl Outbox {
     }
 
     /// A watch that changes when the connection is killed.
-    pub fn killed(&self) -> watch::Receiver<Option<(u16, String)>> {
+    pub(crate) fn killed(&self) -> watch::Receiver<Option<(u16, String)>> {
         self.kill.subscribe()
     }
 
     /// Whether the connection is ending.
     #[cfg(test)]
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
 }

@@ -29,14 +29,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// A bound on anything that should take milliseconds: against hangs, not a
 /// performance assertion.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 const HOW_TO_RUN: &str = "the gateway tests need network namespaces: run them as root, \
 or inside a user namespace mapped to root (`unshare --user --map-root-user cargo test`), \
 with iproute2 and util-linux (ip, nsenter, unshare) installed";
 
 /// Runs `test` on a thread in a fresh network namespace holding only `lo`.
-pub fn netns<F, Fut>(test: F)
+pub(crate) fn netns<F, Fut>(test: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
@@ -64,7 +64,7 @@ where
 }
 
 /// Sets a sysctl of the test's own network namespace (where its clients are).
-pub fn sysctl_here(setting: &str) {
+pub(crate) fn sysctl_here(setting: &str) {
     run_ok(&["sysctl", "-q", "-w", setting]);
 }
 
@@ -93,12 +93,12 @@ fn die_with_parent(cmd: &mut Command) {
 }
 
 /// The gateway binary under test.
-pub fn gateway_binary() -> PathBuf {
+pub(crate) fn gateway_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tcpnet-gateway"))
 }
 
 /// The backend example, built by `cargo test` beside the test binaries.
-pub fn backend_binary() -> PathBuf {
+pub(crate) fn backend_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let path = dir.join("examples").join("backend");
@@ -111,19 +111,19 @@ pub fn backend_binary() -> PathBuf {
 }
 
 /// One host of the LAN: a network namespace held by a sleeping process.
-pub struct Host {
+pub(crate) struct Host {
     pub index: usize,
     holder: Child,
     pub holder_pid: u32,
 }
 
 impl Host {
-    pub fn ip(&self) -> String {
+    pub(crate) fn ip(&self) -> String {
         format!("10.99.0.{}", self.index)
     }
 
     /// A command run in this host's namespace.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg("-t")
             .arg(self.holder_pid.to_string())
@@ -136,13 +136,13 @@ impl Host {
     }
 
     /// Sets a sysctl of this host's network namespace.
-    pub fn sysctl(&self, setting: &str) {
+    pub(crate) fn sysctl(&self, setting: &str) {
         let t = self.holder_pid.to_string();
         run_ok(&["nsenter", "-t", &t, "-n", "sysctl", "-q", "-w", setting]);
     }
 
     /// Bytes this host's network stack has received (all interfaces).
-    pub fn bytes_received(&self) -> u64 {
+    pub(crate) fn bytes_received(&self) -> u64 {
         let text = std::fs::read_to_string(format!("/proc/{}/net/netstat", self.holder_pid))
             .expect("read the host's netstat");
         let mut lines = text.lines().filter(|l| l.starts_with("IpExt:"));
@@ -165,7 +165,7 @@ impl Host {
 }
 
 /// A gateway process on a host.
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub host: usize,
     pub node: String,
     pub url: String,
@@ -174,17 +174,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn ws(&self, path: &str) -> String {
+    pub(crate) fn ws(&self, path: &str) -> String {
         format!("{}{}", self.url.replacen("http://", "ws://", 1), path)
     }
 
     /// kill -9.
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         self.child.start_kill().expect("kill");
         let _ = self.child.wait().await;
     }
 
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
@@ -192,7 +192,7 @@ impl Gateway {
 }
 
 /// The private LAN of a test.
-pub struct Lan {
+pub(crate) struct Lan {
     pub hosts: Vec<Host>,
     pub gateways: Vec<Gateway>,
     pub others: Vec<Child>,
@@ -201,7 +201,7 @@ pub struct Lan {
 
 impl Lan {
     /// `n` hosts on a bridge. Call from inside [`netns`].
-    pub async fn new(n: usize) -> Lan {
+    pub(crate) async fn new(n: usize) -> Lan {
         run_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
         run_ok(&["ip", "addr", "add", "10.99.0.254/24", "dev", "br0"]);
         run_ok(&["ip", "link", "set", "br0", "up"]);
@@ -272,7 +272,7 @@ impl Lan {
 
     /// Starts a gateway on host `i` (1-based) with extra flags; waits for
     /// its line saying where it is.
-    pub async fn start_gateway(&mut self, i: usize, extra: &[&str]) -> usize {
+    pub(crate) async fn start_gateway(&mut self, i: usize, extra: &[&str]) -> usize {
         let host = &self.hosts[i - 1];
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "{}-h{i}-{}.log",
@@ -316,7 +316,7 @@ impl Lan {
     }
 
     /// Starts the backend example on host `i`.
-    pub async fn start_backend(&mut self, i: usize) {
+    pub(crate) async fn start_backend(&mut self, i: usize) {
         let host = &self.hosts[i - 1];
         let mut cmd = host.command(backend_binary());
         cmd.arg(&self.cluster)
@@ -334,7 +334,7 @@ impl Lan {
     }
 
     /// `n` gateways on hosts 1..=n, each listing all n in `GET /nodes`.
-    pub async fn with_gateways(n: usize, extra: &[&str]) -> Lan {
+    pub(crate) async fn with_gateways(n: usize, extra: &[&str]) -> Lan {
         let mut lan = Lan::new(n).await;
         for i in 1..=n {
             lan.start_gateway(i, extra).await;
@@ -344,7 +344,7 @@ impl Lan {
     }
 
     /// Waits until every running gateway lists `n` gateway nodes.
-    pub async fn wait_for_nodes(&self, n: usize) {
+    pub(crate) async fn wait_for_nodes(&self, n: usize) {
         for g in &self.gateways {
             let url = format!("{}/nodes", g.url);
             let end = Instant::now() + DEADLINE;
@@ -367,7 +367,7 @@ impl Lan {
     }
 
     /// Waits until gateway `g` sees `n` members in `channel`, cluster-wide.
-    pub async fn wait_members(&self, g: usize, channel: &str, n: usize) {
+    pub(crate) async fn wait_members(&self, g: usize, channel: &str, n: usize) {
         let url = format!("{}/channels/{channel}", self.url(g));
         until(
             &format!("{n} members of {channel} on {}", self.url(g)),
@@ -381,11 +381,11 @@ impl Lan {
         .await;
     }
 
-    pub fn url(&self, g: usize) -> &str {
+    pub(crate) fn url(&self, g: usize) -> &str {
         &self.gateways[g].url
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.gateways
             .iter()
             .map(|g| format!("--- gateway on h{}\n{}", g.host, g.log_tail()))
@@ -395,7 +395,7 @@ impl Lan {
 }
 
 /// Polls `cond` every 20 ms until it holds; panics at the deadline.
-pub async fn until<F, Fut>(what: &str, mut cond: F)
+pub(crate) async fn until<F, Fut>(what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -412,12 +412,12 @@ where
 
 /// One HTTP request (hyper, HTTP/1.1); the status and the JSON body
 /// (`Value::Null` if the body is not JSON).
-pub async fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+pub(crate) async fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
     http_with(method, url, body, &[]).await
 }
 
 /// [`http`] with extra headers.
-pub async fn http_with(
+pub(crate) async fn http_with(
     method: &str,
     url: &str,
     body: Option<&str>,
@@ -455,18 +455,18 @@ pub async fn http_with(
     )
 }
 
-pub type WsStream =
+pub(crate) type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket client of the test.
-pub struct Client {
+pub(crate) struct Client {
     pub ws: WsStream,
     pub welcome: Value,
 }
 
 impl Client {
     /// Connects and reads the welcome.
-    pub async fn connect(url: &str) -> Client {
+    pub(crate) async fn connect(url: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .unwrap_or_else(|e| panic!("connect {url}: {e}"));
@@ -480,27 +480,27 @@ impl Client {
         c
     }
 
-    pub fn conn(&self) -> &str {
+    pub(crate) fn conn(&self) -> &str {
         self.welcome["conn"].as_str().expect("conn")
     }
 
-    pub fn node(&self) -> &str {
+    pub(crate) fn node(&self) -> &str {
         self.welcome["node"].as_str().expect("node")
     }
 
-    pub async fn send(&mut self, v: Value) {
+    pub(crate) async fn send(&mut self, v: Value) {
         self.ws
             .send(Message::Text(v.to_string().into()))
             .await
             .expect("send");
     }
 
-    pub async fn send_text(&mut self, t: &str) {
+    pub(crate) async fn send_text(&mut self, t: &str) {
         self.ws.send(Message::Text(t.into())).await.expect("send");
     }
 
     /// The next text frame, as JSON.
-    pub async fn next(&mut self) -> Value {
+    pub(crate) async fn next(&mut self) -> Value {
         loop {
             let m = timeout_at(Instant::now() + DEADLINE, self.ws.next())
                 .await
@@ -516,7 +516,7 @@ impl Client {
     }
 
     /// Reads until a frame satisfies `pred` (skipping others); returns it.
-    pub async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
         loop {
             let v = self.next().await;
             if pred(&v) {
@@ -526,14 +526,14 @@ impl Client {
     }
 
     /// Sends a request with `id` and reads until its answer.
-    pub async fn request(&mut self, mut v: Value, id: u64) -> Value {
+    pub(crate) async fn request(&mut self, mut v: Value, id: u64) -> Value {
         v["id"] = json!(id);
         self.send(v).await;
         self.until(|f| f["id"] == json!(id)).await
     }
 
     /// Subscribes and waits for the ok.
-    pub async fn subscribe(&mut self, channel: &str, presence: bool) {
+    pub(crate) async fn subscribe(&mut self, channel: &str, presence: bool) {
         let r = self
             .request(
                 json!({"type":"subscribe","channel":channel,"presence":presence}),
@@ -544,7 +544,7 @@ impl Client {
     }
 
     /// Round trip: every frame queued before the pong is read first.
-    pub async fn ping(&mut self) -> Vec<Value> {
+    pub(crate) async fn ping(&mut self) -> Vec<Value> {
         self.send(json!({"type":"ping","id": 424242})).await;
         let mut before = Vec::new();
         loop {
@@ -558,7 +558,7 @@ impl Client {
 
     /// Reads until the connection closes; returns the frames before and the
     /// close frame's code and reason, if one came.
-    pub async fn until_closed(&mut self) -> (Vec<Value>, Option<(u16, String)>) {
+    pub(crate) async fn until_closed(&mut self) -> (Vec<Value>, Option<(u16, String)>) {
         let mut frames = Vec::new();
         loop {
             match timeout_at(Instant::now() + DEADLINE, self.ws.next())
