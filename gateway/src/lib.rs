@@ -44,6 +44,12 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+// The README's Rust examples compile as doctests, so it cannot drift from
+// the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod backend;
 pub mod cluster;
 mod directory;

@@ -169,7 +169,7 @@ fn a_slow_client_is_disconnected_while_the_others_keep_up() {
     netns(|| async {
         // Small socket buffers on the slow client's side of the wire, so
         // that its outbox fills soon after it stops reading.
-        common::sysctl_here("net.ipv4.tcp_rmem=4096 16384 65536");
+        common::sysctl_here("net.ipv4.tcp_rmem", "4096 16384 65536");
         let lan = Lan::with_gateways(
             3,
             &[
@@ -182,7 +182,7 @@ fn a_slow_client_is_disconnected_while_the_others_keep_up() {
             ],
         )
         .await;
-        lan.hosts[1].sysctl("net.ipv4.tcp_wmem=4096 16384 65536");
+        lan.hosts[1].sysctl("net.ipv4.tcp_wmem", "4096 16384 65536");
         let mut slow = Client::connect(&lan.gateways[1].ws("/ws/firehose")).await;
         let slow_conn = slow.conn().to_string();
         let mut fast = Vec::new();

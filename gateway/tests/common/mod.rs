@@ -64,8 +64,14 @@ where
 }
 
 /// Sets a sysctl of the test's own network namespace (where its clients are).
-pub(crate) fn sysctl_here(setting: &str) {
-    run_ok(&["sysctl", "-q", "-w", setting]);
+pub(crate) fn sysctl_here(name: &str, value: &str) {
+    run_ok(&["sh", "-c", &sysctl_script(name, value)]);
+}
+
+/// A shell line writing a sysctl (`net.ipv4.tcp_rmem`) through /proc, so
+/// the tests need no `sysctl` command.
+fn sysctl_script(name: &str, value: &str) -> String {
+    format!("echo '{value}' > /proc/sys/{}", name.replace('.', "/"))
 }
 
 fn run_ok(cmd: &[&str]) {
@@ -136,9 +142,10 @@ impl Host {
     }
 
     /// Sets a sysctl of this host's network namespace.
-    pub(crate) fn sysctl(&self, setting: &str) {
+    pub(crate) fn sysctl(&self, name: &str, value: &str) {
         let t = self.holder_pid.to_string();
-        run_ok(&["nsenter", "-t", &t, "-n", "sysctl", "-q", "-w", setting]);
+        let script = sysctl_script(name, value);
+        run_ok(&["nsenter", "-t", &t, "-n", "sh", "-c", &script]);
     }
 
     /// Bytes this host's network stack has received (all interfaces).
