@@ -46,19 +46,32 @@ pub(crate) enum Variant {
 /// The cluster secret of the `Secret` variant.
 pub(crate) const BENCH_KEY: &str = "benchmark-suite-cluster-secret-0123456789";
 
+/// Which sides a run measures: all (tcpnet, the careful baseline and, where
+/// it is cheap, the naive one), or one of them alone (for profilers).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Side {
     Both,
     Tcpnet,
     Baseline,
+    Naive,
 }
 
 impl Side {
     pub(crate) fn tcpnet(self) -> bool {
-        self != Side::Baseline
+        matches!(self, Side::Both | Side::Tcpnet)
     }
+    /// The careful baseline, which every ratio is taken against.
     pub(crate) fn baseline(self) -> bool {
-        self != Side::Tcpnet
+        matches!(self, Side::Both | Side::Baseline)
+    }
+    /// The baselines measured, careful first.
+    pub(crate) fn plain(self) -> Vec<Plain> {
+        match self {
+            Side::Both => vec![Plain::Careful, Plain::Naive],
+            Side::Baseline => vec![Plain::Careful],
+            Side::Naive => vec![Plain::Naive],
+            Side::Tcpnet => vec![],
+        }
     }
 }
 
@@ -81,7 +94,7 @@ pub(crate) struct Config {
 
 pub(crate) const USAGE: &str =
     "usage: cargo bench --bench suite -- [--quick] [--only SECTION,..] [--out DIR] \
-[--side tcpnet|baseline] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] \
+[--side tcpnet|baseline|naive] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] \
 [--nodes 2,8,16,32,64] [--secret]
 sections: throughput, latency, fanout, formation, memory, secret";
 
@@ -129,8 +142,9 @@ impl Config {
                     cfg.side = match it.next().as_deref() {
                         Some("tcpnet") => Side::Tcpnet,
                         Some("baseline") => Side::Baseline,
+                        Some("naive") => Side::Naive,
                         Some("both") => Side::Both,
-                        _ => die("--side needs tcpnet, baseline or both"),
+                        _ => die("--side needs tcpnet, baseline, naive or both"),
                     }
                 }
                 "--sizes" => {

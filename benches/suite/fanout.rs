@@ -26,17 +26,18 @@ pub(crate) async fn fanout_async(cfg: Config) -> Vec<Row> {
             .collect();
         tcpnet_side = Some((nodes, senders, receivers));
     }
-    // Baseline: one sender holding 8 plain connections.
-    let mut plain_side = None;
-    if cfg.side.baseline() {
+    // Baselines: one sender holding 8 plain connections, for each kind.
+    let mut plain_side = Vec::new();
+    let kinds = cfg.side.plain();
+    for &kind in &kinds {
         let mut writers = Vec::new();
         let mut readers = Vec::new();
         for _ in 0..FANOUT_PEERS {
-            let ((_, w), (r, _)) = plain_pair().await;
+            let ((_, w), (r, _)) = plain_pair(kind).await;
             writers.push(w);
             readers.push(Some(r));
         }
-        plain_side = Some((Some(writers), readers));
+        plain_side.push((kind, Some(writers), readers));
     }
     let mut rows = Vec::new();
     for &size in &[64usize, 1024] {
@@ -44,7 +45,8 @@ pub(crate) async fn fanout_async(cfg: Config) -> Vec<Row> {
             .msgs
             .unwrap_or(if size <= 64 { 100_000 } else { 50_000 } / if cfg.quick { 20 } else { 1 });
         let payload = Bytes::from(vec![0x3cu8; size]);
-        let (mut t_secs, mut b_secs) = (Vec::new(), Vec::new());
+        let mut t_secs = Vec::new();
+        let mut p_secs = vec![Vec::new(); plain_side.len()];
         for run in 0..runs {
             if let Some((_, senders, receivers)) = tcpnet_side.as_mut() {
                 let recv: Vec<_> = receivers
@@ -64,7 +66,7 @@ pub(crate) async fn fanout_async(cfg: Config) -> Vec<Row> {
                 }
                 t_secs.push(t0.elapsed().as_secs_f64());
             }
-            if let Some((w_slot, receivers)) = plain_side.as_mut() {
+            for ((_, w_slot, receivers), b_secs) in plain_side.iter_mut().zip(&mut p_secs) {
                 let recv: Vec<_> = receivers
                     .iter_mut()
                     .map(|r| tokio::spawn(plain_receive(r.take().expect("rx"), n, size)))
@@ -89,13 +91,17 @@ pub(crate) async fn fanout_async(cfg: Config) -> Vec<Row> {
                 b_secs.push(t0.elapsed().as_secs_f64());
             }
             eprintln!(
-                "  fan-out {} run {}/{runs}: tcpnet {} baseline {}",
+                "  fan-out {} run {}/{runs}: tcpnet {} {}",
                 size_name(size),
                 run + 1,
-                t_secs.last().map_or("—".into(), |s| format!("{:.3} s", s)),
-                b_secs.last().map_or("—".into(), |s| format!("{:.3} s", s)),
+                last_run(&t_secs),
+                last_runs(&kinds, &p_secs),
             );
         }
+        let (b_secs, n_secs) = (
+            secs_of(&kinds, &p_secs, Plain::Careful),
+            secs_of(&kinds, &p_secs, Plain::Naive),
+        );
         let delivered = (n * FANOUT_PEERS) as f64;
         let rate = |secs: &Vec<f64>| (!secs.is_empty()).then(|| delivered / median(secs));
         let per_run = |secs: &Vec<f64>| secs.iter().map(|s| delivered / s).collect();
@@ -106,6 +112,7 @@ pub(crate) async fn fanout_async(cfg: Config) -> Vec<Row> {
             unit: "msg/s",
             tcpnet: rate(&t_secs),
             baseline: rate(&b_secs),
+            naive: rate(&n_secs),
             target: None,
             setup: format!(
                 "{} msgs × 8 links, send to each link in turn, median of {runs} run{}",
@@ -115,6 +122,7 @@ pub(crate) async fn fanout_async(cfg: Config) -> Vec<Row> {
             samples: Samples {
                 tcpnet: per_run(&t_secs),
                 baseline: per_run(&b_secs),
+                naive: per_run(&n_secs),
             },
         });
     }

@@ -158,11 +158,13 @@ pub(crate) fn formation(cfg: &Config) -> Vec<Row> {
                     unit: "ms",
                     tcpnet: stat(&tl, f),
                     baseline: stat(&bl, f),
+                    naive: None,
                     target: Some(Target::AtMost(100.0)),
                     setup: format!("{runs_text}, each in a fresh namespace"),
                     samples: Samples {
                         tcpnet: tl.clone(),
                         baseline: bl.clone(),
+                        naive: Vec::new(),
                     },
                 });
             }
@@ -176,11 +178,13 @@ pub(crate) fn formation(cfg: &Config) -> Vec<Row> {
                 unit: "ms",
                 tcpnet: stat(&tm, f),
                 baseline: stat(&bm, f),
+                naive: None,
                 target: (n == 32).then_some(Target::AtMost(300.0)),
                 setup: format!("{runs_text}, each in a fresh namespace"),
                 samples: Samples {
                     tcpnet: tm.clone(),
                     baseline: bm.clone(),
+                    naive: Vec::new(),
                 },
             });
         }

@@ -190,6 +190,7 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
             unit: "MiB",
             tcpnet: mib(t_rss0),
             baseline: mib(b_rss0),
+            naive: None,
             target: Some(Target::Below(10.0)),
             setup: format!(
                 "child process, VmRSS after {} s + {idle_text}",
@@ -204,6 +205,7 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
             unit: "MiB",
             tcpnet: mib(t_rss1),
             baseline: mib(b_rss1),
+            naive: None,
             target: None,
             setup: "the same child, mesh of 64".into(),
             samples: Samples::default(),
@@ -215,6 +217,7 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
             unit: "KiB",
             tcpnet: per_link(t_rss0, t_rss1),
             baseline: per_link(b_rss0, b_rss1),
+            naive: None,
             target: Some(Target::Below(64.0)),
             setup: format!("(RSS with {IDLE_PEERS} links − RSS alone) / {IDLE_PEERS}"),
             samples: Samples::default(),
@@ -226,6 +229,7 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
             unit: "% of a core",
             tcpnet: t_cpu0,
             baseline: b_cpu0,
+            naive: None,
             target: Some(Target::Below(0.1)),
             setup: format!("process CPU clock over {idle_text}"),
             samples: Samples::default(),
@@ -237,6 +241,7 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
             unit: "% of a core",
             tcpnet: t_cpu1,
             baseline: b_cpu1,
+            naive: None,
             target: None,
             setup: format!("process CPU clock over {idle_text}"),
             samples: Samples::default(),
@@ -245,8 +250,8 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
     let note = format!(
         "memory: each idle node is a child process (this binary, `{CHILD_ENV}`) with a tokio \
          runtime of {WORKERS} workers, listening on {LISTEN_ADDR}; tcpnet's is one `Service`, the \
-         baseline's accepts plain connections, each read by a task with an 8 KiB buffer and an \
-         8 KiB `BufWriter` held. Both run at once; each settles {} s, then RSS (VmRSS) is read and \
+         baseline's accepts plain connections, each read by a task of the careful baseline \
+         (whose buffers are taken on first use: an idle connection holds none). Both run at once; each settles {} s, then RSS (VmRSS) is read and \
          the CPU clock (`CLOCK_PROCESS_CPUTIME_ID`) is watched for {idle_text}. Then {IDLE_PEERS} \
          tcpnet nodes in the parent join tcpnet's child (a mesh of 64 nodes) and {IDLE_PEERS} plain \
          connections reach the baseline's; the same again. Links held at the end: tcpnet {}, \
@@ -299,12 +304,10 @@ pub(crate) fn child_main(kind: &str) {
                 tokio::spawn(async move {
                     loop {
                         let (s, _) = l.accept().await.expect("accept");
-                        s.set_nodelay(true).expect("nodelay");
                         let live = counted.clone();
                         live.fetch_add(1, Ordering::SeqCst);
                         tokio::spawn(async move {
-                            let (rd, wr) = s.into_split();
-                            let (mut r, _w) = (PlainReader::new(rd), PlainWriter::new(wr));
+                            let (mut r, _w) = plain_ends(Plain::Careful, s);
                             while r.read_frame().await.is_some() {}
                             live.fetch_sub(1, Ordering::SeqCst);
                         });

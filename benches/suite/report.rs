@@ -23,7 +23,10 @@ pub(crate) struct Row {
     pub(crate) param: String,
     pub(crate) unit: &'static str,
     pub(crate) tcpnet: Option<f64>,
+    /// The careful baseline, which the ratio and the target use.
     pub(crate) baseline: Option<f64>,
+    /// The naive baseline, where measured (an extra column).
+    pub(crate) naive: Option<f64>,
     pub(crate) target: Option<Target>,
     pub(crate) setup: String,
     /// Every run's figure, in the row's unit (for `samples.csv`).
@@ -34,11 +37,20 @@ pub(crate) struct Row {
 pub(crate) struct Samples {
     pub(crate) tcpnet: Vec<f64>,
     pub(crate) baseline: Vec<f64>,
+    pub(crate) naive: Vec<f64>,
 }
 
 impl Row {
     pub(crate) fn ratio(&self) -> Option<f64> {
         match (self.tcpnet, self.baseline) {
+            (Some(t), Some(b)) if b > 0.0 => Some(t / b),
+            _ => None,
+        }
+    }
+
+    /// tcpnet / the naive baseline.
+    pub(crate) fn naive_ratio(&self) -> Option<f64> {
+        match (self.tcpnet, self.naive) {
             (Some(t), Some(b)) if b > 0.0 => Some(t / b),
             _ => None,
         }
@@ -105,13 +117,14 @@ impl Report {
         let mut s = String::new();
         s.push_str(header);
         s.push_str(
-            "\n| section | measure | tcpnet | baseline | tcpnet / baseline | target | met | setup |\n\
-             |---|---|---|---|---|---|---|---|\n",
+            "\n| section | measure | tcpnet | baseline | tcpnet / baseline | target | met \
+             | naive baseline | tcpnet / naive | setup |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.rows {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.section,
                 r.measure,
                 opt(r.tcpnet, r.unit),
@@ -123,6 +136,8 @@ impl Report {
                     Some(false) => "**no**",
                     None => "—",
                 },
+                opt(r.naive, r.unit),
+                r.naive_ratio().map_or("—".into(), fmt_ratio),
                 r.setup,
             );
         }
@@ -142,6 +157,7 @@ impl Report {
             for (side, v) in [
                 ("tcpnet", &r.samples.tcpnet),
                 ("baseline", &r.samples.baseline),
+                ("naive", &r.samples.naive),
             ] {
                 for (i, x) in v.iter().enumerate() {
                     let _ = writeln!(
@@ -160,14 +176,15 @@ impl Report {
     }
 
     pub(crate) fn csv(&self) -> String {
-        let mut s =
-            String::from("section,measure,param,unit,tcpnet,baseline,ratio,target,met,setup\n");
+        let mut s = String::from(
+            "section,measure,param,unit,tcpnet,baseline,ratio,target,met,setup,naive,naive_ratio\n",
+        );
         let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
         let q = |t: &str| format!("\"{}\"", t.replace('"', "\"\""));
         for r in &self.rows {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.section,
                 q(&r.measure),
                 r.param,
@@ -178,6 +195,8 @@ impl Report {
                 q(&r.target_text()),
                 r.met().map_or("", |m| if m { "yes" } else { "no" }),
                 q(&r.setup),
+                num(r.naive),
+                num(r.naive_ratio()),
             );
         }
         s
@@ -218,4 +237,27 @@ pub(crate) fn count(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+/// The last run's time, for the progress lines.
+pub(crate) fn last_run(secs: &[f64]) -> String {
+    secs.last().map_or("—".into(), |s| format!("{s:.3} s"))
+}
+
+/// The last run of each baseline, named, for the progress lines.
+pub(crate) fn last_runs(kinds: &[Plain], secs: &[Vec<f64>]) -> String {
+    kinds
+        .iter()
+        .zip(secs)
+        .map(|(kind, secs)| format!("{kind:?} {}", last_run(secs)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The runs of baseline `kind`, if it was measured.
+pub(crate) fn secs_of(kinds: &[Plain], secs: &[Vec<f64>], kind: Plain) -> Vec<f64> {
+    kinds
+        .iter()
+        .position(|k| *k == kind)
+        .map_or(Vec::new(), |i| secs[i].clone())
 }

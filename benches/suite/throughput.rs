@@ -29,10 +29,13 @@ pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
         let (tx, rx) = (link_to(&nodes[0], &nodes[1]), link_to(&nodes[1], &nodes[0]));
         pair = Some((nodes, tx.sender(), tx, Some(rx)));
     }
-    let mut plain = None;
-    if cfg.side.baseline() {
-        let ((_, w), (r, _)) = plain_pair().await;
-        plain = Some((Some(w), Some(r)));
+    // One connection per baseline, careful first.
+    let mut plain = Vec::new();
+    let kinds = cfg.side.plain();
+    for &kind in &kinds {
+        check_plain(kind).await;
+        let ((_, w), (r, _)) = plain_pair(kind).await;
+        plain.push((kind, Some(w), Some(r)));
     }
     let mut rows = Vec::new();
     for &size in &cfg.sizes {
@@ -40,9 +43,10 @@ pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
             .msgs
             .unwrap_or_else(|| throughput_count(size, cfg.quick));
         let payload = Bytes::from(vec![0xa5u8; size]);
-        let (mut t_secs, mut b_secs) = (Vec::new(), Vec::new());
-        // Runs alternate between the two, so a change in the machine's load
-        // falls on both.
+        let mut t_secs = Vec::new();
+        let mut p_secs = vec![Vec::new(); plain.len()];
+        // Runs alternate between the sides, so a change in the machine's
+        // load falls on all of them.
         for run in 0..runs {
             if let Some((_, tx, _, rx_slot)) = pair.as_mut() {
                 let rx = rx_slot.take().expect("rx");
@@ -58,7 +62,7 @@ pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
                 *rx_slot = Some(within("tcpnet throughput", recv).await.expect("receiver"));
                 t_secs.push(t0.elapsed().as_secs_f64());
             }
-            if let Some((w_slot, r_slot)) = plain.as_mut() {
+            for ((_, w_slot, r_slot), secs) in plain.iter_mut().zip(&mut p_secs) {
                 let (mut w, r) = (w_slot.take().expect("w"), r_slot.take().expect("r"));
                 let recv = tokio::spawn(plain_receive(r, n, size));
                 let t0 = Instant::now();
@@ -72,20 +76,26 @@ pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
                 });
                 *w_slot = Some(within("baseline throughput", send).await.expect("sender"));
                 *r_slot = Some(within("baseline throughput", recv).await.expect("receiver"));
-                b_secs.push(t0.elapsed().as_secs_f64());
+                secs.push(t0.elapsed().as_secs_f64());
             }
             eprintln!(
-                "  throughput {} run {}/{runs}: tcpnet {} baseline {}",
+                "  throughput {} run {}/{runs}: tcpnet {} {}",
                 size_name(size),
                 run + 1,
-                t_secs.last().map_or("—".into(), |s| format!("{:.3} s", s)),
-                b_secs.last().map_or("—".into(), |s| format!("{:.3} s", s)),
+                last_run(&t_secs),
+                last_runs(&kinds, &p_secs),
             );
         }
+        let (b_secs, n_secs) = (
+            secs_of(&kinds, &p_secs, Plain::Careful),
+            secs_of(&kinds, &p_secs, Plain::Naive),
+        );
         let rate = |secs: &Vec<f64>| (!secs.is_empty()).then(|| n as f64 / median(secs));
-        let (t, b) = (rate(&t_secs), rate(&b_secs));
         let mb = |r: Option<f64>| r.map(|r| r * size as f64 / 1e6);
-        let ratio = if size >= 1024 { 0.9 } else { 0.7 };
+        let ratio = match size {
+            s if s < 1024 => 0.9,
+            _ => 1.0,
+        };
         let setup = format!(
             "{} msgs of {} one way, median of {runs} run{}",
             count(n),
@@ -96,22 +106,23 @@ pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
             secs.iter().map(|s| n as f64 / s * scale).collect()
         };
         let mb_scale = size as f64 / 1e6;
-        for (measure, unit, t, b, scale) in [
-            ("messages/s", "msg/s", t, b, 1.0),
-            ("MB/s", "MB/s", mb(t), mb(b), mb_scale),
-        ] {
+        let (t, b, nv) = (rate(&t_secs), rate(&b_secs), rate(&n_secs));
+        for (measure, unit, scale) in [("messages/s", "msg/s", 1.0), ("MB/s", "MB/s", mb_scale)] {
+            let scaled = |r: Option<f64>| if unit == "MB/s" { mb(r) } else { r };
             rows.push(Row {
                 section: "1. throughput",
                 measure: format!("{} {measure}", size_name(size)),
                 param: size.to_string(),
                 unit,
-                tcpnet: t,
-                baseline: b,
+                tcpnet: scaled(t),
+                baseline: scaled(b),
+                naive: scaled(nv),
                 target: Some(Target::RatioAtLeast(ratio)),
                 setup: setup.clone(),
                 samples: Samples {
                     tcpnet: per_run(&t_secs, scale),
                     baseline: per_run(&b_secs, scale),
+                    naive: per_run(&n_secs, scale),
                 },
             });
         }
