@@ -6,6 +6,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +16,7 @@ use common::*;
 use futures::{FutureExt, StreamExt};
 use tcpnet::{CloseReason, Connection, NodeId, Service, Settings};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 fn id(n: u32) -> String {
     format!("{n:032x}")
@@ -70,6 +73,35 @@ async fn waiting_reader(mut conn: Connection) -> JoinHandle<Option<Bytes>> {
     });
     assert!(pending.await.unwrap(), "the reader found a message at once");
     reader
+}
+
+/// Sends 64 KiB messages on `conn`, from a task of its own, until the link
+/// stops taking them: its peer reads nothing, so its receive queue, both
+/// sockets' buffers and our send queue fill up. The only sign of that is
+/// that nothing moves, so this returns once no send has completed for half a
+/// second. Abort the task to stop sending.
+async fn fill(conn: &Connection) -> JoinHandle<()> {
+    let sent = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn({
+        let (sender, sent) = (conn.sender(), sent.clone());
+        async move {
+            let payload = Bytes::from(vec![0u8; 64 * 1024]);
+            while sender.send(payload.clone()).await.is_ok() {
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let deadline = Instant::now() + DEADLINE;
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(ms(500)).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now == last {
+            return task;
+        }
+        assert!(Instant::now() < deadline, "the link never filled up");
+        last = now;
+    }
 }
 
 /// Resident memory of this process, in bytes.
@@ -200,6 +232,40 @@ fn a_restarted_peer_leaves_no_stale_topics() {
             close_all(&[a, new]).await;
         }
     });
+}
+
+/// A peer that reads nothing keeps its link up (by design) while this node
+/// changes its subscriptions 2,000 times: what waits for that link is one
+/// latest state, not a task and a frame per change. (Each change states the
+/// whole set, so frames per change would grow as the square; the bound
+/// leaves room for the 2,000 streams themselves, about 6 MiB.)
+#[test]
+fn a_peer_that_reads_nothing_costs_one_pending_state_not_a_task_per_change() {
+    isolated(
+        "a_peer_that_reads_nothing_costs_one_pending_state_not_a_task_per_change",
+        || {
+            netns(|| async {
+                let (a, b, ab, _ba) = linked_pair(|| Settings::new("c")).await;
+                let filler = fill(&ab).await;
+                let metrics = tokio::runtime::Handle::current().metrics();
+                let (tasks, memory) = (metrics.num_alive_tasks(), rss());
+                let mut subs = Vec::new();
+                for i in 0..2000 {
+                    subs.push(a.subscribe(&format!("topic-{i:05}")).unwrap());
+                }
+                let tasks = metrics.num_alive_tasks().saturating_sub(tasks);
+                let grown = rss().saturating_sub(memory);
+                eprintln!(
+                    "2,000 subscriptions with a stalled peer: {tasks} more tasks, RSS +{} KiB",
+                    grown / 1024
+                );
+                assert!(tasks <= 4, "{tasks} tasks more");
+                assert!(grown < 12 << 20, "RSS grew by {} KiB", grown / 1024);
+                filler.abort();
+                close_all(&[a, b]).await;
+            })
+        },
+    );
 }
 
 /// A handle takes a batch of messages and is dropped: another handle, already

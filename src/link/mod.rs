@@ -26,6 +26,7 @@ use crate::wire::hello::Hello;
 use crate::wire::secure::Psk;
 use crate::wire::verdict::Verdict;
 
+pub(crate) mod aside;
 pub(crate) mod connection;
 pub(crate) mod handshake;
 pub(crate) mod open;

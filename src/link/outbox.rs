@@ -29,6 +29,7 @@ use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::link::aside::{Aside, StateKey};
 use crate::link::queue::{self, Store, Taken};
 use crate::wire::frame::{Frame, LEN_BYTES};
 
@@ -54,6 +55,8 @@ pub(crate) struct Outbox {
     bytes: usize,
     /// The link's socket, for writing at once (links in the clear).
     socket: Option<std::net::TcpStream>,
+    /// Frames the node sends by itself, waiting beside the full queue.
+    aside: Aside,
 }
 
 impl Outbox {
@@ -61,6 +64,23 @@ impl Outbox {
     /// while the link's task is idle.
     pub(crate) fn write_at_once(&mut self, socket: std::net::TcpStream) {
         self.socket = Some(socket);
+    }
+
+    /// Encodes `frame` after those queued.
+    fn encode(&mut self, frame: Frame) {
+        let len = frame.payload.len();
+        if len >= ZERO_COPY {
+            self.tail.reserve(LEN_BYTES + 1);
+            self.tail.put_u32(len as u32 + 1);
+            self.tail.put_u8(frame.kind);
+            self.segs.push_back(self.tail.split().freeze());
+            self.segs.push_back(frame.payload);
+        } else {
+            self.tail.reserve(LEN_BYTES + 1 + len);
+            self.tail.put_u32(len as u32 + 1);
+            self.tail.put_u8(frame.kind);
+            self.tail.extend_from_slice(&frame.payload);
+        }
     }
 
     /// Writes `frame` to the socket: `None` if all of it went, else what is
@@ -105,24 +125,48 @@ impl Store for Outbox {
         }
         self.frames += 1;
         self.bytes += len;
-        if len >= ZERO_COPY {
-            self.tail.reserve(LEN_BYTES + 1);
-            self.tail.put_u32(len as u32 + 1);
-            self.tail.put_u8(frame.kind);
-            self.segs.push_back(self.tail.split().freeze());
-            self.segs.push_back(frame.payload);
-        } else {
-            self.tail.reserve(LEN_BYTES + 1 + len);
-            self.tail.put_u32(len as u32 + 1);
-            self.tail.put_u8(frame.kind);
-            self.tail.extend_from_slice(&frame.payload);
-        }
+        self.encode(frame);
         true
     }
 
     /// The socket is shared no more: the link is closing or gone.
     fn closed(&mut self) {
         self.socket = None;
+    }
+}
+
+impl OutTx {
+    /// Sends a frame stating something anew (a node's topics, its links)
+    /// without waiting: if the queue is full, it waits beside it (see
+    /// [`crate::link::aside`]), replacing any older state under `key` not yet
+    /// written. False if the link has closed.
+    pub(crate) fn send_state(&self, key: StateKey, frame: Frame) -> bool {
+        self.send_with(frame, |o, frame, fits| {
+            // An older one waiting apart is replaced there, so that no
+            // older state goes out after this one.
+            if fits && !o.aside.holds(&key) {
+                return Some(frame);
+            }
+            o.aside.put_state(key, frame);
+            None
+        })
+        .is_ok()
+    }
+
+    /// Sends an answer the node gives by itself without waiting: if the
+    /// queue is full, it waits beside it, up to
+    /// [`MAX_ANSWERS`](crate::link::aside::MAX_ANSWERS); false if it was
+    /// dropped for that, or the link has closed.
+    pub(crate) fn send_answer(&self, frame: Frame) -> bool {
+        let mut kept = true;
+        let queued = self.send_with(frame, |o, frame, fits| {
+            if fits {
+                return Some(frame);
+            }
+            kept = o.aside.put_answer(frame);
+            None
+        });
+        queued.is_ok() && kept
     }
 }
 
@@ -135,14 +179,21 @@ impl OutRx {
         out: &mut VecDeque<Bytes>,
     ) -> Poll<usize> {
         self.poll_take(cx, |o| {
+            let taken = Taken {
+                items: std::mem::take(&mut o.frames),
+                bytes: std::mem::take(&mut o.bytes),
+            };
+            // What waited beside the queue goes with it, after it (and
+            // outside its bounds, which it never counted in).
+            let aside: Vec<Frame> = o.aside.take().collect();
+            for frame in aside {
+                o.encode(frame);
+            }
             out.append(&mut o.segs);
             if !o.tail.is_empty() {
                 out.push_back(o.tail.split().freeze());
             }
-            Taken {
-                items: std::mem::take(&mut o.frames),
-                bytes: std::mem::take(&mut o.bytes),
-            }
+            taken
         })
     }
 
@@ -192,6 +243,40 @@ mod tests {
         assert_eq!(got, want.to_vec());
         drop((tx, tx2));
         assert_eq!(rx.take_all(&mut out).await, 0, "ended");
+    }
+
+    /// Beside a full queue, a state waits as its latest version only, and
+    /// answers in order; all of it goes out with the next batch, after the
+    /// frames queued, and the queue's bounds are the users' again.
+    #[tokio::test]
+    async fn states_and_answers_wait_beside_a_full_queue() {
+        let (tx, mut rx) = queue::channel::<Outbox>(1, usize::MAX);
+        let key = (1, crate::id::NodeId::parse("0a").unwrap());
+        let data = |b: &'static [u8]| Frame::data(Bytes::from_static(b));
+        assert!(tx.send_state(key.clone(), data(b"state 0")), "room: queued");
+        for i in 1..=100u8 {
+            let state = Frame::data(Bytes::from(format!("state {i}")));
+            assert!(tx.send_state(key.clone(), state));
+        }
+        assert!(tx.send_answer(data(b"answer 1")) && tx.send_answer(data(b"answer 2")));
+        let mut out = VecDeque::new();
+        assert_eq!(rx.take_all(&mut out).await, 1, "the queue's own count");
+        let mut got = BytesMut::from_iter(out.iter().flat_map(|s| s.iter().copied()));
+        let mut codec = FrameCodec { max: 1 << 20 };
+        let mut payloads = Vec::new();
+        while let Some(f) = tokio_util::codec::Decoder::decode(&mut codec, &mut got).unwrap() {
+            payloads.push(f.payload);
+        }
+        assert_eq!(
+            payloads,
+            ["state 0", "answer 1", "answer 2", "state 100"].map(|s| Bytes::from(s.as_bytes()))
+        );
+        // Nothing waits apart any more: the next one is queued.
+        assert!(tx.send_state(key, data(b"state 101")));
+        assert!(matches!(
+            tx.try_send(data(b"x")),
+            Err(queue::TrySendError::Full(_))
+        ));
     }
 
     /// A frame sent while the link's task waits goes straight to the

@@ -145,6 +145,29 @@ impl<S: Store> Sender<S> {
         Ok(())
     }
 
+    /// Lets `keep` decide, under the queue's lock, where `item` goes: told
+    /// whether it fits the queue's bounds, `keep` returns it to be queued as
+    /// [`try_send`](Self::try_send) would (even past the bounds), or keeps
+    /// it in the store apart from the queue and returns `None`. The store
+    /// hands what it kept over with the next take; it may keep only while
+    /// the queue holds items (`fits` is false then), so that a take comes.
+    /// Gives `item` back if the queue is closed.
+    pub(crate) fn send_with(
+        &self,
+        item: S::Item,
+        keep: impl FnOnce(&mut S, S::Item, bool) -> Option<S::Item>,
+    ) -> Result<(), S::Item> {
+        let mut s = self.inner.lock();
+        if s.closed {
+            return Err(item);
+        }
+        let fits = s.fits(item.weight());
+        if let Some(item) = keep(&mut s.store, item, fits) {
+            push(s, item);
+        }
+        Ok(())
+    }
+
     /// Queues `item`, waiting while the queue is full. Gives it back if the
     /// queue is closed.
     pub(crate) async fn send(&self, item: S::Item) -> Result<(), S::Item> {

@@ -36,7 +36,7 @@ use crate::limits::MAX_NAME_LEN;
 use crate::link::connection::Connection;
 use crate::link::open::OpenLinks;
 use crate::link::outbox::OutTx;
-use crate::link::{queue, Inbound};
+use crate::link::Inbound;
 use crate::sync::lock;
 use crate::wire::envelope::{Envelope, Op, FLOOD, MAX_HOPS};
 use crate::wire::frame::{self, Frame};
@@ -91,17 +91,6 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
         name: name.to_string(),
         reason,
     })
-}
-
-/// Queues `f` without waiting; if the queue is full, from a task of its own.
-pub(crate) fn send_soon(tx: OutTx, f: Frame) {
-    if let Err(queue::TrySendError::Full(f)) = tx.try_send(f) {
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = tx.send(f).await;
-            });
-        }
-    }
 }
 
 /// An envelope as the frame that carries it.
@@ -430,6 +419,7 @@ mod tests {
     use super::*;
     use crate::link::connection::tests::handles;
     use crate::link::outbox::OutRx;
+    use crate::link::queue;
     use crate::wire::frame::FrameCodec;
 
     fn id(s: &str) -> NodeId {
@@ -568,6 +558,52 @@ mod tests {
             (answers[0].op, answers[0].corr, answers[0].body[0]),
             (Op::Fail, 3, rpc::FAIL_UNANSWERED)
         );
+    }
+
+    /// A peer reads nothing and its link's send queue is full while this
+    /// node subscribes 100 times: one interest frame waits, the latest, and
+    /// no task.
+    #[tokio::test]
+    async fn a_full_link_keeps_one_latest_interest_and_no_task() {
+        let m = node();
+        let (conn, _in_tx, mut out_rx) = handles();
+        assert!(m.open.opened(&conn));
+        m.opened(&conn, 0);
+        while conn
+            .sender_queue()
+            .try_send(Frame::data(Bytes::new()))
+            .is_ok()
+        {}
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        let subs: Vec<Messages> = (0..100)
+            .map(|i| m.subscribe(&format!("t{i}")).unwrap())
+            .collect();
+        let more = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+            - tasks;
+        assert_eq!(more, 0, "tasks spawned");
+        let mut segs = VecDeque::new();
+        out_rx.take_all(&mut segs).await;
+        let mut buf: BytesMut = segs.iter().flat_map(|s| s.iter().copied()).collect();
+        let mut interest = Vec::new();
+        let mut codec = FrameCodec { max: 1 << 20 };
+        while let Some(f) = codec.decode(&mut buf).unwrap() {
+            if f.kind == frame::MSG {
+                interest.push(Envelope::decode(f.payload).unwrap());
+            }
+        }
+        // (The neighbors announcement may have come too.)
+        interest.retain(|e| e.op == Op::Interest);
+        assert_eq!(interest.len(), 1);
+        assert_eq!(envelope_lines(&interest[0].body), 100);
+        drop(subs);
+    }
+
+    fn envelope_lines(body: &Bytes) -> usize {
+        crate::wire::envelope::lines(body).count()
     }
 
     #[tokio::test]

@@ -12,10 +12,11 @@ use bytes::{BufMut, BytesMut};
 
 use crate::id::NodeId;
 use crate::limits::{MAX_NAME_LEN, MAX_PEERS};
+use crate::link::aside::StateKey;
 use crate::link::open::OpenLinks;
 use crate::link::outbox::OutTx;
 use crate::messaging::streams::Message;
-use crate::messaging::{envelope_frame, send_soon, Messaging, State};
+use crate::messaging::{envelope_frame, Messaging, State};
 use crate::sync::lock;
 use crate::wire::envelope::{self, Envelope, Op, FLOOD, MAX_HOPS};
 use crate::wire::frame::Frame;
@@ -72,12 +73,14 @@ pub(crate) fn relay_frame(e: &Envelope, to: &[NodeId], open: &OpenLinks) -> Opti
 }
 
 impl Messaging {
-    /// Tells every linked peer this node's topics.
+    /// Tells every linked peer this node's topics (on a link whose queue is
+    /// full, the latest set waits beside it: see [`crate::link::aside`]).
     pub(crate) fn tell_interest(&self) {
         let (version, topics) = lock(&self.state).router.my_interest();
         let f = interest_frame(&self.me, version, &topics, 0);
         for c in self.open.up() {
-            send_soon(c.sender_queue().clone(), f.clone());
+            c.sender_queue()
+                .send_state(interest_key(&self.me), f.clone());
         }
     }
 
@@ -119,10 +122,17 @@ impl Messaging {
                 body: body.freeze(),
             });
             for c in this.open.up() {
-                send_soon(c.sender_queue().clone(), f.clone());
+                let key = (Op::Neighbors as u8, this.me.clone());
+                c.sender_queue().send_state(key, f.clone());
             }
         });
     }
+}
+
+/// What an `Interest` envelope of `origin` states, to replace an older one
+/// still waiting to go out.
+fn interest_key(origin: &NodeId) -> StateKey {
+    (Op::Interest as u8, origin.clone())
 }
 
 /// The topics of `origin` (version `version`), as an `Interest` envelope.
@@ -182,11 +192,13 @@ impl Messaging {
         };
         // A node that never subscribed has nothing to say.
         if !mine.1.is_empty() {
-            send_soon(tx.clone(), interest_frame(&self.me, mine.0, &mine.1, 0));
+            let f = interest_frame(&self.me, mine.0, &mine.1, 0);
+            tx.send_state(interest_key(&self.me), f);
         }
         for (origin, version, topics) in others {
             if &origin != peer {
-                send_soon(tx.clone(), interest_frame(&origin, version, &topics, 1));
+                let f = interest_frame(&origin, version, &topics, 1);
+                tx.send_state(interest_key(&origin), f);
             }
         }
         self.tell_neighbors();

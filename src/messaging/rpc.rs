@@ -175,12 +175,13 @@ impl Drop for Request {
 }
 
 /// Queues an answer the node gives by itself (a refusal, or a request
-/// dropped unanswered) without waiting. If the link's send queue is full,
-/// the answer is dropped and the caller's timeout ends the call: a peer that
-/// floods requests and reads nothing must not make the node hold more.
+/// dropped unanswered) without waiting. If the link's send queue is full, it
+/// waits beside it, up to a bound (see [`crate::link::aside`]); past that it
+/// is dropped and the caller's timeout ends the call: a peer that floods
+/// requests and reads nothing must not make the node hold more.
 fn answer_now(tx: &OutTx, f: Frame) {
-    if tx.try_send(f).is_err() {
-        tracing::debug!("an answer was dropped: the link's send queue is full");
+    if !tx.send_answer(f) {
+        tracing::debug!("an answer was dropped: the link is full or closed");
     }
 }
 
