@@ -14,7 +14,7 @@ use bytes::Bytes;
 use common::relay::Relay;
 use common::*;
 use futures::{FutureExt, StreamExt};
-use tcpnet::{CloseReason, Connection, NodeId, Service, Settings};
+use tcpnet::{CallError, CloseReason, Connection, Error, NodeId, Service, Settings};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -349,4 +349,44 @@ fn dropped_receivers_and_procedures_leave_nothing_behind() {
             })
         },
     );
+}
+
+/// A handler's answer waits for room on a link whose peer reads nothing,
+/// and the handler gives up on it: the caller is told the call went
+/// unanswered once the link moves again, rather than timing out.
+#[test]
+fn a_cancelled_answer_leaves_the_call_unanswered_not_timed_out() {
+    netns(|| async {
+        let (a, b, ab, ba) = linked_pair(|| Settings::new("c")).await;
+        let mut calls = b.procedure("p").unwrap();
+        // a reads nothing of its link from b: b's answers wait for room.
+        let filler = fill(&ba).await;
+        let call = tokio::spawn({
+            let (a, b) = (a.clone(), b.id().clone());
+            async move {
+                a.request(&b, "p", "question", Duration::from_secs(10))
+                    .await
+            }
+        });
+        let req = within("the request", calls.next()).await.unwrap();
+        let mut answer = Box::pin(req.end("answer"));
+        assert!(futures::poll!(&mut answer).is_pending(), "no room for it");
+        drop(answer);
+
+        filler.abort();
+        let mut ab = ab;
+        tokio::spawn(async move { while ab.next().await.is_some() {} });
+        let result = within("the call to end", call).await.unwrap();
+        assert!(
+            matches!(
+                result,
+                Err(Error::Call {
+                    error: CallError::Unanswered,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        close_all(&[a, b]).await;
+    });
 }

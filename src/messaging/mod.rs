@@ -560,6 +560,38 @@ mod tests {
         );
     }
 
+    /// A handler's answer waits for room on a full link, and the handler
+    /// gives up on it (drops the future): the caller is told the call went
+    /// unanswered, by an answer that waits beside the full queue.
+    #[tokio::test]
+    async fn an_answer_given_up_while_waiting_for_room_says_unanswered() {
+        let m = node();
+        let mut calls = m.procedure("p").unwrap();
+        let (tx, mut rx) = queue::channel(1, usize::MAX);
+        m.message(&id("0a"), envelope(Op::Request, "0a", 0, 0, 5, b"x"), &tx)
+            .unwrap();
+        let req = calls.next().await.unwrap();
+        tx.try_send(Frame::data(Bytes::from_static(b"fills the queue")))
+            .unwrap();
+        let mut answer = Box::pin(req.end("the answer"));
+        assert!(futures::poll!(&mut answer).is_pending(), "no room");
+        drop(answer);
+        let mut segs = VecDeque::new();
+        rx.take_all(&mut segs).await;
+        let mut buf: BytesMut = segs.iter().flat_map(|s| s.iter().copied()).collect();
+        let mut codec = FrameCodec { max: 1 << 20 };
+        codec
+            .decode(&mut buf)
+            .unwrap()
+            .expect("the frame queued first");
+        let f = codec.decode(&mut buf).unwrap().expect("an answer");
+        let fail = Envelope::decode(f.payload).unwrap();
+        assert_eq!(
+            (fail.op, fail.corr, fail.body[0]),
+            (Op::Fail, 5, rpc::FAIL_UNANSWERED)
+        );
+    }
+
     /// A peer reads nothing and its link's send queue is full while this
     /// node subscribes 100 times: one interest frame waits, the latest, and
     /// no task.

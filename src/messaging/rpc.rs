@@ -140,9 +140,11 @@ impl Request {
         &self.data
     }
 
-    /// Answers with `data`. Fails with [`Error::Closed`] if the caller's link
-    /// has closed, and with [`Error::FrameTooLarge`] if the answer does not
-    /// fit a frame (the caller then gets [`CallError::Unanswered`]).
+    /// Answers with `data`, waiting for room on the caller's link. Fails
+    /// with [`Error::Closed`] if the caller's link has closed, and with
+    /// [`Error::FrameTooLarge`] if the answer does not fit a frame (the
+    /// caller then gets [`CallError::Unanswered`], as it does if this future
+    /// is dropped before the answer was queued).
     pub async fn end(mut self, data: impl Into<Bytes>) -> Result<()> {
         self.answer(Op::Reply, "", data.into()).await
     }
@@ -155,13 +157,18 @@ impl Request {
             .await
     }
 
+    /// Queues the answer, waiting for room. The request counts as answered
+    /// only once the answer is queued: if this future is dropped first (a
+    /// handler that gave up waiting), the request's drop still tells the
+    /// caller it went unanswered.
     async fn answer(&mut self, op: Op, name: &str, body: Bytes) -> Result<()> {
         let Some(reply) = &self.reply else {
             return Err(Error::Closed); // answered already
         };
         let f = reply.checked(op, name, body)?;
-        let reply = self.reply.take().expect("checked above");
-        reply.tx.send(f).await.map_err(|_| Error::Closed)
+        reply.tx.send(f).await.map_err(|_| Error::Closed)?;
+        self.reply = None;
+        Ok(())
     }
 }
 
