@@ -124,7 +124,7 @@ pub use link::connection::{Connection, Sender};
 pub use messaging::rpc::{Request, Requests};
 pub use messaging::streams::{Message, Messages};
 pub use node::address::Address;
-pub use node::discovery::SERVICE_TYPE;
+pub use node::discovery::{Announcement, SERVICE_TYPE};
 pub use node::events::Events;
 pub use node::service::tcpnet;
 pub use node::{Service, Settings};

@@ -12,8 +12,10 @@
 //!   bytes works (a service type label is limited to 15), and one browse sees
 //!   every cluster: nodes of other clusters are skipped.
 //!
-//! Records are parsed by [`parse_record`], a pure function: a bad record
-//! becomes an error event and nothing else.
+//! Records are read by [`Announcement::parse`] (public, so browsers read
+//! them by the same rules) and checked against our cluster by
+//! [`parse_record`], both pure functions: a bad record becomes an error
+//! event and nothing else.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
@@ -208,6 +210,85 @@ pub(crate) enum Record {
     NotOurs,
 }
 
+/// A node's mDNS record of [`SERVICE_TYPE`], read and checked: what any
+/// browser (the `tcpnet` command, a monitoring tool) can learn of a node
+/// from the LAN without joining its cluster.
+///
+/// [`parse`](Self::parse) takes the record as `mdns-sd` (0.21, the version
+/// tcpnet uses) resolves it:
+///
+/// ```no_run
+/// let daemon = mdns_sd::ServiceDaemon::new().unwrap();
+/// let events = daemon.browse(tcpnet::SERVICE_TYPE).unwrap();
+/// while let Ok(event) = events.recv() {
+///     if let mdns_sd::ServiceEvent::ServiceResolved(rec) = event {
+///         match tcpnet::Announcement::parse(&rec) {
+///             Ok(node) => println!("{} of {} at {:?}", node.id, node.cluster, node.addrs),
+///             Err(e) => println!("{e}"), // Error::BadRecord, saying what is wrong
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Announcement {
+    /// The node's id (the instance name).
+    pub id: NodeId,
+    /// Its cluster (TXT `c`).
+    pub cluster: String,
+    /// The protocol version it speaks (TXT `v`), as announced: a node
+    /// links only with nodes of its own [`PROTOCOL_VERSION`].
+    pub version: String,
+    /// Where it listens, IPv4 first.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Announcement {
+    /// Reads a resolved record: the instance name must be a node id, TXT
+    /// `c` and `v` present, the port not 0, and at least one address usable
+    /// (not unspecified, not multicast). Anything else is an
+    /// [`Error::BadRecord`] naming the instance and what is wrong.
+    pub fn parse(rec: &ResolvedService) -> Result<Announcement> {
+        let bad = |reason: String| Error::BadRecord {
+            instance: rec.fullname.clone(),
+            reason,
+        };
+        let id = instance_id(&rec.fullname)?;
+        let txt = |key| rec.txt_properties.get_property_val_str(key);
+        let cluster = txt("c").ok_or_else(|| bad("no cluster name (TXT c)".into()))?;
+        let version = txt("v").ok_or_else(|| bad("no protocol version (TXT v)".into()))?;
+        if rec.port == 0 {
+            return Err(bad("port 0".into()));
+        }
+        let mut addrs: Vec<SocketAddr> = rec
+            .addresses
+            .iter()
+            .map(|ip| match ip {
+                ScopedIp::V6(v6) => {
+                    let scope = if v6.addr().is_unicast_link_local() {
+                        v6.scope_id().index
+                    } else {
+                        0
+                    };
+                    SocketAddr::V6(SocketAddrV6::new(*v6.addr(), rec.port, 0, scope))
+                }
+                other => SocketAddr::new(other.to_ip_addr(), rec.port),
+            })
+            .filter(|a| !a.ip().is_unspecified() && !a.ip().is_multicast())
+            .collect();
+        if addrs.is_empty() {
+            return Err(bad("no usable address".into()));
+        }
+        addrs.sort_by_key(|a| (a.is_ipv6(), a.ip()));
+        Ok(Announcement {
+            id,
+            cluster: cluster.to_string(),
+            version: version.to_string(),
+            addrs,
+        })
+    }
+}
+
 /// The node id in an instance full name, `<id>._tcpnet._tcp.local.`.
 pub(crate) fn instance_id(fullname: &str) -> Result<NodeId> {
     let bad = |reason: String| Error::BadRecord {
@@ -221,59 +302,43 @@ pub(crate) fn instance_id(fullname: &str) -> Result<NodeId> {
     NodeId::parse(name).map_err(|e| bad(format!("instance name is not a node id: {e}")))
 }
 
-/// Checks a resolved record of the tcpnet service type.
+/// Checks a resolved record of the tcpnet service type against our cluster:
+/// a record of another cluster is not ours, even a broken one.
 pub(crate) fn parse_record(rec: &ResolvedService, cluster: &str, me: &NodeId) -> Result<Record> {
+    let node = match Announcement::parse(rec) {
+        Ok(node) => node,
+        Err(_)
+            if rec
+                .txt_properties
+                .get_property_val_str("c")
+                .is_some_and(|c| c != cluster) =>
+        {
+            return Ok(Record::NotOurs)
+        }
+        Err(e) => return Err(e),
+    };
+    if node.cluster != cluster || node.id == *me {
+        return Ok(Record::NotOurs);
+    }
     let bad = |reason: String| Error::BadRecord {
         instance: rec.fullname.clone(),
         reason,
     };
-    let id = instance_id(&rec.fullname)?;
-    let Some(their_cluster) = rec.txt_properties.get_property_val_str("c") else {
-        return Err(bad("no cluster name (TXT c)".into()));
-    };
-    if their_cluster != cluster || id == *me {
-        return Ok(Record::NotOurs);
-    }
-    match rec.txt_properties.get_property_val_str("v") {
-        None => return Err(bad("no protocol version (TXT v)".into())),
-        Some(v) if v != PROTOCOL_VERSION.to_string() => {
-            return Err(bad(format!(
-                "protocol version {v:?}, we speak {PROTOCOL_VERSION}"
-            )))
-        }
-        Some(_) => {}
-    }
-    if id.len() != me.len() {
+    if node.version != PROTOCOL_VERSION.to_string() {
         return Err(bad(format!(
-            "peer id {id} has {} hex digits, ours has {}",
-            id.len(),
+            "protocol version {:?}, we speak {PROTOCOL_VERSION}",
+            node.version
+        )));
+    }
+    if node.id.len() != me.len() {
+        return Err(bad(format!(
+            "peer id {} has {} hex digits, ours has {}",
+            node.id,
+            node.id.len(),
             me.len()
         )));
     }
-    if rec.port == 0 {
-        return Err(bad("port 0".into()));
-    }
-    let mut addrs: Vec<SocketAddr> = rec
-        .addresses
-        .iter()
-        .map(|ip| match ip {
-            ScopedIp::V6(v6) => {
-                let scope = if v6.addr().is_unicast_link_local() {
-                    v6.scope_id().index
-                } else {
-                    0
-                };
-                SocketAddr::V6(SocketAddrV6::new(*v6.addr(), rec.port, 0, scope))
-            }
-            other => SocketAddr::new(other.to_ip_addr(), rec.port),
-        })
-        .filter(|a| !a.ip().is_unspecified() && !a.ip().is_multicast())
-        .collect();
-    if addrs.is_empty() {
-        return Err(bad("no usable address".into()));
-    }
-    addrs.sort_by_key(|a| (a.is_ipv6(), a.ip()));
-    Ok(Record::Peer(id, addrs))
+    Ok(Record::Peer(node.id, node.addrs))
 }
 
 /// An mDNS library error, as the error of the step that failed.
@@ -325,6 +390,22 @@ mod tests {
         let r = record("0b", 7, &[("c", "y"), ("v", "1")], "10.99.0.2");
         assert_eq!(parse_record(&r, "x", &me()).unwrap(), Record::NotOurs);
         let r = record("0a", 7, &[("c", "x"), ("v", "1")], "10.99.0.2");
+        assert_eq!(parse_record(&r, "x", &me()).unwrap(), Record::NotOurs);
+    }
+
+    #[test]
+    fn an_announcement_of_any_cluster_and_version_is_read() {
+        let r = record("0B", 7, &[("c", "y"), ("v", "9")], "fe80::1,10.99.0.2");
+        let node = Announcement::parse(&r).unwrap();
+        assert_eq!(node.id.as_str(), "0b");
+        assert_eq!((node.cluster.as_str(), node.version.as_str()), ("y", "9"));
+        assert_eq!(node.addrs[0], "10.99.0.2:7".parse().unwrap());
+    }
+
+    #[test]
+    fn a_broken_record_of_another_cluster_is_not_ours() {
+        let r = record("zz", 0, &[("c", "y")], "10.99.0.2");
+        assert!(Announcement::parse(&r).is_err());
         assert_eq!(parse_record(&r, "x", &me()).unwrap(), Record::NotOurs);
     }
 
