@@ -1,0 +1,112 @@
+//! Running a tcpnet node for the commands that join a cluster: settings
+//! from the command line, the secret from its file, and the wait until the
+//! cluster's nodes are linked.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tcpnet::{NodeId, Service, Settings};
+use tokio::time::{timeout_at, Instant};
+
+use crate::args::NodeArgs;
+use crate::term::Progress;
+use crate::Failure;
+
+/// Reads the cluster secret: the file's first line, without its line end.
+///
+/// Warns on stderr when the file can be read by other users. The secret is
+/// never taken on the command line: every user of the host can read a
+/// process's arguments (`ps`, `/proc/PID/cmdline`), and shell history keeps
+/// them.
+pub fn read_secret(path: &Path) -> Result<String, Failure> {
+    let bad = |why: String| Failure::Usage(format!("--secret-file {}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let secret = text.lines().next().unwrap_or_default().to_string();
+    if secret.is_empty() {
+        return Err(bad("the first line is empty".into()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "tcpnet: warning: {} can be read by other users (mode {:o}); \
+                     chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+        }
+    }
+    Ok(secret)
+}
+
+/// The settings a command line asks for.
+pub fn settings(args: &NodeArgs) -> Result<Settings, Failure> {
+    let mut settings = Settings::new(args.cluster.as_str());
+    if let Some(id) = &args.id {
+        settings = settings.id(id.as_str());
+    }
+    if let Some(path) = &args.secret_file {
+        settings = settings.secret(read_secret(path)?);
+    }
+    for peer in &args.peers {
+        settings = settings.peer(peer.as_str());
+    }
+    Ok(settings)
+}
+
+/// Starts the node listening and waits (up to `--wait`) until it is linked
+/// to every node it has discovered, and to at least one, and `ready` holds.
+/// Finding no node within the wait is not an error here: the command
+/// decides.
+pub async fn start(
+    service: &Service,
+    args: &NodeArgs,
+    ready: impl Fn(&Service) -> bool,
+) -> Result<(), Failure> {
+    let mut progress = Progress::new();
+    progress.show(&format!("joining {}", args.cluster));
+    let mut linked = service.on_connection();
+    service
+        .listen(args.port, &args.listen.to_string())
+        .await
+        .map_err(|e| Failure::Error(e.to_string()))?;
+    let deadline = Instant::now() + args.wait;
+    loop {
+        let (links, known) = mesh_state(service);
+        progress.show(&format!(
+            "joining {}: linked to {} of {} nodes seen",
+            args.cluster,
+            links.len(),
+            known.len().max(links.len())
+        ));
+        if !links.is_empty() && known.is_subset(&links) && ready(service) {
+            break;
+        }
+        // Re-check on every new link, and every few milliseconds for nodes
+        // discovered and for `ready` (they have no event on the service).
+        let step = (Instant::now() + Duration::from_millis(50)).min(deadline);
+        if Instant::now() >= deadline {
+            break;
+        }
+        let _ = timeout_at(step, linked.next()).await;
+    }
+    progress.clear();
+    Ok(())
+}
+
+/// The ids this node is linked to, and the ids it discovered over mDNS.
+fn mesh_state(service: &Service) -> (HashSet<NodeId>, HashSet<NodeId>) {
+    let links = service
+        .connections()
+        .iter()
+        .map(|c| c.peer_id().clone())
+        .collect();
+    let known = service.advertised().into_iter().collect();
+    (links, known)
+}

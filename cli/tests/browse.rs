@@ -1,0 +1,166 @@
+//! `tcpnet browse` as a process, against tcpnet nodes and planted records.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use assert_cmd::assert::OutputAssertExt;
+use common::{netns, wait_with_deadline, Host, Node, Running, DEADLINE};
+use mdns_sd::{DaemonEvent, ServiceDaemon, ServiceInfo};
+use serde_json::Value;
+use tcpnet::{Settings, PROTOCOL_VERSION, SERVICE_TYPE};
+
+/// Announces a record of tcpnet's service type from a daemon of the test's
+/// own, and waits until it is out.
+fn plant(instance: &str, port: u16, props: &[(&str, &str)]) -> ServiceDaemon {
+    let daemon = ServiceDaemon::new().expect("mDNS daemon");
+    let events = daemon.monitor().expect("monitor");
+    let mut info = ServiceInfo::new(
+        SERVICE_TYPE,
+        instance,
+        "planted.local.",
+        "127.0.0.1",
+        port,
+        props,
+    )
+    .expect("record");
+    info.set_requires_probe(false);
+    daemon.register(info).expect("register");
+    loop {
+        match events.recv_timeout(DEADLINE) {
+            Ok(DaemonEvent::Announce(name, _)) if name.starts_with(instance) => return daemon,
+            Ok(_) => {}
+            Err(e) => panic!("the planted record was not announced: {e}"),
+        }
+    }
+}
+
+/// (cluster, id) of nodes.
+type Nodes = BTreeSet<(String, String)>;
+/// (instance, problem) of bad records.
+type Bad = Vec<(String, String)>;
+
+/// `--once --json` output: the nodes and the bad records.
+fn browse_json(host: &Host, args: &[&str]) -> (Nodes, Bad) {
+    let mut all = vec!["browse", "--once", "--json"];
+    all.extend_from_slice(args);
+    let out = host.tcpnet(&all).output().expect("run tcpnet browse");
+    out.clone().assert().success();
+    let mut nodes = BTreeSet::new();
+    let mut bad = Vec::new();
+    for line in String::from_utf8(out.stdout).expect("UTF-8").lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        match v["kind"].as_str() {
+            Some("node") => {
+                assert_eq!(v["interfaces"], serde_json::json!(["lo"]), "{line}");
+                let ours = v["version"].as_str() == Some(&PROTOCOL_VERSION.to_string());
+                assert_eq!(v["compatible"], ours, "{line}");
+                nodes.insert((
+                    v["cluster"].as_str().unwrap().to_string(),
+                    v["id"].as_str().unwrap().to_string(),
+                ));
+            }
+            Some("bad") => bad.push((
+                v["instance"].as_str().unwrap().to_string(),
+                v["problem"].as_str().unwrap().to_string(),
+            )),
+            _ => panic!("unexpected object {line}"),
+        }
+    }
+    (nodes, bad)
+}
+
+#[test]
+fn browse_once_lists_exactly_the_nodes_and_clusters_present_and_a_bad_record() {
+    netns(|h| {
+        let a1 = Node::start(&h, Settings::new("alpha"));
+        let a2 = Node::start(&h, Settings::new("alpha"));
+        let b1 = Node::start(&h, Settings::new("beta"));
+        let v = PROTOCOL_VERSION.to_string();
+        let _planted = plant("zz-not-an-id", 1006, &[("c", "alpha"), ("v", &v)]);
+
+        let (nodes, bad) = browse_json(&h, &[]);
+        let want: BTreeSet<(String, String)> =
+            [("alpha", &a1.id), ("alpha", &a2.id), ("beta", &b1.id)]
+                .into_iter()
+                .map(|(c, id)| (c.to_string(), id.clone()))
+                .collect();
+        assert_eq!(nodes, want);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!(bad[0].0, format!("zz-not-an-id.{SERVICE_TYPE}"));
+        assert!(bad[0].1.contains("not a node id"), "{bad:?}");
+
+        // One cluster: its nodes, and the bad record that names it.
+        let (nodes, bad) = browse_json(&h, &["beta"]);
+        assert_eq!(nodes, [("beta".to_string(), b1.id.clone())].into());
+        assert!(bad.is_empty(), "{bad:?}");
+
+        // The table groups by cluster and shows what is wrong.
+        let out = h
+            .tcpnet(&["browse", "--once", "--for", "1s"])
+            .output()
+            .expect("run");
+        let table = String::from_utf8(out.stdout).unwrap();
+        assert!(table.contains("cluster alpha: 2 nodes"), "{table}");
+        assert!(table.contains("cluster beta: 1 node"), "{table}");
+        assert!(table.contains("bad records: 1"), "{table}");
+        for id in [&a1.id, &a2.id, &b1.id] {
+            assert!(table.contains(id.as_str()), "{table}");
+        }
+    });
+}
+
+#[test]
+fn another_protocol_version_and_a_missing_cluster_are_reported() {
+    netns(|h| {
+        let ok = Node::start(&h, Settings::new("alpha"));
+        let newer = plant(&"e".repeat(32), 1007, &[("c", "alpha"), ("v", "99")]);
+        let _no_cluster = plant(&"d".repeat(32), 1008, &[("v", "1")]);
+        let (nodes, bad) = browse_json(&h, &["alpha"]);
+        // A node of another version is a node (it says which), not a bad record.
+        assert_eq!(
+            nodes,
+            [
+                ("alpha".to_string(), ok.id.clone()),
+                ("alpha".to_string(), "e".repeat(32)),
+            ]
+            .into()
+        );
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].1.contains("TXT c"), "{bad:?}");
+        let out = h
+            .tcpnet(&["browse", "alpha", "--once", "--for", "1s"])
+            .output()
+            .expect("run");
+        let table = String::from_utf8(out.stdout).unwrap();
+        let flagged = format!("99 (not {PROTOCOL_VERSION}: will not link)");
+        assert!(table.contains(&flagged), "{table}");
+        drop(newer);
+    });
+}
+
+/// Piped, browse prints a line as each node comes and goes.
+#[test]
+fn piped_browse_prints_nodes_as_they_come_and_go() {
+    netns(|h| {
+        let mut cmd = h.tcpnet(&["browse", "--json", "gamma"]);
+        cmd.stderr(std::process::Stdio::null());
+        let mut browse = Running::start(cmd);
+        let node = Node::start(&h, Settings::new("gamma"));
+        let id = node.id.clone();
+        let has = |event: &'static str, id: String| {
+            move |line: &str| {
+                let v: Value = serde_json::from_str(line).expect("JSON");
+                v["event"] == event && v["id"] == id.as_str()
+            }
+        };
+        browse.wait_line("adding the node", has("added", id.clone()));
+        node.close();
+        browse.wait_line("removing the node", has("removed", id.clone()));
+        // Ends cleanly on SIGTERM.
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(browse.child.id() as i32, libc::SIGTERM) };
+        let status = wait_with_deadline(&mut browse.child);
+        assert!(status.success(), "{status}");
+    });
+}
