@@ -25,15 +25,15 @@ use clap::{Args, Parser, Subcommand};
         tcpnet doctor my-cluster       why don't my nodes see each other?\n  \
         tcpnet completions bash > /etc/bash_completion.d/tcpnet"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// List the tcpnet nodes announced on the LAN, grouped by cluster.
     #[command(after_help = "Examples:\n  \
         tcpnet browse                       live table on a terminal (Ctrl-C ends it)\n  \
@@ -81,75 +81,75 @@ pub enum Command {
 
 /// `tcpnet browse`.
 #[derive(Debug, Args)]
-pub struct BrowseArgs {
+pub(crate) struct BrowseArgs {
     /// Only this cluster (default: every cluster).
-    pub cluster: Option<String>,
+    pub(crate) cluster: Option<String>,
     /// Print once after a short browse, then exit.
     #[arg(long)]
-    pub once: bool,
+    pub(crate) once: bool,
     /// How long `--once` browses.
     #[arg(long = "for", value_name = "DURATION", default_value = "3s", value_parser = duration)]
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// One JSON object a line instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// How a command that joins a cluster runs its node.
 #[derive(Debug, Args)]
-pub struct NodeArgs {
+pub(crate) struct NodeArgs {
     /// The cluster to join.
-    pub cluster: String,
+    pub(crate) cluster: String,
     /// Read the cluster secret from this file (its first line). Not taken on
     /// the command line, where every user of the host sees it (ps,
     /// /proc/PID/cmdline) and shell history keeps it.
     #[arg(long, value_name = "FILE")]
-    pub secret_file: Option<PathBuf>,
+    pub(crate) secret_file: Option<PathBuf>,
     /// This node's id, hex digits (default: a random one).
     #[arg(long)]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// The address to listen on: 0.0.0.0 (every IPv4 interface), :: (every
     /// interface), or one address of this host.
     #[arg(long, default_value = "0.0.0.0")]
-    pub listen: IpAddr,
+    pub(crate) listen: IpAddr,
     /// The TCP port to listen on (0: any free port).
     #[arg(long, default_value_t = 0)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// A static peer, HOST:PORT, dialed even where multicast does not reach
     /// (repeatable).
     #[arg(long = "peer", value_name = "HOST:PORT")]
-    pub peers: Vec<String>,
+    pub(crate) peers: Vec<String>,
     /// How long to wait for the cluster's nodes to link before starting.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = duration)]
-    pub wait: Duration,
+    pub(crate) wait: Duration,
 }
 
 /// `tcpnet join`.
 #[derive(Debug, Args)]
-pub struct JoinArgs {
+pub(crate) struct JoinArgs {
     /// The node to run.
     #[command(flatten)]
-    pub node: NodeArgs,
+    pub(crate) node: NodeArgs,
     /// Publish lines to this topic, and print its messages.
     #[arg(long, conflicts_with_all = ["to", "raw"])]
-    pub topic: Option<String>,
+    pub(crate) topic: Option<String>,
     /// Send lines to this node only (its id).
     #[arg(long, value_name = "ID", conflicts_with = "raw")]
-    pub to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Send each line as a raw link frame, and print the raw frames received,
     /// instead of messages.
     #[arg(long)]
-    pub raw: bool,
+    pub(crate) raw: bool,
 }
 
 /// `tcpnet doctor`.
 #[derive(Debug, Args)]
-pub struct DoctorArgs {
+pub(crate) struct DoctorArgs {
     /// Also check this cluster's nodes: do they answer, can they be dialed?
-    pub cluster: Option<String>,
+    pub(crate) cluster: Option<String>,
     /// How long to wait for mDNS answers.
     #[arg(long = "for", value_name = "DURATION", default_value = "3s", value_parser = duration)]
-    pub duration: Duration,
+    pub(crate) duration: Duration,
 }
 
 /// Parses `3s`, `500ms`, `2m` or a bare number of seconds.

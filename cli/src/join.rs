@@ -3,14 +3,17 @@
 
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
+use std::collections::HashSet;
 use std::io::{BufRead, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tcpnet::{NodeId, Service};
+use tcpnet::{Connection, Events, NodeId, Service};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::args::JoinArgs;
 use crate::node;
+use crate::table::count;
 use crate::term::stderr_is_terminal;
 use crate::Failure;
 
@@ -31,7 +34,7 @@ enum Mode {
 const TOPIC_SETTLE: Duration = Duration::from_millis(50);
 
 /// Runs `tcpnet join`; `Ok(true)` when every line was sent.
-pub async fn run(args: JoinArgs) -> Result<bool, Failure> {
+pub(crate) async fn run(args: JoinArgs) -> Result<bool, Failure> {
     let mode = match (&args.topic, &args.to, args.raw) {
         (Some(topic), _, _) => Mode::Topic(topic.clone()),
         (_, Some(to), _) => {
@@ -55,10 +58,6 @@ pub async fn run(args: JoinArgs) -> Result<bool, Failure> {
         Mode::All | Mode::To(_) => tokio::spawn(print_messages(service.messages(), closed)),
         Mode::Raw => tokio::spawn(print_frames(service.clone(), closed)),
     };
-    if stderr_is_terminal() {
-        tokio::spawn(tell_links(service.clone()));
-    }
-
     let outcome = tokio::select! {
         r = join(&service, &args, &mode) => r,
         _ = crate::shutdown_signal() => Ok(true),
@@ -90,14 +89,19 @@ async fn join(service: &Service, args: &JoinArgs, mode: &Mode) -> Result<bool, F
         }
         _ => true,
     };
+    // Subscribed before starting, so that no link is missed; told after,
+    // so that the notes do not cut through the progress line.
+    let links = service.on_connection();
     node::start(service, &args.node, ready).await?;
     if stderr_is_terminal() {
-        let links = service.connections().len();
+        let linked = service.connections();
         eprintln!(
-            "# joined {} as {} (linked to {links} nodes); type lines, Ctrl-D or Ctrl-C ends",
+            "# joined {} as {}, linked to {}; type lines, Ctrl-D or Ctrl-C ends",
             args.node.cluster,
-            service.id()
+            service.id(),
+            count(linked.len(), "node")
         );
+        tokio::spawn(tell_links(linked, links));
     }
     let mut lines = stdin_lines();
     let mut all_sent = true;
@@ -228,15 +232,25 @@ fn print_line(from: &NodeId, data: &[u8]) {
     let _ = writeln!(out, "{from}: {text}").and_then(|_| out.flush());
 }
 
-/// On a terminal, says on stderr when links come and go.
-async fn tell_links(service: Service) {
-    let mut links = service.on_connection();
-    while let Some(link) = links.next().await {
-        eprintln!("# linked to {} at {}", link.peer_id(), link.remote_addr());
+/// On a terminal, says on stderr when links come and go: the links `open`
+/// at the start (closes only), then every new one.
+async fn tell_links(open: Vec<Connection>, mut links: Events<Connection>) {
+    let tell_close = |link: Connection| {
         tokio::spawn(async move {
             let why = link.closed().await;
             eprintln!("# link to {} closed: {why}", link.peer_id());
         });
+    };
+    let mut told: HashSet<(NodeId, SocketAddr)> = HashSet::new();
+    for link in open {
+        told.insert((link.peer_id().clone(), link.remote_addr()));
+        tell_close(link);
+    }
+    while let Some(link) = links.next().await {
+        if told.insert((link.peer_id().clone(), link.remote_addr())) {
+            eprintln!("# linked to {} at {}", link.peer_id(), link.remote_addr());
+            tell_close(link);
+        }
     }
 }
 

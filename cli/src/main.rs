@@ -29,7 +29,7 @@ use args::{Cli, Command};
 
 /// Why a command did not succeed.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The command line asks for something impossible (exit status 2).
     Usage(String),
     /// Something failed while running (exit status 1).
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
 }
 
 /// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

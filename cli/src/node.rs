@@ -20,7 +20,7 @@ use crate::Failure;
 /// never taken on the command line: every user of the host can read a
 /// process's arguments (`ps`, `/proc/PID/cmdline`), and shell history keeps
 /// them.
-pub fn read_secret(path: &Path) -> Result<String, Failure> {
+pub(crate) fn read_secret(path: &Path) -> Result<String, Failure> {
     let bad = |why: String| Failure::Usage(format!("--secret-file {}: {why}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
     let secret = text.lines().next().unwrap_or_default().to_string();
@@ -46,7 +46,7 @@ pub fn read_secret(path: &Path) -> Result<String, Failure> {
 }
 
 /// The settings a command line asks for.
-pub fn settings(args: &NodeArgs) -> Result<Settings, Failure> {
+pub(crate) fn settings(args: &NodeArgs) -> Result<Settings, Failure> {
     let mut settings = Settings::new(args.cluster.as_str());
     if let Some(id) = &args.id {
         settings = settings.id(id.as_str());
@@ -64,7 +64,7 @@ pub fn settings(args: &NodeArgs) -> Result<Settings, Failure> {
 /// to every node it has discovered, and to at least one, and `ready` holds.
 /// Finding no node within the wait is not an error here: the command
 /// decides.
-pub async fn start(
+pub(crate) async fn start(
     service: &Service,
     args: &NodeArgs,
     ready: impl Fn(&Service) -> bool,

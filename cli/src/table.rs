@@ -3,14 +3,14 @@
 
 /// A table being built.
 #[derive(Debug, Default)]
-pub struct Table {
+pub(crate) struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
     /// A table with these column titles.
-    pub fn new(header: &[&str]) -> Table {
+    pub(crate) fn new(header: &[&str]) -> Table {
         Table {
             header: header.iter().map(|h| h.to_string()).collect(),
             rows: Vec::new(),
@@ -18,14 +18,14 @@ impl Table {
     }
 
     /// Adds a row (as many cells as the header has titles).
-    pub fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.header.len());
         self.rows.push(cells);
     }
 
     /// The lines of the table, each indented by `indent` spaces, with no
     /// trailing blanks; cells are cut to fit in `width` columns (with `…`).
-    pub fn lines(&self, indent: usize, width: Option<usize>) -> Vec<String> {
+    pub(crate) fn lines(&self, indent: usize, width: Option<usize>) -> Vec<String> {
         let chars = |s: &str| s.chars().count();
         let mut widths: Vec<usize> = self.header.iter().map(|h| chars(h)).collect();
         for row in &self.rows {
@@ -54,6 +54,15 @@ impl Table {
                 }
             })
             .collect()
+    }
+}
+
+/// `1 node`, `2 nodes`.
+pub(crate) fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 

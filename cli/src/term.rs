@@ -6,7 +6,7 @@ use std::time::Instant;
 
 /// A progress line on stderr, redrawn in place; a no-op unless stderr is a
 /// terminal.
-pub struct Progress {
+pub(crate) struct Progress {
     on: bool,
     start: Instant,
     frame: usize,
@@ -16,7 +16,7 @@ const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '�
 
 impl Progress {
     /// A progress line, shown if stderr is a terminal.
-    pub fn new() -> Progress {
+    pub(crate) fn new() -> Progress {
         Progress {
             on: std::io::stderr().is_terminal(),
             start: Instant::now(),
@@ -25,7 +25,7 @@ impl Progress {
     }
 
     /// Redraws the line with a spinner, the elapsed time and `what`.
-    pub fn show(&mut self, what: &str) {
+    pub(crate) fn show(&mut self, what: &str) {
         if !self.on {
             return;
         }
@@ -38,7 +38,7 @@ impl Progress {
     }
 
     /// Erases the line.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if self.on {
             let _ = write!(std::io::stderr().lock(), "\r\x1b[K");
         }
@@ -46,11 +46,11 @@ impl Progress {
 }
 
 /// Whether stdout is a terminal.
-pub fn stdout_is_terminal() -> bool {
+pub(crate) fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
 }
 
 /// Whether stderr is a terminal: notes meant for a person go there only then.
-pub fn stderr_is_terminal() -> bool {
+pub(crate) fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }

@@ -5,35 +5,9 @@ mod common;
 use std::collections::BTreeSet;
 
 use assert_cmd::assert::OutputAssertExt;
-use common::{netns, wait_with_deadline, Host, Node, Running, DEADLINE};
-use mdns_sd::{DaemonEvent, ServiceDaemon, ServiceInfo};
+use common::{netns, wait_with_deadline, Host, Node, Running};
 use serde_json::Value;
 use tcpnet::{Settings, PROTOCOL_VERSION, SERVICE_TYPE};
-
-/// Announces a record of tcpnet's service type from a daemon of the test's
-/// own, and waits until it is out.
-fn plant(instance: &str, port: u16, props: &[(&str, &str)]) -> ServiceDaemon {
-    let daemon = ServiceDaemon::new().expect("mDNS daemon");
-    let events = daemon.monitor().expect("monitor");
-    let mut info = ServiceInfo::new(
-        SERVICE_TYPE,
-        instance,
-        "planted.local.",
-        "127.0.0.1",
-        port,
-        props,
-    )
-    .expect("record");
-    info.set_requires_probe(false);
-    daemon.register(info).expect("register");
-    loop {
-        match events.recv_timeout(DEADLINE) {
-            Ok(DaemonEvent::Announce(name, _)) if name.starts_with(instance) => return daemon,
-            Ok(_) => {}
-            Err(e) => panic!("the planted record was not announced: {e}"),
-        }
-    }
-}
 
 /// (cluster, id) of nodes.
 type Nodes = BTreeSet<(String, String)>;
@@ -77,7 +51,12 @@ fn browse_once_lists_exactly_the_nodes_and_clusters_present_and_a_bad_record() {
         let a2 = Node::start(&h, Settings::new("alpha"));
         let b1 = Node::start(&h, Settings::new("beta"));
         let v = PROTOCOL_VERSION.to_string();
-        let _planted = plant("zz-not-an-id", 1006, &[("c", "alpha"), ("v", &v)]);
+        let _planted = h.plant(
+            "zz-not-an-id",
+            "127.0.0.1",
+            1006,
+            &[("c", "alpha"), ("v", &v)],
+        );
 
         let (nodes, bad) = browse_json(&h, &[]);
         let want: BTreeSet<(String, String)> =
@@ -114,8 +93,13 @@ fn browse_once_lists_exactly_the_nodes_and_clusters_present_and_a_bad_record() {
 fn another_protocol_version_and_a_missing_cluster_are_reported() {
     netns(|h| {
         let ok = Node::start(&h, Settings::new("alpha"));
-        let newer = plant(&"e".repeat(32), 1007, &[("c", "alpha"), ("v", "99")]);
-        let _no_cluster = plant(&"d".repeat(32), 1008, &[("v", "1")]);
+        let newer = h.plant(
+            &"e".repeat(32),
+            "127.0.0.1",
+            1007,
+            &[("c", "alpha"), ("v", "99")],
+        );
+        let _no_cluster = h.plant(&"d".repeat(32), "127.0.0.1", 1008, &[("v", "1")]);
         let (nodes, bad) = browse_json(&h, &["alpha"]);
         // A node of another version is a node (it says which), not a bad record.
         assert_eq!(

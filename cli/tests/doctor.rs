@@ -6,9 +6,8 @@ mod common;
 
 use std::process::Output;
 
-use common::{netns, Host, Lan, Node, DEADLINE};
-use mdns_sd::{DaemonEvent, ServiceDaemon, ServiceInfo};
-use tcpnet::{Settings, PROTOCOL_VERSION, SERVICE_TYPE};
+use common::{netns, Host, Lan, Node};
+use tcpnet::{Settings, PROTOCOL_VERSION};
 
 fn doctor(h: &Host, args: &[&str]) -> (Option<i32>, String) {
     let mut all = vec!["doctor", "--for", "2s"];
@@ -77,33 +76,8 @@ fn names_a_node_that_cannot_be_dialed() {
     netns(|_| {
         let lan = Lan::new(2);
         let ghost = "9".repeat(32);
-        let announced = {
-            let ghost = ghost.clone();
-            lan.hosts[1].run(move || async move {
-                let daemon = ServiceDaemon::new().expect("mDNS daemon");
-                let events = daemon.monitor().expect("monitor");
-                let v = PROTOCOL_VERSION.to_string();
-                let mut info = ServiceInfo::new(
-                    SERVICE_TYPE,
-                    &ghost,
-                    "ghost.local.",
-                    "10.99.0.2",
-                    9,
-                    &[("c", "good"), ("v", v.as_str())][..],
-                )
-                .expect("record");
-                info.set_requires_probe(false);
-                daemon.register(info).expect("register");
-                loop {
-                    match events.recv_timeout(DEADLINE) {
-                        Ok(DaemonEvent::Announce(..)) => return daemon,
-                        Ok(_) => {}
-                        Err(e) => panic!("the ghost record was not announced: {e}"),
-                    }
-                }
-            })
-        };
-        let _daemon = announced.join().expect("announce the ghost");
+        let v = PROTOCOL_VERSION.to_string();
+        let _ghost = lan.hosts[1].plant(&ghost, "10.99.0.2", 9, &[("c", "good"), ("v", &v)]);
         let (code, report) = doctor(&lan.hosts[0], &["good"]);
         assert_eq!(code, Some(1), "{report}");
         assert!(

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Command, Output, Stdio};
 
 use common::{netns, Host, Node, Running};
 use tcpnet::Settings;
@@ -80,21 +80,24 @@ fn the_secret_comes_from_a_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Runs `cmd` with one line on its stdin, to its end.
+fn with_one_line(mut cmd: Command, line: &str) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            writeln!(c.stdin.take().expect("piped stdin"), "{line}")?;
+            c.wait_with_output()
+        })
+        .expect("run tcpnet join")
+}
+
 /// A line that reaches no node is an error, and the status says so.
 #[test]
 fn a_line_with_no_node_linked_fails() {
     netns(|h| {
-        let out = h
-            .tcpnet(&["join", "alone", "--wait", "100ms"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                c.stdin.take().unwrap().write_all(b"anyone?\n")?;
-                c.wait_with_output()
-            })
-            .expect("run tcpnet join");
+        let out = with_one_line(h.tcpnet(&["join", "alone", "--wait", "100ms"]), "anyone?");
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("line not sent: no node linked"), "{err}");
@@ -108,18 +111,9 @@ fn another_secret_does_not_link() {
         let _node = Node::start(&h, Settings::new("locked").secret("the right one"));
         let file = std::env::temp_dir().join(format!("tcpnet-cli-wrong-{}", std::process::id()));
         std::fs::write(&file, "the wrong one\n").unwrap();
-        let out = h
-            .tcpnet(&["join", "locked", "--wait", "1s", "--secret-file"])
-            .arg(&file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                c.stdin.take().unwrap().write_all(b"let me in\n")?;
-                c.wait_with_output()
-            })
-            .expect("run tcpnet join");
+        let mut cmd = h.tcpnet(&["join", "locked", "--wait", "1s", "--secret-file"]);
+        cmd.arg(&file);
+        let out = with_one_line(cmd, "let me in");
         std::fs::remove_file(&file).unwrap();
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);

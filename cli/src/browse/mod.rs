@@ -5,7 +5,7 @@
 //! terminal, a live table redrawn as nodes come and go; piped (or with
 //! `--json`), one line per change as it happens.
 
-pub mod view;
+pub(crate) mod view;
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
@@ -15,6 +15,7 @@ use mdns_sd::{ServiceDaemon, ServiceEvent};
 use tcpnet::SERVICE_TYPE;
 
 use crate::args::BrowseArgs;
+use crate::table::count;
 use crate::term::{stdout_is_terminal, Progress};
 use crate::Failure;
 use view::{Change, View};
@@ -24,7 +25,7 @@ use view::{Change, View};
 const REDRAW: Duration = Duration::from_secs(1);
 
 /// Runs `tcpnet browse`.
-pub async fn run(args: BrowseArgs) -> Result<bool, Failure> {
+pub(crate) async fn run(args: BrowseArgs) -> Result<bool, Failure> {
     if let Some(cluster) = &args.cluster {
         // The cluster name rules are tcpnet's; a service that never listens
         // checks them without touching the network.
@@ -42,7 +43,7 @@ pub async fn run(args: BrowseArgs) -> Result<bool, Failure> {
 }
 
 /// An mDNS browse of the tcpnet service type and what it has seen.
-pub struct Browser {
+pub(crate) struct Browser {
     daemon: ServiceDaemon,
     events: mdns_sd::Receiver<ServiceEvent>,
     view: View,
@@ -50,7 +51,7 @@ pub struct Browser {
 
 impl Browser {
     /// Starts browsing for `cluster`'s nodes, or every cluster's.
-    pub fn start(cluster: Option<String>) -> Result<Browser, Failure> {
+    pub(crate) fn start(cluster: Option<String>) -> Result<Browser, Failure> {
         let mdns = |e: mdns_sd::Error| Failure::Error(format!("mDNS: {e}"));
         let daemon = ServiceDaemon::new().map_err(mdns)?;
         let events = daemon.browse(SERVICE_TYPE).map_err(mdns)?;
@@ -62,18 +63,18 @@ impl Browser {
     }
 
     /// What has been seen so far.
-    pub fn view(&self) -> &View {
+    pub(crate) fn view(&self) -> &View {
         &self.view
     }
 
     /// Counts instances unresolved past the grace time as bad records.
-    pub fn expire_unresolved(&mut self) -> Vec<Change> {
+    pub(crate) fn expire_unresolved(&mut self) -> Vec<Change> {
         self.view.expire_unresolved(SystemTime::now())
     }
 
     /// Waits for the next mDNS event and applies it; `None` when the
     /// daemon stopped.
-    pub async fn next(&mut self) -> Option<Vec<Change>> {
+    pub(crate) async fn next(&mut self) -> Option<Vec<Change>> {
         let event = self.events.recv_async().await.ok()?;
         let now = SystemTime::now();
         let change = match event {
@@ -196,7 +197,7 @@ impl Browser {
         };
         let mut lines = vec![format!(
             "tcpnet browse: {} on {SERVICE_TYPE} (Ctrl-C to quit)",
-            view::count(self.view.nodes(), "node")
+            count(self.view.nodes(), "node")
         )];
         lines.push(String::new());
         lines.extend(self.view.table(SystemTime::now(), Some(cols as usize)));
@@ -212,7 +213,7 @@ impl Browser {
     }
 
     /// Stops browsing and the daemon.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         let _ = self.daemon.stop_browse(SERVICE_TYPE);
         let _ = self.daemon.shutdown();
     }

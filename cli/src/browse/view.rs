@@ -9,30 +9,30 @@ use mdns_sd::{ResolvedService, ScopedIp};
 use serde_json::{json, Value};
 use tcpnet::{Announcement, PROTOCOL_VERSION};
 
-use crate::table::Table;
+use crate::table::{count, Table};
 
 /// How long an instance may stay announced but unresolved (no SRV, TXT or
 /// address record) before it counts as a bad record.
-pub const UNRESOLVED_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const UNRESOLVED_GRACE: Duration = Duration::from_secs(2);
 
 /// One instance of the tcpnet service type, as last seen.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The mDNS instance full name.
-    pub instance: String,
+    pub(crate) instance: String,
     /// A node, or what is wrong with the record.
-    pub what: What,
+    pub(crate) what: What,
     /// The interfaces of this host its addresses came in on.
-    pub interfaces: BTreeSet<String>,
+    pub(crate) interfaces: BTreeSet<String>,
     /// When it was first seen, and when its record last arrived changed.
-    pub first_seen: SystemTime,
+    pub(crate) first_seen: SystemTime,
     /// See `first_seen`.
-    pub last_seen: SystemTime,
+    pub(crate) last_seen: SystemTime,
 }
 
 /// What an instance's record says.
 #[derive(Debug, Clone, PartialEq)]
-pub enum What {
+pub(crate) enum What {
     /// A tcpnet node, with its record's TXT keys other than `c` and `v`.
     Node(Announcement, BTreeMap<String, String>),
     /// A record that is not a usable tcpnet node, and why.
@@ -48,7 +48,7 @@ pub enum What {
 
 /// A change to what is seen.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Change {
+pub(crate) enum Change {
     /// A new instance.
     Added(Entry),
     /// An instance whose record changed.
@@ -59,14 +59,14 @@ pub enum Change {
 
 /// Everything seen, for one cluster or all of them.
 #[derive(Debug)]
-pub struct View {
+pub(crate) struct View {
     cluster: Option<String>,
     entries: BTreeMap<String, Entry>,
 }
 
 impl View {
     /// An empty view of `cluster`'s nodes, or of every cluster's.
-    pub fn new(cluster: Option<String>) -> View {
+    pub(crate) fn new(cluster: Option<String>) -> View {
         View {
             cluster,
             entries: BTreeMap::new(),
@@ -74,17 +74,17 @@ impl View {
     }
 
     /// The entry of an instance.
-    pub fn get(&self, instance: &str) -> Option<&Entry> {
+    pub(crate) fn get(&self, instance: &str) -> Option<&Entry> {
         self.entries.get(instance)
     }
 
     /// Every entry, by instance name.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values()
     }
 
     /// How many nodes are seen.
-    pub fn nodes(&self) -> usize {
+    pub(crate) fn nodes(&self) -> usize {
         self.entries
             .values()
             .filter(|e| matches!(e.what, What::Node(..)))
@@ -92,7 +92,7 @@ impl View {
     }
 
     /// An instance was announced (not resolved yet).
-    pub fn found(&mut self, instance: &str, now: SystemTime) {
+    pub(crate) fn found(&mut self, instance: &str, now: SystemTime) {
         self.entries
             .entry(instance.to_string())
             .or_insert_with(|| Entry {
@@ -105,7 +105,7 @@ impl View {
     }
 
     /// An instance's record resolved (or changed).
-    pub fn resolved(&mut self, rec: &ResolvedService, now: SystemTime) -> Option<Change> {
+    pub(crate) fn resolved(&mut self, rec: &ResolvedService, now: SystemTime) -> Option<Change> {
         let what = match Announcement::parse(rec) {
             Ok(node) => {
                 let txt = rec
@@ -160,14 +160,14 @@ impl View {
     }
 
     /// An instance is gone.
-    pub fn removed(&mut self, instance: &str) -> Option<Change> {
+    pub(crate) fn removed(&mut self, instance: &str) -> Option<Change> {
         let old = self.entries.remove(instance)?;
         (old.what != What::Unresolved).then_some(Change::Removed(old))
     }
 
     /// Instances announced but unresolved for longer than the grace time
     /// become bad records; returns them.
-    pub fn expire_unresolved(&mut self, now: SystemTime) -> Vec<Change> {
+    pub(crate) fn expire_unresolved(&mut self, now: SystemTime) -> Vec<Change> {
         let mut changes = Vec::new();
         for e in self.entries.values_mut() {
             let waited = now.duration_since(e.first_seen).unwrap_or_default();
@@ -213,7 +213,7 @@ impl View {
     }
 
     /// The table: one block per cluster, then the bad records.
-    pub fn table(&self, now: SystemTime, width: Option<usize>) -> Vec<String> {
+    pub(crate) fn table(&self, now: SystemTime, width: Option<usize>) -> Vec<String> {
         let (clusters, bad) = self.grouped();
         let mut out = Vec::new();
         if clusters.is_empty() {
@@ -277,7 +277,7 @@ impl View {
     }
 
     /// One JSON object per node and bad record.
-    pub fn json(&self) -> Vec<Value> {
+    pub(crate) fn json(&self) -> Vec<Value> {
         self.entries
             .values()
             .filter(|e| e.what != What::Unresolved)
@@ -287,7 +287,7 @@ impl View {
 }
 
 /// A node or a bad record as a JSON object.
-pub fn entry_json(e: &Entry) -> Value {
+pub(crate) fn entry_json(e: &Entry) -> Value {
     let mut v = match &e.what {
         What::Node(node, txt) => json!({
             "kind": "node",
@@ -314,7 +314,7 @@ pub fn entry_json(e: &Entry) -> Value {
 }
 
 /// A change as one line of text.
-pub fn change_line(change: &Change) -> String {
+pub(crate) fn change_line(change: &Change) -> String {
     let (sign, e) = match change {
         Change::Added(e) => ('+', e),
         Change::Updated(e) => ('~', e),
@@ -345,7 +345,7 @@ pub fn change_line(change: &Change) -> String {
 }
 
 /// A change as a JSON object: the entry, with `"event"`.
-pub fn change_json(change: &Change) -> Value {
+pub(crate) fn change_json(change: &Change) -> Value {
     let (event, e) = match change {
         Change::Added(e) => ("added", e),
         Change::Updated(e) => ("updated", e),
@@ -375,21 +375,12 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 /// How long ago, in the largest unit that fits: `4s ago`, `3m ago`.
-pub fn ago(now: SystemTime, then: SystemTime) -> String {
+pub(crate) fn ago(now: SystemTime, then: SystemTime) -> String {
     let secs = now.duration_since(then).unwrap_or_default().as_secs();
     match secs {
         0..60 => format!("{secs}s ago"),
         60..3600 => format!("{}m ago", secs / 60),
         _ => format!("{}h ago", secs / 3600),
-    }
-}
-
-/// `1 node`, `2 nodes`.
-pub fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
     }
 }
 

@@ -9,7 +9,7 @@ use super::report::Finding;
 
 /// What the kernel says of the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sync {
+pub(crate) enum Sync {
     /// Kept in sync (by NTP or alike), with this maximum error.
     Synced(Duration),
     /// Not synchronized.
@@ -19,7 +19,7 @@ pub enum Sync {
 }
 
 /// Asks the kernel (`adjtimex`, read-only) whether the clock is synchronized.
-pub fn kernel_sync() -> Sync {
+pub(crate) fn kernel_sync() -> Sync {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: adjtimex with modes = 0 only reads the kernel's state into
@@ -40,7 +40,7 @@ pub fn kernel_sync() -> Sync {
 }
 
 /// The hints for `now` and the kernel's word.
-pub fn check(now: SystemTime, sync: Sync) -> Vec<Finding> {
+pub(crate) fn check(now: SystemTime, sync: Sync) -> Vec<Finding> {
     const WHY: &str = "a node's start time (its incarnation) is wall-clock time: \
                        a node restarted after its clock went back by more than its \
                        downtime is refused as an id conflict until its stale link times out";

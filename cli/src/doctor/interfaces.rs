@@ -11,21 +11,21 @@ use super::report::Finding;
 
 /// One interface and its addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interface {
+pub(crate) struct Interface {
     /// Its name (`eth0`).
-    pub name: String,
+    pub(crate) name: String,
     /// Administratively up.
-    pub up: bool,
+    pub(crate) up: bool,
     /// Carrier present (the kernel's `RUNNING`).
-    pub running: bool,
+    pub(crate) running: bool,
     /// The loopback interface.
-    pub loopback: bool,
+    pub(crate) loopback: bool,
     /// Multicast on.
-    pub multicast: bool,
+    pub(crate) multicast: bool,
     /// A point-to-point link (most VPNs).
-    pub point_to_point: bool,
+    pub(crate) point_to_point: bool,
     /// Its IP addresses.
-    pub addrs: Vec<IpAddr>,
+    pub(crate) addrs: Vec<IpAddr>,
 }
 
 impl Interface {
@@ -37,7 +37,7 @@ impl Interface {
 }
 
 /// The interfaces of this host (of the network namespace this runs in).
-pub fn list() -> Result<Vec<Interface>, String> {
+pub(crate) fn list() -> Result<Vec<Interface>, String> {
     let mut by_name: BTreeMap<String, Interface> = BTreeMap::new();
     for ifa in getifaddrs().map_err(|e| format!("listing interfaces: {e}"))? {
         let f = ifa.flags;
@@ -65,7 +65,7 @@ pub fn list() -> Result<Vec<Interface>, String> {
 }
 
 /// What is wrong with the interfaces, and what is fine.
-pub fn check(ifaces: &[Interface]) -> Vec<Finding> {
+pub(crate) fn check(ifaces: &[Interface]) -> Vec<Finding> {
     let mut out = Vec::new();
     for i in ifaces {
         let addrs = i

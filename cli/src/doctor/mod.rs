@@ -21,6 +21,7 @@ use tcpnet::{Settings, PROTOCOL_VERSION, SERVICE_TYPE};
 use crate::args::DoctorArgs;
 use crate::browse::view::{Entry, What};
 use crate::browse::Browser;
+use crate::table::count;
 use crate::term::Progress;
 use crate::Failure;
 use report::{Finding, Report};
@@ -32,7 +33,7 @@ const PROBE_CLUSTER: &str = "tcpnet-doctor";
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs `tcpnet doctor`; `Ok(true)` when no problem was found.
-pub async fn run(args: DoctorArgs) -> Result<bool, Failure> {
+pub(crate) async fn run(args: DoctorArgs) -> Result<bool, Failure> {
     if let Some(cluster) = &args.cluster {
         tcpnet::tcpnet(cluster.as_str()).map_err(|e| Failure::Usage(e.to_string()))?;
     }
@@ -221,11 +222,7 @@ async fn cluster_findings(cluster: &str, entries: &[Entry], waited: Duration) ->
     }
     out.push(Finding::ok(format!(
         "{} answered: {}",
-        if nodes.len() == 1 {
-            "1 node".to_string()
-        } else {
-            format!("{} nodes", nodes.len())
-        },
+        count(nodes.len(), "node"),
         nodes
             .iter()
             .map(|(_, n)| n.id.to_string())

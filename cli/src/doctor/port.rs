@@ -13,12 +13,12 @@ use socket2::{Domain, Socket, Type};
 use super::report::Finding;
 
 /// The mDNS port.
-pub const MDNS_PORT: u16 = 5353;
+pub(crate) const MDNS_PORT: u16 = 5353;
 
 /// Binds UDP 5353 alone, then shared, on IPv4 (and IPv6 if the host has
 /// it), and names the processes holding it. Run before this process starts
 /// any mDNS daemon of its own.
-pub fn check(ipv6: bool) -> Vec<Finding> {
+pub(crate) fn check(ipv6: bool) -> Vec<Finding> {
     let holders = holders();
     let holders_text = if holders.is_empty() {
         String::new()

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 /// How a finding counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+pub(crate) enum Level {
     /// As it should be.
     Ok,
     /// Worth knowing; not counted as a problem.
@@ -16,18 +16,18 @@ pub enum Level {
 
 /// One thing checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// How it counts.
-    pub level: Level,
+    pub(crate) level: Level,
     /// What was found.
-    pub what: String,
+    pub(crate) what: String,
     /// How to fix it (for problems and hints).
-    pub fix: Option<String>,
+    pub(crate) fix: Option<String>,
 }
 
 impl Finding {
     /// A check that passed.
-    pub fn ok(what: impl Into<String>) -> Finding {
+    pub(crate) fn ok(what: impl Into<String>) -> Finding {
         Finding {
             level: Level::Ok,
             what: what.into(),
@@ -36,7 +36,7 @@ impl Finding {
     }
 
     /// Something worth knowing.
-    pub fn hint(what: impl Into<String>, fix: impl Into<String>) -> Finding {
+    pub(crate) fn hint(what: impl Into<String>, fix: impl Into<String>) -> Finding {
         Finding {
             level: Level::Hint,
             what: what.into(),
@@ -45,7 +45,7 @@ impl Finding {
     }
 
     /// A problem, and its fix.
-    pub fn problem(what: impl Into<String>, fix: impl Into<String>) -> Finding {
+    pub(crate) fn problem(what: impl Into<String>, fix: impl Into<String>) -> Finding {
         Finding {
             level: Level::Problem,
             what: what.into(),
@@ -56,18 +56,18 @@ impl Finding {
 
 /// All sections, in the order checked.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     sections: Vec<(String, Vec<Finding>)>,
 }
 
 impl Report {
     /// Adds a section.
-    pub fn section(&mut self, title: impl Into<String>, findings: Vec<Finding>) {
+    pub(crate) fn section(&mut self, title: impl Into<String>, findings: Vec<Finding>) {
         self.sections.push((title.into(), findings));
     }
 
     /// How many problems were found.
-    pub fn problems(&self) -> usize {
+    pub(crate) fn problems(&self) -> usize {
         self.sections
             .iter()
             .flat_map(|(_, f)| f)
@@ -76,7 +76,7 @@ impl Report {
     }
 
     /// The report as text, ending with the diagnosis.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         for (title, findings) in &self.sections {
             let _ = writeln!(out, "{title}");

@@ -18,21 +18,24 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use mdns_sd::{DaemonEvent, ServiceDaemon, ServiceInfo};
+use tcpnet::SERVICE_TYPE;
+
 /// Generous bound on anything that should take milliseconds: a deadline
 /// against hangs, not a performance assertion.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 const HOW_TO_RUN: &str = "these tests need their own network namespaces: run them as root, \
 or inside a user namespace that maps you to root: `unshare --user --map-root-user cargo test`";
 
 /// The `tcpnet` binary under test.
-pub fn tcpnet_bin() -> &'static str {
+pub(crate) fn tcpnet_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tcpnet")
 }
 
 /// Runs `test` on a thread of its own in a fresh network namespace that
 /// holds only loopback (up, multicast on), given that namespace as a host.
-pub fn netns(test: impl FnOnce(Host) + Send + 'static) {
+pub(crate) fn netns(test: impl FnOnce(Host) + Send + 'static) {
     let handle = std::thread::spawn(move || {
         enter_private_netns();
         only_loopback();
@@ -89,31 +92,37 @@ fn interfaces() -> Vec<String> {
 }
 
 /// Runs a shell command (for `ip`) in the calling thread's namespace.
-pub fn sh(cmd: &str) {
-    let out = Command::new("sh")
+pub(crate) fn sh(cmd: &str) {
+    run_sh(Command::new("sh"), cmd, "here");
+}
+
+/// Runs `cmd` through `shell` (a `sh` command, perhaps set to enter a
+/// namespace); panics with its error output if it fails.
+fn run_sh(mut shell: Command, cmd: &str, on: &str) {
+    let out = shell
         .arg("-c")
         .arg(cmd)
         .output()
         .expect("sh (and iproute2's ip)");
     assert!(
         out.status.success(),
-        "`{cmd}` failed: {}: {}",
+        "`{cmd}` on {on} failed: {}: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
 /// Another host: a network namespace of its own, held open by a file.
-pub struct Host {
+pub(crate) struct Host {
     ns: File,
     /// Its name on the LAN (`h2`), for messages.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 impl Host {
     /// A new namespace with only `lo` (up; multicast as on a usual host:
     /// off).
-    pub fn new(name: &str) -> Host {
+    pub(crate) fn new(name: &str) -> Host {
         let ns = std::thread::spawn(|| {
             // SAFETY: a plain syscall on this (short-lived) thread's state.
             if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -140,7 +149,7 @@ impl Host {
     }
 
     /// A command that runs in this host's namespace.
-    pub fn command(&self, program: &str) -> Command {
+    pub(crate) fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         let fd = self.ns.as_raw_fd();
         // SAFETY: setns is async-signal-safe; the child enters the
@@ -157,32 +166,50 @@ impl Host {
     }
 
     /// The `tcpnet` binary, run on this host.
-    pub fn tcpnet(&self, args: &[&str]) -> Command {
+    pub(crate) fn tcpnet(&self, args: &[&str]) -> Command {
         let mut cmd = self.command(tcpnet_bin());
         cmd.args(args);
         cmd
     }
 
     /// Runs a shell command on this host.
-    pub fn sh(&self, cmd: &str) {
-        let out = self
-            .command("sh")
-            .arg("-c")
-            .arg(cmd)
-            .output()
-            .expect("sh (and iproute2's ip)");
-        assert!(
-            out.status.success(),
-            "`{cmd}` on {} failed: {}: {}",
-            self.name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+    pub(crate) fn sh(&self, cmd: &str) {
+        run_sh(self.command("sh"), cmd, &self.name);
+    }
+
+    /// Announces a record of tcpnet's service type at `ip` from an mDNS
+    /// daemon on this host, and returns the daemon (the record lives as
+    /// long as it does) once the record is out.
+    pub(crate) fn plant(
+        &self,
+        instance: &str,
+        ip: &str,
+        port: u16,
+        props: &[(&str, &str)],
+    ) -> ServiceDaemon {
+        let mut info = ServiceInfo::new(SERVICE_TYPE, instance, "planted.local.", ip, port, props)
+            .expect("record");
+        info.set_requires_probe(false);
+        let fullname = info.get_fullname().to_string();
+        self.run(move || async move {
+            let daemon = ServiceDaemon::new().expect("mDNS daemon");
+            let events = daemon.monitor().expect("monitor");
+            daemon.register(info).expect("register");
+            loop {
+                match events.recv_timeout(DEADLINE) {
+                    Ok(DaemonEvent::Announce(name, _)) if name == fullname => return daemon,
+                    Ok(_) => {}
+                    Err(e) => panic!("the planted record {fullname} was not announced: {e}"),
+                }
+            }
+        })
+        .join()
+        .expect("plant a record")
     }
 
     /// Runs `f` on a thread in this host's namespace, with a tokio runtime
     /// of its own, and returns its result.
-    pub fn run<T: Send + 'static, Fut: Future<Output = T>>(
+    pub(crate) fn run<T: Send + 'static, Fut: Future<Output = T>>(
         &self,
         f: impl FnOnce() -> Fut + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
@@ -199,15 +226,15 @@ impl Host {
 
 /// A private LAN: hosts `h1..hN`, each with `lo` and one NIC `lan0`
 /// (10.99.0.I/24) on a bridge in a namespace of its own.
-pub struct Lan {
+pub(crate) struct Lan {
     /// The hosts, `h1` first.
-    pub hosts: Vec<Host>,
+    pub(crate) hosts: Vec<Host>,
     switch: Host,
 }
 
 impl Lan {
     /// `n` hosts on one bridge.
-    pub fn new(n: usize) -> Lan {
+    pub(crate) fn new(n: usize) -> Lan {
         let switch = Host::new("switch");
         switch.sh("ip link add br0 type bridge && ip link set br0 up");
         let hosts = (1..=n)
@@ -227,9 +254,9 @@ impl Lan {
 }
 
 /// A tcpnet node running on a host, closed (with its goodbye) on drop.
-pub struct Node {
+pub(crate) struct Node {
     /// Its id.
-    pub id: String,
+    pub(crate) id: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -237,7 +264,7 @@ pub struct Node {
 impl Node {
     /// Starts a node of `settings` listening on 0.0.0.0 of `host`, and
     /// returns once it is announced.
-    pub fn start(host: &Host, settings: tcpnet::Settings) -> Node {
+    pub(crate) fn start(host: &Host, settings: tcpnet::Settings) -> Node {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = host.run(move || async move {
@@ -258,7 +285,7 @@ impl Node {
     }
 
     /// Closes the node: its goodbye goes out, then this returns.
-    pub fn close(mut self) {
+    pub(crate) fn close(mut self) {
         self.stop_now();
     }
 
@@ -280,17 +307,17 @@ impl Drop for Node {
 
 /// A child process whose stdout lines are read on a thread of their own,
 /// so a test can wait for a line with a deadline.
-pub struct Running {
+pub(crate) struct Running {
     /// The process.
-    pub child: Child,
+    pub(crate) child: Child,
     lines: mpsc::Receiver<String>,
     /// Every stdout line read so far.
-    pub seen: Vec<String>,
+    pub(crate) seen: Vec<String>,
 }
 
 impl Running {
     /// Starts `cmd` with stdin and stdout piped (stderr inherited).
-    pub fn start(mut cmd: Command) -> Running {
+    pub(crate) fn start(mut cmd: Command) -> Running {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -315,7 +342,7 @@ impl Running {
 
     /// Waits for a stdout line for which `want` holds; panics with `what`
     /// and everything read at the deadline or when stdout ends.
-    pub fn wait_line(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_line(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -333,7 +360,7 @@ impl Running {
 
     /// Closes stdin and waits for the process to end (with the deadline);
     /// returns its exit status and the rest of its stdout.
-    pub fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    pub(crate) fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
         drop(self.child.stdin.take());
         let status = wait_with_deadline(&mut self.child);
         let rest: Vec<String> = self.lines.iter().collect();
@@ -343,7 +370,7 @@ impl Running {
 }
 
 /// Waits for a child to exit; kills it and panics at the deadline.
-pub fn wait_with_deadline(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn wait_with_deadline(child: &mut Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + DEADLINE;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -359,7 +386,7 @@ pub fn wait_with_deadline(child: &mut Child) -> std::process::ExitStatus {
 
 /// Polls `cond` every 50 ms until it holds; panics with `what` at the
 /// deadline.
-pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
     while !cond() {
         if Instant::now() > deadline {
