@@ -97,8 +97,9 @@ pub(crate) fn sh(cmd: &str) {
 }
 
 /// Runs `cmd` through `shell` (a `sh` command, perhaps set to enter a
-/// namespace); panics with its error output if it fails.
-fn run_sh(mut shell: Command, cmd: &str, on: &str) {
+/// namespace) and returns its stdout; panics with its error output if it
+/// fails.
+fn run_sh(mut shell: Command, cmd: &str, on: &str) -> String {
     let out = shell
         .arg("-c")
         .arg(cmd)
@@ -110,6 +111,7 @@ fn run_sh(mut shell: Command, cmd: &str, on: &str) {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Another host: a network namespace of its own, held open by a file.
@@ -175,6 +177,11 @@ impl Host {
     /// Runs a shell command on this host.
     pub(crate) fn sh(&self, cmd: &str) {
         run_sh(self.command("sh"), cmd, &self.name);
+    }
+
+    /// Runs a shell command on this host and returns its stdout.
+    pub(crate) fn output(&self, cmd: &str) -> String {
+        run_sh(self.command("sh"), cmd, &self.name)
     }
 
     /// Announces a record of tcpnet's service type at `ip` from an mDNS
@@ -248,7 +255,14 @@ impl Lan {
                 switch.sh(&format!("ip link set port{i} master br0 up"));
                 h
             })
-            .collect();
+            .collect::<Vec<Host>>();
+        // A NIC whose bridge port just came up may still be without
+        // carrier, and an mDNS daemon started then would not use it.
+        for h in &hosts {
+            wait_for(&format!("lan0 of {} to be up", h.name), || {
+                h.output("ip -o link show dev lan0").contains("state UP")
+            });
+        }
         Lan { hosts, switch }
     }
 }
