@@ -463,7 +463,7 @@ fn a_slow_subscriber_stalls_nothing_and_raw_frames_stay_apart() {
 /// across the bridge; a relay filter that stops a message keeps it from the
 /// nodes behind it.
 #[test]
-fn relay_across_a_bridge_reaches_every_node_once_and_can_be_stopped() {
+fn relay_across_a_bridge_reaches_every_node_once_and_can_be_stopped_and_resumed() {
     netns(|| async {
         let node = || async {
             let s = tcpnet::tcpnet(Settings::new("c").mdns(false)).unwrap();
@@ -550,6 +550,12 @@ fn relay_across_a_bridge_reaches_every_node_once_and_can_be_stopped() {
         }
         for i in [4, 5] {
             assert_eq!(&next(&mut inboxes[i]).await.data()[..], b"go", "node {i}");
+        }
+        // With the filter cleared, b0 relays "stop" again.
+        all[b0].clear_relay_filter();
+        a1.broadcast("stop").await.unwrap();
+        for i in [0, 2, 3, 4, 5] {
+            assert_eq!(&next(&mut inboxes[i]).await.data()[..], b"stop", "node {i}");
         }
         // Nothing more anywhere: a last broadcast from b2 is the barrier.
         all[5].broadcast("end").await.unwrap();

@@ -76,6 +76,9 @@ pub(crate) struct Messaging {
     pub(crate) told_neighbors: Mutex<HashSet<NodeId>>,
     /// The user's relay filter.
     pub(crate) filter: Mutex<Option<Arc<RelayFilter>>>,
+    /// Held from the moment a flooded message is found fresh until it is
+    /// queued on the links it is relayed to (taken before `state`).
+    relay_order: Mutex<()>,
 }
 
 /// Checks an event, topic or procedure name.
@@ -126,6 +129,7 @@ impl Messaging {
             neighbors_due: Default::default(),
             told_neighbors: Mutex::new(HashSet::new()),
             filter: Mutex::new(None),
+            relay_order: Mutex::new(()),
         }
     }
 
@@ -363,6 +367,12 @@ impl Inbound for Messaging {
         if e.origin == self.me {
             return Ok(()); // our own, relayed back
         }
+        // Copies of one origin's flooded messages arrive on several links,
+        // and the first copy of each is relayed. Finding it fresh happens
+        // under the state lock, queueing it happens after the user's filter,
+        // outside that lock; holding this lock across both relays them in
+        // the order they were found fresh, so the origin's order survives.
+        let _order = e.flooded().then(|| lock(&self.relay_order));
         let mut st = lock(&self.state);
         // Interest is deduplicated by its version, the rest by number.
         if e.flooded() && e.op != Op::Interest && !st.router.fresh(&e.origin, e.seq) {
