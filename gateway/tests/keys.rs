@@ -159,3 +159,35 @@ fn deleting_a_connection_on_another_node_disconnects_it_with_a_reason() {
         assert_eq!(http("DELETE", &bogus, None).await.0, 404);
     });
 }
+
+/// A node that goes silent (SIGSTOP: a host asleep, a cut cable) takes its
+/// keys offline once the mesh's heartbeat timeout passes (1 s here).
+#[test]
+fn keys_of_a_frozen_node_go_offline_within_the_heartbeat_timeout() {
+    netns(|| async {
+        let lan = Lan::with_gateways(2, &[]).await;
+        let mut watcher = Client::connect(&lan.gateways[0].ws("/ws")).await;
+        watcher
+            .send(json!({"type":"watch","keys":["dave"],"id":1}))
+            .await;
+        assert_eq!(watcher.next().await["online"], false);
+        assert_eq!(watcher.next().await, json!({"type":"ok","id":1}));
+        let _dave = Client::connect(&lan.gateways[1].ws("/ws?key=dave")).await;
+        assert_eq!(
+            watcher.next().await,
+            json!({"type":"status","key":"dave","online":true})
+        );
+        let t0 = tokio::time::Instant::now();
+        lan.gateways[1].freeze();
+        assert_eq!(
+            watcher.next().await,
+            json!({"type":"status","key":"dave","online":false})
+        );
+        let after = t0.elapsed();
+        eprintln!("offline {after:?} after the freeze (heartbeat timeout 1 s)");
+        assert!(
+            after >= std::time::Duration::from_millis(900),
+            "not before the timeout: {after:?}"
+        );
+    });
+}

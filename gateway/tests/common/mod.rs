@@ -191,6 +191,13 @@ impl Gateway {
         let _ = self.child.wait().await;
     }
 
+    /// SIGSTOP: the process stays, silent (a host asleep).
+    pub(crate) fn freeze(&self) {
+        let pid = self.child.id().expect("running") as libc::pid_t;
+        // SAFETY: a plain syscall sending a signal to our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    }
+
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
