@@ -191,6 +191,11 @@ impl Gateway {
         let _ = self.child.wait().await;
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// SIGSTOP: the process stays, silent (a host asleep).
     pub(crate) fn freeze(&self) {
         let pid = self.child.id().expect("running") as libc::pid_t;

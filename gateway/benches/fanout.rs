@@ -1,0 +1,349 @@
+//! The gateway's benchmark: WebSocket clients subscribed to one channel,
+//! spread over three gateway processes on a private LAN, against the same
+//! clients on a single gateway process, in one run.
+//!
+//! ```sh
+//! cargo bench -p tcpnet-gateway            # 2,000 clients; about 2 minutes
+//! cargo bench -p tcpnet-gateway -- --quick # 200 clients, short phases
+//! ```
+//!
+//! Measures, for each setup: deliveries per second and publish-to-delivery
+//! latency (p50, p99) at a fixed publish rate; the most deliveries per
+//! second when publishers go faster than the clients can take (saturation);
+//! the memory each idle connection costs a gateway process (its RSS growth
+//! over 2,000 idle connections); and, on three nodes, 10,000 idle
+//! connections held. The clients run in this process (tokio-tungstenite),
+//! on the same two cores as the gateways. Nothing is asserted: it prints a
+//! table for the README.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{http, netns, Lan};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Args {
+    clients: usize,
+    rate: u64,
+    seconds: u64,
+    idle: usize,
+    held: usize,
+}
+
+fn args() -> Args {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let mut a = if quick {
+        Args {
+            clients: 200,
+            rate: 100,
+            seconds: 3,
+            idle: 200,
+            held: 1000,
+        }
+    } else {
+        Args {
+            clients: 2000,
+            rate: 10,
+            seconds: 10,
+            idle: 2000,
+            held: 10_000,
+        }
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    for w in argv.windows(2) {
+        match w[0].as_str() {
+            "--clients" => a.clients = w[1].parse().expect("--clients N"),
+            "--rate" => a.rate = w[1].parse().expect("--rate N"),
+            "--seconds" => a.seconds = w[1].parse().expect("--seconds N"),
+            _ => {}
+        }
+    }
+    a
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str) -> Ws {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    // The welcome.
+    match ws.next().await {
+        Some(Ok(Message::Text(_))) => ws,
+        other => panic!("no welcome: {other:?}"),
+    }
+}
+
+/// `n` connections to `path`, round robin over the gateways, 100 at a time.
+async fn connect_many(lan: &Lan, gateways: &[usize], path: &str, n: usize) -> Vec<Ws> {
+    let mut out = Vec::with_capacity(n);
+    let urls: Vec<String> = (0..n)
+        .map(|i| lan.gateways[gateways[i % gateways.len()]].ws(path))
+        .collect();
+    for chunk in urls.chunks(100) {
+        let batch = futures::future::join_all(chunk.iter().map(|u| connect(u))).await;
+        out.extend(batch);
+    }
+    out
+}
+
+fn micros(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+struct Run {
+    deliveries: u64,
+    expected: u64,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Publishers on every gateway publish `rate` messages a second in all for
+/// `seconds`; every subscriber records each message's latency.
+async fn fanout(
+    lan: &Lan,
+    gateways: &[usize],
+    subs: Vec<Ws>,
+    channel: &str,
+    rate: u64,
+    seconds: u64,
+) -> Run {
+    let start = Instant::now();
+    let count = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let mut readers = Vec::new();
+    for mut ws in subs {
+        let count = count.clone();
+        let samples = samples.clone();
+        readers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(t) = m {
+                    // "t":<micros> is the publish time.
+                    if let Some(i) = t.find("\"t\":") {
+                        let rest = &t[i + 4..];
+                        let end = rest
+                            .find(|c: char| !c.is_ascii_digit())
+                            .unwrap_or(rest.len());
+                        if let Ok(sent) = rest[..end].parse::<u64>() {
+                            mine.push((micros(start).saturating_sub(sent)) as u32);
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                if mine.len() >= 1024 {
+                    samples.lock().unwrap().append(&mut mine);
+                }
+            }
+            samples.lock().unwrap().append(&mut mine);
+        }));
+    }
+    let n_subs = readers.len() as u64;
+    let mut pubs = Vec::new();
+    for &g in gateways {
+        pubs.push(connect(&lan.gateways[g].ws("/ws")).await);
+    }
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let t0 = Instant::now();
+    for i in 0..total {
+        tick.tick().await;
+        let p = &mut pubs[i as usize % gateways.len()];
+        let msg = json!({"type":"publish","channel":channel,"data":{"t":micros(start),"n":i}});
+        p.send(Message::Text(msg.to_string().into()))
+            .await
+            .expect("publish");
+    }
+    let expected = total * n_subs;
+    // Wait for the deliveries to stop coming (all in, or 10 s without one).
+    let mut last = count.load(Ordering::Relaxed);
+    let mut last_change = Instant::now();
+    while count.load(Ordering::Relaxed) < expected
+        && last_change.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = count.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        }
+    }
+    let elapsed = if count.load(Ordering::Relaxed) < expected {
+        last_change.duration_since(t0)
+    } else {
+        t0.elapsed()
+    };
+    for r in &readers {
+        r.abort();
+    }
+    for r in readers {
+        let _ = r.await;
+    }
+    let deliveries = count.load(Ordering::Relaxed);
+    let mut s = std::mem::take(&mut *samples.lock().unwrap());
+    s.sort_unstable();
+    let pct = |p: f64| {
+        if s.is_empty() {
+            f64::NAN
+        } else {
+            s[((s.len() - 1) as f64 * p) as usize] as f64 / 1000.0
+        }
+    };
+    let _ = lan;
+    Run {
+        deliveries,
+        expected,
+        per_second: deliveries as f64 / elapsed.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// RSS growth per idle connection on one gateway.
+async fn idle_cost(lan: &Lan, g: usize, n: usize) -> f64 {
+    let pid = lan.gateways[g].pid();
+    let before = rss_kib(pid);
+    let conns = connect_many(lan, &[g], "/ws", n).await;
+    let after = rss_kib(pid);
+    drop(conns);
+    (after.saturating_sub(before)) as f64 / n as f64
+}
+
+async fn wait_members(lan: &Lan, g: usize, channel: &str, n: usize) {
+    let url = format!("{}/channels/{channel}", lan.url(g));
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, v) = http("GET", &url, None).await;
+        if v["members"].as_array().map(Vec::len) == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "members of {channel} never reached {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn main() {
+    let a = args();
+    netns(move || async move {
+        let flags = [
+            "--rate",
+            "100000",
+            "--burst",
+            "100000",
+            "--queue-len",
+            "1000000",
+            "--queue-bytes",
+            "1000000000",
+            "--max-connections",
+            "20000",
+        ];
+        let mut lan = Lan::new(4).await;
+        for i in 1..=3 {
+            lan.start_gateway(i, &flags).await;
+        }
+        lan.wait_for_nodes(3).await;
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "gateway fan-out benchmark: {} clients, load average before: {}",
+            a.clients,
+            load.trim()
+        );
+        let mut rows = Vec::new();
+
+        // Three nodes.
+        let three = [0, 1, 2];
+        let subs = connect_many(&lan, &three, "/ws/fixed3", a.clients).await;
+        wait_members(&lan, 0, "fixed3", a.clients).await;
+        wait_members(&lan, 1, "fixed3", a.clients).await;
+        wait_members(&lan, 2, "fixed3", a.clients).await;
+        let fixed3 = fanout(&lan, &three, subs, "fixed3", a.rate, a.seconds).await;
+        let subs = connect_many(&lan, &three, "/ws/sat3", a.clients).await;
+        for g in three {
+            wait_members(&lan, g, "sat3", a.clients).await;
+        }
+        let sat3 = fanout(&lan, &three, subs, "sat3", a.rate * 20, a.seconds.min(5)).await;
+        let idle3 = idle_cost(&lan, 0, a.idle).await;
+        let held = connect_many(&lan, &three, "/ws", a.held).await;
+        let mut held_ok = 0;
+        for g in three {
+            let (_, h) = http("GET", &format!("{}/health", lan.url(g)), None).await;
+            held_ok += h["connections"].as_u64().unwrap_or(0);
+        }
+        drop(held);
+
+        // One node, same clients, same rates.
+        for g in lan.gateways.iter_mut() {
+            g.kill().await;
+        }
+        let single = lan.start_gateway(4, &flags).await;
+        let one = [single];
+        let subs = connect_many(&lan, &one, "/ws/fixed1", a.clients).await;
+        wait_members(&lan, single, "fixed1", a.clients).await;
+        let fixed1 = fanout(&lan, &one, subs, "fixed1", a.rate, a.seconds).await;
+        let subs = connect_many(&lan, &one, "/ws/sat1", a.clients).await;
+        wait_members(&lan, single, "sat1", a.clients).await;
+        let sat1 = fanout(&lan, &one, subs, "sat1", a.rate * 20, a.seconds.min(5)).await;
+        let idle1 = idle_cost(&lan, single, a.idle).await;
+
+        let offered = a.rate * a.clients as u64;
+        rows.push(format!(
+            "| fixed rate: {} msg/s to {} clients ({offered} deliveries/s offered), delivered | {} of {} ({:.0}/s) | {} of {} ({:.0}/s) | {:.2} |",
+            a.rate, a.clients, fixed3.deliveries, fixed3.expected, fixed3.per_second,
+            fixed1.deliveries, fixed1.expected, fixed1.per_second, fixed3.per_second / fixed1.per_second
+        ));
+        rows.push(format!(
+            "| fixed rate: latency p50 / p99 | {:.2} / {:.2} ms | {:.2} / {:.2} ms | |",
+            fixed3.p50_ms, fixed3.p99_ms, fixed1.p50_ms, fixed1.p99_ms
+        ));
+        rows.push(format!(
+            "| saturation: {} msg/s offered, deliveries/s | {:.0} ({} of {}) | {:.0} ({} of {}) | {:.2} |",
+            a.rate * 20, sat3.per_second, sat3.deliveries, sat3.expected, sat1.per_second,
+            sat1.deliveries, sat1.expected, sat3.per_second / sat1.per_second
+        ));
+        rows.push(format!(
+            "| saturation: latency p50 / p99 | {:.1} / {:.1} ms | {:.1} / {:.1} ms | |",
+            sat3.p50_ms, sat3.p99_ms, sat1.p50_ms, sat1.p99_ms
+        ));
+        rows.push(format!(
+            "| RSS per idle connection ({} connections on one process) | {:.1} KiB | {:.1} KiB | |",
+            a.idle, idle3, idle1
+        ));
+        rows.push(format!(
+            "| idle connections held across 3 nodes | {held_ok} of {} | | |",
+            a.held
+        ));
+        println!("| measure | 3 nodes | 1 node | ratio |");
+        println!("|---|---|---|---|");
+        for r in rows {
+            println!("{r}");
+        }
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!("load average after: {}", load.trim());
+    });
+}
