@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo bench -p tcpnet-gateway            # 2,000 clients; about 2 minutes
 //! cargo bench -p tcpnet-gateway -- --quick # 200 clients, short phases
+//! cargo bench -p tcpnet-gateway -- --clients 1000 --rate 20 --seconds 5
 //! ```
 //!
 //! Measures, for each setup: deliveries per second and publish-to-delivery
@@ -124,12 +125,13 @@ async fn fanout(
     let start = Instant::now();
     let count = Arc::new(AtomicU64::new(0));
     let samples = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let total = rate * seconds;
     let mut readers = Vec::new();
     for mut ws in subs {
         let count = count.clone();
         let samples = samples.clone();
         readers.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
+            let mut mine = Vec::with_capacity(total as usize);
             while let Some(Ok(m)) = ws.next().await {
                 if let Message::Text(t) = m {
                     // "t":<micros> is the publish time.
@@ -144,8 +146,8 @@ async fn fanout(
                         }
                     }
                 }
-                if mine.len() >= 1024 {
-                    samples.lock().unwrap().append(&mut mine);
+                if mine.len() as u64 == total {
+                    break;
                 }
             }
             samples.lock().unwrap().append(&mut mine);
@@ -156,7 +158,6 @@ async fn fanout(
     for &g in gateways {
         pubs.push(connect(&lan.gateways[g].ws("/ws")).await);
     }
-    let total = rate * seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -188,6 +189,7 @@ async fn fanout(
     } else {
         t0.elapsed()
     };
+    // Readers still waiting (deliveries missing) lose their samples.
     for r in &readers {
         r.abort();
     }
@@ -276,8 +278,9 @@ fn main() {
         );
         let mut rows = Vec::new();
 
-        // Three nodes.
+        // Three nodes. The idle cost first, on a fresh process.
         let three = [0, 1, 2];
+        let idle3 = idle_cost(&lan, 0, a.idle).await;
         let subs = connect_many(&lan, &three, "/ws/fixed3", a.clients).await;
         wait_members(&lan, 0, "fixed3", a.clients).await;
         wait_members(&lan, 1, "fixed3", a.clients).await;
@@ -288,7 +291,6 @@ fn main() {
             wait_members(&lan, g, "sat3", a.clients).await;
         }
         let sat3 = fanout(&lan, &three, subs, "sat3", a.rate * 20, a.seconds.min(5)).await;
-        let idle3 = idle_cost(&lan, 0, a.idle).await;
         let held = connect_many(&lan, &three, "/ws", a.held).await;
         let mut held_ok = 0;
         for g in three {
@@ -303,13 +305,13 @@ fn main() {
         }
         let single = lan.start_gateway(4, &flags).await;
         let one = [single];
+        let idle1 = idle_cost(&lan, single, a.idle).await;
         let subs = connect_many(&lan, &one, "/ws/fixed1", a.clients).await;
         wait_members(&lan, single, "fixed1", a.clients).await;
         let fixed1 = fanout(&lan, &one, subs, "fixed1", a.rate, a.seconds).await;
         let subs = connect_many(&lan, &one, "/ws/sat1", a.clients).await;
         wait_members(&lan, single, "sat1", a.clients).await;
         let sat1 = fanout(&lan, &one, subs, "sat1", a.rate * 20, a.seconds.min(5)).await;
-        let idle1 = idle_cost(&lan, single, a.idle).await;
 
         let offered = a.rate * a.clients as u64;
         rows.push(format!(
