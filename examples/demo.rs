@@ -53,16 +53,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let service = tcpnet::tcpnet(settings)?;
     let mut conns = service.on_connection();
+    let count_links = std::env::var("TCPNET_LINKS").is_ok_and(|v| v == "1");
     let address = service.listen(0, "0.0.0.0").await?;
     tracing::info!(id = %service.id(), port = address.port, cluster = %name, "node started");
 
     // Pipe every link to stdout, frame by frame.
+    let node = service.clone();
     tokio::spawn(async move {
         while let Some(mut conn) = conns.next().await {
+            let node = node.clone();
+            if count_links {
+                println!("links {}", node.connections().len());
+            }
             tokio::spawn(async move {
                 while let Some(frame) = conn.next().await {
                     let mut out = std::io::stdout().lock();
                     let _ = out.write_all(&frame).and_then(|_| out.flush());
+                }
+                if count_links {
+                    conn.closed().await;
+                    println!("links {}", node.connections().len());
                 }
             });
         }

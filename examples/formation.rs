@@ -3,9 +3,20 @@
 //!
 //! ```text
 //! cargo run --release --example formation -- [NODES] [RUNS]
+//! cargo build --release --example demo
+//! cargo run --release --example formation -- --processes 32,64,128
 //! ```
 //!
-//! For each run: NODES services start at once; the clock starts when the last
+//! With `--processes`: a mass start of that many demo processes
+//! (`examples/demo.rs`, one node each, not nodes sharing a process) launched
+//! together, for each count, in a private namespace of its own. Prints the
+//! time from the first launch until every process holds a link to every
+//! other (each says so on stdout, with `TCPNET_LINKS=1`), the handshake,
+//! heartbeat and dial timeouts they logged until 5 s after that, and the
+//! processes' peak CPU (busiest 0.5 s, in cores). Needs the demo built in
+//! the same profile.
+//!
+//! Otherwise, for each run: NODES services start at once; the clock starts when the last
 //! of them is started (all `listen` calls are issued together) and stops when
 //! every node holds a link to every other. Then a late joiner is started and
 //! timed until it is linked to all NODES. Prints each run, then the median
@@ -13,11 +24,24 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/common/mass.rs"]
+mod mass;
 
 use std::time::{Duration, Instant};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--processes") {
+        args.next();
+        let counts = args.next().unwrap_or_else(|| "32,64,128".into());
+        for n in counts
+            .split(',')
+            .map(|n| n.trim().parse().expect("--processes N,N,.."))
+        {
+            mass(n);
+        }
+        return;
+    }
     let nodes: usize = args.next().map_or(16, |a| a.parse().expect("NODES"));
     let runs: usize = args.next().map_or(7, |a| a.parse().expect("RUNS"));
     let mut mesh = Vec::new();
@@ -67,4 +91,34 @@ async fn one_run(n: usize) -> (Duration, Duration) {
     let late = t1.elapsed();
     common::close_all(&all).await;
     (mesh, late)
+}
+
+/// One mass start of `n` demo processes, in a private namespace of its own.
+fn mass(n: usize) {
+    let demo = common::demo_binary();
+    let m = std::thread::spawn(move || {
+        common::enter_private_netns();
+        let hold = Duration::from_secs(5);
+        mass::mass_start(&demo, n, "mass-start", hold, Duration::from_secs(120))
+    })
+    .join()
+    .expect("mass start");
+    let mesh = m
+        .mesh
+        .map_or("never (within 120 s)".into(), |d| format!("{d:?}"));
+    println!(
+        "{n} processes: full mesh {mesh}; timeouts: {} handshake, {} heartbeat, {} dial \
+         ({} warnings in all); peak CPU {:.2} cores; CPU to the mesh {}; mesh still full 5 s later: {}; load average {}",
+        m.handshake_timeouts,
+        m.heartbeat_timeouts,
+        m.dial_timeouts,
+        m.warnings,
+        m.peak_cpu,
+        m.cpu_to_mesh.map_or("—".into(), |c| format!("{c:.1} s")),
+        m.full_at_end,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+    );
+    for line in &m.samples {
+        println!("  {line}");
+    }
 }

@@ -11,15 +11,18 @@ pub(crate) enum Section {
     Memory,
     /// Sections 1 and 2 again, with the cluster secret on.
     Secret,
+    /// Demo processes started together.
+    Mass,
 }
 
-pub(crate) const SECTIONS: [Section; 6] = [
+pub(crate) const SECTIONS: [Section; 7] = [
     Section::Throughput,
     Section::Latency,
     Section::Fanout,
     Section::Formation,
     Section::Memory,
     Section::Secret,
+    Section::Mass,
 ];
 
 impl Section {
@@ -31,6 +34,7 @@ impl Section {
             Section::Formation => "formation",
             Section::Memory => "memory",
             Section::Secret => "secret",
+            Section::Mass => "mass",
         }
     }
 }
@@ -89,14 +93,17 @@ pub(crate) struct Config {
     pub(crate) idle_secs: Option<u64>,
     /// Formation sizes to run (16 is the late joiner's case); `None`: all.
     pub(crate) nodes: Option<Vec<usize>>,
+    /// Mass-start process counts; `None`: 32, 64, 128 (quick: 32).
+    pub(crate) procs: Option<Vec<usize>>,
     pub(crate) args: Vec<String>,
 }
 
 pub(crate) const USAGE: &str =
     "usage: cargo bench --bench suite -- [--quick] [--only SECTION,..] [--out DIR] \
 [--side tcpnet|baseline|naive] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] \
-[--nodes 2,8,16,32,64] [--secret]
-sections: throughput, latency, fanout, formation, memory, secret";
+[--nodes 2,8,16,32,64] [--procs 32,64,128] [--secret]
+sections: throughput, latency, fanout, formation, memory, secret, mass
+(mass needs the demo example built alongside: `cargo build --release --example demo`)";
 
 impl Config {
     pub(crate) fn parse() -> Config {
@@ -113,6 +120,7 @@ impl Config {
             rtts: None,
             idle_secs: None,
             nodes: None,
+            procs: None,
             args: args.clone(),
         };
         let mut it = args.into_iter();
@@ -160,6 +168,14 @@ impl Config {
                     cfg.nodes = Some(
                         list.split(',')
                             .map(|s| num(Some(s.into()), "--nodes"))
+                            .collect(),
+                    );
+                }
+                "--procs" => {
+                    let list = it.next().unwrap_or_else(|| die("--procs needs counts"));
+                    cfg.procs = Some(
+                        list.split(',')
+                            .map(|s| num(Some(s.into()), "--procs"))
                             .collect(),
                     );
                 }

@@ -13,14 +13,15 @@
 //!
 //! - `--quick`: fewer messages, fewer runs, 5 s idle windows instead of 60 s.
 //! - `--only A,B`: sections among `throughput`, `latency`, `fanout`,
-//!   `formation`, `memory`, `secret` (default: all).
+//!   `formation`, `memory`, `secret`, `mass` (default: all). `mass` launches
+//!   demo processes: build them first (`cargo build --release --example demo`).
 //! - `--out DIR`: where `results.md` (the table), `results.csv` (the same,
 //!   for scripts) and `samples.csv` (every run's figure) go (default `target/bench`).
 //! - `--side tcpnet|baseline`: measure one side only (for profilers).
 //! - `--sizes 64,1024`, `--msgs N`, `--runs N`, `--rtts N`, `--idle-secs N`,
 //!   `--nodes 2,8,16,32,64`: override the throughput sizes and counts, the
 //!   round trips, the idle window and the formation sizes (16 is the late
-//!   joiner's case).
+//!   joiner's case); `--procs 32,64,128`: the mass start's process counts.
 //! - `--secret`: every section's tcpnet nodes hold a cluster secret (the
 //!   `secret` section does this for throughput and latency in any case).
 //!
@@ -43,6 +44,8 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "../../tests/common/mass.rs"]
+mod mass;
 
 mod baseline;
 mod cli;
@@ -50,6 +53,7 @@ mod fanout;
 mod formation;
 mod harness;
 mod latency;
+mod mass_start;
 mod memory;
 mod report;
 mod secret;
@@ -61,6 +65,7 @@ use fanout::*;
 use formation::*;
 use harness::*;
 use latency::*;
+use mass_start::*;
 use memory::*;
 use report::*;
 use secret::*;
@@ -92,8 +97,9 @@ pub(crate) const LISTEN_ADDR: &str = "127.0.0.1";
 pub(crate) const MAX_FRAME: usize = tcpnet::limits::DEFAULT_MAX_FRAME_LEN;
 /// Bound on any one step, against hangs (not a performance check).
 pub(crate) const DEADLINE: Duration = Duration::from_secs(300);
-/// Peers of the node whose memory and CPU are measured with links.
-pub(crate) const IDLE_PEERS: usize = 63;
+/// Peers of the node whose memory and CPU are measured with links, in
+/// steps (meshes of 64 and 128 nodes).
+pub(crate) const IDLE_PEERS: [usize; 2] = [63, 127];
 /// Set in a child process: which idle node to be (`tcpnet` or `baseline`).
 pub(crate) const CHILD_ENV: &str = "TCPNET_BENCH_CHILD";
 /// The parent's network namespace, which a child must find itself in.
@@ -181,6 +187,7 @@ pub(crate) fn main() {
                 rows
             }
             Section::Secret => secret(&cfg),
+            Section::Mass => mass(&cfg),
         };
         report.rows.extend(rows);
     }
@@ -222,6 +229,18 @@ pub(crate) fn main() {
              and stops when all 17 hold a full mesh. The baseline is plain TCP with every address \
              known: no discovery, no handshake, one connect per pair; a lower bound, not a \
              like-for-like program. All nodes of a run share one process and the machine's cores"
+                .to_string(),
+        );
+    }
+    if sections(Section::Mass) {
+        notes.push(
+            "mass start: N processes of `examples/demo.rs` (one node each, default settings, \
+             each writing to every peer once a second) launched one after another as fast as \
+             the harness can, in one fresh namespace; the clock starts before the first launch \
+             and stops when each has said (a `links N` line, `TCPNET_LINKS=1`) that it holds \
+             N - 1 links; timeouts are the processes' own log lines (`no hello within`, `no \
+             verdict within`, `nothing heard from the peer`); peak CPU is the processes' \
+             user + system time over the busiest 0.5 s, in cores (the machine has 2)"
                 .to_string(),
         );
     }

@@ -100,7 +100,7 @@ pub(crate) fn memory(cfg: &Config) -> (Vec<Row>, String) {
 }
 
 /// Measures two idle children side by side (tcpnet, baseline): alone, then
-/// with 63 idle links each.
+/// with 63 idle links each, then with 127.
 pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) {
     let idle = Duration::from_secs(cfg.idle_secs.unwrap_or(if cfg.quick { 5 } else { 60 }));
     let settle = Duration::from_secs(if cfg.quick { 2 } else { 5 });
@@ -132,43 +132,43 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
     let (t_rss0, b_rss0, t_cpu0, b_cpu0) = window(&mut t, &mut b);
 
     // Linked: 63 tcpnet nodes of this process join the child's cluster (a
-    // mesh of 64); 63 plain connections go to the baseline child.
-    eprintln!("  memory: linking {IDLE_PEERS} peers to each child");
-    let peers = if t.is_some() {
-        let peers = rt.block_on(async {
-            let peers = new_nodes(CLUSTER, IDLE_PEERS, cfg.variant);
-            listen_all(&peers).await;
-            common::wait_until(&peers, "a mesh of 64", || {
-                peers.iter().all(|p| p.connections().len() == IDLE_PEERS)
-            })
-            .await;
-            peers
-        });
-        if let Some(t) = t.as_mut() {
-            t.wait_links(IDLE_PEERS);
-        }
-        peers
-    } else {
-        Vec::new()
-    };
+    // mesh of 64), then 64 more (a mesh of 128); as many plain connections
+    // go to the baseline child.
+    let mut peers: Vec<Service> = Vec::new();
     let mut plain_links = Vec::new();
-    if let Some(b) = b.as_mut() {
-        let port = b.port;
-        plain_links = rt.block_on(async {
-            let mut v = Vec::new();
-            for _ in 0..IDLE_PEERS {
-                let s = TcpStream::connect((LISTEN_ADDR, port))
-                    .await
-                    .expect("connect");
-                s.set_nodelay(true).expect("nodelay");
-                v.push(s);
+    let mut linked = Vec::new();
+    for &links in &IDLE_PEERS {
+        eprintln!("  memory: linking {links} peers to each child");
+        if t.is_some() {
+            rt.block_on(async {
+                let more = new_nodes(CLUSTER, links - peers.len(), cfg.variant);
+                listen_all(&more).await;
+                peers.extend(more);
+                common::wait_until(&peers, &format!("a mesh of {}", links + 1), || {
+                    peers.iter().all(|p| p.connections().len() == links)
+                })
+                .await;
+            });
+            if let Some(t) = t.as_mut() {
+                t.wait_links(links);
             }
-            v
-        });
-        b.wait_links(IDLE_PEERS);
+        }
+        if let Some(b) = b.as_mut() {
+            let port = b.port;
+            rt.block_on(async {
+                while plain_links.len() < links {
+                    let s = TcpStream::connect((LISTEN_ADDR, port))
+                        .await
+                        .expect("connect");
+                    s.set_nodelay(true).expect("nodelay");
+                    plain_links.push(s);
+                }
+            });
+            b.wait_links(links);
+        }
+        eprintln!("  memory: idle with {links} links for {settle:?} + {idle:?}");
+        linked.push((links, window(&mut t, &mut b)));
     }
-    eprintln!("  memory: idle with {IDLE_PEERS} links for {settle:?} + {idle:?}");
-    let (t_rss1, b_rss1, t_cpu1, b_cpu1) = window(&mut t, &mut b);
 
     // Still linked to all at the end?
     let t_links = t.as_mut().map(|c| c.stat().links);
@@ -180,83 +180,85 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
     rt.block_on(common::close_all(&peers));
 
     let mib = |k: Option<f64>| k.map(|k| k / 1024.0);
-    let per_link = |a: Option<f64>, z: Option<f64>| Some((z? - a?) / IDLE_PEERS as f64);
     let idle_text = format!("{} s", idle.as_secs());
-    let rows = vec![
-        Row {
-            section: "5. memory",
-            measure: "RSS of an idle node, no links".into(),
-            param: "rss0".into(),
-            unit: "MiB",
-            tcpnet: mib(t_rss0),
-            baseline: mib(b_rss0),
-            naive: None,
-            target: Some(Target::Below(10.0)),
-            setup: format!(
+    let row = |measure: String, param: String, unit, tcpnet, baseline, target, setup| Row {
+        section: "5. memory",
+        measure,
+        param,
+        unit,
+        tcpnet,
+        baseline,
+        naive: None,
+        target,
+        setup,
+        samples: Samples::default(),
+    };
+    let mut rows = vec![
+        row(
+            "RSS of an idle node, no links".into(),
+            "rss0".into(),
+            "MiB",
+            mib(t_rss0),
+            mib(b_rss0),
+            Some(Target::Below(10.0)),
+            format!(
                 "child process, VmRSS after {} s + {idle_text}",
                 settle.as_secs()
             ),
-            samples: Samples::default(),
-        },
-        Row {
-            section: "5. memory",
-            measure: format!("RSS of an idle node, {IDLE_PEERS} links"),
-            param: "rss63".into(),
-            unit: "MiB",
-            tcpnet: mib(t_rss1),
-            baseline: mib(b_rss1),
-            naive: None,
-            target: None,
-            setup: "the same child, mesh of 64".into(),
-            samples: Samples::default(),
-        },
-        Row {
-            section: "5. memory",
-            measure: "RSS growth per idle link".into(),
-            param: "per-link".into(),
-            unit: "KiB",
-            tcpnet: per_link(t_rss0, t_rss1),
-            baseline: per_link(b_rss0, b_rss1),
-            naive: None,
-            target: Some(Target::Below(64.0)),
-            setup: format!("(RSS with {IDLE_PEERS} links − RSS alone) / {IDLE_PEERS}"),
-            samples: Samples::default(),
-        },
-        Row {
-            section: "5. memory",
-            measure: "CPU of an idle node, no links".into(),
-            param: "cpu0".into(),
-            unit: "% of a core",
-            tcpnet: t_cpu0,
-            baseline: b_cpu0,
-            naive: None,
-            target: Some(Target::Below(0.1)),
-            setup: format!("process CPU clock over {idle_text}"),
-            samples: Samples::default(),
-        },
-        Row {
-            section: "5. memory",
-            measure: format!("CPU of an idle node, {IDLE_PEERS} links"),
-            param: "cpu63".into(),
-            unit: "% of a core",
-            tcpnet: t_cpu1,
-            baseline: b_cpu1,
-            naive: None,
-            target: None,
-            setup: format!("process CPU clock over {idle_text}"),
-            samples: Samples::default(),
-        },
+        ),
+        row(
+            "CPU of an idle node, no links".into(),
+            "cpu0".into(),
+            "% of a core",
+            t_cpu0,
+            b_cpu0,
+            Some(Target::Below(0.1)),
+            format!("process CPU clock over {idle_text}"),
+        ),
     ];
+    for (links, (t_rss, b_rss, t_cpu, b_cpu)) in linked {
+        let per_link = |a: Option<f64>, z: Option<f64>| Some((z? - a?) / links as f64);
+        rows.push(row(
+            format!("RSS of an idle node, {links} links"),
+            format!("rss{links}"),
+            "MiB",
+            mib(t_rss),
+            mib(b_rss),
+            None,
+            format!("the same child, mesh of {}", links + 1),
+        ));
+        rows.push(row(
+            format!("RSS growth per idle link, {links} links"),
+            format!("per-link{links}"),
+            "KiB",
+            per_link(t_rss0, t_rss),
+            per_link(b_rss0, b_rss),
+            Some(Target::AtMost(16.0)),
+            format!("(RSS with {links} links − RSS alone) / {links}"),
+        ));
+        rows.push(row(
+            format!("CPU of an idle node, {links} links"),
+            format!("cpu{links}"),
+            "% of a core",
+            t_cpu,
+            b_cpu,
+            Some(Target::AtMost(0.1)),
+            format!("process CPU clock over {idle_text}"),
+        ));
+    }
     let note = format!(
         "memory: each idle node is a child process (this binary, `{CHILD_ENV}`) with a tokio \
          runtime of {WORKERS} workers, listening on {LISTEN_ADDR}; tcpnet's is one `Service`, the \
          baseline's accepts plain connections, each read by a task of the careful baseline \
-         (whose buffers are taken on first use: an idle connection holds none). Both run at once; each settles {} s, then RSS (VmRSS) is read and \
-         the CPU clock (`CLOCK_PROCESS_CPUTIME_ID`) is watched for {idle_text}. Then {IDLE_PEERS} \
-         tcpnet nodes in the parent join tcpnet's child (a mesh of 64 nodes) and {IDLE_PEERS} plain \
-         connections reach the baseline's; the same again. Links held at the end: tcpnet {}, \
-         baseline {}.",
+         (whose buffers are taken on first use: an idle connection holds none). Both run at \
+         once; each settles {} s, then RSS (VmRSS) is read and the CPU clock \
+         (`CLOCK_PROCESS_CPUTIME_ID`) is watched for {idle_text}. Then tcpnet nodes in the \
+         parent join tcpnet's child ({:?} of them in all, in steps: meshes of {:?} nodes) and \
+         as many plain connections reach the baseline's; the same again at each step. Links \
+         held at the end: tcpnet {}, baseline {}.",
         settle.as_secs(),
+        IDLE_PEERS,
+        IDLE_PEERS.map(|p| p + 1),
         t_links.map_or("—".into(), |l| l.to_string()),
         b_links.map_or("—".into(), |l| l.to_string()),
     );

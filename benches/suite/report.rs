@@ -89,6 +89,9 @@ pub(crate) fn fmt_value(v: f64, unit: &str) -> String {
         "MiB" => format!("{v:.2} MiB"),
         "KiB" => format!("{v:.1} KiB"),
         "% of a core" => format!("{v:.3} %"),
+        "cores" => format!("{v:.2} cores"),
+        "s" => format!("{v:.1} s"),
+        "timeouts" | "warnings" => format!("{v:.0} {unit}"),
         _ => format!("{v} {unit}"),
     }
 }

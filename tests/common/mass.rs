@@ -1,0 +1,212 @@
+//! A mass start: N demo processes (`examples/demo.rs`) launched together in
+//! the caller's private network namespace, watched until they form a full
+//! mesh and for a while after, with the timeouts they report and the CPU
+//! they take.
+//!
+//! Included by `examples/formation.rs` and the benchmark suite. Call it from
+//! a thread that is in a private namespace (see [`super::enter_private_netns`]):
+//! the processes inherit the thread's namespace, and [`mass_start`] refuses
+//! to run anywhere that holds more than loopback.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// What one mass start did.
+#[derive(Debug, Clone)]
+pub(crate) struct MassStart {
+    pub nodes: usize,
+    /// From the first launch until every process held a link to every other;
+    /// `None` if that never happened within the deadline.
+    pub mesh: Option<Duration>,
+    /// Handshakes that timed out ("no hello within", "no verdict within").
+    pub handshake_timeouts: usize,
+    /// Links dropped for silence ("nothing heard from the peer").
+    pub heartbeat_timeouts: usize,
+    /// Dials that got no answer in time.
+    pub dial_timeouts: usize,
+    /// Every warning or error line the processes logged.
+    pub warnings: usize,
+    /// A few of those lines, for the record.
+    pub samples: Vec<String>,
+    /// The mesh was full at the end of the watch (no link lost after it formed).
+    pub full_at_end: bool,
+    /// The processes' CPU over the busiest 0.5 s, in cores.
+    pub peak_cpu: f64,
+    /// The processes' CPU from launch until the mesh was full, in seconds.
+    pub cpu_to_mesh: Option<f64>,
+}
+
+enum Seen {
+    Links(usize, usize),
+    Log(String),
+}
+
+const SAMPLE: Duration = Duration::from_millis(500);
+
+/// Launches `n` demo processes of `cluster` together and watches them until
+/// they hold a full mesh and then `hold` longer (so that timeouts soon after
+/// it are counted), or until `deadline` passes. The processes are ended
+/// with SIGTERM (then killed if they linger).
+pub(crate) fn mass_start(
+    demo: &Path,
+    n: usize,
+    cluster: &str,
+    hold: Duration,
+    deadline: Duration,
+) -> MassStart {
+    let ifs = std::fs::read_to_string("/proc/thread-self/net/dev").expect("read net/dev");
+    let names: Vec<&str> = ifs
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        names,
+        ["lo"],
+        "a mass start runs only in a private namespace holding only lo"
+    );
+    let (tx, rx) = mpsc::channel();
+    let t0 = Instant::now();
+    let mut children: Vec<Child> = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut child = Command::new(demo)
+            .arg(cluster)
+            .env("TCPNET_LINKS", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", demo.display()));
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let err = BufReader::new(child.stderr.take().expect("stderr"));
+        let to = tx.clone();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if let Some(k) = line
+                    .strip_prefix("links ")
+                    .and_then(|k| k.trim().parse().ok())
+                {
+                    if to.send(Seen::Links(i, k)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let to = tx.clone();
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                if (line.contains("WARN") || line.contains("ERROR"))
+                    && to.send(Seen::Log(line)).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        children.push(child);
+    }
+    drop(tx);
+    let pids: Vec<u32> = children.iter().map(Child::id).collect();
+
+    let mut links = vec![0usize; n];
+    let mut got = MassStart {
+        nodes: n,
+        mesh: None,
+        handshake_timeouts: 0,
+        heartbeat_timeouts: 0,
+        dial_timeouts: 0,
+        warnings: 0,
+        samples: Vec::new(),
+        full_at_end: false,
+        peak_cpu: 0.0,
+        cpu_to_mesh: None,
+    };
+    let (mut cpu_at, mut cpu) = (Instant::now(), cpu_secs(&pids));
+    let cpu_start = cpu;
+    let mut full = false;
+    loop {
+        let now = Instant::now();
+        let end = match got.mesh {
+            Some(m) => t0 + m + hold,
+            None => t0 + deadline,
+        };
+        if now >= end {
+            break;
+        }
+        if now.duration_since(cpu_at) >= SAMPLE {
+            let c = cpu_secs(&pids);
+            let rate = (c - cpu) / now.duration_since(cpu_at).as_secs_f64();
+            got.peak_cpu = got.peak_cpu.max(rate);
+            (cpu_at, cpu) = (now, c);
+        }
+        let wait = (end - now).min(SAMPLE / 5);
+        match rx.recv_timeout(wait) {
+            Ok(Seen::Links(i, k)) => {
+                links[i] = k;
+                full = links.iter().all(|&k| k == n - 1);
+                if full && got.mesh.is_none() {
+                    got.mesh = Some(t0.elapsed());
+                    got.cpu_to_mesh = Some(cpu_secs(&pids) - cpu_start);
+                }
+            }
+            Ok(Seen::Log(line)) => {
+                got.warnings += 1;
+                if line.contains("no hello") || line.contains("no verdict within") {
+                    got.handshake_timeouts += 1;
+                } else if line.contains("nothing heard from the peer") {
+                    got.heartbeat_timeouts += 1;
+                } else if line.contains("no answer within") {
+                    got.dial_timeouts += 1;
+                }
+                if got.samples.len() < 5 {
+                    got.samples.push(line);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    got.full_at_end = full;
+    for child in &children {
+        // SAFETY: a signal to a process we started and have not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    let stop_by = Instant::now() + Duration::from_secs(10);
+    for mut child in children {
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() >= stop_by {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    got
+}
+
+/// CPU time (user + system) of these processes so far, in seconds.
+fn cpu_secs(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf reads a constant.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut ticks = 0u64;
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The fields after the command name, which is in parentheses.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line.
+        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    ticks as f64 / tick
+}
