@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::error::Error;
 use crate::link::connection::{Connection, Inbound, Link, LinkState};
 use crate::link::outbox::{OutRx, OutTx};
+use crate::link::patience::patient_timeout;
 use crate::link::{canonical, queue, Event, Links, Owner};
 use crate::sync::lock;
 use crate::wire::frame::{self, Frame, FrameCodec};
@@ -80,16 +81,16 @@ pub(crate) async fn handshake(
     let _ = stream.set_nodelay(true);
     let greeted = tokio::select! {
         _ = links.cancel.cancelled() => return None,
-        r = tokio::time::timeout_at(deadline, greet(links, &mut stream, remote, role)) => {
-            r.unwrap_or_else(|_| Err(Some(Error::Handshake {
-                remote,
-                reason: if cfg.psk.is_some() {
-                    format!("no hello and secret handshake within {:?}", cfg.handshake_timeout)
-                } else {
-                    format!("no hello within {:?}", cfg.handshake_timeout)
-                },
-            })))
-        }
+        r = greet(links, &mut stream, remote, role) => r,
+        // Counted so that this node's own starvation does not fail it.
+        _ = patient_timeout(cfg.handshake_timeout) => Err(Some(Error::Handshake {
+            remote,
+            reason: if cfg.psk.is_some() {
+                format!("no hello and secret handshake within {:?}", cfg.handshake_timeout)
+            } else {
+                format!("no hello within {:?}", cfg.handshake_timeout)
+            },
+        })),
     };
     let (hello, keys) = match greeted {
         // The node started closing while the hellos went back and forth.

@@ -31,6 +31,7 @@ pub(crate) mod connection;
 pub(crate) mod handshake;
 pub(crate) mod open;
 pub(crate) mod outbox;
+pub(crate) mod patience;
 pub(crate) mod queue;
 pub(crate) mod read;
 pub(crate) mod run;

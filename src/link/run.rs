@@ -32,6 +32,7 @@ use crate::error::{CloseReason, Error};
 use crate::link::connection::{request_close, Link, LinkState};
 use crate::link::handshake::Handshaken;
 use crate::link::outbox::{OutRx, OutTx};
+use crate::link::patience::{patient_timeout, Patience};
 use crate::link::queue;
 use crate::link::read::{Effect, ReadState};
 use crate::link::writer::FrameWriter;
@@ -214,26 +215,28 @@ impl tokio::io::AsyncRead for Counted {
 }
 
 /// Resolves when the peer has been silent for `timeout` while the reader was
-/// ready for it. Checks four times per timeout, so it fires between `timeout`
-/// and 1.25 x `timeout` of silence. A quiet tick also frees the buffers kept
-/// for large frames: an idle link holds none.
+/// ready for it, counted by [`Patience`]: four checks per timeout, and one
+/// extension when this node itself was too starved to keep time. A quiet
+/// check also frees the buffers kept for large frames: an idle link holds
+/// none.
 async fn watchdog(timeout: Duration, progress: &Progress, pool: &Pool) -> CloseReason {
-    let tick = timeout / 4;
+    let mut patience = Patience::new(timeout);
     let mut seen = progress.received.load(Ordering::Relaxed);
-    let mut quiet = Duration::ZERO;
+    let mut due = Instant::now() + patience.slice();
     loop {
-        tokio::time::sleep(tick).await;
+        tokio::time::sleep_until(due).await;
+        let now_at = Instant::now();
         let now = progress.received.load(Ordering::Relaxed);
         if now != seen || progress.delivering.load(Ordering::Relaxed) {
             seen = now;
-            quiet = Duration::ZERO;
+            patience.reset();
         } else {
-            quiet += tick;
             pool.trim();
-            if quiet >= timeout {
-                return CloseReason::Timeout(quiet);
+            if patience.slice_passed(now_at.saturating_duration_since(due)) {
+                return CloseReason::Timeout(patience.total());
             }
         }
+        due = now_at + patience.slice();
     }
 }
 
@@ -330,9 +333,17 @@ async fn read_frames(
             None => {
                 batch.deliver(r.progress).await;
                 if state.awaiting_verdict() {
-                    match tokio::time::timeout_at(r.deadline, frames.next()).await {
-                        Ok(n) => n,
-                        Err(_) => {
+                    // What the handshake left of its time, at least a
+                    // quarter of it (the hellos may have taken the extension
+                    // a starved node gets).
+                    let quarter = r.links.config.handshake_timeout / 4;
+                    let left = r
+                        .deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(quarter);
+                    tokio::select! {
+                        n = frames.next() => n,
+                        _ = patient_timeout(left) => {
                             return CloseReason::Protocol(
                                 "no verdict within the handshake timeout".into(),
                             )

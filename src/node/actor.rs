@@ -26,7 +26,7 @@ use crate::limits::MAX_PEERS;
 use crate::link::connection::{request_close, Connection};
 use crate::link::{Event, LinkId};
 use crate::node::discovery::Discovery;
-use crate::node::mesh::{self, Action, Mesh, Redial};
+use crate::node::mesh::{self, Action, Mesh, Redial, Target};
 use crate::node::running::{Command, Node};
 use crate::node::tasks;
 use crate::wire::verdict::Verdict;
@@ -204,15 +204,12 @@ fn apply(
         } => {
             let delay = jitter(mesh::backoff(failures));
             tracing::debug!(?target, failures, ?delay, "redial scheduled");
-            let node = node.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = node.cancel().cancelled() => {}
-                    _ = tokio::time::sleep(delay) => {
-                        node.send(Command::Retry { target, generation });
-                    }
-                }
-            });
+            retry_after(node, target, generation, delay);
+        }
+        Action::Yield { target, generation } => {
+            let delay = jitter(mesh::FOLLOWER_GRACE);
+            tracing::debug!(?target, ?delay, "waiting for the decider's dial");
+            retry_after(node, target, generation, delay);
         }
         Action::Verify { peer } => {
             if let Some(d) = discovery {
@@ -264,6 +261,20 @@ fn apply(
             max: MAX_PEERS,
         }),
     }
+}
+
+/// Tells the actor to retry `target` after `delay`, unless the node closes
+/// first.
+fn retry_after(node: &Arc<Node>, target: Target, generation: u64, delay: Duration) {
+    let node = node.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = node.cancel().cancelled() => {}
+            _ = tokio::time::sleep(delay) => {
+                node.send(Command::Retry { target, generation });
+            }
+        }
+    });
 }
 
 /// `d` scaled by a random factor in [0.5, 1.5), so that nodes that lost

@@ -61,6 +61,9 @@ use crate::link::LinkId;
 use crate::wire::verdict::{decides, Verdict};
 /// A link that lived this long resets its peer's failure count.
 pub(crate) const STABLE: Duration = Duration::from_secs(10);
+/// How long the end that does not decide a pair waits for the decider's
+/// dial before it dials a newly discovered peer itself (before jitter).
+pub(crate) const FOLLOWER_GRACE: Duration = Duration::from_millis(500);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -107,6 +110,9 @@ pub(crate) enum Action {
         failures: u32,
         generation: u64,
     },
+    /// Wait [`FOLLOWER_GRACE`], jittered, then call [`Mesh::retry`] with
+    /// `generation`: the pair's decider is expected to dial first.
+    Yield { target: Target, generation: u64 },
     /// Ask mDNS whether the peer's record is still answered.
     Verify { peer: NodeId },
     /// Send the verdict on the link (the link then opens or closes).
@@ -271,12 +277,21 @@ impl Mesh {
         if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEERS {
             return vec![Action::TooManyPeers { peer }];
         }
+        let first = !self.peers.contains_key(&peer);
         let entry = self.peers.entry(peer.clone()).or_default();
         entry.gone = false;
         let changed = entry.addrs != addrs;
         entry.addrs = addrs;
         if changed && entry.dialing.waiting {
             entry.dialing.waiting = false;
+        }
+        if first && !decides(&self.me, &peer) && !self.has_link(&peer) {
+            let d = &mut self.peers.get_mut(&peer).expect("inserted").dialing;
+            d.waiting = true;
+            d.generation += 1;
+            let generation = d.generation;
+            let target = Target::Peer(peer);
+            return vec![Action::Yield { target, generation }];
         }
         self.maybe_dial(Target::Peer(peer))
     }

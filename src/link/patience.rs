@@ -1,0 +1,173 @@
+//! Timeouts that do not blame a peer for this node's own starvation.
+//!
+//! When many nodes share few cores (a mass start of a hundred processes on
+//! two), a node's tasks may not run for hundreds of milliseconds at a time:
+//! a peer's hello or heartbeat then sits unread, or the peer, as starved,
+//! sends it late. A plain timeout would drop the link, the pair would dial
+//! again, and the extra handshakes would starve everyone further.
+//!
+//! So a timeout is counted in slices of a quarter of it, and each slice's
+//! timer says how late it fired. A slice that fired more than a quarter of a
+//! slice late means this node was not being scheduled; a timeout that runs
+//! out after such a slice is given once more, in full. A peer that is really
+//! gone is still dropped, after at most twice the timeout (plus a slice).
+//!
+//! [`Patience`] is the pure count (no clocks, tested below);
+//! [`patient_timeout`] drives it with tokio's timer.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How much of a timeout has passed, in slices, and whether this node was
+/// late while it passed.
+#[derive(Debug, Clone)]
+pub(crate) struct Patience {
+    timeout: Duration,
+    slice: Duration,
+    /// Counted towards the timeout since the last reset or extension.
+    waited: Duration,
+    /// All of it since the last reset (what a timeout reports).
+    total: Duration,
+    /// A slice of the current count fired late.
+    late: bool,
+    /// The one extension has been given.
+    extended: bool,
+}
+
+impl Patience {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Patience {
+            timeout,
+            slice: (timeout / 4).max(Duration::from_millis(1)),
+            waited: Duration::ZERO,
+            total: Duration::ZERO,
+            late: false,
+            extended: false,
+        }
+    }
+
+    /// How long to wait for the next slice.
+    pub(crate) fn slice(&self) -> Duration {
+        self.slice
+    }
+
+    /// A slice has passed; its timer fired `lateness` after it was due.
+    /// True once the timeout has run out.
+    pub(crate) fn slice_passed(&mut self, lateness: Duration) -> bool {
+        self.late |= lateness > self.slice / 4;
+        self.waited += self.slice;
+        self.total += self.slice + lateness;
+        if self.waited < self.timeout {
+            return false;
+        }
+        if self.late && !self.extended {
+            self.extended = true;
+            self.late = false;
+            self.waited = Duration::ZERO;
+            return false;
+        }
+        true
+    }
+
+    /// The peer was heard from: the count starts over, extension included.
+    pub(crate) fn reset(&mut self) {
+        self.waited = Duration::ZERO;
+        self.total = Duration::ZERO;
+        self.late = false;
+        self.extended = false;
+    }
+
+    /// How long the current count has run (lateness included).
+    pub(crate) fn total(&self) -> Duration {
+        self.total
+    }
+}
+
+/// Resolves once `timeout` has run out as [`Patience`] counts it.
+pub(crate) async fn patient_timeout(timeout: Duration) {
+    let mut p = Patience::new(timeout);
+    let mut due = Instant::now() + p.slice();
+    loop {
+        tokio::time::sleep_until(due).await;
+        let now = Instant::now();
+        if p.slice_passed(now.saturating_duration_since(due)) {
+            return;
+        }
+        due = now + p.slice();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ON_TIME: Duration = Duration::ZERO;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn on_time_it_runs_out_after_four_slices() {
+        let mut p = Patience::new(ms(400));
+        assert_eq!(p.slice(), ms(100));
+        for _ in 0..3 {
+            assert!(!p.slice_passed(ON_TIME));
+        }
+        assert!(p.slice_passed(ON_TIME));
+        assert_eq!(p.total(), ms(400));
+    }
+
+    #[test]
+    fn a_late_slice_extends_it_once() {
+        let mut p = Patience::new(ms(400));
+        assert!(!p.slice_passed(ms(300)), "starved for 300 ms");
+        for _ in 0..2 {
+            assert!(!p.slice_passed(ON_TIME));
+        }
+        assert!(!p.slice_passed(ON_TIME), "extended, not run out");
+        // Late again during the extension: no second one.
+        assert!(!p.slice_passed(ms(500)));
+        for _ in 0..2 {
+            assert!(!p.slice_passed(ON_TIME));
+        }
+        assert!(p.slice_passed(ON_TIME));
+        assert_eq!(p.total(), ms(800 + 300 + 500));
+    }
+
+    #[test]
+    fn a_little_lateness_is_not_starvation() {
+        let mut p = Patience::new(ms(400));
+        for _ in 0..3 {
+            assert!(!p.slice_passed(ms(20)));
+        }
+        assert!(p.slice_passed(ms(25)));
+    }
+
+    #[test]
+    fn hearing_from_the_peer_starts_over_and_allows_another_extension() {
+        let mut p = Patience::new(ms(400));
+        assert!(!p.slice_passed(ms(300)));
+        for _ in 0..3 {
+            assert!(!p.slice_passed(ON_TIME));
+        }
+        p.reset();
+        assert_eq!(p.total(), Duration::ZERO);
+        assert!(!p.slice_passed(ms(300)));
+        for _ in 0..3 {
+            assert!(!p.slice_passed(ON_TIME));
+        }
+        for _ in 0..3 {
+            assert!(!p.slice_passed(ON_TIME));
+        }
+        assert!(p.slice_passed(ON_TIME));
+    }
+
+    #[tokio::test]
+    async fn the_timer_never_runs_out_early() {
+        let t0 = Instant::now();
+        patient_timeout(ms(40)).await;
+        assert!(t0.elapsed() >= ms(40), "after {:?}", t0.elapsed());
+    }
+}
