@@ -16,6 +16,8 @@ out=bench
 for a in "$@"; do
   if [ "$a" = "--quick" ]; then out=target/bench; fi
 done
+# The mass-start section launches demo processes.
+cargo build --release --example demo
 cargo bench --bench suite -- --out "$out" "$@"
 if python3 -c 'import matplotlib' 2>/dev/null; then
   python3 scripts/chart.py "$out/results.csv" "$out/throughput.png"
