@@ -568,3 +568,31 @@ fn relay_across_a_bridge_reaches_every_node_once_and_can_be_stopped_and_resumed(
         close_all(&all).await;
     });
 }
+
+/// A link is known to messaging before its connection event: a publish made
+/// on the event reaches a subscriber whose interest arrived first.
+#[test]
+fn a_publish_on_the_connection_event_reaches_a_subscriber_already_known() {
+    netns(|| async {
+        let mut checked = 0;
+        for _ in 0..30 {
+            let b = tcpnet::tcpnet(Settings::new("c").mdns(false)).unwrap();
+            let mut news = b.subscribe("t").unwrap();
+            let port = b.listen(0, "127.0.0.1").await.unwrap().port;
+            let a = tcpnet::tcpnet(Settings::new("c").mdns(false)).unwrap();
+            let mut conns = a.on_connection();
+            a.listen(0, "127.0.0.1").await.unwrap();
+            a.add_peer(&format!("127.0.0.1:{port}")).await.unwrap();
+            within("the link", conns.next()).await.unwrap();
+            // Poll without yielding to the runtime: the link's own steps
+            // after the event are not waited for here.
+            if a.topic_members("t").contains(b.id()) {
+                checked += 1;
+                assert_eq!(a.publish("t", "x").await.unwrap(), 1);
+                assert_eq!(&next(&mut news).await.data()[..], b"x");
+            }
+            close_all(&[a, b]).await;
+        }
+        eprintln!("{checked} of 30 rounds published on the event");
+    });
+}

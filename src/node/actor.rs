@@ -242,13 +242,15 @@ fn apply(
             }) = links.get(&link)
             {
                 tracing::info!(peer = %conn.peer_id(), remote = %conn.remote_addr(), "connected");
-                // Listed first, then announced: a subscriber that calls
-                // `connections()` on the event finds the link there. A link
-                // whose task has already ended is neither.
-                if node.links.open.opened(conn) {
+                // Listed and known to messaging first, then announced: a
+                // subscriber that calls `connections()` or `publish` on the
+                // event finds the link in both. A link whose task has
+                // already ended is not announced.
+                let listed = node.links.open.opened(conn);
+                node.messaging.opened(conn, *incarnation);
+                if listed {
                     node.hub.connection.emit(conn);
                 }
-                node.messaging.opened(conn, *incarnation);
             }
         }
         Action::Close { link, reason } => {
