@@ -225,6 +225,48 @@ pub enum Error {
         peer: NodeId,
     },
 
+    /// One of this node's message streams was not read fast enough and
+    /// dropped `count` messages (its queue of
+    /// [`Settings::queue_len`](crate::Settings::queue_len) items was full).
+    /// On the error stream at the first drop, then at most once a second
+    /// per stream, each report counting the drops since the last (those a
+    /// report left out go with the stream's next message after the second
+    /// is up). Typed streams also yield it in place (see
+    /// [`typed`](crate::typed)). What was dropped is gone: resynchronize
+    /// (see the README's guide).
+    #[error("{stream} dropped {count} messages: it was not read fast enough")]
+    Dropped {
+        /// The stream: `messages`, `event NAME` or `topic NAME`.
+        stream: String,
+        /// How many were dropped.
+        count: u64,
+    },
+
+    /// A value could not be encoded (a type the format does not support,
+    /// such as a map with non-string keys in JSON).
+    #[error("cannot encode {what}: {reason}")]
+    Encode {
+        /// The value's type.
+        what: &'static str,
+        /// The encoder's message.
+        reason: String,
+    },
+
+    /// A message, request or answer from `from` did not decode as the type
+    /// expected (nodes running different versions of the application, or
+    /// another format). The stream it came on goes on.
+    #[error("{name:?} from {from} is not a {what}: {reason}")]
+    Decode {
+        /// The sender.
+        from: NodeId,
+        /// The event, topic or procedure name (empty for direct messages).
+        name: String,
+        /// The type expected.
+        what: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+
     /// A call to `procedure` on `peer` ([`Service::request`](crate::Service::request))
     /// did not get an answer; `error` says why.
     #[error("{procedure} on {peer}: {error}")]
@@ -322,10 +364,11 @@ impl Error {
             | Error::InvalidAddress { .. }
             | Error::AlreadyListening
             | Error::FrameTooLarge { .. }
-            | Error::BadName { .. } => Usage,
+            | Error::BadName { .. }
+            | Error::Encode { .. } => Usage,
             Error::Closed | Error::NotLinked { .. } => Churn,
             Error::Bind { .. } | Error::Mdns { .. } | Error::IdConflict { .. } => Fault,
-            Error::Missed { .. } => Fault,
+            Error::Missed { .. } | Error::Dropped { .. } | Error::Decode { .. } => Fault,
             // Nothing listens there: the node has gone (and its record is
             // being verified away). Anything else (no route, no answer) is
             // the network's doing.

@@ -123,6 +123,8 @@ pub use id::NodeId;
 pub use link::connection::{Connection, Sender};
 pub use messaging::rpc::{Request, Requests};
 pub use messaging::streams::{Message, Messages};
+#[cfg(feature = "typed")]
+pub use messaging::typed;
 pub use node::address::Address;
 pub use node::discovery::{Announcement, SERVICE_TYPE};
 pub use node::events::Events;

@@ -45,18 +45,20 @@ pub(crate) mod relay;
 pub(crate) mod router;
 pub(crate) mod rpc;
 pub(crate) mod streams;
+#[cfg(feature = "typed")]
+pub mod typed;
 
 use relay::{relay_frame, RelayFilter};
 use router::Router;
 use rpc::{fail_calls, Call, Request, Requests};
-use streams::{deliver, feed, prune, Feed, Message, Messages, Of};
+use streams::{deliver, feed, prune, ErrorSink, Feed, Message, Messages, Of, Queued};
 
 /// The messaging tables, under one lock.
 pub(crate) struct State {
     pub(crate) router: Router,
-    inbox: Vec<Feed<Message>>,
-    events: HashMap<String, Vec<Feed<Message>>>,
-    topics: HashMap<String, Vec<Feed<Message>>>,
+    inbox: Vec<Feed<Queued>>,
+    events: HashMap<String, Vec<Feed<Queued>>>,
+    topics: HashMap<String, Vec<Feed<Queued>>>,
     pub(crate) procedures: HashMap<String, (Vec<Feed<Request>>, usize)>,
     pub(crate) calls: HashMap<u64, Call>,
     pub(crate) next_corr: u64,
@@ -79,6 +81,9 @@ pub(crate) struct Messaging {
     /// Held from the moment a flooded message is found fresh until it is
     /// queued on the links it is relayed to (taken before `state`).
     relay_order: Mutex<()>,
+    /// Where streams report the messages they drop: the node's error
+    /// stream, once the node has said where that is.
+    errors: std::sync::OnceLock<ErrorSink>,
 }
 
 /// Checks an event, topic or procedure name.
@@ -130,7 +135,13 @@ impl Messaging {
             told_neighbors: Mutex::new(HashSet::new()),
             filter: Mutex::new(None),
             relay_order: Mutex::new(()),
+            errors: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Says where streams report what they drop (see [`Feed`]).
+    pub(crate) fn report_errors_to(&self, sink: ErrorSink) {
+        let _ = self.errors.set(sink);
     }
 
     // ----- the user's side -------------------------------------------------
@@ -151,7 +162,13 @@ impl Messaging {
 
     /// A stream of `of`, its queue listed in the table it belongs to.
     fn stream(self: &Arc<Self>, of: Of) -> Messages {
-        let (sub, rx, dropped) = feed(self.queue_len);
+        let stream = match &of {
+            Of::Inbox => "messages".to_string(),
+            Of::Event(name) => format!("event {name}"),
+            Of::Topic(name) => format!("topic {name}"),
+        };
+        let report = self.errors.get().map(|sink| (stream, sink.clone()));
+        let (sub, rx, dropped) = feed(self.queue_len, report);
         let subscribed = {
             let mut st = lock(&self.state);
             match &of {
@@ -206,7 +223,7 @@ impl Messaging {
 
     pub(crate) fn procedure(self: &Arc<Self>, name: &str) -> Result<Requests> {
         check_name(name)?;
-        let (sub, rx, _) = feed(self.queue_len);
+        let (sub, rx, _) = feed(self.queue_len, None);
         lock(&self.state)
             .procedures
             .entry(name.to_string())

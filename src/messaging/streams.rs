@@ -66,7 +66,7 @@ impl Message {
 /// when the service is dropped.
 #[derive(Debug)]
 pub struct Messages {
-    pub(crate) rx: mpsc::Receiver<Message>,
+    pub(crate) rx: mpsc::Receiver<Queued>,
     pub(crate) dropped: Arc<AtomicU64>,
     /// The table its queue is in, left on drop.
     pub(crate) of: (Weak<Messaging>, Of),
@@ -91,11 +91,20 @@ impl Messages {
     }
 }
 
+impl Messages {
+    /// The next message, after how many this stream had dropped when it
+    /// was queued.
+    #[cfg(feature = "typed")]
+    pub(crate) fn poll_queued(&mut self, cx: &mut Context<'_>) -> Poll<Option<Queued>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
 impl Stream for Messages {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx)
+        self.rx.poll_recv(cx).map(|q| q.map(|(_, m)| m))
     }
 }
 
@@ -109,10 +118,22 @@ impl Drop for Messages {
     }
 }
 
+/// Where a stream's drops are reported (the node's error stream).
+pub(crate) type ErrorSink = Arc<dyn Fn(crate::error::Error) + Send + Sync>;
+
+/// How often one stream's drops are reported on the error stream, at most.
+const DROP_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The queue behind one stream: bounded, never waited on.
 pub(crate) struct Feed<T> {
     pub(crate) tx: mpsc::Sender<T>,
     dropped: Arc<AtomicU64>,
+    /// The stream as its drop reports name it, and where they go; `None`
+    /// for queues that never drop (a full procedure answers `Busy`).
+    report: Option<(String, ErrorSink)>,
+    /// Drops reported so far, and when the last report went.
+    reported: u64,
+    last_report: Option<std::time::Instant>,
 }
 
 impl<T> Feed<T> {
@@ -120,30 +141,75 @@ impl<T> Feed<T> {
     pub(crate) fn is_open(&self) -> bool {
         !self.tx.is_closed()
     }
+}
 
-    /// Hands over `item` unless the queue is full (then counts it). False if
-    /// the subscriber is gone.
-    pub(crate) fn offer(&self, item: T) -> bool {
-        match self.tx.try_send(item) {
+/// A message in a stream's queue, after the number of messages the stream
+/// had dropped when it was queued: a typed stream reports a drop where it
+/// happened, before the first message queued after it.
+pub(crate) type Queued = (u64, Message);
+
+impl Feed<Queued> {
+    /// Hands over `item` unless the queue is full (then counts it). False
+    /// if the subscriber is gone. Drops are reported on the node's error
+    /// stream at the first one, then at most once a second, each report
+    /// counting those since the last; the ones a report left out go with
+    /// the next message offered after the second is up.
+    pub(crate) fn offer(&mut self, item: Message) -> bool {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let delivered = match self.tx.try_send((dropped, item)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        if delivered {
+            self.report_drops();
         }
+        delivered
+    }
+
+    fn report_drops(&mut self) {
+        let Some((stream, sink)) = &self.report else {
+            return;
+        };
+        let total = self.dropped.load(Ordering::Relaxed);
+        if total == self.reported {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .last_report
+            .is_some_and(|at| now.duration_since(at) < DROP_REPORT_EVERY)
+        {
+            return;
+        }
+        sink(crate::error::Error::Dropped {
+            stream: stream.clone(),
+            count: total - self.reported,
+        });
+        self.reported = total;
+        self.last_report = Some(now);
     }
 }
 
 /// A stream's queue of `queue_len` items, the receiving end, and its count
-/// of dropped items.
-pub(crate) fn feed<T>(queue_len: usize) -> (Feed<T>, mpsc::Receiver<T>, Arc<AtomicU64>) {
+/// of dropped items. With `report`, drops are reported there under that
+/// name.
+pub(crate) fn feed<T>(
+    queue_len: usize,
+    report: Option<(String, ErrorSink)>,
+) -> (Feed<T>, mpsc::Receiver<T>, Arc<AtomicU64>) {
     let (tx, rx) = mpsc::channel(queue_len);
     let dropped = Arc::new(AtomicU64::new(0));
     (
         Feed {
             tx,
             dropped: dropped.clone(),
+            report,
+            reported: 0,
+            last_report: None,
         },
         rx,
         dropped,
@@ -167,8 +233,8 @@ pub(crate) fn prune<V, T>(
 }
 
 /// Hands a message to the streams it is for, forgetting dropped ones.
-pub(crate) fn deliver(subs: Option<&mut Vec<Feed<Message>>>, m: &Message) {
+pub(crate) fn deliver(subs: Option<&mut Vec<Feed<Queued>>>, m: &Message) {
     if let Some(subs) = subs {
-        subs.retain(|s| s.offer(m.clone()));
+        subs.retain_mut(|s| s.offer(m.clone()));
     }
 }

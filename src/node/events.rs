@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::id::NodeId;
 use crate::limits::MAX_QUEUED_ERRORS;
 use crate::link::connection::Connection;
@@ -145,6 +145,16 @@ impl Hub {
             close: Emitter::unbounded(),
             advertised: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Reports a non-fatal error: a log line (churn quietly, see
+    /// [`ErrorKind`]) and an error event.
+    pub(crate) fn report(&self, e: Error) {
+        match e.kind() {
+            ErrorKind::Churn => tracing::debug!("{e}"),
+            kind => tracing::warn!("{kind}: {e}"),
+        }
+        self.error.emit(&e);
     }
 
     pub(crate) fn set_advertised(&self, peers: Vec<NodeId>) {

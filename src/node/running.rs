@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::id::NodeId;
 use crate::link::{self, Event, Links};
 use crate::messaging::Messaging;
@@ -126,14 +126,9 @@ impl Node {
         self.cmd.send(cmd).is_ok()
     }
 
-    /// Reports a non-fatal error: a log line (churn quietly, see
-    /// [`ErrorKind`]) and an error event.
+    /// Reports a non-fatal error (see [`Hub::report`]).
     pub(crate) fn error(&self, e: Error) {
-        match e.kind() {
-            ErrorKind::Churn => tracing::debug!("{e}"),
-            kind => tracing::warn!("{kind}: {e}"),
-        }
-        self.hub.error.emit(&e);
+        self.hub.report(e);
     }
 }
 

@@ -116,6 +116,8 @@ impl Service {
             settings.queue_len,
             settings.max_frame_len,
         ));
+        let errors = hub.clone();
+        messaging.report_errors_to(Arc::new(move |e| errors.report(e)));
         Ok(Service {
             state: Arc::new(ServiceState {
                 name: settings.name.clone(),
@@ -516,6 +518,67 @@ impl Service {
             .messaging
             .request(peer, procedure, data.into(), timeout)
             .await
+    }
+
+    // ----- typed messaging ---------------------------------------------------
+
+    /// The named event `name` carrying `T`s: [`emit`](crate::typed::Event::emit),
+    /// [`emit_to`](crate::typed::Event::emit_to) and
+    /// [`receiver`](crate::typed::Event::receiver) as for bytes, with the
+    /// values encoded in postcard (see [`typed`](crate::typed)). The name is
+    /// checked when the handle is used.
+    ///
+    /// ```no_run
+    /// # async fn demo(service: tcpnet::Service) -> tcpnet::Result<()> {
+    /// let joins = service.event::<String>("user-joined");
+    /// joins.emit(&"alice".to_string()).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "typed")]
+    pub fn event<T>(&self, name: &str) -> crate::typed::Event<T> {
+        crate::typed::Event::new(self.state.messaging.clone(), name)
+    }
+
+    /// The topic `name` carrying `T`s: [`publish`](crate::typed::Topic::publish)
+    /// and [`subscribe`](crate::typed::Topic::subscribe) as for bytes.
+    #[cfg(feature = "typed")]
+    pub fn topic<T>(&self, name: &str) -> crate::typed::Topic<T> {
+        crate::typed::Topic::new(self.state.messaging.clone(), name)
+    }
+
+    /// Direct messages and broadcasts carrying `T`s:
+    /// [`send_to`](crate::typed::Inbox::send_to),
+    /// [`broadcast`](crate::typed::Inbox::broadcast) and
+    /// [`messages`](crate::typed::Inbox::messages) as for bytes.
+    #[cfg(feature = "typed")]
+    pub fn inbox<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+    ) -> crate::typed::Inbox<T> {
+        crate::typed::Inbox::new(self.state.messaging.clone())
+    }
+
+    /// The procedure `name`, taking a `Q` and answering an `A`:
+    /// [`call`](crate::typed::Rpc::call) it on a peer,
+    /// [`serve`](crate::typed::Rpc::serve) it here.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// use futures::StreamExt;
+    /// # async fn demo(service: tcpnet::Service, peer: tcpnet::NodeId) -> tcpnet::Result<()> {
+    /// let upper = service.rpc::<String, String>("upper");
+    /// let mut calls = upper.serve()?;
+    /// tokio::spawn(async move {
+    ///     while let Some(Ok(req)) = calls.next().await {
+    ///         let answer = req.value().to_uppercase();
+    ///         let _ = req.reply(&answer).await;
+    ///     }
+    /// });
+    /// let loud = upper.call(&peer, &"hi".to_string(), Duration::from_secs(1)).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "typed")]
+    pub fn rpc<Q, A>(&self, name: &str) -> crate::typed::Rpc<Q, A> {
+        crate::typed::Rpc::new(self.state.messaging.clone(), name)
     }
 
     /// Where the node can be reached: `None` before `listen` and after `close`.
