@@ -231,9 +231,8 @@ pub enum Error {
     /// On the error stream at the first drop, then at most once a second
     /// per stream, each report counting the drops since the last (those a
     /// report left out go with the stream's next message after the second
-    /// is up). Typed streams also yield it in place (see
-    /// [`typed`](crate::typed)). What was dropped is gone: resynchronize
-    /// (see the README's guide).
+    /// is up). Typed streams (the `typed` feature) also yield it in place.
+    /// What was dropped is gone: resynchronize (see the README's guide).
     #[error("{stream} dropped {count} messages: it was not read fast enough")]
     Dropped {
         /// The stream: `messages`, `event NAME` or `topic NAME`.

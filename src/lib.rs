@@ -121,6 +121,7 @@ mod wire;
 pub use error::{CallError, CloseReason, Error, ErrorKind, Result};
 pub use id::NodeId;
 pub use link::connection::{Connection, Sender};
+pub use link::open::LinkEvent;
 pub use messaging::rpc::{Request, Requests};
 pub use messaging::streams::{Message, Messages};
 #[cfg(feature = "typed")]

@@ -483,8 +483,10 @@ pub(crate) mod tests {
         let (out_tx, out_rx) = queue::channel(8, usize::MAX);
         let (in_tx, in_rx) = queue::channel(8, usize::MAX);
         let addr = "127.0.0.1:1".parse().unwrap();
+        // Each its own link id, as a node's links have.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let link = Arc::new(Link {
-            id: 1,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
             peer: NodeId::parse("0a").unwrap(),
             remote: addr,
             local: addr,

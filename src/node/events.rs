@@ -23,6 +23,7 @@ use crate::error::{Error, ErrorKind};
 use crate::id::NodeId;
 use crate::limits::MAX_QUEUED_ERRORS;
 use crate::link::connection::Connection;
+use crate::link::open::LinkEvent;
 use crate::node::address::Address;
 use crate::sync::lock;
 
@@ -96,8 +97,17 @@ impl<T: Clone> Emitter<T> {
     }
 
     pub(crate) fn subscribe(&self) -> Events<T> {
+        self.subscribe_after(Vec::new())
+    }
+
+    /// A subscriber whose stream starts with `first` (the current state, for
+    /// a state-then-changes stream), then every event from now on.
+    pub(crate) fn subscribe_after(&self, first: Vec<T>) -> Events<T> {
         // tokio's channel allocates as it fills, not up front.
-        let (tx, rx) = mpsc::channel(self.capacity);
+        let (tx, rx) = mpsc::channel(self.capacity.max(first.len()).max(1));
+        for event in first {
+            let _ = tx.try_send(event);
+        }
         let missed = Arc::new(AtomicU64::new(0));
         let mut subs = lock(&self.subs);
         subs.retain(|s| !s.tx.is_closed());
@@ -129,6 +139,7 @@ impl<T: Clone> Emitter<T> {
 /// the subscribers of each kind of event, and the peers seen advertised.
 pub(crate) struct Hub {
     pub(crate) connection: Emitter<Connection>,
+    pub(crate) link: Emitter<LinkEvent>,
     pub(crate) listening: Emitter<Address>,
     pub(crate) error: Emitter<Error>,
     pub(crate) close: Emitter<()>,
@@ -140,6 +151,7 @@ impl Hub {
     pub(crate) fn new() -> Self {
         Hub {
             connection: Emitter::unbounded(),
+            link: Emitter::unbounded(),
             listening: Emitter::unbounded(),
             error: Emitter::bounded(MAX_QUEUED_ERRORS, |count| Error::Missed { count }),
             close: Emitter::unbounded(),

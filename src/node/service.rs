@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::link::connection::Connection;
+use crate::link::open::LinkEvent;
 use crate::messaging::rpc::Requests;
 use crate::messaging::streams::{Message, Messages};
 use crate::messaging::Messaging;
@@ -118,6 +119,10 @@ impl Service {
         ));
         let errors = hub.clone();
         messaging.report_errors_to(Arc::new(move |e| errors.report(e)));
+        let links = hub.clone();
+        messaging
+            .open
+            .observe(Box::new(move |e| links.link.emit(&e)));
         Ok(Service {
             state: Arc::new(ServiceState {
                 name: settings.name.clone(),
@@ -535,15 +540,15 @@ impl Service {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "typed")]
-    pub fn event<T>(&self, name: &str) -> crate::typed::Event<T> {
-        crate::typed::Event::new(self.state.messaging.clone(), name)
+    pub fn event<T>(&self, name: &str) -> crate::messaging::typed::Event<T> {
+        crate::messaging::typed::Event::new(self.state.messaging.clone(), name)
     }
 
     /// The topic `name` carrying `T`s: [`publish`](crate::typed::Topic::publish)
     /// and [`subscribe`](crate::typed::Topic::subscribe) as for bytes.
     #[cfg(feature = "typed")]
-    pub fn topic<T>(&self, name: &str) -> crate::typed::Topic<T> {
-        crate::typed::Topic::new(self.state.messaging.clone(), name)
+    pub fn topic<T>(&self, name: &str) -> crate::messaging::typed::Topic<T> {
+        crate::messaging::typed::Topic::new(self.state.messaging.clone(), name)
     }
 
     /// Direct messages and broadcasts carrying `T`s:
@@ -553,8 +558,8 @@ impl Service {
     #[cfg(feature = "typed")]
     pub fn inbox<T: serde::Serialize + serde::de::DeserializeOwned>(
         &self,
-    ) -> crate::typed::Inbox<T> {
-        crate::typed::Inbox::new(self.state.messaging.clone())
+    ) -> crate::messaging::typed::Inbox<T> {
+        crate::messaging::typed::Inbox::new(self.state.messaging.clone())
     }
 
     /// The procedure `name`, taking a `Q` and answering an `A`:
@@ -577,8 +582,8 @@ impl Service {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "typed")]
-    pub fn rpc<Q, A>(&self, name: &str) -> crate::typed::Rpc<Q, A> {
-        crate::typed::Rpc::new(self.state.messaging.clone(), name)
+    pub fn rpc<Q, A>(&self, name: &str) -> crate::messaging::typed::Rpc<Q, A> {
+        crate::messaging::typed::Rpc::new(self.state.messaging.clone(), name)
     }
 
     /// Where the node can be reached: `None` before `listen` and after `close`.
@@ -607,6 +612,42 @@ impl Service {
     /// once the pair has settled on it (see the crate docs on the one-link rule).
     pub fn on_connection(&self) -> Events<Connection> {
         self.state.hub.connection.subscribe()
+    }
+
+    /// The open links, then every link that opens or closes: a stream that
+    /// starts with [`LinkEvent::Up`] for each link open now (and each link
+    /// closing now, which then goes `Down`), then carries every change,
+    /// with no gap and no repeat between the two. Every link it shows goes
+    /// `Up` once and `Down` once, with why it closed; so nothing needs
+    /// merging [`connections`](Self::connections) with
+    /// [`on_connection`](Self::on_connection), nor a task per link awaiting
+    /// [`Connection::closed`].
+    ///
+    /// A peer that relinks (a link that timed out, then a new one) goes
+    /// `Down` then `Up`: at this level that is what happened. A link that
+    /// replaces another (the peer restarted) comes `Up` before the old one
+    /// goes `Down` with [`CloseReason::Replaced`](crate::CloseReason::Replaced).
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// use tcpnet::LinkEvent;
+    /// # async fn demo(service: tcpnet::Service) {
+    /// let mut links = service.on_link();
+    /// while let Some(event) = links.next().await {
+    ///     match event {
+    ///         LinkEvent::Up(conn) => println!("linked to {}", conn.peer_id()),
+    ///         LinkEvent::Down(conn, why) => println!("{} gone: {why}", conn.peer_id()),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn on_link(&self) -> Events<LinkEvent> {
+        let hub = &self.state.hub;
+        self.state.messaging.open.with_list(|list| {
+            hub.link
+                .subscribe_after(list.iter().cloned().map(LinkEvent::Up).collect())
+        })
     }
 
     /// A stream that yields the address once the service is listening.
