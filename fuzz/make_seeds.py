@@ -19,7 +19,9 @@ SEEDS = os.path.join(HERE, "seeds")
 
 HELLO, ACCEPT, REJECT, DATA = 0x01, 0x02, 0x03, 0x10
 MAGIC = b"tcpnet"
-MAX_HELLO = 6 + 2 + 8 + 2 + 1 + 1 + 63 + 1 + 63  # 147
+MAX_META_WIRE = 4096
+MAX_HELLO = 6 + 2 + 8 + 2 + 1 + 1 + 63 + 1 + 63 + 8 + 2 + MAX_META_WIRE  # 4253
+PROTOCOL_VERSION = 2
 DEFAULT_MAX_FRAME_LEN = 8 * 1024 * 1024
 
 # The fuzzing module's local hello (src/fuzzing.rs, `ours`).
@@ -28,12 +30,20 @@ OURS_INC = 0x0123456789ABCDEF
 OURS_CLUSTER = b"my-cluster"
 
 
-def hello(version=1, inc=0x0102030405060708, port=4000, id=OURS_ID[::-1],
-          cluster=OURS_CLUSTER, id_len=None, cluster_len=None, magic=MAGIC, flags=0):
-    """A hello payload; the length bytes may lie, to make bad ones."""
+def meta(*pairs):
+    """Metadata on the wire: (key length u8, key, value length u8, value)*."""
+    return b"".join(bytes([len(k)]) + k + bytes([len(v)]) + v for k, v in pairs)
+
+
+def hello(version=PROTOCOL_VERSION, inc=0x0102030405060708, port=4000, id=OURS_ID[::-1],
+          cluster=OURS_CLUSTER, id_len=None, cluster_len=None, magic=MAGIC, flags=0,
+          meta_version=0x0102030405060709, meta=b"", meta_len=None):
+    """A hello payload; the length fields may lie, to make bad ones."""
     return (magic + struct.pack(">HQHB", version, inc, port, flags)
             + bytes([len(id) if id_len is None else id_len]) + id
-            + bytes([len(cluster) if cluster_len is None else cluster_len]) + cluster)
+            + bytes([len(cluster) if cluster_len is None else cluster_len]) + cluster
+            + struct.pack(">QH", meta_version, len(meta) if meta_len is None else meta_len)
+            + meta)
 
 
 def frame(kind, payload=b""):
@@ -67,13 +77,19 @@ typical = hello()
 hellos = {
     "valid_typical": typical,
     "valid_shortest": hello(id=b"a", cluster=b"c"),
-    "valid_longest": hello(id=b"f" * 63, cluster=b"c" * 63),
+    "valid_longest": hello(id=b"f" * 63, cluster=b"c" * 63, meta=b"\x00" * MAX_META_WIRE),
+    "valid_with_meta": hello(meta=meta((b"role", b"gateway"), (b"http", b"10.99.0.2:8080"))),
+    "valid_bad_meta_keys": hello(meta=meta((b"Role", b"x"), (b"a b", b"y"))),
+    "valid_meta_cut_short": hello(meta=b"\x04rol"),
+    "meta_len_lies": hello(meta=meta((b"role", b"web")), meta_len=200),
+    "meta_over_bound": hello(meta=b"\x00" * (MAX_META_WIRE + 1)),
+    "version_1_hello": hello(version=1)[:-10],
     "valid_upper_case_id": hello(id=b"ABCDEF0123456789ABCDEF0123456789"),
     "valid_accepted_by_ours": hello(id=b"f" * 32, inc=7),
     "valid_self_link": hello(id=OURS_ID, inc=OURS_INC, port=4000),
     "valid_id_conflict": hello(id=OURS_ID, inc=OURS_INC + 1),
     "valid_other_cluster": hello(cluster=b"other-cluster"),
-    "valid_other_version": hello(version=2),
+    "valid_other_version": hello(version=3),
     "valid_other_id_len": hello(id=b"0a0"),
     "valid_port_0_max_incarnation": hello(port=0, inc=2**64 - 1),
     "valid_with_secret_flag": hello(flags=1),
@@ -84,7 +100,8 @@ hellos = {
     "truncated_fixed_fields": typical[:6 + 2 + 8 + 1],
     "truncated_in_id": typical[:6 + 2 + 8 + 2 + 1 + 5],
     "truncated_no_cluster_len": typical[:6 + 2 + 8 + 2 + 1 + len(OURS_ID)],
-    "truncated_in_cluster": typical[:-1],
+    "truncated_in_cluster": typical[:-11],
+    "truncated_in_meta_header": typical[:-3],
     "trailing_byte": typical + b"\x00",
     "id_not_hex": hello(id=b"xyz"),
     "id_empty": hello(id=b""),
@@ -182,6 +199,10 @@ envelopes = {
     "reply": envelope(7, corr=42, body=b"X"),
     "fail": envelope(8, corr=42, name=b"not-found", body=b"\x00no such thing"),
     "neighbors": envelope(9, body=OURS_ID + b"\n"),
+    "member": envelope(10, flags=1, corr=9, body=struct.pack(">QHB", 5, 4000, 0)
+                       + meta((b"role", b"web"))),
+    "member_leaving": envelope(10, flags=1, corr=10, body=struct.pack(">QHB", 5, 4000, 1)),
+    "member_bad_state": envelope(10, flags=1, corr=10, body=struct.pack(">QHB", 5, 4000, 7)),
     "unknown_op": envelope(99),
     "unknown_flag": envelope(2, flags=0x80),
     "too_many_hops": envelope(4, flags=1, hops=200, name=b"t"),

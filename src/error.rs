@@ -266,6 +266,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// Metadata given to [`Settings::meta`](crate::Settings::meta) or
+    /// [`Service::set_meta`](crate::Service::set_meta) breaks a bound; the
+    /// [`MetaError`] names which.
+    #[error("invalid metadata: {0}")]
+    InvalidMeta(#[from] MetaError),
+
+    /// A peer's metadata broke a bound or was malformed, in its mDNS record,
+    /// its hello or an update; it was ignored (the peer keeps the metadata it
+    /// had, and is otherwise linked and discovered as usual).
+    #[error("bad metadata from {peer} in its {carrier}: {error}")]
+    BadMeta {
+        /// The peer's id.
+        peer: NodeId,
+        /// What carried it: `"mDNS record"`, `"hello"` or `"update"`.
+        carrier: &'static str,
+        /// What is wrong with it.
+        #[source]
+        error: MetaError,
+    },
+
     /// A call to `procedure` on `peer` ([`Service::request`](crate::Service::request))
     /// did not get an answer; `error` says why.
     #[error("{procedure} on {peer}: {error}")]
@@ -364,6 +384,7 @@ impl Error {
             | Error::AlreadyListening
             | Error::FrameTooLarge { .. }
             | Error::BadName { .. }
+            | Error::InvalidMeta(_)
             | Error::Encode { .. } => Usage,
             Error::Closed | Error::NotLinked { .. } => Churn,
             Error::Bind { .. } | Error::Mdns { .. } | Error::IdConflict { .. } => Fault,
@@ -378,6 +399,7 @@ impl Error {
             Error::BadRecord { .. }
             | Error::Handshake { .. }
             | Error::TooManyPeers { .. }
+            | Error::BadMeta { .. }
             | Error::Protocol { .. } => Foreign,
             Error::Link { reason, .. } => reason.kind(),
             Error::Call { error, .. } => error.kind(),
@@ -435,6 +457,69 @@ pub enum CallError {
     /// ([`CloseReason::Shutdown`] when this node closed).
     #[error("the link closed mid-call ({0})")]
     Interrupted(CloseReason),
+}
+
+/// Why metadata was refused (see [`Meta`](crate::Meta) for the bounds).
+///
+/// ```
+/// let settings = tcpnet::Settings::new("lab").meta("Role", "web");
+/// match tcpnet::Service::new(settings) {
+///     Err(tcpnet::Error::InvalidMeta(tcpnet::MetaError::KeyChars { key, found })) => {
+///         assert_eq!((key.as_str(), found), ("Role", 'R'));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    /// A key is empty or longer than [`MAX_META_KEY_LEN`](crate::limits::MAX_META_KEY_LEN) bytes.
+    #[error("key {key:?} has {} bytes, not 1 to {}", key.len(), crate::limits::MAX_META_KEY_LEN)]
+    KeyLength {
+        /// The key.
+        key: String,
+    },
+    /// A key has a character other than `a-z`, `0-9`, `.`, `_` and `-`.
+    #[error("key {key:?} has {found:?}; keys use only a-z, 0-9, '.', '_' and '-'")]
+    KeyChars {
+        /// The key.
+        key: String,
+        /// The first character not allowed.
+        found: char,
+    },
+    /// A value is longer than [`MAX_META_VALUE_LEN`](crate::limits::MAX_META_VALUE_LEN) bytes.
+    #[error(
+        "the value of {key:?} has {len} bytes, over {}",
+        crate::limits::MAX_META_VALUE_LEN
+    )]
+    ValueLength {
+        /// The key.
+        key: String,
+        /// The value's length.
+        len: usize,
+    },
+    /// More than [`MAX_META_PAIRS`](crate::limits::MAX_META_PAIRS) pairs.
+    #[error("{count} pairs, over {}", crate::limits::MAX_META_PAIRS)]
+    TooManyPairs {
+        /// How many there would be.
+        count: usize,
+    },
+    /// Keys and values together over [`MAX_META_BYTES`](crate::limits::MAX_META_BYTES) bytes.
+    #[error(
+        "{bytes} bytes of keys and values, over {}",
+        crate::limits::MAX_META_BYTES
+    )]
+    TooLarge {
+        /// How many there would be.
+        bytes: usize,
+    },
+    /// Bytes from a peer that are not metadata: cut short, not UTF-8, a key
+    /// given twice.
+    #[error("malformed: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// An error's cause, after its own message.

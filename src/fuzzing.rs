@@ -34,6 +34,8 @@ fn ours() -> Hello {
         aes: false,
         id: NodeId::parse("0123456789abcdef0123456789abcdef").unwrap(),
         cluster: "my-cluster".into(),
+        meta_version: 0x0123_4567_89ab_cdef,
+        meta: bytes::Bytes::new(),
     }
 }
 
@@ -60,6 +62,11 @@ pub fn hello(data: &[u8]) {
 }
 
 fn checks_out(data: &[u8], h: &Hello) {
+    // Its metadata is checked apart: valid or not, never a panic.
+    match crate::wire::record::Record::of_hello(h) {
+        (r, None) => assert!(r.meta.is_some()),
+        (r, Some(_)) => assert!(r.meta.is_none()),
+    }
     assert_eq!(NodeId::parse(h.id.as_str()).ok().as_ref(), Some(&h.id));
     assert!(valid_cluster_name(&h.cluster).is_ok(), "{:?}", h.cluster);
 
@@ -351,7 +358,25 @@ pub fn envelope(data: &[u8]) {
         Ok(e) => {
             let again = Envelope::decode(e.encode()).expect("a decoded envelope re-encodes");
             assert_eq!(again, e);
+            if e.op == crate::wire::envelope::Op::Member {
+                member_record(&e.body, e.corr);
+            }
         }
+        Err(reason) => assert!(!reason.is_empty()),
+    }
+}
+
+/// A member record's body: if it decodes with valid metadata, it re-encodes
+/// to itself; metadata over the bounds leaves the rest of the record.
+fn member_record(body: &[u8], version: u64) {
+    use crate::wire::record::Record;
+    match Record::decode(body, version) {
+        Ok((r, None)) => {
+            let meta = r.meta.as_ref().expect("valid metadata is kept");
+            assert!(crate::meta::Meta::from_pairs(meta.iter()).is_ok());
+            assert_eq!(Record::decode(&r.encode(), version), Ok((r, None)));
+        }
+        Ok((r, Some(_))) => assert!(r.meta.is_none()),
         Err(reason) => assert!(!reason.is_empty()),
     }
 }

@@ -114,11 +114,12 @@ mod id;
 pub mod limits;
 mod link;
 mod messaging;
+mod meta;
 mod node;
 mod sync;
 mod wire;
 
-pub use error::{CallError, CloseReason, Error, ErrorKind, Result};
+pub use error::{CallError, CloseReason, Error, ErrorKind, MetaError, Result};
 pub use id::NodeId;
 pub use link::connection::{Connection, Sender};
 pub use link::open::LinkEvent;
@@ -126,9 +127,13 @@ pub use messaging::rpc::{Request, Requests};
 pub use messaging::streams::{Message, Messages};
 #[cfg(feature = "typed")]
 pub use messaging::typed;
+pub use meta::Meta;
 pub use node::address::Address;
 pub use node::discovery::{Announcement, SERVICE_TYPE};
 pub use node::events::Events;
+pub use node::members::member::{
+    LeaveReason, LinkInfo, Member, MemberChange, MemberEvent, MemberState,
+};
 pub use node::service::tcpnet;
 pub use node::{Service, Settings};
 pub use wire::hello::PROTOCOL_VERSION;

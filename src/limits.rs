@@ -32,3 +32,19 @@ pub const MAX_PEERS: usize = 1024;
 pub const MAX_QUEUED_ERRORS: usize = 1024;
 /// Longest event, topic or procedure name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
+
+/// Longest metadata key, in bytes (see [`Meta`](crate::Meta)).
+pub const MAX_META_KEY_LEN: usize = 32;
+/// Longest metadata value, in bytes: with the key (at most
+/// [`MAX_META_KEY_LEN`]), its `m.` prefix and the `=`, a pair fits one
+/// DNS-SD TXT string (at most 255 bytes).
+pub const MAX_META_VALUE_LEN: usize = 220;
+/// Most metadata pairs a node carries.
+pub const MAX_META_PAIRS: usize = 16;
+/// Most bytes of metadata, keys and values together.
+pub const MAX_META_BYTES: usize = 1024;
+/// How long a member that left stays in [`Service::members`](crate::Service::members),
+/// with the reason it left.
+pub const LEFT_KEPT: Duration = Duration::from_secs(60);
+/// Most members that left kept at once (the oldest go first).
+pub const MAX_LEFT: usize = 64;

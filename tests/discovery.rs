@@ -10,6 +10,12 @@ use futures::StreamExt;
 use mdns_sd::{ServiceDaemon, ServiceInfo};
 use tcpnet::{Error, Service, SERVICE_TYPE};
 
+/// The protocol version, as a TXT record says it.
+const V: &str = match tcpnet::PROTOCOL_VERSION {
+    2 => "2",
+    _ => panic!("update V to the protocol version"),
+};
+
 #[test]
 fn two_clusters_on_one_lan_stay_apart() {
     netns(|| async {
@@ -67,12 +73,7 @@ fn foreign_and_broken_records_are_errors_and_the_mesh_still_forms() {
         watcher.listen(0, "0.0.0.0").await.unwrap();
 
         let foreign = ServiceDaemon::new().unwrap();
-        announce(
-            &foreign,
-            "not-a-node-id",
-            1000,
-            &[("c", CLUSTER), ("v", "1")],
-        );
+        announce(&foreign, "not-a-node-id", 1000, &[("c", CLUSTER), ("v", V)]);
         announce(
             &foreign,
             &id('a'),
@@ -80,8 +81,8 @@ fn foreign_and_broken_records_are_errors_and_the_mesh_still_forms() {
             &[("junk", "\u{1}\u{2}"), ("x", "")],
         );
         announce(&foreign, &id('b'), 1002, &[("c", CLUSTER), ("v", "99")]);
-        announce(&foreign, "0bad", 1003, &[("c", CLUSTER), ("v", "1")]);
-        announce(&foreign, &id('c'), http_port, &[("c", CLUSTER), ("v", "1")]);
+        announce(&foreign, "0bad", 1003, &[("c", CLUSTER), ("v", V)]);
+        announce(&foreign, &id('c'), http_port, &[("c", CLUSTER), ("v", V)]);
 
         let others = futures::future::join_all((0..3).map(|_| start(CLUSTER))).await;
         let mut all = others.clone();
@@ -212,7 +213,7 @@ fn a_record_pointing_at_another_nodes_port_does_not_break_the_mesh() {
             &foreign,
             &"e".repeat(32),
             target,
-            &[("c", "real"), ("v", "1")],
+            &[("c", "real"), ("v", V)],
         );
         // A fourth node sees the bogus record and dials the third node's port.
         let late = tcpnet::tcpnet("real").unwrap();
@@ -221,7 +222,7 @@ fn a_record_pointing_at_another_nodes_port_does_not_break_the_mesh() {
         // And a record that points at the fourth node's own port: it dials
         // itself, sees its own hello, and drops that link quietly.
         let own = late.address().unwrap().port;
-        announce(&foreign, &"d".repeat(32), own, &[("c", "real"), ("v", "1")]);
+        announce(&foreign, &"d".repeat(32), own, &[("c", "real"), ("v", V)]);
         let mut all = nodes.clone();
         all.push(late.clone());
         full_mesh(&all).await;

@@ -190,7 +190,7 @@ fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A hello payload: magic, version, incarnation, port, flags (none: no
-/// secret), id, cluster.
+/// secret), id, cluster, metadata (version, none).
 fn hello_payload(version: u16, incarnation: u64, id: &str, cluster: &str) -> Vec<u8> {
     let mut p = MAGIC.to_vec();
     p.extend_from_slice(&version.to_be_bytes());
@@ -201,6 +201,8 @@ fn hello_payload(version: u16, incarnation: u64, id: &str, cluster: &str) -> Vec
     p.extend_from_slice(id.as_bytes());
     p.push(cluster.len() as u8);
     p.extend_from_slice(cluster.as_bytes());
+    p.extend_from_slice(&incarnation.to_be_bytes());
+    p.extend_from_slice(&0u16.to_be_bytes());
     p
 }
 
@@ -827,11 +829,12 @@ fn hellos_of_another_cluster_version_id_length_or_our_id_are_refused() {
         .await;
         let (cluster, version, id_len, our_id) = attacked.outcome;
         let target_id = attacked.nodes[0].id().to_string();
+        let too_new = format!("protocol version {}", PROTOCOL_VERSION + 1);
         expect_refusals(
             &mut attacked.errors,
             &[
                 (cluster, Kind::Handshake, "cluster \"other\""),
-                (version, Kind::Handshake, "protocol version 2"),
+                (version, Kind::Handshake, &too_new),
                 (id_len, Kind::Handshake, "16 hex digits"),
                 (our_id, Kind::IdConflict, &target_id),
             ],

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, bottom first: a folder, or the base's files.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("base", &["error", "id", "limits", "sync"]),
+    ("base", &["error", "id", "limits", "meta", "sync"]),
     ("wire", &["wire"]),
     ("link", &["link"]),
     ("messaging", &["messaging"]),

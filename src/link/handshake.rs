@@ -24,6 +24,7 @@ use crate::link::{canonical, queue, Event, Links, Owner};
 use crate::sync::lock;
 use crate::wire::frame::{self, Frame, FrameCodec};
 use crate::wire::hello::{Hello, Refusal, MAX_HELLO};
+use crate::wire::record::Record;
 use crate::wire::secure::{self, Keys};
 use crate::wire::verdict::decides;
 
@@ -79,9 +80,17 @@ pub(crate) async fn handshake(
         }
     }
     let _ = stream.set_nodelay(true);
+    // Our hello, with our metadata as it is now, encoded once: the secret's
+    // handshake binds these very bytes.
+    let mut ours = cfg.hello.clone();
+    (ours.meta_version, ours.meta) = owner.hello_meta();
+    let ours = Ours {
+        raw: ours.encode(),
+        hello: ours,
+    };
     let greeted = tokio::select! {
         _ = links.cancel.cancelled() => return None,
-        r = greet(links, &mut stream, remote, role) => r,
+        r = greet(links, &ours, &mut stream, remote, role) => r,
         // Counted so that this node's own starvation does not fail it.
         _ = patient_timeout(cfg.handshake_timeout) => Err(Some(Error::Handshake {
             remote,
@@ -117,10 +126,15 @@ pub(crate) async fn handshake(
         up: AtomicBool::new(true),
     });
     let conn = Connection::new(link.clone(), out_tx.clone());
-    let registered = owner.report(Event::Handshaken {
-        conn,
-        incarnation: hello.incarnation,
-    });
+    let (record, bad) = Record::of_hello(&hello);
+    if let Some(error) = bad {
+        owner.error(Error::BadMeta {
+            peer: hello.id.clone(),
+            carrier: "hello",
+            error,
+        });
+    }
+    let registered = owner.report(Event::Handshaken { conn, record });
     if !registered {
         return None; // the node has closed
     }
@@ -137,26 +151,32 @@ pub(crate) async fn handshake(
     })
 }
 
+/// Our hello for one handshake, and its encoding.
+struct Ours {
+    hello: Hello,
+    raw: Bytes,
+}
+
 /// The hellos, then, with a cluster secret, the secret handshake (see
 /// [`crate::wire::secure`]) bound to both hellos.
 async fn greet(
     links: &Links,
+    ours: &Ours,
     stream: &mut TcpStream,
     remote: SocketAddr,
     role: Role,
 ) -> Result<(Hello, Option<Keys>), Option<Error>> {
     let cfg = &links.config;
-    let (hello, theirs) = checked_hello(links, stream, remote, role).await?;
+    let (hello, theirs) = checked_hello(links, ours, stream, remote, role).await?;
     let Some(psk) = &cfg.psk else {
         return Ok((hello, None));
     };
-    let ours = cfg.hello.encode();
     let dialer = role == Role::Dialer;
     // Both hellos, the dialer's first, each after its length.
     let (first, second): (&[u8], &[u8]) = if dialer {
-        (&ours, &theirs)
+        (&ours.raw, &theirs)
     } else {
-        (&theirs, &ours)
+        (&theirs, &ours.raw)
     };
     let mut prologue = Vec::with_capacity(4 + first.len() + second.len());
     for h in [first, second] {
@@ -174,16 +194,16 @@ async fn greet(
 /// quietly (we reached ourselves); `Err(Some(e))`: refuse it with `e`.
 async fn checked_hello(
     links: &Links,
+    ours: &Ours,
     stream: &mut TcpStream,
     remote: SocketAddr,
     role: Role,
 ) -> Result<(Hello, Vec<u8>), Option<Error>> {
-    let ours = &links.config.hello;
     let refuse = |reason: String| Some(Error::Handshake { remote, reason });
-    let raw = exchange_hello(stream, ours).await.map_err(refuse)?;
+    let raw = exchange_hello(stream, &ours.raw).await.map_err(refuse)?;
     let hello = Hello::decode(&raw).map_err(refuse)?;
     let own_dial = || lock(&links.own_dials.0).remove(&remote).is_some();
-    match hello.check(ours) {
+    match hello.check(&ours.hello) {
         Ok(()) => {}
         // Our own id and incarnation: a dial of ours that reached us (a
         // record of ours, or a stale one, pointed here), unless it comes
@@ -205,9 +225,9 @@ async fn checked_hello(
 /// Writes our hello and reads the peer's: one frame of at most
 /// [`MAX_HELLO`] bytes, read exactly, so nothing after it is consumed.
 /// Returns the peer's hello payload, not yet decoded.
-async fn exchange_hello(stream: &mut TcpStream, ours: &Hello) -> Result<Vec<u8>, String> {
+async fn exchange_hello(stream: &mut TcpStream, ours: &Bytes) -> Result<Vec<u8>, String> {
     let mut out = BytesMut::new();
-    let payload = ours.encode();
+    let payload = ours.clone();
     tokio_util::codec::Encoder::encode(
         &mut FrameCodec { max: MAX_HELLO },
         Frame {

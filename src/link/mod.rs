@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{CloseReason, Error};
 use crate::id::NodeId;
 use crate::wire::hello::Hello;
+use crate::wire::record::Record;
 use crate::wire::secure::Psk;
 use crate::wire::verdict::Verdict;
 
@@ -47,10 +48,14 @@ pub(crate) type LinkId = u64;
 /// What a link tells its node.
 pub(crate) enum Event {
     /// The hellos (and the secret's handshake) checked out: the node applies
-    /// the one-link rule to the link.
-    Handshaken { conn: Connection, incarnation: u64 },
+    /// the one-link rule to the link. `record` is what the peer's hello said
+    /// of it.
+    Handshaken { conn: Connection, record: Record },
     /// The decider's verdict arrived on the link.
     Verdict { link: LinkId, verdict: Verdict },
+    /// Nothing came on the link for half the heartbeat timeout (`silent`),
+    /// or something came after such a silence (`!silent`).
+    Silence { link: LinkId, silent: bool },
     /// The link's task has ended.
     Closed {
         link: LinkId,
@@ -66,6 +71,9 @@ pub(crate) trait Owner: Send + Sync {
     fn report(&self, event: Event) -> bool;
     /// Reports a non-fatal error.
     fn error(&self, e: Error);
+    /// The node's metadata for its hello, as it is now: its version and
+    /// its encoding.
+    fn hello_meta(&self) -> (u64, Bytes);
 }
 
 /// Where a link hands the messaging envelopes it receives.

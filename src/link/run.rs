@@ -66,6 +66,9 @@ impl Handshaken {
 /// Progress counters shared by the parts of one link's task.
 #[derive(Default)]
 struct Progress {
+    /// Set while the peer is silent (reported so): a read then wakes the
+    /// watchdog at once, to report the peer speaking again.
+    silence: Arc<Silence>,
     /// Frames other than heartbeats received, plus bytes written; a closing
     /// link that moves none is stuck.
     frames: Arc<AtomicU64>,
@@ -117,6 +120,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
     let rd = Counted {
         inner: rd,
         bytes: progress.received.clone(),
+        silence: progress.silence.clone(),
     };
     let reader = read_loop(
         Reader {
@@ -138,7 +142,13 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
         cfg.heartbeat_interval,
         &progress,
     );
-    let silent = watchdog(cfg.heartbeat_timeout, &progress, &pool);
+    let silence = |silent| {
+        owner.report(Event::Silence {
+            link: link.id,
+            silent,
+        });
+    };
+    let silent = watchdog(cfg.heartbeat_timeout, &progress, &pool, silence);
     let mut state = link.state.subscribe();
     let stalled = async {
         closing(&mut state).await;
@@ -196,6 +206,14 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
 struct Counted {
     inner: OwnedReadHalf,
     bytes: Arc<AtomicU64>,
+    silence: Arc<Silence>,
+}
+
+/// The peer has been reported silent; a read wakes the watchdog.
+#[derive(Default)]
+struct Silence {
+    silent: AtomicBool,
+    heard: tokio::sync::Notify,
 }
 
 impl tokio::io::AsyncRead for Counted {
@@ -209,6 +227,9 @@ impl tokio::io::AsyncRead for Counted {
         let read = buf.filled().len() - before;
         if read > 0 {
             self.bytes.fetch_add(read as u64, Ordering::Relaxed);
+            if self.silence.silent.load(Ordering::Relaxed) {
+                self.silence.heard.notify_one();
+            }
         }
         polled
     }
@@ -216,24 +237,47 @@ impl tokio::io::AsyncRead for Counted {
 
 /// Resolves when the peer has been silent for `timeout` while the reader was
 /// ready for it, counted by [`Patience`]: four checks per timeout, and one
-/// extension when this node itself was too starved to keep time. A quiet
+/// extension when this node itself was too starved to keep time. On the
+/// way, it calls `silence(true)` once the silence counted reaches half the
+/// timeout, and `silence(false)` as soon as the peer speaks again. A quiet
 /// check also frees the buffers kept for large frames: an idle link holds
 /// none.
-async fn watchdog(timeout: Duration, progress: &Progress, pool: &Pool) -> CloseReason {
+async fn watchdog(
+    timeout: Duration,
+    progress: &Progress,
+    pool: &Pool,
+    silence: impl Fn(bool),
+) -> CloseReason {
     let mut patience = Patience::new(timeout);
     let mut seen = progress.received.load(Ordering::Relaxed);
     let mut due = Instant::now() + patience.slice();
+    let reported = &progress.silence;
     loop {
-        tokio::time::sleep_until(due).await;
+        let silent = reported.silent.load(Ordering::Relaxed);
+        tokio::select! {
+            _ = tokio::time::sleep_until(due) => {}
+            _ = reported.heard.notified(), if silent => {}
+        }
         let now_at = Instant::now();
         let now = progress.received.load(Ordering::Relaxed);
         if now != seen || progress.delivering.load(Ordering::Relaxed) {
             seen = now;
             patience.reset();
+            if silent {
+                reported.silent.store(false, Ordering::Relaxed);
+                silence(false);
+            }
         } else {
+            if now_at < due {
+                continue; // woken early, with nothing new
+            }
             pool.trim();
             if patience.slice_passed(now_at.saturating_duration_since(due)) {
                 return CloseReason::Timeout(patience.total());
+            }
+            if !silent && patience.total() >= timeout / 2 {
+                reported.silent.store(true, Ordering::Relaxed);
+                silence(true);
             }
         }
         due = now_at + patience.slice();

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::error::{CloseReason, Error, Result};
+use crate::error::{CloseReason, Error, MetaError, Result};
 use crate::id::NodeId;
 use crate::limits::MAX_NAME_LEN;
 use crate::link::connection::Connection;
@@ -40,6 +40,7 @@ use crate::link::Inbound;
 use crate::sync::lock;
 use crate::wire::envelope::{Envelope, Op, FLOOD, MAX_HOPS};
 use crate::wire::frame::{self, Frame};
+use crate::wire::record::Record;
 
 pub(crate) mod relay;
 pub(crate) mod router;
@@ -52,6 +53,20 @@ use relay::{relay_frame, RelayFilter};
 use router::Router;
 use rpc::{fail_calls, Call, Request, Requests};
 use streams::{deliver, feed, prune, ErrorSink, Feed, Message, Messages, Of, Queued};
+
+/// Where messaging hands the member records it hears: the node's view of
+/// its members, which decides what is news.
+pub(crate) trait Gossip: Send + Sync {
+    /// `origin`'s record arrived on `peer`'s link; `bad` says what was
+    /// wrong with its metadata, if anything. True if it was news.
+    fn record(
+        &self,
+        peer: &NodeId,
+        origin: &NodeId,
+        record: Record,
+        bad: Option<MetaError>,
+    ) -> bool;
+}
 
 /// The messaging tables, under one lock.
 pub(crate) struct State {
@@ -84,6 +99,8 @@ pub(crate) struct Messaging {
     /// Where streams report the messages they drop: the node's error
     /// stream, once the node has said where that is.
     errors: std::sync::OnceLock<ErrorSink>,
+    /// Where member records go.
+    gossip: Arc<dyn Gossip>,
 }
 
 /// Checks an event, topic or procedure name.
@@ -114,6 +131,7 @@ impl Messaging {
         me: NodeId,
         start: u64,
         open: Arc<OpenLinks>,
+        gossip: Arc<dyn Gossip>,
         queue_len: usize,
         max_frame_len: usize,
     ) -> Self {
@@ -136,6 +154,7 @@ impl Messaging {
             filter: Mutex::new(None),
             relay_order: Mutex::new(()),
             errors: std::sync::OnceLock::new(),
+            gossip,
         }
     }
 
@@ -361,6 +380,25 @@ impl Messaging {
         fail_calls(&mut st, |c| c.link == link, reason);
     }
 
+    /// Tells every linked peer this node's record: a change of its metadata,
+    /// or its goodbye. Queued even on a full send queue (one small frame),
+    /// so a goodbye goes out ahead of the close that follows it.
+    pub(crate) fn tell_record(&self, record: &Record) {
+        let f = envelope_frame(&Envelope {
+            op: Op::Member,
+            flags: FLOOD,
+            hops: 0,
+            origin: self.me.clone(),
+            seq: 0,
+            corr: record.version,
+            name: String::new(),
+            body: record.encode(),
+        });
+        for c in self.open.up() {
+            let _ = c.sender_queue().send_ready(f.clone());
+        }
+    }
+
     /// The node closed: every call still waiting fails now.
     pub(crate) fn shutdown(&self) {
         fail_calls(&mut lock(&self.state), |_| true, &CloseReason::Shutdown);
@@ -391,8 +429,10 @@ impl Inbound for Messaging {
         // the order they were found fresh, so the origin's order survives.
         let _order = e.flooded().then(|| lock(&self.relay_order));
         let mut st = lock(&self.state);
-        // Interest is deduplicated by its version, the rest by number.
-        if e.flooded() && e.op != Op::Interest && !st.router.fresh(&e.origin, e.seq) {
+        // Interest and member records are deduplicated by their versions,
+        // the rest by number.
+        let versioned = matches!(e.op, Op::Interest | Op::Member);
+        if e.flooded() && !versioned && !st.router.fresh(&e.origin, e.seq) {
             return Ok(());
         }
         match e.op {
@@ -426,6 +466,12 @@ impl Inbound for Messaging {
             Op::Request => self.requested(&mut st, e, reply),
             Op::Reply | Op::Fail => return rpc::answered(&mut st, peer, e),
             Op::Neighbors => relay::neighbors(&mut st, peer, &e),
+            Op::Member => {
+                // The view takes its own lock: not under this one.
+                drop(st);
+                let (record, bad) = Record::decode(&e.body, e.corr)?;
+                self.gossip.record(peer, &e.origin, record, bad);
+            }
         }
         Ok(())
     }
@@ -453,9 +499,70 @@ mod tests {
         NodeId::parse(s).unwrap()
     }
 
+    /// The member records a node's messaging handed over.
+    #[derive(Default)]
+    struct Heard(Mutex<Vec<(NodeId, Record, Option<MetaError>)>>);
+
+    impl Gossip for Heard {
+        fn record(&self, _: &NodeId, origin: &NodeId, r: Record, bad: Option<MetaError>) -> bool {
+            lock(&self.0).push((origin.clone(), r, bad));
+            true
+        }
+    }
+
     /// Node "01"'s messaging, with streams of 4 messages.
     fn node() -> Arc<Messaging> {
-        Arc::new(Messaging::new(id("01"), 1, Arc::default(), 4, 1 << 16))
+        node_hearing(Arc::default())
+    }
+
+    fn node_hearing(heard: Arc<Heard>) -> Arc<Messaging> {
+        Arc::new(Messaging::new(
+            id("01"),
+            1,
+            Arc::default(),
+            heard,
+            4,
+            1 << 16,
+        ))
+    }
+
+    #[test]
+    fn member_records_go_to_the_view_and_a_broken_one_ends_the_link() {
+        let heard = Arc::new(Heard::default());
+        let m = node_hearing(heard.clone());
+        let (tx, _rx) = reply_queue();
+        let record = Record {
+            incarnation: 5,
+            port: 4000,
+            version: 9,
+            leaving: false,
+            meta: Some(crate::meta::Meta::from_pairs([("role", "web")]).unwrap()),
+        };
+        let body: &'static [u8] = record.encode().to_vec().leak();
+        for _ in 0..2 {
+            // Versioned, not numbered: the same record twice is the view's
+            // to judge, not dropped as a duplicate here.
+            let e = envelope(Op::Member, "0a", FLOOD, 0, 9, body);
+            m.message(&id("0a"), e, &tx).unwrap();
+        }
+        let bad_meta = envelope(
+            Op::Member,
+            "0a",
+            FLOOD,
+            0,
+            10,
+            b"\0\0\0\0\0\0\0\x05\x0f\xa0\0\x03Bad\x01x",
+        );
+        m.message(&id("0a"), bad_meta, &tx).unwrap();
+        {
+            let heard = lock(&heard.0);
+            assert_eq!(heard.len(), 3);
+            assert_eq!(heard[0], (id("0a"), record, None));
+            assert!(matches!(heard[2].2, Some(MetaError::KeyChars { .. })));
+        }
+        let cut = envelope(Op::Member, "0a", FLOOD, 0, 11, b"\0\0");
+        let err = m.message(&id("0a"), cut, &tx).unwrap_err();
+        assert!(err.contains("truncated member record"), "{err}");
     }
 
     fn envelope(

@@ -29,6 +29,7 @@ use crate::node::discovery::Discovery;
 use crate::node::mesh::{self, Action, Mesh, Redial, Target};
 use crate::node::running::{Command, Node};
 use crate::node::tasks;
+use crate::wire::record::Record;
 use crate::wire::verdict::Verdict;
 
 /// How long `close` waits for links to flush and close. A link still moving
@@ -39,18 +40,18 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A link the actor holds.
 struct Held {
     conn: Connection,
-    /// The incarnation of the peer, as its hello said.
-    incarnation: u64,
+    /// What the peer's hello said of it, for the membership view.
+    record: Record,
     /// The pair's decider rejected it: the pair has a link already. It never
     /// opened, so no user sees it; it is not redialed.
     duplicate: bool,
 }
 
 impl Held {
-    fn new(conn: Connection, incarnation: u64) -> Held {
+    fn new(conn: Connection, record: Record) -> Held {
         Held {
             conn,
-            incarnation,
+            record,
             duplicate: false,
         }
     }
@@ -81,9 +82,16 @@ pub(crate) async fn actor(
             Command::AddPeer { addr } => mesh.add_static(addr),
             Command::Disconnect { peer } => mesh.disconnect(peer),
             Command::Reconnect { peer } => mesh.reconnect(&peer),
-            Command::Link(Event::Handshaken { conn, incarnation }) => {
+            Command::Announce { meta } => {
+                if let Some(d) = &discovery {
+                    d.reannounce(&meta);
+                }
+                vec![]
+            }
+            Command::Link(Event::Handshaken { conn, record }) => {
                 let (link, peer) = (conn.link().id, conn.peer_id().clone());
-                links.insert(link, Held::new(conn, incarnation));
+                let incarnation = record.incarnation;
+                links.insert(link, Held::new(conn, record));
                 mesh.handshaken(link, peer, incarnation)
             }
             Command::Link(Event::Verdict { link, verdict }) => {
@@ -91,6 +99,17 @@ pub(crate) async fn actor(
                     held.duplicate = true;
                 }
                 mesh.verdict(link, verdict)
+            }
+            Command::Link(Event::Silence { link, silent }) => {
+                if let Some(held) = links.get(&link) {
+                    let peer = held.conn.peer_id();
+                    if silent {
+                        node.members.silent(link, peer);
+                    } else {
+                        node.members.heard(link, peer);
+                    }
+                }
+                vec![]
             }
             Command::Link(Event::Closed {
                 link,
@@ -108,6 +127,7 @@ pub(crate) async fn actor(
                         redial = Redial::No;
                     } else {
                         node.messaging.closed(&held.conn, &reason, was_open);
+                        node.members.closed(link, held.conn.peer_id(), &reason);
                     }
                 }
                 mesh.closed(link, redial, lived >= mesh::STABLE)
@@ -122,9 +142,12 @@ pub(crate) async fn actor(
         }
     }
 
-    // Shutting down: no new links. The mDNS goodbye goes out first, so
-    // peers that see our links end already know we left, and do not redial.
+    // Shutting down: no new links. The goodbyes go out first, on every
+    // link and over mDNS, so peers that see our links end already know we
+    // left, and do not redial.
     node.cancel().cancel();
+    let port = node.links.config.hello.port;
+    node.messaging.tell_record(&node.members.goodbye(port));
     if let Some(d) = &discovery {
         d.goodbye().await;
     }
@@ -139,9 +162,9 @@ pub(crate) async fn actor(
                         report_close(&node, &held, &reason);
                     }
                 }
-                Some(Command::Link(Event::Handshaken { conn, incarnation })) => {
+                Some(Command::Link(Event::Handshaken { conn, record })) => {
                     request_close(conn.link(), CloseReason::Shutdown);
-                    links.insert(conn.link().id, Held::new(conn, incarnation));
+                    links.insert(conn.link().id, Held::new(conn, record));
                 }
                 Some(_) => {}
                 None => break,
@@ -237,19 +260,17 @@ fn apply(
             }
         }
         Action::Open { link } => {
-            if let Some(Held {
-                conn, incarnation, ..
-            }) = links.get(&link)
-            {
+            if let Some(Held { conn, record, .. }) = links.get(&link) {
                 tracing::info!(peer = %conn.peer_id(), remote = %conn.remote_addr(), "connected");
                 // Listed and known to messaging first, then announced: a
                 // subscriber that calls `connections()` or `publish` on the
                 // event finds the link in both. A link whose task has
                 // already ended is not announced.
                 let listed = node.links.open.opened(conn);
-                node.messaging.opened(conn, *incarnation);
+                node.messaging.opened(conn, record.incarnation);
                 if listed {
                     node.hub.connection.emit(conn);
+                    node.members.opened(conn, record.clone());
                 }
             }
         }

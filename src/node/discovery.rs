@@ -10,7 +10,12 @@
 //! - TXT `c=<cluster>` and `v=<protocol version>`. The cluster name rides in
 //!   the TXT record rather than in the service type, so any name of 1 to 63
 //!   bytes works (a service type label is limited to 15), and one browse sees
-//!   every cluster: nodes of other clusters are skipped.
+//!   every cluster: nodes of other clusters are skipped;
+//! - the node's metadata, a TXT string `m.<key>=<value>` per pair: keys of
+//!   tcpnet's own are single letters, so the `m.` prefix never clashes with
+//!   them, and a pair at the bounds (a 32-byte key, a 220-byte value) fills
+//!   a TXT string's 255 bytes exactly. The node re-announces when it
+//!   changes.
 //!
 //! Records are read by [`Announcement::parse`] (public, so browsers read
 //! them by the same rules) and checked against our cluster by
@@ -23,12 +28,15 @@ use std::time::Duration;
 
 use mdns_sd::{DaemonEvent, IfKind, ResolvedService, ScopedIp, ServiceDaemon, ServiceInfo};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, MetaError, Result};
 use crate::id::NodeId;
+use crate::meta::Meta;
 use crate::wire::hello::PROTOCOL_VERSION;
 
 /// The one mDNS service type of tcpnet.
 pub const SERVICE_TYPE: &str = "_tcpnet._tcp.local.";
+/// What the TXT key of a metadata pair starts with.
+pub(crate) const META_PREFIX: &str = "m.";
 /// How long `listen` waits for the daemon to announce the node.
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long `close` waits for the goodbye to be sent.
@@ -80,6 +88,16 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct Discovery {
     daemon: ServiceDaemon,
     fullname: String,
+    /// What the record says besides the metadata.
+    announced: Announced,
+}
+
+/// A node's record, but for its metadata.
+struct Announced {
+    id: NodeId,
+    cluster: String,
+    port: u16,
+    scope: Scope,
 }
 
 impl Discovery {
@@ -90,26 +108,67 @@ impl Discovery {
         cluster: &str,
         port: u16,
         scope: &Scope,
+        meta: &Meta,
     ) -> Result<(Discovery, mdns_sd::Receiver<mdns_sd::ServiceEvent>)> {
         let daemon = ServiceDaemon::new().map_err(mdns("starting the daemon"))?;
         let discovery = Discovery {
             fullname: format!("{id}.{SERVICE_TYPE}"),
             daemon,
+            announced: Announced {
+                id: id.clone(),
+                cluster: cluster.to_string(),
+                port,
+                scope: scope.clone(),
+            },
         };
-        let browse = discovery.announce(id, cluster, port, scope).await?;
+        let browse = discovery.announce(meta).await?;
         Ok((discovery, browse))
     }
 
-    async fn announce(
-        &self,
-        id: &NodeId,
-        cluster: &str,
-        port: u16,
-        scope: &Scope,
-    ) -> Result<mdns_sd::Receiver<mdns_sd::ServiceEvent>> {
+    /// The node's record with `meta`.
+    fn record(&self, meta: &Meta) -> Result<ServiceInfo> {
+        let a = &self.announced;
+        let mut props = vec![
+            ("c".to_string(), a.cluster.clone()),
+            ("v".to_string(), PROTOCOL_VERSION.to_string()),
+        ];
+        props.extend(
+            meta.iter()
+                .map(|(k, v)| (format!("{META_PREFIX}{k}"), v.to_string())),
+        );
+        let host = format!("{}.local.", a.id);
+        let mut info = match &a.scope {
+            Scope::Addrs(ips) => ServiceInfo::new(
+                SERVICE_TYPE,
+                a.id.as_str(),
+                &host,
+                &ips[..],
+                a.port,
+                &props[..],
+            ),
+            _ => ServiceInfo::new(SERVICE_TYPE, a.id.as_str(), &host, (), a.port, &props[..])
+                .map(|i| i.enable_addr_auto()),
+        }
+        .map_err(mdns("making the service record"))?;
+        // Ids are unique: probing for a name conflict would only add ~750 ms.
+        info.set_requires_probe(false);
+        Ok(info)
+    }
+
+    /// Announces the node's record anew, with `meta`.
+    pub(crate) fn reannounce(&self, meta: &Meta) {
+        let registered = self
+            .record(meta)
+            .and_then(|info| self.daemon.register(info).map_err(mdns("re-announcing")));
+        if let Err(e) = registered {
+            tracing::warn!("{e}");
+        }
+    }
+
+    async fn announce(&self, meta: &Meta) -> Result<mdns_sd::Receiver<mdns_sd::ServiceEvent>> {
         let daemon = &self.daemon;
         let interfaces = mdns("choosing the interfaces");
-        match scope {
+        match &self.announced.scope {
             // Only IPv4 is listened on, so only IPv4 addresses are announced.
             Scope::AllV4 => daemon.disable_interface(IfKind::IPv6).map_err(interfaces)?,
             Scope::All => {}
@@ -119,21 +178,7 @@ impl Discovery {
                 daemon.enable_interface(kinds).map_err(interfaces)?;
             }
         }
-        let props = [
-            ("c", cluster.to_string()),
-            ("v", PROTOCOL_VERSION.to_string()),
-        ];
-        let host = format!("{id}.local.");
-        let mut info = match scope {
-            Scope::Addrs(ips) => {
-                ServiceInfo::new(SERVICE_TYPE, id.as_str(), &host, &ips[..], port, &props[..])
-            }
-            _ => ServiceInfo::new(SERVICE_TYPE, id.as_str(), &host, (), port, &props[..])
-                .map(|i| i.enable_addr_auto()),
-        }
-        .map_err(mdns("making the service record"))?;
-        // Ids are unique: probing for a name conflict would only add ~750 ms.
-        info.set_requires_probe(false);
+        let info = self.record(meta)?;
 
         // Browse before announcing. Of two nodes starting together, either
         // the other's announcement reaches us after we began browsing, or
@@ -204,8 +249,10 @@ impl Drop for Discovery {
 /// What a resolved record means for us.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Record {
-    /// A peer of our cluster, with the addresses to dial (IPv4 first).
-    Peer(NodeId, Vec<SocketAddr>),
+    /// A peer of our cluster, with the addresses to dial (IPv4 first), and
+    /// what was wrong with its metadata, if anything (it is dialed all the
+    /// same: its metadata comes with its hello).
+    Peer(NodeId, Vec<SocketAddr>, Option<MetaError>),
     /// Ourselves, or a node of another cluster.
     NotOurs,
 }
@@ -241,6 +288,9 @@ pub struct Announcement {
     pub version: String,
     /// Where it listens, IPv4 first.
     pub addrs: Vec<SocketAddr>,
+    /// Its metadata (TXT `m.<key>=<value>`), or what is wrong with it: a
+    /// record whose metadata breaks the bounds is read all the same.
+    pub meta: std::result::Result<Meta, MetaError>,
 }
 
 impl Announcement {
@@ -285,8 +335,26 @@ impl Announcement {
             cluster: cluster.to_string(),
             version: version.to_string(),
             addrs,
+            meta: record_meta(rec),
         })
     }
+}
+
+/// The metadata in a record's TXT strings (`m.<key>=<value>`), checked.
+fn record_meta(rec: &ResolvedService) -> std::result::Result<Meta, MetaError> {
+    let mut pairs = Vec::new();
+    for prop in rec.txt_properties.iter() {
+        let Some(key) = prop.key().strip_prefix(META_PREFIX) else {
+            continue;
+        };
+        let value = std::str::from_utf8(prop.val().unwrap_or_default()).map_err(|_| {
+            MetaError::Malformed {
+                reason: format!("the value of {key:?} is not UTF-8"),
+            }
+        })?;
+        pairs.push((key.to_string(), value.to_string()));
+    }
+    Meta::from_pairs(pairs)
 }
 
 /// The node id in an instance full name, `<id>._tcpnet._tcp.local.`.
@@ -338,7 +406,7 @@ pub(crate) fn parse_record(rec: &ResolvedService, cluster: &str, me: &NodeId) ->
             me.len()
         )));
     }
-    Ok(Record::Peer(node.id, node.addrs))
+    Ok(Record::Peer(node.id, node.addrs, node.meta.err()))
 }
 
 /// An mDNS library error, as the error of the step that failed.
@@ -374,9 +442,9 @@ mod tests {
 
     #[test]
     fn a_good_record_gives_ipv4_first() {
-        let r = record("0b", 7, &[("c", "x"), ("v", "1")], "fe80::1,10.99.0.2");
+        let r = record("0b", 7, &[("c", "x"), ("v", "2")], "fe80::1,10.99.0.2");
         match parse_record(&r, "x", &me()).unwrap() {
-            Record::Peer(id, addrs) => {
+            Record::Peer(id, addrs, None) => {
                 assert_eq!(id.as_str(), "0b");
                 assert_eq!(addrs[0], "10.99.0.2:7".parse().unwrap());
                 assert_eq!(addrs.len(), 2);
@@ -387,9 +455,9 @@ mod tests {
 
     #[test]
     fn other_clusters_and_self_are_skipped() {
-        let r = record("0b", 7, &[("c", "y"), ("v", "1")], "10.99.0.2");
+        let r = record("0b", 7, &[("c", "y"), ("v", "2")], "10.99.0.2");
         assert_eq!(parse_record(&r, "x", &me()).unwrap(), Record::NotOurs);
-        let r = record("0a", 7, &[("c", "x"), ("v", "1")], "10.99.0.2");
+        let r = record("0a", 7, &[("c", "x"), ("v", "2")], "10.99.0.2");
         assert_eq!(parse_record(&r, "x", &me()).unwrap(), Record::NotOurs);
     }
 
@@ -412,18 +480,55 @@ mod tests {
     #[test]
     fn bad_records_are_errors() {
         let cases = [
-            record("zz", 7, &[("c", "x"), ("v", "1")], "10.99.0.2"),
-            record("0b", 7, &[("v", "1")], "10.99.0.2"),
+            record("zz", 7, &[("c", "x"), ("v", "2")], "10.99.0.2"),
+            record("0b", 7, &[("v", "2")], "10.99.0.2"),
             record("0b", 7, &[("c", "x")], "10.99.0.2"),
             record("0b", 7, &[("c", "x"), ("v", "9")], "10.99.0.2"),
-            record("0bc", 7, &[("c", "x"), ("v", "1")], "10.99.0.2"),
-            record("0b", 0, &[("c", "x"), ("v", "1")], "10.99.0.2"),
-            record("0b", 7, &[("c", "x"), ("v", "1")], "0.0.0.0"),
+            record("0bc", 7, &[("c", "x"), ("v", "2")], "10.99.0.2"),
+            record("0b", 0, &[("c", "x"), ("v", "2")], "10.99.0.2"),
+            record("0b", 7, &[("c", "x"), ("v", "2")], "0.0.0.0"),
         ];
         for r in cases {
             match parse_record(&r, "x", &me()) {
                 Err(Error::BadRecord { reason, .. }) => assert!(!reason.is_empty()),
                 other => panic!("{} gave {other:?}", r.fullname),
+            }
+        }
+    }
+
+    #[test]
+    fn metadata_rides_in_prefixed_txt_strings() {
+        let props = [
+            ("c", "x"),
+            ("v", "2"),
+            ("m.role", "gateway"),
+            ("m.http", "8080"),
+        ];
+        let r = record("0b", 7, &props, "10.99.0.2");
+        let meta = Announcement::parse(&r).unwrap().meta.unwrap();
+        assert_eq!(meta.to_string(), "http=8080, role=gateway");
+        assert!(matches!(
+            parse_record(&r, "x", &me()),
+            Ok(Record::Peer(_, _, None))
+        ));
+    }
+
+    #[test]
+    fn bad_metadata_in_a_record_is_named_and_the_record_still_used() {
+        let long = "v".repeat(240);
+        for (props, bad) in [
+            (vec![("m.Role", "x")], "KeyChars"),
+            (vec![("m.k", long.as_str())], "ValueLength"),
+        ] {
+            let mut all = vec![("c", "x"), ("v", "2")];
+            all.extend(props);
+            let r = record("0b", 7, &all, "10.99.0.2");
+            match parse_record(&r, "x", &me()).unwrap() {
+                Record::Peer(id, _, Some(e)) => {
+                    assert_eq!(id.as_str(), "0b");
+                    assert!(format!("{e:?}").starts_with(bad), "{e:?}");
+                }
+                other => panic!("{other:?}"),
             }
         }
     }

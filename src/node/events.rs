@@ -80,7 +80,7 @@ pub(crate) struct Emitter<T> {
 
 impl<T: Clone> Emitter<T> {
     /// An emitter whose subscribers' queues are never full.
-    fn unbounded() -> Self {
+    pub(crate) fn unbounded() -> Self {
         Emitter::bounded(tokio::sync::Semaphore::MAX_PERMITS, |_| {
             unreachable!("an unbounded queue drops nothing")
         })

@@ -11,6 +11,7 @@ pub(crate) mod address;
 pub(crate) mod discovery;
 pub(crate) mod events;
 pub(crate) mod gate;
+pub(crate) mod members;
 pub(crate) mod mesh;
 pub(crate) mod running;
 pub(crate) mod service;

@@ -13,6 +13,7 @@ use crate::link::{self, Event, Links};
 use crate::messaging::Messaging;
 use crate::node::events::Hub;
 use crate::node::gate::Gate;
+use crate::node::members::Members;
 use crate::node::mesh::{DialEnd, Target};
 use crate::node::settings::Settings;
 use crate::wire::hello::Hello;
@@ -54,6 +55,10 @@ pub(crate) enum Command {
     },
     /// What a link reports.
     Link(Event),
+    /// This node's metadata changed: re-announce it over mDNS.
+    Announce {
+        meta: crate::meta::Meta,
+    },
     /// Stop the node; the actor's task ends when it has.
     Close,
 }
@@ -68,6 +73,8 @@ pub(crate) struct Node {
     pub(crate) dials: Semaphore,
     /// The messaging layer, fed by every link.
     pub(crate) messaging: Arc<Messaging>,
+    /// The membership view, fed by the actor and by messaging.
+    pub(crate) members: Arc<Members>,
     /// The listen addresses when they are specific ones: dials go out from
     /// them too, so a node bound to one interface stays on it.
     pub(crate) dial_from: Vec<IpAddr>,
@@ -83,6 +90,7 @@ impl Node {
         dial_from: Vec<IpAddr>,
         hub: Arc<Hub>,
         messaging: Arc<Messaging>,
+        members: Arc<Members>,
         cancel: CancellationToken,
     ) -> (Arc<Node>, mpsc::UnboundedReceiver<Command>) {
         let (cmd, inbox) = mpsc::unbounded_channel();
@@ -104,6 +112,7 @@ impl Node {
             gate: Arc::new(Gate::default()),
             dials: Semaphore::new(MAX_DIALS),
             messaging,
+            members,
             dial_from,
             cmd,
             hub,
@@ -139,5 +148,9 @@ impl link::Owner for Node {
 
     fn error(&self, e: Error) {
         Node::error(self, e)
+    }
+
+    fn hello_meta(&self) -> (u64, bytes::Bytes) {
+        self.members.hello_meta()
     }
 }

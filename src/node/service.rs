@@ -18,9 +18,12 @@ use crate::link::open::LinkEvent;
 use crate::messaging::rpc::Requests;
 use crate::messaging::streams::{Message, Messages};
 use crate::messaging::Messaging;
+use crate::meta::Meta;
 use crate::node::address::{check_peer_syntax, resolve, resolve_peer, Address};
 use crate::node::discovery::{Discovery, Scope};
 use crate::node::events::{Events, Hub};
+use crate::node::members::member::{Member, MemberEvent, MemberState};
+use crate::node::members::Members;
 use crate::node::running::{Command, Node};
 use crate::node::settings::Settings;
 use crate::node::tasks;
@@ -71,6 +74,7 @@ struct ServiceState {
     /// Peers disconnected before `listen`.
     disconnected: Mutex<HashSet<NodeId>>,
     messaging: Arc<Messaging>,
+    members: Arc<Members>,
 }
 
 enum Phase {
@@ -110,10 +114,17 @@ impl Service {
         };
         let incarnation = incarnation();
         let hub = Arc::new(Hub::new());
+        let members = Arc::new(Members::new(
+            id.clone(),
+            incarnation,
+            settings.checked_meta()?,
+            hub.clone(),
+        ));
         let messaging = Arc::new(Messaging::new(
             id.clone(),
             incarnation,
             Default::default(),
+            members.clone(),
             settings.queue_len,
             settings.max_frame_len,
         ));
@@ -131,6 +142,7 @@ impl Service {
                 settings,
                 hub,
                 messaging,
+                members,
                 phase: Mutex::new(Phase::Idle),
                 transition: tokio::sync::Mutex::new(()),
                 finished: tokio::sync::watch::channel(false).0,
@@ -179,6 +191,11 @@ impl Service {
         let running = self.start(port, addr, cancel).await?;
         guard.disarm();
         let address = running.address.clone();
+        let addrs = address
+            .addrs
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, address.port));
+        self.state.members.set_addrs(addrs.collect());
         *lock(&self.state.phase) = Phase::Listening(running);
         tracing::info!(id = %self.state.id, ?address, "listening");
         self.state.hub.listening.emit(&address);
@@ -221,6 +238,9 @@ impl Service {
             aes: state.settings.secret.is_some() && Suite::aes_hardware(),
             id: state.id.clone(),
             cluster: state.name.clone(),
+            // Each handshake sends the metadata as it is then.
+            meta_version: 0,
+            meta: Bytes::new(),
         };
         // A node bound to specific addresses dials from them too, so it
         // stays on its interfaces.
@@ -234,6 +254,7 @@ impl Service {
             dial_from,
             state.hub.clone(),
             state.messaging.clone(),
+            state.members.clone(),
             cancel,
         );
         // Accept before announcing: a peer may dial the instant it sees us.
@@ -248,7 +269,8 @@ impl Service {
             statics.push(resolve_peer(peer).await?);
         }
         let discovery = if state.settings.mdns {
-            Some(Discovery::start(&state.id, &state.name, bound_port, &scope).await?)
+            let meta = state.members.meta();
+            Some(Discovery::start(&state.id, &state.name, bound_port, &scope, &meta).await?)
         } else {
             None
         };
@@ -362,6 +384,128 @@ impl Service {
         } else {
             Err(Error::Closed)
         }
+    }
+
+    // ----- membership ---------------------------------------------------------
+
+    /// This node's metadata (see [`Settings::meta`]).
+    pub fn meta(&self) -> Meta {
+        self.state.members.meta()
+    }
+
+    /// Sets a pair of this node's metadata, at once: the node re-announces
+    /// itself over mDNS and tells every linked peer, which passes it on
+    /// where the mesh is not full. Setting a value it already has does
+    /// nothing.
+    ///
+    /// Errors: [`Error::InvalidMeta`] (the pair, or the metadata with it,
+    /// breaks a bound; nothing changes), [`Error::Closed`].
+    ///
+    /// ```
+    /// # let service = tcpnet::tcpnet("lab")?;
+    /// service.set_meta("http", "10.99.0.2:8080")?;
+    /// assert_eq!(service.meta().get("http"), Some("10.99.0.2:8080"));
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.change_meta(|m| m.set(key, value))
+    }
+
+    /// Removes a pair of this node's metadata, telling the cluster as
+    /// [`set_meta`](Self::set_meta) does. Removing a key that is not set
+    /// does nothing.
+    ///
+    /// Errors: [`Error::Closed`].
+    pub fn remove_meta(&self, key: &str) -> Result<()> {
+        self.change_meta(|m| Ok(m.remove(key)))
+    }
+
+    fn change_meta(
+        &self,
+        edit: impl FnOnce(&mut Meta) -> std::result::Result<bool, crate::error::MetaError>,
+    ) -> Result<()> {
+        let phase = lock(&self.state.phase);
+        let node = match &*phase {
+            Phase::Closed => return Err(Error::Closed),
+            Phase::Idle => None,
+            Phase::Listening(r) => Some(r.node.clone()),
+        };
+        let port = node.as_ref().map_or(0, |n| n.links.config.hello.port);
+        // Under the phase's lock: a `listen` or `close` sees the metadata
+        // before or after the change, never half of it.
+        let Some(record) = self.state.members.set_meta(edit, port)? else {
+            return Ok(());
+        };
+        if let Some(node) = node {
+            node.messaging.tell_record(&record);
+            node.send(Command::Announce {
+                meta: record.meta.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every member of the cluster this node knows: itself first, then the
+    /// others by id, linked, suspect, relayed, or left a moment ago (with
+    /// the reason).
+    ///
+    /// ```
+    /// # let service = tcpnet::tcpnet("lab")?;
+    /// let members = service.members();
+    /// assert_eq!(&members[0].id, service.id());
+    /// assert!(members[0].is_local());
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn members(&self) -> Vec<Member> {
+        self.state.members.snapshot()
+    }
+
+    /// The member `id`, this node included, if this node knows it.
+    pub fn member(&self, id: &NodeId) -> Option<Member> {
+        self.state.members.get(id)
+    }
+
+    /// The members whose metadata has `key` set to `value`, this node
+    /// included, that have not left.
+    ///
+    /// ```no_run
+    /// # fn demo(service: tcpnet::Service) {
+    /// for gw in service.members_with("role", "gateway") {
+    ///     println!("gateway {} at {:?}", gw.id, gw.meta.get("http"));
+    /// }
+    /// # }
+    /// ```
+    pub fn members_with(&self, key: &str, value: &str) -> Vec<Member> {
+        self.members()
+            .into_iter()
+            .filter(|m| !matches!(m.state, MemberState::Left(_)))
+            .filter(|m| m.meta.get(key) == Some(value))
+            .collect()
+    }
+
+    /// A stream of member changes: joined, updated, suspect, alive, left
+    /// (see [`MemberChange`](crate::MemberChange)), from now on. Each event
+    /// carries the member as it is after the change.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// # async fn demo(service: tcpnet::Service) {
+    /// let mut events = service.on_member();
+    /// while let Some(ev) = events.next().await {
+    ///     println!("#{} {} {}: {}", ev.seq, ev.member.id, ev.change, ev.member.meta);
+    /// }
+    /// # }
+    /// ```
+    pub fn on_member(&self) -> Events<MemberEvent> {
+        self.state.members.subscribe()
+    }
+
+    /// The members and a stream of the changes after them, taken together:
+    /// applying the events, in order, to the snapshot gives the view as it
+    /// is then, without a change missed or repeated (the first event's
+    /// `seq` follows the snapshot's last change).
+    pub fn watch_members(&self) -> (Vec<Member>, Events<MemberEvent>) {
+        self.state.members.watch()
     }
 
     // ----- messaging ---------------------------------------------------------
@@ -716,6 +860,7 @@ impl ServiceState {
     /// The last step of `close`: the node has stopped.
     fn closed(&self) {
         self.messaging.open.clear();
+        self.members.clear();
         self.hub.set_advertised(Vec::new());
         tracing::info!(id = %self.id, "closed");
         self.hub.close.emit(&());

@@ -8,6 +8,7 @@ use crate::limits::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_MAX_FRAME_LEN, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LEN,
 };
+use crate::meta::Meta;
 use crate::node::address::check_peer_syntax;
 use crate::wire::hello::valid_cluster_name;
 
@@ -47,6 +48,7 @@ pub struct Settings {
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) mdns: bool,
     pub(crate) peers: Vec<String>,
+    pub(crate) meta: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -65,6 +67,7 @@ impl Settings {
             secret: None,
             mdns: true,
             peers: Vec::new(),
+            meta: Vec::new(),
         }
     }
 
@@ -181,13 +184,46 @@ impl Settings {
         self.peers.push(addr.into());
         self
     }
+
+    /// A pair of this node's metadata: what it says about itself to the
+    /// cluster (a role, a version, the address of a server it runs). Every
+    /// member sees it (see [`Service::members`](crate::Service::members)),
+    /// and so does anyone on the LAN: it rides in the mDNS record, as
+    /// `m.<key>=<value>`. A key given again replaces the value. Keys have 1
+    /// to 32 bytes of `a-z`, `0-9`, `.`, `_`, `-`; values at most 220 bytes;
+    /// at most 16 pairs and 1024 bytes in all, checked by
+    /// [`Service::new`](crate::Service::new) ([`Error::InvalidMeta`]).
+    /// Change it at run time with [`Service::set_meta`](crate::Service::set_meta).
+    ///
+    /// ```
+    /// let settings = tcpnet::Settings::new("lab")
+    ///     .meta("role", "gateway")
+    ///     .meta("http", "8080");
+    /// let service = tcpnet::Service::new(settings)?;
+    /// assert_eq!(service.meta().get("http"), Some("8080"));
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.meta.push((key.into(), value.into()));
+        self
+    }
+
+    /// The metadata the settings give, checked.
+    pub(crate) fn checked_meta(&self) -> Result<Meta> {
+        let mut meta = Meta::default();
+        for (k, v) in &self.meta {
+            meta.set(k, v)?;
+        }
+        Ok(meta)
+    }
 }
 
 impl Settings {
     /// Checks every setting, as [`Service::new`](crate::Service::new) does.
     ///
     /// Errors: [`Error::InvalidName`], [`Error::InvalidId`],
-    /// [`Error::InvalidSetting`], [`Error::InvalidAddress`] (a static peer).
+    /// [`Error::InvalidSetting`], [`Error::InvalidAddress`] (a static peer),
+    /// [`Error::InvalidMeta`].
     ///
     /// ```
     /// use std::time::Duration;
@@ -255,6 +291,7 @@ impl Settings {
         for peer in &self.peers {
             check_peer_syntax(peer)?;
         }
+        self.checked_meta()?;
         Ok(())
     }
 }
@@ -274,6 +311,7 @@ impl std::fmt::Debug for Settings {
             .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
             .field("mdns", &self.mdns)
             .field("peers", &self.peers)
+            .field("meta", &self.meta)
             .finish()
     }
 }

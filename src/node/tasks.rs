@@ -82,8 +82,17 @@ async fn browse_loop(node: Arc<Node>, browse: mdns_sd::Receiver<mdns_sd::Service
         match event {
             ServiceEvent::ServiceResolved(rec) => {
                 match discovery::parse_record(&rec, &node.links.config.hello.cluster, node.id()) {
-                    Ok(Record::Peer(peer, addrs)) => {
+                    Ok(Record::Peer(peer, addrs, bad_meta)) => {
                         tracing::debug!(%peer, ?addrs, "discovered");
+                        if let Some(error) = bad_meta {
+                            let carrier = "mDNS record";
+                            let peer = peer.clone();
+                            node.error(Error::BadMeta {
+                                peer,
+                                carrier,
+                                error,
+                            });
+                        }
                         node.send(Command::Discovered { peer, addrs });
                     }
                     Ok(Record::NotOurs) => {}

@@ -50,6 +50,9 @@ pub(crate) enum Op {
     Fail = 8,
     /// The sender's direct links (body: one id per line), for relaying.
     Neighbors = 9,
+    /// The origin's member record (see [`crate::wire::record`]); `corr` is
+    /// its version.
+    Member = 10,
 }
 
 impl Op {
@@ -65,6 +68,7 @@ impl Op {
             7 => Reply,
             8 => Fail,
             9 => Neighbors,
+            10 => Member,
             _ => return None,
         })
     }
@@ -119,7 +123,10 @@ impl Envelope {
             return Err(format!("unknown message flags {flags:#04x}"));
         }
         if flags & FLOOD != 0
-            && !matches!(op, Op::Broadcast | Op::Event | Op::Publish | Op::Interest)
+            && !matches!(
+                op,
+                Op::Broadcast | Op::Event | Op::Publish | Op::Interest | Op::Member
+            )
         {
             return Err(format!("a {op:?} message cannot be flooded"));
         }

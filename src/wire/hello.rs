@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! magic "tcpnet" (6) | version u16 | incarnation u64 | listen port u16 |
-//! flags u8 | id length u8 | id (hex) | cluster length u8 | cluster name
+//! flags u8 | id length u8 | id (hex) | cluster length u8 | cluster name |
+//! metadata version u64 | metadata length u16 | metadata
 //! ```
 //!
 //! Flag bit 0 says the node has a cluster secret (see [`crate::wire::secure`]), so a
@@ -13,6 +14,12 @@
 //! Bit 1 (set only with a secret) says its processor seals AES-GCM in
 //! hardware; two nodes that both say so seal their link with AES-GCM, others
 //! with ChaCha20-Poly1305. The other bits must be zero.
+//!
+//! The *metadata* is the node's (see [`crate::wire::meta`]), so a peer knows
+//! it from the moment the link opens, static peers included; its version
+//! grows with every change, so a peer can tell it from older copies that
+//! reach it by other paths. It is checked apart from the rest: a hello whose
+//! metadata breaks the bounds still links, without it.
 //!
 //! The *incarnation* is the time the service started, in nanoseconds since
 //! the Unix epoch. It tells a peer that restarted with the same id (newer
@@ -27,13 +34,17 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::id::NodeId;
+use crate::wire::meta::MAX_META_WIRE;
 
 /// Identifies tcpnet's hello among whatever else may connect to the port.
 pub(crate) const MAGIC: &[u8; 6] = b"tcpnet";
 /// The protocol version this crate speaks; both ends must speak the same.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 added metadata to the hello and member records, heartbeat
+/// timestamps and pings; a version 1 node and this one refuse each other.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Upper bound on a hello frame's payload.
-pub(crate) const MAX_HELLO: usize = 6 + 2 + 8 + 2 + 1 + 1 + 63 + 1 + 63;
+pub(crate) const MAX_HELLO: usize = 6 + 2 + 8 + 2 + 1 + 1 + 63 + 1 + 63 + 8 + 2 + MAX_META_WIRE;
 /// Flag: the node has a cluster secret.
 const FLAG_SECRET: u8 = 0x01;
 /// Flag: the node has AES hardware (see [`crate::wire::secure::Suite`]).
@@ -51,6 +62,11 @@ pub(crate) struct Hello {
     pub aes: bool,
     pub id: NodeId,
     pub cluster: String,
+    /// The version of the node's metadata.
+    pub meta_version: u64,
+    /// The node's metadata, encoded (see [`crate::wire::meta`]); checked
+    /// apart from the hello.
+    pub meta: Bytes,
 }
 
 impl Hello {
@@ -67,6 +83,9 @@ impl Hello {
         b.put_slice(self.id.as_str().as_bytes());
         b.put_u8(self.cluster.len() as u8);
         b.put_slice(self.cluster.as_bytes());
+        b.put_u64(self.meta_version);
+        b.put_u16(self.meta.len() as u16);
+        b.put_slice(&self.meta);
         b.freeze()
     }
 
@@ -77,10 +96,19 @@ impl Hello {
             return Err("not a tcpnet node (bad magic)".into());
         }
         b.advance(MAGIC.len());
-        if b.remaining() < 2 + 8 + 2 + 1 + 1 {
+        if b.remaining() < 2 {
             return Err("truncated hello".into());
         }
         let version = b.get_u16();
+        // What follows the version is the version's own: say so first.
+        if version != PROTOCOL_VERSION {
+            return Err(format!(
+                "peer speaks protocol version {version}, we speak {PROTOCOL_VERSION}"
+            ));
+        }
+        if b.remaining() < 8 + 2 + 1 + 1 {
+            return Err("truncated hello".into());
+        }
         let incarnation = b.get_u64();
         let port = b.get_u16();
         let flags = b.get_u8();
@@ -93,6 +121,21 @@ impl Hello {
         if let Err(reason) = valid_cluster_name(cluster) {
             return Err(format!("bad cluster name in hello: {reason}"));
         }
+        if b.remaining() < 8 + 2 {
+            return Err("truncated hello: no metadata".into());
+        }
+        let meta_version = b.get_u64();
+        let meta_len = b.get_u16() as usize;
+        if meta_len > MAX_META_WIRE {
+            return Err(format!(
+                "metadata of {meta_len} bytes in hello, over {MAX_META_WIRE}"
+            ));
+        }
+        if b.remaining() < meta_len {
+            return Err("truncated hello: metadata cut short".into());
+        }
+        let meta = Bytes::copy_from_slice(&b[..meta_len]);
+        b.advance(meta_len);
         if b.has_remaining() {
             return Err(format!("{} trailing bytes after hello", b.remaining()));
         }
@@ -104,6 +147,8 @@ impl Hello {
             aes: flags & FLAG_AES != 0,
             id,
             cluster: cluster.to_string(),
+            meta_version,
+            meta,
         })
     }
 }
@@ -148,6 +193,8 @@ mod tests {
             aes: true,
             id: NodeId::parse("00a").unwrap(),
             cluster: "my-cluster".into(),
+            meta_version: 7,
+            meta: Bytes::from_static(b"\x04role\x03web"),
         }
     }
 
@@ -155,6 +202,11 @@ mod tests {
     fn round_trip() {
         let h = sample();
         assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
+        let bare = Hello {
+            meta: Bytes::new(),
+            ..sample()
+        };
+        assert_eq!(Hello::decode(&bare.encode()).unwrap(), bare);
     }
 
     #[test]
@@ -162,9 +214,37 @@ mod tests {
         let h = Hello {
             id: NodeId::parse(&"f".repeat(63)).unwrap(),
             cluster: "c".repeat(63),
+            meta: vec![0; MAX_META_WIRE].into(),
             ..sample()
         };
         assert_eq!(h.encode().len(), MAX_HELLO);
+        let over = Hello {
+            meta: vec![0; MAX_META_WIRE + 1].into(),
+            ..h
+        };
+        assert!(Hello::decode(&over.encode())
+            .unwrap_err()
+            .contains("over 4096"));
+    }
+
+    #[test]
+    fn another_version_is_named_before_anything_else() {
+        let mut b = sample().encode().to_vec();
+        b[6..8].copy_from_slice(&1u16.to_be_bytes());
+        b.truncate(20);
+        assert_eq!(
+            Hello::decode(&b).unwrap_err(),
+            format!("peer speaks protocol version 1, we speak {PROTOCOL_VERSION}")
+        );
+    }
+
+    #[test]
+    fn malformed_metadata_is_left_for_its_own_check() {
+        let h = Hello {
+            meta: Bytes::from_static(b"\x09cut short"),
+            ..sample()
+        };
+        assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
     }
 
     #[test]
@@ -258,6 +338,8 @@ mod check_tests {
             aes: false,
             id: NodeId::parse("0a0").unwrap(),
             cluster: "c".into(),
+            meta_version: 1,
+            meta: Bytes::new(),
         }
     }
 
@@ -282,7 +364,7 @@ mod check_tests {
                 ..peer.clone()
             },
             Hello {
-                version: 2,
+                version: PROTOCOL_VERSION + 1,
                 ..peer.clone()
             },
             Hello {

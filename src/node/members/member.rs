@@ -1,0 +1,159 @@
+//! What the user sees of the cluster's members: [`Member`], its state, and
+//! the [`MemberEvent`]s that say how it changed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::id::NodeId;
+use crate::meta::Meta;
+
+/// A node of the cluster as this node sees it: itself, a peer it is linked
+/// to, one it reaches only through others (relayed), or one that left a
+/// moment ago.
+///
+/// ```no_run
+/// # fn demo(service: tcpnet::Service) {
+/// for m in service.members() {
+///     let age = m.link.as_ref().map(|l| l.age);
+///     println!("{} {:?} {} linked for {:?}", m.id, m.state, m.meta, age);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Member {
+    /// Its id.
+    pub id: NodeId,
+    /// Its start time, in nanoseconds since the Unix epoch: a node that
+    /// restarts with the same id comes back with a larger one.
+    pub incarnation: u64,
+    /// Where it listens, as far as this node knows: its own listen
+    /// addresses for this node; the address of the link and the port the
+    /// peer listens on for a linked peer; none for a relayed one.
+    pub addrs: Vec<SocketAddr>,
+    /// Its metadata.
+    pub meta: Meta,
+    /// How this node sees it.
+    pub state: MemberState,
+    /// The link to it, while linked (or suspect).
+    pub link: Option<LinkInfo>,
+}
+
+impl Member {
+    /// When it started (its incarnation as a time).
+    pub fn started(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.incarnation)
+    }
+
+    /// True for the member that is this node.
+    pub fn is_local(&self) -> bool {
+        self.state == MemberState::Local
+    }
+}
+
+/// How this node sees a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MemberState {
+    /// This node.
+    Local,
+    /// Linked, and heard from lately.
+    Linked,
+    /// Linked, but silent for half the heartbeat timeout: it may be gone.
+    Suspect,
+    /// Not linked to this node, but reached through a node that relays (a
+    /// segment joined by a static link).
+    Relayed,
+    /// Gone, for this reason; kept for a while (see
+    /// [`LEFT_KEPT`](crate::limits::LEFT_KEPT)).
+    Left(LeaveReason),
+}
+
+/// Why a member left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LeaveReason {
+    /// It said goodbye: its service closed.
+    Goodbye,
+    /// Its link closed without a goodbye (its process died, a socket error,
+    /// a protocol error, the link closed by hand), or, for a relayed member,
+    /// no path to it is left.
+    LinkLost,
+    /// It was silent for the whole heartbeat timeout.
+    Timeout,
+    /// Another live node claims its id.
+    IdConflict,
+    /// It restarted: a newer incarnation took its place (and joins as a new
+    /// member).
+    Restarted,
+}
+
+impl fmt::Display for LeaveReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LeaveReason::Goodbye => "goodbye",
+            LeaveReason::LinkLost => "link lost",
+            LeaveReason::Timeout => "timeout",
+            LeaveReason::IdConflict => "id conflict",
+            LeaveReason::Restarted => "restarted",
+        })
+    }
+}
+
+/// The link to a linked member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkInfo {
+    /// The peer's end of the link.
+    pub remote: SocketAddr,
+    /// This end.
+    pub local: SocketAddr,
+    /// How long the link has been open.
+    pub age: Duration,
+}
+
+/// A change of one member, from [`Service::on_member`](crate::Service::on_member).
+///
+/// `seq` numbers the events of one service from 1, without gaps: with
+/// [`Service::watch_members`](crate::Service::watch_members) (a snapshot and
+/// the events after it, taken together) a consumer can follow the whole
+/// view without missing or repeating a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberEvent {
+    /// This event's number.
+    pub seq: u64,
+    /// What changed.
+    pub change: MemberChange,
+    /// The member as it is after the change.
+    pub member: Member,
+}
+
+/// What changed about a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MemberChange {
+    /// It joined the view: linked, or reached through a relay.
+    Joined,
+    /// Its metadata changed, or the way it is reached (linked or relayed).
+    Updated,
+    /// Its link went silent for half the heartbeat timeout.
+    Suspect,
+    /// A suspect member spoke again.
+    Alive,
+    /// It left.
+    Left(LeaveReason),
+}
+
+impl fmt::Display for MemberChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemberChange::Joined => f.write_str("joined"),
+            MemberChange::Updated => f.write_str("updated"),
+            MemberChange::Suspect => f.write_str("suspect"),
+            MemberChange::Alive => f.write_str("alive"),
+            MemberChange::Left(r) => write!(f, "left ({r})"),
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Membership: who is in the cluster, what they say about themselves, and
+//! how they change.
+//!
+//! The [`view`] is a pure state machine; [`Members`] holds it under one
+//! lock with the subscribers of its events, so a snapshot and the events
+//! after it are taken together (see [`Members::watch`]), and every event
+//! carries a number that grows by one. The actor feeds it what links do
+//! (open, close, go silent, speak again); messaging feeds it the records
+//! peers send (through [`Gossip`]); the service's handle feeds it this
+//! node's own metadata. What the user sees is in [`member`].
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::error::{CloseReason, Error, MetaError};
+use crate::id::NodeId;
+use crate::link::connection::Connection;
+use crate::link::LinkId;
+use crate::messaging::Gossip;
+use crate::meta::Meta;
+use crate::node::events::{Emitter, Events, Hub};
+use crate::sync::lock;
+use crate::wire::meta;
+use crate::wire::record::Record;
+
+pub(crate) mod member;
+pub(crate) mod view;
+
+use member::{LinkInfo, Member, MemberEvent, MemberState};
+use view::{Changes, Entry, Opened, Route, View};
+
+/// The view and its subscribers, under one lock.
+struct Inner {
+    view: View,
+    /// The number of the last event.
+    seq: u64,
+    events: Emitter<MemberEvent>,
+    /// Where this node listens (empty before `listen`).
+    addrs: Vec<SocketAddr>,
+    /// This node's metadata as its hello carries it: version, encoded.
+    hello_meta: (u64, Bytes),
+}
+
+/// A node's membership view, shared by its actor, its messaging and its
+/// `Service` handle.
+pub(crate) struct Members {
+    inner: Mutex<Inner>,
+    /// Where a bad record from a peer is reported.
+    hub: Arc<Hub>,
+}
+
+impl Members {
+    pub(crate) fn new(me: NodeId, incarnation: u64, meta: Meta, hub: Arc<Hub>) -> Members {
+        let hello_meta = (incarnation, meta::encode(&meta));
+        Members {
+            inner: Mutex::new(Inner {
+                view: View::new(me, incarnation, meta),
+                seq: 0,
+                events: Emitter::unbounded(),
+                addrs: Vec::new(),
+                hello_meta,
+            }),
+            hub,
+        }
+    }
+
+    /// This node's metadata.
+    pub(crate) fn meta(&self) -> Meta {
+        lock(&self.inner).view.local().meta.clone()
+    }
+
+    /// This node's metadata for its hello: its version, and its encoding.
+    pub(crate) fn hello_meta(&self) -> (u64, Bytes) {
+        lock(&self.inner).hello_meta.clone()
+    }
+
+    /// Changes this node's metadata with `edit`; returns the new record to
+    /// tell the peers, or `None` when nothing changed.
+    pub(crate) fn set_meta(
+        &self,
+        edit: impl FnOnce(&mut Meta) -> Result<bool, MetaError>,
+        port: u16,
+    ) -> Result<Option<Record>, MetaError> {
+        let mut inner = lock(&self.inner);
+        let mut meta = inner.view.local().meta.clone();
+        if !edit(&mut meta)? {
+            return Ok(None);
+        }
+        let changes = inner.view.set_local_meta(meta);
+        let local = inner.view.local().clone();
+        inner.hello_meta = (local.version, meta::encode(&local.meta));
+        emit(&mut inner, changes, Instant::now());
+        Ok(Some(Record {
+            incarnation: local.incarnation,
+            port,
+            version: local.version,
+            leaving: false,
+            meta: Some(local.meta),
+        }))
+    }
+
+    /// This node's last record: it is leaving.
+    pub(crate) fn goodbye(&self, port: u16) -> Record {
+        let inner = lock(&self.inner);
+        let local = inner.view.local();
+        Record {
+            incarnation: local.incarnation,
+            port,
+            version: local.version + 1,
+            leaving: true,
+            meta: Some(local.meta.clone()),
+        }
+    }
+
+    /// Where this node listens.
+    pub(crate) fn set_addrs(&self, addrs: Vec<SocketAddr>) {
+        lock(&self.inner).addrs = addrs;
+    }
+
+    /// The pair's one link opened, with the record its hello carried.
+    pub(crate) fn opened(&self, conn: &Connection, record: Record) {
+        let now = Instant::now();
+        let o = Opened {
+            link: conn.link().id,
+            peer: conn.peer_id().clone(),
+            remote: conn.remote_addr(),
+            local: conn.local_addr(),
+            record,
+        };
+        self.apply(|v| v.opened(o, now), now);
+    }
+
+    /// A link closed.
+    pub(crate) fn closed(&self, link: LinkId, peer: &NodeId, reason: &CloseReason) {
+        let now = Instant::now();
+        self.apply(|v| v.closed(link, peer, reason, now), now);
+    }
+
+    /// A link went silent for half the heartbeat timeout.
+    pub(crate) fn silent(&self, link: LinkId, peer: &NodeId) {
+        self.apply(|v| v.silent(link, peer), Instant::now());
+    }
+
+    /// A silent link spoke again.
+    pub(crate) fn heard(&self, link: LinkId, peer: &NodeId) {
+        self.apply(|v| v.heard(link, peer), Instant::now());
+    }
+
+    /// This node closed: its view empties, without events.
+    pub(crate) fn clear(&self) {
+        let mut inner = lock(&self.inner);
+        inner.view.clear();
+        inner.addrs.clear();
+    }
+
+    fn apply(&self, f: impl FnOnce(&mut View) -> Changes, now: Instant) {
+        let mut inner = lock(&self.inner);
+        let changes = f(&mut inner.view);
+        emit(&mut inner, changes, now);
+    }
+
+    /// Every member, this node first, then by id.
+    pub(crate) fn snapshot(&self) -> Vec<Member> {
+        let mut inner = lock(&self.inner);
+        let now = Instant::now();
+        inner.view.expire(now);
+        all(&inner, now)
+    }
+
+    /// One member.
+    pub(crate) fn get(&self, id: &NodeId) -> Option<Member> {
+        let inner = lock(&self.inner);
+        member(&inner, id, Instant::now())
+    }
+
+    /// A stream of changes from now on.
+    pub(crate) fn subscribe(&self) -> Events<MemberEvent> {
+        lock(&self.inner).events.subscribe()
+    }
+
+    /// Every member, and the changes after that snapshot, taken together.
+    pub(crate) fn watch(&self) -> (Vec<Member>, Events<MemberEvent>) {
+        let mut inner = lock(&self.inner);
+        let now = Instant::now();
+        inner.view.expire(now);
+        (all(&inner, now), inner.events.subscribe())
+    }
+}
+
+impl Gossip for Members {
+    fn record(
+        &self,
+        peer: &NodeId,
+        origin: &NodeId,
+        record: Record,
+        bad: Option<MetaError>,
+    ) -> bool {
+        if let Some(error) = bad {
+            let e = Error::BadMeta {
+                peer: origin.clone(),
+                carrier: "update",
+                error,
+            };
+            tracing::warn!(%peer, "{}: {e}", e.kind());
+            self.hub.error.emit(&e);
+        }
+        let now = Instant::now();
+        let mut inner = lock(&self.inner);
+        let (news, changes) = inner.view.record(origin, record, now);
+        emit(&mut inner, changes, now);
+        news
+    }
+}
+
+/// Hands each change, with the member as it is now, to the subscribers.
+fn emit(inner: &mut Inner, changes: Changes, now: Instant) {
+    for (id, change) in changes {
+        let Some(member) = member(inner, &id, now) else {
+            continue;
+        };
+        inner.seq += 1;
+        let event = MemberEvent {
+            seq: inner.seq,
+            change,
+            member,
+        };
+        tracing::debug!(peer = %id, %change, seq = inner.seq, "member");
+        inner.events.emit(&event);
+    }
+}
+
+fn all(inner: &Inner, now: Instant) -> Vec<Member> {
+    let me = inner.view.me().clone();
+    let mut out = Vec::with_capacity(1 + inner.view.members().count());
+    out.extend(member(inner, &me, now));
+    for (id, _) in inner.view.members() {
+        out.extend(member(inner, id, now));
+    }
+    out
+}
+
+fn member(inner: &Inner, id: &NodeId, now: Instant) -> Option<Member> {
+    if id == inner.view.me() {
+        let local = inner.view.local();
+        return Some(Member {
+            id: id.clone(),
+            incarnation: local.incarnation,
+            addrs: inner.addrs.clone(),
+            meta: local.meta.clone(),
+            state: MemberState::Local,
+            link: None,
+        });
+    }
+    let e: &Entry = inner.view.get(id)?;
+    let (state, addrs, link) = match &e.route {
+        Route::Linked {
+            remote,
+            local,
+            since,
+            suspect,
+            ..
+        } => (
+            if *suspect {
+                MemberState::Suspect
+            } else {
+                MemberState::Linked
+            },
+            vec![SocketAddr::new(remote.ip(), e.port)],
+            Some(LinkInfo {
+                remote: *remote,
+                local: *local,
+                age: now.saturating_duration_since(*since),
+            }),
+        ),
+        Route::Left { reason, .. } => (MemberState::Left(*reason), Vec::new(), None),
+    };
+    Some(Member {
+        id: id.clone(),
+        incarnation: e.incarnation,
+        addrs,
+        meta: e.meta.clone(),
+        state,
+        link,
+    })
+}

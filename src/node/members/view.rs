@@ -1,0 +1,523 @@
+//! The membership view as a pure state machine: links opening and closing,
+//! links going silent and speaking again, member records (metadata, a
+//! goodbye) in, the changes they make out. No sockets, no clocks: the time
+//! comes with each input, so the tests replay any sequence exactly.
+//!
+//! # The rules
+//!
+//! - A peer **joins** when the pair's one link opens, with the record its
+//!   hello carried (incarnation, listen port, metadata and its version).
+//! - Its record changes only for a newer version of the same incarnation:
+//!   copies that arrive late change nothing. A change of metadata is an
+//!   **update**; a record saying the node is leaving is its **goodbye**,
+//!   and it leaves at once (its link closes right after, and adds nothing).
+//! - Its link going silent for half the heartbeat timeout makes it
+//!   **suspect**; the link speaking again makes it **alive**. Each takes a
+//!   change of state, so a silence costs at most these two.
+//! - Its link closing makes it **leave**, for a reason that follows the
+//!   link's: a timeout, an id conflict, or else a lost link. A link replaced
+//!   by a newer one of the same peer changes nothing (or, when the newer one
+//!   comes from a newer incarnation, the old member leaves as restarted and
+//!   the new one joins).
+//! - A member that left stays in the view for [`LEFT_KEPT`], at most
+//!   [`MAX_LEFT`] of them, so a reader sees why it went.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::error::CloseReason;
+use crate::id::NodeId;
+use crate::limits::{LEFT_KEPT, MAX_LEFT};
+use crate::link::LinkId;
+use crate::meta::Meta;
+use crate::node::members::member::{LeaveReason, MemberChange};
+use crate::wire::record::Record;
+
+/// What the view knows of one other node.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub incarnation: u64,
+    pub port: u16,
+    pub version: u64,
+    pub meta: Meta,
+    pub route: Route,
+}
+
+/// How a member is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    Linked {
+        link: LinkId,
+        remote: SocketAddr,
+        local: SocketAddr,
+        since: Instant,
+        suspect: bool,
+    },
+    Left {
+        reason: LeaveReason,
+        at: Instant,
+    },
+}
+
+/// This node's own record.
+#[derive(Debug, Clone)]
+pub(crate) struct Local {
+    pub incarnation: u64,
+    pub version: u64,
+    pub meta: Meta,
+}
+
+/// One node's view of the cluster's members.
+#[derive(Debug)]
+pub(crate) struct View {
+    me: NodeId,
+    local: Local,
+    members: BTreeMap<NodeId, Entry>,
+}
+
+/// The changes one input made, in order.
+pub(crate) type Changes = Vec<(NodeId, MemberChange)>;
+
+/// A link that opened, as the view needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Opened {
+    pub link: LinkId,
+    pub peer: NodeId,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    /// What its hello said.
+    pub record: Record,
+}
+
+impl View {
+    /// The view of node `me`, which started at `incarnation` with `meta`.
+    pub(crate) fn new(me: NodeId, incarnation: u64, meta: Meta) -> View {
+        View {
+            me,
+            local: Local {
+                incarnation,
+                version: incarnation,
+                meta,
+            },
+            members: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    pub(crate) fn local(&self) -> &Local {
+        &self.local
+    }
+
+    /// Every other node in the view (left ones included), by id.
+    pub(crate) fn members(&self) -> impl Iterator<Item = (&NodeId, &Entry)> {
+        self.members.iter()
+    }
+
+    pub(crate) fn get(&self, id: &NodeId) -> Option<&Entry> {
+        self.members.get(id)
+    }
+
+    /// This node's metadata changed: a new version of its record.
+    pub(crate) fn set_local_meta(&mut self, meta: Meta) -> Changes {
+        if meta == self.local.meta {
+            return vec![];
+        }
+        self.local.meta = meta;
+        self.local.version += 1;
+        vec![(self.me.clone(), MemberChange::Updated)]
+    }
+
+    /// The pair's one link to `o.peer` opened.
+    pub(crate) fn opened(&mut self, o: Opened, now: Instant) -> Changes {
+        self.expire(now);
+        let mut changes = Vec::new();
+        let route = Route::Linked {
+            link: o.link,
+            remote: o.remote,
+            local: o.local,
+            since: now,
+            suspect: false,
+        };
+        let r = o.record;
+        match self.members.get_mut(&o.peer) {
+            Some(e) if e.incarnation == r.incarnation && !e.left() => {
+                // Another link of the same run (the one before went stale):
+                // the member stays; a suspicion ends.
+                let was_suspect = e.suspect();
+                e.route = route;
+                if e.apply(&r) {
+                    changes.push((o.peer.clone(), MemberChange::Updated));
+                }
+                if was_suspect {
+                    changes.push((o.peer, MemberChange::Alive));
+                }
+                return changes;
+            }
+            Some(e) if e.incarnation > r.incarnation && !e.left() => {
+                // The one-link rule opens no link of an older run.
+                return changes;
+            }
+            Some(e) if !e.left() => {
+                e.route = Route::Left {
+                    reason: LeaveReason::Restarted,
+                    at: now,
+                };
+                changes.push((o.peer.clone(), MemberChange::Left(LeaveReason::Restarted)));
+            }
+            _ => {}
+        }
+        let entry = Entry {
+            incarnation: r.incarnation,
+            port: r.port,
+            version: r.version,
+            meta: r.meta.unwrap_or_default(),
+            route,
+        };
+        self.members.insert(o.peer.clone(), entry);
+        changes.push((o.peer, MemberChange::Joined));
+        changes
+    }
+
+    /// A link to `peer` closed for `reason`. Only the member's own link
+    /// counts; a closing that comes from this node's shutdown says nothing
+    /// about the peer.
+    pub(crate) fn closed(
+        &mut self,
+        link: LinkId,
+        peer: &NodeId,
+        reason: &CloseReason,
+        now: Instant,
+    ) -> Changes {
+        self.expire(now);
+        let Some(e) = self.members.get_mut(peer) else {
+            return vec![];
+        };
+        if e.link() != Some(link) || *reason == CloseReason::Shutdown {
+            return vec![];
+        }
+        let reason = match reason {
+            CloseReason::Timeout(_) => LeaveReason::Timeout,
+            CloseReason::IdConflict => LeaveReason::IdConflict,
+            _ => LeaveReason::LinkLost,
+        };
+        e.route = Route::Left { reason, at: now };
+        vec![(peer.clone(), MemberChange::Left(reason))]
+    }
+
+    /// The link has been silent for half the heartbeat timeout.
+    pub(crate) fn silent(&mut self, link: LinkId, peer: &NodeId) -> Changes {
+        self.suspect(link, peer, true)
+    }
+
+    /// The silent link spoke again.
+    pub(crate) fn heard(&mut self, link: LinkId, peer: &NodeId) -> Changes {
+        self.suspect(link, peer, false)
+    }
+
+    fn suspect(&mut self, link: LinkId, peer: &NodeId, now_suspect: bool) -> Changes {
+        let Some(e) = self.members.get_mut(peer) else {
+            return vec![];
+        };
+        match &mut e.route {
+            Route::Linked {
+                link: l, suspect, ..
+            } if *l == link && *suspect != now_suspect => {
+                *suspect = now_suspect;
+                let change = if now_suspect {
+                    MemberChange::Suspect
+                } else {
+                    MemberChange::Alive
+                };
+                vec![(peer.clone(), change)]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// `origin`'s record arrived. Returns whether it was news (a newer
+    /// version of a member's record), and the changes it made.
+    pub(crate) fn record(&mut self, origin: &NodeId, r: Record, now: Instant) -> (bool, Changes) {
+        self.expire(now);
+        let Some(e) = self.members.get_mut(origin) else {
+            return (false, vec![]);
+        };
+        if e.left() || e.incarnation != r.incarnation || r.version <= e.version {
+            return (false, vec![]);
+        }
+        if r.leaving {
+            e.version = r.version;
+            e.route = Route::Left {
+                reason: LeaveReason::Goodbye,
+                at: now,
+            };
+            return (
+                true,
+                vec![(origin.clone(), MemberChange::Left(LeaveReason::Goodbye))],
+            );
+        }
+        let changed = e.apply(&r);
+        let changes = if changed {
+            vec![(origin.clone(), MemberChange::Updated)]
+        } else {
+            vec![]
+        };
+        (true, changes)
+    }
+
+    /// This node closed: it knows no one any more (and tells no one).
+    pub(crate) fn clear(&mut self) {
+        self.members.clear();
+    }
+
+    /// Forgets members that left more than [`LEFT_KEPT`] ago, and the
+    /// oldest beyond [`MAX_LEFT`].
+    pub(crate) fn expire(&mut self, now: Instant) {
+        self.members.retain(|_, e| match e.route {
+            Route::Left { at, .. } => now.saturating_duration_since(at) < LEFT_KEPT,
+            _ => true,
+        });
+        let mut left: Vec<(Instant, NodeId)> = self
+            .members
+            .iter()
+            .filter_map(|(id, e)| match e.route {
+                Route::Left { at, .. } => Some((at, id.clone())),
+                _ => None,
+            })
+            .collect();
+        if left.len() > MAX_LEFT {
+            left.sort();
+            for (_, id) in &left[..left.len() - MAX_LEFT] {
+                self.members.remove(id);
+            }
+        }
+    }
+}
+
+impl Entry {
+    pub(crate) fn left(&self) -> bool {
+        matches!(self.route, Route::Left { .. })
+    }
+
+    fn suspect(&self) -> bool {
+        matches!(self.route, Route::Linked { suspect: true, .. })
+    }
+
+    fn link(&self) -> Option<LinkId> {
+        match self.route {
+            Route::Linked { link, .. } => Some(link),
+            _ => None,
+        }
+    }
+
+    /// Takes a newer version of the record; true if the metadata changed.
+    /// Metadata that broke the bounds (`None`) leaves the old in place.
+    fn apply(&mut self, r: &Record) -> bool {
+        if r.version <= self.version {
+            return false;
+        }
+        self.version = r.version;
+        self.port = r.port;
+        match &r.meta {
+            Some(meta) if *meta != self.meta => {
+                self.meta = meta.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use MemberChange::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId::parse(&format!("{n:02x}")).unwrap()
+    }
+
+    fn record(incarnation: u64, version: u64, meta: &[(&str, &str)]) -> Record {
+        Record {
+            incarnation,
+            port: 4000,
+            version,
+            leaving: false,
+            meta: Some(Meta::from_pairs(meta.iter().copied()).unwrap()),
+        }
+    }
+
+    fn opened(link: LinkId, peer: u8, record: Record) -> Opened {
+        Opened {
+            link,
+            peer: id(peer),
+            remote: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:2".parse().unwrap(),
+            record,
+        }
+    }
+
+    fn view() -> View {
+        View::new(id(1), 100, Meta::default())
+    }
+
+    #[test]
+    fn join_update_goodbye() {
+        let t = Instant::now();
+        let mut v = view();
+        let c = v.opened(opened(7, 2, record(10, 10, &[("role", "web")])), t);
+        assert_eq!(c, vec![(id(2), Joined)]);
+        assert_eq!(v.get(&id(2)).unwrap().meta.get("role"), Some("web"));
+
+        let (news, c) = v.record(&id(2), record(10, 11, &[("role", "db")]), t);
+        assert!(news);
+        assert_eq!(c, vec![(id(2), Updated)]);
+        // An older copy, and the same one again, are not news.
+        assert_eq!(v.record(&id(2), record(10, 11, &[]), t), (false, vec![]));
+        assert_eq!(v.record(&id(2), record(10, 9, &[]), t), (false, vec![]));
+        // A newer version with the same metadata is news, but no change.
+        assert_eq!(
+            v.record(&id(2), record(10, 12, &[("role", "db")]), t),
+            (true, vec![])
+        );
+
+        let bye = Record {
+            leaving: true,
+            ..record(10, 13, &[])
+        };
+        assert_eq!(
+            v.record(&id(2), bye, t),
+            (true, vec![(id(2), Left(LeaveReason::Goodbye))])
+        );
+        // The link closing after the goodbye adds nothing.
+        assert_eq!(v.closed(7, &id(2), &CloseReason::PeerClosed, t), vec![]);
+        assert_eq!(
+            v.get(&id(2)).unwrap().route,
+            Route::Left {
+                reason: LeaveReason::Goodbye,
+                at: t
+            }
+        );
+    }
+
+    #[test]
+    fn a_silence_costs_two_changes_at_most() {
+        let t = Instant::now();
+        let mut v = view();
+        v.opened(opened(7, 2, record(10, 10, &[])), t);
+        assert_eq!(v.silent(7, &id(2)), vec![(id(2), Suspect)]);
+        assert_eq!(v.silent(7, &id(2)), vec![]);
+        assert_eq!(v.heard(7, &id(2)), vec![(id(2), Alive)]);
+        assert_eq!(v.heard(7, &id(2)), vec![]);
+        // Another link's silence is not this member's.
+        assert_eq!(v.silent(8, &id(2)), vec![]);
+    }
+
+    #[test]
+    fn the_reason_follows_the_link() {
+        let t = Instant::now();
+        for (reason, left) in [
+            (
+                CloseReason::Timeout(Duration::from_secs(3)),
+                LeaveReason::Timeout,
+            ),
+            (CloseReason::PeerClosed, LeaveReason::LinkLost),
+            (CloseReason::Local, LeaveReason::LinkLost),
+            (CloseReason::IdConflict, LeaveReason::IdConflict),
+        ] {
+            let mut v = view();
+            v.opened(opened(7, 2, record(10, 10, &[])), t);
+            v.silent(7, &id(2));
+            assert_eq!(v.closed(7, &id(2), &reason, t), vec![(id(2), Left(left))]);
+        }
+        // Our own shutdown says nothing about the peer.
+        let mut v = view();
+        v.opened(opened(7, 2, record(10, 10, &[])), t);
+        assert_eq!(v.closed(7, &id(2), &CloseReason::Shutdown, t), vec![]);
+    }
+
+    #[test]
+    fn a_replaced_link_changes_nothing_and_a_restart_is_leave_then_join() {
+        let t = Instant::now();
+        let mut v = view();
+        v.opened(opened(7, 2, record(10, 10, &[])), t);
+        v.silent(7, &id(2));
+        // A newer link of the same run ends the suspicion.
+        assert_eq!(
+            v.opened(opened(8, 2, record(10, 10, &[])), t),
+            vec![(id(2), Alive)]
+        );
+        assert_eq!(v.closed(7, &id(2), &CloseReason::Replaced, t), vec![]);
+        // A newer run.
+        assert_eq!(
+            v.opened(opened(9, 2, record(20, 20, &[])), t),
+            vec![(id(2), Left(LeaveReason::Restarted)), (id(2), Joined)]
+        );
+        assert_eq!(v.get(&id(2)).unwrap().incarnation, 20);
+        assert_eq!(v.closed(8, &id(2), &CloseReason::Replaced, t), vec![]);
+        // A record of the old run changes nothing.
+        assert_eq!(v.record(&id(2), record(10, 30, &[]), t), (false, vec![]));
+    }
+
+    #[test]
+    fn a_member_that_comes_back_joins_again() {
+        let t = Instant::now();
+        let mut v = view();
+        v.opened(opened(7, 2, record(10, 10, &[])), t);
+        v.closed(7, &id(2), &CloseReason::PeerClosed, t);
+        assert_eq!(
+            v.opened(opened(8, 2, record(10, 10, &[])), t),
+            vec![(id(2), Joined)]
+        );
+    }
+
+    #[test]
+    fn bad_metadata_keeps_the_old() {
+        let t = Instant::now();
+        let mut v = view();
+        let mut first = record(10, 10, &[("role", "web")]);
+        v.opened(opened(7, 2, first.clone()), t);
+        first.version = 11;
+        first.meta = None;
+        assert_eq!(v.record(&id(2), first, t), (true, vec![]));
+        assert_eq!(v.get(&id(2)).unwrap().meta.get("role"), Some("web"));
+        // A hello with bad metadata joins without any.
+        let none = Record {
+            meta: None,
+            ..record(10, 10, &[])
+        };
+        v.opened(opened(8, 3, none), t);
+        assert!(v.get(&id(3)).unwrap().meta.is_empty());
+    }
+
+    #[test]
+    fn left_members_are_kept_a_while_and_bounded() {
+        let t = Instant::now();
+        let mut v = view();
+        for n in 0..(MAX_LEFT + 5) as u8 {
+            let link = n as LinkId;
+            v.opened(opened(link, n + 2, record(10, 10, &[])), t);
+            let at = t + Duration::from_millis(n as u64);
+            v.closed(link, &id(n + 2), &CloseReason::PeerClosed, at);
+        }
+        v.expire(t + Duration::from_secs(1));
+        assert_eq!(v.members().count(), MAX_LEFT);
+        assert!(v.get(&id(2)).is_none(), "the oldest went first");
+        v.expire(t + LEFT_KEPT + Duration::from_secs(1));
+        assert_eq!(v.members().count(), 0);
+    }
+
+    #[test]
+    fn local_metadata_versions_grow() {
+        let mut v = view();
+        let meta = Meta::from_pairs([("role", "web")]).unwrap();
+        assert_eq!(v.set_local_meta(meta.clone()), vec![(id(1), Updated)]);
+        assert_eq!(v.local().version, 101);
+        assert_eq!(v.set_local_meta(meta), vec![]);
+        assert_eq!(v.local().version, 101);
+    }
+}

@@ -1,0 +1,377 @@
+//! Membership: metadata over mDNS and static links, its bounds, a peer's bad
+//! metadata, updates at run time. Each test runs in a private network
+//! namespace.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use tcpnet::{
+    Error, Events, Member, MemberChange, MemberEvent, MemberState, MetaError, NodeId, Service,
+    Settings,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{timeout_at, Instant};
+
+/// Waits until `cond` holds for `s`'s members, re-checking on each of its
+/// member events and every 10 ms; panics with `what` at the deadline.
+async fn until_members(s: &Service, what: &str, mut cond: impl FnMut(&[Member]) -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    let mut events = s.on_member();
+    while !cond(&s.members()) {
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}: {:#?}", s.members());
+        }
+        let step = (Instant::now() + Duration::from_millis(10)).min(deadline);
+        let _ = timeout_at(step, events.next()).await;
+    }
+}
+
+/// The member `id` as `s` sees it.
+fn seen(s: &Service, id: &NodeId) -> Option<Member> {
+    s.member(id)
+}
+
+/// `s` sees every one of `others` linked, with the metadata each has.
+fn sees_all(s: &Service, others: &[Service]) -> bool {
+    others.iter().filter(|o| o.id() != s.id()).all(|o| {
+        seen(s, o.id()).is_some_and(|m| m.state == MemberState::Linked && m.meta == o.meta())
+    })
+}
+
+/// The next `BadMeta` error on `errors`: whose, what carried it, and why.
+async fn next_bad_meta(errors: &mut Events<Error>) -> (NodeId, &'static str, MetaError) {
+    within("a BadMeta error event", async {
+        loop {
+            if let Error::BadMeta {
+                peer,
+                carrier,
+                error,
+            } = errors.next().await.expect("the error stream ended")
+            {
+                return (peer, carrier, error);
+            }
+        }
+    })
+    .await
+}
+
+#[test]
+fn metadata_from_the_settings_is_seen_by_every_peer_over_mdns() {
+    netns(|| async {
+        let roles = ["gateway", "worker", "worker"];
+        let nodes = futures::future::join_all(roles.iter().enumerate().map(|(i, role)| {
+            start(
+                Settings::new("c")
+                    .meta("role", *role)
+                    .meta("n", i.to_string()),
+            )
+        }))
+        .await;
+        full_mesh(&nodes).await;
+        for s in &nodes {
+            until_members(s, "every peer's metadata", |_| sees_all(s, &nodes)).await;
+            let m = s.members();
+            assert_eq!(m.len(), 3);
+            assert!(m[0].is_local() && &m[0].id == s.id());
+            assert_eq!(s.members_with("role", "gateway").len(), 1);
+            assert_eq!(s.members_with("role", "worker").len(), 2);
+            for peer in &m[1..] {
+                // Where it listens: the link's address, its listen port.
+                let link = peer.link.as_ref().expect("linked");
+                let node = nodes.iter().find(|n| n.id() == &peer.id).unwrap();
+                let port = node.address().unwrap().port;
+                assert_eq!(peer.addrs, [SocketAddr::new(link.remote.ip(), port)]);
+            }
+        }
+        close_all(&nodes).await;
+    });
+}
+
+#[test]
+fn metadata_is_seen_over_a_static_link_without_mdns() {
+    netns(|| async {
+        let a = start(Settings::new("c").mdns(false).meta("role", "a")).await;
+        let port = a.address().unwrap().port;
+        let b = start(
+            Settings::new("c")
+                .mdns(false)
+                .meta("role", "b")
+                .peer(format!("127.0.0.1:{port}")),
+        )
+        .await;
+        let both = [a.clone(), b.clone()];
+        for s in &both {
+            until_members(s, "the static peer's metadata", |_| sees_all(s, &both)).await;
+        }
+        close_all(&both).await;
+    });
+}
+
+/// Every linked peer sees a change of metadata, and its removal; the time
+/// from `set_meta` to the last peer's event is printed (a figure for the
+/// README, not an assertion).
+#[test]
+fn an_update_reaches_every_linked_peer() {
+    netns(|| async {
+        let nodes = futures::future::join_all((0..4).map(|_| start("c"))).await;
+        full_mesh(&nodes).await;
+        let (a, peers) = (&nodes[0], &nodes[1..]);
+        for p in peers {
+            until_members(p, "a linked", |_| sees_all(p, &nodes)).await;
+        }
+        for (key, value) in [("http", Some("10.99.0.2:8080")), ("http", None)] {
+            let mut watches: Vec<Events<MemberEvent>> =
+                peers.iter().map(|p| p.on_member()).collect();
+            let started = Instant::now();
+            match value {
+                Some(v) => a.set_meta(key, v).unwrap(),
+                None => a.remove_meta(key).unwrap(),
+            }
+            let mut slowest = Duration::ZERO;
+            for w in &mut watches {
+                let ev = within("the update", async {
+                    loop {
+                        let ev = w.next().await.unwrap();
+                        if &ev.member.id == a.id() {
+                            break ev;
+                        }
+                    }
+                })
+                .await;
+                slowest = slowest.max(started.elapsed());
+                assert_eq!(ev.change, MemberChange::Updated);
+                assert_eq!(ev.member.meta.get(key), value);
+            }
+            eprintln!("{key}={value:?} seen by all 3 peers after {slowest:?}");
+            // Our own view says so at once, with an event of its own.
+            assert_eq!(a.meta().get(key), value);
+        }
+        close_all(&nodes).await;
+    });
+}
+
+/// What a metadata error must be.
+type Expect = fn(&MetaError) -> bool;
+
+#[test]
+fn metadata_over_the_bounds_is_refused_with_named_errors() {
+    let long_key = "k".repeat(33);
+    let long_value = "v".repeat(221);
+    let cases: Vec<(Settings, Expect)> = vec![
+        (Settings::new("c").meta("", "x"), |e| {
+            matches!(e, MetaError::KeyLength { .. })
+        }),
+        (Settings::new("c").meta(long_key.as_str(), "x"), |e| {
+            matches!(e, MetaError::KeyLength { .. })
+        }),
+        (Settings::new("c").meta("Role", "x"), |e| {
+            matches!(e, MetaError::KeyChars { found: 'R', .. })
+        }),
+        (Settings::new("c").meta("k", long_value.as_str()), |e| {
+            matches!(e, MetaError::ValueLength { len: 221, .. })
+        }),
+        (
+            (0..17).fold(Settings::new("c"), |s, i| s.meta(format!("k{i}"), "v")),
+            |e| matches!(e, MetaError::TooManyPairs { count: 17 }),
+        ),
+        (
+            (0..5).fold(Settings::new("c"), |s, i| {
+                s.meta(format!("k{i}"), "v".repeat(220))
+            }),
+            |e| matches!(e, MetaError::TooLarge { bytes: 1110 }),
+        ),
+    ];
+    for (settings, want) in cases {
+        match Service::new(settings.clone()) {
+            Err(Error::InvalidMeta(e)) => assert!(want(&e), "{e:?} from {settings:?}"),
+            other => panic!("{other:?} from {settings:?}"),
+        }
+    }
+    // A key given twice: the last value holds.
+    let s = Service::new(Settings::new("c").meta("role", "a").meta("role", "b")).unwrap();
+    assert_eq!(s.meta().get("role"), Some("b"));
+    // At run time: refused, and nothing changes.
+    assert!(matches!(
+        s.set_meta("Role", "x"),
+        Err(Error::InvalidMeta(MetaError::KeyChars { .. }))
+    ));
+    for i in 0..15 {
+        s.set_meta(&format!("k{i}"), "v").unwrap();
+    }
+    assert!(matches!(
+        s.set_meta("one-too-many", "v"),
+        Err(Error::InvalidMeta(MetaError::TooManyPairs { count: 17 }))
+    ));
+    assert_eq!(s.meta().len(), 16);
+    assert_eq!(s.meta().get("role"), Some("b"));
+}
+
+/// A record announcing bad metadata is reported, and the nodes of the
+/// cluster, the one behind the record included, link as ever.
+#[test]
+fn bad_metadata_in_a_record_is_an_error_event_and_nothing_else() {
+    netns(|| async {
+        use mdns_sd::{ServiceDaemon, ServiceInfo};
+        let watcher = tcpnet::tcpnet("c").unwrap();
+        let mut errors = watcher.on_error();
+        watcher.listen(0, "0.0.0.0").await.unwrap();
+        // A real node, listening without mDNS, and a record of its own
+        // that carries bad metadata.
+        let hidden = start(Settings::new("c").mdns(false).meta("role", "real")).await;
+        let port = hidden.address().unwrap().port;
+        let foreign = ServiceDaemon::new().unwrap();
+        let v = tcpnet::PROTOCOL_VERSION.to_string();
+        let long = "v".repeat(240);
+        let props = [("c", "c"), ("v", v.as_str()), ("m.k", long.as_str())];
+        let host = format!("{}.local.", hidden.id());
+        let mut info = ServiceInfo::new(
+            tcpnet::SERVICE_TYPE,
+            hidden.id().as_str(),
+            &host,
+            "127.0.0.1",
+            port,
+            &props[..],
+        )
+        .unwrap();
+        info.set_requires_probe(false);
+        foreign.register(info).unwrap();
+
+        let (peer, carrier, error) = next_bad_meta(&mut errors).await;
+        assert_eq!((&peer, carrier), (hidden.id(), "mDNS record"));
+        assert!(matches!(error, MetaError::ValueLength { len: 240, .. }));
+        // The record was dialed all the same; the metadata that counts is
+        // the hello's.
+        let both = [watcher.clone(), hidden.clone()];
+        until_members(&watcher, "the node behind the record", |_| {
+            sees_all(&watcher, &both)
+        })
+        .await;
+        assert_eq!(
+            watcher.member(hidden.id()).unwrap().meta.get("role"),
+            Some("real")
+        );
+        drop(foreign.shutdown());
+        close_all(&both).await;
+    });
+}
+
+/// A hello payload (protocol version 2) of node `id` with `meta` encoded as
+/// it is given.
+fn hello_with_meta(id: &str, meta: &[u8]) -> Vec<u8> {
+    let mut p = b"tcpnet".to_vec();
+    p.extend_from_slice(&tcpnet::PROTOCOL_VERSION.to_be_bytes());
+    p.extend_from_slice(&7u64.to_be_bytes());
+    p.extend_from_slice(&1u16.to_be_bytes());
+    p.push(0);
+    p.push(id.len() as u8);
+    p.extend_from_slice(id.as_bytes());
+    p.push(1);
+    p.push(b'c');
+    p.extend_from_slice(&7u64.to_be_bytes());
+    p.extend_from_slice(&(meta.len() as u16).to_be_bytes());
+    p.extend_from_slice(meta);
+    let mut f = (p.len() as u32 + 1).to_be_bytes().to_vec();
+    f.push(0x01);
+    f.extend_from_slice(&p);
+    f
+}
+
+/// A peer whose hello carries metadata over the bounds, or malformed, is
+/// linked without it, with an error event; the rest of the mesh is as ever.
+#[test]
+fn bad_metadata_in_a_hello_is_an_error_event_and_the_peer_links_without_it() {
+    netns(|| async {
+        // The node has the smallest id, so it decides and opens the link.
+        let node = start(Settings::new("c").id(format!("{:032x}", 1))).await;
+        let other = start("c").await;
+        full_mesh(&[node.clone(), other.clone()]).await;
+        let mut errors = node.on_error();
+        let port = node.address().unwrap().port;
+        let cases: [(&str, Vec<u8>, Expect); 3] = [
+            ("f".repeat(32).leak(), b"\x03Bad\x01x".to_vec(), |e| {
+                matches!(e, MetaError::KeyChars { .. })
+            }),
+            ("e".repeat(32).leak(), b"\x04role\x09cut".to_vec(), |e| {
+                matches!(e, MetaError::Malformed { .. })
+            }),
+            (
+                "d".repeat(32).leak(),
+                (0..20u8).flat_map(|i| [1, b'a' + i, 1, b'v']).collect(),
+                |e| matches!(e, MetaError::TooManyPairs { count: 20 }),
+            ),
+        ];
+        let mut sockets = Vec::new();
+        for (id, meta, want) in cases {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            s.write_all(&hello_with_meta(id, &meta)).await.unwrap();
+            let (peer, carrier, error) = next_bad_meta(&mut errors).await;
+            assert_eq!((peer.as_str(), carrier), (id, "hello"));
+            assert!(want(&error), "{error:?}");
+            let id = NodeId::parse(id).unwrap();
+            until_members(&node, "the peer linked without metadata", |_| {
+                node.member(&id)
+                    .is_some_and(|m| m.state == MemberState::Linked && m.meta.is_empty())
+            })
+            .await;
+            sockets.push(s);
+        }
+        // Read the node's hello and verdict, so it is not a silent peer.
+        let mut buf = [0u8; 64];
+        for s in &mut sockets {
+            let _ = s.read(&mut buf).await;
+        }
+        assert!(node.connections().iter().any(|c| c.peer_id() == other.id()));
+        assert_eq!(node.member(other.id()).unwrap().state, MemberState::Linked);
+        close_all(&[node, other]).await;
+    });
+}
+
+/// A DNS-SD browser sees the metadata in the node's record as `m.<key>`
+/// strings, beside `c` and `v`, and sees it change when the node's does.
+#[test]
+fn the_mdns_record_carries_the_metadata_and_its_changes() {
+    netns(|| async {
+        let s = start(Settings::new("c").meta("role", "gateway")).await;
+        let browser = mdns_sd::ServiceDaemon::new().unwrap();
+        let records = browser.browse(tcpnet::SERVICE_TYPE).unwrap();
+        let mut wanted = vec![
+            ("m.role", Some("gateway"), None),
+            ("m.role", Some("gateway"), Some("8080")),
+            ("m.role", None, Some("8080")),
+        ];
+        wanted.reverse();
+        let mut next = wanted.pop();
+        within("the record's changes", async {
+            while let Some((key, role, http)) = next {
+                let Ok(mdns_sd::ServiceEvent::ServiceResolved(r)) = records.recv_async().await
+                else {
+                    continue;
+                };
+                let props = &r.txt_properties;
+                let got = (
+                    props.get_property_val_str(key),
+                    props.get_property_val_str("m.http"),
+                );
+                if got != (role, http) {
+                    continue;
+                }
+                assert_eq!(props.get_property_val_str("c"), Some("c"));
+                next = wanted.pop();
+                match next {
+                    Some((_, Some(_), Some(_))) => s.set_meta("http", "8080").unwrap(),
+                    Some((_, None, _)) => s.remove_meta("role").unwrap(),
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        drop(browser.shutdown());
+        s.close().await;
+    });
+}
