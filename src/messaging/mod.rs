@@ -381,8 +381,9 @@ impl Messaging {
     }
 
     /// Tells every linked peer this node's record: a change of its metadata,
-    /// or its goodbye. Queued even on a full send queue (one small frame),
-    /// so a goodbye goes out ahead of the close that follows it.
+    /// or its goodbye. A record is a state: beside a full send queue only
+    /// the latest waits (see [`crate::link::aside`]), and it goes out with
+    /// the next batch, ahead of the close that follows a goodbye.
     pub(crate) fn tell_record(&self, record: &Record) {
         let f = envelope_frame(&Envelope {
             op: Op::Member,
@@ -394,8 +395,9 @@ impl Messaging {
             name: String::new(),
             body: record.encode(),
         });
+        let key = (Op::Member as u8, self.me.clone());
         for c in self.open.up() {
-            let _ = c.sender_queue().send_ready(f.clone());
+            c.sender_queue().send_state(key.clone(), f.clone());
         }
     }
 
