@@ -81,6 +81,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/keys/{key}", get(key_status).post(send_to_key))
         .route("/ws", get(ws_root))
         .route("/ws/{channel}", get(ws_channel))
+        .merge(crate::web::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
 }

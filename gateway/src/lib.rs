@@ -37,6 +37,7 @@
 //! | `backend` | [`Backend`]: procedures and events served by plain tcpnet nodes |
 //! | `limits` | [`Limits`] and the per-connection rate limiter |
 //! | `links` | tcpnet's links as the tasks need them: linked now, closed since |
+//! | `web` | the JavaScript client and the demo page, embedded, served at `/` |
 //!
 //! Imports point down: `protocol` and `cluster::wire`/`view` know nothing
 //! of the others; `node` uses them; `session` and `http` use `node`;
@@ -61,6 +62,7 @@ mod links;
 mod node;
 pub mod protocol;
 mod session;
+mod web;
 
 pub use backend::Backend;
 pub use directory::{NodeInfo, DIRECTORY_EVENT};
