@@ -9,6 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -70,7 +71,10 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
     let body_limit = node.limits.max_message;
     Router::new()
         .route("/health", get(health))
-        .route("/nodes", get(nodes))
+        .route(
+            "/nodes",
+            get(nodes).layer(map_response(crate::web::any_origin)),
+        )
         .route("/channels", get(channels))
         .route(
             "/channels/{channel}",

@@ -2,13 +2,18 @@
 //! (`/client.js`, with its types at `/client.d.ts`) and the demo page at
 //! `/` (`/demo.js`, `/style.css`).
 
-use axum::http::header;
+use axum::http::header::{self, HeaderValue};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 
 /// Path, content type, body.
 const FILES: [(&str, &str, &str); 5] = [
-    ("/", "text/html; charset=utf-8", include_str!("../web/index.html")),
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../web/index.html"),
+    ),
     (
         "/client.js",
         "text/javascript; charset=utf-8",
@@ -24,7 +29,11 @@ const FILES: [(&str, &str, &str); 5] = [
         "text/javascript; charset=utf-8",
         include_str!("../web/demo.js"),
     ),
-    ("/style.css", "text/css; charset=utf-8", include_str!("../web/style.css")),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_str!("../web/style.css"),
+    ),
 ];
 
 /// The routes serving the embedded files.
@@ -46,4 +55,15 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
                 }),
             )
         })
+}
+
+/// Lets pages of any origin read a response: the client reads `GET /nodes`
+/// of whichever node it is connected to, which after a failover is not the
+/// one that served the page.
+pub(crate) async fn any_origin(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
 }
