@@ -134,6 +134,7 @@ function join(name) {
   ch.on("state", () => renderChannels());
   ch.on("presence", () => {
     renderMembers();
+    renderChannels();
     watchMembers(ch);
   });
   ch.on("join", ({ member }) => {
