@@ -100,19 +100,42 @@ fn two_pages_on_two_nodes_chat_and_a_third_sees_nothing() {
         }
 
         say(&alice, "hello from alice").await;
-        assert_eq!(bob.wait("alice's message", &message_node("hello from alice")).await, n0);
-        assert_eq!(alice.wait("her own message", &message_node("hello from alice")).await, n0);
+        assert_eq!(
+            bob.wait("alice's message", &message_node("hello from alice"))
+                .await,
+            n0
+        );
+        assert_eq!(
+            alice
+                .wait("her own message", &message_node("hello from alice"))
+                .await,
+            n0
+        );
         say(&bob, "hi alice, bob here").await;
-        assert_eq!(alice.wait("bob's answer", &message_node("hi alice, bob here")).await, n1);
+        assert_eq!(
+            alice
+                .wait("bob's answer", &message_node("hi alice, bob here"))
+                .await,
+            n1
+        );
 
         // Carol's page receives (her own channel's message comes through)
         // but nothing of the room.
         say(&carol, "carol alone").await;
-        assert_eq!(carol.wait("her message", &message_node("carol alone")).await, n2);
+        assert_eq!(
+            carol
+                .wait("her message", &message_node("carol alone"))
+                .await,
+            n2
+        );
         let seen = carol
             .js("return [...document.querySelectorAll('#messages .msg')].map(m => m.textContent)")
             .await;
-        assert_eq!(seen.as_array().map(Vec::len), Some(1), "carol sees only her own: {seen}");
+        assert_eq!(
+            seen.as_array().map(Vec::len),
+            Some(1),
+            "carol sees only her own: {seen}"
+        );
         assert!(alice.text("#messages").await.find("carol").is_none());
         assert!(carol.text("#members").await.find("alice").is_none());
 
@@ -122,14 +145,20 @@ fn two_pages_on_two_nodes_chat_and_a_third_sees_nothing() {
 
         // Bob leaves: alice sees him go, and his key go offline.
         alice
-            .wait("bob's key online", "document.querySelector('#keys li[data-key=\"bob\"].online')")
+            .wait(
+                "bob's key online",
+                "document.querySelector('#keys li[data-key=\"bob\"].online')",
+            )
             .await;
         bob.close().await;
         alice
             .wait("bob gone", &format!("!({})", member_node("bob")))
             .await;
         alice
-            .wait("bob's key offline", "document.querySelector('#keys li[data-key=\"bob\"].offline')")
+            .wait(
+                "bob's key offline",
+                "document.querySelector('#keys li[data-key=\"bob\"].offline')",
+            )
             .await;
         alice.screenshot("presence-after-leave").await;
         alice.close().await;
@@ -170,10 +199,15 @@ fn a_page_whose_node_is_killed_reconnects_elsewhere_and_gets_the_next_message() 
         assert_ne!(alice.text("#conn").await, before, "a new connection");
         // The client says what the server restored.
         alice
-            .wait("the restore reported", "document.querySelector('#log').textContent.includes('restored #room')")
+            .wait(
+                "the restore reported",
+                "document.querySelector('#log').textContent.includes('restored #room')",
+            )
             .await;
         assert_eq!(
-            alice.js("return window.demo.client.channel('room').state").await,
+            alice
+                .js("return window.demo.client.channel('room').state")
+                .await,
             "subscribed"
         );
         for g in 1..3 {
@@ -182,7 +216,9 @@ fn a_page_whose_node_is_killed_reconnects_elsewhere_and_gets_the_next_message() 
 
         say(&bob, "after the failover").await;
         assert_eq!(
-            alice.wait("the next message", &message_node("after the failover")).await,
+            alice
+                .wait("the next message", &message_node("after the failover"))
+                .await,
             lan.gateways[1].node.as_str()
         );
         alice.screenshot("failover").await;
@@ -204,7 +240,9 @@ fn a_page_disconnected_through_the_api_shows_it() {
         alice.wait("bob present", &member_node("bob")).await;
         let bob_conn = bob.text("#conn").await;
 
-        alice.click("#members li[data-key=\"bob\"] button.kick").await;
+        alice
+            .click("#members li[data-key=\"bob\"] button.kick")
+            .await;
         let banner = bob
             .wait(
                 "the disconnect shown",
@@ -214,10 +252,15 @@ fn a_page_disconnected_through_the_api_shows_it() {
             )
             .await;
         assert!(
-            banner.as_str().unwrap_or_default().contains("Disconnected by the server"),
+            banner
+                .as_str()
+                .unwrap_or_default()
+                .contains("Disconnected by the server"),
             "{banner}"
         );
-        alice.wait("bob gone", &format!("!({})", member_node("bob"))).await;
+        alice
+            .wait("bob gone", &format!("!({})", member_node("bob")))
+            .await;
         let (_, connections) = http("GET", &format!("{}/connections", lan.url(2)), None).await;
         assert!(
             !connections.to_string().contains(&bob_conn),
@@ -252,7 +295,8 @@ fn a_closed_channel_shows_closed_in_both_pages() {
         bob.wait("room closed", closed).await;
         for page in [&alice, &bob] {
             assert_eq!(
-                page.js("return window.demo.client.channel('lobby').state").await,
+                page.js("return window.demo.client.channel('lobby').state")
+                    .await,
                 "subscribed",
                 "{}: the other channel stays",
                 page.name
@@ -324,9 +368,7 @@ fn one_page_keeps_up_with_1000_messages_a_second_on_50_channels() {
     serial(|| async {
         let lan = Lan::with_gateways(3, &[]).await;
         let chrome = Chrome::start().await;
-        let page = chrome
-            .page("load", &format!("{}/health", lan.url(0)))
-            .await;
+        let page = chrome.page("load", &format!("{}/health", lan.url(0))).await;
         let script = LOAD_SCRIPT.replace("CHANNELS", &LOAD_CHANNELS.to_string());
         let conn = page.js(&script).await;
         assert!(conn.is_string(), "subscribed: {conn}");
