@@ -49,6 +49,8 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
                             (header::CONTENT_TYPE, content_type),
                             // Served from memory: always current after an upgrade.
                             (header::CACHE_CONTROL, "no-cache"),
+                            // Pages of other sites may import the client.
+                            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
                         ],
                         body,
                     )

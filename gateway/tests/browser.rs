@@ -310,6 +310,96 @@ fn a_closed_channel_shows_closed_in_both_pages() {
     });
 }
 
+/// The client library's calls in a page: a backend's procedure answers, its
+/// named error rejects with that name, an unknown procedure with its code;
+/// a transmitted event reaches the backend (which publishes it back); a
+/// message to a key reaches that key's connection on another node; and a
+/// client that cannot connect queues up to its bound, refuses past it with
+/// `queue-full`, and rejects what it queued with `closed` when closed.
+const CALLS_SCRIPT: &str = r#"
+return (async () => {
+  const { Client, GatewayError } = await import('/client.js');
+  const c = new Client(location.origin, { key: 'alice' });
+  await new Promise((resolve) => c.on('connect', resolve));
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const failure = (e) => ({ code: e.code, name: e.name, message: e.message, gateway: e instanceof GatewayError });
+  // The backend's procedures are known once its topics reach the node.
+  let upper;
+  for (let i = 0; i < 400 && upper === undefined; i++) {
+    try {
+      upper = await c.invoke('upper', 'hello');
+    } catch (e) {
+      if (e.code !== 'unknown-procedure') throw e;
+      await sleep(25);
+    }
+  }
+  const named = await c.invoke('fail', null).then(() => null, failure);
+  const unknown = await c.invoke('nothing-serves-this', null).then(() => null, failure);
+  // The backend publishes each note to `notes`; it may miss the first ones
+  // until it learns this node subscribed.
+  const notes = c.subscribe('notes');
+  await notes.ready;
+  const next = notes[Symbol.asyncIterator]().next();
+  let note = null;
+  for (let i = 0; i < 200 && note === null; i++) {
+    await c.transmit('note', 'from the browser');
+    note = await Promise.race([next, sleep(100).then(() => null)]);
+  }
+  await c.send('bob', { text: 'to bob' });
+  const offline = await c.send('nobody-has-this-key', 1).then(() => null, failure);
+  // Nothing listens on port 9: this client never connects.
+  const q = new Client('http://127.0.0.1:9', { queueLimit: 3, minDelay: 20, maxDelay: 100 });
+  const queued = [1, 2, 3].map((i) => q.publish('x', i).then(() => 'sent', (e) => e.code));
+  const refused = await q.publish('x', 4).then(() => 'sent', (e) => e.code);
+  const waiting = { status: q.status, queued: q.queued };
+  q.close();
+  const result = {
+    conn: c.conn, upper, named, unknown, note: note && note.value.data, offline,
+    refused, waiting, afterClose: await Promise.all(queued),
+  };
+  document.body.innerText = JSON.stringify(result, null, 2);
+  return result;
+})();
+"#;
+
+#[test]
+fn the_client_calls_sends_transmits_and_bounds_its_queue() {
+    serial(|| async {
+        let mut lan = Lan::new(4).await;
+        for i in 1..=3 {
+            lan.start_gateway(i, &[]).await;
+        }
+        lan.wait_for_nodes(3).await;
+        lan.start_backend(4).await;
+        let mut bob = Client::connect(&lan.gateways[1].ws("/ws?key=bob")).await;
+        let chrome = Chrome::start().await;
+        let page = chrome
+            .page("calls", &format!("{}/health", lan.url(0)))
+            .await;
+        let r = page.js(CALLS_SCRIPT).await;
+        page.screenshot("calls").await;
+        assert_eq!(r["upper"], "HELLO", "{r}");
+        assert_eq!(
+            r["named"],
+            json!({"code":"remote","name":"nope","message":"this procedure always fails","gateway":true})
+        );
+        assert_eq!(r["unknown"]["code"], "unknown-procedure", "{r}");
+        assert_eq!(
+            r["note"],
+            json!({"from": r["conn"], "note": "from the browser"})
+        );
+        assert_eq!(r["offline"]["code"], "key-offline", "{r}");
+        assert_eq!(r["refused"], "queue-full", "{r}");
+        assert_eq!(r["waiting"], json!({"status":"connecting","queued":3}));
+        assert_eq!(r["afterClose"], json!(["closed", "closed", "closed"]));
+        let direct = bob.until(|f| f["type"] == "direct").await;
+        assert_eq!(direct["data"], json!({"text":"to bob"}));
+        assert_eq!(direct["from"]["key"], "alice");
+        assert_eq!(direct["from"]["node"], lan.gateways[0].node.as_str());
+        page.close().await;
+    });
+}
+
 /// Subscriptions of the load page, messages a second over all of them, and
 /// for how long.
 const LOAD_CHANNELS: usize = 50;

@@ -149,8 +149,36 @@ impl Chrome {
     }
 }
 
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces.
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 2..];
+                    rest.split(' ').nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
 impl Drop for Chrome {
+    /// Ends the browsers too, even those of a test that panicked before
+    /// closing its pages: each browser is a child of chromedriver, and its
+    /// helper processes end with it.
     fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            for child in children(pid) {
+                // SAFETY: a plain syscall on a process this test started.
+                unsafe { libc::kill(child, libc::SIGKILL) };
+            }
+        }
         let _ = self.driver.start_kill();
         let _ = std::fs::remove_dir_all(&self.profiles);
     }
