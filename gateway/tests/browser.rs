@@ -54,6 +54,27 @@ async fn demo(chrome: &Chrome, lan: &Lan, g: usize, key: &str, channels: &str) -
     page
 }
 
+/// Three gateways; alice's page on the first and bob's on the second, both
+/// in `channels`, every node seeing both in `room`.
+async fn alice_and_bob(channels: &str) -> (Lan, Chrome, Page, Page) {
+    let lan = Lan::with_gateways(3, &["--open-api"]).await;
+    let chrome = Chrome::start().await;
+    let alice = demo(&chrome, &lan, 0, "alice", channels).await;
+    let bob = demo(&chrome, &lan, 1, "bob", channels).await;
+    for g in 0..3 {
+        lan.wait_members(g, "room", 2).await;
+    }
+    (lan, chrome, alice, bob)
+}
+
+/// Saves each page's screenshot for `case`, then closes them.
+async fn finish(case: &str, pages: Vec<Page>) {
+    for page in pages {
+        page.screenshot(case).await;
+        page.close().await;
+    }
+}
+
 /// The node of the member `key` listed in the page's presence panel.
 fn member_node(key: &str) -> String {
     format!(
@@ -171,13 +192,7 @@ fn two_pages_on_two_nodes_chat_and_a_third_sees_nothing() {
 #[test]
 fn a_page_whose_node_is_killed_reconnects_elsewhere_and_gets_the_next_message() {
     serial(|| async {
-        let mut lan = Lan::with_gateways(3, &["--open-api"]).await;
-        let chrome = Chrome::start().await;
-        let alice = demo(&chrome, &lan, 0, "alice", "room").await;
-        let bob = demo(&chrome, &lan, 1, "bob", "room").await;
-        for g in 0..3 {
-            lan.wait_members(g, "room", 2).await;
-        }
+        let (mut lan, _chrome, alice, bob) = alice_and_bob("room").await;
         let before = alice.text("#conn").await;
         lan.gateways[0].kill().await;
 
@@ -221,10 +236,7 @@ fn a_page_whose_node_is_killed_reconnects_elsewhere_and_gets_the_next_message() 
                 .await,
             lan.gateways[1].node.as_str()
         );
-        alice.screenshot("failover").await;
-        bob.screenshot("failover").await;
-        alice.close().await;
-        bob.close().await;
+        finish("failover", vec![alice, bob]).await;
     });
 }
 
@@ -233,10 +245,7 @@ fn a_page_whose_node_is_killed_reconnects_elsewhere_and_gets_the_next_message() 
 #[test]
 fn a_page_disconnected_through_the_api_shows_it() {
     serial(|| async {
-        let lan = Lan::with_gateways(3, &["--open-api"]).await;
-        let chrome = Chrome::start().await;
-        let alice = demo(&chrome, &lan, 0, "alice", "room").await;
-        let bob = demo(&chrome, &lan, 1, "bob", "room").await;
+        let (lan, _chrome, alice, bob) = alice_and_bob("room").await;
         alice.wait("bob present", &member_node("bob")).await;
         let bob_conn = bob.text("#conn").await;
 
@@ -266,10 +275,7 @@ fn a_page_disconnected_through_the_api_shows_it() {
             !connections.to_string().contains(&bob_conn),
             "{bob_conn} is gone from the cluster: {connections}"
         );
-        bob.screenshot("kicked").await;
-        alice.screenshot("kicked").await;
-        alice.close().await;
-        bob.close().await;
+        finish("kicked", vec![alice, bob]).await;
     });
 }
 
@@ -278,13 +284,7 @@ fn a_page_disconnected_through_the_api_shows_it() {
 #[test]
 fn a_closed_channel_shows_closed_in_both_pages() {
     serial(|| async {
-        let lan = Lan::with_gateways(3, &["--open-api"]).await;
-        let chrome = Chrome::start().await;
-        let alice = demo(&chrome, &lan, 0, "alice", "room,lobby").await;
-        let bob = demo(&chrome, &lan, 1, "bob", "room,lobby").await;
-        for g in 0..3 {
-            lan.wait_members(g, "room", 2).await;
-        }
+        let (lan, _chrome, alice, bob) = alice_and_bob("room,lobby").await;
         alice
             .click("#channels li[data-channel=\"room\"] button.close-channel")
             .await;
@@ -303,10 +303,7 @@ fn a_closed_channel_shows_closed_in_both_pages() {
             );
         }
         lan.wait_members(2, "room", 0).await;
-        alice.screenshot("channel-closed").await;
-        bob.screenshot("channel-closed").await;
-        alice.close().await;
-        bob.close().await;
+        finish("channel-closed", vec![alice, bob]).await;
     });
 }
 
