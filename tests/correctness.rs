@@ -171,6 +171,54 @@ fn a_pair_links_again_after_the_decider_rejected_a_redial_over_its_stale_link() 
     });
 }
 
+/// A broadcast waits for room on a link whose peer reads nothing, while
+/// 2,000 topic messages go to another peer. When the broadcast goes out at
+/// last, that other peer still gets it: it was never delivered before, so
+/// it is no duplicate.
+#[test]
+fn a_broadcast_overtaken_by_many_later_messages_is_still_delivered() {
+    netns(|| async {
+        // `slow` links to `a` first, so `a`'s broadcast tries it first.
+        let (a, slow) = tokio::join!(start("c"), start("c"));
+        full_mesh(&[a.clone(), slow.clone()]).await;
+        let c = start("c").await;
+        let nodes = [a.clone(), slow.clone(), c.clone()];
+        full_mesh(&nodes).await;
+        let mut inbox = c.messages();
+        let _topic = c.subscribe("t").unwrap();
+        wait_until(&nodes, "a to see c's subscription", || {
+            a.topic_members("t") == vec![c.id().clone()]
+        })
+        .await;
+
+        let filler = fill(&link_of(&a, slow.id())).await;
+        let mut broadcast = Box::pin({
+            let a = a.clone();
+            async move { a.broadcast("the broadcast").await }
+        });
+        assert!(
+            futures::poll!(&mut broadcast).is_pending(),
+            "the broadcast waits for the slow link"
+        );
+        let broadcast = tokio::spawn(broadcast);
+        for i in 0..2000 {
+            assert_eq!(a.publish("t", format!("{i}")).await.unwrap(), 1);
+        }
+
+        // The slow peer reads again: the broadcast goes out.
+        filler.abort();
+        let mut from_a = link_of(&slow, a.id());
+        tokio::spawn(async move { while from_a.next().await.is_some() {} });
+        let sent = within("the broadcast to go out", broadcast).await.unwrap();
+        assert_eq!(sent.unwrap(), 2);
+        let got = within("c to get the broadcast", inbox.next())
+            .await
+            .unwrap();
+        assert_eq!(&got.data()[..], b"the broadcast");
+        close_all(&nodes).await;
+    });
+}
+
 /// A peer dies without a word reaching us (its link stalls) and comes back
 /// with the same id; its new link replaces the stale one. The topics of its
 /// old incarnation are forgotten even when the new one subscribes to

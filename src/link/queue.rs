@@ -197,6 +197,13 @@ impl<S: Store> Sender<S> {
         self.poll_room(cx, 1)
     }
 
+    /// Waits until there is room for an item of `weight` bytes (or the
+    /// queue is empty); `Err` once the queue has closed. Pair it with
+    /// [`send_ready`](Self::send_ready).
+    pub(crate) async fn room_for(&self, weight: usize) -> Result<(), ()> {
+        poll_fn(|cx| self.poll_room(cx, weight)).await
+    }
+
     /// Ready once there is room for an item of `weight` bytes (or the queue
     /// is empty), or the queue has closed (`Err`). Waiting for room for the
     /// item at hand, not for any room, is what keeps a large item's sender

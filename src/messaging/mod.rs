@@ -101,6 +101,9 @@ pub(crate) struct Messaging {
     errors: std::sync::OnceLock<ErrorSink>,
     /// Where member records go.
     gossip: Arc<dyn Gossip>,
+    /// Held while a flooded message of this node is numbered and queued
+    /// (see `flood`; taken before `state`).
+    flooding: Mutex<()>,
 }
 
 /// Checks an event, topic or procedure name.
@@ -155,6 +158,7 @@ impl Messaging {
             relay_order: Mutex::new(()),
             errors: std::sync::OnceLock::new(),
             gossip,
+            flooding: Mutex::new(()),
         }
     }
 
@@ -290,15 +294,53 @@ impl Messaging {
             .ok_or_else(|| Error::NotLinked { peer: peer.clone() })
     }
 
-    /// Sends `f` on each link; returns how many took it.
-    async fn send_all(&self, links: Vec<Connection>, f: Frame) -> usize {
-        let mut n = 0;
-        for c in links {
-            if c.sender().send_frame(f.clone()).await.is_ok() {
-                n += 1;
-            }
+    /// Floods a message of this node (a broadcast, an event, a topic
+    /// message) on `links`; returns how many took it. It waits until every
+    /// link has room, and only then takes the message's number and queues
+    /// it on all of them, under one lock: so on every link this node's
+    /// messages go out in the order of their numbers, and a receiver, which
+    /// takes a number far below the highest it has seen as already seen,
+    /// never drops one it did not get: no message waits on a full link
+    /// with its number taken while later ones go out on the others. Senders
+    /// racing for the last places may take a queue a frame past its bound
+    /// each.
+    async fn flood(&self, links: Vec<Connection>, mut e: Envelope) -> usize {
+        let weight = e.encoded_len();
+        let ready =
+            futures::future::join_all(links.iter().map(|c| c.sender_queue().room_for(weight)))
+                .await;
+        let _in_order = lock(&self.flooding);
+        e.seq = lock(&self.state).router.next_seq();
+        let f = envelope_frame(&e);
+        links
+            .iter()
+            .zip(ready)
+            .filter(|(c, room)| {
+                room.is_ok() && c.is_up() && c.sender_queue().send_ready(f.clone()).is_ok()
+            })
+            .count()
+    }
+
+    /// A message of this node to flood, if it fits a frame (numbered when
+    /// it goes out: see `flood`).
+    fn flooded(&self, op: Op, name: &str, body: Bytes) -> Result<Envelope> {
+        let e = Envelope {
+            op,
+            flags: FLOOD,
+            hops: 0,
+            origin: self.me.clone(),
+            seq: 0,
+            corr: 0,
+            name: name.to_string(),
+            body,
+        };
+        if e.encoded_len() > self.max_frame_len {
+            return Err(Error::FrameTooLarge {
+                len: e.encoded_len(),
+                max: self.max_frame_len,
+            });
         }
-        n
+        Ok(e)
     }
 
     pub(crate) async fn send_to(&self, peer: &NodeId, data: Bytes) -> Result<()> {
@@ -308,16 +350,14 @@ impl Messaging {
     }
 
     pub(crate) async fn broadcast(&self, data: Bytes) -> Result<usize> {
-        let seq = lock(&self.state).router.next_seq();
-        let f = self.envelope(Op::Broadcast, FLOOD, seq, "", data)?;
-        Ok(self.send_all(self.open.up(), f).await)
+        let e = self.flooded(Op::Broadcast, "", data)?;
+        Ok(self.flood(self.open.up(), e).await)
     }
 
     pub(crate) async fn emit(&self, event: &str, data: Bytes) -> Result<usize> {
         check_name(event)?;
-        let seq = lock(&self.state).router.next_seq();
-        let f = self.envelope(Op::Event, FLOOD, seq, event, data)?;
-        Ok(self.send_all(self.open.up(), f).await)
+        let e = self.flooded(Op::Event, event, data)?;
+        Ok(self.flood(self.open.up(), e).await)
     }
 
     pub(crate) async fn emit_to(&self, peer: &NodeId, event: &str, data: Bytes) -> Result<()> {
@@ -331,12 +371,11 @@ impl Messaging {
     /// Returns the number of nodes it went to, this one included.
     pub(crate) async fn publish(&self, topic: &str, data: Bytes) -> Result<usize> {
         check_name(topic)?;
-        let (seq, members, to) = {
-            let mut st = lock(&self.state);
-            let to = st.router.publish_to(topic);
-            (st.router.next_seq(), st.router.members(topic), to)
+        let e = self.flooded(Op::Publish, topic, data.clone())?;
+        let (members, to) = {
+            let st = lock(&self.state);
+            (st.router.members(topic), st.router.publish_to(topic))
         };
-        let f = self.envelope(Op::Publish, FLOOD, seq, topic, data.clone())?;
         let mut n = 0;
         if members.contains(&self.me) {
             let msg = Message {
@@ -353,7 +392,7 @@ impl Messaging {
             .into_iter()
             .filter(|c| to.contains(c.peer_id()))
             .collect();
-        Ok(n + self.send_all(links, f).await)
+        Ok(n + self.flood(links, e).await)
     }
 }
 

@@ -32,9 +32,10 @@
 //! start time (so a restarted node continues above its old numbers) and grows
 //! by one per message. A receiver remembers, per origin, the highest number
 //! seen and which of the [`WINDOW`] numbers below it it has seen, and delivers
-//! a message only the first time: relayed copies are dropped. (Messages of one
-//! sending task arrive in order, over TCP; those of concurrent tasks of one
-//! node may interleave, which the window allows for.) A number older than the
+//! a message only the first time: relayed copies are dropped. A node numbers
+//! a message as it queues it on all its links at once (see the shell's
+//! `flood`), so over a direct link an origin's numbers arrive in order; the
+//! window absorbs the disorder between relay paths. A number older than the
 //! window counts as seen. The table holds at most [`MAX_ORIGINS`] nodes,
 //! forgetting the one heard from least recently.
 

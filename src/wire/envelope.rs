@@ -95,9 +95,15 @@ impl Envelope {
         self.flags & FLOOD != 0
     }
 
+    /// The length of [`encode`](Self::encode)'s result.
+    pub(crate) fn encoded_len(&self) -> usize {
+        // op, flags, hops, the origin's length; number, correlation; the
+        // name's length.
+        4 + self.origin.len() + 16 + 2 + self.name.len() + self.body.len()
+    }
+
     pub(crate) fn encode(&self) -> Bytes {
-        let mut b =
-            BytesMut::with_capacity(24 + self.origin.len() + self.name.len() + self.body.len());
+        let mut b = BytesMut::with_capacity(self.encoded_len());
         b.put_u8(self.op as u8);
         b.put_u8(self.flags);
         b.put_u8(self.hops);
