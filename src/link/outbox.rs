@@ -22,6 +22,11 @@
 //! is still woken, after the frame is on its way: so a burst goes out in
 //! batches all the same (its first frame is written at once, the next ones
 //! find the link's task no longer idle and are queued for it).
+//!
+//! The link's task writes a frame of its own (a heartbeat) only after
+//! [`busy`](crate::link::queue::Receiver::busy) found nothing queued, in the
+//! same step that stops senders writing at once: so a frame a sender wrote
+//! in part has its rest queued, and that rest goes out first.
 
 use std::collections::VecDeque;
 use std::io::{IoSlice, Write};
@@ -54,7 +59,7 @@ pub(crate) struct Outbox {
     frames: usize,
     bytes: usize,
     /// The link's socket, for writing at once (links in the clear).
-    socket: Option<std::net::TcpStream>,
+    socket: Option<Box<dyn Write + Send>>,
     /// Frames the node sends by itself, waiting beside the full queue.
     aside: Aside,
 }
@@ -62,8 +67,8 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// Lets senders write small frames to `socket` (the link's, shared)
     /// while the link's task is idle.
-    pub(crate) fn write_at_once(&mut self, socket: std::net::TcpStream) {
-        self.socket = Some(socket);
+    pub(crate) fn write_at_once(&mut self, socket: impl Write + Send + 'static) {
+        self.socket = Some(Box::new(socket));
     }
 
     /// Encodes `frame` after those queued.
@@ -85,7 +90,7 @@ impl Outbox {
 
     /// Writes `frame` to the socket: `None` if all of it went, else what is
     /// left of it, encoded (all of it if the kernel took nothing).
-    fn write_now(socket: &mut std::net::TcpStream, frame: &Frame) -> Option<(usize, [u8; 5])> {
+    fn write_now(socket: &mut dyn Write, frame: &Frame) -> Option<(usize, [u8; 5])> {
         let len = frame.payload.len();
         let mut header = [0u8; LEN_BYTES + 1];
         header[..LEN_BYTES].copy_from_slice(&(len as u32 + 1).to_be_bytes());
@@ -277,6 +282,62 @@ mod tests {
             tx.try_send(data(b"x")),
             Err(queue::TrySendError::Full(_))
         ));
+    }
+
+    /// A socket that takes at most `budget` bytes in all, then is full.
+    struct Trickle {
+        wire: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        budget: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.budget);
+            if n == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            self.budget -= n;
+            self.wire.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The link's task is idle; a sender writes a frame at once and the
+    /// kernel takes part of it; the heartbeat falls due at that moment. The
+    /// link's task may not write it then (`busy` says something is queued):
+    /// the rest of the frame goes first, and the heartbeat only once nothing
+    /// is queued, so it never lands inside the frame.
+    #[test]
+    fn a_heartbeat_never_lands_inside_a_frame_written_in_part() {
+        let wire = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, mut rx) = queue::channel::<Outbox>(100, usize::MAX);
+        let socket = Trickle {
+            wire: wire.clone(),
+            budget: 3,
+        };
+        rx.with_store(|o| o.write_at_once(socket));
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut out = VecDeque::new();
+        assert!(rx.poll_take_all(&mut cx, &mut out).is_pending(), "idle");
+        let frame = Frame::data(Bytes::from(vec![9u8; 100]));
+        tx.try_send(frame.clone()).unwrap();
+        assert_eq!(wire.lock().unwrap().len(), 3, "written in part");
+        assert!(!rx.busy(), "the rest of the frame must go first");
+        assert!(rx.poll_take_all(&mut cx, &mut out).is_ready());
+        assert!(rx.busy(), "nothing queued: the link's task may write");
+        let mut got = BytesMut::from(&wire.lock().unwrap()[..]);
+        out.iter().for_each(|s| got.extend_from_slice(s));
+        let mut want = BytesMut::new();
+        FrameCodec { max: 1 << 20 }
+            .encode(frame, &mut want)
+            .unwrap();
+        assert_eq!(got, want);
+        // And a frame sent now is queued, not written at once.
+        tx.try_send(Frame::control(HEARTBEAT)).unwrap();
+        assert_eq!(wire.lock().unwrap().len(), 3);
     }
 
     /// A frame sent while the link's task waits goes straight to the

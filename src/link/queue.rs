@@ -367,10 +367,15 @@ impl<S: Store> Receiver<S> {
         Poll::Pending
     }
 
-    /// The receiver is busy on its own (no longer waiting for an item) until
-    /// it next waits in [`poll_take`](Self::poll_take).
-    pub(crate) fn busy(&mut self) {
-        self.inner.lock().receiver = None;
+    /// The receiver is about to work on its own (no longer waiting for an
+    /// item) until it next waits in [`poll_take`](Self::poll_take): from now
+    /// on nothing counts it as idle. True if nothing is queued; false if
+    /// something came since it last looked (the rest of a frame a sender
+    /// wrote in part, say), which it must take first.
+    pub(crate) fn busy(&mut self) -> bool {
+        let mut s = self.inner.lock();
+        s.receiver = None;
+        s.len == 0
     }
 
     /// Lets `f` change the store.

@@ -469,10 +469,13 @@ async fn write_loop(
             }
             _ = &mut close_asked => break,
             _ = &mut idle => {
-                // Senders must not write while this does.
-                out_rx.busy();
-                w.feed(Frame::control(frame::HEARTBEAT)).map_err(into_io)?;
-                w.flush().await?;
+                // Senders must not write while this does, and what one
+                // wrote in part (see `outbox`) must be whole first: then
+                // it is queued, and goes out on the next turn instead.
+                if out_rx.busy() {
+                    w.feed(Frame::control(frame::HEARTBEAT)).map_err(into_io)?;
+                    w.flush().await?;
+                }
                 idle.as_mut().reset(Instant::now() + heartbeat);
             }
         }
