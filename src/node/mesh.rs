@@ -181,6 +181,15 @@ impl Mesh {
         }
     }
 
+    /// Forgets `old`, a pair's link that a newer one replaces, and closes it.
+    fn replaced(&mut self, old: LinkId) -> Action {
+        self.links.remove(&old);
+        Action::Close {
+            link: old,
+            reason: CloseReason::Replaced,
+        }
+    }
+
     fn open_link(&self, peer: &NodeId) -> Option<LinkId> {
         self.links
             .iter()
@@ -429,11 +438,7 @@ impl Mesh {
                 }];
             }
             // The peer restarted: its old link is stale.
-            self.links.remove(&old);
-            actions.push(Action::Close {
-                link: old,
-                reason: CloseReason::Replaced,
-            });
+            actions.push(self.replaced(old));
         }
         self.links.insert(
             link,
@@ -516,11 +521,7 @@ impl Mesh {
                     },
                 ];
             }
-            self.links.remove(&old);
-            actions.push(Action::Close {
-                link: old,
-                reason: CloseReason::Replaced,
-            });
+            actions.push(self.replaced(old));
         }
         self.links.get_mut(&link).expect("checked above").open = true;
         actions.push(Action::Open { link });

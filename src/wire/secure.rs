@@ -141,6 +141,17 @@ pub(crate) struct Keys {
     recv_nonce: u64,
 }
 
+impl Keys {
+    /// The keys of a finished handshake, before any record.
+    fn new(cipher: StatelessTransportState) -> Self {
+        Keys {
+            cipher: Arc::new(cipher),
+            send_nonce: 0,
+            recv_nonce: 0,
+        }
+    }
+}
+
 /// Runs the handshake on `stream`, right after the hellos. `prologue` is
 /// both hellos, the dialer's first. The error says what failed, for the
 /// error event that names the remote address.
@@ -174,11 +185,7 @@ pub(crate) async fn handshake(
         let cipher = hs
             .into_stateless_transport_mode()
             .map_err(|e| format!("noise: {e}"))?;
-        let mut keys = Keys {
-            cipher: Arc::new(cipher),
-            send_nonce: 0,
-            recv_nonce: 0,
-        };
+        let mut keys = Keys::new(cipher);
         // Key confirmation: record 0, an empty NOISE frame.
         let mut out = BytesMut::new();
         keys.encoder(usize::MAX)
@@ -204,11 +211,7 @@ pub(crate) async fn handshake(
         let cipher = hs
             .into_stateless_transport_mode()
             .map_err(|e| format!("noise: {e}"))?;
-        let mut keys = Keys {
-            cipher: Arc::new(cipher),
-            send_nonce: 0,
-            recv_nonce: 0,
-        };
+        let mut keys = Keys::new(cipher);
         // Read record 0 exactly (nothing after it may be consumed here).
         let mut len = [0u8; 2];
         stream
@@ -448,10 +451,8 @@ pub(crate) fn fuzz_pair(max: usize) -> (SealCodec, OpenCodec) {
         r.read_message(&m[..n], &mut p).expect("msg 1");
         let n = r.write_message(&[], &mut m).expect("msg 2");
         i.read_message(&m[..n], &mut p).expect("msg 2");
-        let keys = |s: snow::HandshakeState| Keys {
-            cipher: Arc::new(s.into_stateless_transport_mode().expect("transport")),
-            send_nonce: 0,
-            recv_nonce: 0,
+        let keys = |s: snow::HandshakeState| {
+            Keys::new(s.into_stateless_transport_mode().expect("transport"))
         };
         (keys(i), keys(r))
     });
@@ -526,11 +527,7 @@ mod tests {
         let n = r.write_message(&[], &mut m)?;
         i.read_message(&m[..n], &mut p)?;
         let keys = |s: snow::HandshakeState| -> Result<Keys, snow::Error> {
-            Ok(Keys {
-                cipher: Arc::new(s.into_stateless_transport_mode()?),
-                send_nonce: 0,
-                recv_nonce: 0,
-            })
+            Ok(Keys::new(s.into_stateless_transport_mode()?))
         };
         Ok((keys(i)?, keys(r)?))
     }
