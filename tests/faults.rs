@@ -5,44 +5,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::demo::Demo;
 use common::*;
 use futures::StreamExt;
 use tcpnet::{CloseReason, Connection, Error, Service, Settings};
 use tokio::time::Instant;
-
-/// A demo process, killed when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Child {
-    /// Starts the demo with node id `id` in cluster "c". It inherits this
-    /// thread's network namespace.
-    fn demo(id: &str) -> Child {
-        let child = Command::new(demo_binary())
-            .arg("c")
-            .env("TCPNET_ID", id)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the demo");
-        Child(child)
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: a plain syscall on a process we own.
-        let r = unsafe { libc::kill(self.0.id() as i32, sig) };
-        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
-    }
-}
 
 fn id(n: u32) -> String {
     format!("{n:032x}")
@@ -75,7 +44,7 @@ fn a_killed_peer_is_noticed_through_its_socket_and_its_record_dropped() {
             start(Settings::new("c").heartbeat(Duration::from_secs(10), Duration::from_secs(60)))
                 .await;
         let peer = id(0xdead);
-        let child = Child::demo(&peer);
+        let child = Demo::start(&peer, &[]);
         let conn = link_to(&a, &peer).await;
         assert!(a.advertised().iter().any(|p| p.as_str() == peer));
 
@@ -110,7 +79,7 @@ fn a_frozen_peer_times_out_and_relinks_when_it_wakes() {
         let a = start(Settings::new("c").heartbeat(Duration::from_millis(500), timeout)).await;
         let mut errors = a.on_error();
         let peer = id(0xf00d);
-        let child = Child::demo(&peer);
+        let child = Demo::start(&peer, &[]);
         let conn = link_to(&a, &peer).await;
 
         let frozen = Instant::now();

@@ -375,3 +375,113 @@ fn the_mdns_record_carries_the_metadata_and_its_changes() {
         s.close().await;
     });
 }
+
+/// The events one member caused at an observer, in order.
+fn changes_of(events: &[MemberEvent], id: &str) -> Vec<MemberChange> {
+    events
+        .iter()
+        .filter(|e| e.member.id.as_str() == id)
+        .map(|e| e.change)
+        .collect()
+}
+
+/// Reads `events` into `log` until `what` happened to `id`.
+async fn until_event(
+    events: &mut Events<MemberEvent>,
+    log: &mut Vec<MemberEvent>,
+    id: &str,
+    what: MemberChange,
+) {
+    within(&format!("{what} of {id}"), async {
+        loop {
+            let ev = events.next().await.expect("the member stream ended");
+            let done = ev.member.id.as_str() == id && ev.change == what;
+            log.push(ev);
+            if done {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// Member events on a 4-node mesh, as one node sees them, exactly: a node
+/// that joins, updates its metadata and leaves; a demo process frozen past
+/// the timeout (suspect, then left), woken (joined again) and killed (link
+/// lost); another frozen and woken before the timeout (suspect, alive) and
+/// closed by SIGTERM (goodbye).
+#[test]
+fn member_events_on_a_four_node_mesh() {
+    use common::demo::Demo;
+    use tcpnet::LeaveReason::*;
+    use MemberChange::*;
+    netns(|| async {
+        const HB: &str = "250,4000";
+        let settings =
+            || Settings::new("c").heartbeat(Duration::from_millis(250), Duration::from_secs(4));
+        let a = start(settings()).await;
+        let mut events = a.on_member();
+        let mut log = Vec::new();
+        let b = start(settings()).await;
+        let (c_id, d_id) = (format!("{:032x}", 0xc), format!("{:032x}", 0xd));
+        let c = Demo::start(&c_id, &[("TCPNET_HEARTBEAT", HB)]);
+        let d = Demo::start(&d_id, &[("TCPNET_HEARTBEAT", HB)]);
+        let b_id = b.id().to_string();
+        for id in [&b_id, &c_id, &d_id] {
+            if !changes_of(&log, id).contains(&Joined) {
+                until_event(&mut events, &mut log, id, Joined).await;
+            }
+        }
+
+        b.set_meta("role", "web").unwrap();
+        until_event(&mut events, &mut log, &b_id, Updated).await;
+        assert_eq!(log.last().unwrap().member.meta.get("role"), Some("web"));
+
+        // Frozen past the timeout: suspect, then left; woken: joined again.
+        let frozen = Instant::now();
+        c.signal(libc::SIGSTOP);
+        until_event(&mut events, &mut log, &c_id, Suspect).await;
+        let suspect_after = frozen.elapsed();
+        until_event(&mut events, &mut log, &c_id, Left(Timeout)).await;
+        eprintln!(
+            "frozen: suspect after {suspect_after:?}, left after {:?}",
+            frozen.elapsed()
+        );
+        c.signal(libc::SIGCONT);
+        until_event(&mut events, &mut log, &c_id, Joined).await;
+
+        // Frozen, and woken before the timeout: suspect, then alive.
+        d.signal(libc::SIGSTOP);
+        until_event(&mut events, &mut log, &d_id, Suspect).await;
+        d.signal(libc::SIGCONT);
+        until_event(&mut events, &mut log, &d_id, Alive).await;
+
+        // Gracefully: a service closed, a process told to stop.
+        b.close().await;
+        until_event(&mut events, &mut log, &b_id, Left(Goodbye)).await;
+        d.signal(libc::SIGTERM);
+        until_event(&mut events, &mut log, &d_id, Left(Goodbye)).await;
+        // Killed: its link is lost.
+        c.signal(libc::SIGKILL);
+        until_event(&mut events, &mut log, &c_id, Left(LinkLost)).await;
+
+        assert_eq!(changes_of(&log, &b_id), [Joined, Updated, Left(Goodbye)]);
+        assert_eq!(
+            changes_of(&log, &c_id),
+            [Joined, Suspect, Left(Timeout), Joined, Left(LinkLost)]
+        );
+        assert_eq!(
+            changes_of(&log, &d_id),
+            [Joined, Suspect, Alive, Left(Goodbye)]
+        );
+        // Numbered from 1, without gaps.
+        let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>());
+        // Nothing more came: a last change of a's own closes the log.
+        a.set_meta("last", "1").unwrap();
+        let last = within("a's own update", events.next()).await.unwrap();
+        assert_eq!((&last.member.id, last.change), (a.id(), Updated));
+        assert_eq!(last.seq, log.len() as u64 + 1);
+        a.close().await;
+    });
+}

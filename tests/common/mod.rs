@@ -252,4 +252,5 @@ pub(crate) async fn listen_pair(
         rb.expect("listen b"),
     )
 }
+pub(crate) mod demo;
 pub(crate) mod relay;
