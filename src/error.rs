@@ -225,6 +225,17 @@ pub enum Error {
         peer: NodeId,
     },
 
+    /// A ping ([`Service::ping`](crate::Service::ping)) got no answer
+    /// within `after` (the heartbeat timeout): the peer is stalled, or
+    /// runs a version that does not answer pings.
+    #[error("peer {peer} did not answer a ping within {after:?}")]
+    PingTimeout {
+        /// The peer's id.
+        peer: NodeId,
+        /// How long the ping waited.
+        after: Duration,
+    },
+
     /// One of this node's message streams was not read fast enough and
     /// dropped `count` messages (its queue of
     /// [`Settings::queue_len`](crate::Settings::queue_len) items was full).
@@ -389,6 +400,7 @@ impl Error {
             Error::Closed | Error::NotLinked { .. } => Churn,
             Error::Bind { .. } | Error::Mdns { .. } | Error::IdConflict { .. } => Fault,
             Error::Missed { .. } | Error::Dropped { .. } | Error::Decode { .. } => Fault,
+            Error::PingTimeout { .. } => Fault,
             // Nothing listens there: the node has gone (and its record is
             // being verified away). Anything else (no route, no answer) is
             // the network's doing.

@@ -22,6 +22,7 @@ use crate::error::{CloseReason, Error, Result};
 use crate::id::NodeId;
 use crate::link::outbox::OutTx;
 use crate::link::queue;
+use crate::link::timing::Timing;
 use crate::link::LinkId;
 use crate::sync::lock;
 use crate::wire::frame::Frame;
@@ -45,6 +46,8 @@ pub(crate) struct Link {
     /// `state` is `Up`: read on every send, so kept apart from the watch
     /// channel's lock.
     pub up: AtomicBool,
+    /// Its round-trip time, and its pings waiting.
+    pub timing: Mutex<Timing>,
 }
 
 /// A value on cache lines of its own.
@@ -309,6 +312,33 @@ impl Connection {
         self.link.is_up()
     }
 
+    /// Measures one round trip: a ping, answered at once by the peer's link
+    /// task. It waits in the send queue behind what is queued there, as a
+    /// message would. Errors: [`Error::PingTimeout`] (no answer within
+    /// `wait`: a peer that does not know pings ignores them),
+    /// [`Error::NotLinked`] (the link closed first).
+    pub(crate) async fn ping(&self, wait: std::time::Duration) -> Result<std::time::Duration> {
+        let (n, answer) = lock(&self.link.timing).ping(std::time::Instant::now());
+        let ping = Frame {
+            kind: crate::wire::frame::PING,
+            payload: Bytes::copy_from_slice(&n.to_be_bytes()),
+        };
+        let gone = || Error::NotLinked {
+            peer: self.link.peer.clone(),
+        };
+        if !self.link.is_up() || !self.sender.tx.send_answer(ping) {
+            return Err(gone());
+        }
+        tokio::select! {
+            rtt = answer => rtt.map_err(|_| gone()),
+            _ = self.closed() => Err(gone()),
+            _ = tokio::time::sleep(wait) => Err(Error::PingTimeout {
+                peer: self.link.peer.clone(),
+                after: wait,
+            }),
+        }
+    }
+
     /// The link's send queue, for control frames.
     pub(crate) fn sender_queue(&self) -> &OutTx {
         &self.sender.tx
@@ -494,6 +524,7 @@ pub(crate) mod tests {
             state: watch::channel(LinkState::Up).0,
             inbound: Inbound::new(in_rx),
             up: AtomicBool::new(true),
+            timing: Mutex::new(Timing::new(std::time::Instant::now())),
         });
         (Connection::new(link, out_tx), in_tx, out_rx)
     }

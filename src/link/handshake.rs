@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::link::connection::{Connection, Inbound, Link, LinkState};
 use crate::link::outbox::{OutRx, OutTx};
 use crate::link::patience::patient_timeout;
+use crate::link::timing::Timing;
 use crate::link::{canonical, queue, Event, Links, Owner};
 use crate::sync::lock;
 use crate::wire::frame::{self, Frame, FrameCodec};
@@ -124,6 +125,7 @@ pub(crate) async fn handshake(
         state: watch::channel(LinkState::Up).0,
         inbound: Inbound::new(in_rx),
         up: AtomicBool::new(true),
+        timing: Mutex::new(Timing::new(std::time::Instant::now())),
     });
     let conn = Connection::new(link.clone(), out_tx.clone());
     let (record, bad) = Record::of_hello(&hello);

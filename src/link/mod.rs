@@ -36,6 +36,7 @@ pub(crate) mod patience;
 pub(crate) mod queue;
 pub(crate) mod read;
 pub(crate) mod run;
+pub(crate) mod timing;
 pub(crate) mod writer;
 
 use connection::Connection;

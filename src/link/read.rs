@@ -3,7 +3,8 @@
 //!
 //! A link that does not decide its pair waits for the decider's verdict
 //! before it takes any user data or messaging envelope; the decider's link
-//! takes them at once. Heartbeats only say the peer is there. Kinds
+//! takes them at once. Heartbeats say the peer is there, and carry the
+//! stamps that time the link; pings are answered in any state. Other kinds
 //! `0x80..=0xFF` are optional and ignored; any other unknown kind, an
 //! undecodable frame, or a frame the state does not allow ends the link.
 
@@ -11,13 +12,20 @@ use bytes::Bytes;
 
 use crate::error::CloseReason;
 use crate::wire::frame::{self, CodecError, Frame};
+use crate::wire::timing::{ping_number, Beat};
 use crate::wire::verdict::Verdict;
 
 /// What the reader must do with one frame.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Effect {
-    /// Nothing: a heartbeat, or an optional kind.
+    /// Nothing: a heartbeat without stamps, or an optional kind.
     None,
+    /// A heartbeat's stamps, for the link's timing.
+    Beat(Beat),
+    /// The peer pings: answer with a pong of this number.
+    Ping(u64),
+    /// The answer to our ping of this number.
+    Pong(u64),
     /// User data, for the receive queue.
     Data(Bytes),
     /// A messaging envelope, for the messaging layer.
@@ -62,7 +70,16 @@ impl ReadState {
         match frame.kind {
             frame::DATA if !awaiting => Effect::Data(frame.payload),
             frame::MSG if !awaiting => Effect::Message(frame.payload),
-            frame::HEARTBEAT => Effect::None,
+            frame::HEARTBEAT => match Beat::decode(&frame.payload) {
+                Ok(Some(beat)) => Effect::Beat(beat),
+                Ok(None) => Effect::None,
+                Err(e) => Effect::End(CloseReason::Protocol(e)),
+            },
+            frame::PING | frame::PONG => match ping_number(&frame.payload) {
+                Ok(n) if frame.kind == frame::PING => Effect::Ping(n),
+                Ok(n) => Effect::Pong(n),
+                Err(e) => Effect::End(CloseReason::Protocol(e)),
+            },
             k if awaiting && Verdict::of_kind(k).is_some() => {
                 self.awaiting_verdict = false;
                 let verdict = Verdict::of_kind(k).expect("checked");
@@ -130,6 +147,40 @@ mod tests {
             Effect::Message("m".into())
         );
         assert_eq!(r.handle(frame(frame::HEARTBEAT, b"")), Effect::None);
+    }
+
+    #[test]
+    fn heartbeats_carry_stamps_and_pings_are_answered_before_the_verdict() {
+        let beat = Beat {
+            sent: 5,
+            echo: 3,
+            held: 1,
+        };
+        let mut r = ReadState::new(true);
+        let stamps = Some(Ok(Frame {
+            kind: frame::HEARTBEAT,
+            payload: beat.encode(),
+        }));
+        assert_eq!(r.handle(stamps), Effect::Beat(beat));
+        let ping = |kind| {
+            Some(Ok(Frame {
+                kind,
+                payload: Bytes::copy_from_slice(&9u64.to_be_bytes()),
+            }))
+        };
+        assert_eq!(r.handle(ping(frame::PING)), Effect::Ping(9));
+        assert_eq!(r.handle(ping(frame::PONG)), Effect::Pong(9));
+        assert!(r.awaiting_verdict());
+        for (kind, payload) in [
+            (frame::HEARTBEAT, &b"short"[..]),
+            (frame::PING, b"1234567"),
+            (frame::PONG, b""),
+        ] {
+            assert!(matches!(
+                r.handle(frame(kind, payload)),
+                Effect::End(CloseReason::Protocol(_))
+            ));
+        }
     }
 
     #[test]

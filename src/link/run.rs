@@ -37,6 +37,7 @@ use crate::link::queue;
 use crate::link::read::{Effect, ReadState};
 use crate::link::writer::FrameWriter;
 use crate::link::{Event, Links, Owner};
+use crate::sync::lock;
 use crate::wire::decoder::{FrameDecoder, Pool};
 use crate::wire::frame::{self, CodecError, Frame, FrameCodec};
 use crate::wire::secure::{Opener, Sealer};
@@ -138,7 +139,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
     let writer = write_loop(
         FrameWriter::new(wr, sealer, progress.frames.clone()),
         out_rx,
-        link.state.subscribe(),
+        &link,
         cfg.heartbeat_interval,
         &progress,
     );
@@ -405,6 +406,19 @@ async fn read_frames(
         }
         match state.handle(next) {
             Effect::None => {}
+            Effect::Beat(beat) => {
+                lock(&r.link.timing).beat(beat, std::time::Instant::now());
+            }
+            Effect::Ping(n) => {
+                let pong = Frame {
+                    kind: frame::PONG,
+                    payload: Bytes::copy_from_slice(&n.to_be_bytes()),
+                };
+                // Dropped when the answers waiting beside a full queue are
+                // at their bound: the ping goes unanswered, as if lost.
+                r.out_tx.send_answer(pong);
+            }
+            Effect::Pong(n) => lock(&r.link.timing).pong(n, std::time::Instant::now()),
             Effect::Data(payload) => batch.push(payload),
             Effect::Message(payload) => {
                 let inbound = &r.links.inbound;
@@ -446,10 +460,11 @@ fn ended(r: &Reader<'_>, reason: CloseReason) -> CloseReason {
 async fn write_loop(
     mut w: FrameWriter,
     mut out_rx: OutRx,
-    mut state: watch::Receiver<LinkState>,
+    link: &Link,
     heartbeat: Duration,
     progress: &Progress,
 ) -> std::io::Result<()> {
+    let mut state = link.state.subscribe();
     let idle = tokio::time::sleep(heartbeat);
     // Made once, not on every turn of the loop: each one subscribes anew.
     let close_asked = closing(&mut state);
@@ -473,7 +488,12 @@ async fn write_loop(
                 // wrote in part (see `outbox`) must be whole first: then
                 // it is queued, and goes out on the next turn instead.
                 if out_rx.busy() {
-                    w.feed(Frame::control(frame::HEARTBEAT)).map_err(into_io)?;
+                    let beat = lock(&link.timing).stamp(std::time::Instant::now());
+                    let frame = Frame {
+                        kind: frame::HEARTBEAT,
+                        payload: beat.encode(),
+                    };
+                    w.feed(frame).map_err(into_io)?;
                     w.flush().await?;
                 }
                 idle.as_mut().reset(Instant::now() + heartbeat);

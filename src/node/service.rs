@@ -508,6 +508,31 @@ impl Service {
         self.state.members.watch()
     }
 
+    /// Measures one round trip to a linked peer, now: a ping frame that
+    /// the peer's link answers at once. The ping waits behind what is
+    /// queued on the link, as a message would, so on a busy link it
+    /// measures that queue too. Each answer also feeds the link's smoothed
+    /// RTT ([`LinkInfo::srtt`](crate::LinkInfo::srtt)).
+    ///
+    /// Errors: [`Error::NotLinked`] (no open link to `peer`, or it closed
+    /// before the answer), [`Error::PingTimeout`] (no answer within the
+    /// heartbeat timeout), [`Error::Closed`].
+    ///
+    /// ```no_run
+    /// # async fn demo(service: tcpnet::Service, peer: tcpnet::NodeId) -> tcpnet::Result<()> {
+    /// let rtt = service.ping(&peer).await?;
+    /// println!("{peer}: {:.3} ms", rtt.as_secs_f64() * 1e3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn ping(&self, peer: &NodeId) -> Result<Duration> {
+        if matches!(*lock(&self.state.phase), Phase::Closed) {
+            return Err(Error::Closed);
+        }
+        let conn = self.state.messaging.open.to(peer);
+        let conn = conn.ok_or_else(|| Error::NotLinked { peer: peer.clone() })?;
+        conn.ping(self.state.settings.heartbeat_timeout).await
+    }
+
     // ----- messaging ---------------------------------------------------------
 
     /// A stream of the direct messages ([`send_to`](Self::send_to)) and

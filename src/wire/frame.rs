@@ -24,7 +24,8 @@ pub(crate) const ACCEPT: u8 = 0x02;
 /// Sent by the deciding end: the pair already has a link; this one closes.
 pub(crate) const REJECT: u8 = 0x03;
 /// Sent by either end of an open link that has sent nothing else for a
-/// heartbeat interval, so the peer can tell "idle" from "gone".
+/// heartbeat interval, so the peer can tell "idle" from "gone"; it carries
+/// the stamps that time the link (see [`crate::wire::timing`]).
 pub(crate) const HEARTBEAT: u8 = 0x04;
 /// Sent instead of a verdict (or on an open link) to the older of two live
 /// nodes that claim one id: the link closes and is not redialed.
@@ -33,6 +34,11 @@ pub(crate) const CONFLICT: u8 = 0x05;
 pub(crate) const NOISE: u8 = 0x06;
 /// A user message.
 pub(crate) const DATA: u8 = 0x10;
+/// Asks the peer to answer at once with a [`PONG`] (see
+/// [`crate::wire::timing`]); optional, so older peers ignore it.
+pub(crate) const PING: u8 = 0x80;
+/// The answer to a [`PING`], with its number.
+pub(crate) const PONG: u8 = 0x81;
 /// A messaging envelope (see [`crate::wire::envelope`]).
 pub(crate) const MSG: u8 = 0x11;
 /// First kind a receiver may ignore when it does not know it.

@@ -1,5 +1,5 @@
 //! The bytes on the wire, with no sockets of their own to drive: frames,
-//! the hello, the verdict, the messaging envelope, metadata, and the cluster secret's
+//! the hello, the verdict, the heartbeat's stamps, the messaging envelope, metadata, and the cluster secret's
 //! handshake and sealed records.
 //!
 //! Everything here is a codec or a parser, bounded in what it accepts and
@@ -13,4 +13,5 @@ pub(crate) mod hello;
 pub(crate) mod meta;
 pub(crate) mod record;
 pub(crate) mod secure;
+pub(crate) mod timing;
 pub(crate) mod verdict;

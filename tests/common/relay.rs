@@ -4,7 +4,8 @@
 //! releases it in one write), resumes it, cuts it (both ends see it close),
 //! or splits what it forwards into small pieces with a pause
 //! between them (so the sender's socket stays nearly full and its writes are
-//! taken in part).
+//! taken in part), or delays each piece it forwards (a slower network: this
+//! kernel has no netem).
 //!
 //! It runs in the caller's network namespace and tokio runtime, on loopback.
 
@@ -45,6 +46,8 @@ struct Shared {
     upstream: SocketAddr,
     conns: Mutex<Vec<Arc<Conn>>>,
     split: watch::Sender<Split>,
+    /// How long each piece waits before it is forwarded.
+    delay: watch::Sender<Duration>,
     /// Bumped on every accepted connection, so tests can wait for one.
     accepted: watch::Sender<usize>,
 }
@@ -66,6 +69,7 @@ impl Relay {
             upstream,
             conns: Mutex::new(Vec::new()),
             split: watch::channel(None).0,
+            delay: watch::channel(Duration::ZERO).0,
             accepted: watch::channel(0).0,
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -148,6 +152,13 @@ impl Relay {
     pub(crate) fn split(&self, split: Option<(usize, Duration)>) {
         self.shared.split.send_replace(split);
     }
+
+    /// From now on, every connection holds what it reads for `delay`
+    /// before forwarding it, each way: a round trip through the relay
+    /// takes at least twice `delay`.
+    pub(crate) fn delay(&self, delay: Duration) {
+        self.shared.delay.send_replace(delay);
+    }
 }
 
 impl Drop for Relay {
@@ -175,8 +186,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         shared.conns.lock().unwrap().push(conn.clone());
         let (dr, dw) = down.into_split();
         let (ur, uw) = up.into_split();
-        tokio::spawn(pump(dr, uw, conn.clone(), shared.split.subscribe()));
-        tokio::spawn(pump(ur, dw, conn, shared.split.subscribe()));
+        let ways = || (shared.split.subscribe(), shared.delay.subscribe());
+        tokio::spawn(pump(dr, uw, conn.clone(), ways()));
+        tokio::spawn(pump(ur, dw, conn, ways()));
         shared.accepted.send_modify(|n| *n += 1);
     }
 }
@@ -188,7 +200,7 @@ async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     conn: Arc<Conn>,
-    split: watch::Receiver<Split>,
+    (split, delay): (watch::Receiver<Split>, watch::Receiver<Duration>),
 ) {
     let mut mode = conn.mode.subscribe();
     let mut buf = vec![0u8; 64 * 1024];
@@ -230,6 +242,10 @@ async fn pump(
                 return;
             }
             (Mode::Forward, n) => {
+                let delay = *delay.borrow();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 if to.write_all(&buf[..n]).await.is_err() {
                     return;
                 }

@@ -111,6 +111,14 @@ pub struct LinkInfo {
     pub local: SocketAddr,
     /// How long the link has been open.
     pub age: Duration,
+    /// The link's smoothed round-trip time (TCP's SRTT, RFC 6298), from
+    /// the stamps its heartbeats echo and from pings; `None` before the
+    /// first round trip was measured. Heartbeats go only on a direction
+    /// with nothing else to send, so on a link busy both ways it is the
+    /// last measured while it was idle.
+    pub srtt: Option<Duration>,
+    /// How much the round-trip time varies (TCP's RTTVAR).
+    pub rttvar: Option<Duration>,
 }
 
 /// A change of one member, from [`Service::on_member`](crate::Service::on_member).

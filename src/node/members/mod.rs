@@ -9,6 +9,7 @@
 //! peers send (through [`Gossip`]); the service's handle feeds it this
 //! node's own metadata. What the user sees is in [`member`].
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,7 +18,7 @@ use bytes::Bytes;
 
 use crate::error::{CloseReason, Error, MetaError};
 use crate::id::NodeId;
-use crate::link::connection::Connection;
+use crate::link::connection::{Connection, Link};
 use crate::link::LinkId;
 use crate::messaging::Gossip;
 use crate::meta::Meta;
@@ -42,6 +43,8 @@ struct Inner {
     addrs: Vec<SocketAddr>,
     /// This node's metadata as its hello carries it: version, encoded.
     hello_meta: (u64, Bytes),
+    /// The links the view's linked members are on, for what they measure.
+    links: HashMap<LinkId, Arc<Link>>,
 }
 
 /// A node's membership view, shared by its actor, its messaging and its
@@ -62,6 +65,7 @@ impl Members {
                 events: Emitter::unbounded(),
                 addrs: Vec::new(),
                 hello_meta,
+                links: HashMap::new(),
             }),
             hub,
         }
@@ -130,13 +134,23 @@ impl Members {
             local: conn.local_addr(),
             record,
         };
-        self.apply(|v| v.opened(o, now), now);
+        let mut inner = lock(&self.inner);
+        inner.links.insert(o.link, conn.link().clone());
+        let changes = inner.view.opened(o, now);
+        // Links no member is on any more (replaced, or of a run that
+        // restarted) are forgotten.
+        let Inner { view, links, .. } = &mut *inner;
+        links.retain(|id, l| view.get(&l.peer).and_then(Entry::link) == Some(*id));
+        emit(&mut inner, changes, now);
     }
 
     /// A link closed.
     pub(crate) fn closed(&self, link: LinkId, peer: &NodeId, reason: &CloseReason) {
         let now = Instant::now();
-        self.apply(|v| v.closed(link, peer, reason, now), now);
+        let mut inner = lock(&self.inner);
+        inner.links.remove(&link);
+        let changes = inner.view.closed(link, peer, reason, now);
+        emit(&mut inner, changes, now);
     }
 
     /// A link went silent for half the heartbeat timeout.
@@ -154,6 +168,7 @@ impl Members {
         let mut inner = lock(&self.inner);
         inner.view.clear();
         inner.addrs.clear();
+        inner.links.clear();
     }
 
     fn apply(&self, f: impl FnOnce(&mut View) -> Changes, now: Instant) {
@@ -269,11 +284,7 @@ fn member(inner: &Inner, id: &NodeId, now: Instant) -> Option<Member> {
                 MemberState::Linked
             },
             vec![SocketAddr::new(remote.ip(), e.port)],
-            Some(LinkInfo {
-                remote: *remote,
-                local: *local,
-                age: now.saturating_duration_since(*since),
-            }),
+            Some(link_info(inner, e, *remote, *local, *since, now)),
         ),
         Route::Left { reason, .. } => (MemberState::Left(*reason), Vec::new(), None),
     };
@@ -285,4 +296,28 @@ fn member(inner: &Inner, id: &NodeId, now: Instant) -> Option<Member> {
         state,
         link,
     })
+}
+
+/// What this node knows of a linked member's link; its round-trip time
+/// from the link itself.
+fn link_info(
+    inner: &Inner,
+    e: &Entry,
+    remote: SocketAddr,
+    local: SocketAddr,
+    since: Instant,
+    now: Instant,
+) -> LinkInfo {
+    let rtt = e
+        .link()
+        .and_then(|id| inner.links.get(&id))
+        .map(|l| lock(&l.timing).rtt())
+        .unwrap_or_default();
+    LinkInfo {
+        remote,
+        local,
+        age: now.saturating_duration_since(since),
+        srtt: rtt.srtt(),
+        rttvar: rtt.rttvar(),
+    }
 }

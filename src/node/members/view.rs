@@ -306,7 +306,8 @@ impl Entry {
         matches!(self.route, Route::Linked { suspect: true, .. })
     }
 
-    fn link(&self) -> Option<LinkId> {
+    /// The link it is on, while linked.
+    pub(crate) fn link(&self) -> Option<LinkId> {
         match self.route {
             Route::Linked { link, .. } => Some(link),
             _ => None,
