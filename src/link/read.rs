@@ -200,7 +200,7 @@ mod tests {
     fn a_heartbeat_or_an_optional_kind_waits_with_the_verdict() {
         let mut r = ReadState::new(true);
         assert_eq!(r.handle(frame(frame::HEARTBEAT, b"")), Effect::None);
-        assert_eq!(r.handle(frame(0x80, b"hint")), Effect::None);
+        assert_eq!(r.handle(frame(0x90, b"hint")), Effect::None);
         assert_eq!(r.handle(frame(0xff, b"")), Effect::None);
         assert!(r.awaiting_verdict());
     }
