@@ -85,11 +85,12 @@ fn round_trips_through_a_delaying_relay_are_longer() {
             eprintln!(
                 "relay delaying {DELAY:?} each way: srtt {srtt:?} rttvar {rttvar:?} ping {ping:?}"
             );
-            // Each way waits DELAY in the relay at least; the upper bound
-            // only says it is the relay's delay that is measured.
+            // Each way waits DELAY in the relay at least (more when pieces
+            // queue behind one another there); the upper bound only says it
+            // is the relay's delay that is measured, on a loaded machine.
             for rtt in [srtt, ping] {
                 assert!(rtt >= 2 * DELAY, "{rtt:?} under twice {DELAY:?}");
-                assert!(rtt < 2 * DELAY + Duration::from_millis(500), "{rtt:?}");
+                assert!(rtt < 2 * DELAY + Duration::from_secs(2), "{rtt:?}");
             }
         }
         close_all(&[a, b]).await;
