@@ -208,6 +208,40 @@ pub enum Error {
         reason: CloseReason,
     },
 
+    /// A peer passed on a message in another node's name that this node
+    /// does not believe, and dropped: numbered (or versioned) further
+    /// ahead of this node's clock than
+    /// [`MAX_AHEAD`](crate::limits::MAX_AHEAD). The link stays open.
+    #[error("refused a message from peer {peer} in the name of {origin}: {reason}")]
+    Refused {
+        /// The peer it came from.
+        peer: NodeId,
+        /// The node it claims to come from.
+        origin: NodeId,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A peer sent more than this node holds for it, and it was dropped:
+    /// a node's topics or a peer's list of links over its byte budget (see
+    /// [`MAX_INTEREST_BYTES_PER_NODE`](crate::limits::MAX_INTEREST_BYTES_PER_NODE),
+    /// [`MAX_INTEREST_BYTES`](crate::limits::MAX_INTEREST_BYTES),
+    /// [`MAX_NEIGHBOR_BYTES`](crate::limits::MAX_NEIGHBOR_BYTES)). The link
+    /// stays open.
+    #[error("refused the {what} of {origin} from peer {peer}: {bytes} bytes, over the budget of {budget}")]
+    OverBudget {
+        /// The peer it came from.
+        peer: NodeId,
+        /// The node it is about.
+        origin: NodeId,
+        /// What the budget is for.
+        what: &'static str,
+        /// The bytes it would take (in all, for a budget of all).
+        bytes: usize,
+        /// The budget.
+        budget: usize,
+    },
+
     /// An event, topic or procedure name is empty or longer than 255 bytes.
     #[error("invalid name {name:?}: {reason}")]
     BadName {
@@ -412,6 +446,8 @@ impl Error {
             | Error::Handshake { .. }
             | Error::TooManyPeers { .. }
             | Error::BadMeta { .. }
+            | Error::Refused { .. }
+            | Error::OverBudget { .. }
             | Error::Protocol { .. } => Foreign,
             Error::Link { reason, .. } => reason.kind(),
             Error::Call { error, .. } => error.kind(),

@@ -72,9 +72,10 @@
 //!   id.rs       NodeId
 //!   limits.rs   public bounds and defaults
 //!   sync.rs     the lock helper
+//!   clock.rs    the wall clock in nanoseconds
 //!   wire/       frame, hello, verdict, envelope, decoder, secure
 //!   link/       handshake, run, read, queue, outbox, writer, open, connection
-//!   messaging/  router, streams, rpc, relay
+//!   messaging/  router/ (seen, interest, neighbors), streams, rpc, relay
 //!   node/       mesh, actor, running, tasks, discovery, gate, events,
 //!               address, settings, service
 //! ```
@@ -106,6 +107,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+mod clock;
 mod error;
 #[cfg(fuzzing)]
 #[doc(hidden)]

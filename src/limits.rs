@@ -48,3 +48,31 @@ pub const MAX_META_BYTES: usize = 1024;
 pub const LEFT_KEPT: Duration = Duration::from_secs(60);
 /// Most members that left kept at once (the oldest go first).
 pub const MAX_LEFT: usize = 64;
+
+/// Most bytes one other node's topics may take in a node's table of who
+/// subscribes to what (accounted: each name twice, as a set and as the
+/// announcement given to new peers, plus a fixed share per topic and per
+/// node). A larger set is refused with
+/// [`Error::OverBudget`](crate::Error::OverBudget): about 5,000 topics of
+/// 50 bytes fit.
+pub const MAX_INTEREST_BYTES_PER_NODE: usize = 1024 * 1024;
+/// Most bytes all other nodes' topics may take together. Past it, a peer
+/// this node is linked to takes the room of nodes it only hears of through
+/// relays (least recently changed first); any other newcomer is refused
+/// with [`Error::OverBudget`](crate::Error::OverBudget).
+pub const MAX_INTEREST_BYTES: usize = 16 * 1024 * 1024;
+/// Most bytes the peers' lists of their own links may take together (8
+/// bytes per id, plus a share per peer; one peer's list holds at most
+/// [`MAX_PEERS`] ids). A list over either bound is refused with
+/// [`Error::OverBudget`](crate::Error::OverBudget), and the node relays for
+/// that peer as if it had no list (more copies, each dropped as a
+/// duplicate).
+pub const MAX_NEIGHBOR_BYTES: usize = 8 * 1024 * 1024;
+/// How far ahead of a node's clock a flooded message's number or a
+/// subscription version may be. Both start at the origin's start time in
+/// nanoseconds and grow by one per message or change, so they never pass
+/// the origin's clock; one further ahead is refused with
+/// [`Error::Refused`](crate::Error::Refused), so no message can make an
+/// origin's later ones look old. Nodes whose clocks differ by more than this
+/// refuse each other's relayed and flooded messages.
+pub const MAX_AHEAD: Duration = Duration::from_secs(3600);

@@ -1,5 +1,5 @@
 //! The library's layers import downwards only:
-//! base (`error`, `id`, `limits`, `sync`) <- `wire` <- `link` <- `messaging`
+//! base (`clock`, `error`, `id`, `limits`, `sync`) <- `wire` <- `link` <- `messaging`
 //! <- `node`. This reads every `crate::` path in the code (comments aside)
 //! of each file of `src/` and fails on one that points up a layer, so an
 //! import cycle between layers cannot come back unnoticed.
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, bottom first: a folder, or the base's files.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("base", &["error", "id", "limits", "meta", "sync"]),
+    ("base", &["clock", "error", "id", "limits", "meta", "sync"]),
     ("wire", &["wire"]),
     ("link", &["link"]),
     ("messaging", &["messaging"]),

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::clock::unix_nanos;
 use crate::error::{CloseReason, Error, MetaError, Result};
 use crate::id::NodeId;
 use crate::limits::MAX_NAME_LEN;
@@ -50,7 +51,7 @@ pub(crate) mod streams;
 pub mod typed;
 
 use relay::{relay_frame, RelayFilter};
-use router::Router;
+use router::{News, Refusal, Router};
 use rpc::{fail_calls, Call, Request, Requests};
 use streams::{deliver, feed, prune, ErrorSink, Feed, Message, Messages, Of, Queued};
 
@@ -446,6 +447,34 @@ impl Messaging {
     }
 }
 
+impl Messaging {
+    /// Reports something `peer` sent in `origin`'s name that was dropped.
+    fn refused(&self, peer: &NodeId, origin: &NodeId, r: Refusal) {
+        let (peer, origin) = (peer.clone(), origin.clone());
+        let e = match r {
+            Refusal::OverBudget {
+                what,
+                bytes,
+                budget,
+            } => Error::OverBudget {
+                peer,
+                origin,
+                what,
+                bytes,
+                budget,
+            },
+            r @ Refusal::Ahead { .. } => Error::Refused {
+                peer,
+                origin,
+                reason: r.to_string(),
+            },
+        };
+        if let Some(sink) = self.errors.get() {
+            sink(e);
+        }
+    }
+}
+
 impl Inbound for Messaging {
     /// A `MSG` frame arrived from `peer` on a link whose send queue is
     /// `reply`. A malformed one is an error for the caller to report.
@@ -473,8 +502,16 @@ impl Inbound for Messaging {
         // Interest and member records are deduplicated by their versions,
         // the rest by number.
         let versioned = matches!(e.op, Op::Interest | Op::Member);
-        if e.flooded() && !versioned && !st.router.fresh(&e.origin, e.seq) {
-            return Ok(());
+        if e.flooded() && !versioned {
+            match st.router.fresh(peer, &e.origin, e.seq, unix_nanos()) {
+                News::Fresh => {}
+                News::Stale => return Ok(()),
+                News::Refused(r) => {
+                    drop(st);
+                    self.refused(peer, &e.origin, r);
+                    return Ok(());
+                }
+            }
         }
         match e.op {
             Op::Direct | Op::Broadcast | Op::Event | Op::Publish => {
@@ -503,10 +540,20 @@ impl Inbound for Messaging {
                     self.relay(r, &m);
                 }
             }
-            Op::Interest => self.interest(&mut st, peer, &e),
+            Op::Interest => {
+                if let Err(r) = self.interest(&mut st, peer, &e) {
+                    drop(st);
+                    self.refused(peer, &e.origin, r);
+                }
+            }
             Op::Request => self.requested(&mut st, e, reply),
             Op::Reply | Op::Fail => return rpc::answered(&mut st, peer, e),
-            Op::Neighbors => relay::neighbors(&mut st, peer, &e),
+            Op::Neighbors => {
+                if let Err(r) = relay::neighbors(&mut st, peer, &e) {
+                    drop(st);
+                    self.refused(peer, &e.origin, r);
+                }
+            }
             Op::Member => {
                 // The view takes its own lock: not under this one.
                 drop(st);
@@ -842,5 +889,42 @@ mod tests {
         let answer = envelope(Op::Reply, "0a", 0, 0, request.corr, b"X");
         m.message(&id("0a"), answer, &tx).unwrap();
         assert_eq!(&call.await.unwrap().unwrap()[..], b"X");
+    }
+
+    /// A broadcast in B's name, relayed by another peer with a number near
+    /// the top: refused and reported, not delivered; B's own next
+    /// broadcast is.
+    #[tokio::test]
+    async fn a_relayed_number_ahead_of_the_clock_is_refused_and_reported() {
+        let m = node();
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        m.report_errors_to(Arc::new(move |e| lock(&sink).push(e)));
+        let mut inbox = m.messages();
+        let (tx, _rx) = reply_queue();
+        let at = |seq: u64, body: &'static [u8]| {
+            Envelope {
+                op: Op::Broadcast,
+                flags: FLOOD,
+                hops: 0,
+                origin: id("0b"),
+                seq,
+                corr: 0,
+                name: String::new(),
+                body: Bytes::from_static(body),
+            }
+            .encode()
+        };
+        m.message(&id("0a"), at(u64::MAX - 1, b"forged"), &tx)
+            .unwrap();
+        assert!(inbox.next().now_or_never().is_none(), "delivered");
+        assert!(matches!(
+            &lock(&errors)[..],
+            [Error::Refused { peer, origin, .. }] if peer == &id("0a") && origin == &id("0b")
+        ));
+        m.message(&id("0b"), at(unix_nanos(), b"real"), &tx)
+            .unwrap();
+        let got = inbox.next().now_or_never().unwrap().unwrap();
+        assert_eq!(&got.data()[..], b"real");
     }
 }

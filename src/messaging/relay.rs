@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 
+use crate::clock::unix_nanos;
 use crate::id::NodeId;
-use crate::limits::{MAX_NAME_LEN, MAX_PEERS};
+use crate::limits::{MAX_INTEREST_BYTES_PER_NODE, MAX_NAME_LEN, MAX_PEERS};
 use crate::link::aside::StateKey;
 use crate::link::open::OpenLinks;
 use crate::link::outbox::OutTx;
+use crate::messaging::router::{News, Refusal};
 use crate::messaging::streams::Message;
 use crate::messaging::{envelope_frame, Messaging, State};
 use crate::sync::lock;
@@ -41,9 +43,6 @@ fn pass_on(to: &[OutTx], f: &Frame) {
         }
     }
 }
-
-/// Most topics kept for one other node.
-const MAX_TOPICS: usize = 4096;
 
 /// How long link changes are collected before the neighbors are told. While
 /// a mesh forms, links open by the hundred: each announcement lists every
@@ -136,10 +135,10 @@ fn interest_key(origin: &NodeId) -> StateKey {
 }
 
 /// The topics of `origin` (version `version`), as an `Interest` envelope.
-fn interest_frame(origin: &NodeId, version: u64, topics: &[String], hops: u8) -> Frame {
+fn interest_frame(origin: &NodeId, version: u64, topics: &[impl AsRef<str>], hops: u8) -> Frame {
     let mut body = BytesMut::new();
     for t in topics {
-        body.put_slice(t.as_bytes());
+        body.put_slice(t.as_ref().as_bytes());
         body.put_u8(b'\n');
     }
     envelope_frame(&Envelope {
@@ -164,52 +163,79 @@ impl Messaging {
         }
     }
 
-    /// An `Interest` envelope from `peer`: the origin's topics, passed on
-    /// if they are news.
-    pub(crate) fn interest(&self, st: &mut State, peer: &NodeId, e: &Envelope) {
+    /// An `Interest` envelope from `peer`: the origin's topics, kept and
+    /// passed on if they are news; refused (for the caller to report) if
+    /// they cannot be true or are over their budget.
+    pub(crate) fn interest(
+        &self,
+        st: &mut State,
+        peer: &NodeId,
+        e: &Envelope,
+    ) -> Result<(), Refusal> {
+        let origin = e.origin.clone();
+        // Every name takes at least its bytes in the table: a body over the
+        // budget of one node is refused before it is parsed.
+        if e.body.len() > MAX_INTEREST_BYTES_PER_NODE {
+            return Err(Refusal::OverBudget {
+                what: "topics of one node",
+                bytes: e.body.len(),
+                budget: MAX_INTEREST_BYTES_PER_NODE,
+            });
+        }
         let topics: BTreeSet<String> = envelope::lines(&e.body)
             .filter(|t| t.len() <= MAX_NAME_LEN)
-            .take(MAX_TOPICS)
             .map(str::to_string)
             .collect();
-        let origin = e.origin.clone();
-        if st.router.interest(origin.clone(), e.corr, topics) {
-            let to = st.router.relay_to(peer, &origin, None);
-            if let Some(r) = relay_frame(e, &to, &self.open) {
-                pass_on(&r.to, &r.frame);
+        let now = unix_nanos();
+        let announce = |origin: &NodeId, version: u64, topics: &BTreeSet<String>| {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            interest_frame(origin, version, &topics, 1)
+        };
+        match st
+            .router
+            .interest(peer, origin.clone(), e.corr, topics, now, announce)
+        {
+            News::Fresh => {
+                let to = st.router.relay_to(peer, &origin, None);
+                if let Some(r) = relay_frame(e, &to, &self.open) {
+                    pass_on(&r.to, &r.frame);
+                }
+                Ok(())
             }
+            News::Stale => Ok(()),
+            News::Refused(r) => Err(r),
         }
     }
 
     /// A link to `peer` (of its incarnation `incarnation`) opened: tell the
     /// peer every node's topics we know, ours included, and everyone which
-    /// nodes we are linked to.
+    /// nodes we are linked to. Other nodes' topics go as the announcements
+    /// encoded when they arrived: a new link shares them, copying nothing.
     pub(crate) fn tell_new_link(self: &Arc<Self>, tx: &OutTx, peer: &NodeId, incarnation: u64) {
         let (mine, others) = {
             let mut st = lock(&self.state);
             st.router.link_opened(peer.clone(), incarnation);
-            (st.router.my_interest(), st.router.all_interest())
+            (st.router.my_interest(), st.router.all_interest(peer))
         };
         // A node that never subscribed has nothing to say.
         if !mine.1.is_empty() {
             let f = interest_frame(&self.me, mine.0, &mine.1, 0);
             tx.send_state(interest_key(&self.me), f);
         }
-        for (origin, version, topics) in others {
-            if &origin != peer {
-                let f = interest_frame(&origin, version, &topics, 1);
-                tx.send_state(interest_key(&origin), f);
-            }
+        for (origin, f) in others {
+            tx.send_state(interest_key(&origin), f);
         }
         self.tell_neighbors();
     }
 }
 
-/// A `Neighbors` envelope from `peer`: the nodes it is linked to.
-pub(crate) fn neighbors(st: &mut State, peer: &NodeId, e: &Envelope) {
-    let links = envelope::lines(&e.body)
+/// A `Neighbors` envelope from `peer`: the nodes it is linked to; refused
+/// (for the caller to report) over its budget.
+pub(crate) fn neighbors(st: &mut State, peer: &NodeId, e: &Envelope) -> Result<(), Refusal> {
+    // One more than a list may hold is enough to refuse it.
+    let links: Vec<NodeId> = envelope::lines(&e.body)
         .filter_map(|l| NodeId::parse(l).ok())
-        .take(MAX_PEERS)
+        .take(MAX_PEERS + 1)
         .collect();
-    st.router.neighbors(peer.clone(), links);
+    st.router.neighbors(peer.clone(), links.iter())
 }

@@ -916,7 +916,5 @@ impl std::fmt::Debug for Service {
 /// The start time in nanoseconds since the Unix epoch: a node that restarts
 /// gets a larger one than it had (see [`crate::wire::hello`]).
 fn incarnation() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
+    crate::clock::unix_nanos()
 }
