@@ -53,7 +53,8 @@
 //!   commands. [`Service`] is the user's handle on the node.
 //!
 //! Below them sit the few things every layer uses: [`Error`] and
-//! [`CloseReason`], [`NodeId`], the [`limits`], and a lock helper.
+//! [`CloseReason`], [`NodeId`], the [`limits`], the [`Stats`] a node
+//! counts, and a lock helper.
 //!
 //! The state machines (`mesh`, `router`, the link's read path) take facts
 //! and return what to do, without I/O or clocks, so the races they settle
@@ -118,6 +119,7 @@ mod link;
 mod messaging;
 mod meta;
 mod node;
+pub(crate) mod stats;
 mod sync;
 mod wire;
 
@@ -138,4 +140,5 @@ pub use node::members::member::{
 };
 pub use node::service::tcpnet;
 pub use node::{Service, Settings};
+pub use stats::{HandshakeFailures, LinkStats, Stats};
 pub use wire::hello::PROTOCOL_VERSION;

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 /// The layers, bottom first: a folder, or the base's files.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("base", &["clock", "error", "id", "limits", "meta", "sync"]),
+    (
+        "base",
+        &["clock", "error", "id", "limits", "meta", "stats", "sync"],
+    ),
     ("wire", &["wire"]),
     ("link", &["link"]),
     ("messaging", &["messaging"]),

@@ -110,3 +110,130 @@ fn a_ping_needs_a_link() {
         assert!(matches!(a.ping(stranger.id()).await, Err(Error::Closed)));
     });
 }
+
+/// Two nodes with heartbeats far apart, so nothing but the test's traffic
+/// moves once the link has settled.
+fn quiet() -> Settings {
+    Settings::new("c")
+        .mdns(false)
+        .heartbeat(Duration::from_secs(20), Duration::from_secs(60))
+}
+
+/// The one link's figures on `s`.
+fn link_stats(s: &Service) -> tcpnet::LinkStats {
+    let mut links = s.stats().links;
+    assert_eq!(links.len(), 1, "{links:?}");
+    links.pop().unwrap()
+}
+
+/// Waits until everything each end sent has arrived at the other and the
+/// figures hold still for half a second (well past the 100 ms a node
+/// gathers link changes before it tells its neighbors); returns them,
+/// `a`'s then `b`'s.
+async fn settled(a: &Service, b: &Service) -> (tcpnet::LinkStats, tcpnet::LinkStats) {
+    let deadline = Instant::now() + DEADLINE;
+    let (mut last, mut still) = (None, 0);
+    loop {
+        let now = (link_stats(a), link_stats(b));
+        let (x, y) = &now;
+        let all_in = x.frames_out == y.frames_in && y.frames_out == x.frames_in;
+        still = if all_in && last.as_ref() == Some(&now) {
+            still + 1
+        } else {
+            0
+        };
+        if still == 5 {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "the link never settled: {now:?}");
+        last = Some(now);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn counters_match_the_traffic_exactly() {
+    netns(|| async {
+        const N: u64 = 200;
+        const LEN: usize = 100;
+        let a = start(quiet()).await;
+        let b = linked_to_quietly(&a).await;
+        let (a0, b0) = settled(&a, &b).await;
+        let ab = a.connections().pop().unwrap();
+        let mut ba = b.connections().pop().unwrap();
+        for i in 0..N {
+            ab.send(vec![i as u8; LEN]).await.unwrap();
+        }
+        // Read them all (the receive queue holds them until then).
+        for _ in 0..N {
+            within("a message", ba.next()).await.expect("link open");
+        }
+        let (a1, b1) = settled(&a, &b).await;
+        let frame = (4 + 1 + LEN) as u64;
+        assert_eq!(a1.frames_out - a0.frames_out, N, "{a0:?} {a1:?}");
+        assert_eq!(a1.bytes_out - a0.bytes_out, N * frame);
+        assert_eq!(b1.frames_in - b0.frames_in, N);
+        assert_eq!(b1.bytes_in - b0.bytes_in, N * frame);
+        // Nothing went the other way, and nothing waits or was dropped.
+        assert_eq!(b1.frames_out, b0.frames_out);
+        assert_eq!(a1.frames_in, a0.frames_in);
+        for l in [&a1, &b1] {
+            assert_eq!((l.send_queue, l.receive_queue, l.dropped), (0, 0, 0));
+        }
+        // Node-wide: b dialed a once; nothing failed.
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!((sa.dials, sb.dials, sb.redials), (0, 1, 0));
+        assert_eq!(sa.handshake_failures, Default::default());
+        assert_eq!(sb.handshake_failures, Default::default());
+        assert_eq!((sa.relayed, sa.deduplicated, sa.missed_errors), (0, 0, 0));
+        close_all(&[a, b]).await;
+    });
+}
+
+/// A node of [`quiet`] settings with `a` as its static peer, linked.
+async fn linked_to_quietly(a: &Service) -> Service {
+    let port = a.address().unwrap().port;
+    let b = start(quiet().peer(format!("127.0.0.1:{port}"))).await;
+    full_mesh(&[a.clone(), b.clone()]).await;
+    b
+}
+
+#[test]
+fn failed_handshakes_are_counted_by_cause() {
+    use tokio::io::AsyncWriteExt;
+    netns(|| async {
+        let a = start(quiet()).await;
+        let port = a.address().unwrap().port;
+        let mut not_tcpnet = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        not_tcpnet
+            .write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let other = start(
+            Settings::new("other")
+                .mdns(false)
+                .peer(format!("127.0.0.1:{port}")),
+        )
+        .await;
+        wait_until(
+            std::slice::from_ref(&a),
+            "a malformed and a refused handshake",
+            || {
+                let h = a.stats().handshake_failures;
+                h.malformed >= 1 && h.refused >= 1
+            },
+        )
+        .await;
+        let h = a.stats().handshake_failures;
+        assert_eq!((h.malformed, h.timeout, h.secret, h.no_slot), (1, 0, 0, 0));
+        wait_until(
+            std::slice::from_ref(&other),
+            "the other cluster refused",
+            || other.stats().handshake_failures.refused >= 1,
+        )
+        .await;
+        close_all(&[a, other]).await;
+    });
+}

@@ -20,10 +20,12 @@ use tokio::sync::watch;
 
 use crate::error::{CloseReason, Error, Result};
 use crate::id::NodeId;
+use crate::link::counters::LinkCounters;
 use crate::link::outbox::OutTx;
 use crate::link::queue;
 use crate::link::timing::Timing;
 use crate::link::LinkId;
+use crate::stats::LinkStats;
 use crate::sync::lock;
 use crate::wire::frame::Frame;
 
@@ -48,6 +50,8 @@ pub(crate) struct Link {
     pub up: AtomicBool,
     /// Its round-trip time, and its pings waiting.
     pub timing: Mutex<Timing>,
+    /// What its task counts (see [`crate::stats`]).
+    pub counters: LinkCounters,
 }
 
 /// A value on cache lines of its own.
@@ -339,6 +343,35 @@ impl Connection {
         }
     }
 
+    /// The link's figures now.
+    pub(crate) fn stats(&self) -> LinkStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (sent, sent_bytes, dropped, send_queue, send_queue_bytes) = self
+            .sender
+            .tx
+            .inspect(|o, len, bytes| (o.sent, o.sent_bytes, o.dropped, len, bytes));
+        let receive_queue = {
+            let inbound = lock(&self.link.inbound);
+            inbound.rx.depth() + inbound.ready.len()
+        };
+        let c = &self.link.counters;
+        let rtt = lock(&self.link.timing).rtt();
+        LinkStats {
+            peer: self.link.peer.clone(),
+            remote: self.link.remote,
+            frames_in: c.frames_in.load(Relaxed),
+            bytes_in: c.bytes_in.load(Relaxed),
+            frames_out: sent + c.own_frames_out.load(Relaxed),
+            bytes_out: sent_bytes + c.own_bytes_out.load(Relaxed),
+            send_queue,
+            send_queue_bytes,
+            receive_queue,
+            dropped,
+            srtt: rtt.srtt(),
+            rttvar: rtt.rttvar(),
+        }
+    }
+
     /// The link's send queue, for control frames.
     pub(crate) fn sender_queue(&self) -> &OutTx {
         &self.sender.tx
@@ -525,6 +558,7 @@ pub(crate) mod tests {
             inbound: Inbound::new(in_rx),
             up: AtomicBool::new(true),
             timing: Mutex::new(Timing::new(std::time::Instant::now())),
+            counters: Default::default(),
         });
         (Connection::new(link, out_tx), in_tx, out_rx)
     }

@@ -22,6 +22,7 @@ use crate::link::outbox::{OutRx, OutTx};
 use crate::link::patience::patient_timeout;
 use crate::link::timing::Timing;
 use crate::link::{canonical, queue, Event, Links, Owner};
+use crate::stats::Failure;
 use crate::sync::lock;
 use crate::wire::frame::{self, Frame, FrameCodec};
 use crate::wire::hello::{Hello, Refusal, MAX_HELLO};
@@ -93,14 +94,14 @@ pub(crate) async fn handshake(
         _ = links.cancel.cancelled() => return None,
         r = greet(links, &ours, &mut stream, remote, role) => r,
         // Counted so that this node's own starvation does not fail it.
-        _ = patient_timeout(cfg.handshake_timeout) => Err(Some(Error::Handshake {
+        _ = patient_timeout(cfg.handshake_timeout) => Err(Some(links.failed(Failure::Timeout, Error::Handshake {
             remote,
             reason: if cfg.psk.is_some() {
                 format!("no hello and secret handshake within {:?}", cfg.handshake_timeout)
             } else {
                 format!("no hello within {:?}", cfg.handshake_timeout)
             },
-        })),
+        }))),
     };
     let (hello, keys) = match greeted {
         // The node started closing while the hellos went back and forth.
@@ -126,6 +127,7 @@ pub(crate) async fn handshake(
         inbound: Inbound::new(in_rx),
         up: AtomicBool::new(true),
         timing: Mutex::new(Timing::new(std::time::Instant::now())),
+        counters: Default::default(),
     });
     let conn = Connection::new(link.clone(), out_tx.clone());
     let (record, bad) = Record::of_hello(&hello);
@@ -188,7 +190,9 @@ async fn greet(
     let suite = secure::Suite::agreed(cfg.hello.aes, hello.aes);
     match secure::handshake(stream, psk, suite, dialer, &prologue).await {
         Ok(keys) => Ok((hello, Some(keys))),
-        Err(reason) => Err(Some(Error::Handshake { remote, reason })),
+        Err(reason) => Err(Some(
+            links.failed(Failure::Secret, Error::Handshake { remote, reason }),
+        )),
     }
 }
 
@@ -201,9 +205,13 @@ async fn checked_hello(
     remote: SocketAddr,
     role: Role,
 ) -> Result<(Hello, Vec<u8>), Option<Error>> {
-    let refuse = |reason: String| Some(Error::Handshake { remote, reason });
-    let raw = exchange_hello(stream, &ours.raw).await.map_err(refuse)?;
-    let hello = Hello::decode(&raw).map_err(refuse)?;
+    let refuse = |why: Failure| {
+        move |reason: String| Some(links.failed(why, Error::Handshake { remote, reason }))
+    };
+    let raw = exchange_hello(stream, &ours.raw)
+        .await
+        .map_err(refuse(Failure::Malformed))?;
+    let hello = Hello::decode(&raw).map_err(refuse(Failure::Malformed))?;
     let own_dial = || lock(&links.own_dials.0).remove(&remote).is_some();
     match hello.check(&ours.hello) {
         Ok(()) => {}
@@ -219,7 +227,7 @@ async fn checked_hello(
             let id = hello.id.clone();
             return Err(Some(Error::IdConflict { remote, id }));
         }
-        Err(Refusal::Mismatch(reason)) => return Err(refuse(reason)),
+        Err(Refusal::Mismatch(reason)) => return Err(refuse(Failure::Refused)(reason)),
     }
     Ok((hello, raw))
 }

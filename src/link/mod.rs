@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{CloseReason, Error};
 use crate::id::NodeId;
+use crate::stats::{Counters, Failure};
 use crate::wire::hello::Hello;
 use crate::wire::record::Record;
 use crate::wire::secure::Psk;
@@ -29,6 +30,7 @@ use crate::wire::verdict::Verdict;
 
 pub(crate) mod aside;
 pub(crate) mod connection;
+pub(crate) mod counters;
 pub(crate) mod handshake;
 pub(crate) mod open;
 pub(crate) mod outbox;
@@ -111,6 +113,8 @@ pub(crate) struct Links {
     /// Cancelled when the node closes: stops handshakes in progress (open
     /// links are closed gracefully instead).
     pub cancel: CancellationToken,
+    /// The node's counters (failed handshakes, here).
+    pub counters: Arc<Counters>,
     next_link: AtomicU64,
 }
 
@@ -120,6 +124,7 @@ impl Links {
         open: Arc<OpenLinks>,
         inbound: Arc<dyn Inbound>,
         cancel: CancellationToken,
+        counters: Arc<Counters>,
     ) -> Links {
         Links {
             config,
@@ -127,6 +132,7 @@ impl Links {
             inbound,
             own_dials: Default::default(),
             cancel,
+            counters,
             next_link: AtomicU64::new(1),
         }
     }
@@ -134,6 +140,12 @@ impl Links {
     /// This node's id.
     pub(crate) fn id(&self) -> &NodeId {
         &self.config.hello.id
+    }
+
+    /// Counts a failed handshake by its cause; returns its error.
+    pub(crate) fn failed(&self, why: Failure, e: Error) -> Error {
+        self.counters.handshake_failed(why);
+        e
     }
 
     fn next_link_id(&self) -> LinkId {

@@ -35,6 +35,7 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::link::aside::{Aside, StateKey};
+use crate::link::counters::frame_bytes;
 use crate::link::queue::{self, Store, Taken};
 use crate::wire::frame::{Frame, LEN_BYTES};
 
@@ -62,6 +63,12 @@ pub(crate) struct Outbox {
     socket: Option<Box<dyn Write + Send>>,
     /// Frames the node sends by itself, waiting beside the full queue.
     aside: Aside,
+    /// Frames handed over to be sent (queued, written at once, or taken
+    /// from beside the queue), and their bytes.
+    pub(crate) sent: u64,
+    pub(crate) sent_bytes: u64,
+    /// Answers dropped beside the full queue.
+    pub(crate) dropped: u64,
 }
 
 impl Outbox {
@@ -69,6 +76,12 @@ impl Outbox {
     /// while the link's task is idle.
     pub(crate) fn write_at_once(&mut self, socket: impl Write + Send + 'static) {
         self.socket = Some(Box::new(socket));
+    }
+
+    /// Counts a frame of `len` payload bytes as sent.
+    fn count(&mut self, len: usize) {
+        self.sent += 1;
+        self.sent_bytes += frame_bytes(len);
     }
 
     /// Encodes `frame` after those queued.
@@ -112,6 +125,7 @@ impl Store for Outbox {
         // Sizes were checked by the senders (at most `max_frame_len`, which
         // is below `u32::MAX`).
         let len = frame.payload.len();
+        self.count(len);
         if let (true, Some(socket)) = (idle && len <= WRITE_AT_ONCE, &mut self.socket) {
             match Self::write_now(socket, &frame) {
                 None => return false,
@@ -169,6 +183,7 @@ impl OutTx {
                 return Some(frame);
             }
             kept = o.aside.put_answer(frame);
+            o.dropped += u64::from(!kept);
             None
         });
         queued.is_ok() && kept
@@ -192,6 +207,7 @@ impl OutRx {
             // outside its bounds, which it never counted in).
             let aside: Vec<Frame> = o.aside.take().collect();
             for frame in aside {
+                o.count(frame.payload.len());
                 o.encode(frame);
             }
             out.append(&mut o.segs);

@@ -132,6 +132,13 @@ pub(crate) struct Sender<S> {
 }
 
 impl<S: Store> Sender<S> {
+    /// Runs `f` on the store and the queue's depth (items, bytes), under
+    /// the queue's lock.
+    pub(crate) fn inspect<R>(&self, f: impl FnOnce(&S, usize, usize) -> R) -> R {
+        let s = self.inner.lock();
+        f(&s.store, s.len, s.bytes)
+    }
+
     /// Queues `item` if there is room.
     pub(crate) fn try_send(&self, item: S::Item) -> Result<(), TrySendError<S::Item>> {
         let s = self.inner.lock();
@@ -376,6 +383,11 @@ impl<S: Store> Receiver<S> {
         let mut s = self.inner.lock();
         s.receiver = None;
         s.len == 0
+    }
+
+    /// Items queued now.
+    pub(crate) fn depth(&self) -> usize {
+        self.inner.lock().len
     }
 
     /// Lets `f` change the store.

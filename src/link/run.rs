@@ -399,6 +399,9 @@ async fn read_frames(
                 }
             }
         };
+        if let Some(Ok(f)) = &next {
+            r.link.counters.frame_in(f.payload.len());
+        }
         // A heartbeat says the peer is there, not that the link is getting
         // anywhere.
         if matches!(&next, Some(Ok(f)) if f.kind != frame::HEARTBEAT) {
@@ -493,6 +496,7 @@ async fn write_loop(
                         kind: frame::HEARTBEAT,
                         payload: beat.encode(),
                     };
+                    link.counters.own_frame_out(frame.payload.len());
                     w.feed(frame).map_err(into_io)?;
                     w.flush().await?;
                 }

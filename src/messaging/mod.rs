@@ -38,6 +38,7 @@ use crate::link::connection::Connection;
 use crate::link::open::OpenLinks;
 use crate::link::outbox::OutTx;
 use crate::link::Inbound;
+use crate::stats::Counters;
 use crate::sync::lock;
 use crate::wire::envelope::{Envelope, Op, FLOOD, MAX_HOPS};
 use crate::wire::frame::{self, Frame};
@@ -105,6 +106,8 @@ pub(crate) struct Messaging {
     /// Held while a flooded message of this node is numbered and queued
     /// (see `flood`; taken before `state`).
     flooding: Mutex<()>,
+    /// The node's counters (relayed and duplicate messages, here).
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// Checks an event, topic or procedure name.
@@ -138,6 +141,7 @@ impl Messaging {
         gossip: Arc<dyn Gossip>,
         queue_len: usize,
         max_frame_len: usize,
+        counters: Arc<Counters>,
     ) -> Self {
         Messaging {
             me: me.clone(),
@@ -160,6 +164,7 @@ impl Messaging {
             errors: std::sync::OnceLock::new(),
             gossip,
             flooding: Mutex::new(()),
+            counters,
         }
     }
 
@@ -505,7 +510,10 @@ impl Inbound for Messaging {
         if e.flooded() && !versioned {
             match st.router.fresh(peer, &e.origin, e.seq, unix_nanos()) {
                 News::Fresh => {}
-                News::Stale => return Ok(()),
+                News::Stale => {
+                    self.counters.deduplicated();
+                    return Ok(());
+                }
                 News::Refused(r) => {
                     drop(st);
                     self.refused(peer, &e.origin, r);
@@ -611,6 +619,7 @@ mod tests {
             heard,
             4,
             1 << 16,
+            Arc::default(),
         ))
     }
 

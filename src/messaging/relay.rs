@@ -19,6 +19,7 @@ use crate::link::outbox::OutTx;
 use crate::messaging::router::{News, Refusal};
 use crate::messaging::streams::Message;
 use crate::messaging::{envelope_frame, Messaging, State};
+use crate::stats::Counters;
 use crate::sync::lock;
 use crate::wire::envelope::{self, Envelope, Op, FLOOD, MAX_HOPS};
 use crate::wire::frame::Frame;
@@ -36,9 +37,12 @@ pub(crate) struct Relay {
 /// Queues a relayed frame on each link without waiting. A link whose queue
 /// is full misses it (counted in the log): relaying must not stall the link
 /// it came on.
-fn pass_on(to: &[OutTx], f: &Frame) {
+fn pass_on(to: &[OutTx], f: &Frame, counters: &Counters) {
     for tx in to {
-        if tx.try_send(f.clone()).is_err() {
+        if tx.try_send(f.clone()).is_ok() {
+            counters.relayed();
+        } else {
+            counters.relay_dropped();
             tracing::warn!("dropped a relayed message: the next link's send queue is full");
         }
     }
@@ -159,7 +163,7 @@ impl Messaging {
     pub(crate) fn relay(&self, r: Relay, m: &Message) {
         let filter = lock(&self.filter).clone();
         if filter.is_none_or(|f| f(m)) {
-            pass_on(&r.to, &r.frame);
+            pass_on(&r.to, &r.frame, &self.counters);
         }
     }
 
@@ -198,7 +202,7 @@ impl Messaging {
             News::Fresh => {
                 let to = st.router.relay_to(peer, &origin, None);
                 if let Some(r) = relay_frame(e, &to, &self.open) {
-                    pass_on(&r.to, &r.frame);
+                    pass_on(&r.to, &r.frame, &self.counters);
                 }
                 Ok(())
             }

@@ -71,6 +71,11 @@ pub(crate) async fn actor(
             cmd,
             Command::Discovered { .. } | Command::Lost { .. } | Command::DialEnded { .. }
         );
+        // Dials that follow a broken link or a failed dial are redials.
+        let redial = matches!(
+            cmd,
+            Command::Retry { .. } | Command::Link(Event::Closed { .. })
+        );
         let actions = match cmd {
             Command::Discovered { peer, addrs } => mesh.discovered(peer, addrs),
             Command::Lost { peer } => {
@@ -138,6 +143,9 @@ pub(crate) async fn actor(
             node.hub.set_advertised(mesh.advertised());
         }
         for action in actions {
+            if let Action::Dial { .. } = action {
+                node.hub.counters.dial(redial);
+            }
             apply(&node, &mut links, discovery.as_ref(), action);
         }
     }

@@ -25,6 +25,7 @@ use crate::limits::MAX_QUEUED_ERRORS;
 use crate::link::connection::Connection;
 use crate::link::open::LinkEvent;
 use crate::node::address::Address;
+use crate::stats::Counters;
 use crate::sync::lock;
 
 /// A stream of events of one kind, from [`Service::on_connection`](crate::Service::on_connection)
@@ -123,15 +124,20 @@ impl<T: Clone> Emitter<T> {
     }
 
     /// Hands the event to every live subscriber and forgets dropped ones.
-    pub(crate) fn emit(&self, event: &T) {
+    /// Hands `event` to every subscriber; returns how many had no room
+    /// for it (they are told the count later).
+    pub(crate) fn emit(&self, event: &T) -> u64 {
+        let mut missed = 0;
         lock(&self.subs).retain(|s| match s.tx.try_send(event.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 s.missed.fetch_add(1, Ordering::Relaxed);
+                missed += 1;
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
+        missed
     }
 }
 
@@ -145,6 +151,8 @@ pub(crate) struct Hub {
     pub(crate) close: Emitter<()>,
     /// Peers currently advertised over mDNS, as the actor last saw them.
     advertised: Mutex<Vec<NodeId>>,
+    /// What the node counts (see [`crate::stats`]).
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl Hub {
@@ -156,6 +164,7 @@ impl Hub {
             error: Emitter::bounded(MAX_QUEUED_ERRORS, |count| Error::Missed { count }),
             close: Emitter::unbounded(),
             advertised: Mutex::new(Vec::new()),
+            counters: Arc::default(),
         }
     }
 
@@ -166,7 +175,11 @@ impl Hub {
             ErrorKind::Churn => tracing::debug!("{e}"),
             kind => tracing::warn!("{kind}: {e}"),
         }
-        self.error.emit(&e);
+        if let Error::BadRecord { .. } = e {
+            self.counters.bad_mdns_record();
+        }
+        let missed = self.error.emit(&e);
+        self.counters.missed_errors(missed);
     }
 
     pub(crate) fn set_advertised(&self, peers: Vec<NodeId>) {

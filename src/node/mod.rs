@@ -10,6 +10,8 @@ pub(crate) mod actor;
 pub(crate) mod address;
 pub(crate) mod discovery;
 pub(crate) mod events;
+#[cfg(feature = "metrics")]
+pub(crate) mod export;
 pub(crate) mod gate;
 pub(crate) mod members;
 pub(crate) mod mesh;

@@ -108,7 +108,13 @@ impl Node {
             heartbeat_timeout: settings.heartbeat_timeout,
         };
         let node = Node {
-            links: Links::new(config, messaging.open.clone(), messaging.clone(), cancel),
+            links: Links::new(
+                config,
+                messaging.open.clone(),
+                messaging.clone(),
+                cancel,
+                hub.counters.clone(),
+            ),
             gate: Arc::new(Gate::default()),
             dials: Semaphore::new(MAX_DIALS),
             messaging,
@@ -133,6 +139,12 @@ impl Node {
     /// Sends the actor a command; false if the actor has stopped.
     pub(crate) fn send(&self, cmd: Command) -> bool {
         self.cmd.send(cmd).is_ok()
+    }
+
+    /// The node's figures now.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn stats(&self) -> crate::stats::Stats {
+        crate::node::service::stats(&self.messaging, &self.hub)
     }
 
     /// Reports a non-fatal error (see [`Hub::report`]).

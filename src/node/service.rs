@@ -127,13 +127,14 @@ impl Service {
             members.clone(),
             settings.queue_len,
             settings.max_frame_len,
+            hub.counters.clone(),
         ));
         let errors = hub.clone();
         messaging.report_errors_to(Arc::new(move |e| errors.report(e)));
         let links = hub.clone();
-        messaging
-            .open
-            .observe(Box::new(move |e| links.link.emit(&e)));
+        messaging.open.observe(Box::new(move |e| {
+            links.link.emit(&e);
+        }));
         Ok(Service {
             state: Arc::new(ServiceState {
                 name: settings.name.clone(),
@@ -257,6 +258,8 @@ impl Service {
             state.members.clone(),
             cancel,
         );
+        #[cfg(feature = "metrics")]
+        tokio::spawn(crate::node::export::run(node.clone()));
         // Accept before announcing: a peer may dial the instant it sees us.
         for (_, listener) in listeners {
             tasks::spawn_accept(node.clone(), listener);
@@ -531,6 +534,23 @@ impl Service {
         let conn = self.state.messaging.open.to(peer);
         let conn = conn.ok_or_else(|| Error::NotLinked { peer: peer.clone() })?;
         conn.ping(self.state.settings.heartbeat_timeout).await
+    }
+
+    /// What this node has counted since it was created: per open link,
+    /// its frames and bytes in and out, its queues, its drops and its
+    /// round-trip time; node-wide, dials and redials, failed handshakes by
+    /// cause, bad mDNS records, relayed and duplicate messages, and errors
+    /// that slow error streams missed. See [`Stats`](crate::Stats).
+    ///
+    /// ```
+    /// # let service = tcpnet::tcpnet("lab")?;
+    /// let stats = service.stats();
+    /// assert!(stats.links.is_empty());
+    /// assert_eq!(stats.dials, 0);
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn stats(&self) -> crate::stats::Stats {
+        stats(&self.state.messaging, &self.state.hub)
     }
 
     // ----- messaging ---------------------------------------------------------
@@ -917,4 +937,11 @@ impl std::fmt::Debug for Service {
 /// gets a larger one than it had (see [`crate::wire::hello`]).
 fn incarnation() -> u64 {
     crate::clock::unix_nanos()
+}
+
+/// A node's figures: its open links', and its counters.
+pub(crate) fn stats(messaging: &Messaging, hub: &Hub) -> crate::stats::Stats {
+    let links = messaging.open.up();
+    let links = links.iter().map(Connection::stats).collect();
+    hub.counters.snapshot(links)
 }

@@ -18,6 +18,7 @@ use crate::node::discovery::{self, Discovery, Record};
 use crate::node::gate::Ticket;
 use crate::node::mesh::{DialEnd, Target};
 use crate::node::running::{Command, Node};
+use crate::stats::Failure;
 
 /// Most addresses of one peer tried in one dial.
 const MAX_ADDRS: usize = 4;
@@ -54,6 +55,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
                 }
                 Err(full) => {
                     drop(stream);
+                    node.hub.counters.handshake_failed(Failure::NoSlot);
                     node.error(Error::Handshake {
                         remote,
                         reason: format!(
@@ -182,6 +184,7 @@ async fn run_accepted(node: Arc<Node>, stream: TcpStream, remote: SocketAddr, ti
     let link = tokio::select! {
         l = handshake(&node.links, &*node, stream, remote, Role::Acceptor) => l,
         _ = evicted.cancelled() => {
+            node.hub.counters.handshake_failed(Failure::NoSlot);
             node.error(Error::Handshake {
                 remote: canonical(remote),
                 reason: "dropped to make room: the handshake slots are full and this \

@@ -219,8 +219,8 @@ impl Gossip for Members {
                 carrier: "update",
                 error,
             };
-            tracing::warn!(%peer, "{}: {e}", e.kind());
-            self.hub.error.emit(&e);
+            tracing::debug!(%peer, "a member record with bad metadata");
+            self.hub.report(e);
         }
         let now = Instant::now();
         let mut inner = lock(&self.inner);

@@ -1,0 +1,222 @@
+//! What a node counts: the snapshot [`Service::stats`](crate::Service::stats)
+//! returns ([`Stats`], a [`LinkStats`] per link), and the node-wide
+//! [`Counters`] its layers add to as things happen.
+//!
+//! Counting is a relaxed atomic add where the event already is (a dial, a
+//! refused handshake, a duplicate message); per-link figures live with the
+//! link (its frames in and out, its queues) and are read when the snapshot
+//! is taken. Nothing here waits or allocates on the paths it counts.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::id::NodeId;
+
+/// A snapshot of what a node has counted since it was created.
+///
+/// ```no_run
+/// # fn demo(service: tcpnet::Service) {
+/// let stats = service.stats();
+/// for l in &stats.links {
+///     println!(
+///         "{}: {} frames in, {} out, {} queued to send, srtt {:?}",
+///         l.peer, l.frames_in, l.frames_out, l.send_queue, l.srtt
+///     );
+/// }
+/// println!("{} dials, {} redials", stats.dials, stats.redials);
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Each open link, in the order they opened.
+    pub links: Vec<LinkStats>,
+    /// Connection attempts started (a dial to several addresses of one
+    /// node counts once).
+    pub dials: u64,
+    /// Of those, the ones made again after a link broke or a dial failed.
+    pub redials: u64,
+    /// Handshakes that failed, by cause.
+    pub handshake_failures: HandshakeFailures,
+    /// mDNS records of this cluster's service type that were refused as
+    /// malformed ([`Error::BadRecord`](crate::Error::BadRecord)).
+    pub bad_mdns_records: u64,
+    /// Copies of flooded messages (broadcasts, events, publications) this
+    /// node passed on to other links, where the mesh is not full.
+    pub relayed: u64,
+    /// Copies not passed on because the next link's send queue was full.
+    pub relay_dropped: u64,
+    /// Flooded messages that arrived again by another path and were
+    /// dropped as copies.
+    pub deduplicated: u64,
+    /// Errors that error streams too slow to read them did not get (each
+    /// such stream is told with an [`Error::Missed`](crate::Error::Missed)).
+    pub missed_errors: u64,
+}
+
+/// Failed handshakes, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandshakeFailures {
+    /// No hello (or secret handshake) within the handshake timeout.
+    pub timeout: u64,
+    /// A tcpnet node this one does not link with: another cluster,
+    /// protocol version or id length, or a cluster secret on one end only.
+    pub refused: u64,
+    /// Not a tcpnet node: a first frame that is no hello, a hello that does
+    /// not decode, or the connection lost during the hellos.
+    pub malformed: u64,
+    /// The cluster secret's handshake failed (another secret).
+    pub secret: u64,
+    /// Refused or dropped for lack of a handshake slot (see
+    /// [`limits`](crate::limits)).
+    pub no_slot: u64,
+}
+
+/// One open link's figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStats {
+    /// The peer.
+    pub peer: NodeId,
+    /// The peer's end of the link.
+    pub remote: SocketAddr,
+    /// Frames received: every kind (user messages, messaging envelopes,
+    /// heartbeats, the verdict), as decoded.
+    pub frames_in: u64,
+    /// Their bytes: length prefix, kind and payload (before sealing, on a
+    /// link with a cluster secret).
+    pub bytes_in: u64,
+    /// Frames sent (handed to the send queue, or written at once), every
+    /// kind; a frame still queued when the link fails counts, as accepted.
+    pub frames_out: u64,
+    /// Their bytes, as for `bytes_in`.
+    pub bytes_out: u64,
+    /// Frames waiting in the send queue now ...
+    pub send_queue: usize,
+    /// ... and their payload bytes.
+    pub send_queue_bytes: usize,
+    /// Messages received and not yet read by the application.
+    pub receive_queue: usize,
+    /// Answers the node gives by itself (a call's refusal, a pong) dropped
+    /// because the send queue was full and enough of them waited beside it.
+    pub dropped: u64,
+    /// The smoothed round-trip time (see
+    /// [`LinkInfo::srtt`](crate::LinkInfo::srtt)).
+    pub srtt: Option<Duration>,
+    /// Its variation.
+    pub rttvar: Option<Duration>,
+}
+
+/// Why a handshake failed, for [`HandshakeFailures`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Timeout,
+    Refused,
+    Malformed,
+    Secret,
+    NoSlot,
+}
+
+/// The node-wide counters, shared by the layers that add to them.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    dials: AtomicU64,
+    redials: AtomicU64,
+    handshakes: [AtomicU64; 5],
+    bad_mdns_records: AtomicU64,
+    relayed: AtomicU64,
+    relay_dropped: AtomicU64,
+    deduplicated: AtomicU64,
+    missed_errors: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl Counters {
+    pub(crate) fn dial(&self, redial: bool) {
+        add(&self.dials, 1);
+        if redial {
+            add(&self.redials, 1);
+        }
+    }
+
+    pub(crate) fn handshake_failed(&self, why: Failure) {
+        add(&self.handshakes[why as usize], 1);
+    }
+
+    pub(crate) fn bad_mdns_record(&self) {
+        add(&self.bad_mdns_records, 1);
+    }
+
+    pub(crate) fn relayed(&self) {
+        add(&self.relayed, 1);
+    }
+
+    pub(crate) fn relay_dropped(&self) {
+        add(&self.relay_dropped, 1);
+    }
+
+    pub(crate) fn deduplicated(&self) {
+        add(&self.deduplicated, 1);
+    }
+
+    pub(crate) fn missed_errors(&self, n: u64) {
+        add(&self.missed_errors, n);
+    }
+
+    /// The node-wide figures, with `links` for the per-link ones.
+    pub(crate) fn snapshot(&self, links: Vec<LinkStats>) -> Stats {
+        let h = |why: Failure| get(&self.handshakes[why as usize]);
+        Stats {
+            links,
+            dials: get(&self.dials),
+            redials: get(&self.redials),
+            handshake_failures: HandshakeFailures {
+                timeout: h(Failure::Timeout),
+                refused: h(Failure::Refused),
+                malformed: h(Failure::Malformed),
+                secret: h(Failure::Secret),
+                no_slot: h(Failure::NoSlot),
+            },
+            bad_mdns_records: get(&self.bad_mdns_records),
+            relayed: get(&self.relayed),
+            relay_dropped: get(&self.relay_dropped),
+            deduplicated: get(&self.deduplicated),
+            missed_errors: get(&self.missed_errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_up_by_cause() {
+        let c = Counters::default();
+        c.dial(false);
+        c.dial(true);
+        c.handshake_failed(Failure::Secret);
+        c.handshake_failed(Failure::Secret);
+        c.handshake_failed(Failure::NoSlot);
+        c.relayed();
+        c.relayed();
+        c.relay_dropped();
+        let s = c.snapshot(vec![]);
+        assert_eq!(
+            (s.dials, s.redials, s.relayed, s.relay_dropped),
+            (2, 1, 2, 1)
+        );
+        assert_eq!(s.handshake_failures.secret, 2);
+        assert_eq!(s.handshake_failures.no_slot, 1);
+        assert_eq!(s.handshake_failures.timeout, 0);
+    }
+}
