@@ -11,7 +11,8 @@
 //! `TCPNET_ID=<hex>` sets the node id (default: a random one);
 //! `TCPNET_SECRET=<secret>` sets the cluster secret (default: none, an open
 //! cluster); `TCPNET_HEARTBEAT=<interval ms>,<timeout ms>` the failure
-//! detection (default: 1000,3000).
+//! detection (default: 1000,3000); `TCPNET_META=<key>=<value>,...` the
+//! node's metadata (default: none).
 
 use std::io::Write;
 use std::time::Duration;
@@ -36,6 +37,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Ok(secret) = std::env::var("TCPNET_SECRET") {
         settings = settings.secret(secret);
+    }
+    if let Ok(meta) = std::env::var("TCPNET_META") {
+        for pair in meta.split(',').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("TCPNET_META={meta:?}: want <key>=<value>,..."))?;
+            settings = settings.meta(key, value);
+        }
     }
     if let Ok(hb) = std::env::var("TCPNET_HEARTBEAT") {
         let ms: Vec<u64> = hb

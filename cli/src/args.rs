@@ -22,6 +22,7 @@ use clap::{Args, Parser, Subcommand};
         tcpnet browse                  every node on the LAN, live\n  \
         tcpnet browse my-cluster --once --json\n  \
         tcpnet join my-cluster         lines typed go to every node\n  \
+        tcpnet members my-cluster      who is in the cluster, as a member sees it\n  \
         tcpnet doctor my-cluster       why don't my nodes see each other?\n  \
         tcpnet completions bash > /etc/bash_completion.d/tcpnet"
 )]
@@ -59,6 +60,17 @@ pub(crate) enum Command {
         mDNS goodbye goes out and every link is closed. The exit status is 1 if a line \
         could not be sent (no node linked, or --to a node that is not linked).")]
     Join(JoinArgs),
+
+    /// Join a cluster for a moment and print its membership view.
+    #[command(after_help = "Examples:\n  \
+        tcpnet members my-cluster                 a table of the members\n  \
+        tcpnet members my-cluster --json | jq .   one JSON object a member\n  \
+        tcpnet members my-cluster --wait 10s      a slow or large cluster\n\n\
+        The command's node joins, waits (up to --wait) until it is linked to every node \
+        it has discovered, prints what it sees of each member (state, addresses, \
+        metadata, round-trip time, link age, start time) and leaves with a goodbye. \
+        The exit status is 1 when no other node was linked.")]
+    Members(MembersArgs),
 
     /// Check this host for what stops tcpnet nodes finding each other.
     #[command(after_help = "Examples:\n  \
@@ -140,6 +152,17 @@ pub(crate) struct JoinArgs {
     /// instead of messages.
     #[arg(long)]
     pub(crate) raw: bool,
+}
+
+/// `tcpnet members`.
+#[derive(Debug, Args)]
+pub(crate) struct MembersArgs {
+    /// The node to run.
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+    /// One JSON object a member instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `tcpnet doctor`.

@@ -43,7 +43,7 @@ pub(crate) async fn run(args: JoinArgs) -> Result<bool, Failure> {
         (_, _, true) => Mode::Raw,
         _ => Mode::All,
     };
-    let service = tcpnet::tcpnet(node::settings(&args.node)?).map_err(usage)?;
+    let service = node::join(&args.node)?;
     let me = service.id().clone();
 
     // Subscribe before listening, so that nothing received is missed.

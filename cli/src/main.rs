@@ -5,6 +5,7 @@
 //! | `args` | the command line (clap): subcommands, options, `--help` examples |
 //! | `browse` | `tcpnet browse`: the nodes announced on the LAN, live or once |
 //! | `join` | `tcpnet join`: stdin to the cluster, messages to stdout |
+//! | `members` | `tcpnet members`: the membership view of a cluster |
 //! | `doctor` | `tcpnet doctor`: checks of this host, with a fix for each problem |
 //! | `node` | running a node for the commands that join: settings, secret, waiting for links |
 //! | `table` | aligned text tables |
@@ -21,6 +22,7 @@ mod args;
 mod browse;
 mod doctor;
 mod join;
+mod members;
 mod node;
 mod table;
 mod term;
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Browse(args) => browse::run(args).await,
             Command::Join(args) => join::run(args).await,
+            Command::Members(args) => members::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Completions { .. } => unreachable!("handled above"),
         }

@@ -3,13 +3,16 @@
 //! events; it renders as a table or as JSON objects.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use mdns_sd::{ResolvedService, ScopedIp};
 use serde_json::{json, Value};
 use tcpnet::{Announcement, PROTOCOL_VERSION};
 
-use crate::table::{count, Table};
+/// The prefix of a metadata key in a node's TXT record (`m.role=gateway`).
+const META_PREFIX: &str = "m.";
+
+use crate::table::{ago, count, meta_cell, meta_json, unix_ms, Table};
 
 /// How long an instance may stay announced but unresolved (no SRV, TXT or
 /// address record) before it counts as a bad record.
@@ -33,7 +36,9 @@ pub(crate) struct Entry {
 /// What an instance's record says.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum What {
-    /// A tcpnet node, with its record's TXT keys other than `c` and `v`.
+    /// A tcpnet node, with its record's TXT keys that tcpnet does not
+    /// read (not `c`, `v` nor metadata `m.<key>`): another program's, or a
+    /// newer tcpnet's.
     Node(Announcement, BTreeMap<String, String>),
     /// A record that is not a usable tcpnet node, and why.
     Bad {
@@ -111,7 +116,7 @@ impl View {
                 let txt = rec
                     .txt_properties
                     .iter()
-                    .filter(|p| p.key() != "c" && p.key() != "v")
+                    .filter(|p| !matches!(p.key(), "c" | "v") && !p.key().starts_with(META_PREFIX))
                     .map(|p| (p.key().to_string(), p.val_str().to_string()))
                     .collect();
                 What::Node(node, txt)
@@ -247,10 +252,7 @@ impl View {
                         .join(","),
                     node.addrs[0].port().to_string(),
                     version_cell(&node.version),
-                    txt.iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(","),
+                    meta_text(node, txt),
                     e.interfaces.iter().cloned().collect::<Vec<_>>().join(","),
                     ago(now, e.first_seen),
                     ago(now, e.last_seen),
@@ -297,6 +299,8 @@ pub(crate) fn entry_json(e: &Entry) -> Value {
             "port": node.addrs[0].port(),
             "version": node.version,
             "compatible": compatible(&node.version),
+            "meta": node.meta.as_ref().map_or(Value::Null, meta_json),
+            "meta_error": node.meta.as_ref().err().map(|e| e.to_string()),
             "txt": txt,
         }),
         What::Bad { cluster, problem } => json!({
@@ -331,8 +335,9 @@ pub(crate) fn change_line(change: &Change) -> String {
                 addrs.join(","),
                 version_cell(&node.version)
             );
-            for (k, v) in txt {
-                line.push_str(&format!(" {k}={v}"));
+            let meta = meta_text(node, txt);
+            if meta != "-" {
+                line.push_str(&format!(" meta {meta}"));
             }
             if !on.is_empty() {
                 line.push_str(&format!(" on {on}"));
@@ -369,19 +374,19 @@ fn version_cell(version: &str) -> String {
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// How long ago, in the largest unit that fits: `4s ago`, `3m ago`.
-pub(crate) fn ago(now: SystemTime, then: SystemTime) -> String {
-    let secs = now.duration_since(then).unwrap_or_default().as_secs();
-    match secs {
-        0..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}m ago", secs / 60),
-        _ => format!("{}h ago", secs / 3600),
+/// The metadata a node announces (or what is wrong with it: tcpnet dials
+/// such a node all the same and takes its metadata from its hello), then
+/// any TXT keys tcpnet does not read, in brackets.
+fn meta_text(node: &Announcement, txt: &BTreeMap<String, String>) -> String {
+    let mut text = match &node.meta {
+        Ok(meta) => meta_cell(meta),
+        Err(e) => format!("(unreadable: {e})"),
+    };
+    if !txt.is_empty() {
+        let other: Vec<String> = txt.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        text = format!("{text} [txt {}]", other.join(","));
     }
+    text
 }
 
 #[cfg(test)]
@@ -389,6 +394,8 @@ mod tests {
     use super::*;
     use mdns_sd::ServiceInfo;
     use tcpnet::SERVICE_TYPE;
+
+    use std::time::UNIX_EPOCH;
 
     fn record(name: &str, props: &[(&str, &str)]) -> ResolvedService {
         ServiceInfo::new(SERVICE_TYPE, name, "h.local.", "10.99.0.2", 7, props)
@@ -406,21 +413,47 @@ mod tests {
         let mut view = View::new(None);
         view.resolved(&record("0a", &[("c", "x"), ("v", &v)]), at(0));
         view.resolved(
-            &record("0b", &[("c", "y"), ("v", &v), ("role", "db")]),
+            &record("0b", &[("c", "y"), ("v", &v), ("m.role", "db"), ("x", "1")]),
             at(1),
         );
         view.resolved(&record("zz", &[("c", "x"), ("v", &v)]), at(2));
         let table = view.table(at(5), None).join("\n");
         assert!(table.contains("cluster x: 1 node"), "{table}");
         assert!(table.contains("cluster y: 1 node"), "{table}");
-        assert!(table.contains("role=db"), "{table}");
+        assert!(table.contains("role=db [txt x=1]"), "{table}");
         assert!(table.contains("bad records: 1"), "{table}");
         assert!(table.contains("not a node id"), "{table}");
         assert!(table.contains("5s ago"), "{table}");
         let json = view.json();
         assert_eq!(json.len(), 3);
         assert_eq!(json[0]["id"], "0a");
+        assert_eq!(json[0]["meta"], json!({}));
+        assert_eq!(json[1]["meta"], json!({"role": "db"}));
+        assert_eq!(json[1]["txt"], json!({"x": "1"}));
         assert_eq!(json[2]["kind"], "bad");
+    }
+
+    #[test]
+    fn metadata_that_breaks_the_bounds_is_shown_with_what_is_wrong() {
+        let v = PROTOCOL_VERSION.to_string();
+        let mut view = View::new(None);
+        let change = view.resolved(
+            &record("0a", &[("c", "x"), ("v", &v), ("m.Role", "db")]),
+            at(0),
+        );
+        let Some(Change::Added(e)) = change else {
+            panic!("{change:?}")
+        };
+        // Still a node: tcpnet dials it and takes its metadata from its hello.
+        assert!(matches!(e.what, What::Node(..)));
+        let line = change_line(&Change::Added(e.clone()));
+        assert!(
+            line.contains("meta (unreadable: key \"Role\" has 'R'"),
+            "{line}"
+        );
+        let v = entry_json(&e);
+        assert_eq!(v["meta"], Value::Null);
+        assert!(v["meta_error"].as_str().unwrap().contains("Role"), "{v}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tcpnet::{Settings, PROTOCOL_VERSION, SERVICE_TYPE};
 use crate::args::DoctorArgs;
 use crate::browse::view::{Entry, What};
 use crate::browse::Browser;
-use crate::table::count;
+use crate::table::{count, millis};
 use crate::term::Progress;
 use crate::Failure;
 use report::{Finding, Report};
@@ -252,9 +252,9 @@ async fn cluster_findings(cluster: &str, entries: &[Entry], waited: Duration) ->
         for (addr, result) in dials {
             out.push(match result {
                 Ok(took) => Finding::ok(format!(
-                    "{} at {addr} (seen on {on}): connected in {:.1} ms",
+                    "{} at {addr} (seen on {on}): connected in {}",
                     node.id,
-                    took.as_secs_f64() * 1000.0
+                    millis(took)
                 )),
                 Err(e) if any_ok => Finding::hint(
                     format!("{} at {addr}: {e}", node.id),
