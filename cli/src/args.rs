@@ -75,7 +75,8 @@ pub(crate) enum Command {
     /// Check this host for what stops tcpnet nodes finding each other.
     #[command(after_help = "Examples:\n  \
         tcpnet doctor                 interfaces, mDNS port, own announcement, clock\n  \
-        tcpnet doctor my-cluster      also: do its nodes answer, can they be dialed?\n\n\
+        tcpnet doctor my-cluster      also: its nodes answer, dial, link, clocks in step?\n  \
+        tcpnet doctor my-cluster --secret-file ~/.tcpnet-secret\n\n\
         Prints each check with the fix for every problem found. Exit status: 0 when \
         healthy, 1 when a problem was found (hints do not count).")]
     Doctor(DoctorArgs),
@@ -168,8 +169,13 @@ pub(crate) struct MembersArgs {
 /// `tcpnet doctor`.
 #[derive(Debug, Args)]
 pub(crate) struct DoctorArgs {
-    /// Also check this cluster's nodes: do they answer, can they be dialed?
+    /// Also check this cluster's nodes: do they answer, can they be dialed,
+    /// do they link, are their clocks in step with this host's?
     pub(crate) cluster: Option<String>,
+    /// The cluster's secret, from this file (its first line), to link with
+    /// its nodes (see `tcpnet help join`).
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub(crate) secret_file: Option<PathBuf>,
     /// How long to wait for mDNS answers.
     #[arg(long = "for", value_name = "DURATION", default_value = "3s", value_parser = duration)]
     pub(crate) duration: Duration,

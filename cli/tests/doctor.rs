@@ -1,6 +1,7 @@
 //! `tcpnet doctor` as a process: healthy on a good LAN, and naming the
 //! problem on a host whose NIC has multicast off, on a host with only
-//! loopback, and for a node whose port does not answer.
+//! loopback, for a node whose port does not answer, for a cluster with no
+//! node, and for a cluster secret it lacks.
 
 mod common;
 
@@ -27,9 +28,20 @@ fn healthy_on_a_good_lan() {
             report.contains("ok       lan0: up, multicast; 10.99.0.1"),
             "{report}"
         );
-        assert!(report.contains("the record came back in"), "{report}");
+        assert!(
+            report.contains("announces 10.99.0.1 (lan0), 127.0.0.1 (lo); the record came back in"),
+            "{report}"
+        );
         assert!(
             report.contains(&format!("1 node answered: {}", node.id)),
+            "{report}"
+        );
+        assert!(
+            report.contains("ok       a node of ours linked with 1 of 1 node"),
+            "{report}"
+        );
+        assert!(
+            report.contains("ok       the start times of 1 node are in this host's past"),
             "{report}"
         );
         assert!(
@@ -100,6 +112,48 @@ fn names_a_cluster_with_no_node() {
         assert!(
             report.contains("PROBLEM  no node of wanted answered within 2 s")
                 && report.contains("clusters that answered: other"),
+            "{report}"
+        );
+    });
+}
+
+/// A node of a cluster with a secret answers, and can be dialed, but does
+/// not link without the secret: the report names it and the fix; with the
+/// secret it links, and its start time is checked against this host's
+/// clock.
+#[test]
+fn names_a_secret_it_lacks_and_links_with_it() {
+    netns(|_| {
+        let lan = Lan::new(2);
+        let node = Node::start(
+            &lan.hosts[1],
+            Settings::new("vault").secret("a long random string"),
+        );
+        let (code, report) = doctor(&lan.hosts[0], &["vault"]);
+        assert_eq!(code, Some(1), "{report}");
+        assert!(
+            report.contains(&format!(
+                "PROBLEM  {} answered over mDNS but did not link with a node of ours",
+                node.id
+            )) && report.contains("pass it: --secret-file FILE"),
+            "{report}"
+        );
+        assert!(report.ends_with("1 problem found\n"), "{report}");
+
+        let file = std::env::temp_dir().join(format!("tcpnet-cli-doctor-{}", std::process::id()));
+        std::fs::write(&file, "a long random string\n").unwrap();
+        let (code, report) = doctor(
+            &lan.hosts[0],
+            &["vault", "--secret-file", file.to_str().unwrap()],
+        );
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(code, Some(0), "{report}");
+        assert!(
+            report.contains("ok       a node of ours linked with 1 of 1 node"),
+            "{report}"
+        );
+        assert!(
+            report.contains("ok       the start times of 1 node are in this host's past"),
             "{report}"
         );
     });

@@ -5,7 +5,9 @@
 //! shared), a node's own announcement (a real tcpnet node of a cluster of
 //! its own announces itself; the record must come back, and shows which
 //! addresses a node announces on which interface), the nodes of CLUSTER
-//! (do they answer, can each address be dialed), and the clock.
+//! (do they answer, can each address be dialed, does a node of ours link
+//! with them), and the clock (the kernel's word, and the start times the
+//! cluster's nodes gave in their hellos).
 
 mod clock;
 mod interfaces;
@@ -13,12 +15,14 @@ mod port;
 mod report;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-use tcpnet::{Settings, PROTOCOL_VERSION, SERVICE_TYPE};
+use futures::{FutureExt, StreamExt};
+use tcpnet::{MemberState, NodeId, Settings, PROTOCOL_VERSION, SERVICE_TYPE};
 
-use crate::args::DoctorArgs;
+use crate::args::{DoctorArgs, NodeArgs};
+use crate::node;
 use crate::browse::view::{Entry, What};
 use crate::browse::Browser;
 use crate::table::{count, millis};
@@ -92,26 +96,36 @@ pub(crate) async fn run(args: DoctorArgs) -> Result<bool, Failure> {
             listened.map(drop),
             browser.view().get(&probe_instance),
             came_back,
+            &ifaces,
             &expected,
             args.duration,
         ),
     );
 
+    let mut clock = clock::check(SystemTime::now(), clock::kernel_sync());
     if let Some(cluster) = &args.cluster {
         progress.show(&format!("dialing the nodes of {cluster}"));
         let entries: Vec<Entry> = browser.view().entries().cloned().collect();
-        report.section(
-            format!("cluster {cluster}"),
-            cluster_findings(cluster, &entries, args.duration).await,
-        );
+        let mut findings = cluster_findings(cluster, &entries, args.duration).await;
+        let answered: Vec<NodeId> = entries
+            .iter()
+            .filter_map(|e| match &e.what {
+                What::Node(node, _) if &node.cluster == cluster => Some(node.id.clone()),
+                _ => None,
+            })
+            .collect();
+        if !answered.is_empty() {
+            progress.show(&format!("joining {cluster}"));
+            let (links, started) = join_findings(&args, cluster, &answered).await?;
+            findings.extend(links);
+            clock.extend(clock::peers(SystemTime::now(), &started));
+        }
+        report.section(format!("cluster {cluster}"), findings);
     }
     probe.close().await;
     browser.stop();
 
-    report.section(
-        "clock",
-        clock::check(SystemTime::now(), clock::kernel_sync()),
-    );
+    report.section("clock", clock);
     progress.clear();
     print!("{}", report.render());
     Ok(report.problems() == 0)
@@ -127,6 +141,7 @@ fn announcement(
     listened: tcpnet::Result<()>,
     own: Option<&Entry>,
     came_back: Option<Duration>,
+    ifaces: &[interfaces::Interface],
     expected: &BTreeSet<String>,
     waited: Duration,
 ) -> Vec<Finding> {
@@ -151,7 +166,18 @@ fn announcement(
         unreachable!("came_back is set for a node's record only")
     };
     let on: Vec<&str> = own.interfaces.iter().map(String::as_str).collect();
-    let addrs: Vec<String> = node.addrs.iter().map(|a| a.ip().to_string()).collect();
+    // Each address with the interface of this host that holds it.
+    let addrs: Vec<String> = node
+        .addrs
+        .iter()
+        .map(|a| {
+            let on = ifaces.iter().find(|i| i.addrs.contains(&a.ip()));
+            match on {
+                Some(i) => format!("{} ({})", a.ip(), i.name),
+                None => a.ip().to_string(),
+            }
+        })
+        .collect();
     let mut out = vec![Finding::ok(format!(
         "announces {}; the record came back in {} ms on {}",
         addrs.join(", "),
@@ -268,6 +294,70 @@ async fn cluster_findings(cluster: &str, entries: &[Entry], waited: Duration) ->
         }
     }
     out
+}
+
+/// Joins `cluster` as a node for a moment: does every node that `answered`
+/// over mDNS link (its hello accepted, ours accepted by it)? Returns the
+/// findings and when each linked node started, as its hello said.
+async fn join_findings(
+    args: &DoctorArgs,
+    cluster: &str,
+    answered: &[NodeId],
+) -> Result<(Vec<Finding>, Vec<(NodeId, SystemTime)>), Failure> {
+    let node_args = NodeArgs {
+        cluster: cluster.to_string(),
+        secret_file: args.secret_file.clone(),
+        id: None,
+        listen: Ipv4Addr::UNSPECIFIED.into(),
+        port: 0,
+        peers: Vec::new(),
+        wait: args.duration,
+    };
+    let service = node::join(&node_args)?;
+    let mut errors = service.on_error();
+    node::start(&service, &node_args, |_| true).await?;
+    let members = service.members();
+    service.close().await;
+    let mut seen = BTreeSet::new();
+    while let Some(Some(e)) = errors.next().now_or_never() {
+        seen.insert(e.to_string());
+    }
+    let linked: Vec<&tcpnet::Member> = members
+        .iter()
+        .filter(|m| matches!(m.state, MemberState::Linked | MemberState::Suspect))
+        .collect();
+    let mut out = Vec::new();
+    let unlinked: Vec<&NodeId> = answered
+        .iter()
+        .filter(|id| !linked.iter().any(|m| &m.id == *id))
+        .collect();
+    if !linked.is_empty() {
+        out.push(Finding::ok(format!(
+            "a node of ours linked with {} of {} within {} s",
+            linked.len(),
+            count(answered.len(), "node"),
+            args.duration.as_secs_f32()
+        )));
+    }
+    for id in unlinked {
+        let errors = if seen.is_empty() {
+            "no error reported".to_string()
+        } else {
+            seen.iter().cloned().collect::<Vec<_>>().join("; ")
+        };
+        out.push(Finding::problem(
+            format!("{id} answered over mDNS but did not link with a node of ours: {errors}"),
+            if args.secret_file.is_some() {
+                "the cluster's nodes must share one secret: check that this --secret-file is \
+                 the cluster's, and see the dial results above"
+            } else {
+                "if the cluster has a secret, pass it: --secret-file FILE (a node without it \
+                 fails the handshake); see the dial results above"
+            },
+        ));
+    }
+    let started = linked.iter().map(|m| (m.id.clone(), m.started())).collect();
+    Ok((out, started))
 }
 
 /// A TCP connect to `addr`, and how long it took.
