@@ -23,6 +23,7 @@ use clap::{Args, Parser, Subcommand};
         tcpnet browse my-cluster --once --json\n  \
         tcpnet join my-cluster         lines typed go to every node\n  \
         tcpnet members my-cluster      who is in the cluster, as a member sees it\n  \
+        tcpnet ping my-cluster         round trips to every node: min, p50, p99\n  \
         tcpnet doctor my-cluster       why don't my nodes see each other?\n  \
         tcpnet completions bash > /etc/bash_completion.d/tcpnet"
 )]
@@ -60,6 +61,21 @@ pub(crate) enum Command {
         mDNS goodbye goes out and every link is closed. The exit status is 1 if a line \
         could not be sent (no node linked, or --to a node that is not linked).")]
     Join(JoinArgs),
+
+    /// Measure round trips to a cluster's nodes, like ping.
+    #[command(after_help = "Examples:\n  \
+        tcpnet ping my-cluster                  every node, 10 rounds\n  \
+        tcpnet ping my-cluster 3f9c... 8b21...  these nodes only\n  \
+        tcpnet ping my-cluster -c 100 -i 50ms   more rounds, closer together\n  \
+        tcpnet ping my-cluster --json           one JSON object a node\n\n\
+        The command's node joins, waits (up to --wait) until it is linked to every node \
+        it has discovered (or to the ones named), then pings every node once a round, \
+        all at once, each over its own link, and prints min, p50, p99 and max per node \
+        with the losses and errors. A ping waits behind what is queued on its link, as \
+        a message would. On a terminal a counter shows the rounds; piped, only the \
+        summary prints. Ctrl-C ends early with the summary. The exit status is 1 when \
+        a node never answered.")]
+    Ping(PingArgs),
 
     /// Join a cluster for a moment and print its membership view.
     #[command(after_help = "Examples:\n  \
@@ -162,6 +178,27 @@ pub(crate) struct MembersArgs {
     #[command(flatten)]
     pub(crate) node: NodeArgs,
     /// One JSON object a member instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `tcpnet ping`.
+#[derive(Debug, Args)]
+pub(crate) struct PingArgs {
+    /// The node to run.
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+    /// Only these nodes (their ids; default: every node linked).
+    #[arg(value_name = "ID")]
+    pub(crate) ids: Vec<String>,
+    /// How many rounds.
+    #[arg(short, long, value_name = "COUNT", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) count: u32,
+    /// The time from one round's start to the next's.
+    #[arg(short, long, value_name = "DURATION", default_value = "200ms", value_parser = duration)]
+    pub(crate) interval: Duration,
+    /// One JSON object a node instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -6,6 +6,7 @@
 //! | `browse` | `tcpnet browse`: the nodes announced on the LAN, live or once |
 //! | `join` | `tcpnet join`: stdin to the cluster, messages to stdout |
 //! | `members` | `tcpnet members`: the membership view of a cluster |
+//! | `ping` | `tcpnet ping`: round trips to a cluster's nodes |
 //! | `doctor` | `tcpnet doctor`: checks of this host, with a fix for each problem |
 //! | `node` | running a node for the commands that join: settings, secret, waiting for links |
 //! | `table` | aligned text tables |
@@ -24,6 +25,7 @@ mod doctor;
 mod join;
 mod members;
 mod node;
+mod ping;
 mod table;
 mod term;
 
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Browse(args) => browse::run(args).await,
             Command::Join(args) => join::run(args).await,
+            Command::Ping(args) => ping::run(args).await,
             Command::Members(args) => members::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Completions { .. } => unreachable!("handled above"),

@@ -1,16 +1,17 @@
 //! `tcpnet members`: joins a cluster for a moment and prints its membership
-//! view (state, addresses, metadata, link age and start time of each
-//! member), as a table or one JSON object a line.
+//! view (state, addresses, metadata, round-trip time, link age and start
+//! time of each member), as a table or one JSON object a line.
 
 use std::io::Write;
 use std::time::SystemTime;
 
+use futures::future::join_all;
 use serde_json::{json, Value};
-use tcpnet::{Member, MemberState, Service};
+use tcpnet::{LinkInfo, Member, MemberState, Service};
 
 use crate::args::MembersArgs;
 use crate::node;
-use crate::table::{ago, count, meta_cell, meta_json, span, unix_ms, Table};
+use crate::table::{ago, count, meta_cell, meta_json, millis, ms_json, span, unix_ms, Table};
 use crate::Failure;
 
 /// Runs `tcpnet members`; `Ok(false)` when no other member was found.
@@ -26,6 +27,15 @@ pub(crate) async fn run(args: MembersArgs) -> Result<bool, Failure> {
 
 async fn members(service: &Service, args: &MembersArgs) -> Result<bool, Failure> {
     node::start(service, &args.node, |_| true).await?;
+    // A link's smoothed RTT comes from heartbeats, which go out only after
+    // a second of quiet: one ping on each link gives it its first sample.
+    let linked: Vec<_> = service
+        .members()
+        .into_iter()
+        .filter(|m| m.link.is_some())
+        .map(|m| m.id)
+        .collect();
+    join_all(linked.iter().map(|id| service.ping(id))).await;
     let now = SystemTime::now();
     // This command's own node is a passer-by, not one of the cluster's.
     let others: Vec<Member> = service
@@ -65,7 +75,15 @@ fn table(cluster: &str, service: &Service, members: &[Member], now: SystemTime) 
     if members.is_empty() {
         return lines;
     }
-    let mut t = Table::new(&["ID", "STATE", "ADDRESSES", "META", "LINK AGE", "STARTED"]);
+    let mut t = Table::new(&[
+        "ID",
+        "STATE",
+        "ADDRESSES",
+        "META",
+        "RTT",
+        "LINK AGE",
+        "STARTED",
+    ]);
     for m in members {
         t.row(vec![
             m.id.to_string(),
@@ -80,12 +98,25 @@ fn table(cluster: &str, service: &Service, members: &[Member], now: SystemTime) 
                     .join(",")
             },
             meta_cell(&m.meta),
+            m.link.as_ref().map_or("-".into(), rtt),
             m.link.as_ref().map_or("-".into(), |l| span(l.age)),
             ago(now, m.started()),
         ]);
     }
     lines.extend(t.lines(2, None));
     lines
+}
+
+/// A link's smoothed round-trip time and how much it varies: `0.21 ms ±
+/// 0.05`, or `-` before the first sample.
+fn rtt(link: &LinkInfo) -> String {
+    match (link.srtt, link.rttvar) {
+        (Some(srtt), Some(var)) => {
+            format!("{} ± {}", millis(srtt), millis(var).trim_end_matches(" ms"))
+        }
+        (Some(srtt), None) => millis(srtt),
+        _ => "-".into(),
+    }
 }
 
 /// A member's state as a word: `linked`, `suspect`, `relayed`, `left
@@ -114,6 +145,8 @@ fn member_json(m: &Member) -> Value {
             "remote": l.remote.to_string(),
             "local": l.local.to_string(),
             "age_ms": l.age.as_millis() as u64,
+            "srtt_ms": l.srtt.map(ms_json),
+            "rttvar_ms": l.rttvar.map(ms_json),
         })),
     })
 }

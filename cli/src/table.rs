@@ -102,6 +102,11 @@ pub(crate) fn millis(d: Duration) -> String {
     }
 }
 
+/// Milliseconds as a JSON number, to the microsecond.
+pub(crate) fn ms_json(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
 /// Metadata as a cell: `key=value,key=value`, or `-` when there is none.
 pub(crate) fn meta_cell(meta: &Meta) -> String {
     if meta.is_empty() {

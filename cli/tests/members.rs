@@ -52,6 +52,9 @@ fn members_matches_the_nodes() {
                 "{line}"
             );
             assert!(v["link"]["age_ms"].is_u64(), "{line}");
+            // Every link was pinged once: its smoothed RTT has a sample.
+            let srtt = v["link"]["srtt_ms"].as_f64().expect("srtt_ms");
+            assert!(srtt > 0.0, "{line}");
             assert!(v["started_ms"].as_u64().unwrap() > 0, "{line}");
             assert!(seen.insert(id, ()).is_none(), "listed twice: {stdout}");
         }
@@ -75,7 +78,10 @@ fn members_matches_the_nodes() {
                 .iter()
                 .find(|l| l.trim_start().starts_with(id))
                 .unwrap_or_else(|| panic!("no row for {id}: {table}"));
-            assert!(row.contains(" linked ") && row.contains(ip), "{row}");
+            assert!(
+                row.contains(" linked ") && row.contains(ip) && row.contains(" ms ± "),
+                "{row}"
+            );
         }
         assert!(table.contains("role=db,zone=a"), "{table}");
     });

@@ -114,7 +114,9 @@ pub(crate) fn peers(now: SystemTime, started: &[(NodeId, SystemTime)]) -> Vec<Fi
                 started.len(),
                 span(least)
             ),
-            format!("set this host's clock and keep it with NTP (chrony, systemd-timesyncd); {WHY}"),
+            format!(
+                "set this host's clock and keep it with NTP (chrony, systemd-timesyncd); {WHY}"
+            ),
         )];
     }
     ahead
@@ -150,15 +152,27 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let past = now - Duration::from_secs(30);
         assert!(peers(now, &[]).is_empty());
-        let fine = peers(now, &[(node(1), past), (node(2), now + Duration::from_secs(1))]);
+        let fine = peers(
+            now,
+            &[(node(1), past), (node(2), now + Duration::from_secs(1))],
+        );
         assert_eq!(fine.len(), 1);
         assert_eq!(fine[0].level, Level::Ok);
 
-        let one = peers(now, &[(node(1), past), (node(2), now + Duration::from_secs(600))]);
+        let one = peers(
+            now,
+            &[(node(1), past), (node(2), now + Duration::from_secs(600))],
+        );
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].level, Level::Problem);
-        assert!(one[0].what.starts_with(&format!("{} started 10m in this host's future", node(2))));
-        assert!(one[0].fix.as_ref().unwrap().contains(&format!("set the clock of {}", node(2))));
+        assert!(one[0]
+            .what
+            .starts_with(&format!("{} started 10m in this host's future", node(2))));
+        assert!(one[0]
+            .fix
+            .as_ref()
+            .unwrap()
+            .contains(&format!("set the clock of {}", node(2))));
 
         let all = peers(
             now,

@@ -22,9 +22,9 @@ use futures::{FutureExt, StreamExt};
 use tcpnet::{MemberState, NodeId, Settings, PROTOCOL_VERSION, SERVICE_TYPE};
 
 use crate::args::{DoctorArgs, NodeArgs};
-use crate::node;
 use crate::browse::view::{Entry, What};
 use crate::browse::Browser;
+use crate::node;
 use crate::table::{count, millis};
 use crate::term::Progress;
 use crate::Failure;
