@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream_shim::ReceiverStream;
 
 use crate::cluster;
-use crate::directory::{Directory, NodeInfo};
+use crate::directory::{self, NodeInfo};
 use crate::hooks::{
     default_key, lock, Access, Action, AuthorizeFn, Calls, Client, ClientEvents, Disconnection,
     Events, Fanout, Hooks, KeyFn, MessageHook,
@@ -87,7 +87,13 @@ impl GatewayBuilder {
     }
 
     /// Starts the gateway on the service (its tasks run on the current
-    /// tokio runtime). Fails only if the service refuses a stream.
+    /// tokio runtime) and sets its URL in the service's metadata (under
+    /// [`URL_META`](crate::URL_META)). Build it before
+    /// [`Service::listen`](tcpnet::Service::listen), so that the node's
+    /// hello carries the URL from its first link on (on a service already
+    /// listening, the URL reaches linked peers as a metadata update).
+    /// Fails if the service refuses a stream, or the URL
+    /// ([`tcpnet::Error::InvalidMeta`]: longer than a metadata value may be).
     pub fn build(self) -> tcpnet::Result<Gateway> {
         let hooks = Hooks {
             key: self.key,
@@ -98,13 +104,12 @@ impl GatewayBuilder {
             receivers: Mutex::new(HashMap::new()),
             procedures: Mutex::new(HashMap::new()),
         };
-        let directory = Directory::start(&self.service, self.url)?;
+        directory::announce(&self.service, &self.url)?;
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let node = Arc::new(Node::new(
             self.service,
             self.limits,
             hooks,
-            directory,
             self.api,
             ops_tx,
         ));
@@ -123,11 +128,11 @@ impl GatewayBuilder {
 ///
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let service = tcpnet::tcpnet("my-cluster")?;
-/// service.listen(0, "0.0.0.0").await?;
-/// let gateway = Gateway::builder(service, "http://10.0.0.5:8080")
+/// let gateway = Gateway::builder(service.clone(), "http://10.0.0.5:8080")
 ///     .authorize(|client, channel, _access| !channel.starts_with("admin") || client.key == "root")
 ///     .on_message(|_client, action| !matches!(action, tcpnet_gateway::Action::Publish { channel: "quiet", .. }))
 ///     .build()?;
+/// service.listen(0, "0.0.0.0").await?;
 /// let mut calls = gateway.procedure("upper")?;
 /// tokio::spawn(async move {
 ///     while let Some(call) = calls.next().await {
@@ -147,7 +152,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// A builder over a tcpnet service whose gateway serves HTTP at `url`
-    /// (told to the other gateway nodes, listed by `GET /nodes`).
+    /// (advertised in the node's tcpnet metadata, so every node lists it in
+    /// `GET /nodes`).
     pub fn builder(service: Service, url: impl Into<String>) -> GatewayBuilder {
         GatewayBuilder {
             service,
@@ -175,7 +181,7 @@ impl Gateway {
 
     /// The gateway nodes this one knows, itself first.
     pub fn nodes(&self) -> Vec<NodeInfo> {
-        self.node.directory.nodes()
+        directory::nodes(&self.node.service)
     }
 
     /// Every new connection of this node.

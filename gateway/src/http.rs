@@ -154,7 +154,7 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
 
 async fn nodes(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {
     allow(&node, &headers, false)?;
-    Ok(Json(json!({ "nodes": node.directory.nodes() })).into_response())
+    Ok(Json(json!({ "nodes": crate::directory::nodes(&node.service) })).into_response())
 }
 
 async fn channels(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {

@@ -12,8 +12,9 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let service = tcpnet::tcpnet("my-cluster")?;
+//! // Built before `listen`: the node's first hello carries the gateway's URL.
+//! let gateway = Gateway::builder(service.clone(), "http://10.0.0.5:8080").build()?;
 //! service.listen(0, "0.0.0.0").await?;
-//! let gateway = Gateway::builder(service, "http://10.0.0.5:8080").build()?;
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
 //! axum::serve(listener, gateway.router()).await?;
 //! # Ok(()) }
@@ -28,7 +29,7 @@
 //! | `cluster::view` | pure: which node holds which keys and channel members; the changes each update causes |
 //! | `cluster::sync` | the task keeping every node's view in sync: deltas, snapshots, nodes that leave |
 //! | `cluster::inbox` | the task serving other nodes: messages to keys, channel closes, kicks, listings |
-//! | `directory` | which nodes run a gateway, at which URL |
+//! | `directory` | which nodes run a gateway, at which URL (from tcpnet's member metadata) |
 //! | `node` | the gateway on one node: its state and every operation (channels, keys, calls) |
 //! | `session` | one WebSocket connection: its reader, its writer, its bounded outbox |
 //! | `http` | the HTTP API and the WebSocket endpoint |
@@ -36,7 +37,6 @@
 //! | `gateway` | the embedding API: [`Gateway`], its builder |
 //! | `backend` | [`Backend`]: procedures and events served by plain tcpnet nodes |
 //! | `limits` | [`Limits`] and the per-connection rate limiter |
-//! | `links` | tcpnet's links as the tasks need them: linked now, closed since |
 //! | `web` | the JavaScript client and the demo page, embedded, served at `/` |
 //!
 //! Imports point down: `protocol` and `cluster::wire`/`view` know nothing
@@ -58,14 +58,13 @@ mod gateway;
 mod hooks;
 mod http;
 mod limits;
-mod links;
 mod node;
 pub mod protocol;
 mod session;
 mod web;
 
 pub use backend::Backend;
-pub use directory::{NodeInfo, DIRECTORY_EVENT};
+pub use directory::{NodeInfo, URL_META};
 pub use gateway::{Gateway, GatewayBuilder};
 pub use hooks::{
     default_key, Access, Action, AnswerError, AuthorizeFn, Call, Calls, Client, ClientEvent,

@@ -1,11 +1,12 @@
 //! `tcpnet-gateway`: the gateway with its default hooks, configured by
 //! flags or environment variables.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use clap::Parser;
-use tcpnet_gateway::{Gateway, Limits};
+use tcpnet_gateway::{Gateway, Limits, URL_META};
 
 /// A WebSocket cluster server on a tcpnet mesh: start it on several hosts
 /// of a LAN with the same cluster name.
@@ -123,10 +124,45 @@ async fn main() {
     }
 }
 
+/// The URL this node advertises: the HTTP address, with the mesh's address
+/// or else this host's first non-loopback IPv4 address when it listens on
+/// every interface.
+fn default_url(http: SocketAddr, mesh_addr: &str) -> String {
+    let ip = if !http.ip().is_unspecified() {
+        http.ip()
+    } else {
+        match mesh_addr.parse::<IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => ip,
+            _ => {
+                let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| i.ip())
+                    .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
+                    .collect();
+                ips.sort();
+                ips.first().copied().unwrap_or(IpAddr::from([127, 0, 0, 1]))
+            }
+        }
+    };
+    format!("http://{}", SocketAddr::new(ip, http.port()))
+}
+
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let http = tokio::net::TcpListener::bind(args.http)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.http))?;
+    let http_addr = http.local_addr()?;
+    let url = args
+        .url
+        .clone()
+        .unwrap_or_else(|| default_url(http_addr, &args.mesh_addr));
+    // The URL is in the node's metadata from the start, so the first hello
+    // on every link carries it.
     let mut settings = tcpnet::Settings::new(args.cluster.clone())
         .heartbeat(args.heartbeat.0, args.heartbeat.1)
-        .queue_len(args.mesh_queue);
+        .queue_len(args.mesh_queue)
+        .meta(URL_META, url.clone());
     if let Some(id) = &args.id {
         settings = settings.id(id.clone());
     }
@@ -137,24 +173,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         settings = settings.peer(p.clone());
     }
     let service = tcpnet::tcpnet(settings)?;
-    let mesh = service.listen(args.mesh_port, &args.mesh_addr).await?;
-    let http = tokio::net::TcpListener::bind(args.http)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.http))?;
-    let http_addr = http.local_addr()?;
-    let url = args.url.clone().unwrap_or_else(|| {
-        let ip = if http_addr.ip().is_unspecified() {
-            mesh.addrs
-                .iter()
-                .find(|a| a.is_ipv4() && !a.is_loopback())
-                .or(mesh.addrs.first())
-                .copied()
-                .unwrap_or(http_addr.ip())
-        } else {
-            http_addr.ip()
-        };
-        format!("http://{}", SocketAddr::new(ip, http_addr.port()))
-    });
     let limits = Limits {
         max_message: args.max_message,
         max_frame: args.max_frame,
@@ -176,6 +194,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.api_token(t.clone());
     }
     let gateway = builder.build()?;
+    let mesh = service.listen(args.mesh_port, &args.mesh_addr).await?;
     if args.api_token.is_none() && !args.open_api {
         tracing::warn!(
             "no API token: the HTTP API's changes are refused (set --api-token or --open-api)"
@@ -194,6 +213,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             _ = term.recv() => {}
         }
     };
+    // No Nagle: a frame for a client goes out when written, not when the
+    // client acknowledged the one before (which its delayed ACK holds up
+    // to 40 ms).
+    let http = http.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set on a connection: {e}");
+        }
+    });
     axum::serve(http, gateway.router())
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{netns, Client, Lan};
+use common::{http, netns, Client, Lan};
 use serde_json::json;
 
 async fn lan_with_backend() -> Lan {
@@ -38,6 +38,34 @@ fn clients_call_procedures_and_transmit_events_served_by_a_backend() {
                 "the backend was never found"
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The backend is a member of the cluster but runs no gateway: each
+        // node lists the three gateways, from their tcpnet metadata.
+        for g in 0..3 {
+            let (_, v) = http("GET", &format!("{}/nodes", lan.url(g)), None).await;
+            let nodes = v["nodes"].as_array().expect("a list");
+            assert_eq!(nodes.len(), 3, "{v}");
+            assert_eq!(
+                nodes[0]["node"],
+                lan.gateways[g].node.as_str(),
+                "itself first: {v}"
+            );
+            assert_eq!(
+                (&nodes[0]["self"], &nodes[0]["state"]),
+                (&json!(true), &json!("local"))
+            );
+            for gw in &lan.gateways {
+                let n = nodes
+                    .iter()
+                    .find(|n| n["node"] == gw.node.as_str())
+                    .expect("listed");
+                assert_eq!(n["url"], gw.url.as_str(), "{v}");
+                assert_eq!(n["meta"]["gw.url"], gw.url.as_str(), "{v}");
+            }
+            for n in &nodes[1..] {
+                assert_eq!(n["self"], false, "{v}");
+                assert!(n["state"] == "linked" || n["state"] == "suspect", "{v}");
+            }
         }
         let r = c
             .request(

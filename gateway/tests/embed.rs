@@ -53,6 +53,14 @@ fn hooks_and_streams_of_an_embedded_gateway() {
             })
             .build()
             .unwrap();
+        // Built on a listening service: its URL is in its metadata at once.
+        let nodes = gateway.nodes();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].url, format!("http://{addr}"));
+        assert_eq!(
+            service.meta().get(tcpnet_gateway::URL_META),
+            Some(nodes[0].url.as_str())
+        );
         let mut joined = gateway.connections();
         let mut left = gateway.disconnections();
         let mut hellos = gateway.receiver("hello").unwrap();

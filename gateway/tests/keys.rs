@@ -118,6 +118,18 @@ fn key_status_follows_connections_and_node_death() {
             json!({"type":"status","key":"carol","online":false})
         );
         eprintln!("offline {:?} after kill -9", t0.elapsed());
+        // The killed node has left the directory of the others.
+        let dead = lan.gateways[2].node.clone();
+        for g in 0..2 {
+            let url = format!("{}/nodes", lan.url(g));
+            until("the killed node out of GET /nodes", || async {
+                let (_, v) = http("GET", &url, None).await;
+                v["nodes"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 2 && a.iter().all(|n| n["node"] != dead.as_str()))
+            })
+            .await;
+        }
         drop(second);
         // And online again with a new connection.
         let _again = Client::connect(&lan.gateways[1].ws("/ws?key=carol")).await;

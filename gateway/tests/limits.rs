@@ -260,11 +260,34 @@ fn origins_and_api_tokens_are_enforced() {
         let (a, b) = (lan.url(0).to_string(), lan.url(1).to_string());
         let auth = [("authorization", "Bearer s3cret")];
         assert_eq!(http("GET", &format!("{a}/health"), None).await.0, 200);
-        let (status, body) = http("GET", &format!("{a}/nodes"), None).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (401, Some("unauthorized"))
-        );
+        // Every API route but health, and whether it changes something.
+        let routes = [
+            ("GET", "/nodes", false),
+            ("GET", "/channels", false),
+            ("GET", "/channels/x", false),
+            ("POST", "/channels/x", true),
+            ("DELETE", "/channels/x", true),
+            ("GET", "/connections", false),
+            ("DELETE", "/connections/x.1", true),
+            ("GET", "/keys/k", false),
+            ("POST", "/keys/k", true),
+        ];
+        for (method, path, changes) in routes {
+            // With a token, every one needs it, reading ones included.
+            let (status, body) = http(method, &format!("{a}{path}"), Some("1")).await;
+            let got = (status, body["error"].as_str());
+            assert_eq!(got, (401, Some("unauthorized")), "{method} {path}");
+            // Without one, reading is open and changing is refused.
+            let (status, body) = http(method, &format!("{b}{path}"), Some("1")).await;
+            let got = (status, body["error"].as_str());
+            if changes {
+                assert_eq!(got, (403, Some("api-closed")), "{method} {path}");
+            } else {
+                assert_eq!(got, (200, None), "{method} {path}: {body}");
+            }
+        }
+        let (status, nodes) = http_with("GET", &format!("{a}/nodes"), None, &auth).await;
+        assert_eq!(status, 200, "{nodes}");
         let wrong = [("authorization", "Bearer nope")];
         assert_eq!(
             http_with("GET", &format!("{a}/channels"), None, &wrong)
@@ -272,29 +295,8 @@ fn origins_and_api_tokens_are_enforced() {
                 .0,
             401
         );
-        assert_eq!(
-            http_with("GET", &format!("{a}/channels"), None, &auth)
-                .await
-                .0,
-            200
-        );
         let (status, _) = http_with("POST", &format!("{a}/channels/x"), Some("1"), &auth).await;
         assert_eq!(status, 200);
-        // No token: reading is open, changing is refused.
-        assert_eq!(http("GET", &format!("{b}/channels"), None).await.0, 200);
-        for (method, path) in [
-            ("POST", "/channels/x"),
-            ("DELETE", "/channels/x"),
-            ("DELETE", "/connections/x.1"),
-            ("POST", "/keys/k"),
-        ] {
-            let (status, body) = http(method, &format!("{b}{path}"), Some("1")).await;
-            assert_eq!(
-                (status, body["error"].as_str()),
-                (403, Some("api-closed")),
-                "{method} {path}"
-            );
-        }
         // Origins: a browser from elsewhere is refused, one from the allowed
         // origin and a non-browser client (no Origin) are not.
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;

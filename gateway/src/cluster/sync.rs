@@ -1,17 +1,23 @@
 //! The sync task: tells every linked node this node's changes (batched, in
 //! order), sends a snapshot to each newly linked node, applies what the
-//! other gateway nodes say, and forgets a node when its link is gone.
+//! other gateway nodes say, and forgets a node when its link is gone
+//! (tcpnet's link events: `Up` and `Down`, each once per link).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tcpnet::NodeId;
+use tcpnet::{LinkEvent, NodeId, Service};
 use tokio::sync::mpsc;
 
 use super::wire::{Op, Sync, SYNC_EVENT};
 use crate::hooks::lock;
-use crate::links::{linked, Closed};
 use crate::node::Node;
+
+/// Whether `service` has an open link to `peer`.
+fn linked(service: &Service, peer: &NodeId) -> bool {
+    service.connections().iter().any(|c| c.peer_id() == peer)
+}
 
 /// Most changes sent in one delta.
 const MAX_BATCH: usize = 4096;
@@ -53,30 +59,31 @@ async fn snapshot_to(node: &Node, ops: &mut mpsc::UnboundedReceiver<Op>, peer: &
     tell(node, peer, &Sync::Snapshot { state }).await;
 }
 
-/// Starts the sync task. Its streams are made here, before the links that
-/// exist already are listed, so no link is missed.
+/// Starts the sync task. The sync receiver is made first: what a peer
+/// sends on a link that opens after it is received; a link open before it
+/// may have carried messages no one took, so those peers (`early`) are
+/// asked for their snapshot again.
 pub(crate) fn start(node: Arc<Node>, ops: mpsc::UnboundedReceiver<Op>) -> tcpnet::Result<()> {
-    let links = node.service.on_connection();
     let sync = node.service.receiver(SYNC_EVENT)?;
-    tokio::spawn(run(node, ops, links, sync));
+    let early: HashSet<NodeId> = node
+        .service
+        .connections()
+        .iter()
+        .map(|c| c.peer_id().clone())
+        .collect();
+    let links = node.service.on_link();
+    tokio::spawn(run(node, ops, links, sync, early));
     Ok(())
 }
 
 async fn run(
     node: Arc<Node>,
     mut ops: mpsc::UnboundedReceiver<Op>,
-    mut links: tcpnet::Events<tcpnet::Connection>,
+    mut links: tcpnet::Events<LinkEvent>,
     mut sync: tcpnet::Messages,
+    mut early: HashSet<NodeId>,
 ) {
     let service = node.service.clone();
-    let mut closed = Closed::new();
-    // Links made before this node listened for sync messages: what their
-    // peers sent on them may be lost, so ask them again.
-    for conn in service.connections() {
-        snapshot_to(&node, &mut ops, conn.peer_id()).await;
-        tell(&node, conn.peer_id(), &Sync::Resync).await;
-        closed.watch(conn);
-    }
     let mut missed = 0;
     loop {
         tokio::select! {
@@ -84,18 +91,24 @@ async fn run(
                 let Some(op) = op else { return };
                 flush(&node, &mut ops, Some(op)).await;
             }
-            conn = links.next() => {
-                let Some(conn) = conn else { return };
-                snapshot_to(&node, &mut ops, conn.peer_id()).await;
-                closed.watch(conn);
-            }
-            peer = closed.next() => {
-                if !linked(&service, &peer) {
+            event = links.next() => match event {
+                None => return,
+                Some(LinkEvent::Up(conn)) => {
+                    let peer = conn.peer_id();
+                    snapshot_to(&node, &mut ops, peer).await;
+                    if early.remove(peer) {
+                        tell(&node, peer, &Sync::Resync).await;
+                    }
+                }
+                // A link replaced by a newer one to the same peer goes
+                // down after the new one is up: the peer is still there.
+                Some(LinkEvent::Down(conn, _)) if !linked(&service, conn.peer_id()) => {
                     let mut st = lock(&node.state);
-                    let changes = st.view.remove(peer.as_str());
+                    let changes = st.view.remove(conn.peer_id().as_str());
                     st.notify(changes);
                 }
-            }
+                Some(_) => {}
+            },
             msg = sync.next() => {
                 let Some(msg) = msg else { return };
                 if sync.dropped() > missed {

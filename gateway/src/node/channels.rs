@@ -35,12 +35,17 @@ pub(super) fn leave(st: &mut State, channel: &str, conn: &str) {
 }
 
 impl Node {
-    /// Subscribes a connection of this node to a channel.
+    /// Subscribes a connection of this node to a channel. On success the
+    /// `ok` answering request `ack` (if any) is queued for the client under
+    /// the state's lock, before the `join` notices the subscription causes
+    /// (its own included), so the client learns it is in before anything
+    /// happens there.
     pub(crate) fn subscribe(
         self: &Arc<Self>,
         client: &Client,
         channel: &str,
         presence: bool,
+        ack: Option<u64>,
     ) -> Result<(), Problem> {
         if !self.hooks.allowed(client, channel, Access::Subscribe) {
             return Err(Problem::new(
@@ -61,6 +66,9 @@ impl Node {
                 ch.notify.insert(client.conn.clone());
             } else {
                 ch.notify.remove(&client.conn);
+            }
+            if let Some(id) = ack {
+                conn.outbox.text(server::ok(id));
             }
             return Ok(());
         }
@@ -94,6 +102,9 @@ impl Node {
         ch.subs.insert(client.conn.clone(), outbox);
         if presence {
             ch.notify.insert(client.conn.clone());
+        }
+        if let Some(id) = ack {
+            ch.subs[&client.conn].text(server::ok(id));
         }
         st.local(Op::Join {
             channel: channel.to_string(),

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use tcpnet::Service;
 
 use crate::cluster::wire::{Op, CONNECTIONS_PROCEDURE, KICK_PROCEDURE};
-use crate::directory::Directory;
 use crate::hooks::{lock, Client, Disconnection, Hooks};
 use crate::limits::Limits;
 use crate::protocol::server;
@@ -36,7 +35,6 @@ pub(crate) struct Node {
     pub state: Mutex<State>,
     pub limits: Limits,
     pub hooks: Hooks,
-    pub directory: Arc<Directory>,
     pub api: ApiAccess,
     next_conn: AtomicU64,
     /// Round robin over backends serving a procedure.
@@ -57,7 +55,6 @@ impl Node {
         service: Service,
         limits: Limits,
         hooks: Hooks,
-        directory: Arc<Directory>,
         api: ApiAccess,
         ops: tokio::sync::mpsc::UnboundedSender<Op>,
     ) -> Node {
@@ -68,7 +65,6 @@ impl Node {
             service,
             limits,
             hooks,
-            directory,
             api,
             next_conn: AtomicU64::new(1),
             next_backend: AtomicUsize::new(0),
@@ -208,10 +204,7 @@ impl Node {
     pub(crate) async fn all_connections(&self) -> (Vec<ConnSummary>, Vec<String>) {
         let mut all = self.local_connections();
         let mut missing = Vec::new();
-        for entry in self.directory.peers() {
-            let Ok(peer) = tcpnet::NodeId::parse(&entry.node) else {
-                continue;
-            };
+        for peer in crate::directory::peers(&self.service) {
             let answer = self
                 .service
                 .request(
@@ -226,7 +219,7 @@ impl Node {
                 .and_then(|b| serde_json::from_slice::<Vec<ConnSummary>>(&b).ok())
             {
                 Some(list) => all.extend(list),
-                None => missing.push(entry.node),
+                None => missing.push(peer.to_string()),
             }
         }
         (all, missing)

@@ -48,7 +48,7 @@ pub(crate) async fn run(
         &channels,
     ));
     if let Some(ch) = &channel {
-        if let Err(p) = node.subscribe(&client, ch, false) {
+        if let Err(p) = node.subscribe(&client, ch, false, None) {
             outbox.text(server::error(None, &p));
         }
     }
@@ -252,8 +252,11 @@ impl Session {
         let node = self.node.clone();
         let client = &self.client;
         match msg.request {
+            // Its `ok` is queued by `subscribe`, before its join notices.
             Request::Subscribe { channel, presence } => {
-                self.done(id, node.subscribe(client, &channel, presence))
+                if let Err(p) = node.subscribe(client, &channel, presence, id) {
+                    self.problem(id, p);
+                }
             }
             Request::Unsubscribe { channel } => self.done(id, node.unsubscribe(client, &channel)),
             Request::Publish { channel, data } => {
