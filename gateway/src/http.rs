@@ -1,5 +1,5 @@
 //! The HTTP side: the JSON API (`/health`, `/nodes`, `/channels`,
-//! `/connections`, `/keys`) and the WebSocket endpoint (`/ws`,
+//! `/connections`, `/keys`, `/peers`) and the WebSocket endpoint (`/ws`,
 //! `/ws/<channel>`).
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -83,6 +83,7 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/connections", get(connections))
         .route("/connections/{id}", delete(kick))
         .route("/keys/{key}", get(key_status).post(send_to_key))
+        .route("/peers", post(add_peer))
         .route("/ws", get(ws_root))
         .route("/ws/{channel}", get(ws_channel))
         .merge(crate::web::routes())
@@ -268,6 +269,38 @@ async fn send_to_key(
     };
     let nodes = node.send_to_key(&key, from, data).await?;
     Ok(Json(json!({ "key": key, "nodes": nodes })).into_response())
+}
+
+/// Adds a static peer at run time: the body is a JSON string, the
+/// `host:port` of another node's mesh port, dialed now and whenever its
+/// link breaks (as `--peer`).
+async fn add_peer(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    allow(&node, &headers, true)?;
+    let data = json_body(body)?;
+    let Ok(peer) = serde_json::from_str::<String>(data.get()) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-peer",
+            "the body must be a JSON string: \"host:port\" of a node's mesh port",
+        ));
+    };
+    match node.service.add_peer(&peer).await {
+        Ok(()) => Ok(Json(json!({ "peer": peer })).into_response()),
+        Err(e @ tcpnet::Error::InvalidAddress { .. }) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-peer",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )),
+    }
 }
 
 async fn ws_root(State(node): State<Arc<Node>>, req: Request) -> Response {

@@ -40,6 +40,10 @@ struct Args {
     /// does not reach; repeat or separate with commas.
     #[arg(long = "peer", env = "GATEWAY_PEERS", value_delimiter = ',')]
     peers: Vec<String>,
+    /// No mDNS: find peers only through --peer and `POST /peers` (for
+    /// networks where multicast is unwanted or does not pass).
+    #[arg(long, env = "GATEWAY_NO_MDNS")]
+    no_mdns: bool,
     /// Heartbeat interval and timeout of the mesh, in milliseconds.
     #[arg(long, env = "GATEWAY_HEARTBEAT", value_parser = heartbeat, default_value = "1000,3000")]
     heartbeat: (Duration, Duration),
@@ -162,6 +166,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut settings = tcpnet::Settings::new(args.cluster.clone())
         .heartbeat(args.heartbeat.0, args.heartbeat.1)
         .queue_len(args.mesh_queue)
+        .mdns(!args.no_mdns)
         .meta(URL_META, url.clone());
     if let Some(id) = &args.id {
         settings = settings.id(id.clone());

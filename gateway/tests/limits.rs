@@ -271,6 +271,7 @@ fn origins_and_api_tokens_are_enforced() {
             ("DELETE", "/connections/x.1", true),
             ("GET", "/keys/k", false),
             ("POST", "/keys/k", true),
+            ("POST", "/peers", true),
         ];
         for (method, path, changes) in routes {
             // With a token, every one needs it, reading ones included.

@@ -176,6 +176,8 @@ pub(crate) struct Gateway {
     pub host: usize,
     pub node: String,
     pub url: String,
+    /// Its tcpnet port.
+    pub mesh_port: u16,
     child: Child,
     pub log: PathBuf,
 }
@@ -328,6 +330,7 @@ impl Lan {
             host: i,
             node: v["node"].as_str().expect("node").to_string(),
             url: v["url"].as_str().expect("url").to_string(),
+            mesh_port: v["mesh_port"].as_u64().expect("mesh_port") as u16,
             child,
             log,
         });
