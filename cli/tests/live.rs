@@ -1,5 +1,6 @@
-//! The live browse table in a real terminal: tmux runs `tcpnet browse`, the
-//! test reads the screen with `capture-pane` and sees a node appear and go.
+//! The commands in a real terminal: tmux runs them, the test reads the
+//! screen with `capture-pane`: the live browse table sees a node appear and
+//! go, and ping counts its rounds, then leaves only its summary.
 
 mod common;
 
@@ -15,8 +16,11 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(cmd: &str) -> Tmux {
-        let socket = std::env::temp_dir().join(format!("tcpnet-cli-tmux-{}", std::process::id()));
+    /// A server named `name` (unique among the tests of this file) running
+    /// `cmd`.
+    fn start(name: &str, cmd: &str) -> Tmux {
+        let socket =
+            std::env::temp_dir().join(format!("tcpnet-cli-tmux-{}-{name}", std::process::id()));
         let tmux = Tmux { socket };
         tmux.run(&[
             "-f",
@@ -78,10 +82,13 @@ impl Drop for Tmux {
 fn the_live_table_shows_a_node_come_and_go() {
     netns(|h| {
         // The shell stays after the browse, to show its exit status.
-        let tmux = Tmux::start(&format!(
-            "{} browse live; echo \"exit status $?\"; read wait",
-            tcpnet_bin()
-        ));
+        let tmux = Tmux::start(
+            "browse",
+            &format!(
+                "{} browse live; echo \"exit status $?\"; read wait",
+                tcpnet_bin()
+            ),
+        );
         tmux.wait_screen("the empty table", |s| {
             s.contains("tcpnet browse: 0 nodes") && s.contains("no node of cluster live seen")
         });
@@ -103,5 +110,34 @@ fn the_live_table_shows_a_node_come_and_go() {
             !screen.contains("tcpnet browse:"),
             "the alternate screen is gone: {screen}"
         );
+    });
+}
+
+#[test]
+fn ping_counts_its_rounds_then_leaves_the_summary() {
+    netns(|h| {
+        let node = Node::start(&h, Settings::new("counted"));
+        let tmux = Tmux::start(
+            "ping",
+            &format!(
+                "{} ping counted -c 40 -i 100ms; echo \"exit status $?\"; read wait",
+                tcpnet_bin()
+            ),
+        );
+        let screen = tmux.wait_screen("the counter", |s| s.contains("pinging 1 node: "));
+        assert!(screen.contains(" of 40 ("), "{screen}");
+        let screen = tmux.wait_screen("ping to exit", |s| s.contains("exit status"));
+        assert!(screen.contains("exit status 0"), "{screen}");
+        assert!(
+            screen.contains("--- cluster counted: 1 node pinged ---"),
+            "{screen}"
+        );
+        let row = screen
+            .lines()
+            .find(|l| l.starts_with(node.id.as_str()))
+            .unwrap_or_else(|| panic!("no row for the node: {screen}"));
+        assert!(row.contains(" 40    40        0% "), "{row}");
+        // The counter's line was erased before the summary.
+        assert!(!screen.contains("pinging"), "{screen}");
     });
 }
