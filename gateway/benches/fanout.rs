@@ -3,7 +3,7 @@
 //! clients on a single gateway process, in one run.
 //!
 //! ```sh
-//! cargo bench -p tcpnet-gateway            # 2,000 clients; about 2 minutes
+//! cargo bench -p tcpnet-gateway            # 2,000 clients; under a minute
 //! cargo bench -p tcpnet-gateway -- --quick # 200 clients, short phases
 //! cargo bench -p tcpnet-gateway -- --clients 1000 --rate 20 --seconds 5
 //! ```
