@@ -118,3 +118,22 @@ fn no_node_is_an_error() {
         );
     });
 }
+
+/// Bad command lines are refused with status 2 and a message naming them.
+#[test]
+fn bad_arguments_are_named() {
+    netns(|h| {
+        for (args, says) in [
+            (vec!["ping", "c", "xyz"], "\"xyz\": invalid node id"),
+            (vec!["ping", "c", "-c", "0"], "0 is not in 1.."),
+            (vec!["ping", "bad_name"], "invalid cluster name"),
+            (vec!["members", "bad_name"], "invalid cluster name"),
+            (vec!["ping", "c", "-i", "soon"], "not a duration"),
+        ] {
+            let out = h.tcpnet(&args).output().expect("run");
+            assert_eq!(out.status.code(), Some(2), "{args:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    });
+}
