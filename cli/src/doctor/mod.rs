@@ -315,7 +315,16 @@ async fn join_findings(
     };
     let service = node::join(&node_args)?;
     let mut errors = service.on_error();
-    node::start(&service, &node_args, |_| true).await?;
+    if let Err(Failure::Error(e) | Failure::Usage(e)) =
+        node::start(&service, &node_args, |_| true).await
+    {
+        service.close().await;
+        let problem = Finding::problem(
+            format!("a node of ours cannot join {cluster}: {e}"),
+            "see the interfaces and the mDNS port above",
+        );
+        return Ok((vec![problem], Vec::new()));
+    }
     let members = service.members();
     service.close().await;
     let mut seen = BTreeSet::new();
