@@ -13,8 +13,9 @@
 //! second when publishers go faster than the clients can take (saturation);
 //! the memory each idle connection costs a gateway process (its RSS growth
 //! over 2,000 idle connections); and, on three nodes, 10,000 idle
-//! connections held. The clients run in this process (tokio-tungstenite),
-//! on the same two cores as the gateways. Nothing is asserted: it prints a
+//! connections held; and the CPU time each delivery costs the gateways and
+//! the clients. The clients run in this process (tokio-tungstenite), on the
+//! same two cores as the gateways. Nothing is asserted: it prints a
 //! table for the README.
 
 #[path = "../tests/common/mod.rs"]
@@ -110,6 +111,35 @@ struct Run {
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU time (user and system) per delivery, in microseconds: of the
+    /// gateway processes together, and of this process (the clients).
+    gateway_cpu_us: f64,
+    client_cpu_us: f64,
+}
+
+/// CPU time (user and system) a process has used so far, in microseconds.
+fn cpu_us(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // The fields after the command name (in parentheses, which may hold
+    // spaces) start with the third, the state; utime and stime are the
+    // 14th and 15th.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    ticks * 1_000_000 / per_second
+}
+
+/// CPU time of the gateways `gateways` and of this process, in microseconds.
+fn cpu_now(lan: &Lan, gateways: &[usize]) -> (u64, u64) {
+    let gw = gateways
+        .iter()
+        .map(|&g| cpu_us(&lan.gateways[g].pid().to_string()))
+        .sum();
+    (gw, cpu_us("self"))
 }
 
 /// Publishers on every gateway publish `rate` messages a second in all for
@@ -158,6 +188,7 @@ async fn fanout(
     for &g in gateways {
         pubs.push(connect(&lan.gateways[g].ws("/ws")).await);
     }
+    let cpu0 = cpu_now(lan, gateways);
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -184,6 +215,7 @@ async fn fanout(
             last_change = Instant::now();
         }
     }
+    let cpu1 = cpu_now(lan, gateways);
     let elapsed = if count.load(Ordering::Relaxed) < expected {
         last_change.duration_since(t0)
     } else {
@@ -206,13 +238,15 @@ async fn fanout(
             s[((s.len() - 1) as f64 * p) as usize] as f64 / 1000.0
         }
     };
-    let _ = lan;
+    let per_delivery = |us: u64| us as f64 / deliveries.max(1) as f64;
     Run {
         deliveries,
         expected,
         per_second: deliveries as f64 / elapsed.as_secs_f64(),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
+        gateway_cpu_us: per_delivery(cpu1.0 - cpu0.0),
+        client_cpu_us: per_delivery(cpu1.1 - cpu0.1),
     }
 }
 
@@ -332,6 +366,15 @@ fn main() {
             "| saturation: latency p50 / p99 | {:.1} / {:.1} ms | {:.1} / {:.1} ms | |",
             sat3.p50_ms, sat3.p99_ms, sat1.p50_ms, sat1.p99_ms
         ));
+        for (what, r3, r1) in [
+            ("fixed rate", &fixed3, &fixed1),
+            ("saturation", &sat3, &sat1),
+        ] {
+            rows.push(format!(
+                "| {what}: CPU per delivery, gateways / clients | {:.1} / {:.1} us | {:.1} / {:.1} us | |",
+                r3.gateway_cpu_us, r3.client_cpu_us, r1.gateway_cpu_us, r1.client_cpu_us
+            ));
+        }
         rows.push(format!(
             "| RSS per idle connection ({} connections on one process) | {:.1} KiB | {:.1} KiB | |",
             a.idle, idle3, idle1
