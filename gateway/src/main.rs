@@ -19,9 +19,10 @@ struct Args {
     /// The HTTP (and WebSocket) address to listen on.
     #[arg(long, env = "GATEWAY_HTTP", default_value = "0.0.0.0:8080")]
     http: SocketAddr,
-    /// The URL other nodes and clients reach this node's HTTP server at
-    /// (default: http:// with this host's first non-loopback address and the
-    /// HTTP port).
+    /// The URL other nodes and clients reach this node's HTTP server at,
+    /// advertised in its tcpnet metadata (default: http:// with the HTTP
+    /// address; if that is unspecified, the mesh address, else this host's
+    /// first non-loopback IPv4 address; and the HTTP port).
     #[arg(long, env = "GATEWAY_URL")]
     url: Option<String>,
     /// The tcpnet listen address.
