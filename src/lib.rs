@@ -139,6 +139,6 @@ pub use node::members::member::{
     LeaveReason, LinkInfo, Member, MemberChange, MemberEvent, MemberState,
 };
 pub use node::service::tcpnet;
-pub use node::{Service, Settings};
+pub use node::{Ready, Service, Settings};
 pub use stats::{HandshakeFailures, LinkStats, Stats};
 pub use wire::hello::PROTOCOL_VERSION;

@@ -19,14 +19,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{CloseReason, Error};
 use crate::limits::MAX_PEERS;
 use crate::link::connection::{request_close, Connection};
 use crate::link::{Event, LinkId};
 use crate::node::discovery::Discovery;
-use crate::node::mesh::{self, Action, Mesh, Redial, Target};
+use crate::node::mesh::{self, Action, Mesh, Redial, Settle, Target};
 use crate::node::running::{Command, Node};
 use crate::node::tasks;
 use crate::wire::record::Record;
@@ -65,6 +65,8 @@ pub(crate) async fn actor(
 ) {
     let mut mesh = Mesh::new(node.id().clone());
     let mut links: HashMap<LinkId, Held> = HashMap::new();
+    // Callers of `ready` waiting for discovery to settle.
+    let mut settling: Vec<oneshot::Sender<Settle>> = Vec::new();
     // The actor holds a sender itself (in `node`), so only `Close` ends this.
     while let Some(cmd) = cmds.recv().await {
         let peers_change = matches!(
@@ -137,6 +139,14 @@ pub(crate) async fn actor(
                 }
                 mesh.closed(link, redial, lived >= mesh::STABLE)
             }
+            Command::Settled { reply, wait } => {
+                if wait {
+                    settling.push(reply);
+                } else {
+                    let _ = reply.send(mesh.settle());
+                }
+                vec![]
+            }
             Command::Close => break,
         };
         if peers_change {
@@ -147,6 +157,14 @@ pub(crate) async fn actor(
                 node.hub.counters.dial(redial);
             }
             apply(&node, &mut links, discovery.as_ref(), action);
+        }
+        if !settling.is_empty() {
+            let settle = mesh.settle();
+            if settle.pending == 0 {
+                for reply in settling.drain(..) {
+                    let _ = reply.send(settle.clone());
+                }
+            }
         }
     }
 

@@ -230,6 +230,44 @@ impl Mesh {
         ids
     }
 
+    /// Where discovery stands: which peers are linked, and how many of the
+    /// others known (advertised, or static) are still being reached (a dial
+    /// under way, a link awaiting its verdict) or were not reached (their
+    /// last dial failed, or their link closed). Peers this node
+    /// disconnected are left out.
+    pub(crate) fn settle(&self) -> Settle {
+        let mut linked: Vec<(NodeId, u64)> = self
+            .links
+            .values()
+            .filter(|l| l.open)
+            .map(|l| (l.peer.clone(), l.incarnation))
+            .collect();
+        linked.sort();
+        linked.dedup_by(|a, b| a.0 == b.0);
+        let mut settle = Settle {
+            linked,
+            pending: 0,
+            unreached: 0,
+        };
+        let is_linked = |p: &NodeId| settle.linked.iter().any(|(l, _)| l == p);
+        let mut count = |node: Option<&NodeId>, dialing: &Dialing| match node {
+            Some(p) if self.ended.contains(p) || is_linked(p) => {}
+            Some(p) if dialing.busy || self.has_link(p) => settle.pending += 1,
+            None if dialing.busy => settle.pending += 1,
+            _ => settle.unreached += 1,
+        };
+        for (id, peer) in &self.peers {
+            count(Some(id), &peer.dialing);
+        }
+        for s in self.statics.values() {
+            // A static peer that is also advertised counts once.
+            if s.peer.as_ref().is_none_or(|p| !self.peers.contains_key(p)) {
+                count(s.peer.as_ref(), &s.dialing);
+            }
+        }
+        settle
+    }
+
     fn dialing(&mut self, target: &Target) -> Option<&mut Dialing> {
         match target {
             Target::Peer(p) => self.peers.get_mut(p).map(|p| &mut p.dialing),
@@ -611,6 +649,19 @@ impl Mesh {
     }
 }
 
+/// Where discovery stands, from [`Mesh::settle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settle {
+    /// The peers with an open link, sorted, with their incarnations.
+    pub(crate) linked: Vec<(NodeId, u64)>,
+    /// Known peers still being reached: a dial under way, or a link
+    /// awaiting its verdict.
+    pub(crate) pending: usize,
+    /// Known peers not reached: their last dial failed, or their link
+    /// closed.
+    pub(crate) unreached: usize,
+}
+
 /// Whether a closed link is dialed again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Redial {
@@ -670,6 +721,40 @@ mod tests {
     fn never_links_to_itself() {
         let mut m = Mesh::new(id("0a"));
         assert!(m.discovered(id("0a"), addr()).is_empty());
+    }
+
+    /// Discovery has settled when every known peer is linked or its dial
+    /// has ended in failure; disconnected peers do not count.
+    #[test]
+    fn settling_follows_dials_links_and_failures() {
+        let mut m = Mesh::new(id("04"));
+        let settle = |m: &Mesh| {
+            let s = m.settle();
+            let linked: Vec<NodeId> = s.linked.into_iter().map(|(p, _)| p).collect();
+            (linked, s.pending, s.unreached)
+        };
+        assert_eq!(settle(&m), (vec![], 0, 0));
+        m.discovered(id("02"), addr());
+        m.discovered(id("03"), addr());
+        m.discovered(id("06"), addr());
+        let stat: SocketAddr = "10.99.0.9:4".parse().unwrap();
+        m.add_static(stat);
+        assert_eq!(settle(&m), (vec![], 4, 0));
+        // 06 linked: its link awaits no verdict (we decide), so it is open.
+        m.dial_ended(&Target::Peer(id("06")), DialEnd::Linked(id("06")));
+        m.handshaken(1, id("06"), 7);
+        // 02 refused; the static peer answered as 01, whose link awaits
+        // 01's verdict.
+        m.dial_ended(&Target::Peer(id("02")), DialEnd::Refused);
+        m.dial_ended(&Target::Addr(stat), DialEnd::Linked(id("01")));
+        m.handshaken(2, id("01"), 7);
+        assert_eq!(settle(&m), (vec![id("06")], 2, 1));
+        m.verdict(2, Verdict::Accept);
+        m.disconnect(id("03"));
+        assert_eq!(settle(&m), (vec![id("01"), id("06")], 0, 1));
+        // A link that closes leaves its peer unreached until redialed.
+        m.closed(1, Redial::Soon, false);
+        assert_eq!(settle(&m), (vec![id("01")], 0, 2));
     }
 
     #[test]

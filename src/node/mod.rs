@@ -15,10 +15,12 @@ pub(crate) mod export;
 pub(crate) mod gate;
 pub(crate) mod members;
 pub(crate) mod mesh;
+pub(crate) mod ready;
 pub(crate) mod running;
 pub(crate) mod service;
 pub(crate) mod settings;
 pub(crate) mod tasks;
 
+pub use ready::Ready;
 pub use service::Service;
 pub use settings::Settings;

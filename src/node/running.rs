@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -14,7 +14,7 @@ use crate::messaging::Messaging;
 use crate::node::events::Hub;
 use crate::node::gate::Gate;
 use crate::node::members::Members;
-use crate::node::mesh::{DialEnd, Target};
+use crate::node::mesh::{DialEnd, Settle, Target};
 use crate::node::settings::Settings;
 use crate::wire::hello::Hello;
 use crate::wire::secure::Psk;
@@ -58,6 +58,12 @@ pub(crate) enum Command {
     /// This node's metadata changed: re-announce it over mDNS.
     Announce {
         meta: crate::meta::Meta,
+    },
+    /// Where discovery stands: now, or (`wait`) once no known peer is
+    /// still being reached.
+    Settled {
+        reply: oneshot::Sender<Settle>,
+        wait: bool,
     },
     /// Stop the node; the actor's task ends when it has.
     Close,

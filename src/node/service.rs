@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +25,7 @@ use crate::node::discovery::{Discovery, Scope};
 use crate::node::events::{Events, Hub};
 use crate::node::members::member::{Member, MemberEvent, MemberState};
 use crate::node::members::Members;
+use crate::node::ready::{self, Ready, DISCOVERY_WINDOW};
 use crate::node::running::{Command, Node};
 use crate::node::settings::Settings;
 use crate::node::tasks;
@@ -85,6 +87,8 @@ enum Phase {
 
 struct Running {
     address: Address,
+    /// When `listen` returned.
+    listened: tokio::time::Instant,
     node: Arc<Node>,
     actor: tokio::task::JoinHandle<()>,
 }
@@ -284,6 +288,7 @@ impl Service {
             node.send(Command::AddPeer { addr });
         }
         Ok(Running {
+            listened: tokio::time::Instant::now(),
             address: Address {
                 port: bound_port,
                 addrs: scope.addresses(),
@@ -291,6 +296,65 @@ impl Service {
             actor: tasks::spawn(node.clone(), inbox, discovery),
             node,
         })
+    }
+
+    /// Waits until discovery has settled, and says what it found: the
+    /// peers linked, those that started before this node, and how many were
+    /// found but not reached.
+    ///
+    /// It waits for the answers to this node's first mDNS query (250 ms
+    /// after [`listen`](Self::listen) returned; with mDNS off, not at all),
+    /// then until every peer found by then (advertised, or static) is
+    /// linked or has failed a dial. So when it returns, every node that
+    /// answered the first query in time and could be reached is linked,
+    /// its connection event emitted and its link in
+    /// [`connections`](Self::connections) and [`on_link`](Self::on_link);
+    /// a node found later links later, as always. The wait is bounded:
+    /// 250 ms plus twice the handshake timeout after `listen` (6.25 s by
+    /// default), after which it returns with
+    /// [`timed_out`](Ready::timed_out) set. Called before `listen`, it waits
+    /// for it; on a closed service it fails with [`Error::Closed`].
+    ///
+    /// Nodes that start together each find the others linked: to tell who
+    /// joined late (and should catch up from whom), look at
+    /// [`older`](Ready::older), the linked peers that started first. Exactly
+    /// one of a set of nodes that started together has none.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tcpnet::Result<()> {
+    /// let service = tcpnet::tcpnet("my-cluster")?;
+    /// service.listen(0, "0.0.0.0").await?;
+    /// let ready = service.ready().await?;
+    /// match ready.older.first() {
+    ///     Some(peer) => println!("joined late: catch up from {peer}"),
+    ///     None => println!("first of {} nodes", ready.linked.len() + 1),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn ready(&self) -> Result<Ready> {
+        let mut listening = self.on_listening();
+        loop {
+            let running = match &*lock(&self.state.phase) {
+                Phase::Listening(r) => Some((r.node.clone(), r.listened)),
+                Phase::Idle => None,
+                Phase::Closed => return Err(Error::Closed),
+            };
+            if let Some((node, listened)) = running {
+                let settings = &self.state.settings;
+                let window = if settings.mdns {
+                    DISCOVERY_WINDOW
+                } else {
+                    Duration::ZERO
+                };
+                let bound = window + 2 * settings.handshake_timeout;
+                let incarnation = self.state.incarnation;
+                return ready::settled(&node, incarnation, listened, window, bound).await;
+            }
+            tokio::select! {
+                _ = listening.next() => {}
+                _ = self.closed() => return Err(Error::Closed),
+            }
+        }
     }
 
     /// Adds a static peer, `host:port` or `ip:port`, as
