@@ -24,16 +24,21 @@ or inside a user namespace that maps you to root: `unshare --user --map-root-use
 
 /// The demo example, built by `cargo test` next to the test binaries.
 pub(crate) fn demo_binary() -> std::path::PathBuf {
+    example_binary("demo")
+}
+
+/// An example, built by `cargo test` next to the test binaries.
+pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let demo = dir.join("examples").join("demo");
+    let example = dir.join("examples").join(name);
     assert!(
-        demo.exists(),
+        example.exists(),
         "{} is missing: run the tests with `cargo test`, which builds the examples, \
-         or build it with `cargo build --example demo`",
-        demo.display()
+         or build it with `cargo build --example {name}`",
+        example.display()
     );
-    demo
+    example
 }
 
 /// Runs `test` in a fresh network namespace that holds only loopback.
