@@ -252,9 +252,8 @@ impl Mesh {
         let is_linked = |p: &NodeId| settle.linked.iter().any(|(l, _)| l == p);
         let mut count = |node: Option<&NodeId>, dialing: &Dialing| match node {
             Some(p) if self.ended.contains(p) || is_linked(p) => {}
-            Some(p) if dialing.busy || self.has_link(p) => settle.pending += 1,
-            None if dialing.busy => settle.pending += 1,
-            _ => settle.unreached += 1,
+            _ if dialing.failures > 0 && !dialing.busy => settle.unreached += 1,
+            _ => settle.pending += 1,
         };
         for (id, peer) in &self.peers {
             count(Some(id), &peer.dialing);
