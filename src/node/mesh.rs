@@ -264,6 +264,21 @@ impl Mesh {
                 count(s.peer.as_ref(), &s.dialing);
             }
         }
+        // A peer that dialed us before we found it: its link awaits a
+        // verdict.
+        let known = |p: &NodeId| {
+            self.peers.contains_key(p) || self.statics.values().any(|s| s.peer.as_ref() == Some(p))
+        };
+        let mut waiting: Vec<&NodeId> = self
+            .links
+            .values()
+            .map(|l| &l.peer)
+            .filter(|p| !known(p) && !self.ended.contains(*p))
+            .filter(|p| !settle.linked.iter().any(|(l, _)| l == *p))
+            .collect();
+        waiting.sort();
+        waiting.dedup();
+        settle.pending += waiting.len();
         settle
     }
 
@@ -754,6 +769,19 @@ mod tests {
         // A link that closes leaves its peer unreached until redialed.
         m.closed(1, Redial::Soon, false);
         assert_eq!(settle(&m), (vec![id("01")], 0, 2));
+    }
+
+    /// A link that awaits its verdict counts as being reached, even from a
+    /// peer not (yet) found over mDNS.
+    #[test]
+    fn a_link_awaiting_its_verdict_is_pending() {
+        let mut m = Mesh::new(id("0b"));
+        m.handshaken(1, id("0a"), 7);
+        let s = m.settle();
+        assert_eq!((s.linked.len(), s.pending, s.unreached), (0, 1, 0));
+        m.verdict(1, Verdict::Accept);
+        let s = m.settle();
+        assert_eq!((s.linked.len(), s.pending, s.unreached), (1, 0, 0));
     }
 
     #[test]

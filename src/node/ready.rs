@@ -8,13 +8,20 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::id::NodeId;
-use crate::node::mesh::Settle;
+use crate::node::mesh::{Settle, FOLLOWER_GRACE};
 use crate::node::running::{Command, Node};
 
-/// How long after `listen` the answers to the node's first mDNS query are
-/// waited for. Responders delay answers of shared records by 20 to 120 ms
-/// (RFC 6762, section 6); on a LAN they arrive well within this.
-pub(crate) const DISCOVERY_WINDOW: Duration = Duration::from_millis(250);
+/// How long after `listen` a node waits before it looks at where discovery
+/// stands. Answers to its first mDNS query come within 120 ms or so
+/// (responders delay answers of shared records by up to that, RFC 6762,
+/// section 6), but in our runs they often came only with the peers' next
+/// announcement, a second later; what does not wait is a peer that saw
+/// this node's announcement, which it does at once. Such a peer dials at
+/// once if it decides the pair, and otherwise after waiting for this
+/// node's dial, at most 1.5 times [`FOLLOWER_GRACE`] (750 ms). The window
+/// covers that wait and 250 ms for the handshake that follows.
+pub(crate) const DISCOVERY_WINDOW: Duration =
+    Duration::from_millis(FOLLOWER_GRACE.as_millis() as u64 * 3 / 2 + 250);
 
 /// What discovery had found when it settled, from
 /// [`Service::ready`](crate::Service::ready).

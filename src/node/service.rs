@@ -302,18 +302,22 @@ impl Service {
     /// peers linked, those that started before this node, and how many were
     /// found but not reached.
     ///
-    /// It waits for the answers to this node's first mDNS query (250 ms
-    /// after [`listen`](Self::listen) returned; with mDNS off, not at all),
-    /// then until every peer found by then (advertised, or static) is
-    /// linked or has failed a dial. So when it returns, every node that
-    /// answered the first query in time and could be reached is linked,
-    /// its connection event emitted and its link in
-    /// [`connections`](Self::connections) and [`on_link`](Self::on_link);
-    /// a node found later links later, as always. The wait is bounded:
-    /// 250 ms plus twice the handshake timeout after `listen` (6.25 s by
-    /// default), after which it returns with
-    /// [`timed_out`](Ready::timed_out) set. Called before `listen`, it waits
-    /// for it; on a closed service it fails with [`Error::Closed`].
+    /// It waits 1 s after [`listen`](Self::listen) returned (with mDNS
+    /// off, not at all): time for the answers to this node's first mDNS
+    /// query, and for the peers that saw its announcement to dial it (of a
+    /// pair that finds each other, the end that does not decide the pair
+    /// waits up to 750 ms for the decider's dial before it dials). Then it
+    /// waits until every peer found by then (advertised, static, or one
+    /// whose link awaits its verdict) is linked or has failed a dial. So
+    /// when it returns, every node that found this node or was found by it
+    /// in that time, and could be reached, is linked: its link in
+    /// [`connections`](Self::connections) and [`on_link`](Self::on_link),
+    /// its `Joined` on [`on_member`](Self::on_member), its metadata known.
+    /// A node found later links later, as always. The wait is bounded: 1 s
+    /// plus twice the handshake timeout after `listen` (7 s by default),
+    /// after which it returns with [`timed_out`](Ready::timed_out) set.
+    /// Called before `listen`, it waits for it; on a closed service it
+    /// fails with [`Error::Closed`].
     ///
     /// Nodes that start together each find the others linked: to tell who
     /// joined late (and should catch up from whom), look at
