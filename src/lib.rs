@@ -76,9 +76,10 @@
 //!   clock.rs    the wall clock in nanoseconds
 //!   wire/       frame, hello, verdict, envelope, decoder, secure
 //!   link/       handshake, run, read, queue, outbox, writer, open, connection
-//!   messaging/  router/ (seen, interest, neighbors), streams, rpc, relay
+//!   messaging/  router/ (seen, interest, neighbors), streams, rpc, relay,
+//!               typed (the `typed` feature)
 //!   node/       mesh, actor, running, tasks, discovery, gate, events,
-//!               address, settings, service
+//!               ready, address, settings, service
 //! ```
 //!
 //! ## Policies
@@ -93,6 +94,11 @@
 //!   a subscriber. Error queues are bounded and count what they drop (see
 //!   [`Events`]).
 //! - **Errors** on [`Service::on_error`] are non-fatal: the service goes on.
+//!   Each has a kind ([`Error::kind`]) that tells churn from faults and
+//!   foreign input.
+//! - **State, then changes**: [`Service::on_link`] starts with the open
+//!   links; [`Service::ready`] waits until discovery has settled. Streams
+//!   made before `listen` miss nothing.
 //! - **Failures**: heartbeats on idle links, a timeout on silence, redial
 //!   with jittered backoff while a peer is known (see `node::mesh`),
 //!   handshakes bounded in time, size and number (see `node::gate`).

@@ -625,7 +625,8 @@ impl Service {
 
     /// A stream of the direct messages ([`send_to`](Self::send_to)) and
     /// broadcasts ([`broadcast`](Self::broadcast)) this node receives. Each
-    /// such stream gets every one, from its creation on.
+    /// such stream gets every one, from its creation on: make it before
+    /// [`listen`](Self::listen) to miss none.
     ///
     /// ```no_run
     /// use futures::StreamExt;
@@ -669,7 +670,9 @@ impl Service {
         self.state.messaging.emit_to(peer, event, data.into()).await
     }
 
-    /// A stream of the events named `event` that this node receives.
+    /// A stream of the events named `event` that this node receives, from
+    /// its creation on: make it before [`listen`](Self::listen) to miss
+    /// none (events that come before it exists are not kept).
     ///
     /// ```no_run
     /// use futures::StreamExt;
@@ -742,7 +745,9 @@ impl Service {
     }
 
     /// A stream of calls to the procedure `name` on this node. Several
-    /// streams for one name share the calls, round robin.
+    /// streams for one name share the calls, round robin. Make it before
+    /// [`listen`](Self::listen): a call that comes while no stream serves
+    /// the name is answered [`CallError::NoProcedure`](crate::CallError::NoProcedure).
     pub fn procedure(&self, name: &str) -> Result<Requests> {
         self.state.messaging.procedure(name)
     }
