@@ -8,7 +8,8 @@
 //! Start it in several terminals (or on several hosts) with the same cluster
 //! name. Logs go to stderr (`RUST_LOG=debug` for more); stdout carries only
 //! `write to N nodes` lines and the frames received, as they arrive.
-//! `TCPNET_ID=<hex>` sets the node id (default: a random one);
+//! `TCPNET_KEY_FILE=<path>` keeps the node's key pair, so its id, in that
+//! file (made if missing; default: a new key pair and id every start);
 //! `TCPNET_SECRET=<secret>` sets the cluster secret (default: none, an open
 //! cluster); `TCPNET_HEARTBEAT=<interval ms>,<timeout ms>` the failure
 //! detection (default: 1000,3000); `TCPNET_META=<key>=<value>,...` the
@@ -32,8 +33,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "my-cluster".into());
 
     let mut settings = tcpnet::Settings::new(name.as_str());
-    if let Ok(id) = std::env::var("TCPNET_ID") {
-        settings = settings.id(id);
+    if let Ok(path) = std::env::var("TCPNET_KEY_FILE") {
+        settings = settings.key_file(path);
     }
     if let Ok(secret) = std::env::var("TCPNET_SECRET") {
         settings = settings.secret(secret);

@@ -49,13 +49,23 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// A node id given in the settings is empty, too long, or not hex.
+    /// A node id given to [`NodeId::parse`] is empty, too long, or not hex.
     #[error("invalid node id {id:?}: {reason}")]
     InvalidId {
         /// The id as given.
         id: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+
+    /// A node's key pair could not be read or stored: a key file that is
+    /// not a PKCS#8 Ed25519 key, or that cannot be read or created.
+    #[error("{key}: {reason}")]
+    Key {
+        /// The key: its file, or the bytes given.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
     },
 
     /// A setting other than the name or the id is out of range.
@@ -425,6 +435,7 @@ impl Error {
             Error::InvalidName { .. }
             | Error::InvalidId { .. }
             | Error::InvalidSetting { .. }
+            | Error::Key { .. }
             | Error::InvalidAddress { .. }
             | Error::AlreadyListening
             | Error::FrameTooLarge { .. }

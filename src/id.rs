@@ -1,30 +1,49 @@
-//! Node ids: fixed-length hex strings.
+//! Node ids: fixed-length hex strings, derived from the node's public key.
 //!
-//! Every node of a cluster uses ids of the same length, so comparing two ids
-//! as strings (after lower-casing) is the same as comparing them as numbers.
-//! The one-link rule depends on that: both ends of a pair compare the same
-//! two ids and reach the same answer.
+//! A node's id is the hash of its identity's public key (see
+//! [`crate::identity`]), 32 hex digits, so every node of a cluster has an
+//! id of the same length, and comparing two ids as strings (after
+//! lower-casing) is the same as comparing them as numbers. The one-link
+//! rule depends on that: both ends of a pair compare the same two ids and
+//! reach the same answer.
 
 use std::fmt;
 
 use crate::error::Error;
 use crate::limits::MAX_ID_LEN;
 
-/// A node's id: a non-empty string of hex digits, stored lower-case.
+/// A node's id: a non-empty string of hex digits, stored lower-case. A
+/// node's own id is derived from its key pair ([`Identity::id`](crate::Identity::id)):
+/// 32 hex digits.
 ///
 /// ```
 /// let id = tcpnet::NodeId::parse("0A0").unwrap();
 /// assert_eq!(id.as_str(), "0a0");
 /// assert!(tcpnet::NodeId::parse("xyz").is_err());
-/// assert_eq!(tcpnet::NodeId::random().as_str().len(), 32);
+/// assert_eq!(tcpnet::Identity::generate().id().as_str().len(), 32);
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(String);
 
 impl NodeId {
-    /// A random id: a UUID v4 as 32 lower-case hex digits.
-    pub fn random() -> Self {
-        NodeId(uuid::Uuid::new_v4().simple().to_string())
+    /// The id of the node whose identity's public key is `key`.
+    pub(crate) fn of_key(key: &[u8]) -> Self {
+        NodeId(hex::encode(crate::identity::id_of(key)))
+    }
+
+    /// True if `public_key` is this id's key (its hash is the id): the
+    /// check a key sent beside a message needs before it counts.
+    pub fn is_key_of(&self, public_key: &[u8]) -> bool {
+        public_key.len() == crate::identity::PUBLIC_KEY_LEN && NodeId::of_key(public_key) == *self
+    }
+
+    /// True if `signature` is a signature of `msg` made by this id's node:
+    /// `public_key` is the id's key ([`is_key_of`](Self::is_key_of)) and
+    /// the Ed25519 signature checks out with it (see
+    /// [`Identity::sign`](crate::Identity::sign)). A node's key comes with
+    /// what it signs, or from its mDNS record (`Announcement::key`).
+    pub fn verify(&self, public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool {
+        self.is_key_of(public_key) && crate::identity::verify(public_key, msg, signature)
     }
 
     /// Checks and normalises an id: non-empty, at most 63 hex digits.

@@ -30,8 +30,9 @@
 //! below it (a test, `tests/layers.rs`, keeps it so):
 //!
 //! - **wire**: the bytes on the wire. Frames (a length, a kind, a payload),
-//!   the hello each end sends first, the decider's verdict, the messaging
-//!   envelope, and, with a cluster secret, the Noise handshake and the sealed
+//!   the hello each end sends first, the Noise handshake that proves each
+//!   end's key pair (and the cluster secret, if there is one), the decider's
+//!   verdict, the messaging envelope, and, with a secret, the sealed
 //!   records. Codecs and parsers only, bounded, unit-tested and fuzzed
 //!   without sockets.
 //! - **link**: one TCP link to one peer. Its task runs the handshake, then a
@@ -53,8 +54,8 @@
 //!   commands. [`Service`] is the user's handle on the node.
 //!
 //! Below them sit the few things every layer uses: [`Error`] and
-//! [`CloseReason`], [`NodeId`], the [`limits`], the [`Stats`] a node
-//! counts, and a lock helper.
+//! [`CloseReason`], [`NodeId`] and the [`Identity`] it derives from, the
+//! [`limits`], the [`Stats`] a node counts, and a lock helper.
 //!
 //! The state machines (`mesh`, `router`, the link's read path) take facts
 //! and return what to do, without I/O or clocks, so the races they settle
@@ -71,10 +72,11 @@
 //!   lib.rs      this overview and the public API
 //!   error.rs    Error and CloseReason
 //!   id.rs       NodeId
+//!   identity.rs Identity: the node's key pair, from which its id derives
 //!   limits.rs   public bounds and defaults
 //!   sync.rs     the lock helper
 //!   clock.rs    the wall clock in nanoseconds
-//!   wire/       frame, hello, verdict, envelope, decoder, secure
+//!   wire/       frame, hello, noise, verdict, envelope, decoder, secure
 //!   link/       handshake, run, read, queue, outbox, writer, open, connection
 //!   messaging/  router/ (seen, interest, neighbors), streams, rpc, relay,
 //!               typed (the `typed` feature)
@@ -102,6 +104,8 @@
 //! - **Failures**: heartbeats on idle links, a timeout on silence, redial
 //!   with jittered backoff while a peer is known (see `node::mesh`),
 //!   handshakes bounded in time, size and number (see `node::gate`).
+//! - **Identity**: a node's id is the hash of its key pair ([`Identity`]);
+//!   no link counts before both ends proved their keys (see `wire::noise`).
 //! - **Secret**: optional; with it no link counts before both ends proved
 //!   they hold it, and every byte after is sealed (see `wire::secure`).
 
@@ -120,6 +124,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod id;
+mod identity;
 pub mod limits;
 mod link;
 mod messaging;
@@ -131,6 +136,7 @@ mod wire;
 
 pub use error::{CallError, CloseReason, Error, ErrorKind, MetaError, Result};
 pub use id::NodeId;
+pub use identity::{Identity, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 pub use link::connection::{Connection, Sender};
 pub use link::open::LinkEvent;
 pub use messaging::rpc::{Request, Requests};

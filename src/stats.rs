@@ -59,15 +59,19 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HandshakeFailures {
-    /// No hello (or secret handshake) within the handshake timeout.
+    /// No hello and handshake within the handshake timeout.
     pub timeout: u64,
     /// A tcpnet node this one does not link with: another cluster,
-    /// protocol version or id length, or a cluster secret on one end only.
+    /// protocol version or id length, a cluster secret on one end only, or
+    /// a node that proved the key of another id than its hello claims, or
+    /// of another node than the one dialed.
     pub refused: u64,
     /// Not a tcpnet node: a first frame that is no hello, a hello that does
-    /// not decode, or the connection lost during the hellos.
+    /// not decode, the connection lost during the hellos, or (without a
+    /// secret) a Noise handshake that failed.
     pub malformed: u64,
-    /// The cluster secret's handshake failed (another secret).
+    /// With a cluster secret, the Noise handshake failed (another secret,
+    /// or a dialer naming a key this node does not hold).
     pub secret: u64,
     /// Refused or dropped for lack of a handshake slot (see
     /// [`limits`](crate::limits)).

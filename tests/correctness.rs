@@ -18,10 +18,6 @@ use tcpnet::{CallError, CloseReason, Connection, Error, NodeId, Service, Setting
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-fn id(n: u32) -> String {
-    format!("{n:032x}")
-}
-
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -143,11 +139,17 @@ fn isolated(name: &str, body: impl FnOnce()) {
 #[test]
 fn a_pair_links_again_after_the_decider_rejected_a_redial_over_its_stale_link() {
     netns(|| async {
-        let (a, a_addr) = node(Settings::new("c").id(id(1)).heartbeat(ms(100), ms(3000))).await;
+        let ids = identities(2);
+        let (a, a_addr) = node(
+            Settings::new("c")
+                .identity(ids[0].clone())
+                .heartbeat(ms(100), ms(3000)),
+        )
+        .await;
         let relay = Relay::start(a_addr).await;
         let (b, _) = node(
             Settings::new("c")
-                .id(id(2))
+                .identity(ids[1].clone())
                 .heartbeat(ms(100), ms(500))
                 .peer(relay.peer()),
         )
@@ -227,18 +229,19 @@ fn a_broadcast_overtaken_by_many_later_messages_is_still_delivered() {
 #[test]
 fn a_restarted_peer_leaves_no_stale_topics() {
     netns(|| async {
+        let keys = identities(3);
         for (a_id, resubscribes) in [(1, false), (3, false), (1, true), (3, true)] {
             let what = format!("a is node {a_id}, the new peer subscribes: {resubscribes}");
             let (a, a_addr) = node(
                 Settings::new("c")
-                    .id(id(a_id))
+                    .identity(keys[a_id - 1].clone())
                     .heartbeat(ms(100), ms(30_000)),
             )
             .await;
             let relay = Relay::start(a_addr).await;
             let peer = || {
                 Settings::new("c")
-                    .id(id(2))
+                    .identity(keys[1].clone())
                     .heartbeat(ms(100), ms(30_000))
                     .peer(relay.peer())
                     .mdns(false)
@@ -323,9 +326,10 @@ fn a_dropped_handle_wakes_a_waiting_one_with_what_it_took() {
     netns(|| async {
         // Long heartbeats: nothing but the test's frames crosses the link.
         let slow_beat = || Settings::new("c").heartbeat(ms(5_000), ms(15_000));
-        let (a, a_addr) = node(slow_beat().id(id(1))).await;
+        let keys = identities(2);
+        let (a, a_addr) = node(slow_beat().identity(keys[0].clone())).await;
         let relay = Relay::start(a_addr).await;
-        let (b, _) = node(slow_beat().id(id(2)).peer(relay.peer())).await;
+        let (b, _) = node(slow_beat().identity(keys[1].clone()).peer(relay.peer())).await;
         linked(&[a.clone(), b.clone()]).await;
         let ab = link_of(&a, b.id());
         let mut first = link_of(&b, a.id());
@@ -451,9 +455,10 @@ fn a_cancelled_answer_leaves_the_call_unanswered_not_timed_out() {
 fn heartbeats_never_land_inside_a_frame_written_in_part() {
     netns(|| async {
         let beat = || Settings::new("c").heartbeat(ms(10), ms(5_000));
-        let (a, a_addr) = node(beat().id(id(1))).await;
+        let keys = identities(2);
+        let (a, a_addr) = node(beat().identity(keys[0].clone())).await;
         let relay = Relay::start(a_addr).await;
-        let (b, _) = node(beat().id(id(2)).peer(relay.peer())).await;
+        let (b, _) = node(beat().identity(keys[1].clone()).peer(relay.peer())).await;
         let pair = [a.clone(), b.clone()];
         linked(&pair).await;
         let (mut a_errors, mut b_errors) = (a.on_error(), b.on_error());

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::attacker;
 use common::*;
 use futures::{FutureExt, StreamExt};
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
@@ -272,6 +273,23 @@ async fn answer_hello(
     me
 }
 
+/// A stranger whose id is smaller than `than`: it decides the pair, so the
+/// node waits for its verdict.
+fn smaller_than(than: &str) -> attacker::Claim {
+    loop {
+        let c = attacker::Claim::stranger(CLUSTER);
+        if c.id.as_str() < than {
+            return c;
+        }
+    }
+}
+
+/// A fresh key pair's id and its public key in hex, for a record.
+fn keyed() -> (String, String) {
+    let key = tcpnet::Identity::generate();
+    (key.id().to_string(), hex::encode(key.public_key()))
+}
+
 /// What an error event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -340,30 +358,6 @@ fn pending_errors(errors: &mut Events<Error>) -> Vec<Error> {
 fn no_more_errors(errors: &mut Events<Error>) {
     if let Some(e) = pending_errors(errors).first() {
         panic!("unexpected error event: {e:?}");
-    }
-}
-
-/// Lifts the soft limit on open files (the idle-connection and flood tests
-/// hold thousands of sockets, on both ends, in this one process).
-fn raise_fd_limit(need: u64) {
-    // SAFETY: plain syscalls on a local struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur < need as libc::rlim_t {
-            assert!(
-                lim.rlim_max >= need as libc::rlim_t,
-                "this test needs {need} open files; the hard limit is {}",
-                lim.rlim_max
-            );
-            lim.rlim_cur = need as libc::rlim_t;
-            assert_eq!(
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim),
-                0,
-                "setrlimit: {}",
-                std::io::Error::last_os_error()
-            );
-        }
     }
 }
 
@@ -547,15 +541,15 @@ fn a_4_gib_length_prefix_is_refused_without_buffering() {
                 until_closed(&mut s).await;
                 s.local_addr().unwrap()
             };
-            // A node whose id is smaller than any random one decides the
-            // pair's link, so the attacked node waits for its verdict: the
-            // link never opens, and the 4 GiB frame comes instead.
+            // After the handshake, where the verdict is due (or, if the
+            // attacked node decides, on the link it opened).
             let after_hello = async {
-                let mut s = connect_from(src(32), t.port).await;
-                read_node_hello(&mut s).await;
-                let mut prefix = hello(PROTOCOL_VERSION, 7, &format!("{:032x}", 1), CLUSTER);
-                prefix.extend([0xff, 0xff, 0xff, 0xff, 0x02]);
-                let written = flood_after(&mut s, &prefix).await;
+                let claim = attacker::Claim::stranger(CLUSTER);
+                let session = attacker::handshake(src(32), t.port, &claim)
+                    .await
+                    .expect("the handshake");
+                let mut s = session.stream;
+                let written = flood_after(&mut s, &[0xff, 0xff, 0xff, 0xff, 0x02]).await;
                 assert!(written < MAX_BUFFERED, "the node took {written} bytes");
                 until_closed(&mut s).await;
                 s.local_addr().unwrap()
@@ -578,9 +572,10 @@ fn a_4_gib_length_prefix_is_refused_without_buffering() {
 }
 
 /// Hellos that never finish: a connection that says nothing, half a hello and
-/// then nothing, a hello trickled one byte every 100 ms, and a good hello from
-/// the deciding end followed by no verdict. Each is dropped when the handshake
-/// time (here 1 s) runs out, with an error naming it.
+/// then nothing, a hello trickled one byte every 100 ms, and a good hello and
+/// handshake from the deciding end followed by no verdict. Each is dropped
+/// when the handshake time (here 1 s) runs out, with an error naming it (the
+/// slots are not crowded, so silence is not cut short).
 #[test]
 fn a_hello_that_never_finishes_times_out() {
     netns(|| async {
@@ -632,11 +627,12 @@ fn a_hello_that_never_finishes_times_out() {
                 (s.local_addr().unwrap(), t0.elapsed())
             };
             let no_verdict = async {
-                let mut s = connect_from(src(44), port).await;
                 let t0 = Instant::now();
-                read_node_hello(&mut s).await;
-                let h = hello(PROTOCOL_VERSION, 7, &format!("{:032x}", 2), CLUSTER);
-                s.write_all(&h).await.unwrap();
+                let claim = smaller_than(&t.id);
+                let session = attacker::handshake(src(44), port, &claim)
+                    .await
+                    .expect("the handshake");
+                let mut s = session.stream;
                 until_closed(&mut s).await;
                 (s.local_addr().unwrap(), t0.elapsed())
             };
@@ -656,9 +652,9 @@ fn a_hello_that_never_finishes_times_out() {
         expect_refusals(
             &mut attacked.errors,
             &[
-                (a, Kind::Handshake, "no hello within"),
-                (b, Kind::Handshake, "no hello within"),
-                (c, Kind::Handshake, "no hello within"),
+                (a, Kind::Handshake, "no hello and handshake within"),
+                (b, Kind::Handshake, "no hello and handshake within"),
+                (c, Kind::Handshake, "no hello and handshake within"),
                 (d, Kind::Protocol, "no verdict"),
             ],
         )
@@ -795,7 +791,9 @@ fn thousands_of_idle_connections_are_bounded_and_the_mesh_forms() {
 
 /// Hellos that are well-formed but wrong: another cluster, another protocol
 /// version, an id of another length, and our own id (another incarnation).
-/// Each is refused with the reason, and the node sends no verdict.
+/// Each is refused with the reason, and the node sends no verdict. A claim
+/// to our id is settled by the handshake, which this client never begins:
+/// it is dropped when the handshake time runs out.
 #[test]
 fn hellos_of_another_cluster_version_id_length_or_our_id_are_refused() {
     netns(|| async {
@@ -828,7 +826,6 @@ fn hellos_of_another_cluster_version_id_length_or_our_id_are_refused() {
         })
         .await;
         let (cluster, version, id_len, our_id) = attacked.outcome;
-        let target_id = attacked.nodes[0].id().to_string();
         let too_new = format!("protocol version {}", PROTOCOL_VERSION + 1);
         expect_refusals(
             &mut attacked.errors,
@@ -836,7 +833,7 @@ fn hellos_of_another_cluster_version_id_length_or_our_id_are_refused() {
                 (cluster, Kind::Handshake, "cluster \"other\""),
                 (version, Kind::Handshake, &too_new),
                 (id_len, Kind::Handshake, "16 hex digits"),
-                (our_id, Kind::IdConflict, &target_id),
+                (our_id, Kind::Handshake, "no hello and handshake within"),
             ],
         )
         .await;
@@ -846,8 +843,9 @@ fn hellos_of_another_cluster_version_id_length_or_our_id_are_refused() {
 }
 
 /// A client that sends the node's own hello back to it (same id, same
-/// incarnation) claims our id too. It must be refused with an error naming
-/// it, like any other claim to our id.
+/// incarnation) claims our id too. Like any other claim to our id, it is
+/// settled by the handshake, which an echo cannot complete: it is refused
+/// with an error naming it when the handshake time runs out.
 #[test]
 fn a_client_echoing_our_own_hello_is_refused_with_an_error() {
     netns(|| async {
@@ -856,10 +854,9 @@ fn a_client_echoing_our_own_hello_is_refused_with_an_error() {
         })
         .await;
         let echo = attacked.outcome;
-        let target_id = attacked.nodes[0].id().to_string();
         expect_refusals(
             &mut attacked.errors,
-            &[(echo, Kind::IdConflict, &target_id)],
+            &[(echo, Kind::Handshake, "no hello and handshake within")],
         )
         .await;
         no_more_errors(&mut attacked.errors);
@@ -910,32 +907,36 @@ async fn advertise(d: &ServiceDaemon, records: impl IntoIterator<Item = ServiceI
 }
 
 /// Records with missing or malformed fields: no TXT at all, no cluster, no
-/// version, another version, port 0, an instance name that is not an id, an
-/// id of another length. Every node reports each as a bad record naming it
-/// and saying what is wrong, and the mesh forms.
+/// version, another version, port 0, an instance name that is not an id, no
+/// key, and a key that is not the instance's. Every node reports each as a
+/// bad record naming it and saying what is wrong, and the mesh forms.
 #[test]
 fn malformed_mdns_records_are_reported_and_the_mesh_forms() {
     netns(|| async {
-        let id = |n: u32| format!("{:032x}", 0xbad0_0000u32 + n);
+        let keys: Vec<(String, String)> = (0..8).map(|_| keyed()).collect();
+        let id = |n: usize| keys[n].0.clone();
+        let k = |n: usize| keys[n].1.as_str();
         let v = PROTOCOL_VERSION.to_string();
         let v = v.as_str();
-        let with_both = [("c", CLUSTER), ("v", v)];
+        let full = |n: usize| [("c", CLUSTER), ("v", v), ("k", k(n))];
+        let (full5, full6) = (full(5), full(6));
         let only_v = [("v", v)];
+        let no_v = [("c", CLUSTER), ("k", k(3))];
+        let v99 = [("c", CLUSTER), ("v", "99"), ("k", k(4))];
+        let no_k = [("c", CLUSTER), ("v", v)];
+        // Another node's key under this instance name.
+        let not_its_k = [("c", CLUSTER), ("v", v), ("k", k(0))];
         // (instance name, port, TXT, what the error must say)
         type Record<'a> = (String, u16, &'a [(&'a str, &'a str)], &'a str);
         let records: Vec<Record> = vec![
             (id(1), 1001, &[], "TXT c"),
             (id(2), 1002, &only_v, "TXT c"),
-            (id(3), 1003, &[("c", CLUSTER)], "TXT v"),
-            (
-                id(4),
-                1004,
-                &[("c", CLUSTER), ("v", "99")],
-                "version \"99\"",
-            ),
-            (id(5), 0, &with_both, "port 0"),
-            ("zz-not-an-id".into(), 1006, &with_both, "not a node id"),
-            ("0bad0bad".into(), 1007, &with_both, "8 hex digits"),
+            (id(3), 1003, &no_v, "TXT v"),
+            (id(4), 1004, &v99, "version \"99\""),
+            (id(5), 0, &full5, "port 0"),
+            ("zz-not-an-id".into(), 1006, &full6, "not a node id"),
+            (id(6), 1007, &no_k, "TXT k"),
+            (id(7), 1008, &not_its_k, "not the instance's"),
         ];
         let foreign = foreign_daemon();
         advertise(
@@ -995,7 +996,7 @@ fn a_record_whose_address_does_not_answer_is_a_dial_error() {
             && ip route add 10.99.0.0/24 dev v0 \
             && ip neigh add 10.99.0.77 lladdr 02:00:00:00:00:77 dev v0 nud permanent");
         let silent: SocketAddr = "10.99.0.77:4242".parse().unwrap();
-        let ghost = "9".repeat(32);
+        let (ghost, k) = keyed();
         let foreign = foreign_daemon();
         let v = PROTOCOL_VERSION.to_string();
         let ghost_record = record(
@@ -1003,7 +1004,7 @@ fn a_record_whose_address_does_not_answer_is_a_dial_error() {
             "ghost.local.",
             "10.99.0.77",
             silent.port(),
-            &[("c", CLUSTER), ("v", v.as_str())],
+            &[("c", CLUSTER), ("v", v.as_str()), ("k", k.as_str())],
         );
         advertise(&foreign, [ghost_record]).await;
         let timeout = Duration::from_secs(1);
@@ -1089,8 +1090,8 @@ fn a_flood_of_1000_bogus_instances_keeps_dials_bounded_and_the_mesh_forms() {
     raise_fd_limit(16 * 1024);
     netns(|| async {
         let (pit, pit_port) = Tarpit::start().await;
-        let bogus_id = |i: usize| format!("{:032x}", 0xf100_d000_0000u64 + i as u64);
-        let bogus: HashSet<String> = (0..BOGUS).map(bogus_id).collect();
+        let keys: Vec<(String, String)> = (0..BOGUS).map(|_| keyed()).collect();
+        let bogus: HashSet<String> = keys.iter().map(|(id, _)| id.clone()).collect();
         let foreign = foreign_daemon();
         let v = PROTOCOL_VERSION.to_string();
         let flood = (0..BOGUS).map(|i| {
@@ -1100,8 +1101,9 @@ fn a_flood_of_1000_bogus_instances_keeps_dials_bounded_and_the_mesh_forms() {
             } else {
                 pit_port
             };
-            let props = [("c", CLUSTER), ("v", v.as_str())];
-            record(&bogus_id(i), "bogus.local.", "127.0.0.1", port, &props)
+            let (id, k) = &keys[i];
+            let props = [("c", CLUSTER), ("v", v.as_str()), ("k", k.as_str())];
+            record(id, "bogus.local.", "127.0.0.1", port, &props)
         });
         advertise(&foreign, flood).await;
         let (nodes, mut errors) = four_watched(|| Settings::new(CLUSTER)).await;

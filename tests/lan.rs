@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::demo_binary;
+use common::{demo_binary, identities, key_file};
 
 fn lan(args: &[&str], env: &[(&str, &str)]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lan.sh");
@@ -39,17 +39,36 @@ fn six_hosts_on_a_bridge_form_a_full_mesh() {
     lan(&["mesh", "6"], &[]);
 }
 
+/// The restart scenario with h1's and the restarting h2's key files; `h2_decides`
+/// orders their ids so that h2's sorts first.
+fn restart(h2_decides: bool) {
+    let ids = identities(2);
+    let (h1, h2) = if h2_decides {
+        (&ids[1], &ids[0])
+    } else {
+        (&ids[0], &ids[1])
+    };
+    let (k1, k2) = (key_file(h1), key_file(h2));
+    lan(
+        &["restart"],
+        &[
+            ("TCPNET_TEST_KEY_1", k1.to_str().unwrap()),
+            ("TCPNET_TEST_KEY_2", k2.to_str().unwrap()),
+        ],
+    );
+}
+
 /// The restarting node's id sorts first, so it decides the pair's link.
 #[test]
 fn a_restarted_decider_replaces_its_stale_link() {
-    lan(&["restart"], &[("TCPNET_TEST_ID", &"0".repeat(32))]);
+    restart(true);
 }
 
 /// The restarting node's id sorts last, so the peer that kept the stale link
 /// decides.
 #[test]
 fn a_restarted_peer_replaces_its_stale_link_at_the_decider() {
-    lan(&["restart"], &[("TCPNET_TEST_ID", &"f".repeat(32))]);
+    restart(false);
 }
 
 /// A cut cable: heartbeats notice it on every host, and the mesh heals when

@@ -12,7 +12,8 @@
 #             every demo is stopped with SIGTERM and must exit cleanly.
 #   restart   2 hosts; h2 vanishes without a word (its namespace is deleted,
 #             so no FIN or RST ever reaches h1) and comes back with the same
-#             node id: h1 must drop its stale link (replaced by the new
+#             key file (so node id; TCPNET_TEST_KEY_1 and TCPNET_TEST_KEY_2
+#             are h1's and h2's): h1 must drop its stale link (replaced by the new
 #             link, or reset when its heartbeat reaches h2's new network
 #             stack), end with one link, and exchange messages with the new
 #             process.
@@ -100,11 +101,12 @@ exec unshare --net --mount -- bash -c '
     ;;
   restart)
     n=2
-    id=${TCPNET_TEST_ID:?set TCPNET_TEST_ID to the restarting node id}
+    key1=${TCPNET_TEST_KEY_1:?set TCPNET_TEST_KEY_1 to h1 key file}
+    key2=${TCPNET_TEST_KEY_2:?set TCPNET_TEST_KEY_2 to the restarting node key file}
     mkhost 1; mkhost 2
     # Heartbeats would drop the stale link too, given time; this scenario
     # is about the restart replacing it, so h1 waits long for silence.
-    run 1 TCPNET_HEARTBEAT=1000,60000; run 2 TCPNET_ID="$id"
+    run 1 TCPNET_HEARTBEAT=1000,60000 TCPNET_KEY_FILE="$key1"; run 2 TCPNET_KEY_FILE="$key2"
     until_ok "the first link" full_mesh
     # h2 vanishes: its cable goes first, then its process and namespace, so
     # not a packet (no FIN, no RST) reaches h1.
@@ -114,7 +116,7 @@ exec unshare --net --mount -- bash -c '
     [ "$(links 1)" -eq 1 ] || { echo "lan.sh: FAILED: h1 lost its link at once" >&2; exit 1; }
     : >"$out/h1.out"
     mkhost 2
-    run 2 TCPNET_ID="$id"
+    run 2 TCPNET_KEY_FILE="$key2"
     until_ok "the new link" full_mesh
     # The stale link goes either way: replaced by the link of the new incarnation,
     # or reset by the new network stack of h2 when a heartbeat of h1 reaches it.

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "base",
-        &["clock", "error", "id", "limits", "meta", "stats", "sync"],
+        &[
+            "clock", "error", "id", "identity", "limits", "meta", "stats", "sync",
+        ],
     ),
     ("wire", &["wire"]),
     ("link", &["link"]),

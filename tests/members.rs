@@ -7,13 +7,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::attacker;
 use common::*;
 use futures::StreamExt;
 use tcpnet::{
     Error, Events, Member, MemberChange, MemberEvent, MemberState, MetaError, NodeId, Service,
     Settings,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 
 /// Waits until `cond` holds for `s`'s members, re-checking on each of its
@@ -221,12 +221,25 @@ fn bad_metadata_in_a_record_is_an_error_event_and_nothing_else() {
         watcher.listen(0, "0.0.0.0").await.unwrap();
         // A real node, listening without mDNS, and a record of its own
         // that carries bad metadata.
-        let hidden = start(Settings::new("c").mdns(false).meta("role", "real")).await;
+        let hidden_key = tcpnet::Identity::generate();
+        let hidden = start(
+            Settings::new("c")
+                .mdns(false)
+                .identity(hidden_key.clone())
+                .meta("role", "real"),
+        )
+        .await;
         let port = hidden.address().unwrap().port;
         let foreign = ServiceDaemon::new().unwrap();
         let v = tcpnet::PROTOCOL_VERSION.to_string();
         let long = "v".repeat(240);
-        let props = [("c", "c"), ("v", v.as_str()), ("m.k", long.as_str())];
+        let k = hex::encode(hidden_key.public_key());
+        let props = [
+            ("c", "c"),
+            ("v", v.as_str()),
+            ("k", k.as_str()),
+            ("m.k", long.as_str()),
+        ];
         let host = format!("{}.local.", hidden.id());
         let mut info = ServiceInfo::new(
             tcpnet::SERVICE_TYPE,
@@ -259,72 +272,49 @@ fn bad_metadata_in_a_record_is_an_error_event_and_nothing_else() {
     });
 }
 
-/// A hello payload (protocol version 2) of node `id` with `meta` encoded as
-/// it is given.
-fn hello_with_meta(id: &str, meta: &[u8]) -> Vec<u8> {
-    let mut p = b"tcpnet".to_vec();
-    p.extend_from_slice(&tcpnet::PROTOCOL_VERSION.to_be_bytes());
-    p.extend_from_slice(&7u64.to_be_bytes());
-    p.extend_from_slice(&1u16.to_be_bytes());
-    p.push(0);
-    p.push(id.len() as u8);
-    p.extend_from_slice(id.as_bytes());
-    p.push(1);
-    p.push(b'c');
-    p.extend_from_slice(&7u64.to_be_bytes());
-    p.extend_from_slice(&(meta.len() as u16).to_be_bytes());
-    p.extend_from_slice(meta);
-    let mut f = (p.len() as u32 + 1).to_be_bytes().to_vec();
-    f.push(0x01);
-    f.extend_from_slice(&p);
-    f
-}
-
 /// A peer whose hello carries metadata over the bounds, or malformed, is
 /// linked without it, with an error event; the rest of the mesh is as ever.
+/// The peers are raw sockets that prove keys of their own (see
+/// `common::attacker`).
 #[test]
 fn bad_metadata_in_a_hello_is_an_error_event_and_the_peer_links_without_it() {
     netns(|| async {
-        // The node has the smallest id, so it decides and opens the link.
-        let node = start(Settings::new("c").id(format!("{:032x}", 1))).await;
+        let node = start("c").await;
         let other = start("c").await;
         full_mesh(&[node.clone(), other.clone()]).await;
         let mut errors = node.on_error();
         let port = node.address().unwrap().port;
-        let cases: [(&str, Vec<u8>, Expect); 3] = [
-            ("f".repeat(32).leak(), b"\x03Bad\x01x".to_vec(), |e| {
+        let cases: [(Vec<u8>, Expect); 3] = [
+            (b"\x03Bad\x01x".to_vec(), |e| {
                 matches!(e, MetaError::KeyChars { .. })
             }),
-            ("e".repeat(32).leak(), b"\x04role\x09cut".to_vec(), |e| {
+            (b"\x04role\x09cut".to_vec(), |e| {
                 matches!(e, MetaError::Malformed { .. })
             }),
             (
-                "d".repeat(32).leak(),
                 (0..20u8).flat_map(|i| [1, b'a' + i, 1, b'v']).collect(),
                 |e| matches!(e, MetaError::TooManyPairs { count: 20 }),
             ),
         ];
-        let mut sockets = Vec::new();
-        for (id, meta, want) in cases {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        let mut sessions = Vec::new();
+        for (meta, want) in cases {
+            let claim = attacker::Claim {
+                meta,
+                ..attacker::Claim::stranger("c")
+            };
+            let session = attacker::join(std::net::Ipv4Addr::LOCALHOST, port, &claim)
                 .await
-                .unwrap();
-            s.write_all(&hello_with_meta(id, &meta)).await.unwrap();
+                .unwrap_or_else(|e| panic!("the peer did not link: {e:?}"));
             let (peer, carrier, error) = next_bad_meta(&mut errors).await;
-            assert_eq!((peer.as_str(), carrier), (id, "hello"));
+            assert_eq!((peer.as_str(), carrier), (claim.id.as_str(), "hello"));
             assert!(want(&error), "{error:?}");
-            let id = NodeId::parse(id).unwrap();
+            let id = NodeId::parse(&claim.id).unwrap();
             until_members(&node, "the peer linked without metadata", |_| {
                 node.member(&id)
                     .is_some_and(|m| m.state == MemberState::Linked && m.meta.is_empty())
             })
             .await;
-            sockets.push(s);
-        }
-        // Read the node's hello and verdict, so it is not a silent peer.
-        let mut buf = [0u8; 64];
-        for s in &mut sockets {
-            let _ = s.read(&mut buf).await;
+            sessions.push(session);
         }
         assert!(node.connections().iter().any(|c| c.peer_id() == other.id()));
         assert_eq!(node.member(other.id()).unwrap().state, MemberState::Linked);
@@ -423,9 +413,10 @@ fn member_events_on_a_four_node_mesh() {
         let mut events = a.on_member();
         let mut log = Vec::new();
         let b = start(settings()).await;
-        let (c_id, d_id) = (format!("{:032x}", 0xc), format!("{:032x}", 0xd));
-        let c = Demo::start(&c_id, &[("TCPNET_HEARTBEAT", HB)]);
-        let d = Demo::start(&d_id, &[("TCPNET_HEARTBEAT", HB)]);
+        let (c_key, d_key) = (tcpnet::Identity::generate(), tcpnet::Identity::generate());
+        let (c_id, d_id) = (c_key.id().to_string(), d_key.id().to_string());
+        let c = Demo::start(&c_key, &[("TCPNET_HEARTBEAT", HB)]);
+        let d = Demo::start(&d_key, &[("TCPNET_HEARTBEAT", HB)]);
         let b_id = b.id().to_string();
         for id in [&b_id, &c_id, &d_id] {
             if !changes_of(&log, id).contains(&Joined) {

@@ -64,9 +64,10 @@ fn late_joiner_links_to_everyone() {
 #[test]
 fn a_peer_that_leaves_and_returns_with_its_id_links_again() {
     netns(|| async {
-        let a = start(tcpnet::Settings::new("c").id("01")).await;
+        let ids = identities(2);
+        let a = start(tcpnet::Settings::new("c").identity(ids[0].clone())).await;
         for _ in 0..3 {
-            let b = start(tcpnet::Settings::new("c").id("02")).await;
+            let b = start(tcpnet::Settings::new("c").identity(ids[1].clone())).await;
             full_mesh(&[a.clone(), b.clone()]).await;
             b.close().await;
             wait_until(std::slice::from_ref(&a), "a to drop b", || {

@@ -33,7 +33,7 @@ async fn handshake_error(errors: &mut Events<Error>) -> String {
 #[test]
 fn the_right_secret_links_and_no_or_another_secret_never_does() {
     netns(|| async {
-        let with = || Settings::new("c").secret("correct horse battery staple");
+        let with = || Settings::new("c").secret("correct horse battery staple, stapled");
         let (a, b) = tokio::join!(start(with()), start(with()));
         full_mesh(&[a.clone(), b.clone()]).await;
         let (ab, mut ba) = (
@@ -44,7 +44,9 @@ fn the_right_secret_links_and_no_or_another_secret_never_does() {
         assert_eq!(&within("data", ba.next()).await.unwrap()[..], b"sealed");
 
         let none = tcpnet::tcpnet("c").unwrap();
-        let wrong = tcpnet::tcpnet(Settings::new("c").secret("another one")).unwrap();
+        let wrong =
+            tcpnet::tcpnet(Settings::new("c").secret("another one, just as long as the first"))
+                .unwrap();
         let (mut none_errors, mut wrong_errors) = (none.on_error(), wrong.on_error());
         let mut none_conns = none.on_connection();
         let mut wrong_conns = wrong.on_connection();
@@ -110,7 +112,7 @@ async fn relay(client: TcpStream, to: SocketAddr, flip_at: usize, flip: Arc<Atom
 #[test]
 fn a_flipped_bit_breaks_the_link_not_the_data() {
     netns(|| async {
-        let secret = "s3cr3t-for-the-mitm-test";
+        let secret = "s3cr3t-for-the-man-in-the-middle-test";
         let b = tcpnet::tcpnet(Settings::new("c").secret(secret).mdns(false)).unwrap();
         let b_addr: SocketAddr =
             format!("127.0.0.1:{}", b.listen(0, "127.0.0.1").await.unwrap().port)
@@ -205,7 +207,7 @@ fn a_flipped_bit_breaks_the_link_not_the_data() {
 #[test]
 fn an_altered_hello_fails_the_secret_handshake() {
     netns(|| async {
-        let secret = "prologue-test";
+        let secret = "a secret for the altered-prologue test";
         let b = tcpnet::tcpnet(Settings::new("c").secret(secret).mdns(false)).unwrap();
         let b_addr: SocketAddr =
             format!("127.0.0.1:{}", b.listen(0, "127.0.0.1").await.unwrap().port)

@@ -134,9 +134,10 @@ pub(crate) struct NodeArgs {
     /// /proc/PID/cmdline) and shell history keeps it.
     #[arg(long, value_name = "FILE")]
     pub(crate) secret_file: Option<PathBuf>,
-    /// This node's id, hex digits (default: a random one).
-    #[arg(long)]
-    pub(crate) id: Option<String>,
+    /// Keep this node's key pair, so its id, in this file (made, readable
+    /// by its owner only, if missing; default: a new key and id every run).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key_file: Option<PathBuf>,
     /// The address to listen on: 0.0.0.0 (every IPv4 interface), :: (every
     /// interface), or one address of this host.
     #[arg(long, default_value = "0.0.0.0")]

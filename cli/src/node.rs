@@ -60,8 +60,8 @@ pub(crate) fn read_secret(path: &Path) -> Result<String, Failure> {
 /// The settings a command line asks for.
 pub(crate) fn settings(args: &NodeArgs) -> Result<Settings, Failure> {
     let mut settings = Settings::new(args.cluster.as_str());
-    if let Some(id) = &args.id {
-        settings = settings.id(id.as_str());
+    if let Some(path) = &args.key_file {
+        settings = settings.key_file(path);
     }
     if let Some(path) = &args.secret_file {
         settings = settings.secret(read_secret(path)?);

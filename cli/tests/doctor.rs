@@ -127,7 +127,7 @@ fn names_a_secret_it_lacks_and_links_with_it() {
         let lan = Lan::new(2);
         let node = Node::start(
             &lan.hosts[1],
-            Settings::new("vault").secret("a long random string"),
+            Settings::new("vault").secret("a long random string of 32 bytes+"),
         );
         let (code, report) = doctor(&lan.hosts[0], &["vault"]);
         assert_eq!(code, Some(1), "{report}");
@@ -141,7 +141,7 @@ fn names_a_secret_it_lacks_and_links_with_it() {
         assert!(report.ends_with("1 problem found\n"), "{report}");
 
         let file = std::env::temp_dir().join(format!("tcpnet-cli-doctor-{}", std::process::id()));
-        std::fs::write(&file, "a long random string\n").unwrap();
+        std::fs::write(&file, "a long random string of 32 bytes+\n").unwrap();
         let (code, report) = doctor(
             &lan.hosts[0],
             &["vault", "--secret-file", file.to_str().unwrap()],

@@ -10,12 +10,20 @@ use std::process::{Command, Output, Stdio};
 use common::{netns, Host, Node, Running};
 use tcpnet::Settings;
 
-const A: &str = "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a";
-const B: &str = "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b";
+/// A key file holding a fresh key pair, and the id it gives.
+fn key() -> (std::path::PathBuf, String) {
+    let key = tcpnet::Identity::generate();
+    let dir = std::env::temp_dir().join(format!("tcpnet-cli-key-{}", key.id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("node.key");
+    std::fs::write(&path, key.to_pkcs8()).unwrap();
+    (path, key.id().to_string())
+}
 
-/// `tcpnet join CLUSTER --id ID EXTRA...`, waiting long for its peer.
-fn join(h: &Host, cluster: &str, id: &str, extra: &[String]) -> Running {
-    let mut cmd = h.tcpnet(&["join", cluster, "--id", id, "--wait", "20s"]);
+/// `tcpnet join CLUSTER --key-file KEY EXTRA...`, waiting long for its peer.
+fn join(h: &Host, cluster: &str, key: &std::path::Path, extra: &[String]) -> Running {
+    let mut cmd = h.tcpnet(&["join", cluster, "--wait", "20s", "--key-file"]);
+    cmd.arg(key);
     cmd.args(extra);
     Running::start(cmd)
 }
@@ -27,23 +35,31 @@ fn type_line(p: &mut Running, line: &str) {
 
 /// A and B each type a line; each prints the other's with its id; both end
 /// with status 0 when their input ends.
-fn both_ways(extra_a: &[&str], extra_b: &[&str]) {
-    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let (extra_a, extra_b) = (owned(extra_a), owned(extra_b));
+/// `to`: each sends to the other node only (`--to ID`).
+fn both_ways(extra: &[&str], to: bool) {
+    let ((ka, a_id), (kb, b_id)) = (key(), key());
+    let owned = |v: &[&str], to_id: &str| {
+        let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        if to {
+            v.extend(["--to".to_string(), to_id.to_string()]);
+        }
+        v
+    };
+    let (extra_a, extra_b) = (owned(extra, &b_id), owned(extra, &a_id));
     netns(move |h| {
-        let mut a = join(&h, "chat", A, &extra_a);
-        let mut b = join(&h, "chat", B, &extra_b);
+        let mut a = join(&h, "chat", &ka, &extra_a);
+        let mut b = join(&h, "chat", &kb, &extra_b);
         type_line(&mut a, "hello from a");
         type_line(&mut b, "hello from b");
-        b.wait_line("from a at b", |l| l == format!("{A}: hello from a"));
-        a.wait_line("from b at a", |l| l == format!("{B}: hello from b"));
+        b.wait_line("from a at b", |l| l == format!("{a_id}: hello from a"));
+        a.wait_line("from b at a", |l| l == format!("{b_id}: hello from b"));
         let (status, _) = a.finish();
         assert!(status.success(), "a: {status}");
         let (status, out) = b.finish();
         assert!(status.success(), "b: {status}");
         assert_eq!(
             out,
-            [format!("{A}: hello from a")],
+            [format!("{a_id}: hello from a")],
             "b printed only a's line"
         );
     });
@@ -51,22 +67,22 @@ fn both_ways(extra_a: &[&str], extra_b: &[&str]) {
 
 #[test]
 fn lines_go_to_every_node_both_ways() {
-    both_ways(&[], &[]);
+    both_ways(&[], false);
 }
 
 #[test]
 fn lines_go_to_one_node() {
-    both_ways(&["--to", B], &["--to", A]);
+    both_ways(&[], true);
 }
 
 #[test]
 fn lines_go_to_a_topic() {
-    both_ways(&["--topic", "news"], &["--topic", "news"]);
+    both_ways(&["--topic", "news"], false);
 }
 
 #[test]
 fn raw_frames_both_ways() {
-    both_ways(&["--raw"], &["--raw"]);
+    both_ways(&["--raw"], false);
 }
 
 #[test]
@@ -76,7 +92,7 @@ fn the_secret_comes_from_a_file() {
     let file = dir.join("secret");
     std::fs::write(&file, "a long random string shared by the cluster\n").unwrap();
     let path = file.to_str().unwrap().to_string();
-    both_ways(&["--secret-file", &path], &["--secret-file", &path]);
+    both_ways(&["--secret-file", &path], false);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -108,9 +124,12 @@ fn a_line_with_no_node_linked_fails() {
 #[test]
 fn another_secret_does_not_link() {
     netns(|h| {
-        let _node = Node::start(&h, Settings::new("locked").secret("the right one"));
+        let _node = Node::start(
+            &h,
+            Settings::new("locked").secret("the right one, thirty-two bytes or more"),
+        );
         let file = std::env::temp_dir().join(format!("tcpnet-cli-wrong-{}", std::process::id()));
-        std::fs::write(&file, "the wrong one\n").unwrap();
+        std::fs::write(&file, "the wrong one, thirty-two bytes or more\n").unwrap();
         let mut cmd = h.tcpnet(&["join", "locked", "--wait", "1s", "--secret-file"]);
         cmd.arg(&file);
         let out = with_one_line(cmd, "let me in");

@@ -34,9 +34,10 @@ struct Args {
     /// The cluster secret: keeps strangers out of the mesh and encrypts it.
     #[arg(long, env = "GATEWAY_SECRET", hide_env_values = true)]
     secret: Option<String>,
-    /// The node id (hex; default: random).
-    #[arg(long, env = "GATEWAY_ID")]
-    id: Option<String>,
+    /// Keep the node's key pair, so its id, in this file (made if missing;
+    /// default: a new key and id every start).
+    #[arg(long, env = "GATEWAY_KEY_FILE")]
+    key_file: Option<std::path::PathBuf>,
     /// A static peer (host:port of its tcpnet port), dialed even where mDNS
     /// does not reach; repeat or separate with commas.
     #[arg(long = "peer", env = "GATEWAY_PEERS", value_delimiter = ',')]
@@ -169,8 +170,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .queue_len(args.mesh_queue)
         .mdns(!args.no_mdns)
         .meta(URL_META, url.clone());
-    if let Some(id) = &args.id {
-        settings = settings.id(id.clone());
+    if let Some(path) = &args.key_file {
+        settings = settings.key_file(path);
     }
     if let Some(secret) = &args.secret {
         settings = settings.secret(secret);

@@ -1,22 +1,30 @@
-//! A new link's handshake: the hellos, then, with a cluster secret, the
-//! secret's handshake; on success the link is registered with its node.
+//! A new link's handshake: the hellos, then the Noise handshake that proves
+//! each end's identity (and, with a cluster secret, that both hold it); on
+//! success the link is registered with its node.
 //!
 //! Both ends send their hello, read the other's (bounded in size and time),
 //! and check it (see [`crate::wire::hello`]). A dial of ours that reached
-//! ourselves is dropped quietly; anything else refused is an error event.
+//! ourselves is dropped quietly. Then the dialer leads the three Noise
+//! messages (see [`crate::wire::noise`]); each end checks that the key the
+//! other proved is the one of the id its hello claims, and a dialer that
+//! expected another node gives up before its last message. With a secret,
+//! the acceptor's first sealed record confirms the keys to the dialer.
+//! Anything refused is an error event naming the remote address.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::id::NodeId;
 use crate::link::connection::{Connection, Inbound, Link, LinkState};
 use crate::link::outbox::{OutRx, OutTx};
 use crate::link::patience::patient_timeout;
@@ -26,9 +34,14 @@ use crate::stats::Failure;
 use crate::sync::lock;
 use crate::wire::frame::{self, Frame, FrameCodec};
 use crate::wire::hello::{Hello, Refusal, MAX_HELLO};
+use crate::wire::noise::{self, Handshake, Mode, Proven};
 use crate::wire::record::Record;
-use crate::wire::secure::{self, Keys};
+use crate::wire::secure::{Keys, Suite};
 use crate::wire::verdict::decides;
+
+/// While the handshake slots are crowded, an accepted connection that sends
+/// nothing for this part of the handshake time is dropped.
+const SILENT_PART: u32 = 4;
 
 /// Which end of the TCP connection we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,15 +69,21 @@ pub(crate) struct Handshaken {
     pub deadline: Instant,
 }
 
-/// Exchanges and checks hellos, bounded by the handshake timeout and by the
-/// node closing; reports failures as error events. On success the link is
-/// registered with the node ([`Event::Handshaken`]).
+/// Exchanges and checks hellos, then runs the Noise handshake, bounded by
+/// the handshake timeout and by the node closing; reports failures as error
+/// events. A dial to a known peer names it in `expect`: another node
+/// answering is a failure. With `hurry` (the handshake slots are crowded), a
+/// peer that says nothing for a quarter of the handshake time is dropped
+/// then. On success the link is registered with the node
+/// ([`Event::Handshaken`]).
 pub(crate) async fn handshake(
     links: &Links,
     owner: &dyn Owner,
     mut stream: TcpStream,
     remote: SocketAddr,
     role: Role,
+    expect: Option<&NodeId>,
+    hurry: bool,
 ) -> Option<Handshaken> {
     let cfg = &links.config;
     let remote = canonical(remote);
@@ -82,7 +101,7 @@ pub(crate) async fn handshake(
         }
     }
     let _ = stream.set_nodelay(true);
-    // Our hello, with our metadata as it is now, encoded once: the secret's
+    // Our hello, with our metadata as it is now, encoded once: the Noise
     // handshake binds these very bytes.
     let mut ours = cfg.hello.clone();
     (ours.meta_version, ours.meta) = owner.hello_meta();
@@ -92,15 +111,11 @@ pub(crate) async fn handshake(
     };
     let greeted = tokio::select! {
         _ = links.cancel.cancelled() => return None,
-        r = greet(links, &ours, &mut stream, remote, role) => r,
+        r = greet(links, &ours, &mut stream, remote, role, expect, hurry) => r,
         // Counted so that this node's own starvation does not fail it.
         _ = patient_timeout(cfg.handshake_timeout) => Err(Some(links.failed(Failure::Timeout, Error::Handshake {
             remote,
-            reason: if cfg.psk.is_some() {
-                format!("no hello and secret handshake within {:?}", cfg.handshake_timeout)
-            } else {
-                format!("no hello within {:?}", cfg.handshake_timeout)
-            },
+            reason: format!("no hello and handshake within {:?}", cfg.handshake_timeout),
         }))),
     };
     let (hello, keys) = match greeted {
@@ -161,20 +176,28 @@ struct Ours {
     raw: Bytes,
 }
 
-/// The hellos, then, with a cluster secret, the secret handshake (see
-/// [`crate::wire::secure`]) bound to both hellos.
+/// The hellos, then the Noise handshake bound to both (see
+/// [`crate::wire::noise`]); the checked hello and, with a secret, the
+/// link's keys.
 async fn greet(
     links: &Links,
     ours: &Ours,
     stream: &mut TcpStream,
     remote: SocketAddr,
     role: Role,
+    expect: Option<&NodeId>,
+    hurry: bool,
 ) -> Result<(Hello, Option<Keys>), Option<Error>> {
     let cfg = &links.config;
-    let (hello, theirs) = checked_hello(links, ours, stream, remote, role).await?;
-    let Some(psk) = &cfg.psk else {
-        return Ok((hello, None));
+    // What fails from here on is the Noise handshake: with a secret, most
+    // likely another secret.
+    let why = if cfg.psk.is_some() {
+        Failure::Secret
+    } else {
+        Failure::Malformed
     };
+    let refuse = |reason: String| Some(links.failed(why, Error::Handshake { remote, reason }));
+    let (hello, theirs) = checked_hello(links, ours, stream, remote, role, hurry).await?;
     let dialer = role == Role::Dialer;
     // Both hellos, the dialer's first, each after its length.
     let (first, second): (&[u8], &[u8]) = if dialer {
@@ -187,13 +210,189 @@ async fn greet(
         prologue.extend_from_slice(&(h.len() as u16).to_be_bytes());
         prologue.extend_from_slice(h);
     }
-    let suite = secure::Suite::agreed(cfg.hello.aes, hello.aes);
-    match secure::handshake(stream, psk, suite, dialer, &prologue).await {
-        Ok(keys) => Ok((hello, Some(keys))),
-        Err(reason) => Err(Some(
-            links.failed(Failure::Secret, Error::Handshake { remote, reason }),
-        )),
+    let mode = match &cfg.psk {
+        None => Mode::Open,
+        Some(psk) => {
+            // The handshake uses the dialer's key, which its hello names.
+            let dialers = if dialer { cfg.hello.key } else { hello.key };
+            if dialers != Some(psk.id()) {
+                return Err(refuse(format!(
+                    "the peer holds another cluster secret (its key {}, ours {})",
+                    dialers.map_or("none".into(), |k| k.to_string()),
+                    psk.id()
+                )));
+            }
+            let suite = Suite::agreed(cfg.hello.aes, hello.aes);
+            Mode::Secret { psk, suite }
+        }
+    };
+    let mut hs = Handshake::new(&mode, dialer, &prologue, &cfg.static_key).map_err(refuse)?;
+    let check = |proven: &Proven| check_proven(links, &hello, proven, expect, remote);
+    if dialer {
+        write_noise(stream, &hs.first().map_err(refuse)?)
+            .await
+            .map_err(refuse)?;
+        let msg = read_noise(stream).await.map_err(|e| match &mode {
+            // An acceptor refuses a dialer of another secret by hanging up.
+            Mode::Secret { .. } if e.ends_with(HUNG_UP) => {
+                refuse(format!("{e} (it holds another cluster secret?)"))
+            }
+            _ => refuse(e),
+        })?;
+        // Checked before our last message: a node that is not the one its
+        // hello (or our record) names gets nothing more from us.
+        check(&hs.read_second(&msg).map_err(refuse)?)?;
+        write_noise(stream, &hs.third().map_err(refuse)?)
+            .await
+            .map_err(refuse)?;
+    } else {
+        let msg = read_noise(stream).await.map_err(refuse)?;
+        hs.read_first(&msg).map_err(refuse)?;
+        write_noise(stream, &hs.second().map_err(refuse)?)
+            .await
+            .map_err(refuse)?;
+        let msg = match read_noise(stream).await {
+            Ok(msg) => msg,
+            // A dialer that hangs up on our proof wanted another node (its
+            // record was stale, or named a node it is not): its business.
+            Err(e) if e.ends_with(HUNG_UP) => {
+                tracing::debug!(%remote, "the dialer hung up on our proof");
+                return Err(None);
+            }
+            Err(e) => return Err(refuse(e)),
+        };
+        check(&hs.read_third(&msg).map_err(refuse)?)?;
     }
+    let mut keys = hs.finish().map_err(refuse)?;
+    if let Some(k) = &mut keys {
+        // The dialer learns the acceptor holds the secret from the
+        // acceptor's first record; nothing counts before it.
+        if dialer {
+            confirm_read(stream, k).await.map_err(refuse)?;
+        } else {
+            confirm_write(stream, k).await.map_err(refuse)?;
+        }
+    }
+    Ok((hello, keys))
+}
+
+/// Checks the identity the peer proved against what its hello claims and
+/// whom we dialed.
+fn check_proven(
+    links: &Links,
+    hello: &Hello,
+    proven: &Proven,
+    expect: Option<&NodeId>,
+    remote: SocketAddr,
+) -> Result<(), Option<Error>> {
+    let refuse =
+        |reason: String| Some(links.failed(Failure::Refused, Error::Handshake { remote, reason }));
+    if &proven.id == links.id() {
+        // Our own key, held by another live node.
+        return Err(Some(Error::IdConflict {
+            remote,
+            id: proven.id.clone(),
+        }));
+    }
+    if proven.id != hello.id {
+        return Err(refuse(format!(
+            "its hello claims id {}, and it proved the key of {}",
+            hello.id, proven.id
+        )));
+    }
+    match expect {
+        Some(want) if want != &proven.id => {
+            Err(refuse(format!("dialed {want}, and {} answered", proven.id)))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn write_noise(stream: &mut TcpStream, msg: &[u8]) -> Result<(), String> {
+    let mut out = BytesMut::with_capacity(msg.len() + 5);
+    tokio_util::codec::Encoder::encode(
+        &mut FrameCodec {
+            max: noise::MAX_MSG,
+        },
+        Frame {
+            kind: frame::NOISE,
+            payload: Bytes::copy_from_slice(msg),
+        },
+        &mut out,
+    )
+    .map_err(|e| e.to_string())?;
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| format!("writing the handshake: {e}"))
+}
+
+/// How [`read_noise`]'s error ends when the peer closed before the frame.
+const HUNG_UP: &str = "the peer hung up";
+
+/// Reads one handshake frame exactly, refused from its length if it is
+/// over [`noise::MAX_MSG`].
+async fn read_noise(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let f = frame::read_one(stream, noise::MAX_MSG)
+        .await
+        .map_err(|e| match e {
+            Ok(len) => format!(
+                "handshake frame length {len}, over the most a handshake message takes ({})",
+                noise::MAX_MSG + 1
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                format!("reading the handshake: {HUNG_UP}")
+            }
+            Err(e) => format!("reading the handshake: {e}"),
+        })?;
+    if f.kind != frame::NOISE {
+        return Err(format!(
+            "expected a handshake message, got frame kind {:#04x}",
+            f.kind
+        ));
+    }
+    Ok(f.payload.to_vec())
+}
+
+/// The acceptor's key confirmation: record 0, an empty `NOISE` frame.
+async fn confirm_write(stream: &mut TcpStream, keys: &mut Keys) -> Result<(), String> {
+    let mut out = BytesMut::new();
+    tokio_util::codec::Encoder::encode(
+        &mut keys.encoder(usize::MAX),
+        Frame::control(frame::NOISE),
+        &mut out,
+    )
+    .map_err(|e| e.to_string())?;
+    keys.sent_one();
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| format!("writing the key confirmation: {e}"))
+}
+
+/// Reads the acceptor's key confirmation exactly (nothing after it may be
+/// consumed here).
+async fn confirm_read(stream: &mut TcpStream, keys: &mut Keys) -> Result<(), String> {
+    let refused = "the peer holds another cluster secret (or the hellos were altered)";
+    let mut len = [0u8; 2];
+    stream
+        .read_exact(&mut len)
+        .await
+        .map_err(|e| format!("reading the key confirmation: {e} ({refused}?)"))?;
+    let mut record = BytesMut::zeroed(2 + u16::from_be_bytes(len) as usize);
+    record[..2].copy_from_slice(&len);
+    stream
+        .read_exact(&mut record[2..])
+        .await
+        .map_err(|e| format!("reading the key confirmation: {e}"))?;
+    let mut dec = keys.decoder(usize::MAX, Arc::default());
+    match tokio_util::codec::Decoder::decode(&mut dec, &mut record) {
+        Ok(Some(f)) if f.kind == frame::NOISE && f.payload.is_empty() => {}
+        Ok(_) => return Err("bad key confirmation".into()),
+        Err(_) => return Err(refused.into()),
+    }
+    keys.received_one();
+    Ok(())
 }
 
 /// The peer's hello, if it is one we link with. `Err(None)`: drop the link
@@ -204,11 +403,13 @@ async fn checked_hello(
     stream: &mut TcpStream,
     remote: SocketAddr,
     role: Role,
+    hurry: bool,
 ) -> Result<(Hello, Vec<u8>), Option<Error>> {
     let refuse = |why: Failure| {
         move |reason: String| Some(links.failed(why, Error::Handshake { remote, reason }))
     };
-    let raw = exchange_hello(stream, &ours.raw)
+    let silent = hurry.then(|| links.config.handshake_timeout / SILENT_PART);
+    let raw = exchange_hello(stream, &ours.raw, silent)
         .await
         .map_err(refuse(Failure::Malformed))?;
     let hello = Hello::decode(&raw).map_err(refuse(Failure::Malformed))?;
@@ -218,15 +419,13 @@ async fn checked_hello(
         // Our own id and incarnation: a dial of ours that reached us (a
         // record of ours, or a stale one, pointed here), unless it comes
         // from a socket that is not one of our dials: then someone echoed
-        // our hello back, which is a claim to our id like any other.
+        // our hello back, a claim to our id like any other, which the
+        // handshake settles.
         Err(Refusal::SelfLink) if role == Role::Dialer || own_dial() => {
             tracing::debug!(%remote, "dropped a link to ourselves");
             return Err(None);
         }
-        Err(Refusal::SelfLink) | Err(Refusal::IdConflict) => {
-            let id = hello.id.clone();
-            return Err(Some(Error::IdConflict { remote, id }));
-        }
+        Err(Refusal::SelfLink) => {}
         Err(Refusal::Mismatch(reason)) => return Err(refuse(Failure::Refused)(reason)),
     }
     Ok((hello, raw))
@@ -234,8 +433,14 @@ async fn checked_hello(
 
 /// Writes our hello and reads the peer's: one frame of at most
 /// [`MAX_HELLO`] bytes, read exactly, so nothing after it is consumed.
-/// Returns the peer's hello payload, not yet decoded.
-async fn exchange_hello(stream: &mut TcpStream, ours: &Bytes) -> Result<Vec<u8>, String> {
+/// Returns the peer's hello payload, not yet decoded. Both ends send their
+/// hello at once, so a peer that sends nothing within `silent`, if given, is
+/// dropped then, not when the handshake time runs out.
+async fn exchange_hello(
+    stream: &mut TcpStream,
+    ours: &Bytes,
+    silent: Option<Duration>,
+) -> Result<Vec<u8>, String> {
     let mut out = BytesMut::new();
     let payload = ours.clone();
     tokio_util::codec::Encoder::encode(
@@ -252,6 +457,14 @@ async fn exchange_hello(stream: &mut TcpStream, ours: &Bytes) -> Result<Vec<u8>,
         .await
         .map_err(|e| format!("writing hello: {e}"))?;
 
+    if let Some(silent) = silent {
+        if tokio::time::timeout(silent, stream.peek(&mut [0u8; 1]))
+            .await
+            .is_err()
+        {
+            return Err(format!("not a word within {silent:?}"));
+        }
+    }
     let first = frame::read_one(stream, MAX_HELLO)
         .await
         .map_err(|e| match e {

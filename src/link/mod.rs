@@ -1,7 +1,7 @@
 //! Links: one TCP connection to one peer, from the hello to the close.
 //!
-//! A link's task runs the [`handshake`] (hellos, then the secret's
-//! handshake), registers the link with its node, and then [`run`]s it: a
+//! A link's task runs the [`handshake`] (hellos, then the Noise handshake
+//! that proves both ends' keys), registers the link with its node, and then [`run`]s it: a
 //! reader and a writer in one task, heartbeats, the close. What the reader
 //! does with each frame is decided by a small pure state machine ([`read`]),
 //! so the per-link protocol is unit-tested without sockets.
@@ -24,6 +24,7 @@ use crate::error::{CloseReason, Error};
 use crate::id::NodeId;
 use crate::stats::{Counters, Failure};
 use crate::wire::hello::Hello;
+use crate::wire::noise::StaticKey;
 use crate::wire::record::Record;
 use crate::wire::secure::Psk;
 use crate::wire::verdict::Verdict;
@@ -50,9 +51,9 @@ pub(crate) type LinkId = u64;
 
 /// What a link tells its node.
 pub(crate) enum Event {
-    /// The hellos (and the secret's handshake) checked out: the node applies
-    /// the one-link rule to the link. `record` is what the peer's hello said
-    /// of it.
+    /// The hellos and the handshake checked out: the node applies the
+    /// one-link rule to the link. `record` is what the peer's hello said of
+    /// it (proven by the peer's key: the hellos are the handshake's prologue).
     Handshaken { conn: Connection, record: Record },
     /// The decider's verdict arrived on the link.
     Verdict { link: LinkId, verdict: Verdict },
@@ -90,6 +91,8 @@ pub(crate) trait Inbound: Send + Sync {
 pub(crate) struct Config {
     /// Our hello.
     pub hello: Hello,
+    /// Our Noise static key, vouched for by our identity.
+    pub static_key: StaticKey,
     /// The cluster's pre-shared key, when it has a secret.
     pub psk: Option<Psk>,
     pub max_frame_len: usize,

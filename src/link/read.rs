@@ -7,6 +7,11 @@
 //! stamps that time the link; pings are answered in any state. Other kinds
 //! `0x80..=0xFF` are optional and ignored; any other unknown kind, an
 //! undecodable frame, or a frame the state does not allow ends the link.
+//!
+//! A sealed link's peer ends its side with a `CLOSE` record: an end of
+//! stream before it is a cut (someone on the path, or a peer that died
+//! mid-way) and ends the link as a failure; anything after it is a
+//! protocol error.
 
 use bytes::Bytes;
 
@@ -39,18 +44,28 @@ pub(crate) enum Effect {
     /// The link ends. [`CloseReason::IdConflict`] here means the peer said a
     /// newer live node holds our id.
     End(CloseReason),
+    /// The peer refused an older live node holding our key: report it.
+    Twin,
 }
 
 /// Where a link's read path is.
 #[derive(Debug)]
 pub(crate) struct ReadState {
     awaiting_verdict: bool,
+    /// The link is sealed: its end must come after a `CLOSE` record.
+    sealed: bool,
+    /// The sealed `CLOSE` record has come.
+    closed: bool,
 }
 
 impl ReadState {
     /// A link that does not decide its pair starts awaiting the verdict.
-    pub(crate) fn new(awaiting_verdict: bool) -> Self {
-        ReadState { awaiting_verdict }
+    pub(crate) fn new(awaiting_verdict: bool, sealed: bool) -> Self {
+        ReadState {
+            awaiting_verdict,
+            sealed,
+            closed: false,
+        }
     }
 
     /// True until the decider's verdict has come (on the follower's side).
@@ -62,12 +77,28 @@ impl ReadState {
     /// (`None`), or a decoding error.
     pub(crate) fn handle(&mut self, next: Option<Result<Frame, CodecError>>) -> Effect {
         let frame = match next {
+            None if self.sealed && !self.closed => {
+                return Effect::End(CloseReason::Protocol(
+                    "the link was cut: it ended without the peer's sealed close record".into(),
+                ))
+            }
             None => return Effect::End(CloseReason::PeerClosed),
             Some(Ok(f)) => f,
             Some(Err(e)) => return Effect::End(decode_failed(e)),
         };
+        if self.closed {
+            return Effect::End(CloseReason::Protocol(format!(
+                "frame kind {:#04x} after the close record",
+                frame.kind
+            )));
+        }
         let awaiting = self.awaiting_verdict;
         match frame.kind {
+            frame::CLOSE if self.sealed => {
+                self.closed = true;
+                Effect::None
+            }
+            frame::TWIN if !awaiting => Effect::Twin,
             frame::DATA if !awaiting => Effect::Data(frame.payload),
             frame::MSG if !awaiting => Effect::Message(frame.payload),
             frame::HEARTBEAT => match Beat::decode(&frame.payload) {
@@ -137,7 +168,7 @@ mod tests {
 
     #[test]
     fn the_decider_takes_data_and_messages_at_once() {
-        let mut r = ReadState::new(false);
+        let mut r = ReadState::new(false, false);
         assert_eq!(
             r.handle(frame(frame::DATA, b"hi")),
             Effect::Data("hi".into())
@@ -156,7 +187,7 @@ mod tests {
             echo: 3,
             held: 1,
         };
-        let mut r = ReadState::new(true);
+        let mut r = ReadState::new(true, false);
         let stamps = Some(Ok(Frame {
             kind: frame::HEARTBEAT,
             payload: beat.encode(),
@@ -186,7 +217,7 @@ mod tests {
     #[test]
     fn the_follower_takes_nothing_before_the_verdict() {
         for kind in [frame::DATA, frame::MSG, frame::HELLO, frame::NOISE] {
-            let mut r = ReadState::new(true);
+            let mut r = ReadState::new(true, false);
             match r.handle(frame(kind, b"x")) {
                 Effect::End(CloseReason::Protocol(s)) => {
                     assert!(s.ends_with("before the verdict"), "{s}")
@@ -198,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_heartbeat_or_an_optional_kind_waits_with_the_verdict() {
-        let mut r = ReadState::new(true);
+        let mut r = ReadState::new(true, false);
         assert_eq!(r.handle(frame(frame::HEARTBEAT, b"")), Effect::None);
         assert_eq!(r.handle(frame(0x90, b"hint")), Effect::None);
         assert_eq!(r.handle(frame(0xff, b"")), Effect::None);
@@ -207,7 +238,7 @@ mod tests {
 
     #[test]
     fn accept_opens_the_follower_to_data() {
-        let mut r = ReadState::new(true);
+        let mut r = ReadState::new(true, false);
         assert_eq!(
             r.handle(frame(frame::ACCEPT, b"")),
             Effect::Verdict {
@@ -221,7 +252,7 @@ mod tests {
 
     #[test]
     fn reject_ends_the_link_as_a_duplicate_and_conflict_as_a_conflict() {
-        let mut r = ReadState::new(true);
+        let mut r = ReadState::new(true, false);
         assert_eq!(
             r.handle(frame(frame::REJECT, b"")),
             Effect::Verdict {
@@ -229,7 +260,7 @@ mod tests {
                 end: Some(CloseReason::PeerClosed)
             }
         );
-        let mut r = ReadState::new(true);
+        let mut r = ReadState::new(true, false);
         assert_eq!(
             r.handle(frame(frame::CONFLICT, b"")),
             Effect::Verdict {
@@ -241,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_second_verdict_is_a_protocol_error_but_conflict_is_always_heard() {
-        let mut r = ReadState::new(true);
+        let mut r = ReadState::new(true, false);
         r.handle(frame(frame::ACCEPT, b""));
         assert!(matches!(
             r.handle(frame(frame::ACCEPT, b"")),
@@ -249,7 +280,7 @@ mod tests {
         ));
         // On the decider's side too: the follower says a newer node holds
         // our id.
-        let mut r = ReadState::new(false);
+        let mut r = ReadState::new(false, false);
         assert_eq!(
             r.handle(frame(frame::CONFLICT, b"")),
             Effect::End(CloseReason::IdConflict)
@@ -261,8 +292,45 @@ mod tests {
     }
 
     #[test]
+    fn a_sealed_link_ends_cleanly_only_after_its_close_record() {
+        let mut r = ReadState::new(false, true);
+        assert_eq!(r.handle(frame(frame::DATA, b"d")), Effect::Data("d".into()));
+        match r.handle(None) {
+            Effect::End(CloseReason::Protocol(s)) => assert!(s.contains("cut"), "{s}"),
+            other => panic!("{other:?}"),
+        }
+        let mut r = ReadState::new(false, true);
+        assert_eq!(r.handle(frame(frame::CLOSE, b"")), Effect::None);
+        assert_eq!(r.handle(None), Effect::End(CloseReason::PeerClosed));
+        let mut r = ReadState::new(false, true);
+        r.handle(frame(frame::CLOSE, b""));
+        assert!(matches!(
+            r.handle(frame(frame::DATA, b"late")),
+            Effect::End(CloseReason::Protocol(_))
+        ));
+        // A link in the clear has no close record to wait for.
+        let mut r = ReadState::new(false, false);
+        assert!(matches!(
+            r.handle(frame(frame::CLOSE, b"")),
+            Effect::End(CloseReason::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn a_twin_is_heard_on_an_open_link_only() {
+        assert_eq!(
+            ReadState::new(false, false).handle(frame(frame::TWIN, b"")),
+            Effect::Twin
+        );
+        assert!(matches!(
+            ReadState::new(true, false).handle(frame(frame::TWIN, b"")),
+            Effect::End(CloseReason::Protocol(_))
+        ));
+    }
+
+    #[test]
     fn an_unknown_required_kind_ends_the_link() {
-        let mut r = ReadState::new(false);
+        let mut r = ReadState::new(false, false);
         match r.handle(frame(0x7f, b"")) {
             Effect::End(CloseReason::Protocol(s)) => assert_eq!(s, "unexpected frame kind 0x7f"),
             other => panic!("{other:?}"),
@@ -272,7 +340,7 @@ mod tests {
     #[test]
     fn the_end_of_stream_and_decoding_errors_end_the_link() {
         use std::io::{Error, ErrorKind};
-        let mut r = ReadState::new(false);
+        let mut r = ReadState::new(false, false);
         assert_eq!(r.handle(None), Effect::End(CloseReason::PeerClosed));
         let too_large = Some(Err(CodecError::TooLarge { len: 9, max: 8 }));
         assert_eq!(

@@ -116,6 +116,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
             Sealer::Plain(FrameCodec { max }),
         ),
     };
+    let sealed = keys.is_some();
     drop(keys);
     let progress = Progress::default();
     let rd = Counted {
@@ -134,7 +135,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
         },
         FramedRead::new(rd, opener),
         &in_tx,
-        ReadState::new(awaiting_verdict),
+        ReadState::new(awaiting_verdict, sealed),
     );
     let writer = write_loop(
         FrameWriter::new(wr, sealer, progress.frames.clone()),
@@ -437,6 +438,10 @@ async fn read_frames(
                 }
             }
             Effect::End(reason) => return ended(r, reason),
+            Effect::Twin => r.owner.error(Error::IdConflict {
+                remote: r.link.remote,
+                id: r.links.id().clone(),
+            }),
         }
         if batch.is_full() {
             batch.deliver(r.progress).await;

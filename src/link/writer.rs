@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::Encoder;
 
-use crate::wire::frame::{CodecError, Frame};
+use crate::wire::frame::{self, CodecError, Frame};
 use crate::wire::secure::{Sealer, MAX_PLAIN};
 
 pub(crate) struct FrameWriter {
@@ -112,8 +112,15 @@ impl FrameWriter {
         Ok(())
     }
 
-    /// Shuts the socket's write side down (after a flush).
+    /// Ends our side (after a flush): on a sealed link with the `CLOSE`
+    /// record first, so the peer can tell our end from a cut; then shuts
+    /// the socket's write side down.
     pub(crate) async fn shutdown(&mut self) -> std::io::Result<()> {
+        if let Sealer::Sealed(_) = self.sealer {
+            self.feed(Frame::control(frame::CLOSE))
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            self.flush().await?;
+        }
         self.wr.shutdown().await
     }
 }

@@ -29,6 +29,7 @@ use crate::node::discovery::Discovery;
 use crate::node::mesh::{self, Action, Mesh, Redial, Settle, Target};
 use crate::node::running::{Command, Node};
 use crate::node::tasks;
+use crate::wire::frame::{self, Frame};
 use crate::wire::record::Record;
 use crate::wire::verdict::Verdict;
 
@@ -79,14 +80,22 @@ pub(crate) async fn actor(
             Command::Retry { .. } | Command::Link(Event::Closed { .. })
         );
         let actions = match cmd {
-            Command::Discovered { peer, addrs } => mesh.discovered(peer, addrs),
+            Command::Discovered { peer, addrs } => {
+                for a in &addrs {
+                    node.know(a.ip());
+                }
+                mesh.discovered(peer, addrs)
+            }
             Command::Lost { peer } => {
                 mesh.lost(&peer);
                 vec![]
             }
             Command::DialEnded { target, end } => mesh.dial_ended(&target, end),
             Command::Retry { target, generation } => mesh.retry(target, generation),
-            Command::AddPeer { addr } => mesh.add_static(addr),
+            Command::AddPeer { addr } => {
+                node.know(addr.ip());
+                mesh.add_static(addr)
+            }
             Command::Disconnect { peer } => mesh.disconnect(peer),
             Command::Reconnect { peer } => mesh.reconnect(&peer),
             Command::Announce { meta } => {
@@ -96,7 +105,13 @@ pub(crate) async fn actor(
                 vec![]
             }
             Command::Link(Event::Handshaken { conn, record }) => {
+                // It proved a key from there, and listens there on the port
+                // its hello says.
+                let mut listens = conn.remote_addr();
+                listens.set_port(record.port);
+                node.know(listens.ip());
                 let (link, peer) = (conn.link().id, conn.peer_id().clone());
+                mesh.proven_at(&peer, listens);
                 let incarnation = record.incarnation;
                 links.insert(link, Held::new(conn, record));
                 mesh.handshaken(link, peer, incarnation)
@@ -298,6 +313,12 @@ fn apply(
                     node.hub.connection.emit(conn);
                     node.members.opened(conn, record.clone());
                 }
+            }
+        }
+        Action::TellTwin { link } => {
+            if let Some(Held { conn, .. }) = links.get(&link) {
+                // A hint: a full queue loses it, not the link.
+                let _ = conn.sender_queue().try_send(Frame::control(frame::TWIN));
             }
         }
         Action::Close { link, reason } => {

@@ -7,10 +7,15 @@
 //! - host name = `<id>.local.`, also unique per node: processes in network
 //!   namespaces share `gethostname()`, and a shared mDNS host name triggers
 //!   renaming and seconds of delay;
-//! - TXT `c=<cluster>` and `v=<protocol version>`. The cluster name rides in
-//!   the TXT record rather than in the service type, so any name of 1 to 63
-//!   bytes works (a service type label is limited to 15), and one browse sees
-//!   every cluster: nodes of other clusters are skipped;
+//! - TXT `c=<cluster>`, `v=<protocol version>` and `k=<public key>` (64 hex
+//!   digits: the node's identity key, whose hash is its id). The cluster
+//!   name rides in the TXT record rather than in the service type, so any
+//!   name of 1 to 63 bytes works (a service type label is limited to 15), and
+//!   one browse sees every cluster: nodes of other clusters are skipped. A
+//!   record whose key is not the one of its instance name is refused; the
+//!   node that answers at its addresses must then prove that key in the
+//!   handshake (mDNS itself is not authenticated: anyone can announce any
+//!   record, and the handshake is what tells);
 //! - the node's metadata, a TXT string `m.<key>=<value>` per pair: keys of
 //!   tcpnet's own are single letters, so the `m.` prefix never clashes with
 //!   them, and a pair at the bounds (a 32-byte key, a 220-byte value) fills
@@ -30,6 +35,7 @@ use mdns_sd::{DaemonEvent, IfKind, ResolvedService, ScopedIp, ServiceDaemon, Ser
 
 use crate::error::{Error, MetaError, Result};
 use crate::id::NodeId;
+use crate::identity::{Identity, PUBLIC_KEY_LEN};
 use crate::meta::Meta;
 use crate::wire::hello::PROTOCOL_VERSION;
 
@@ -95,6 +101,8 @@ pub(crate) struct Discovery {
 /// A node's record, but for its metadata.
 struct Announced {
     id: NodeId,
+    /// The identity's public key, in hex (TXT `k`).
+    key: String,
     cluster: String,
     port: u16,
     scope: Scope,
@@ -104,18 +112,20 @@ impl Discovery {
     /// Starts the daemon, announces the node and starts browsing. Returns
     /// once the announcement has been sent on at least one interface.
     pub(crate) async fn start(
-        id: &NodeId,
+        identity: &Identity,
         cluster: &str,
         port: u16,
         scope: &Scope,
         meta: &Meta,
     ) -> Result<(Discovery, mdns_sd::Receiver<mdns_sd::ServiceEvent>)> {
         let daemon = ServiceDaemon::new().map_err(mdns("starting the daemon"))?;
+        let id = identity.id();
         let discovery = Discovery {
             fullname: format!("{id}.{SERVICE_TYPE}"),
             daemon,
             announced: Announced {
                 id: id.clone(),
+                key: hex::encode(identity.public_key()),
                 cluster: cluster.to_string(),
                 port,
                 scope: scope.clone(),
@@ -131,6 +141,7 @@ impl Discovery {
         let mut props = vec![
             ("c".to_string(), a.cluster.clone()),
             ("v".to_string(), PROTOCOL_VERSION.to_string()),
+            ("k".to_string(), a.key.clone()),
         ];
         props.extend(
             meta.iter()
@@ -288,6 +299,11 @@ pub struct Announcement {
     pub version: String,
     /// Where it listens, IPv4 first.
     pub addrs: Vec<SocketAddr>,
+    /// Its identity's public key (TXT `k`, 32 bytes), whose hash is its id:
+    /// `None` if the record has none (a node of another protocol version).
+    /// A record whose key is not its id's is refused. The record itself is
+    /// not authenticated: only a link's handshake proves the key.
+    pub key: Option<[u8; 32]>,
     /// Its metadata (TXT `m.<key>=<value>`), or what is wrong with it: a
     /// record whose metadata breaks the bounds is read all the same.
     pub meta: std::result::Result<Meta, MetaError>,
@@ -295,9 +311,10 @@ pub struct Announcement {
 
 impl Announcement {
     /// Reads a resolved record: the instance name must be a node id, TXT
-    /// `c` and `v` present, the port not 0, and at least one address usable
-    /// (not unspecified, not multicast). Anything else is an
-    /// [`Error::BadRecord`] naming the instance and what is wrong.
+    /// `c` and `v` present, TXT `k`, if present, the key of that id, the
+    /// port not 0, and at least one address usable (not unspecified, not
+    /// multicast). Anything else is an [`Error::BadRecord`] naming the
+    /// instance and what is wrong.
     pub fn parse(rec: &ResolvedService) -> Result<Announcement> {
         let bad = |reason: String| Error::BadRecord {
             instance: rec.fullname.clone(),
@@ -330,14 +347,33 @@ impl Announcement {
             return Err(bad("no usable address".into()));
         }
         addrs.sort_by_key(|a| (a.is_ipv6(), a.ip()));
+        let key = match txt("k") {
+            None => None,
+            Some(k) => Some(node_key(k, &id).map_err(bad)?),
+        };
         Ok(Announcement {
             id,
             cluster: cluster.to_string(),
             version: version.to_string(),
             addrs,
+            key,
             meta: record_meta(rec),
         })
     }
+}
+
+/// The key in a TXT `k`, checked against the instance's id.
+fn node_key(hex_key: &str, id: &NodeId) -> std::result::Result<[u8; PUBLIC_KEY_LEN], String> {
+    let mut key = [0u8; PUBLIC_KEY_LEN];
+    hex::decode_to_slice(hex_key, &mut key)
+        .map_err(|_| format!("the key (TXT k) is not {PUBLIC_KEY_LEN} bytes in hex"))?;
+    let of_key = NodeId::of_key(&key);
+    if &of_key != id {
+        return Err(format!(
+            "the key (TXT k) is not the instance's: its id is {of_key}"
+        ));
+    }
+    Ok(key)
 }
 
 /// The metadata in a record's TXT strings (`m.<key>=<value>`), checked.
@@ -398,13 +434,8 @@ pub(crate) fn parse_record(rec: &ResolvedService, cluster: &str, me: &NodeId) ->
             node.version
         )));
     }
-    if node.id.len() != me.len() {
-        return Err(bad(format!(
-            "peer id {} has {} hex digits, ours has {}",
-            node.id,
-            node.id.len(),
-            me.len()
-        )));
+    if node.key.is_none() {
+        return Err(bad("no key (TXT k)".into()));
     }
     Ok(Record::Peer(node.id, node.addrs, node.meta.err()))
 }
@@ -436,16 +467,24 @@ mod tests {
             .as_resolved_service()
     }
 
+    /// A peer's instance name and its TXT key.
+    fn peer() -> (String, String) {
+        let p = Identity::generate();
+        (p.id().to_string(), hex::encode(p.public_key()))
+    }
+
     fn me() -> NodeId {
-        NodeId::parse("0a").unwrap()
+        Identity::generate().id().clone()
     }
 
     #[test]
     fn a_good_record_gives_ipv4_first() {
-        let r = record("0b", 7, &[("c", "x"), ("v", "2")], "fe80::1,10.99.0.2");
+        let (id, k) = peer();
+        let props = [("c", "x"), ("v", "3"), ("k", k.as_str())];
+        let r = record(&id, 7, &props, "fe80::1,10.99.0.2");
         match parse_record(&r, "x", &me()).unwrap() {
-            Record::Peer(id, addrs, None) => {
-                assert_eq!(id.as_str(), "0b");
+            Record::Peer(got, addrs, None) => {
+                assert_eq!(got.as_str(), id);
                 assert_eq!(addrs[0], "10.99.0.2:7".parse().unwrap());
                 assert_eq!(addrs.len(), 2);
             }
@@ -455,10 +494,12 @@ mod tests {
 
     #[test]
     fn other_clusters_and_self_are_skipped() {
-        let r = record("0b", 7, &[("c", "y"), ("v", "2")], "10.99.0.2");
+        let (id, k) = peer();
+        let r = record(&id, 7, &[("c", "y"), ("v", "3"), ("k", &k)], "10.99.0.2");
         assert_eq!(parse_record(&r, "x", &me()).unwrap(), Record::NotOurs);
-        let r = record("0a", 7, &[("c", "x"), ("v", "2")], "10.99.0.2");
-        assert_eq!(parse_record(&r, "x", &me()).unwrap(), Record::NotOurs);
+        let me = NodeId::parse(&id).unwrap();
+        let r = record(&id, 7, &[("c", "x"), ("v", "3"), ("k", &k)], "10.99.0.2");
+        assert_eq!(parse_record(&r, "x", &me).unwrap(), Record::NotOurs);
     }
 
     #[test]
@@ -468,6 +509,11 @@ mod tests {
         assert_eq!(node.id.as_str(), "0b");
         assert_eq!((node.cluster.as_str(), node.version.as_str()), ("y", "9"));
         assert_eq!(node.addrs[0], "10.99.0.2:7".parse().unwrap());
+        assert_eq!(node.key, None);
+        let (id, k) = peer();
+        let r = record(&id, 7, &[("c", "y"), ("v", "3"), ("k", &k)], "10.99.0.2");
+        let node = Announcement::parse(&r).unwrap();
+        assert_eq!(node.key.map(hex::encode), Some(k));
     }
 
     #[test]
@@ -479,14 +525,26 @@ mod tests {
 
     #[test]
     fn bad_records_are_errors() {
+        let (id, k) = peer();
+        let (other, other_k) = peer();
+        let ok = [("c", "x"), ("v", "3"), ("k", k.as_str())];
         let cases = [
-            record("zz", 7, &[("c", "x"), ("v", "2")], "10.99.0.2"),
-            record("0b", 7, &[("v", "2")], "10.99.0.2"),
-            record("0b", 7, &[("c", "x")], "10.99.0.2"),
-            record("0b", 7, &[("c", "x"), ("v", "9")], "10.99.0.2"),
-            record("0bc", 7, &[("c", "x"), ("v", "2")], "10.99.0.2"),
-            record("0b", 0, &[("c", "x"), ("v", "2")], "10.99.0.2"),
-            record("0b", 7, &[("c", "x"), ("v", "2")], "0.0.0.0"),
+            record("zz", 7, &ok, "10.99.0.2"),
+            record(&id, 7, &[("v", "3"), ("k", &k)], "10.99.0.2"),
+            record(&id, 7, &[("c", "x"), ("k", &k)], "10.99.0.2"),
+            record(&id, 7, &[("c", "x"), ("v", "9"), ("k", &k)], "10.99.0.2"),
+            record(&id, 7, &[("c", "x"), ("v", "3")], "10.99.0.2"),
+            record(&id, 7, &[("c", "x"), ("v", "3"), ("k", "00")], "10.99.0.2"),
+            // Another node's key under this instance name.
+            record(
+                &id,
+                7,
+                &[("c", "x"), ("v", "3"), ("k", &other_k)],
+                "10.99.0.2",
+            ),
+            record(&other, 7, &ok, "10.99.0.2"),
+            record(&id, 0, &ok, "10.99.0.2"),
+            record(&id, 7, &ok, "0.0.0.0"),
         ];
         for r in cases {
             match parse_record(&r, "x", &me()) {
@@ -498,13 +556,15 @@ mod tests {
 
     #[test]
     fn metadata_rides_in_prefixed_txt_strings() {
+        let (id, k) = peer();
         let props = [
             ("c", "x"),
-            ("v", "2"),
+            ("v", "3"),
+            ("k", k.as_str()),
             ("m.role", "gateway"),
             ("m.http", "8080"),
         ];
-        let r = record("0b", 7, &props, "10.99.0.2");
+        let r = record(&id, 7, &props, "10.99.0.2");
         let meta = Announcement::parse(&r).unwrap().meta.unwrap();
         assert_eq!(meta.to_string(), "http=8080, role=gateway");
         assert!(matches!(
@@ -515,17 +575,18 @@ mod tests {
 
     #[test]
     fn bad_metadata_in_a_record_is_named_and_the_record_still_used() {
+        let (id, k) = peer();
         let long = "v".repeat(240);
         for (props, bad) in [
             (vec![("m.Role", "x")], "KeyChars"),
             (vec![("m.k", long.as_str())], "ValueLength"),
         ] {
-            let mut all = vec![("c", "x"), ("v", "2")];
+            let mut all = vec![("c", "x"), ("v", "3"), ("k", k.as_str())];
             all.extend(props);
-            let r = record("0b", 7, &all, "10.99.0.2");
+            let r = record(&id, 7, &all, "10.99.0.2");
             match parse_record(&r, "x", &me()).unwrap() {
-                Record::Peer(id, _, Some(e)) => {
-                    assert_eq!(id.as_str(), "0b");
+                Record::Peer(got, _, Some(e)) => {
+                    assert_eq!(got.as_str(), id);
                     assert!(format!("{e:?}").starts_with(bad), "{e:?}");
                 }
                 other => panic!("{other:?}"),

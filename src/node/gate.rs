@@ -2,17 +2,30 @@
 //! proved to be peers.
 //!
 //! Anyone who can reach the port can open connections and say nothing. Each
-//! such connection is dropped when its handshake timeout runs out, but
-//! thousands at once would still cost thousands of sockets and tasks, and
-//! could crowd out real peers. So at most [`MAX_PENDING`] accepted
-//! connections may be in their handshake at once. When a new one comes and
-//! all slots are taken, the address holding the most slots gives one up:
-//! its oldest pending connection is dropped to make room, unless the
-//! newcomer's own address is that address, in which case the newcomer is
-//! refused. A flood from one address thus only ever competes with itself,
-//! and a real peer (one or two handshakes at a time) always gets in.
+//! such connection is dropped when it stays silent for a quarter of the
+//! handshake time, or when its handshake time runs out, but thousands at
+//! once would still cost thousands of sockets and tasks, and could crowd out
+//! real peers. So at most [`MAX_PENDING`] accepted connections may be in
+//! their handshake at once, counted per network *prefix* (an IPv4 /24, an
+//! IPv6 /64: one host, or one attacker, easily holds many addresses of
+//! one, but not of many). When a new one comes and all slots are taken:
+//!
+//! - a connection from a *known* address (a peer's: learned from mDNS, a
+//!   static peer, or one an earlier link proved its key from; see
+//!   [`Known`]) takes the oldest strangers' slot of the prefix holding the
+//!   most of them: a flood of strangers never shuts out a peer;
+//! - otherwise, the newcomer takes the oldest slot of its own class (known
+//!   or stranger) from the prefix holding the most of that class, if that
+//!   prefix holds at least two more than the newcomer's own; else it is
+//!   refused. A flood from one prefix thus competes only with itself, and a
+//!   flood of known addresses (records anyone can announce) only with
+//!   itself too.
+//!
+//! While more than half the slots are taken, a connection that sends
+//! nothing for a quarter of the handshake time is dropped (see
+//! `link::handshake`), so a slot held in silence is short.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +34,62 @@ use tokio_util::sync::CancellationToken;
 /// Most accepted connections in their handshake at once.
 pub(crate) const MAX_PENDING: usize = 256;
 
-/// The slots of one service.
+/// The network an address belongs to, for fairness: its /24 (IPv4) or /64
+/// (IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Prefix {
+    V4([u8; 3]),
+    V6([u8; 8]),
+}
+
+impl Prefix {
+    pub(crate) fn of(ip: IpAddr) -> Prefix {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                Prefix::V4([o[0], o[1], o[2]])
+            }
+            IpAddr::V6(v6) => {
+                let mut p = [0u8; 8];
+                p.copy_from_slice(&v6.octets()[..8]);
+                Prefix::V6(p)
+            }
+        }
+    }
+}
+
+/// Most addresses remembered as known.
+const MAX_KNOWN: usize = 4096;
+
+/// The addresses of peers: from their records, static peers, and links
+/// that proved a key from there. The oldest go first past [`MAX_KNOWN`].
+#[derive(Default)]
+pub(crate) struct Known {
+    set: HashSet<IpAddr>,
+    order: VecDeque<IpAddr>,
+}
+
+impl Known {
+    /// Remembers `ip` as a peer's.
+    pub(crate) fn add(&mut self, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        if self.set.insert(ip) {
+            self.order.push_back(ip);
+            if self.order.len() > MAX_KNOWN {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// True if `ip` is a peer's.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        self.set.contains(&ip.to_canonical())
+    }
+}
+
+/// The slots of one node.
 #[derive(Default)]
 pub(crate) struct Gate {
     state: Mutex<State>,
@@ -31,16 +99,25 @@ pub(crate) struct Gate {
 struct State {
     next: u64,
     total: usize,
-    by_ip: HashMap<IpAddr, VecDeque<(u64, CancellationToken)>>,
+    by_prefix: HashMap<Prefix, VecDeque<Slot>>,
+}
+
+struct Slot {
+    id: u64,
+    known: bool,
+    evict: CancellationToken,
 }
 
 /// A slot held by one pending handshake; released when dropped. `evicted`
 /// is cancelled if the slot is taken back for a newcomer.
 pub(crate) struct Ticket {
     gate: Arc<Gate>,
-    ip: IpAddr,
+    prefix: Prefix,
     id: u64,
     pub evicted: CancellationToken,
+    /// More than half the slots were taken when this one was: a connection
+    /// that says nothing is dropped early.
+    pub crowded: bool,
 }
 
 /// Why a connection was not let in.
@@ -48,53 +125,69 @@ pub(crate) struct Ticket {
 pub(crate) struct Full {
     /// The slots in use, all of them.
     pub pending: usize,
-    /// How many of them this address holds.
-    pub from_this_address: usize,
+    /// How many of them this address's prefix holds.
+    pub from_this_prefix: usize,
 }
 
 impl Gate {
-    /// Takes a slot for a connection from `ip`, or says why not.
-    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Full> {
-        self.admit_with(ip, MAX_PENDING)
+    /// Takes a slot for a connection from `ip` (`known`: an address of a
+    /// peer), or says why not.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, known: bool) -> Result<Ticket, Full> {
+        self.admit_with(ip, known, MAX_PENDING)
     }
 
-    fn admit_with(self: &Arc<Self>, ip: IpAddr, max: usize) -> Result<Ticket, Full> {
+    fn admit_with(self: &Arc<Self>, ip: IpAddr, known: bool, max: usize) -> Result<Ticket, Full> {
+        let prefix = Prefix::of(ip);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.total >= max {
-            let mine = st.by_ip.get(&ip).map_or(0, VecDeque::len);
-            let (heaviest, most) = st
-                .by_ip
-                .iter()
-                .map(|(ip, q)| (*ip, q.len()))
-                .max_by_key(|(_, n)| *n)
-                .expect("slots are in use");
-            if heaviest == ip || most <= mine + 1 {
-                return Err(Full {
-                    pending: st.total,
-                    from_this_address: mine,
-                });
-            }
-            let q = st.by_ip.get_mut(&heaviest).expect("just found");
-            let (_, token) = q.pop_front().expect("not empty");
+            let full = Full {
+                pending: st.total,
+                from_this_prefix: st.by_prefix.get(&prefix).map_or(0, VecDeque::len),
+            };
+            // The prefix to give up a slot, and which of its slots.
+            let count =
+                |q: &VecDeque<Slot>, known: bool| q.iter().filter(|s| s.known == known).count();
+            let heaviest = |known: bool| {
+                st.by_prefix
+                    .iter()
+                    .map(|(p, q)| (*p, count(q, known)))
+                    .filter(|(_, n)| *n > 0)
+                    .max_by_key(|(_, n)| *n)
+            };
+            let mine = st.by_prefix.get(&prefix).map_or(0, |q| count(q, known));
+            let victim = match heaviest(false) {
+                Some((p, _)) if known => Some((p, false)),
+                _ => heaviest(known)
+                    .filter(|(p, n)| *p != prefix && *n > mine + 1)
+                    .map(|(p, _)| (p, known)),
+            };
+            let Some((victim, class)) = victim else {
+                return Err(full);
+            };
+            let q = st.by_prefix.get_mut(&victim).expect("just found");
+            let at = q.iter().position(|s| s.known == class).expect("counted");
+            let slot = q.remove(at).expect("in range");
             if q.is_empty() {
-                st.by_ip.remove(&heaviest);
+                st.by_prefix.remove(&victim);
             }
             st.total -= 1;
-            token.cancel();
+            slot.evict.cancel();
         }
         st.next += 1;
         let id = st.next;
         let evicted = CancellationToken::new();
-        st.by_ip
-            .entry(ip)
-            .or_default()
-            .push_back((id, evicted.clone()));
+        st.by_prefix.entry(prefix).or_default().push_back(Slot {
+            id,
+            known,
+            evict: evicted.clone(),
+        });
         st.total += 1;
         Ok(Ticket {
             gate: self.clone(),
-            ip,
+            prefix,
             id,
             evicted,
+            crowded: st.total > max / 2,
         })
     }
 
@@ -107,11 +200,11 @@ impl Gate {
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut st = self.gate.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(q) = st.by_ip.get_mut(&self.ip) {
-            if let Some(pos) = q.iter().position(|(id, _)| *id == self.id) {
+        if let Some(q) = st.by_prefix.get_mut(&self.prefix) {
+            if let Some(pos) = q.iter().position(|s| s.id == self.id) {
                 q.remove(pos);
                 if q.is_empty() {
-                    st.by_ip.remove(&self.ip);
+                    st.by_prefix.remove(&self.prefix);
                 }
                 st.total -= 1;
             }
@@ -128,37 +221,96 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_from_one_address_competes_only_with_itself() {
-        let gate = Arc::new(Gate::default());
-        let flood: Vec<Ticket> = (0..4)
-            .map(|_| gate.admit_with(ip("10.0.0.9"), 4).unwrap())
-            .collect();
-        // The flooder cannot take more.
+    fn prefixes_are_slash_24_and_slash_64() {
+        assert_eq!(Prefix::of(ip("10.0.0.1")), Prefix::of(ip("10.0.0.200")));
+        assert_ne!(Prefix::of(ip("10.0.0.1")), Prefix::of(ip("10.0.1.1")));
         assert_eq!(
-            gate.admit_with(ip("10.0.0.9"), 4).err(),
-            Some(Full {
-                pending: 4,
-                from_this_address: 4
-            })
+            Prefix::of(ip("fd00:1:2:3::1")),
+            Prefix::of(ip("fd00:1:2:3:ffff::9"))
         );
-        // A peer gets in: the flooder's oldest slot is taken back.
-        let peer = gate.admit_with(ip("10.0.0.1"), 4).unwrap();
-        assert!(flood[0].evicted.is_cancelled());
-        assert!(!flood[1].evicted.is_cancelled());
-        assert_eq!(gate.pending(), 4);
-        // Dropping an evicted ticket does not free a slot twice.
-        drop(flood);
-        assert_eq!(gate.pending(), 1);
-        drop(peer);
-        assert_eq!(gate.pending(), 0);
+        assert_ne!(
+            Prefix::of(ip("fd00:1:2:3::1")),
+            Prefix::of(ip("fd00:1:2:4::1"))
+        );
+        assert_eq!(
+            Prefix::of(ip("::ffff:10.0.0.1")),
+            Prefix::of(ip("10.0.0.7"))
+        );
     }
 
     #[test]
-    fn balanced_addresses_do_not_evict_each_other() {
+    fn a_flood_from_one_prefix_competes_only_with_itself() {
         let gate = Arc::new(Gate::default());
-        let _a = gate.admit_with(ip("10.0.0.1"), 2).unwrap();
-        let _b = gate.admit_with(ip("10.0.0.2"), 2).unwrap();
-        assert!(gate.admit_with(ip("10.0.0.3"), 2).is_err());
-        assert!(!_a.evicted.is_cancelled() && !_b.evicted.is_cancelled());
+        // Many addresses, one /24.
+        let flood: Vec<Ticket> = (0..4)
+            .map(|i| {
+                gate.admit_with(ip(&format!("10.0.0.{}", 10 + i)), false, 4)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            gate.admit_with(ip("10.0.0.99"), false, 4).err(),
+            Some(Full {
+                pending: 4,
+                from_this_prefix: 4
+            })
+        );
+        // A stranger from elsewhere gets in: the flood's oldest slot goes.
+        let other = gate.admit_with(ip("10.0.1.1"), false, 4).unwrap();
+        assert!(flood[0].evicted.is_cancelled());
+        assert!(!flood[1].evicted.is_cancelled());
+        assert_eq!(gate.pending(), 4);
+        drop(flood);
+        assert_eq!(gate.pending(), 1);
+        drop(other);
+        assert_eq!(gate.pending(), 0);
+    }
+
+    /// Strangers spread over as many prefixes as there are slots shut out
+    /// other strangers, never a known peer.
+    #[test]
+    fn a_known_peer_always_gets_in() {
+        let gate = Arc::new(Gate::default());
+        let spread: Vec<Ticket> = (0..4)
+            .map(|i| {
+                gate.admit_with(ip(&format!("10.0.{i}.1")), false, 4)
+                    .unwrap()
+            })
+            .collect();
+        assert!(gate.admit_with(ip("10.9.9.9"), false, 4).is_err());
+        let peers: Vec<Ticket> = (0..4)
+            .map(|i| {
+                gate.admit_with(ip(&format!("10.1.0.{i}")), true, 4)
+                    .unwrap()
+            })
+            .collect();
+        assert!(spread.iter().all(|t| t.evicted.is_cancelled()));
+        // Known peers of one prefix do not evict each other; one of
+        // another prefix takes a slot of the heaviest known prefix.
+        assert!(gate.admit_with(ip("10.1.0.9"), true, 4).is_err());
+        assert!(peers.iter().all(|t| !t.evicted.is_cancelled()));
+        let _other = gate.admit_with(ip("10.2.0.1"), true, 4).unwrap();
+        assert!(peers[0].evicted.is_cancelled());
+    }
+
+    #[test]
+    fn known_addresses_are_bounded_oldest_out() {
+        let mut k = Known::default();
+        for i in 0..MAX_KNOWN + 1 {
+            k.add(IpAddr::from((i as u32).to_be_bytes()));
+        }
+        assert!(!k.contains(IpAddr::from(0u32.to_be_bytes())));
+        assert!(k.contains(IpAddr::from((MAX_KNOWN as u32).to_be_bytes())));
+        k.add(ip("::ffff:10.0.0.1"));
+        assert!(k.contains(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn balanced_prefixes_do_not_evict_each_other() {
+        let gate = Arc::new(Gate::default());
+        let a = gate.admit_with(ip("10.0.0.1"), false, 2).unwrap();
+        let b = gate.admit_with(ip("10.0.1.1"), false, 2).unwrap();
+        assert!(gate.admit_with(ip("10.0.2.1"), false, 2).is_err());
+        assert!(!a.evicted.is_cancelled() && !b.evicted.is_cancelled());
     }
 }

@@ -87,8 +87,9 @@ pub(crate) enum Target {
 /// How a dial ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DialEnd {
-    /// The handshake completed with this node (not always the one dialed).
-    Linked(NodeId),
+    /// The handshake completed with this node at this address (for a peer
+    /// found over mDNS, the node dialed: it proved its key there).
+    Linked(NodeId, SocketAddr),
     /// Nothing listens there.
     Refused,
     /// Unreachable, no answer, or a failed handshake.
@@ -121,6 +122,9 @@ pub(crate) enum Action {
     Open { link: LinkId },
     /// Close the link.
     Close { link: LinkId, reason: CloseReason },
+    /// Tell the peer of this open link that an older live node holds its
+    /// key too (it was refused with a conflict).
+    TellTwin { link: LinkId },
     /// A peer was ignored: the table of peers is full.
     TooManyPeers { peer: NodeId },
 }
@@ -146,7 +150,11 @@ struct Dialing {
 
 #[derive(Debug, Default)]
 struct Peer {
+    /// The addresses of its latest record.
     addrs: Vec<SocketAddr>,
+    /// The last address where it proved its key: dialed first, whatever a
+    /// record (which anyone can announce) says since.
+    good: Option<SocketAddr>,
     dialing: Dialing,
     /// mDNS said goodbye while a dial was under way: forget it when it ends.
     gone: bool,
@@ -168,6 +176,9 @@ pub(crate) struct Mesh {
     links: HashMap<LinkId, Link>,
     /// Peers this node links with no more (see [`Mesh::disconnect`]).
     ended: HashSet<NodeId>,
+    /// Where peers not (yet) discovered proved their keys on links they
+    /// dialed (see [`Mesh::proven_at`]), at most [`MAX_PEERS`].
+    proven: HashMap<NodeId, SocketAddr>,
 }
 
 impl Mesh {
@@ -178,6 +189,7 @@ impl Mesh {
             statics: HashMap::new(),
             links: HashMap::new(),
             ended: HashSet::new(),
+            proven: HashMap::new(),
         }
     }
 
@@ -299,7 +311,12 @@ impl Mesh {
 
     fn start_dial(&mut self, target: Target) -> Vec<Action> {
         let addrs = match &target {
-            Target::Peer(p) => self.peers[p].addrs.clone(),
+            Target::Peer(p) => {
+                let peer = &self.peers[p];
+                let mut addrs: Vec<SocketAddr> = peer.good.into_iter().collect();
+                addrs.extend(peer.addrs.iter().filter(|a| Some(**a) != peer.good));
+                addrs
+            }
             Target::Addr(a) => vec![*a],
         };
         let d = self.dialing(&target).expect("target is known");
@@ -340,6 +357,9 @@ impl Mesh {
         }
         let first = !self.peers.contains_key(&peer);
         let entry = self.peers.entry(peer.clone()).or_default();
+        if first {
+            entry.good = self.proven.remove(&peer);
+        }
         entry.gone = false;
         let changed = entry.addrs != addrs;
         entry.addrs = addrs;
@@ -357,6 +377,17 @@ impl Mesh {
         self.maybe_dial(Target::Peer(peer))
     }
 
+    /// `peer` proved its key on a link from `at` (its address and the port
+    /// its hello says it listens on): dialed first from now on, whatever a
+    /// record says, as after a dial of ours that linked there.
+    pub(crate) fn proven_at(&mut self, peer: &NodeId, at: SocketAddr) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.good = Some(at);
+        } else if self.proven.len() < MAX_PEERS || self.proven.contains_key(peer) {
+            self.proven.insert(peer.clone(), at);
+        }
+    }
+
     /// A static peer address was added (from the settings or at run time).
     pub(crate) fn add_static(&mut self, addr: SocketAddr) -> Vec<Action> {
         self.statics.entry(addr).or_default();
@@ -372,11 +403,10 @@ impl Mesh {
         d.busy = false;
         let mut actions = Vec::new();
         match end {
-            DialEnd::Linked(node) => {
-                if let Target::Addr(a) = target {
-                    self.statics.get_mut(a).expect("checked").peer = Some(node);
-                }
-            }
+            DialEnd::Linked(node, at) => match target {
+                Target::Addr(a) => self.statics.get_mut(a).expect("checked").peer = Some(node),
+                Target::Peer(p) => self.peers.get_mut(p).expect("checked").good = Some(at),
+            },
             DialEnd::Refused | DialEnd::Failed => {
                 d.failures = d.failures.saturating_add(1);
                 if let (Target::Peer(peer), DialEnd::Refused) = (target, &end) {
@@ -483,11 +513,15 @@ impl Mesh {
                 }];
             }
             if incarnation < held {
-                // A newer node holds this id and is alive.
-                return vec![Action::SendVerdict {
-                    link,
-                    verdict: Verdict::Conflict,
-                }];
+                // A newer node holds this id and is alive: the older one is
+                // refused, and both are told.
+                return vec![
+                    Action::SendVerdict {
+                        link,
+                        verdict: Verdict::Conflict,
+                    },
+                    Action::TellTwin { link: old },
+                ];
             }
             // The peer restarted: its old link is stale.
             actions.push(self.replaced(old));
@@ -560,7 +594,7 @@ impl Mesh {
         if let Some(old) = self.open_link(&peer) {
             if self.links[&old].incarnation > incarnation {
                 // The decider is an older node with the id a newer live node
-                // holds: tell it so, and keep the newer link.
+                // holds: tell both, and keep the newer link.
                 self.links.remove(&link);
                 return vec![
                     Action::SendVerdict {
@@ -571,6 +605,7 @@ impl Mesh {
                         link,
                         reason: CloseReason::IdConflict,
                     },
+                    Action::TellTwin { link: old },
                 ];
             }
             actions.push(self.replaced(old));
@@ -755,12 +790,15 @@ mod tests {
         m.add_static(stat);
         assert_eq!(settle(&m), (vec![], 4, 0));
         // 06 linked: its link awaits no verdict (we decide), so it is open.
-        m.dial_ended(&Target::Peer(id("06")), DialEnd::Linked(id("06")));
+        m.dial_ended(
+            &Target::Peer(id("06")),
+            DialEnd::Linked(id("06"), addr()[0]),
+        );
         m.handshaken(1, id("06"), 7);
         // 02 refused; the static peer answered as 01, whose link awaits
         // 01's verdict.
         m.dial_ended(&Target::Peer(id("02")), DialEnd::Refused);
-        m.dial_ended(&Target::Addr(stat), DialEnd::Linked(id("01")));
+        m.dial_ended(&Target::Addr(stat), DialEnd::Linked(id("01"), stat));
         m.handshaken(2, id("01"), 7);
         assert_eq!(settle(&m), (vec![id("06")], 2, 1));
         m.verdict(2, Verdict::Accept);
@@ -793,7 +831,10 @@ mod tests {
         ));
         // A re-announcement (say, with an IPv6 address) while dialing.
         assert!(m.discovered(id("0b"), addr()).is_empty());
-        m.dial_ended(&Target::Peer(id("0b")), DialEnd::Linked(id("0b")));
+        m.dial_ended(
+            &Target::Peer(id("0b")),
+            DialEnd::Linked(id("0b"), addr()[0]),
+        );
         m.handshaken(1, id("0b"), 7);
         assert!(
             m.discovered(id("0b"), addr()).is_empty(),
@@ -873,13 +914,13 @@ mod tests {
         let t = Target::Addr(at);
         let mut mb = Mesh::new(b);
         mb.add_static(at);
-        mb.dial_ended(&t, DialEnd::Linked(a.clone()));
+        mb.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]));
         mb.handshaken(1, a.clone(), 7);
         mb.verdict(1, Verdict::Accept);
         let (mut failures, g) = dial_later_of(&mb.closed(1, Redial::Soon, false)).unwrap();
         assert!(matches!(mb.retry(t.clone(), g)[..], [Action::Dial { .. }]));
         for link in 2..5 {
-            mb.dial_ended(&t, DialEnd::Linked(a.clone()));
+            mb.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]));
             mb.handshaken(link, a.clone(), 7);
             let acts = mb.verdict(link, Verdict::Reject);
             assert_eq!(
@@ -896,7 +937,7 @@ mod tests {
             assert!(mb.closed(link, Redial::No, false).is_empty());
             assert!(matches!(mb.retry(t.clone(), g2)[..], [Action::Dial { .. }]));
         }
-        mb.dial_ended(&t, DialEnd::Linked(a.clone()));
+        mb.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]));
         mb.handshaken(9, a.clone(), 7);
         assert_eq!(
             mb.verdict(9, Verdict::Accept),
@@ -906,7 +947,7 @@ mod tests {
         // Two links pending, one rejected: the other is the pair's.
         let mut mc = Mesh::new(id("03"));
         mc.add_static(at);
-        mc.dial_ended(&t, DialEnd::Linked(a.clone()));
+        mc.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]));
         mc.handshaken(1, a.clone(), 7);
         mc.handshaken(2, a.clone(), 7);
         assert!(dial_later_of(&mc.verdict(2, Verdict::Reject)).is_none());
@@ -1063,7 +1104,10 @@ mod tests {
         let addr: SocketAddr = "10.99.0.2:4000".parse().unwrap();
         let mut m = Mesh::new(me);
         m.discovered(peer.clone(), vec![addr]);
-        m.dial_ended(&Target::Peer(peer.clone()), DialEnd::Linked(peer.clone()));
+        m.dial_ended(
+            &Target::Peer(peer.clone()),
+            DialEnd::Linked(peer.clone(), addr),
+        );
         m.handshaken(1, peer.clone(), 7);
         assert!(m.is_open(1));
         assert_eq!(
@@ -1197,17 +1241,17 @@ mod tests {
         let mut m = Mesh::new(me);
         let t = Target::Peer(p.clone());
         m.discovered(p.clone(), addr());
-        m.dial_ended(&t, DialEnd::Linked(p.clone()));
+        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]));
         m.handshaken(1, p.clone(), 5);
         let (f, g) = dial_later_of(&m.closed(1, Redial::Soon, true)).unwrap();
         assert_eq!(f, 0);
         m.retry(t.clone(), g);
-        m.dial_ended(&t, DialEnd::Linked(p.clone()));
+        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]));
         m.handshaken(2, p.clone(), 5);
         let (f, g) = dial_later_of(&m.closed(2, Redial::Soon, false)).unwrap();
         assert_eq!(f, 1, "a short-lived link counts as a failure");
         m.retry(t.clone(), g);
-        m.dial_ended(&t, DialEnd::Linked(p.clone()));
+        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]));
         // No redial for a close this node asked for, or an unknown peer.
         m.handshaken(3, id("03"), 1);
         assert!(m.closed(3, Redial::Soon, true).is_empty());
@@ -1233,7 +1277,7 @@ mod tests {
             }]
         );
         assert!(m.add_static(a).is_empty(), "already dialing");
-        m.dial_ended(&Target::Addr(a), DialEnd::Linked(p.clone()));
+        m.dial_ended(&Target::Addr(a), DialEnd::Linked(p.clone(), addr()[0]));
         m.handshaken(1, p.clone(), 5);
         let acts = m.closed(1, Redial::Soon, true);
         assert!(matches!(
@@ -1243,6 +1287,36 @@ mod tests {
                 ..
             }] if x == a
         ));
+    }
+
+    /// A record (anyone can announce one) that moves a peer elsewhere
+    /// adds addresses to try after the last one where the peer proved its
+    /// key; it does not replace it.
+    #[test]
+    fn the_last_good_address_is_dialed_first() {
+        let (me, p) = (id("01"), id("02"));
+        let good: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        let trap: SocketAddr = "10.0.0.66:9".parse().unwrap();
+        // Where a dial of ours linked, and where it dialed us from before
+        // any record of it came.
+        for dialed in [true, false] {
+            let mut m = Mesh::new(me.clone());
+            let t = Target::Peer(p.clone());
+            if dialed {
+                m.discovered(p.clone(), vec![good]);
+                m.dial_ended(&t, DialEnd::Linked(p.clone(), good));
+                m.handshaken(1, p.clone(), 5);
+            } else {
+                m.handshaken(1, p.clone(), 5);
+                m.proven_at(&p, good);
+            }
+            assert!(m.discovered(p.clone(), vec![trap]).is_empty(), "linked");
+            let (_, g) = dial_later_of(&m.closed(1, Redial::Soon, true)).unwrap();
+            match &m.retry(t, g)[..] {
+                [Action::Dial { addrs, .. }] => assert_eq!(addrs, &vec![good, trap]),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -1260,8 +1334,8 @@ mod tests {
     }
 
     /// Two live nodes with one id: the newer incarnation keeps the link at
-    /// the decider and at the follower; the older one is told, and is not
-    /// linked.
+    /// the decider and at the follower; both are told (the older by the
+    /// conflict, the newer on its link), and the older is not linked.
     #[test]
     fn older_incarnation_of_a_live_id_is_refused() {
         // Decider side: holds the newer incarnation 200.
@@ -1270,10 +1344,13 @@ mod tests {
         let acts = ma.handshaken(2, id("02"), 100);
         assert_eq!(
             acts,
-            vec![Action::SendVerdict {
-                link: 2,
-                verdict: Verdict::Conflict
-            }]
+            vec![
+                Action::SendVerdict {
+                    link: 2,
+                    verdict: Verdict::Conflict
+                },
+                Action::TellTwin { link: 1 }
+            ]
         );
         assert_eq!(ma.open_count(), 1);
         // The older node, as follower, gets the conflict verdict.
@@ -1303,7 +1380,8 @@ mod tests {
                 Action::Close {
                     link: 2,
                     reason: CloseReason::IdConflict
-                }
+                },
+                Action::TellTwin { link: 1 }
             ]
         );
         assert_eq!(mb.open_count(), 1);

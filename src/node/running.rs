@@ -2,21 +2,24 @@
 //! actor ([`Command`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::id::NodeId;
+use crate::identity::Identity;
 use crate::link::{self, Event, Links};
 use crate::messaging::Messaging;
 use crate::node::events::Hub;
-use crate::node::gate::Gate;
+use crate::node::gate::{Gate, Known};
 use crate::node::members::Members;
 use crate::node::mesh::{DialEnd, Settle, Target};
 use crate::node::settings::Settings;
+use crate::sync::lock;
 use crate::wire::hello::Hello;
+use crate::wire::noise::StaticKey;
 use crate::wire::secure::Psk;
 
 /// Most connection attempts under way at once: a flood of bogus records
@@ -75,6 +78,8 @@ pub(crate) struct Node {
     pub(crate) links: Links,
     /// Slots for accepted connections in their handshake.
     pub(crate) gate: Arc<Gate>,
+    /// Addresses of peers, which the gate lets in first.
+    known: Mutex<Known>,
     /// Permits for connection attempts (held until their handshake ends).
     pub(crate) dials: Semaphore,
     /// The messaging layer, fed by every link.
@@ -91,8 +96,7 @@ pub(crate) struct Node {
 impl Node {
     /// The shared state of a node about to start, and the actor's inbox.
     pub(crate) fn new(
-        hello: Hello,
-        settings: &Settings,
+        config: link::Config,
         dial_from: Vec<IpAddr>,
         hub: Arc<Hub>,
         messaging: Arc<Messaging>,
@@ -100,19 +104,6 @@ impl Node {
         cancel: CancellationToken,
     ) -> (Arc<Node>, mpsc::UnboundedReceiver<Command>) {
         let (cmd, inbox) = mpsc::unbounded_channel();
-        let config = link::Config {
-            hello,
-            psk: settings
-                .secret
-                .as_ref()
-                .map(|s| Psk::derive(s, &settings.name)),
-            max_frame_len: settings.max_frame_len,
-            handshake_timeout: settings.handshake_timeout,
-            queue_len: settings.queue_len,
-            queue_bytes: settings.queue_bytes,
-            heartbeat_interval: settings.heartbeat_interval,
-            heartbeat_timeout: settings.heartbeat_timeout,
-        };
         let node = Node {
             links: Links::new(
                 config,
@@ -122,6 +113,7 @@ impl Node {
                 hub.counters.clone(),
             ),
             gate: Arc::new(Gate::default()),
+            known: Mutex::default(),
             dials: Semaphore::new(MAX_DIALS),
             messaging,
             members,
@@ -142,6 +134,16 @@ impl Node {
         &self.links.cancel
     }
 
+    /// Remembers `ip` as a peer's address (see [`Known`]).
+    pub(crate) fn know(&self, ip: IpAddr) {
+        lock(&self.known).add(ip);
+    }
+
+    /// True if `ip` is a peer's address.
+    pub(crate) fn is_known(&self, ip: IpAddr) -> bool {
+        lock(&self.known).contains(ip)
+    }
+
     /// Sends the actor a command; false if the actor has stopped.
     pub(crate) fn send(&self, cmd: Command) -> bool {
         self.cmd.send(cmd).is_ok()
@@ -156,6 +158,25 @@ impl Node {
     /// Reports a non-fatal error (see [`Hub::report`]).
     pub(crate) fn error(&self, e: Error) {
         self.hub.report(e);
+    }
+}
+
+/// What the links of a node with `settings`, proving `identity`, say and
+/// expect: `hello` is the node's hello but for its metadata.
+pub(crate) fn link_config(hello: Hello, identity: &Identity, settings: &Settings) -> link::Config {
+    link::Config {
+        hello,
+        static_key: StaticKey::new(identity),
+        psk: settings
+            .secret
+            .as_ref()
+            .map(|s| Psk::derive(s, &settings.name)),
+        max_frame_len: settings.max_frame_len,
+        handshake_timeout: settings.handshake_timeout,
+        queue_len: settings.queue_len,
+        queue_bytes: settings.queue_bytes,
+        heartbeat_interval: settings.heartbeat_interval,
+        heartbeat_timeout: settings.heartbeat_timeout,
     }
 }
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::id::NodeId;
+use crate::identity::Identity;
 use crate::link::connection::Connection;
 use crate::link::open::LinkEvent;
 use crate::messaging::rpc::Requests;
@@ -26,12 +27,12 @@ use crate::node::events::{Events, Hub};
 use crate::node::members::member::{Member, MemberEvent, MemberState};
 use crate::node::members::Members;
 use crate::node::ready::{self, Ready, DISCOVERY_WINDOW};
-use crate::node::running::{Command, Node};
+use crate::node::running::{link_config, Command, Node};
 use crate::node::settings::Settings;
 use crate::node::tasks;
 use crate::sync::lock;
 use crate::wire::hello::{Hello, PROTOCOL_VERSION};
-use crate::wire::secure::Suite;
+use crate::wire::secure::{Psk, Suite};
 
 /// A tcpnet node: finds the other nodes of its cluster and keeps one link to
 /// each.
@@ -62,6 +63,7 @@ pub struct Service {
 struct ServiceState {
     name: String,
     id: NodeId,
+    identity: Identity,
     incarnation: u64,
     settings: Settings,
     hub: Arc<Hub>,
@@ -107,15 +109,18 @@ pub fn tcpnet(settings: impl Into<Settings>) -> Result<Service> {
 
 impl Service {
     /// Creates a service from a cluster name or [`Settings`]. Checks them:
-    /// [`Error::InvalidName`], [`Error::InvalidId`], [`Error::InvalidSetting`].
+    /// [`Error::InvalidName`], [`Error::InvalidSetting`], [`Error::Key`]
+    /// (a key file that cannot be read or made).
     /// Nothing touches the network until [`listen`](Self::listen).
     pub fn new(settings: impl Into<Settings>) -> Result<Service> {
         let settings = settings.into();
         settings.validate()?;
-        let id = match &settings.id {
-            Some(id) => NodeId::parse(id)?,
-            None => NodeId::random(),
+        let identity = match (&settings.identity, &settings.key_file) {
+            (Some(identity), _) => identity.clone(),
+            (None, Some(path)) => Identity::load_or_create(path)?,
+            (None, None) => Identity::generate(),
         };
+        let id = identity.id().clone();
         let incarnation = incarnation();
         let hub = Arc::new(Hub::new());
         let members = Arc::new(Members::new(
@@ -143,6 +148,7 @@ impl Service {
             state: Arc::new(ServiceState {
                 name: settings.name.clone(),
                 id,
+                identity,
                 incarnation,
                 settings,
                 hub,
@@ -237,7 +243,11 @@ impl Service {
             version: PROTOCOL_VERSION,
             incarnation: state.incarnation,
             port: bound_port,
-            secret: state.settings.secret.is_some(),
+            key: state
+                .settings
+                .secret
+                .as_ref()
+                .map(|s| Psk::derive(s, &state.name).id()),
             // Said only with a secret, where it matters: a node without
             // one sends the hello of earlier versions.
             aes: state.settings.secret.is_some() && Suite::aes_hardware(),
@@ -254,8 +264,7 @@ impl Service {
             _ => Vec::new(),
         };
         let (node, inbox) = Node::new(
-            hello,
-            &state.settings,
+            link_config(hello, &state.identity, &state.settings),
             dial_from,
             state.hub.clone(),
             state.messaging.clone(),
@@ -277,7 +286,7 @@ impl Service {
         }
         let discovery = if state.settings.mdns {
             let meta = state.members.meta();
-            Some(Discovery::start(&state.id, &state.name, bound_port, &scope, &meta).await?)
+            Some(Discovery::start(&state.identity, &state.name, bound_port, &scope, &meta).await?)
         } else {
             None
         };

@@ -1,9 +1,10 @@
 //! What a service is configured with.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::id::NodeId;
+use crate::identity::Identity;
 use crate::limits::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_MAX_FRAME_LEN, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LEN,
@@ -16,6 +17,10 @@ use crate::wire::hello::valid_cluster_name;
 const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 /// Longest cluster secret accepted, in bytes.
 const MAX_SECRET_LEN: usize = 1024;
+/// Shortest cluster secret accepted, in bytes: the handshake gives anyone a
+/// node dials a message bound to the secret, on which guesses can be tried
+/// offline, so only a secret too strong to guess protects the cluster.
+pub(crate) const MIN_SECRET_LEN: usize = 32;
 
 /// A service's settings: the cluster name (required) and options.
 ///
@@ -27,18 +32,20 @@ const MAX_SECRET_LEN: usize = 1024;
 /// use std::time::Duration;
 /// use tcpnet::Settings;
 ///
+/// let identity = tcpnet::Identity::generate();
 /// let settings = Settings::new("my-cluster")
-///     .id("00ff00ff00ff00ff00ff00ff00ff00ff")
+///     .identity(identity.clone())
 ///     .max_frame_len(1 << 20)
 ///     .handshake_timeout(Duration::from_secs(1));
 /// let service = tcpnet::Service::new(settings)?;
-/// assert_eq!(service.id().as_str(), "00ff00ff00ff00ff00ff00ff00ff00ff");
+/// assert_eq!(service.id(), identity.id());
 /// # Ok::<(), tcpnet::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Settings {
     pub(crate) name: String,
-    pub(crate) id: Option<String>,
+    pub(crate) identity: Option<Identity>,
+    pub(crate) key_file: Option<PathBuf>,
     pub(crate) max_frame_len: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) queue_len: usize,
@@ -57,7 +64,8 @@ impl Settings {
     pub fn new(name: impl Into<String>) -> Self {
         Settings {
             name: name.into(),
-            id: None,
+            identity: None,
+            key_file: None,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             queue_len: DEFAULT_QUEUE_LEN,
@@ -71,10 +79,31 @@ impl Settings {
         }
     }
 
-    /// This node's id: hex digits, the same length on every node of the
-    /// cluster. Default: a random UUID v4 as 32 hex digits.
-    pub fn id(mut self, id: impl Into<String>) -> Self {
-        self.id = Some(id.into());
+    /// This node's key pair, from which its id derives (see [`Identity`]):
+    /// for an application that keeps the key itself. Default: a key pair
+    /// made for this service (so a random id), unless a
+    /// [`key_file`](Self::key_file) is given.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Keeps this node's key pair in the file at `path`, so its id stays the
+    /// same across restarts: read by [`Service::new`](crate::Service::new),
+    /// which creates the file (readable by its owner only) with a new key
+    /// pair if there is none (see [`Identity::load_or_create`]). A node
+    /// restarted with its key file takes its place in the mesh at once;
+    /// two live nodes with copies of one key file are an id conflict
+    /// (both are told).
+    ///
+    /// ```no_run
+    /// let settings = tcpnet::Settings::new("lab").key_file("/var/lib/my-app/node.key");
+    /// let service = tcpnet::Service::new(settings)?;
+    /// println!("my id, today and after a restart: {}", service.id());
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_file = Some(path.into());
         self
     }
 
@@ -141,17 +170,21 @@ impl Settings {
     }
 
     /// A shared secret for the cluster. With one, a link counts only after
-    /// both ends proved they hold the same secret (a Noise `NNpsk0`
-    /// handshake), and every frame on it is encrypted and authenticated
+    /// both ends proved they hold the same secret (a Noise `XXpsk3`
+    /// handshake, which also proves each node's key pair, as every link's
+    /// handshake does), and every frame on it is encrypted and authenticated
     /// (AES-256-GCM where both ends have AES hardware, ChaCha20-Poly1305
     /// otherwise); a node without it, or with another, never links.
     /// Without a secret (the default) anyone who can reach the port and
-    /// knows the cluster name can link. Use a long random secret: it is
-    /// stretched by HKDF, not by a password hash, so a guessable one can be
-    /// guessed offline by anyone who records a handshake. At most 1024 bytes.
+    /// knows the cluster name can link (under its own id only). 32 to 1024
+    /// bytes, and random: it is stretched by HKDF, not by a password hash,
+    /// and any node can get another to dial it and send a message bound to
+    /// the secret, on which guesses can be tried offline. (32 random bytes as
+    /// hex or base64, say `openssl rand -hex 32`.)
     ///
     /// ```
-    /// let settings = tcpnet::Settings::new("lab").secret("3c1f0e0b8a5d46f7b1c2d9e4a6f80b17");
+    /// let settings = tcpnet::Settings::new("lab")
+    ///     .secret("3c1f0e0b8a5d46f7b1c2d9e4a6f80b17e5d4c3b2a1908f7e6d5c4b3a29180706");
     /// # tcpnet::Service::new(settings)?;
     /// # Ok::<(), tcpnet::Error>(())
     /// ```
@@ -221,9 +254,9 @@ impl Settings {
 impl Settings {
     /// Checks every setting, as [`Service::new`](crate::Service::new) does.
     ///
-    /// Errors: [`Error::InvalidName`], [`Error::InvalidId`],
-    /// [`Error::InvalidSetting`], [`Error::InvalidAddress`] (a static peer),
-    /// [`Error::InvalidMeta`].
+    /// Errors: [`Error::InvalidName`], [`Error::InvalidSetting`],
+    /// [`Error::InvalidAddress`] (a static peer), [`Error::InvalidMeta`].
+    /// (The key file is read by [`Service::new`](crate::Service::new).)
     ///
     /// ```
     /// use std::time::Duration;
@@ -235,9 +268,6 @@ impl Settings {
             name: self.name.clone(),
             reason,
         })?;
-        if let Some(id) = &self.id {
-            NodeId::parse(id)?;
-        }
         if self.max_frame_len == 0 || self.max_frame_len >= u32::MAX as usize {
             return Err(Error::InvalidSetting {
                 setting: "max_frame_len",
@@ -281,10 +311,14 @@ impl Settings {
             });
         }
         if let Some(secret) = &self.secret {
-            if secret.is_empty() || secret.len() > MAX_SECRET_LEN {
+            if secret.len() < MIN_SECRET_LEN || secret.len() > MAX_SECRET_LEN {
                 return Err(Error::InvalidSetting {
                     setting: "secret",
-                    reason: format!("{} bytes; must be 1 to {MAX_SECRET_LEN}", secret.len()),
+                    reason: format!(
+                        "{} bytes; must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} (a shorter \
+                         one can be guessed offline)",
+                        secret.len()
+                    ),
                 });
             }
         }
@@ -301,7 +335,8 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("name", &self.name)
-            .field("id", &self.id)
+            .field("identity", &self.identity)
+            .field("key_file", &self.key_file)
             .field("max_frame_len", &self.max_frame_len)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("queue_len", &self.queue_len)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, SemaphorePermit};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
@@ -49,22 +49,25 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, remote)) => match node.gate.admit(remote.ip().to_canonical()) {
-                Ok(ticket) => {
-                    tokio::spawn(run_accepted(node.clone(), stream, remote, ticket));
+            Ok((stream, remote)) => {
+                match node.gate.admit(remote.ip(), node.is_known(remote.ip())) {
+                    Ok(ticket) => {
+                        tokio::spawn(run_accepted(node.clone(), stream, remote, ticket));
+                    }
+                    Err(full) => {
+                        drop(stream);
+                        node.hub.counters.handshake_failed(Failure::NoSlot);
+                        node.error(Error::Handshake {
+                            remote,
+                            reason: format!(
+                                "refused: {} handshakes in progress, {} of them from this \
+                             address's network",
+                                full.pending, full.from_this_prefix
+                            ),
+                        });
+                    }
                 }
-                Err(full) => {
-                    drop(stream);
-                    node.hub.counters.handshake_failed(Failure::NoSlot);
-                    node.error(Error::Handshake {
-                        remote,
-                        reason: format!(
-                            "refused: {} handshakes in progress, {} of them from this address",
-                            full.pending, full.from_this_address
-                        ),
-                    });
-                }
-            },
+            }
             Err(e) => {
                 // Out of file descriptors and alike: say so, breathe, go on.
                 tracing::warn!("accept failed: {e}");
@@ -112,45 +115,83 @@ async fn browse_loop(node: Arc<Node>, browse: mdns_sd::Receiver<mdns_sd::Service
     }
 }
 
+/// Dials `target` at its addresses in turn (a few of them) until one
+/// completes the handshake, then runs the link. An address that does not
+/// connect, or whose handshake fails (nothing answers, another node
+/// answers, a stranger that cannot prove the peer's key), is passed over
+/// for the next: a spoofed or stale address costs a handshake at most.
+///
+/// A dial to a static address links with whichever node answers there; a
+/// dial to a peer found over mDNS only with that peer. The dial slot is
+/// held until the handshake is over. The actor hears when the dial has
+/// ended: right after the link is registered, so the peer is never seen as
+/// neither dialing nor linked, or when every address failed.
 pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>) {
+    let permit = tokio::select! {
+        _ = node.cancel().cancelled() => return,
+        p = node.dials.acquire() => p.expect("never closed"),
+    };
+    let expect = match &target {
+        Target::Peer(p) => Some(p.clone()),
+        Target::Addr(_) => None,
+    };
+    let timeout = node.links.config.handshake_timeout;
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
     let mut refused = !addrs.is_empty();
-    let timeout = node.links.config.handshake_timeout;
-    let connected = async {
-        let permit = node.dials.acquire().await.expect("never closed");
-        // A record may list many addresses; a few are plenty, and bound how
-        // long one dial can take.
-        for addr in addrs.iter().take(MAX_ADDRS) {
-            match tokio::time::timeout(timeout, connect(&node, *addr)).await {
-                Ok(Ok(stream)) => return Some((stream, *addr, permit)),
-                Ok(Err(e)) => {
-                    refused &= e.kind() == io::ErrorKind::ConnectionRefused;
-                    last = e;
-                }
-                Err(_) => {
-                    refused = false;
-                    let why = format!("no answer within {timeout:?}");
-                    last = io::Error::new(io::ErrorKind::TimedOut, why);
-                }
+    let mut answered = false;
+    // A record may list many addresses; a few are plenty, and bound how
+    // long one dial can take.
+    for &addr in addrs.iter().take(MAX_ADDRS) {
+        let connected = tokio::select! {
+            _ = node.cancel().cancelled() => return,
+            c = tokio::time::timeout(timeout, connect(&node, addr)) => c,
+        };
+        let stream = match connected {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                refused &= e.kind() == io::ErrorKind::ConnectionRefused;
+                last = e;
+                continue;
             }
+            Err(_) => {
+                refused = false;
+                let why = format!("no answer within {timeout:?}");
+                last = io::Error::new(io::ErrorKind::TimedOut, why);
+                continue;
+            }
+        };
+        refused = false;
+        answered = true;
+        let handshaken = handshake(
+            &node.links,
+            &*node,
+            stream,
+            addr,
+            Role::Dialer,
+            expect.as_ref(),
+            false,
+        )
+        .await;
+        if let Some(link) = handshaken {
+            drop(permit);
+            let end = DialEnd::Linked(link.link.peer.clone(), addr);
+            node.send(Command::DialEnded { target, end });
+            link.run(&node.links, &*node).await;
+            return;
         }
-        None
-    };
-    let connected = tokio::select! {
-        _ = node.cancel().cancelled() => return,
-        c = connected => c,
-    };
-    if let Some((stream, addr, permit)) = connected {
-        return run_dialed(node.clone(), stream, addr, target, permit).await;
+        if node.cancel().is_cancelled() {
+            return;
+        }
     }
-    node.error(Error::Dial {
-        peer: match &target {
-            Target::Peer(p) => Some(p.clone()),
-            Target::Addr(_) => None,
-        },
-        addrs,
-        source: Arc::new(last),
-    });
+    drop(permit);
+    // A failed handshake has been reported already, naming its address.
+    if !answered {
+        node.error(Error::Dial {
+            peer: expect,
+            addrs,
+            source: Arc::new(last),
+        });
+    }
     let end = if refused {
         DialEnd::Refused
     } else {
@@ -182,54 +223,19 @@ async fn connect(node: &Node, addr: SocketAddr) -> io::Result<TcpStream> {
 async fn run_accepted(node: Arc<Node>, stream: TcpStream, remote: SocketAddr, ticket: Ticket) {
     let evicted = ticket.evicted.clone();
     let link = tokio::select! {
-        l = handshake(&node.links, &*node, stream, remote, Role::Acceptor) => l,
+        l = handshake(&node.links, &*node, stream, remote, Role::Acceptor, None, ticket.crowded) => l,
         _ = evicted.cancelled() => {
             node.hub.counters.handshake_failed(Failure::NoSlot);
             node.error(Error::Handshake {
                 remote: canonical(remote),
                 reason: "dropped to make room: the handshake slots are full and this \
-                         address holds the most"
+                         address's network holds the most"
                     .into(),
             });
             None
         }
     };
     drop(ticket);
-    if let Some(link) = link {
-        link.run(&node.links, &*node).await;
-    }
-}
-
-/// Runs a TCP link we dialed to `target` from hello to close. Tells the
-/// actor when the dial has ended: right after the link is registered, so the
-/// peer is never seen as neither dialing nor linked, or when the handshake
-/// failed.
-///
-/// The node that answers may not be the one dialed (a stale record whose
-/// port another node now uses). It is still a node of our cluster, so the
-/// link counts as a link to whoever answered, and the one-link rule applies
-/// to it as to any other; refusing it on this end only would leave the
-/// other end holding a link we dropped. `permit` (a dial slot) is held until
-/// the handshake is over.
-async fn run_dialed(
-    node: Arc<Node>,
-    stream: TcpStream,
-    remote: SocketAddr,
-    target: Target,
-    permit: SemaphorePermit<'_>,
-) {
-    let link = handshake(&node.links, &*node, stream, remote, Role::Dialer).await;
-    drop(permit);
-    if let (Some(l), Target::Peer(peer)) = (&link, &target) {
-        if &l.link.peer != peer {
-            tracing::debug!(dialed = %peer, answered = %l.link.peer, %remote, "a different node answered");
-        }
-    }
-    let end = match &link {
-        Some(l) => DialEnd::Linked(l.link.peer.clone()),
-        None => DialEnd::Failed,
-    };
-    node.send(Command::DialEnded { target, end });
     if let Some(link) = link {
         link.run(&node.links, &*node).await;
     }

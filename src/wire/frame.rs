@@ -30,8 +30,16 @@ pub(crate) const HEARTBEAT: u8 = 0x04;
 /// Sent instead of a verdict (or on an open link) to the older of two live
 /// nodes that claim one id: the link closes and is not redialed.
 pub(crate) const CONFLICT: u8 = 0x05;
-/// A message of the secret handshake (see [`crate::wire::secure`]).
+/// A message of the handshake (see [`crate::wire::noise`]), or, sealed,
+/// the acceptor's key confirmation.
 pub(crate) const NOISE: u8 = 0x06;
+/// The last frame of a sealed link's direction, before its end of stream:
+/// an end of stream without it was cut on the way (see
+/// [`crate::wire::secure`]).
+pub(crate) const CLOSE: u8 = 0x07;
+/// Sent on an open link to the newer of two live nodes holding one key:
+/// the peer refused the older one with [`CONFLICT`]; both are told.
+pub(crate) const TWIN: u8 = 0x08;
 /// A user message.
 pub(crate) const DATA: u8 = 0x10;
 /// Asks the peer to answer at once with a [`PONG`] (see

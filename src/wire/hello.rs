@@ -6,11 +6,14 @@
 //! ```text
 //! magic "tcpnet" (6) | version u16 | incarnation u64 | listen port u16 |
 //! flags u8 | id length u8 | id (hex) | cluster length u8 | cluster name |
+//! key id u32 (only with a secret) |
 //! metadata version u64 | metadata length u16 | metadata
 //! ```
 //!
 //! Flag bit 0 says the node has a cluster secret (see [`crate::wire::secure`]), so a
-//! node with a secret and one without refuse each other with a clear reason.
+//! node with a secret and one without refuse each other with a clear reason;
+//! the *key id* then names the key it uses when it dials (its keyring's
+//! primary key), so the acceptor picks that key without trying any.
 //! Bit 1 (set only with a secret) says its processor seals AES-GCM in
 //! hardware; two nodes that both say so seal their link with AES-GCM, others
 //! with ChaCha20-Poly1305. The other bits must be zero.
@@ -20,6 +23,11 @@
 //! grows with every change, so a peer can tell it from older copies that
 //! reach it by other paths. It is checked apart from the rest: a hello whose
 //! metadata breaks the bounds still links, without it.
+//!
+//! What a hello says is a claim: the handshake that follows (see
+//! [`crate::wire::noise`]) has both hellos as its prologue and proves the
+//! id's key, so the id, the incarnation and the rest only count once the
+//! key's holder has vouched for them.
 //!
 //! The *incarnation* is the time the service started, in nanoseconds since
 //! the Unix epoch. It tells a peer that restarted with the same id (newer
@@ -35,16 +43,20 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::id::NodeId;
 use crate::wire::meta::MAX_META_WIRE;
+use crate::wire::secure::KeyId;
 
 /// Identifies tcpnet's hello among whatever else may connect to the port.
 pub(crate) const MAGIC: &[u8; 6] = b"tcpnet";
 /// The protocol version this crate speaks; both ends must speak the same.
 ///
 /// Version 2 added metadata to the hello and member records, heartbeat
-/// timestamps and pings; a version 1 node and this one refuse each other.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// timestamps and pings. Version 3 made the id the hash of the node's key,
+/// proven by a Noise handshake after the hellos on every link, added the key
+/// id to the hello, the key to the TXT record, and the close and twin
+/// frames. Nodes of different versions refuse each other.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Upper bound on a hello frame's payload.
-pub(crate) const MAX_HELLO: usize = 6 + 2 + 8 + 2 + 1 + 1 + 63 + 1 + 63 + 8 + 2 + MAX_META_WIRE;
+pub(crate) const MAX_HELLO: usize = 6 + 2 + 8 + 2 + 1 + 1 + 63 + 1 + 63 + 4 + 8 + 2 + MAX_META_WIRE;
 /// Flag: the node has a cluster secret.
 const FLAG_SECRET: u8 = 0x01;
 /// Flag: the node has AES hardware (see [`crate::wire::secure::Suite`]).
@@ -56,8 +68,8 @@ pub(crate) struct Hello {
     pub version: u16,
     pub incarnation: u64,
     pub port: u16,
-    /// The node has a cluster secret.
-    pub secret: bool,
+    /// With a cluster secret: the key the node dials with.
+    pub key: Option<KeyId>,
     /// The node seals AES-GCM in hardware.
     pub aes: bool,
     pub id: NodeId,
@@ -76,13 +88,16 @@ impl Hello {
         b.put_u16(self.version);
         b.put_u64(self.incarnation);
         b.put_u16(self.port);
-        let secret = if self.secret { FLAG_SECRET } else { 0 };
+        let secret = if self.key.is_some() { FLAG_SECRET } else { 0 };
         let aes = if self.aes { FLAG_AES } else { 0 };
         b.put_u8(secret | aes);
         b.put_u8(self.id.len() as u8);
         b.put_slice(self.id.as_str().as_bytes());
         b.put_u8(self.cluster.len() as u8);
         b.put_slice(self.cluster.as_bytes());
+        if let Some(key) = self.key {
+            b.put_u32(key.0);
+        }
         b.put_u64(self.meta_version);
         b.put_u16(self.meta.len() as u16);
         b.put_slice(&self.meta);
@@ -121,6 +136,14 @@ impl Hello {
         if let Err(reason) = valid_cluster_name(cluster) {
             return Err(format!("bad cluster name in hello: {reason}"));
         }
+        let key = if flags & FLAG_SECRET != 0 {
+            if b.remaining() < 4 {
+                return Err("truncated hello: no key id".into());
+            }
+            Some(KeyId(b.get_u32()))
+        } else {
+            None
+        };
         if b.remaining() < 8 + 2 {
             return Err("truncated hello: no metadata".into());
         }
@@ -143,7 +166,7 @@ impl Hello {
             version,
             incarnation,
             port,
-            secret: flags & FLAG_SECRET != 0,
+            key,
             aes: flags & FLAG_AES != 0,
             id,
             cluster: cluster.to_string(),
@@ -189,7 +212,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             incarnation: 0x0102_0304_0506_0708,
             port: 4000,
-            secret: false,
+            key: Some(KeyId(0xdead_beef)),
             aes: true,
             id: NodeId::parse("00a").unwrap(),
             cluster: "my-cluster".into(),
@@ -207,6 +230,11 @@ mod tests {
             ..sample()
         };
         assert_eq!(Hello::decode(&bare.encode()).unwrap(), bare);
+        let open = Hello {
+            key: None,
+            ..sample()
+        };
+        assert_eq!(Hello::decode(&open.encode()).unwrap(), open);
     }
 
     #[test]
@@ -276,10 +304,9 @@ mod tests {
 /// Why a well-formed hello is refused.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// We dialed ourselves (same id, same incarnation): close quietly.
+    /// Our own hello: a dial of ours that reached us (close quietly), or
+    /// someone echoing it.
     SelfLink,
-    /// Another live node claims our id.
-    IdConflict,
     /// Another cluster, version or id length, or a secret on one end only.
     Mismatch(String),
 }
@@ -299,8 +326,8 @@ impl Hello {
                 self.cluster, ours.cluster
             )));
         }
-        if self.secret != ours.secret {
-            return Err(Refusal::Mismatch(if ours.secret {
+        if self.key.is_some() != ours.key.is_some() {
+            return Err(Refusal::Mismatch(if ours.key.is_some() {
                 "we have a cluster secret and the peer has none".into()
             } else {
                 "the peer has a cluster secret and we have none".into()
@@ -314,12 +341,10 @@ impl Hello {
                 ours.id.len()
             )));
         }
-        if self.id == ours.id {
-            return Err(if self.incarnation == ours.incarnation {
-                Refusal::SelfLink
-            } else {
-                Refusal::IdConflict
-            });
+        // Our id with another incarnation is left to the handshake: only a
+        // node that proves our key (a copy of it) is a conflict.
+        if self.id == ours.id && self.incarnation == ours.incarnation {
+            return Err(Refusal::SelfLink);
         }
         Ok(())
     }
@@ -334,7 +359,7 @@ mod check_tests {
             version: PROTOCOL_VERSION,
             incarnation: 1,
             port: 1,
-            secret: false,
+            key: None,
             aes: false,
             id: NodeId::parse("0a0").unwrap(),
             cluster: "c".into(),
@@ -357,7 +382,7 @@ mod check_tests {
             incarnation: 9,
             ..o.clone()
         };
-        assert_eq!(twin.check(&o), Err(Refusal::IdConflict));
+        assert_eq!(twin.check(&o), Ok(()), "left to the handshake");
         for bad in [
             Hello {
                 cluster: "d".into(),
@@ -372,7 +397,7 @@ mod check_tests {
                 ..peer.clone()
             },
             Hello {
-                secret: true,
+                key: Some(KeyId(7)),
                 ..peer.clone()
             },
         ] {

@@ -11,6 +11,7 @@ pub(crate) mod envelope;
 pub(crate) mod frame;
 pub(crate) mod hello;
 pub(crate) mod meta;
+pub(crate) mod noise;
 pub(crate) mod record;
 pub(crate) mod secure;
 pub(crate) mod timing;

@@ -1,54 +1,44 @@
-//! The cluster secret: proving both ends hold it, then encrypting the link.
+//! The cluster secret: the pre-shared key, and the sealed records every
+//! byte of a link travels in once the handshake (see [`crate::wire::noise`])
+//! has proved both ends hold it.
 //!
-//! Nothing here is home-made cryptography; it is the Noise protocol framework
-//! (the `snow` crate) with one of its standard patterns, and HKDF-SHA256 (the
-//! RustCrypto crates) to turn the user's secret into Noise's 32-byte
-//! pre-shared key.
-//!
-//! # The handshake
-//!
-//! After the hellos (which stay in the clear: they say no more than the mDNS
-//! record does), a link whose nodes both have a secret runs
-//! `Noise_NNpsk0_25519_AESGCM_BLAKE2s` when both hellos say their processor
-//! has AES hardware, and `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s` otherwise
-//! (see [`Suite`]), the dialer as initiator:
-//!
-//! ```text
-//! dialer -> acceptor   NOISE  msg 1: ephemeral key, sealed with the psk
-//! acceptor -> dialer   NOISE  msg 2: ephemeral key, DH, sealed
-//! dialer -> acceptor   record 0: an empty frame of kind NOISE (key confirmation)
-//! ```
-//!
-//! Both hellos are the handshake's *prologue*, so a hello changed on the way
-//! makes the handshake fail. The acceptor learns the dialer holds the secret
-//! from message 1, but message 1 could be a replay; only record 0, sealed
-//! with keys from the acceptor's fresh ephemeral key, proves a live peer.
-//! So neither end registers the link (no connection event, no user frame)
-//! before it has verified the other's last message.
+//! Nothing here is home-made cryptography: the records are sealed by ring's
+//! AES-256-GCM or ChaCha20-Poly1305 through `snow`'s Noise transport, and
+//! HKDF-SHA256 (the RustCrypto crates) turns the user's secret into Noise's
+//! 32-byte pre-shared key and into the short [`KeyId`] a hello names it by.
 //!
 //! # Records
 //!
-//! Then every byte of the link travels in records: `length: u16 BE |
-//! ciphertext` with at most 65 519 bytes of plaintext each, sealed with
-//! AES-256-GCM or ChaCha20-Poly1305 under a per-direction key and a counter
-//! nonce. Frames
-//! are encoded as in the clear and cut into records. A record that was
-//! altered, replayed, reordered or dropped fails to decrypt, and the link
-//! closes with [`CloseReason::Protocol`](crate::CloseReason::Protocol).
+//! Every byte of a sealed link travels in records: `length: u16 BE |
+//! ciphertext` with at most 65 519 bytes of plaintext each, sealed under a
+//! per-direction key and a counter nonce. Frames are encoded as in the
+//! clear and cut into records. A record that was altered, replayed,
+//! reordered or dropped fails to open, and the link closes with
+//! [`CloseReason::Protocol`](crate::CloseReason::Protocol).
+//!
+//! Each direction's key is replaced every [`REKEY_EVERY`] records by Noise's
+//! `REKEY` (a function of the key alone: no message, both ends change keys
+//! at the same record), so no key seals more than 2^20 records (64 GiB),
+//! far inside AES-GCM's safety margin (TLS 1.3 allows 2^24.5 records of
+//! 16 KiB per key).
+//!
+//! A sender ends its side with a sealed [`CLOSE`](crate::wire::frame::CLOSE)
+//! frame before it shuts the socket down: an end of stream without it
+//! (cut inside a record or between two) was not the peer's doing, and
+//! ends the link as a failure (see `link::read`).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BufMut, BytesMut};
 use hkdf::Hkdf;
 use sha2::Sha256;
 use snow::StatelessTransportState;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::sync::lock;
 use crate::wire::decoder::{FrameDecoder, Pool};
-use crate::wire::frame::{self, CodecError, Frame, FrameCodec, LEN_BYTES};
+use crate::wire::frame::{CodecError, Frame, FrameCodec, LEN_BYTES};
 
 /// The cipher a link is sealed with: AES-256-GCM where both ends have AES
 /// hardware (there it is about twice as fast as ChaCha20-Poly1305: 2.1 against
@@ -90,30 +80,31 @@ impl Suite {
             false
         }
     }
-
-    /// The Noise pattern and primitives.
-    fn params(self) -> snow::params::NoiseParams {
-        match self {
-            Suite::AesGcm => "Noise_NNpsk0_25519_AESGCM_BLAKE2s",
-            Suite::ChaChaPoly => "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s",
-        }
-        .parse()
-        .expect("a valid Noise pattern")
-    }
 }
+
 /// Largest Noise message.
 const MAX_MSG: usize = 65535;
 /// Poly1305 tag.
 const TAG: usize = 16;
 /// Most plaintext in one record.
 pub(crate) const MAX_PLAIN: usize = MAX_MSG - TAG;
-/// Bound on a handshake message: NNpsk0's are 48 bytes (a key and a tag).
-/// A stranger's handshake costs this much memory, not a full record's.
-const HANDSHAKE_MSG: usize = 256;
+/// Records sealed under one key before each end moves to the next one.
+pub(crate) const REKEY_EVERY: u64 = 1 << 20;
 
 /// The 32-byte pre-shared key of a cluster, derived from its secret.
 #[derive(Clone)]
 pub(crate) struct Psk([u8; 32]);
+
+/// A short name for a cluster key, said in the hello: the first 4 bytes of
+/// an HKDF-SHA256 expansion of the key, so it tells nothing about the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct KeyId(pub u32);
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
 
 impl Psk {
     /// HKDF-SHA256 of the secret, with the cluster name as context, so one
@@ -125,151 +116,68 @@ impl Psk {
             .expect("32 bytes is a valid HKDF-SHA256 length");
         Psk(key)
     }
+
+    /// The key's short name.
+    pub(crate) fn id(&self) -> KeyId {
+        let hk = Hkdf::<Sha256>::from_prk(&self.0).expect("32 bytes is a valid PRK");
+        let mut id = [0u8; 4];
+        hk.expand(b"tcpnet key id", &mut id)
+            .expect("4 bytes is a valid HKDF-SHA256 length");
+        KeyId(u32::from_be_bytes(id))
+    }
+
+    /// The key itself, for the handshake.
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Psk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Psk(<hidden>)")
+        write!(f, "Psk({})", self.id())
     }
 }
 
-/// The keys of a link whose handshake completed, with the next nonce each
-/// way.
+/// The keys of a link whose handshake completed, with the next record's
+/// number each way.
 pub(crate) struct Keys {
-    cipher: Arc<StatelessTransportState>,
+    /// Both directions' ciphers: a lock only because a rekey changes one;
+    /// the reader and the writer of a link run in one task, so it is never
+    /// contended.
+    cipher: Arc<Mutex<StatelessTransportState>>,
     send_nonce: u64,
     recv_nonce: u64,
+    rekey_every: u64,
 }
 
 impl Keys {
-    /// The keys of a finished handshake, before any record.
-    fn new(cipher: StatelessTransportState) -> Self {
+    /// The keys of a finished handshake.
+    pub(crate) fn new(transport: StatelessTransportState) -> Keys {
         Keys {
-            cipher: Arc::new(cipher),
+            cipher: Arc::new(Mutex::new(transport)),
             send_nonce: 0,
             recv_nonce: 0,
+            rekey_every: REKEY_EVERY,
         }
     }
-}
 
-/// Runs the handshake on `stream`, right after the hellos. `prologue` is
-/// both hellos, the dialer's first. The error says what failed, for the
-/// error event that names the remote address.
-pub(crate) async fn handshake(
-    stream: &mut TcpStream,
-    psk: &Psk,
-    suite: Suite,
-    dialer: bool,
-    prologue: &[u8],
-) -> Result<Keys, String> {
-    let builder = snow::Builder::new(suite.params())
-        .psk(0, &psk.0)
-        .and_then(|b| b.prologue(prologue))
-        .map_err(|e| format!("noise setup: {e}"))?;
-    let mut buf = [0u8; HANDSHAKE_MSG];
-    let mut payload = [0u8; HANDSHAKE_MSG];
-    let refused = "the peer holds another cluster secret (or the hellos were altered)";
-    if dialer {
-        let mut hs = builder
-            .build_initiator()
-            .map_err(|e| format!("noise setup: {e}"))?;
-        let n = hs
-            .write_message(&[], &mut buf)
-            .map_err(|e| format!("noise: {e}"))?;
-        write_noise(stream, &buf[..n]).await?;
-        let msg = read_noise(stream)
-            .await
-            .map_err(|e| format!("{e} ({refused}?)"))?;
-        hs.read_message(&msg, &mut payload)
-            .map_err(|_| refused.to_string())?;
-        let cipher = hs
-            .into_stateless_transport_mode()
-            .map_err(|e| format!("noise: {e}"))?;
-        let mut keys = Keys::new(cipher);
-        // Key confirmation: record 0, an empty NOISE frame.
-        let mut out = BytesMut::new();
-        keys.encoder(usize::MAX)
-            .encode(Frame::control(frame::NOISE), &mut out)
-            .map_err(|e| e.to_string())?;
-        keys.send_nonce += 1;
-        stream
-            .write_all(&out)
-            .await
-            .map_err(|e| format!("writing key confirmation: {e}"))?;
-        Ok(keys)
-    } else {
-        let mut hs = builder
-            .build_responder()
-            .map_err(|e| format!("noise setup: {e}"))?;
-        let msg = read_noise(stream).await?;
-        hs.read_message(&msg, &mut payload)
-            .map_err(|_| refused.to_string())?;
-        let n = hs
-            .write_message(&[], &mut buf)
-            .map_err(|e| format!("noise: {e}"))?;
-        write_noise(stream, &buf[..n]).await?;
-        let cipher = hs
-            .into_stateless_transport_mode()
-            .map_err(|e| format!("noise: {e}"))?;
-        let mut keys = Keys::new(cipher);
-        // Read record 0 exactly (nothing after it may be consumed here).
-        let mut len = [0u8; 2];
-        stream
-            .read_exact(&mut len)
-            .await
-            .map_err(|e| format!("reading key confirmation: {e}"))?;
-        let mut record = BytesMut::zeroed(2 + u16::from_be_bytes(len) as usize);
-        record[..2].copy_from_slice(&len);
-        stream
-            .read_exact(&mut record[2..])
-            .await
-            .map_err(|e| format!("reading key confirmation: {e}"))?;
-        let mut dec = keys.decoder(usize::MAX, Arc::default());
-        match dec.decode(&mut record) {
-            Ok(Some(f)) if f.kind == frame::NOISE && f.payload.is_empty() => {}
-            Ok(_) => return Err("bad key confirmation".into()),
-            Err(e) => return Err(format!("key confirmation: {e}")),
-        }
-        keys.recv_nonce += 1;
-        Ok(keys)
+    /// Counts a record sealed or opened outside the codecs (the handshake's
+    /// key confirmation).
+    pub(crate) fn sent_one(&mut self) {
+        self.send_nonce += 1;
     }
-}
 
-async fn write_noise(stream: &mut TcpStream, msg: &[u8]) -> Result<(), String> {
-    let mut out = BytesMut::with_capacity(msg.len() + 5);
-    out.put_u32(msg.len() as u32 + 1);
-    out.put_u8(frame::NOISE);
-    out.put_slice(msg);
-    stream
-        .write_all(&out)
-        .await
-        .map_err(|e| format!("writing the secret handshake: {e}"))
-}
-
-/// Reads one NOISE frame exactly.
-async fn read_noise(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
-    let f = frame::read_one(stream, MAX_MSG)
-        .await
-        .map_err(|e| match e {
-            Ok(len) => format!("bad secret handshake frame length {len}"),
-            Err(e) => format!("reading the secret handshake: {e}"),
-        })?;
-    if f.kind != frame::NOISE {
-        return Err(format!(
-            "expected the secret handshake, got frame kind {:#04x}",
-            f.kind
-        ));
+    /// See [`sent_one`](Self::sent_one).
+    pub(crate) fn received_one(&mut self) {
+        self.recv_nonce += 1;
     }
-    Ok(f.payload.to_vec())
-}
-
-impl Keys {
     /// The codec that seals frames this end sends.
     pub(crate) fn encoder(&self, max: usize) -> SealCodec {
         SealCodec {
             frames: FrameCodec { max },
             cipher: self.cipher.clone(),
             nonce: self.send_nonce,
+            rekey_every: self.rekey_every,
             plain: BytesMut::new(),
         }
     }
@@ -281,6 +189,7 @@ impl Keys {
             frames: FrameDecoder::new(max, pool),
             cipher: self.cipher.clone(),
             nonce: self.recv_nonce,
+            rekey_every: self.rekey_every,
             plain: BytesMut::new(),
             opened: Vec::new(),
             ready: VecDeque::new(),
@@ -291,8 +200,9 @@ impl Keys {
 /// Encodes frames, then seals them into records.
 pub(crate) struct SealCodec {
     frames: FrameCodec,
-    cipher: Arc<StatelessTransportState>,
+    cipher: Arc<Mutex<StatelessTransportState>>,
     nonce: u64,
+    rekey_every: u64,
     plain: BytesMut,
 }
 
@@ -309,13 +219,17 @@ impl SealCodec {
 
     /// Seals `plain` into records on `dst`.
     pub(crate) fn seal(&mut self, plain: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        let mut cipher = lock(&self.cipher);
         for chunk in plain.chunks(MAX_PLAIN) {
+            if self.nonce > 0 && self.nonce % self.rekey_every == 0 {
+                cipher.rekey_outgoing();
+            }
             let len = chunk.len() + TAG;
             dst.reserve(2 + len);
             dst.put_u16(len as u16);
             let start = dst.len();
             dst.resize(start + len, 0);
-            self.cipher
+            cipher
                 .write_message(self.nonce, chunk, &mut dst[start..])
                 .map_err(|e| CodecError::Crypto(format!("sealing: {e}")))?;
             self.nonce += 1;
@@ -342,8 +256,9 @@ impl Encoder<Frame> for SealCodec {
 /// large payloads land in buffers of their own (see [`crate::wire::decoder`]).
 pub(crate) struct OpenCodec {
     frames: FrameDecoder,
-    cipher: Arc<StatelessTransportState>,
+    cipher: Arc<Mutex<StatelessTransportState>>,
     nonce: u64,
+    rekey_every: u64,
     /// Plaintext not yet decoded into frames.
     plain: BytesMut,
     /// The last record opened (reused: opening writes over it).
@@ -401,9 +316,13 @@ impl Decoder for OpenCodec {
             if self.opened.len() < n {
                 self.opened.resize(n, 0);
             }
-            let opened = self
-                .cipher
-                .read_message(self.nonce, &src[..len], &mut self.opened[..n]);
+            let opened = {
+                let mut cipher = lock(&self.cipher);
+                if self.nonce > 0 && self.nonce % self.rekey_every == 0 {
+                    cipher.rekey_incoming();
+                }
+                cipher.read_message(self.nonce, &src[..len], &mut self.opened[..n])
+            };
             src.advance(len);
             if opened.is_err() {
                 return Err(CodecError::Crypto(
@@ -419,10 +338,10 @@ impl Decoder for OpenCodec {
         match self.decode(src)? {
             Some(f) => Ok(Some(f)),
             None if src.is_empty() && !self.frames.inside_frame(&self.plain) => Ok(None),
-            None => Err(CodecError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the link ended inside a record",
-            ))),
+            // Not the peer's doing: its close comes after whole records.
+            None => Err(CodecError::Crypto(
+                "the link was cut inside a record (not closed by the peer)".into(),
+            )),
         }
     }
 }
@@ -433,29 +352,7 @@ impl Decoder for OpenCodec {
 #[cfg(fuzzing)]
 pub(crate) fn fuzz_pair(max: usize) -> (SealCodec, OpenCodec) {
     static KEYS: std::sync::OnceLock<(Keys, Keys)> = std::sync::OnceLock::new();
-    let (i, r) = KEYS.get_or_init(|| {
-        let params = Suite::ChaChaPoly.params();
-        let psk = Psk::derive(b"fuzz", "fuzz");
-        let mut i = snow::Builder::new(params.clone())
-            .psk(0, &psk.0)
-            .and_then(|b| b.prologue(b"p"))
-            .and_then(|b| b.build_initiator())
-            .expect("initiator");
-        let mut r = snow::Builder::new(params)
-            .psk(0, &psk.0)
-            .and_then(|b| b.prologue(b"p"))
-            .and_then(|b| b.build_responder())
-            .expect("responder");
-        let (mut m, mut p) = (vec![0u8; MAX_MSG], vec![0u8; MAX_MSG]);
-        let n = i.write_message(&[], &mut m).expect("msg 1");
-        r.read_message(&m[..n], &mut p).expect("msg 1");
-        let n = r.write_message(&[], &mut m).expect("msg 2");
-        i.read_message(&m[..n], &mut p).expect("msg 2");
-        let keys = |s: snow::HandshakeState| {
-            Keys::new(s.into_stateless_transport_mode().expect("transport"))
-        };
-        (keys(i), keys(r))
-    });
+    let (i, r) = KEYS.get_or_init(|| crate::wire::noise::keys_pair(Suite::ChaChaPoly));
     (i.encoder(max), r.decoder(max, Arc::default()))
 }
 
@@ -505,32 +402,7 @@ impl Encoder<Frame> for Sealer {
 mod tests {
     use super::*;
 
-    /// A sealed pair of codecs, without sockets: the transport of a finished
-    /// handshake between two in-memory handshake states.
-    fn pair(psk_a: &Psk, psk_b: &Psk) -> Result<(Keys, Keys), snow::Error> {
-        pair_with(psk_a, psk_b, Suite::ChaChaPoly)
-    }
-
-    fn pair_with(psk_a: &Psk, psk_b: &Psk, suite: Suite) -> Result<(Keys, Keys), snow::Error> {
-        let params = suite.params();
-        let mut i = snow::Builder::new(params.clone())
-            .psk(0, &psk_a.0)?
-            .prologue(b"p")?
-            .build_initiator()?;
-        let mut r = snow::Builder::new(params)
-            .psk(0, &psk_b.0)?
-            .prologue(b"p")?
-            .build_responder()?;
-        let (mut m, mut p) = (vec![0u8; MAX_MSG], vec![0u8; MAX_MSG]);
-        let n = i.write_message(&[], &mut m)?;
-        r.read_message(&m[..n], &mut p)?;
-        let n = r.write_message(&[], &mut m)?;
-        i.read_message(&m[..n], &mut p)?;
-        let keys = |s: snow::HandshakeState| -> Result<Keys, snow::Error> {
-            Ok(Keys::new(s.into_stateless_transport_mode()?))
-        };
-        Ok((keys(i)?, keys(r)?))
-    }
+    use crate::wire::noise::keys_pair;
 
     fn data(n: usize) -> Frame {
         Frame::data((0..n).map(|i| i as u8).collect::<Vec<u8>>().into())
@@ -545,10 +417,52 @@ mod tests {
     }
 
     #[test]
-    fn wrong_secret_fails_the_handshake() {
-        for suite in [Suite::AesGcm, Suite::ChaChaPoly] {
-            let (s, x) = (Psk::derive(b"s", "c"), Psk::derive(b"x", "c"));
-            assert!(pair_with(&s, &x, suite).is_err(), "{suite:?}");
+    fn key_ids_name_keys_without_telling_them() {
+        let (a, b) = (Psk::derive(b"s", "c"), Psk::derive(b"t", "c"));
+        assert_eq!(a.id(), Psk::derive(b"s", "c").id());
+        assert_ne!(a.id(), b.id());
+        assert!(!format!("{a:?}").contains(&format!("{:?}", a.0)));
+    }
+
+    /// Both ends move to the next key at the same record, without a word;
+    /// a record sealed under the old key after that point does not open.
+    #[test]
+    fn keys_change_every_few_records_on_both_ends() {
+        let (mut a, mut b) = keys_pair(Suite::ChaChaPoly);
+        a.rekey_every = 3;
+        b.rekey_every = 3;
+        let (mut enc, mut dec) = (a.encoder(1024), b.decoder(1024, Arc::default()));
+        let mut wire = BytesMut::new();
+        for i in 0..10 {
+            enc.encode(data(i), &mut wire).unwrap();
+        }
+        for i in 0..10 {
+            assert_eq!(dec.decode(&mut wire).unwrap(), Some(data(i)), "record {i}");
+        }
+        // A decoder that does not rekey fails at the first new key.
+        let (mut a, b) = keys_pair(Suite::ChaChaPoly);
+        a.rekey_every = 2;
+        let (mut enc, mut dec) = (a.encoder(1024), b.decoder(1024, Arc::default()));
+        let mut wire = BytesMut::new();
+        for i in 0..3 {
+            enc.encode(data(i), &mut wire).unwrap();
+        }
+        assert!(dec.decode(&mut wire).unwrap().is_some());
+        assert!(dec.decode(&mut wire).unwrap().is_some());
+        assert!(dec.decode(&mut wire).is_err());
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_record_is_an_error() {
+        let (a, b) = keys_pair(Suite::ChaChaPoly);
+        let mut wire = BytesMut::new();
+        a.encoder(1024).encode(data(100), &mut wire).unwrap();
+        wire.truncate(wire.len() - 1);
+        let mut dec = b.decoder(1024, Arc::default());
+        assert!(dec.decode(&mut wire).unwrap().is_none());
+        match dec.decode_eof(&mut wire) {
+            Err(CodecError::Crypto(reason)) => assert!(reason.contains("cut"), "{reason}"),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -575,8 +489,7 @@ mod tests {
     }
 
     fn round_trip(suite: Suite) {
-        let psk = Psk::derive(b"s", "c");
-        let (a, b) = pair_with(&psk, &psk, suite).unwrap();
+        let (a, b) = keys_pair(suite);
         let (mut enc, mut dec) = (a.encoder(1 << 20), b.decoder(1 << 20, Arc::default()));
         let sent = vec![
             data(0),
@@ -608,8 +521,7 @@ mod tests {
 
     #[test]
     fn flipped_byte_replay_and_reorder_are_caught() {
-        let psk = Psk::derive(b"s", "c");
-        let (a, b) = pair(&psk, &psk).unwrap();
+        let (a, b) = keys_pair(Suite::ChaChaPoly);
         let mut enc = a.encoder(1024);
         let mut one = BytesMut::new();
         enc.encode(data(5), &mut one).unwrap();

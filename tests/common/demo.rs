@@ -15,11 +15,12 @@ impl Drop for Demo {
 }
 
 impl Demo {
-    /// Starts the demo with node id `id` in cluster "c", with `env` set too.
-    pub(crate) fn start(id: &str, env: &[(&str, &str)]) -> Demo {
+    /// Starts the demo with the key pair `key` (so its id) in cluster "c",
+    /// with `env` set too.
+    pub(crate) fn start(key: &tcpnet::Identity, env: &[(&str, &str)]) -> Demo {
         let child = Command::new(super::demo_binary())
             .arg("c")
-            .env("TCPNET_ID", id)
+            .env("TCPNET_KEY_FILE", super::key_file(key))
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())

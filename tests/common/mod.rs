@@ -8,6 +8,8 @@
 //! network, and parallel tests never see each other.
 #![allow(dead_code)]
 
+pub(crate) mod attacker;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -39,6 +41,23 @@ pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
         example.display()
     );
     example
+}
+
+/// `n` fresh identities, ordered by id: the first decides each of its pairs.
+pub(crate) fn identities(n: usize) -> Vec<tcpnet::Identity> {
+    let mut ids: Vec<tcpnet::Identity> = (0..n).map(|_| tcpnet::Identity::generate()).collect();
+    ids.sort_by(|a, b| a.id().cmp(b.id()));
+    ids
+}
+
+/// A key file holding `identity`, in a temporary directory of its own
+/// (for a process started with it).
+pub(crate) fn key_file(identity: &tcpnet::Identity) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tcpnet-test-{}", identity.id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("node.key");
+    std::fs::write(&path, identity.to_pkcs8()).expect("write the key file");
+    path
 }
 
 /// Runs `test` in a fresh network namespace that holds only loopback.
@@ -98,6 +117,30 @@ pub(crate) fn enter_private_netns() {
         .map(str::trim)
         .collect();
     assert_eq!(names, ["lo"], "the private namespace must hold only lo");
+}
+
+/// Lifts the soft limit on open files (flood tests hold thousands of
+/// sockets, on both ends, in this one process).
+pub(crate) fn raise_fd_limit(need: u64) {
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < need as libc::rlim_t {
+            assert!(
+                lim.rlim_max >= need as libc::rlim_t,
+                "this test needs {need} open files; the hard limit is {}",
+                lim.rlim_max
+            );
+            lim.rlim_cur = need as libc::rlim_t;
+            assert_eq!(
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim),
+                0,
+                "setrlimit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// Runs a shell command in the calling thread's namespace (for `ip`).

@@ -307,7 +307,7 @@ async fn join_findings(
     let node_args = NodeArgs {
         cluster: cluster.to_string(),
         secret_file: args.secret_file.clone(),
-        id: None,
+        key_file: None,
         listen: Ipv4Addr::UNSPECIFIED.into(),
         port: 0,
         peers: Vec::new(),

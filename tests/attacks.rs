@@ -1,0 +1,555 @@
+//! Attacks by someone on the LAN, each reproduced against real nodes in a
+//! private network namespace: a raw-socket peer speaking the wire protocol
+//! (see `common::attacker`), spoofed mDNS records, a relay on the path, and
+//! floods of connections. In each test the attacked nodes keep their links
+//! and their traffic, and the attempt is refused (reported where the node
+//! can see it).
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::attacker::{self, Claim, Envelope, OP_DIRECT};
+use common::*;
+use futures::{FutureExt, StreamExt};
+use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
+use tcpnet::{Connection, Error, Events, Message, Messages, Service, Settings, SERVICE_TYPE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::{timeout_at, Instant};
+
+const CLUSTER: &str = "attacked";
+/// A cluster secret of full strength (32 bytes).
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn settings(secret: Option<&[u8]>) -> Settings {
+    let s = Settings::new(CLUSTER);
+    match secret {
+        Some(k) => s.secret(k),
+        None => s,
+    }
+}
+
+/// A node listening on every IPv4 interface, its error stream subscribed
+/// before it listens.
+async fn watched(settings: Settings) -> (Service, Events<Error>) {
+    let s = Service::new(settings).expect("settings");
+    let errors = s.on_error();
+    s.listen(0, "0.0.0.0").await.expect("listen");
+    (s, errors)
+}
+
+fn port(s: &Service) -> u16 {
+    s.address().expect("listening").port
+}
+
+/// 127.0.0.`n`: each attacker has a source address of its own.
+fn src(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, n)
+}
+
+/// `from`'s link to `to`, if any.
+fn link_to(from: &Service, to: &Service) -> Option<Connection> {
+    from.connections()
+        .into_iter()
+        .find(|c| c.peer_id() == to.id())
+}
+
+/// The messages already delivered to `inbox`.
+fn pending(inbox: &mut Messages) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Some(Some(m)) = tokio::task::unconstrained(inbox.next()).now_or_never() {
+        out.push(m);
+    }
+    out
+}
+
+/// Waits for an error event that `is` picks; others are skipped.
+async fn expect_error(errors: &mut Events<Error>, what: &str, mut is: impl FnMut(&Error) -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match timeout_at(deadline, errors.next()).await {
+            Ok(Some(e)) if is(&e) => return,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the error stream ended before {what}"),
+            Err(_) => panic!("timed out waiting for the error event: {what}"),
+        }
+    }
+}
+
+fn from_ip(e: &Error, ip: Ipv4Addr) -> bool {
+    match e {
+        Error::Handshake { remote, .. }
+        | Error::IdConflict { remote, .. }
+        | Error::Protocol { remote, .. } => remote.ip() == ip,
+        _ => false,
+    }
+}
+
+fn texts(ms: &[Message]) -> Vec<String> {
+    ms.iter()
+        .map(|m| format!("{}: {}", m.from(), String::from_utf8_lossy(m.data())))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Ids
+// ---------------------------------------------------------------------------
+
+/// A stranger (open cluster) or a member (secret cluster) connects to A
+/// claiming B's id with the largest incarnation, and speaks as B. A must
+/// keep its link to the real B, deliver nothing "from B" that B did not
+/// send, and report the attempt; B must not be told it conflicts.
+async fn takeover(secret: Option<&[u8]>) {
+    let (a, mut a_errors) = watched(settings(secret)).await;
+    let (b, mut b_errors) = watched(settings(secret)).await;
+    full_mesh(&[a.clone(), b.clone()]).await;
+    let real = link_to(&a, &b).expect("A's link to B");
+    let real_remote = real.remote_addr();
+    let b_side = link_to(&b, &a).expect("B's link to A");
+    let mut a_inbox = a.messages();
+    let claim = Claim {
+        id: b.id().to_string(),
+        incarnation: u64::MAX,
+        secret: secret.map(<[u8]>::to_vec),
+        ..Claim::stranger(CLUSTER)
+    };
+    match attacker::join(src(7), port(&a), &claim).await {
+        Err(_) => {}
+        Ok(mut s) => {
+            s.send_msg(&Envelope {
+                op: OP_DIRECT,
+                flags: 0,
+                hops: 0,
+                origin: b.id().as_str(),
+                seq: 0,
+                corr: 0,
+                name: "",
+                body: b"forged",
+            })
+            .await
+            .expect("send");
+            s.sync(b.id().as_str(), 1).await;
+            let forged = texts(&pending(&mut a_inbox));
+            let now = link_to(&a, &b).map(|c| c.remote_addr());
+            panic!(
+                "A linked a stranger at {} as B: A's link to B goes to {now:?} (the real B is at \
+                 {real_remote}), A delivered {forged:?}, the real link closed with {:?}",
+                s.stream.local_addr().unwrap(),
+                real.close_reason()
+            );
+        }
+    }
+    expect_error(
+        &mut a_errors,
+        "A reports the stranger claiming B's id",
+        |e| from_ip(e, src(7)),
+    )
+    .await;
+    assert!(real.close_reason().is_none(), "the real link closed");
+    assert!(b_side.close_reason().is_none(), "B's side closed");
+    assert_eq!(link_to(&a, &b).unwrap().remote_addr(), real_remote);
+    assert!(pending(&mut a_inbox).is_empty());
+    if let Some(e) = pending_errors(&mut b_errors).first() {
+        panic!("B was told: {e}");
+    }
+    close_all(&[a, b]).await;
+}
+
+fn pending_errors(errors: &mut Events<Error>) -> Vec<Error> {
+    let mut out = Vec::new();
+    while let Some(Some(e)) = tokio::task::unconstrained(errors.next()).now_or_never() {
+        out.push(e);
+    }
+    out
+}
+
+#[test]
+fn a_stranger_cannot_take_a_live_nodes_id() {
+    netns(|| takeover(None));
+}
+
+#[test]
+fn a_member_cannot_take_another_members_id() {
+    netns(|| takeover(Some(SECRET)));
+}
+
+// ---------------------------------------------------------------------------
+// Messages in another node's name
+// ---------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------
+// Memory and tasks
+// ---------------------------------------------------------------------------
+
+/// Strangers link to A and never read. A's subscriptions change thousands
+/// of times, each change told to every link: what does not fit a link's
+/// send queue must not become a task (or memory) per frame, and A's real
+/// link keeps working.
+#[test]
+fn links_that_never_read_cost_no_task_per_frame() {
+    netns(|| async {
+        let lean = || settings(None).queue_len(64).queue_bytes(64 * 1024);
+        let (a, b) = tokio::join!(start(lean()), start(lean()));
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let mut silent = Vec::new();
+        for i in 0..4 {
+            let me = Claim::stranger(CLUSTER);
+            let s = attacker::join(src(20 + i), port(&a), &me)
+                .await
+                .expect("linked");
+            silent.push(s); // never read
+        }
+        wait_until(std::slice::from_ref(&a), "the strangers' links", || {
+            a.connections().len() == 5
+        })
+        .await;
+        // Many topics, so that every subscription message is large.
+        let _held: Vec<Messages> = (0..100)
+            .map(|i| a.subscribe(&format!("{i:0100}")).expect("subscribe"))
+            .collect();
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        let mut most = before;
+        for _ in 0..2000 {
+            drop(a.subscribe("flip").expect("subscribe"));
+            most = most.max(metrics.num_alive_tasks());
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            most < before + 100,
+            "tasks alive: {before} before, up to {most} while A's subscriptions changed"
+        );
+        let mut from_a = link_to(&b, &a).expect("B's link to A");
+        link_to(&a, &b)
+            .unwrap()
+            .send("still up")
+            .await
+            .expect("send");
+        let got = within("A's message to B", from_a.next()).await;
+        assert_eq!(&got.expect("open")[..], b"still up");
+        drop(silent);
+        close_all(&[a, b]).await;
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Handshake slots
+// ---------------------------------------------------------------------------
+
+/// Holds a connection from `from` to the node at `port` that says nothing,
+/// opening a new one whenever the node drops it, until `stop`.
+async fn hold_a_slot(from: Ipv4Addr, port: u16, up: Arc<AtomicUsize>, stop: Arc<AtomicBool>) {
+    let mut counted = false;
+    while !stop.load(Ordering::Relaxed) {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::from((from, 0))).expect("bind");
+        let Ok(Ok(mut s)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            socket.connect(SocketAddr::from(([127, 0, 0, 1], port))),
+        )
+        .await
+        else {
+            continue;
+        };
+        if !counted {
+            up.fetch_add(1, Ordering::Relaxed);
+            counted = true;
+        }
+        let mut buf = [0u8; 512];
+        loop {
+            tokio::select! {
+                r = s.read(&mut buf) => if matches!(r, Ok(0) | Err(_)) { break },
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if stop.load(Ordering::Relaxed) { return; }
+                }
+            }
+        }
+    }
+}
+
+/// Silent connections from 300 addresses, each in a /24 of its own, hold
+/// every handshake slot of A and B and are renewed as soon as dropped.
+/// When their link breaks, A and B (each a peer the other learned from
+/// mDNS) must link again within a few seconds.
+#[test]
+fn strangers_from_many_prefixes_cannot_starve_a_known_peer() {
+    netns(|| async {
+        raise_fd_limit(8192);
+        let (a, b) = tokio::join!(start(settings(None)), start(settings(None)));
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let up = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let holders = 300usize;
+        for node in [&a, &b] {
+            for i in 0..holders {
+                let from = Ipv4Addr::new(127, 10 + (i / 250) as u8, (i % 250) as u8, 1);
+                tokio::spawn(hold_a_slot(from, port(node), up.clone(), stop.clone()));
+            }
+        }
+        wait_until(&[a.clone(), b.clone()], "the silent connections", || {
+            up.load(Ordering::Relaxed) == 2 * holders
+        })
+        .await;
+        let t0 = Instant::now();
+        let old = link_to(&a, &b).expect("linked");
+        link_to(&b, &a).expect("linked").close();
+        within("the link to close", old.closed()).await;
+        let limit = Duration::from_secs(6);
+        let relinked = timeout_at(
+            Instant::now() + limit,
+            wait_until(&[a.clone(), b.clone()], "the relink", || {
+                link_to(&a, &b).is_some() && link_to(&b, &a).is_some()
+            }),
+        )
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        assert!(
+            relinked.is_ok(),
+            "A and B did not relink within {limit:?} while strangers held the slots"
+        );
+        eprintln!("relinked {:?} after the close", t0.elapsed());
+        close_all(&[a, b]).await;
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Spoofed mDNS
+// ---------------------------------------------------------------------------
+
+/// A second mDNS responder in the namespace.
+fn foreign_daemon() -> ServiceDaemon {
+    let d = ServiceDaemon::new().expect("mDNS daemon");
+    d.disable_interface(IfKind::IPv6).expect("IPv4 only");
+    d
+}
+
+/// Accepts connections and holds them without a word.
+async fn tarpit(listener: TcpListener) {
+    let mut held = Vec::new();
+    while let Ok((s, _)) = listener.accept().await {
+        held.push(s);
+    }
+}
+
+/// Records for A's and B's ids, announced from a second responder while A
+/// and B are linked, point at a tarpit (accepts, says nothing). When their
+/// link breaks, A and B must link again at once.
+#[test]
+fn a_spoofed_record_at_a_tarpit_does_not_keep_nodes_apart() {
+    netns(|| async {
+        let keys = identities(2);
+        let (a, b) = tokio::join!(
+            start(settings(None).identity(keys[0].clone())),
+            start(settings(None).identity(keys[1].clone()))
+        );
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let trap = TcpListener::bind("127.0.0.66:0").await.unwrap();
+        let trap_port = trap.local_addr().unwrap().port();
+        tokio::spawn(tarpit(trap));
+        let watcher = foreign_daemon();
+        let seen = watcher.browse(SERVICE_TYPE).expect("browse");
+        let spoofer = foreign_daemon();
+        let version = tcpnet::PROTOCOL_VERSION.to_string();
+        // The keys are public: the spoofed records carry the real ones.
+        let records: Vec<ServiceInfo> = keys
+            .iter()
+            .map(|key| {
+                let k = hex::encode(key.public_key());
+                let props = [("c", CLUSTER), ("v", version.as_str()), ("k", k.as_str())];
+                let mut info = ServiceInfo::new(
+                    SERVICE_TYPE,
+                    key.id().as_str(),
+                    "tarpit.local.",
+                    "127.0.0.66",
+                    trap_port,
+                    &props[..],
+                )
+                .unwrap();
+                info.set_requires_probe(false);
+                info
+            })
+            .collect();
+        // Announced again and again, so they are the last word.
+        let spoofing = tokio::spawn(async move {
+            loop {
+                for info in &records {
+                    let _ = spoofer.register(info.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        // The spoofed records are out once a third responder resolves both
+        // ids at the tarpit (multicast reaches A and B at the same time).
+        let mut spoofed = std::collections::HashSet::new();
+        within("the spoofed records", async {
+            while spoofed.len() < 2 {
+                if let Ok(mdns_sd::ServiceEvent::ServiceResolved(r)) = seen.recv_async().await {
+                    if r.port == trap_port {
+                        spoofed.insert(r.fullname.clone());
+                    }
+                }
+            }
+        })
+        .await;
+        let t0 = Instant::now();
+        let old = link_to(&a, &b).expect("linked");
+        link_to(&b, &a).expect("linked").close();
+        within("the link to close", old.closed()).await;
+        let limit = Duration::from_secs(2);
+        let linked = timeout_at(Instant::now() + limit, full_mesh(&[a.clone(), b.clone()])).await;
+        assert!(
+            linked.is_ok(),
+            "A and B did not link again within {limit:?} with spoofed records at a tarpit"
+        );
+        eprintln!("relinked {:?} after the close", t0.elapsed());
+        spoofing.abort();
+        let _ = watcher.shutdown();
+        close_all(&[a, b]).await;
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Someone on the path
+// ---------------------------------------------------------------------------
+
+/// Relays one connection to `to`; once `cut` is set, passes on `keep`
+/// bytes of what comes next from the dialer (all of it if `None`), then
+/// ends both connections (a clean FIN to the acceptor).
+async fn cutting_relay(
+    client: TcpStream,
+    to: SocketAddr,
+    cut: Arc<AtomicBool>,
+    keep: Option<usize>,
+) {
+    let server = TcpStream::connect(to).await.unwrap();
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let back = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match cr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if cut.load(Ordering::SeqCst) {
+            let k = keep.map_or(n, |k| k.min(n));
+            let _ = sw.write_all(&buf[..k]).await;
+            let _ = sw.shutdown().await;
+            back.abort();
+            return;
+        }
+        if sw.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = sw.shutdown().await;
+}
+
+/// A secret link through a relay that cuts the stream (inside a record, or
+/// where a read ended) and closes it cleanly: the receiving end must report
+/// a failure, not a close by the peer.
+async fn cut(keep: Option<usize>) {
+    let quiet = || settings(Some(SECRET)).mdns(false);
+    let b = Service::new(quiet()).unwrap();
+    let mut b_errors = b.on_error();
+    let b_addr = b.listen(0, "127.0.0.1").await.unwrap();
+    let b_at = SocketAddr::from(([127, 0, 0, 1], b_addr.port));
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_at = proxy.local_addr().unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let arm = armed.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = proxy.accept().await {
+            tokio::spawn(cutting_relay(client, b_at, arm.clone(), keep));
+        }
+    });
+    let a = Service::new(quiet().peer(proxy_at.to_string())).unwrap();
+    a.listen(0, "127.0.0.1").await.unwrap();
+    wait_until(&[a.clone(), b.clone()], "a link through the relay", || {
+        !a.connections().is_empty() && !b.connections().is_empty()
+    })
+    .await;
+    let at_b = b.connections().pop().unwrap();
+    armed.store(true, Ordering::SeqCst);
+    a.connections()
+        .pop()
+        .unwrap()
+        .send(vec![7u8; 200_000])
+        .await
+        .expect("send");
+    let reason = within("B's link to close", at_b.closed()).await;
+    assert!(
+        reason.is_failure(),
+        "a link cut on the path (keeping {keep:?} bytes) closed at B with {reason:?}, \
+         which is no failure"
+    );
+    expect_error(&mut b_errors, "B reports the cut", |e| {
+        matches!(e, Error::Protocol { .. } | Error::Link { .. })
+    })
+    .await;
+    close_all(&[a, b]).await;
+}
+
+#[test]
+fn a_record_cut_short_is_a_failure() {
+    netns(|| cut(Some(1000)));
+}
+
+#[test]
+fn a_stream_cut_between_records_is_a_failure() {
+    netns(|| cut(None));
+}
+
+// ---------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_secret_shorter_than_32_bytes_is_refused() {
+    for short in [&b"x"[..], &SECRET[..31]] {
+        match Service::new(Settings::new(CLUSTER).secret(short)) {
+            Err(Error::InvalidSetting { setting, .. }) => assert_eq!(setting, "secret"),
+            Err(e) => panic!("a secret of {} bytes: {e}", short.len()),
+            Ok(_) => panic!("a secret of {} bytes was accepted", short.len()),
+        }
+    }
+    assert!(Service::new(Settings::new(CLUSTER).secret(SECRET)).is_ok());
+}
+
+/// A handshake frame announcing 60 000 bytes: refused from its length,
+/// at once (not when the handshake time runs out).
+#[test]
+fn a_large_handshake_frame_is_refused_from_its_length() {
+    netns(|| async {
+        let timeout = Duration::from_secs(10);
+        let (a, mut errors) = watched(settings(Some(SECRET)).handshake_timeout(timeout)).await;
+        let t0 = Instant::now();
+        let claim = Claim {
+            secret: Some(SECRET.to_vec()),
+            ..Claim::stranger(CLUSTER)
+        };
+        let mut s = attacker::connect_from(src(9), port(&a)).await;
+        s.write_all(&attacker::hello_frame(&claim)).await.unwrap();
+        s.write_all(&60_001u32.to_be_bytes()).await.unwrap();
+        s.write_all(&[attacker::NOISE]).await.unwrap();
+        let mut said = String::new();
+        expect_error(&mut errors, "the handshake frame's refusal", |e| {
+            said = e.to_string();
+            from_ip(e, src(9))
+        })
+        .await;
+        assert!(
+            t0.elapsed() < timeout / 2 && said.contains("length"),
+            "refused after {:?}: {said}",
+            t0.elapsed()
+        );
+        drop(s);
+        a.close().await;
+    });
+}
