@@ -14,18 +14,6 @@ use crate::args::NodeArgs;
 use crate::term::Progress;
 use crate::Failure;
 
-/// How long after listening the answers to the node's first mDNS query are
-/// waited for: responders delay their answers by 20 to 120 ms (RFC 6762,
-/// section 6), and on a LAN they arrive well within this.
-const DISCOVERY_WINDOW: Duration = Duration::from_millis(250);
-
-/// How long the links and the nodes discovered must stay as they are for
-/// the mesh to count as settled. A node that found this one first, but is
-/// not the pair's decider, waits up to 750 ms for this node's dial before it
-/// dials itself: a node whose answer to the first query was late (or lost)
-/// links within that.
-const QUIET: Duration = Duration::from_secs(1);
-
 /// Reads the cluster secret: the file's first line, without its line end.
 ///
 /// Warns on stderr when the file can be read by other users. The secret is
@@ -77,10 +65,11 @@ pub(crate) fn join(args: &NodeArgs) -> Result<Service, Failure> {
     tcpnet::tcpnet(settings(args)?).map_err(|e| Failure::Usage(e.to_string()))
 }
 
-/// Starts the node listening and waits (up to `--wait`) until the mesh has
-/// settled: linked to at least one node and to every node discovered, with
-/// nothing new for a moment (see [`QUIET`]), and `ready` holds. Finding no
-/// node within the wait is not an error here: the command decides.
+/// Starts the node listening and waits (up to `--wait`) until discovery has
+/// settled ([`Service::ready`]: the answers to its first mDNS query, the
+/// dials of the nodes that found it, then every node found linked or
+/// failed), and then until `ready` holds. Finding no node within the wait
+/// is not an error here: the command decides.
 pub(crate) async fn start(
     service: &Service,
     args: &NodeArgs,
@@ -93,38 +82,38 @@ pub(crate) async fn start(
         .listen(args.port, &args.listen.to_string())
         .await
         .map_err(|e| Failure::Error(e.to_string()))?;
-    let listened = Instant::now();
-    let deadline = listened + args.wait;
-    let mut last = mesh_state(service);
-    let mut changed = listened;
+    let deadline = Instant::now() + args.wait;
+    let settled = service.ready();
+    tokio::pin!(settled);
+    let mut settled_done = false;
     loop {
-        let now = Instant::now();
-        let state = mesh_state(service);
-        if state != last {
-            last = state;
-            changed = now;
-        }
-        let (links, known) = &last;
+        let (links, known) = mesh_state(service);
         progress.show(&format!(
             "joining {}: linked to {} of {} nodes seen",
             args.cluster,
             links.len(),
             known.len().max(links.len())
         ));
-        let settled = now >= listened + DISCOVERY_WINDOW
-            && now >= changed + QUIET
-            && !links.is_empty()
-            && known.is_subset(links);
-        if settled && ready(service) {
+        if settled_done && ready(service) {
             break;
         }
+        let now = Instant::now();
         if now >= deadline {
             break;
         }
-        // Re-check on every new link, and every few milliseconds for nodes
+        // Redraw on every new link, and every few milliseconds for nodes
         // discovered and for `ready` (they have no event on the service).
         let step = (now + Duration::from_millis(50)).min(deadline);
-        let _ = timeout_at(step, linked.next()).await;
+        tokio::select! {
+            // A closed service fails `ready`: nothing more to wait for.
+            r = &mut settled, if !settled_done => {
+                settled_done = true;
+                if r.is_err() {
+                    break;
+                }
+            }
+            _ = timeout_at(step, linked.next()) => {}
+        }
     }
     progress.clear();
     Ok(())
