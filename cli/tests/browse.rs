@@ -14,14 +14,16 @@ type Nodes = BTreeSet<(String, String)>;
 /// (instance, problem) of bad records.
 type Bad = Vec<(String, String)>;
 
-/// `--once --json` output: the nodes and the bad records.
-fn browse_json(host: &Host, args: &[&str]) -> (Nodes, Bad) {
+/// `--once --json` output: the nodes and the bad records; checks that the
+/// real nodes (planted records have none) announce their key.
+fn browse_json(host: &Host, args: &[&str], real: &[&Node]) -> (Nodes, Bad) {
     let mut all = vec!["browse", "--once", "--json"];
     all.extend_from_slice(args);
     let out = host.tcpnet(&all).output().expect("run tcpnet browse");
     out.clone().assert().success();
     let mut nodes = BTreeSet::new();
     let mut bad = Vec::new();
+    let mut keyed = BTreeSet::new();
     for line in String::from_utf8(out.stdout).expect("UTF-8").lines() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
         match v["kind"].as_str() {
@@ -29,6 +31,15 @@ fn browse_json(host: &Host, args: &[&str]) -> (Nodes, Bad) {
                 assert_eq!(v["interfaces"], serde_json::json!(["lo"]), "{line}");
                 let ours = v["version"].as_str() == Some(&PROTOCOL_VERSION.to_string());
                 assert_eq!(v["compatible"], ours, "{line}");
+                // The key (TXT k) is read, not listed with the unread keys.
+                assert_eq!(v["txt"], serde_json::json!({}), "{line}");
+                if let Some(key) = v["key"].as_str() {
+                    assert!(
+                        key.len() == 64 && key.chars().all(|c| c.is_ascii_hexdigit()),
+                        "{line}"
+                    );
+                    keyed.insert(v["id"].as_str().unwrap().to_string());
+                }
                 nodes.insert((
                     v["cluster"].as_str().unwrap().to_string(),
                     v["id"].as_str().unwrap().to_string(),
@@ -40,6 +51,9 @@ fn browse_json(host: &Host, args: &[&str]) -> (Nodes, Bad) {
             )),
             _ => panic!("unexpected object {line}"),
         }
+    }
+    for node in real {
+        assert!(keyed.contains(&node.id), "{} announced no key", node.id);
     }
     (nodes, bad)
 }
@@ -58,7 +72,7 @@ fn browse_once_lists_exactly_the_nodes_and_clusters_present_and_a_bad_record() {
             &[("c", "alpha"), ("v", &v)],
         );
 
-        let (nodes, bad) = browse_json(&h, &[]);
+        let (nodes, bad) = browse_json(&h, &[], &[&a1, &a2, &b1]);
         let want: BTreeSet<(String, String)> =
             [("alpha", &a1.id), ("alpha", &a2.id), ("beta", &b1.id)]
                 .into_iter()
@@ -70,7 +84,7 @@ fn browse_once_lists_exactly_the_nodes_and_clusters_present_and_a_bad_record() {
         assert!(bad[0].1.contains("not a node id"), "{bad:?}");
 
         // One cluster: its nodes, and the bad record that names it.
-        let (nodes, bad) = browse_json(&h, &["beta"]);
+        let (nodes, bad) = browse_json(&h, &["beta"], &[&b1]);
         assert_eq!(nodes, [("beta".to_string(), b1.id.clone())].into());
         assert!(bad.is_empty(), "{bad:?}");
 
@@ -100,7 +114,7 @@ fn another_protocol_version_and_a_missing_cluster_are_reported() {
             &[("c", "alpha"), ("v", "99")],
         );
         let _no_cluster = h.plant(&"d".repeat(32), "127.0.0.1", 1008, &[("v", "1")]);
-        let (nodes, bad) = browse_json(&h, &["alpha"]);
+        let (nodes, bad) = browse_json(&h, &["alpha"], &[&ok]);
         // A node of another version is a node (it says which), not a bad record.
         assert_eq!(
             nodes,

@@ -37,7 +37,7 @@ pub(crate) struct Entry {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum What {
     /// A tcpnet node, with its record's TXT keys that tcpnet does not
-    /// read (not `c`, `v` nor metadata `m.<key>`): another program's, or a
+    /// read (not `c`, `v`, `k` nor metadata `m.<key>`): another program's, or a
     /// newer tcpnet's.
     Node(Announcement, BTreeMap<String, String>),
     /// A record that is not a usable tcpnet node, and why.
@@ -116,7 +116,9 @@ impl View {
                 let txt = rec
                     .txt_properties
                     .iter()
-                    .filter(|p| !matches!(p.key(), "c" | "v") && !p.key().starts_with(META_PREFIX))
+                    .filter(|p| {
+                        !matches!(p.key(), "c" | "v" | "k") && !p.key().starts_with(META_PREFIX)
+                    })
                     .map(|p| (p.key().to_string(), p.val_str().to_string()))
                     .collect();
                 What::Node(node, txt)
@@ -299,6 +301,7 @@ pub(crate) fn entry_json(e: &Entry) -> Value {
             "port": node.addrs[0].port(),
             "version": node.version,
             "compatible": compatible(&node.version),
+            "key": node.key.map(|k| k.iter().map(|b| format!("{b:02x}")).collect::<String>()),
             "meta": node.meta.as_ref().map_or(Value::Null, meta_json),
             "meta_error": node.meta.as_ref().err().map(|e| e.to_string()),
             "txt": txt,
