@@ -253,7 +253,7 @@ impl View {
                         .collect::<Vec<_>>()
                         .join(","),
                     node.addrs[0].port().to_string(),
-                    version_cell(&node.version),
+                    version_cell(node),
                     meta_text(node, txt),
                     e.interfaces.iter().cloned().collect::<Vec<_>>().join(","),
                     ago(now, e.first_seen),
@@ -300,7 +300,7 @@ pub(crate) fn entry_json(e: &Entry) -> Value {
             "addrs": node.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "port": node.addrs[0].port(),
             "version": node.version,
-            "compatible": compatible(&node.version),
+            "compatible": will_not_link(node).is_none(),
             "key": node.key.map(|k| k.iter().map(|b| format!("{b:02x}")).collect::<String>()),
             "meta": node.meta.as_ref().map_or(Value::Null, meta_json),
             "meta_error": node.meta.as_ref().err().map(|e| e.to_string()),
@@ -336,7 +336,7 @@ pub(crate) fn change_line(change: &Change) -> String {
                 node.id,
                 node.cluster,
                 addrs.join(","),
-                version_cell(&node.version)
+                version_cell(node)
             );
             let meta = meta_text(node, txt);
             if meta != "-" {
@@ -364,16 +364,31 @@ pub(crate) fn change_json(change: &Change) -> Value {
     v
 }
 
-fn compatible(version: &str) -> bool {
-    version == PROTOCOL_VERSION.to_string()
+/// Why a node of its cluster would not link with a node of this build of
+/// tcpnet: another protocol version, or no key to prove in the handshake.
+pub(crate) fn will_not_link(node: &Announcement) -> Option<String> {
+    if node.version != PROTOCOL_VERSION.to_string() {
+        Some(format!(
+            "it speaks protocol version {}, this tcpnet speaks {PROTOCOL_VERSION}",
+            node.version
+        ))
+    } else if node.key.is_none() {
+        Some("its record has no key (TXT k) to prove in the handshake".into())
+    } else {
+        None
+    }
 }
 
-/// The version, flagged when this build of tcpnet does not speak it.
-fn version_cell(version: &str) -> String {
-    if compatible(version) {
-        version.to_string()
-    } else {
+/// The version, flagged when a node of this build of tcpnet would not link
+/// with it.
+fn version_cell(node: &Announcement) -> String {
+    let version = &node.version;
+    if version != &PROTOCOL_VERSION.to_string() {
         format!("{version} (not {PROTOCOL_VERSION}: will not link)")
+    } else if node.key.is_none() {
+        format!("{version} (no key: will not link)")
+    } else {
+        version.to_string()
     }
 }
 
@@ -427,6 +442,11 @@ mod tests {
         assert!(table.contains("bad records: 1"), "{table}");
         assert!(table.contains("not a node id"), "{table}");
         assert!(table.contains("5s ago"), "{table}");
+        // A record of our version without a key (TXT k) cannot link.
+        assert!(
+            table.contains(&format!("{v} (no key: will not link)")),
+            "{table}"
+        );
         let json = view.json();
         assert_eq!(json.len(), 3);
         assert_eq!(json[0]["id"], "0a");

@@ -19,10 +19,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::{FutureExt, StreamExt};
-use tcpnet::{MemberState, NodeId, Settings, PROTOCOL_VERSION, SERVICE_TYPE};
+use tcpnet::{MemberState, NodeId, Settings, SERVICE_TYPE};
 
 use crate::args::{DoctorArgs, NodeArgs};
-use crate::browse::view::{Entry, What};
+use crate::browse::view::{will_not_link, Entry, What};
 use crate::browse::Browser;
 use crate::node;
 use crate::table::{count, millis};
@@ -263,12 +263,9 @@ async fn cluster_findings(cluster: &str, entries: &[Entry], waited: Duration) ->
         ));
     }
     for (e, node) in nodes {
-        if node.version != PROTOCOL_VERSION.to_string() {
+        if let Some(why) = will_not_link(node) {
             out.push(Finding::problem(
-                format!(
-                    "{} speaks protocol version {}, this tcpnet speaks {PROTOCOL_VERSION}: they will not link",
-                    node.id, node.version
-                ),
+                format!("{}: {why}: tcpnet nodes will not link with it", node.id),
                 "run one tcpnet version on every node of the cluster",
             ));
         }
