@@ -157,6 +157,17 @@ impl Request {
             .await
     }
 
+    /// Answers with an error at once, without waiting for room: an answer
+    /// the node gives by itself, such as a refusal of a request that does
+    /// not decode (see `answer_now`), so a peer that sends many and reads
+    /// nothing costs no waiting task per request.
+    pub(crate) fn refuse(mut self, name: &str, message: &str) {
+        if let Some(reply) = self.reply.take() {
+            let f = reply.frame(Op::Fail, name, fail_body(FAIL_USER, message));
+            answer_now(&reply.tx, f);
+        }
+    }
+
     /// Queues the answer, waiting for room. The request counts as answered
     /// only once the answer is queued: if this future is dropped first (a
     /// handler that gave up waiting), the request's drop still tells the

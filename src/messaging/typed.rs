@@ -498,10 +498,7 @@ impl<Q: DeserializeOwned, A: Serialize> Stream for Requests<Q, A> {
                         _t: PhantomData,
                     }),
                     Err(e) => {
-                        let message = e.to_string();
-                        tokio::spawn(async move {
-                            let _ = raw.error(BAD_REQUEST, &message).await;
-                        });
+                        raw.refuse(BAD_REQUEST, &e.to_string());
                         Err(e)
                     }
                 },
