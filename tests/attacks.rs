@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::attacker::{self, Claim, Envelope, OP_DIRECT};
+use common::attacker::{self, Claim, Envelope, FLOOD, OP_BROADCAST, OP_DIRECT, OP_INTEREST};
 use common::*;
 use futures::{FutureExt, StreamExt};
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
@@ -180,6 +180,164 @@ fn a_member_cannot_take_another_members_id() {
 // ---------------------------------------------------------------------------
 // Messages in another node's name
 // ---------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------
+// Messages in another node's name
+// ---------------------------------------------------------------------------
+
+/// Reads `inbox` until a message with `data` from `from` arrives, within
+/// `limit`; returns every message read, that one last, or what came before
+/// if it never did.
+async fn read_until(
+    inbox: &mut Messages,
+    from: &Service,
+    data: &[u8],
+    limit: Duration,
+) -> Result<Vec<Message>, Vec<Message>> {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        match timeout_at(deadline, inbox.next()).await {
+            Ok(Some(m)) => {
+                let done = m.from() == from.id() && &m.data()[..] == data;
+                seen.push(m);
+                if done {
+                    return Ok(seen);
+                }
+            }
+            Ok(None) | Err(_) => return Err(seen),
+        }
+    }
+}
+
+/// Three nodes A, B, C, a full mesh, A's error stream, and a stranger
+/// linked to A under its own id (an open cluster links anyone).
+async fn three_and_a_stranger() -> ([Service; 3], Events<Error>, attacker::Session, Claim) {
+    let (a, b, c) = tokio::join!(
+        start(settings(None)),
+        start(settings(None)),
+        start(settings(None))
+    );
+    full_mesh(&[a.clone(), b.clone(), c.clone()]).await;
+    let errors = a.on_error();
+    let me = Claim::stranger(CLUSTER);
+    let s = attacker::join(src(8), port(&a), &me)
+        .await
+        .expect("an open cluster links a stranger under its own id");
+    ([a, b, c], errors, s, me)
+}
+
+/// Waits until every message `from` sent to `to` before this call has been
+/// handled at `to` (its link is in order).
+async fn settle(from: &Service, inbox: &mut Messages, marker: &str) -> Vec<Message> {
+    from.broadcast(marker.to_string()).await.expect("broadcast");
+    read_until(inbox, from, marker.as_bytes(), DEADLINE)
+        .await
+        .unwrap_or_else(|seen| panic!("the marker never came; got {:?}", texts(&seen)))
+}
+
+/// Sends `e` twice: unsigned, and signed with the stranger's own key (a
+/// signature, but not the origin's); waits until A handled both, each
+/// reported as a refusal naming the stranger and the claimed origin.
+async fn forge_twice(
+    s: &mut attacker::Session,
+    me: &Claim,
+    e: &Envelope<'_>,
+    errors: &mut Events<Error>,
+) {
+    s.send_msg(e).await.expect("send");
+    s.send_signed(e, &me.key).await.expect("send");
+    s.sync(&me.id, 1).await;
+    for why in ["without its origin's signature", "not its origin's"] {
+        expect_error(errors, why, |err| {
+            matches!(err, Error::Refused { peer, origin, reason }
+                if peer.as_str() == me.id && origin.as_str() == e.origin && reason.contains(why))
+        })
+        .await;
+    }
+}
+
+/// A forged broadcast "from B" with a sequence number near the top, sent to
+/// A by a linked stranger, unsigned and signed with the stranger's key:
+/// neither A nor C (to whom A relays) may deliver it, A reports both, and
+/// B's later broadcasts must still reach both over B's links.
+#[test]
+fn a_forged_broadcast_cannot_silence_a_node() {
+    netns(|| async {
+        let ([a, b, c], mut errors, mut s, me) = three_and_a_stranger().await;
+        let (mut a_in, mut c_in) = (a.messages(), c.messages());
+        let forged = Envelope {
+            op: OP_BROADCAST,
+            flags: FLOOD,
+            hops: 0,
+            origin: b.id().as_str(),
+            seq: u64::MAX - 1,
+            corr: 0,
+            name: "",
+            body: b"forged",
+        };
+        forge_twice(&mut s, &me, &forged, &mut errors).await;
+        // Whatever A relayed to C is ahead of A's marker on that link.
+        let mut c_seen = settle(&a, &mut c_in, "marker").await;
+        let mut a_seen = pending(&mut a_in);
+        b.broadcast("real").await.expect("broadcast");
+        let limit = Duration::from_secs(5);
+        let a_real = read_until(&mut a_in, &b, b"real", limit).await;
+        let c_real = read_until(&mut c_in, &b, b"real", limit).await;
+        let ok = a_real.is_ok() && c_real.is_ok();
+        a_seen.extend(a_real.unwrap_or_else(|s| s));
+        c_seen.extend(c_real.unwrap_or_else(|s| s));
+        let forged = |seen: &[Message]| seen.iter().any(|m| &m.data()[..] == b"forged");
+        assert!(
+            ok && !forged(&a_seen) && !forged(&c_seen),
+            "after a forged broadcast from B: A got {:?}, C got {:?}",
+            texts(&a_seen),
+            texts(&c_seen)
+        );
+        assert!(link_to(&a, &b).is_some() && link_to(&c, &b).is_some());
+        close_all(&[a, b, c]).await;
+    });
+}
+
+/// A forged subscription message for B (the newest version, no topics),
+/// sent to A by a linked stranger, unsigned and signed with the stranger's
+/// key: A reports both, A and C must still count B as a member, and a
+/// publication must still reach it.
+#[test]
+fn a_forged_subscription_cannot_unsubscribe_a_node() {
+    netns(|| async {
+        let ([a, b, c], mut errors, mut s, me) = three_and_a_stranger().await;
+        let mut b_topic = b.subscribe("t").expect("subscribe");
+        let nodes = [a.clone(), b.clone(), c.clone()];
+        wait_until(&nodes, "A and C to see B subscribed", || {
+            a.topic_members("t").contains(b.id()) && c.topic_members("t").contains(b.id())
+        })
+        .await;
+        let forged = Envelope {
+            op: OP_INTEREST,
+            flags: FLOOD,
+            hops: 0,
+            origin: b.id().as_str(),
+            seq: 0,
+            corr: u64::MAX,
+            name: "",
+            body: b"",
+        };
+        forge_twice(&mut s, &me, &forged, &mut errors).await;
+        let mut c_in = c.messages();
+        settle(&a, &mut c_in, "marker").await;
+        assert!(
+            a.topic_members("t").contains(b.id()) && c.topic_members("t").contains(b.id()),
+            "a forged subscription message emptied B's topics: members at A {:?}, at C {:?}",
+            a.topic_members("t"),
+            c.topic_members("t")
+        );
+        a.publish("t", "to B").await.expect("publish");
+        let got = within("B gets A's publication", b_topic.next()).await;
+        assert_eq!(&got.expect("subscribed").data()[..], b"to B");
+        close_all(&nodes).await;
+    });
+}
 
 // ---------------------------------------------------------------------------
 // Memory and tasks

@@ -27,12 +27,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::clock::unix_nanos;
 use crate::error::{CloseReason, Error, MetaError, Result};
 use crate::id::NodeId;
+use crate::identity::Identity;
 use crate::limits::MAX_NAME_LEN;
 use crate::link::connection::Connection;
 use crate::link::open::OpenLinks;
@@ -40,7 +42,7 @@ use crate::link::outbox::OutTx;
 use crate::link::Inbound;
 use crate::stats::Counters;
 use crate::sync::lock;
-use crate::wire::envelope::{Envelope, Op, FLOOD, MAX_HOPS};
+use crate::wire::envelope::{Envelope, Op, Signature, FLOOD, MAX_HOPS, SIGNED_LEN};
 use crate::wire::frame::{self, Frame};
 use crate::wire::record::Record;
 
@@ -55,6 +57,11 @@ use relay::{relay_frame, RelayFilter};
 use router::{News, Refusal, Router};
 use rpc::{fail_calls, Call, Request, Requests};
 use streams::{deliver, feed, prune, ErrorSink, Feed, Message, Messages, Of, Queued};
+
+/// How long after a change of this node's links its flooded messages are
+/// signed whatever the peers' lists say: a new link elsewhere reaches this
+/// node's tables with the next list, up to a few hundred milliseconds later.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// Where messaging hands the member records it hears: the node's view of
 /// its members, which decides what is news.
@@ -84,6 +91,10 @@ pub(crate) struct State {
 /// The messaging layer of one node.
 pub(crate) struct Messaging {
     pub(crate) me: NodeId,
+    /// The node's key pair: it signs what may be relayed.
+    identity: Identity,
+    /// When this node's links last changed (see `must_sign`).
+    changed: Mutex<Instant>,
     /// The node's open links, where messages go out.
     pub(crate) open: Arc<OpenLinks>,
     queue_len: usize,
@@ -135,7 +146,7 @@ pub(crate) fn envelope_frame(e: &Envelope) -> Frame {
 
 impl Messaging {
     pub(crate) fn new(
-        me: NodeId,
+        identity: Identity,
         start: u64,
         open: Arc<OpenLinks>,
         gossip: Arc<dyn Gossip>,
@@ -144,12 +155,14 @@ impl Messaging {
         counters: Arc<Counters>,
     ) -> Self {
         Messaging {
-            me: me.clone(),
+            me: identity.id().clone(),
+            identity: identity.clone(),
+            changed: Mutex::new(Instant::now()),
             open,
             queue_len,
             max_frame_len,
             state: Mutex::new(State {
-                router: Router::new(me, start),
+                router: Router::new(identity.id().clone(), start),
                 inbox: Vec::new(),
                 events: HashMap::new(),
                 topics: HashMap::new(),
@@ -283,6 +296,7 @@ impl Messaging {
             corr: 0,
             name: name.to_string(),
             body,
+            signature: None,
         };
         let f = envelope_frame(&e);
         if f.payload.len() > self.max_frame_len {
@@ -311,12 +325,19 @@ impl Messaging {
     /// racing for the last places may take a queue a frame past its bound
     /// each.
     async fn flood(&self, links: Vec<Connection>, mut e: Envelope) -> usize {
-        let weight = e.encoded_len();
+        let weight = e.encoded_len() + SIGNED_LEN;
         let ready =
             futures::future::join_all(links.iter().map(|c| c.sender_queue().room_for(weight)))
                 .await;
         let _in_order = lock(&self.flooding);
-        e.seq = lock(&self.state).router.next_seq();
+        let sign = {
+            let mut st = lock(&self.state);
+            e.seq = st.router.next_seq();
+            self.must_sign(&mut st)
+        };
+        if sign {
+            self.sign(&mut e);
+        }
         let f = envelope_frame(&e);
         links
             .iter()
@@ -327,8 +348,25 @@ impl Messaging {
             .count()
     }
 
-    /// A message of this node to flood, if it fits a frame (numbered when
-    /// it goes out: see `flood`).
+    /// True if this node's flooded messages must be signed now: some peer
+    /// may relay them (see [`Router::may_be_relayed`]), or the node's links
+    /// changed within [`SETTLE`] (the peers' lists may not say so yet).
+    fn must_sign(&self, st: &mut State) -> bool {
+        st.router.may_be_relayed() || lock(&self.changed).elapsed() < SETTLE
+    }
+
+    /// Signs `e` as its origin (see [`Envelope::digest`]).
+    pub(crate) fn sign(&self, e: &mut Envelope) {
+        let sig = self.identity.sign(&e.digest());
+        e.signature = Some(Signature {
+            key: self.identity.public_key(),
+            sig,
+        });
+    }
+
+    /// A message of this node to flood, if it fits a frame with its
+    /// signature (numbered, and signed if need be, when it goes out: see
+    /// `flood`).
     fn flooded(&self, op: Op, name: &str, body: Bytes) -> Result<Envelope> {
         let e = Envelope {
             op,
@@ -339,10 +377,11 @@ impl Messaging {
             corr: 0,
             name: name.to_string(),
             body,
+            signature: None,
         };
-        if e.encoded_len() > self.max_frame_len {
+        if e.encoded_len() + SIGNED_LEN > self.max_frame_len {
             return Err(Error::FrameTooLarge {
-                len: e.encoded_len(),
+                len: e.encoded_len() + SIGNED_LEN,
                 max: self.max_frame_len,
             });
         }
@@ -409,6 +448,7 @@ impl Messaging {
     /// older incarnation of the peer said, tell the peer every node's topics
     /// we know, ours included, and everyone which nodes we are linked to.
     pub(crate) fn opened(self: &Arc<Self>, conn: &Connection, incarnation: u64) {
+        *lock(&self.changed) = Instant::now();
         self.tell_new_link(conn.sender_queue(), conn.peer_id(), incarnation);
     }
 
@@ -416,6 +456,7 @@ impl Messaging {
     /// link (`gone`), forget the peer's topics and links.
     pub(crate) fn closed(self: &Arc<Self>, conn: &Connection, reason: &CloseReason, gone: bool) {
         let peer = conn.peer_id();
+        *lock(&self.changed) = Instant::now();
         let mut st = lock(&self.state);
         if gone {
             self.tell_neighbors();
@@ -439,6 +480,7 @@ impl Messaging {
             corr: record.version,
             name: String::new(),
             body: record.encode(),
+            signature: None,
         });
         let key = (Op::Member as u8, self.me.clone());
         for c in self.open.up() {
@@ -453,6 +495,13 @@ impl Messaging {
 }
 
 impl Messaging {
+    /// Hands `e` to the node's error stream.
+    fn report(&self, e: Error) {
+        if let Some(sink) = self.errors.get() {
+            sink(e);
+        }
+    }
+
     /// Reports something `peer` sent in `origin`'s name that was dropped.
     fn refused(&self, peer: &NodeId, origin: &NodeId, r: Refusal) {
         let (peer, origin) = (peer.clone(), origin.clone());
@@ -474,9 +523,7 @@ impl Messaging {
                 reason: r.to_string(),
             },
         };
-        if let Some(sink) = self.errors.get() {
-            sink(e);
-        }
+        self.report(e);
     }
 }
 
@@ -496,6 +543,27 @@ impl Inbound for Messaging {
         }
         if e.origin == self.me {
             return Ok(()); // our own, relayed back
+        }
+        // A message in another node's name counts only with that node's
+        // signature, checked before it is delivered, passed on, or
+        // recorded as seen: a peer can neither speak for another node nor
+        // push its numbers up.
+        if &e.origin != peer {
+            let reason = match &e.signature {
+                None => Some("relayed without its origin's signature"),
+                Some(s) if !e.origin.verify(&s.key, &e.digest(), &s.sig) => {
+                    Some("its signature is not its origin's")
+                }
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                self.report(Error::Refused {
+                    peer: peer.clone(),
+                    origin: e.origin.clone(),
+                    reason: reason.to_string(),
+                });
+                return Ok(());
+            }
         }
         // Copies of one origin's flooded messages arrive on several links,
         // and the first copy of each is relayed. Finding it fresh happens
@@ -613,7 +681,7 @@ mod tests {
 
     fn node_hearing(heard: Arc<Heard>) -> Arc<Messaging> {
         Arc::new(Messaging::new(
-            id("01"),
+            Identity::generate(),
             1,
             Arc::default(),
             heard,
@@ -679,6 +747,7 @@ mod tests {
             corr,
             name: "p".into(),
             body: Bytes::from_static(body),
+            signature: None,
         }
         .encode()
     }
@@ -768,7 +837,7 @@ mod tests {
         let fail = &answers[0];
         assert_eq!(
             (fail.op, fail.corr, fail.origin.clone()),
-            (Op::Fail, 7, id("01"))
+            (Op::Fail, 7, m.me.clone())
         );
         // The first body byte says why.
         assert_eq!(fail.body[0], rpc::FAIL_NO_PROCEDURE);
@@ -900,40 +969,72 @@ mod tests {
         assert_eq!(&call.await.unwrap().unwrap()[..], b"X");
     }
 
-    /// A broadcast in B's name, relayed by another peer with a number near
-    /// the top: refused and reported, not delivered; B's own next
-    /// broadcast is.
+    /// Signs `e` with `key`, as its origin would.
+    fn signed(key: &Identity, mut e: Envelope) -> Envelope {
+        e.signature = Some(Signature {
+            key: key.public_key(),
+            sig: key.sign(&e.digest()),
+        });
+        e
+    }
+
+    /// Broadcasts in B's name passed on by another peer: refused and
+    /// reported unless B signed them, and then still refused if numbered
+    /// far ahead of the clock; never delivered. B's own, over its own link,
+    /// need no signature, and one B signed is delivered from anyone.
     #[tokio::test]
-    async fn a_relayed_number_ahead_of_the_clock_is_refused_and_reported() {
+    async fn messages_in_another_nodes_name_need_its_signature() {
         let m = node();
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         m.report_errors_to(Arc::new(move |e| lock(&sink).push(e)));
         let mut inbox = m.messages();
         let (tx, _rx) = reply_queue();
-        let at = |seq: u64, body: &'static [u8]| {
-            Envelope {
-                op: Op::Broadcast,
-                flags: FLOOD,
-                hops: 0,
-                origin: id("0b"),
-                seq,
-                corr: 0,
-                name: String::new(),
-                body: Bytes::from_static(body),
-            }
-            .encode()
+        let (b, c) = (Identity::generate(), Identity::generate());
+        let (a, b_id) = (id("0a"), b.id().clone());
+        let broadcast = |seq: u64, body: &'static [u8]| Envelope {
+            op: Op::Broadcast,
+            flags: FLOOD,
+            hops: 1,
+            origin: b_id.clone(),
+            seq,
+            corr: 0,
+            name: String::new(),
+            body: Bytes::from_static(body),
+            signature: None,
         };
-        m.message(&id("0a"), at(u64::MAX - 1, b"forged"), &tx)
-            .unwrap();
-        assert!(inbox.next().now_or_never().is_none(), "delivered");
-        assert!(matches!(
-            &lock(&errors)[..],
-            [Error::Refused { peer, origin, .. }] if peer == &id("0a") && origin == &id("0b")
-        ));
-        m.message(&id("0b"), at(unix_nanos(), b"real"), &tx)
-            .unwrap();
-        let got = inbox.next().now_or_never().unwrap().unwrap();
-        assert_eq!(&got.data()[..], b"real");
+        let now = unix_nanos();
+        let tampered = Envelope {
+            body: Bytes::from_static(b"changed"),
+            ..signed(&b, broadcast(now, b"signed"))
+        };
+        let refused = [
+            (broadcast(now, b"unsigned"), "without"),
+            (signed(&c, broadcast(now, b"by C")), "not its origin's"),
+            (tampered, "not its origin's"),
+            (signed(&b, broadcast(u64::MAX - 1, b"ahead")), "ahead"),
+        ];
+        for (e, why) in refused {
+            m.message(&a, e.encode(), &tx).unwrap();
+            assert!(inbox.next().now_or_never().is_none(), "delivered: {why}");
+            let errors = std::mem::take(&mut *lock(&errors));
+            assert!(
+                matches!(
+                    &errors[..],
+                    [Error::Refused { peer, origin, reason }]
+                        if peer == &a && origin == &b_id && reason.contains(why)
+                ),
+                "{why}: {errors:?}"
+            );
+        }
+        for (from, e) in [
+            (&b_id, broadcast(now + 1, b"direct")),
+            (&a, signed(&b, broadcast(now + 2, b"relayed"))),
+        ] {
+            m.message(from, e.encode(), &tx).unwrap();
+            let got = inbox.next().now_or_never().unwrap().unwrap();
+            assert_eq!(&got.data()[..], &e.body[..]);
+        }
+        assert!(lock(&errors).is_empty());
     }
 }

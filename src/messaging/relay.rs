@@ -57,9 +57,16 @@ fn pass_on(to: &[OutTx], f: &Frame, counters: &Counters) {
 const NEIGHBORS_DELAY: Duration = Duration::from_millis(100);
 
 /// The frame to pass `e` on with (one more hop), and the links to pass it
-/// on to; `None` if there are none.
+/// on to; `None` if there are none. An unsigned message is not passed on:
+/// its next receivers would refuse it (its origin signs what it expects to
+/// be relayed; one that came unsigned was sent while the origin's view of
+/// the mesh lagged behind this node's).
 pub(crate) fn relay_frame(e: &Envelope, to: &[NodeId], open: &OpenLinks) -> Option<Relay> {
     if to.is_empty() || e.hops >= MAX_HOPS {
+        return None;
+    }
+    if e.signature.is_none() {
+        tracing::debug!(origin = %e.origin, "not relaying an unsigned message");
         return None;
     }
     let links = open.up();
@@ -79,8 +86,7 @@ impl Messaging {
     /// Tells every linked peer this node's topics (on a link whose queue is
     /// full, the latest set waits beside it: see [`crate::link::aside`]).
     pub(crate) fn tell_interest(&self) {
-        let (version, topics) = lock(&self.state).router.my_interest();
-        let f = interest_frame(&self.me, version, &topics, 0);
+        let f = self.my_interest_frame();
         for c in self.open.up() {
             c.sender_queue()
                 .send_state(interest_key(&self.me), f.clone());
@@ -123,6 +129,7 @@ impl Messaging {
                 corr: 0,
                 name: String::new(),
                 body: body.freeze(),
+                signature: None,
             });
             for c in this.open.up() {
                 let key = (Op::Neighbors as u8, this.me.clone());
@@ -138,23 +145,31 @@ fn interest_key(origin: &NodeId) -> StateKey {
     (Op::Interest as u8, origin.clone())
 }
 
-/// The topics of `origin` (version `version`), as an `Interest` envelope.
-fn interest_frame(origin: &NodeId, version: u64, topics: &[impl AsRef<str>], hops: u8) -> Frame {
-    let mut body = BytesMut::new();
-    for t in topics {
-        body.put_slice(t.as_ref().as_bytes());
-        body.put_u8(b'\n');
+impl Messaging {
+    /// This node's topics as an `Interest` envelope, signed: a peer passes
+    /// it on to the peers it links later, so it is always relayed in the
+    /// end (and rare: one per change of the set).
+    fn my_interest_frame(&self) -> Frame {
+        let (version, topics) = lock(&self.state).router.my_interest();
+        let mut body = BytesMut::new();
+        for t in &topics {
+            body.put_slice(t.as_bytes());
+            body.put_u8(b'\n');
+        }
+        let mut e = Envelope {
+            op: Op::Interest,
+            flags: FLOOD,
+            hops: 0,
+            origin: self.me.clone(),
+            seq: 0,
+            corr: version,
+            name: String::new(),
+            body: body.freeze(),
+            signature: None,
+        };
+        self.sign(&mut e);
+        envelope_frame(&e)
     }
-    envelope_frame(&Envelope {
-        op: Op::Interest,
-        flags: FLOOD,
-        hops,
-        origin: origin.clone(),
-        seq: 0,
-        corr: version,
-        name: String::new(),
-        body: body.freeze(),
-    })
 }
 
 impl Messaging {
@@ -191,9 +206,12 @@ impl Messaging {
             .map(str::to_string)
             .collect();
         let now = unix_nanos();
-        let announce = |origin: &NodeId, version: u64, topics: &BTreeSet<String>| {
-            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-            interest_frame(origin, version, &topics, 1)
+        // As it came, with its origin's signature, one hop on.
+        let announce = || {
+            envelope_frame(&Envelope {
+                hops: 1,
+                ..e.clone()
+            })
         };
         match st
             .router
@@ -216,15 +234,15 @@ impl Messaging {
     /// nodes we are linked to. Other nodes' topics go as the announcements
     /// encoded when they arrived: a new link shares them, copying nothing.
     pub(crate) fn tell_new_link(self: &Arc<Self>, tx: &OutTx, peer: &NodeId, incarnation: u64) {
-        let (mine, others) = {
+        let (subscribed, others) = {
             let mut st = lock(&self.state);
             st.router.link_opened(peer.clone(), incarnation);
-            (st.router.my_interest(), st.router.all_interest(peer))
+            let subscribed = !st.router.my_interest().1.is_empty();
+            (subscribed, st.router.all_interest(peer))
         };
         // A node that never subscribed has nothing to say.
-        if !mine.1.is_empty() {
-            let f = interest_frame(&self.me, mine.0, &mine.1, 0);
-            tx.send_state(interest_key(&self.me), f);
+        if subscribed {
+            tx.send_state(interest_key(&self.me), self.my_interest_frame());
         }
         for (origin, f) in others {
             tx.send_state(interest_key(&origin), f);

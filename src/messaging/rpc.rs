@@ -120,6 +120,7 @@ impl ReplyTo {
             corr: self.corr,
             name: name.to_string(),
             body,
+            signature: None,
         })
     }
 }
@@ -262,6 +263,7 @@ impl Messaging {
             corr,
             name: procedure.to_string(),
             body: data,
+            signature: None,
         };
         let f = envelope_frame(&e);
         if f.payload.len() > self.max_frame_len {

@@ -130,7 +130,7 @@ impl Service {
             hub.clone(),
         ));
         let messaging = Arc::new(Messaging::new(
-            id.clone(),
+            identity.clone(),
             incarnation,
             Default::default(),
             members.clone(),

@@ -34,6 +34,7 @@ pub(crate) const OP_INTEREST: u8 = 5;
 pub(crate) const OP_REQUEST: u8 = 6;
 pub(crate) const OP_REPLY: u8 = 7;
 pub(crate) const FLOOD: u8 = 0x01;
+pub(crate) const SIGNED: u8 = 0x02;
 
 /// What the attacker says about itself, and the key pair it holds.
 #[derive(Clone)]
@@ -133,6 +134,34 @@ impl Envelope<'_> {
         b.extend_from_slice(&self.corr.to_be_bytes());
         b.extend_from_slice(&(self.name.len() as u16).to_be_bytes());
         b.extend_from_slice(self.name.as_bytes());
+        b.extend_from_slice(self.body);
+        b
+    }
+
+    /// The envelope signed by `key` as its origin would sign it: the
+    /// `SIGNED` flag, then the key and the signature after the name. The
+    /// signature is over SHA-256 of a label and every field but `hops`.
+    pub(crate) fn signed_by(&self, key: &tcpnet::Identity) -> Vec<u8> {
+        use sha2::Digest;
+        let flags = self.flags | SIGNED;
+        let mut h = Sha256::new();
+        h.update(b"tcpnet envelope v1");
+        h.update([self.op, flags, self.origin.len() as u8]);
+        h.update(self.origin.as_bytes());
+        h.update(self.seq.to_be_bytes());
+        h.update(self.corr.to_be_bytes());
+        h.update((self.name.len() as u16).to_be_bytes());
+        h.update(self.name.as_bytes());
+        h.update(self.body);
+        let sig = key.sign(&h.finalize());
+        let mut b = vec![self.op, flags, self.hops, self.origin.len() as u8];
+        b.extend_from_slice(self.origin.as_bytes());
+        b.extend_from_slice(&self.seq.to_be_bytes());
+        b.extend_from_slice(&self.corr.to_be_bytes());
+        b.extend_from_slice(&(self.name.len() as u16).to_be_bytes());
+        b.extend_from_slice(self.name.as_bytes());
+        b.extend_from_slice(&key.public_key());
+        b.extend_from_slice(&sig);
         b.extend_from_slice(self.body);
         b
     }
@@ -347,6 +376,15 @@ impl Session {
     /// Sends a messaging envelope.
     pub(crate) async fn send_msg(&mut self, e: &Envelope<'_>) -> std::io::Result<()> {
         self.send(MSG, &e.encode()).await
+    }
+
+    /// Sends `e` signed by `key` (see [`Envelope::signed_by`]).
+    pub(crate) async fn send_signed(
+        &mut self,
+        e: &Envelope<'_>,
+        key: &tcpnet::Identity,
+    ) -> std::io::Result<()> {
+        self.send(MSG, &e.signed_by(key)).await
     }
 
     /// The next frame from the node; `None` once it closed the link.

@@ -56,14 +56,15 @@ impl Interest {
     /// is spent, a node this one is linked
     /// to (`linked(node)`) takes the room of the nodes it is not linked
     /// to, least recently changed first; any other newcomer is refused.
-    /// `announce` encodes the set for new peers, once it is accepted.
+    /// `announce` gives the announcement for new peers, once the set is
+    /// accepted.
     pub(crate) fn offer(
         &mut self,
         node: NodeId,
         version: u64,
         topics: BTreeSet<String>,
         linked: impl Fn(&NodeId) -> bool,
-        announce: impl FnOnce(&NodeId, u64, &BTreeSet<String>) -> Frame,
+        announce: impl FnOnce() -> Frame,
     ) -> Result<bool, Refusal> {
         let known = self.table.get(&node).map(|e| (e.version, e.bytes));
         if known.is_some_and(|(v, _)| v >= version) {
@@ -87,7 +88,7 @@ impl Interest {
             });
         }
         self.clock += 1;
-        let announcement = (!topics.is_empty()).then(|| announce(&node, version, &topics));
+        let announcement = (!topics.is_empty()).then(announce);
         let entry = Entry {
             version,
             topics,

@@ -151,6 +151,9 @@ pub(crate) struct Router {
     /// The incarnation (start time) of each peer linked, as its link's
     /// hello said.
     incarnations: HashMap<NodeId, u64>,
+    /// Whether some peer may relay this node's messages, if known since
+    /// the last change of links or lists (see [`Router::may_be_relayed`]).
+    relayed: Option<bool>,
 }
 
 impl Router {
@@ -165,7 +168,25 @@ impl Router {
             neighbors: Neighbors::default(),
             linked: HashSet::new(),
             incarnations: HashMap::new(),
+            relayed: None,
         }
+    }
+
+    /// True if a peer may pass this node's flooded messages on: one whose
+    /// links are unknown, or that is linked to a node this one is not
+    /// linked to. Then they must be signed (in a full mesh no one relays,
+    /// and nothing needs to be). Worked out again only after links or
+    /// lists changed.
+    pub(crate) fn may_be_relayed(&mut self) -> bool {
+        if let Some(r) = self.relayed {
+            return r;
+        }
+        let r = self
+            .linked
+            .iter()
+            .any(|p| self.neighbors.within(p, &self.me, &self.linked) != Some(true));
+        self.relayed = Some(r);
+        r
     }
 
     /// A link to `peer`, of its incarnation `incarnation`, opened. What an
@@ -189,6 +210,7 @@ impl Router {
             self.seen.forget(&peer);
         }
         self.linked.insert(peer);
+        self.relayed = None;
     }
 
     /// The peers this node is linked to.
@@ -204,6 +226,7 @@ impl Router {
         peer: NodeId,
         links: impl ExactSizeIterator<Item = &'a NodeId>,
     ) -> Result<(), Refusal> {
+        self.relayed = None;
         self.neighbors.set(peer, links)
     }
 
@@ -326,8 +349,8 @@ impl Router {
     }
 
     /// `node`'s topics came from `from` (at `now`, this node's clock):
-    /// `Fresh` if they are news (then kept, and `announce` encodes them
-    /// once for new peers), `Stale` if this version or a newer one is
+    /// `Fresh` if they are news (then kept, with the announcement
+    /// `announce` gives, for new peers), `Stale` if this version or a newer one is
     /// known, `Refused` for a relayed version ahead of the clock or a set
     /// over its budget (see [`interest`]).
     pub(crate) fn interest(
@@ -337,7 +360,7 @@ impl Router {
         version: u64,
         topics: BTreeSet<String>,
         now: u64,
-        announce: impl FnOnce(&NodeId, u64, &BTreeSet<String>) -> Frame,
+        announce: impl FnOnce() -> Frame,
     ) -> News {
         if node == self.me || self.older_incarnation(&node, version) {
             return News::Stale;
@@ -358,6 +381,7 @@ impl Router {
 
     /// A peer's open link closed: forget it, its links, and its topics.
     pub(crate) fn forget(&mut self, node: &NodeId) {
+        self.relayed = None;
         self.linked.remove(node);
         self.incarnations.remove(node);
         self.interest.forget(node);
@@ -399,7 +423,7 @@ mod tests {
         }
 
         fn heard(&mut self, node: NodeId, version: u64, topics: BTreeSet<String>) -> News {
-            self.interest(&node.clone(), node, version, topics, NOW, |_, _, _| {
+            self.interest(&node.clone(), node, version, topics, NOW, || {
                 Frame::data(bytes::Bytes::new())
             })
         }
@@ -608,7 +632,7 @@ mod tests {
 
         // Versions likewise: a relayed one ahead is refused, B's set stays.
         let t = BTreeSet::from(["t".to_string()]);
-        let frame = |_: &NodeId, _: u64, _: &BTreeSet<String>| Frame::data(bytes::Bytes::new());
+        let frame = || Frame::data(bytes::Bytes::new());
         assert_eq!(
             r.interest(&b, b.clone(), now, t.clone(), now, frame),
             News::Fresh
@@ -710,5 +734,28 @@ mod tests {
         r.neighbors(p.clone(), many[..MAX_PEERS].iter()).unwrap();
         assert!(r.neighbors.links(&p, &many[7]));
         assert!(!r.neighbors.links(&p, &many[MAX_PEERS]));
+    }
+
+    /// In a full mesh no peer relays, so nothing needs signing; a peer with
+    /// no list yet, or linked to a node this one is not, may relay.
+    #[test]
+    fn messages_may_be_relayed_only_where_the_mesh_is_not_full() {
+        let (a, b, c, d) = (id("0a"), id("0b"), id("0c"), id("0d"));
+        let mut r = Router::new(a.clone(), 0);
+        assert!(!r.may_be_relayed(), "alone");
+        r.link_opened(b.clone(), 1);
+        r.link_opened(c.clone(), 1);
+        assert!(r.may_be_relayed(), "lists unknown");
+        r.links(b.clone(), &set(&["0a", "0c"]));
+        assert!(r.may_be_relayed(), "C's list unknown");
+        r.links(c.clone(), &set(&["0a", "0b"]));
+        assert!(!r.may_be_relayed(), "a full mesh");
+        r.links(c.clone(), &set(&["0a", "0b", "0d"]));
+        assert!(r.may_be_relayed(), "C reaches D, A does not");
+        r.link_opened(d.clone(), 1);
+        r.links(d.clone(), &set(&["0a", "0c"]));
+        assert!(!r.may_be_relayed(), "full again: A reaches D too");
+        r.forget(&d);
+        assert!(r.may_be_relayed(), "D gone, C still names it");
     }
 }

@@ -73,6 +73,22 @@ impl Neighbors {
             .is_some_and(|(l, _)| l.binary_search(&self.hasher.hash_one(node)).is_ok())
     }
 
+    /// Whether every node on `peer`'s list is `me` or one of `ours`; `None`
+    /// if it has no list.
+    pub(crate) fn within(
+        &self,
+        peer: &NodeId,
+        me: &NodeId,
+        ours: &std::collections::HashSet<NodeId>,
+    ) -> Option<bool> {
+        let (list, _) = self.lists.get(peer)?;
+        let known = std::iter::once(me)
+            .chain(ours)
+            .filter(|n| list.binary_search(&self.hasher.hash_one(n)).is_ok())
+            .count();
+        Some(known == list.len())
+    }
+
     /// True if `peer` told us its links.
     #[cfg(test)]
     pub(crate) fn knows(&self, peer: &NodeId) -> bool {
