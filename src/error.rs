@@ -218,6 +218,20 @@ pub enum Error {
         reason: CloseReason,
     },
 
+    /// A connection to this node was closed at once: this node already
+    /// holds as many connections from others as
+    /// [`Settings::max_links`](crate::Settings::max_links) allows, in all
+    /// or from the connection's network.
+    #[error("refused a connection from {remote}: already {max} links {scope}")]
+    TooManyLinks {
+        /// The remote socket address.
+        remote: SocketAddr,
+        /// The cap it met.
+        max: usize,
+        /// Which cap: `"in all"` or `"from its network"`.
+        scope: &'static str,
+    },
+
     /// A peer passed on a message in another node's name that this node
     /// does not believe, and dropped: numbered (or versioned) further
     /// ahead of this node's clock than
@@ -458,6 +472,7 @@ impl Error {
             | Error::TooManyPeers { .. }
             | Error::BadMeta { .. }
             | Error::Refused { .. }
+            | Error::TooManyLinks { .. }
             | Error::OverBudget { .. }
             | Error::Protocol { .. } => Foreign,
             Error::Link { reason, .. } => reason.kind(),

@@ -14,6 +14,12 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_QUEUE_LEN: usize = 1024;
 /// Default bound on the payload bytes in each of a link's queues: 4 MiB.
 pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Default most connections others may hold open to a node (in their
+/// handshake or linked): 1024, as many as the peers it tracks.
+pub const DEFAULT_MAX_LINKS: usize = 1024;
+/// Default most connections from one network (an IPv4 /24, an IPv6 /64)
+/// a node holds: 256, a whole IPv4 /24.
+pub const DEFAULT_MAX_LINKS_PER_PREFIX: usize = 256;
 /// Default heartbeat interval: an idle link sends a heartbeat this often.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default silence after which a link is dropped: 3 s.

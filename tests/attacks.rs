@@ -394,6 +394,49 @@ fn links_that_never_read_cost_no_task_per_frame() {
     });
 }
 
+/// Strangers hold links to A from one network until its cap: the next one
+/// from that network is refused at once with an error naming the cap,
+/// while one from another network still links, and A's real link works.
+#[test]
+fn links_from_one_network_are_capped() {
+    netns(|| async {
+        let a_settings = settings(None).max_links(8, 2);
+        let (a, b) = tokio::join!(start(a_settings), start(settings(None)));
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let mut errors = a.on_error();
+        let net = |host: u8| Ipv4Addr::new(127, 0, 5, host);
+        let mut held = Vec::new();
+        for host in 1..=2 {
+            let me = Claim::stranger(CLUSTER);
+            let s = attacker::join(net(host), port(&a), &me).await;
+            held.push(s.expect("under the cap"));
+        }
+        let me = Claim::stranger(CLUSTER);
+        assert!(
+            attacker::join(net(3), port(&a), &me).await.is_err(),
+            "a third link from 127.0.5.0/24"
+        );
+        expect_error(&mut errors, "the refusal", |e| {
+            matches!(e, Error::TooManyLinks { remote, max: 2, scope: "from its network" }
+                if remote.ip() == net(3))
+        })
+        .await;
+        let me = Claim::stranger(CLUSTER);
+        let other = attacker::join(Ipv4Addr::new(127, 0, 6, 1), port(&a), &me).await;
+        held.push(other.expect("another network links"));
+        let mut from_a = link_to(&b, &a).expect("B's link to A");
+        link_to(&a, &b)
+            .unwrap()
+            .send("still up")
+            .await
+            .expect("send");
+        let got = within("A's message to B", from_a.next()).await;
+        assert_eq!(&got.expect("open")[..], b"still up");
+        drop(held);
+        close_all(&[a, b]).await;
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Handshake slots
 // ---------------------------------------------------------------------------

@@ -86,10 +86,7 @@ pub(crate) async fn actor(
                 }
                 mesh.discovered(peer, addrs)
             }
-            Command::Lost { peer } => {
-                mesh.lost(&peer);
-                vec![]
-            }
+            Command::Lost { peer } => mesh.lost(&peer),
             Command::DialEnded { target, end } => mesh.dial_ended(&target, end),
             Command::Retry { target, generation } => mesh.retry(target, generation),
             Command::AddPeer { addr } => {

@@ -158,6 +158,9 @@ struct Peer {
     dialing: Dialing,
     /// mDNS said goodbye while a dial was under way: forget it when it ends.
     gone: bool,
+    /// mDNS said goodbye while a link to it was up, and its record has not
+    /// answered since: forget it when its last link closes.
+    doubted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -235,7 +238,7 @@ impl Mesh {
         let mut ids: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.gone)
+            .filter(|(_, p)| !p.gone && !p.doubted)
             .map(|(id, _)| id.clone())
             .collect();
         ids.sort();
@@ -361,6 +364,7 @@ impl Mesh {
             entry.good = self.proven.remove(&peer);
         }
         entry.gone = false;
+        entry.doubted = false;
         let changed = entry.addrs != addrs;
         entry.addrs = addrs;
         if changed && entry.dialing.waiting {
@@ -456,15 +460,27 @@ impl Mesh {
 
     /// mDNS says the peer is gone. Its link, if any, stays: TCP is the truth
     /// about a link, and a goodbye can arrive before the peer's last frames.
-    /// It is no longer redialed.
-    pub(crate) fn lost(&mut self, peer: &NodeId) {
-        if let Some(p) = self.peers.get_mut(peer) {
-            if p.dialing.busy {
-                p.gone = true;
-            } else {
-                self.peers.remove(peer);
+    /// A peer with a link up is not taken at multicast's word (anyone on
+    /// the LAN can send a goodbye in its name): its record is verified, and
+    /// it is kept, doubted, until its last link closes (then forgotten) or
+    /// its record answers again (then it stays, as before). Any other peer
+    /// is no longer redialed.
+    pub(crate) fn lost(&mut self, peer: &NodeId) -> Vec<Action> {
+        let linked = self.has_link(peer);
+        let Some(p) = self.peers.get_mut(peer) else {
+            return vec![];
+        };
+        if p.dialing.busy {
+            p.gone = true;
+        } else if linked {
+            if !p.doubted {
+                p.doubted = true;
+                return vec![Action::Verify { peer: peer.clone() }];
             }
+        } else {
+            self.peers.remove(peer);
         }
+        vec![]
     }
 
     /// A link finished its hello exchange with `peer` (already checked to be
@@ -672,6 +688,9 @@ impl Mesh {
         let Some(l) = self.links.remove(&link) else {
             return vec![];
         };
+        if !self.has_link(&l.peer) && self.peers.get(&l.peer).is_some_and(|p| p.doubted) {
+            self.peers.remove(&l.peer);
+        }
         if redial == Redial::No || self.has_link(&l.peer) {
             return vec![];
         }
@@ -1228,8 +1247,40 @@ mod tests {
         let mut m = Mesh::new(me);
         let t = Target::Peer(p.clone());
         m.discovered(p.clone(), addr());
-        m.lost(&p);
+        assert!(m.lost(&p).is_empty());
         assert!(m.dial_ended(&t, DialEnd::Refused).is_empty());
+        assert_eq!(m.peer_count(), 0);
+    }
+
+    /// A goodbye for a peer whose link is up is verified, not believed:
+    /// the peer stays while the link lives; if its record answers again
+    /// it is redialed as ever when the link breaks, else it is forgotten
+    /// then.
+    #[test]
+    fn a_goodbye_for_a_linked_peer_is_verified() {
+        let (me, p) = (id("01"), id("02"));
+        let mut m = Mesh::new(me);
+        let t = Target::Peer(p.clone());
+        m.discovered(p.clone(), addr());
+        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]));
+        m.handshaken(1, p.clone(), 5);
+        assert_eq!(m.lost(&p), vec![Action::Verify { peer: p.clone() }]);
+        assert!(m.lost(&p).is_empty(), "verified once");
+        assert_eq!(m.peer_count(), 1);
+        assert!(m.advertised().is_empty());
+        // The record answers: a spoofed goodbye. The broken link is redialed.
+        m.discovered(p.clone(), addr());
+        assert_eq!(m.advertised(), vec![p.clone()]);
+        let (_, generation) = dial_later_of(&m.closed(1, Redial::Soon, true)).unwrap();
+        assert!(matches!(
+            m.retry(t.clone(), generation)[..],
+            [Action::Dial { .. }]
+        ));
+        // A goodbye that stands: the peer goes with its link.
+        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]));
+        m.handshaken(2, p.clone(), 5);
+        assert_eq!(m.lost(&p), vec![Action::Verify { peer: p.clone() }]);
+        assert!(m.closed(2, Redial::Soon, true).is_empty());
         assert_eq!(m.peer_count(), 0);
     }
 

@@ -8,6 +8,7 @@
 
 pub(crate) mod actor;
 pub(crate) mod address;
+pub(crate) mod caps;
 pub(crate) mod discovery;
 pub(crate) mod events;
 #[cfg(feature = "metrics")]

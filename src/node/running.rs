@@ -12,6 +12,7 @@ use crate::id::NodeId;
 use crate::identity::Identity;
 use crate::link::{self, Event, Links};
 use crate::messaging::Messaging;
+use crate::node::caps::Caps;
 use crate::node::events::Hub;
 use crate::node::gate::{Gate, Known};
 use crate::node::members::Members;
@@ -78,6 +79,8 @@ pub(crate) struct Node {
     pub(crate) links: Links,
     /// Slots for accepted connections in their handshake.
     pub(crate) gate: Arc<Gate>,
+    /// Caps on accepted connections, in all and per network.
+    pub(crate) caps: Arc<Caps>,
     /// Addresses of peers, which the gate lets in first.
     known: Mutex<Known>,
     /// Permits for connection attempts (held until their handshake ends).
@@ -101,6 +104,7 @@ impl Node {
         hub: Arc<Hub>,
         messaging: Arc<Messaging>,
         members: Arc<Members>,
+        caps: Caps,
         cancel: CancellationToken,
     ) -> (Arc<Node>, mpsc::UnboundedReceiver<Command>) {
         let (cmd, inbox) = mpsc::unbounded_channel();
@@ -113,6 +117,7 @@ impl Node {
                 hub.counters.clone(),
             ),
             gate: Arc::new(Gate::default()),
+            caps: Arc::new(caps),
             known: Mutex::default(),
             dials: Semaphore::new(MAX_DIALS),
             messaging,

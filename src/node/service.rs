@@ -269,6 +269,10 @@ impl Service {
             state.hub.clone(),
             state.messaging.clone(),
             state.members.clone(),
+            crate::node::caps::Caps::new(
+                state.settings.max_links,
+                state.settings.max_links_per_prefix,
+            ),
             cancel,
         );
         #[cfg(feature = "metrics")]

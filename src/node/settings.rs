@@ -7,7 +7,8 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::limits::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_MAX_FRAME_LEN, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LEN,
+    DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_LINKS, DEFAULT_MAX_LINKS_PER_PREFIX, DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_LEN,
 };
 use crate::meta::Meta;
 use crate::node::address::check_peer_syntax;
@@ -50,6 +51,8 @@ pub struct Settings {
     pub(crate) handshake_timeout: Duration,
     pub(crate) queue_len: usize,
     pub(crate) queue_bytes: usize,
+    pub(crate) max_links: usize,
+    pub(crate) max_links_per_prefix: usize,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) heartbeat_timeout: Duration,
     pub(crate) secret: Option<Vec<u8>>,
@@ -70,6 +73,8 @@ impl Settings {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             queue_len: DEFAULT_QUEUE_LEN,
             queue_bytes: DEFAULT_QUEUE_BYTES,
+            max_links: DEFAULT_MAX_LINKS,
+            max_links_per_prefix: DEFAULT_MAX_LINKS_PER_PREFIX,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             secret: None,
@@ -143,6 +148,27 @@ impl Settings {
     /// ```
     pub fn queue_bytes(mut self, bytes: usize) -> Self {
         self.queue_bytes = bytes;
+        self
+    }
+
+    /// Most connections others may hold open to this node at once (in
+    /// their handshake or linked), in all and from one network (an IPv4
+    /// /24, an IPv6 /64: one host easily holds many addresses of one). A
+    /// connection over either cap is closed at once and reported as
+    /// [`Error::TooManyLinks`](crate::Error::TooManyLinks). Links this node
+    /// dials are not counted. Each link may buffer up to
+    /// [`queue_bytes`](Self::queue_bytes) each way, so these caps times
+    /// that bound what strangers' links can make a node hold. Defaults
+    /// [`DEFAULT_MAX_LINKS`] (1024) and [`DEFAULT_MAX_LINKS_PER_PREFIX`]
+    /// (256, a whole /24: a cluster on one LAN segment fits).
+    ///
+    /// ```
+    /// let small = tcpnet::Settings::new("lab").max_links(64, 16);
+    /// # let _ = small;
+    /// ```
+    pub fn max_links(mut self, total: usize, per_prefix: usize) -> Self {
+        self.max_links = total;
+        self.max_links_per_prefix = per_prefix;
         self
     }
 
@@ -284,6 +310,12 @@ impl Settings {
             return Err(Error::InvalidSetting {
                 setting: "queue_bytes",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.max_links == 0 || self.max_links_per_prefix == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "max_links",
+                reason: "both caps must be at least 1".into(),
             });
         }
         if self.handshake_timeout.is_zero() {

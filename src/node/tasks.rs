@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::link::canonical;
 use crate::link::handshake::{handshake, Role};
 use crate::node::actor::actor;
+use crate::node::caps::Over;
 use crate::node::discovery::{self, Discovery, Record};
 use crate::node::gate::Ticket;
 use crate::node::mesh::{DialEnd, Target};
@@ -50,9 +51,25 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, remote)) => {
+                let held = match node.caps.take(remote.ip()) {
+                    Ok(held) => held,
+                    Err(over) => {
+                        drop(stream);
+                        let (max, scope) = match over {
+                            Over::All { max } => (max, "in all"),
+                            Over::Prefix { max } => (max, "from its network"),
+                        };
+                        node.error(Error::TooManyLinks { remote, max, scope });
+                        continue;
+                    }
+                };
                 match node.gate.admit(remote.ip(), node.is_known(remote.ip())) {
                     Ok(ticket) => {
-                        tokio::spawn(run_accepted(node.clone(), stream, remote, ticket));
+                        let node = node.clone();
+                        tokio::spawn(async move {
+                            run_accepted(node, stream, remote, ticket).await;
+                            drop(held);
+                        });
                     }
                     Err(full) => {
                         drop(stream);
