@@ -80,7 +80,7 @@
 //!   link/       handshake, run, read, queue, outbox, writer, open, connection
 //!   messaging/  router/ (seen, interest, neighbors), streams, rpc, relay,
 //!               typed (the `typed` feature)
-//!   node/       mesh, actor, running, tasks, discovery, gate, events,
+//!   node/       mesh, actor, running, tasks, discovery, gate, caps, events,
 //!               ready, address, settings, service
 //! ```
 //!
@@ -103,7 +103,8 @@
 //!   made before `listen` miss nothing.
 //! - **Failures**: heartbeats on idle links, a timeout on silence, redial
 //!   with jittered backoff while a peer is known (see `node::mesh`),
-//!   handshakes bounded in time, size and number (see `node::gate`).
+//!   handshakes bounded in time, size and number (see `node::gate`), links
+//!   others open capped in all and per network (see `node::caps`).
 //! - **Identity**: a node's id is the hash of its key pair ([`Identity`]);
 //!   no link counts before both ends proved their keys (see `wire::noise`).
 //! - **Secret**: optional; with it no link counts before both ends proved
