@@ -381,17 +381,22 @@ fn links_that_never_read_cost_no_task_per_frame() {
             most < before + 100,
             "tasks alive: {before} before, up to {most} while A's subscriptions changed"
         );
-        let mut from_a = link_to(&b, &a).expect("B's link to A");
-        link_to(&a, &b)
-            .unwrap()
-            .send("still up")
-            .await
-            .expect("send");
-        let got = within("A's message to B", from_a.next()).await;
-        assert_eq!(&got.expect("open")[..], b"still up");
+        still_linked(&a, &b).await;
         drop(silent);
         close_all(&[a, b]).await;
     });
+}
+
+/// A's link to B still carries a message.
+async fn still_linked(a: &Service, b: &Service) {
+    let mut from_a = link_to(b, a).expect("B's link to A");
+    link_to(a, b)
+        .expect("A's link to B")
+        .send("still up")
+        .await
+        .expect("send");
+    let got = within("A's message to B", from_a.next()).await;
+    assert_eq!(&got.expect("open")[..], b"still up");
 }
 
 /// Strangers hold links to A from one network until its cap: the next one
@@ -424,14 +429,7 @@ fn links_from_one_network_are_capped() {
         let me = Claim::stranger(CLUSTER);
         let other = attacker::join(Ipv4Addr::new(127, 0, 6, 1), port(&a), &me).await;
         held.push(other.expect("another network links"));
-        let mut from_a = link_to(&b, &a).expect("B's link to A");
-        link_to(&a, &b)
-            .unwrap()
-            .send("still up")
-            .await
-            .expect("send");
-        let got = within("A's message to B", from_a.next()).await;
-        assert_eq!(&got.expect("open")[..], b"still up");
+        still_linked(&a, &b).await;
         drop(held);
         close_all(&[a, b]).await;
     });

@@ -1252,6 +1252,16 @@ mod tests {
         assert_eq!(m.peer_count(), 0);
     }
 
+    /// `p` is discovered, dialed, and linked by `link` (incarnation 5).
+    fn discovered_and_linked(m: &mut Mesh, p: &NodeId, link: LinkId) {
+        m.discovered(p.clone(), addr());
+        m.dial_ended(
+            &Target::Peer(p.clone()),
+            DialEnd::Linked(p.clone(), addr()[0]),
+        );
+        m.handshaken(link, p.clone(), 5);
+    }
+
     /// A goodbye for a peer whose link is up is verified, not believed:
     /// the peer stays while the link lives; if its record answers again
     /// it is redialed as ever when the link breaks, else it is forgotten
@@ -1261,9 +1271,7 @@ mod tests {
         let (me, p) = (id("01"), id("02"));
         let mut m = Mesh::new(me);
         let t = Target::Peer(p.clone());
-        m.discovered(p.clone(), addr());
-        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]));
-        m.handshaken(1, p.clone(), 5);
+        discovered_and_linked(&mut m, &p, 1);
         assert_eq!(m.lost(&p), vec![Action::Verify { peer: p.clone() }]);
         assert!(m.lost(&p).is_empty(), "verified once");
         assert_eq!(m.peer_count(), 1);
@@ -1291,9 +1299,7 @@ mod tests {
         let (me, p) = (id("01"), id("02"));
         let mut m = Mesh::new(me);
         let t = Target::Peer(p.clone());
-        m.discovered(p.clone(), addr());
-        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]));
-        m.handshaken(1, p.clone(), 5);
+        discovered_and_linked(&mut m, &p, 1);
         let (f, g) = dial_later_of(&m.closed(1, Redial::Soon, true)).unwrap();
         assert_eq!(f, 0);
         m.retry(t.clone(), g);
