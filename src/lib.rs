@@ -81,7 +81,8 @@
 //!   messaging/  router/ (seen, interest, neighbors), streams, rpc, relay,
 //!               typed (the `typed` feature)
 //!   node/       mesh, actor, running, tasks, discovery, gate, caps, events,
-//!               ready, address, settings, service
+//!               members/ (view, member), ready, address, settings,
+//!               service
 //! ```
 //!
 //! ## Policies
@@ -99,8 +100,11 @@
 //!   Each has a kind ([`Error::kind`]) that tells churn from faults and
 //!   foreign input.
 //! - **State, then changes**: [`Service::on_link`] starts with the open
-//!   links; [`Service::ready`] waits until discovery has settled. Streams
-//!   made before `listen` miss nothing.
+//!   links and [`Service::on_member`] with the members, then each carries
+//!   the changes, with no gap or repeat between the two; a member cut off
+//!   and linked again as the same run is
+//!   [`Rejoined`](MemberChange::Rejoined). [`Service::ready`] waits until
+//!   discovery has settled. Streams made before `listen` miss nothing.
 //! - **Failures**: heartbeats on idle links, a timeout on silence, redial
 //!   with jittered backoff while a peer is known (see `node::mesh`),
 //!   handshakes bounded in time, size and number (see `node::gate`), links

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use common::*;
 use futures::{FutureExt, StreamExt};
-use tcpnet::{CloseReason, Events, LinkEvent, NodeId, Service, Settings};
+use tcpnet::{
+    CloseReason, Events, LeaveReason, LinkEvent, MemberChange, MemberEvent, MemberState, NodeId,
+    Service, Settings,
+};
 use tokio::time::Instant;
 
 /// A late joiner's `ready` returns with every running node linked (and in
@@ -247,5 +250,70 @@ fn streams_made_before_listen_miss_nothing() {
             b"hi"
         );
         close_all(&[early, late]).await;
+    });
+}
+
+/// The next member event about `peer` on `events`.
+async fn next_about(events: &mut Events<MemberEvent>, peer: &NodeId) -> MemberEvent {
+    within("a member event", async {
+        loop {
+            let ev = events.next().await.expect("the member stream ended");
+            if &ev.member.id == peer {
+                return ev;
+            }
+        }
+    })
+    .await
+}
+
+/// A member stream starts with the members present (this node first), each
+/// `Joined` and numbered like the last change they include, then carries
+/// the changes numbered on from there; a peer parted by hand and linked
+/// again is the same run of it: it comes back `Rejoined`, not `Joined`.
+#[test]
+fn a_member_stream_starts_with_the_members_and_a_relink_is_a_rejoin() {
+    netns(|| async {
+        let nodes = futures::future::join_all((0..3).map(|_| start("c"))).await;
+        full_mesh(&nodes).await;
+        let (a, b) = (&nodes[0], &nodes[1]);
+        let linked = |s: &Service| {
+            s.members()
+                .iter()
+                .filter(|m| m.state == MemberState::Linked)
+                .count()
+        };
+        wait_until(&nodes, "every member linked", || {
+            nodes.iter().all(|n| linked(n) == 2)
+        })
+        .await;
+
+        let mut events = a.on_member();
+        let mut present = Vec::new();
+        while let Some(Some(ev)) = events.next().now_or_never() {
+            present.push(ev);
+        }
+        let mut want: Vec<&NodeId> = nodes[1..].iter().map(|n| n.id()).collect();
+        want.sort();
+        want.insert(0, a.id());
+        let ids: Vec<&NodeId> = present.iter().map(|e| &e.member.id).collect();
+        assert_eq!(ids, want);
+        assert!(present.iter().all(|e| e.change == MemberChange::Joined));
+        let seq = present[0].seq;
+        assert!(present.iter().all(|e| e.seq == seq));
+        assert!(present[0].member.is_local());
+
+        let run = a.member(b.id()).unwrap().incarnation;
+        a.disconnect(b.id()).await.unwrap();
+        b.disconnect(a.id()).await.unwrap();
+        let left = next_about(&mut events, b.id()).await;
+        assert_eq!(left.change, MemberChange::Left(LeaveReason::LinkLost));
+        assert!(left.seq > seq);
+        a.reconnect(b.id()).await.unwrap();
+        b.reconnect(a.id()).await.unwrap();
+        let back = next_about(&mut events, b.id()).await;
+        assert_eq!(back.change, MemberChange::Rejoined);
+        assert_eq!(back.member.incarnation, run);
+        assert_eq!(back.member.state, MemberState::Linked);
+        close_all(&nodes).await;
     });
 }

@@ -567,9 +567,19 @@ impl Service {
             .collect()
     }
 
-    /// A stream of member changes: joined, updated, suspect, alive, left
-    /// (see [`MemberChange`](crate::MemberChange)), from now on. Each event
-    /// carries the member as it is after the change.
+    /// The members, then every change: a stream that starts with a
+    /// [`Joined`](crate::MemberChange::Joined) for each member present now
+    /// (this node first, then by id; those that left are not present), all
+    /// numbered with the `seq` of the last change they include, then
+    /// carries every change (joined, updated, suspect, alive, left,
+    /// rejoined: see [`MemberChange`](crate::MemberChange)), each numbered
+    /// one above the one before, with no gap and no repeat between the
+    /// state and the changes. Each event carries the member as it is after
+    /// the change. A peer linked again as the same run after it left (it
+    /// was frozen or cut off) is [`Rejoined`](crate::MemberChange::Rejoined):
+    /// it missed what was sent meanwhile, so resync with it.
+    /// [`watch_members`](Self::watch_members) gives the state as a list
+    /// instead.
     ///
     /// ```no_run
     /// use futures::StreamExt;

@@ -152,6 +152,11 @@ pub enum MemberChange {
     Alive,
     /// It left.
     Left(LeaveReason),
+    /// It left for a lost link or a timeout, and is linked again, the same
+    /// run of it (same incarnation): it was cut off or frozen, not
+    /// restarted. What either side sent while it was gone (flooded or
+    /// direct) was not delivered: resync with it.
+    Rejoined,
 }
 
 impl fmt::Display for MemberChange {
@@ -162,6 +167,7 @@ impl fmt::Display for MemberChange {
             MemberChange::Suspect => f.write_str("suspect"),
             MemberChange::Alive => f.write_str("alive"),
             MemberChange::Left(r) => write!(f, "left ({r})"),
+            MemberChange::Rejoined => f.write_str("rejoined"),
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::wire::record::Record;
 pub(crate) mod member;
 pub(crate) mod view;
 
-use member::{LinkInfo, Member, MemberEvent, MemberState};
+use member::{LinkInfo, Member, MemberChange, MemberEvent, MemberState};
 use view::{Changes, Entry, Opened, Route, View};
 
 /// The view and its subscribers, under one lock.
@@ -191,9 +191,25 @@ impl Members {
         member(&inner, id, Instant::now())
     }
 
-    /// A stream of changes from now on.
+    /// The members present now (this node first; those that left are not
+    /// present), each as a `Joined` event numbered like the last change it
+    /// includes, then every change after them, under one lock: no change
+    /// is missed or shown twice.
     pub(crate) fn subscribe(&self) -> Events<MemberEvent> {
-        lock(&self.inner).events.subscribe()
+        let mut inner = lock(&self.inner);
+        let now = Instant::now();
+        inner.view.expire(now);
+        let seq = inner.seq;
+        let present = all(&inner, now)
+            .into_iter()
+            .filter(|m| !matches!(m.state, MemberState::Left(_)))
+            .map(|member| MemberEvent {
+                seq,
+                change: MemberChange::Joined,
+                member,
+            })
+            .collect();
+        inner.events.subscribe_after(present)
     }
 
     /// Every member, and the changes after that snapshot, taken together.

@@ -15,7 +15,10 @@
 //!   **suspect**; the link speaking again makes it **alive**. Each takes a
 //!   change of state, so a silence costs at most these two.
 //! - Its link closing makes it **leave**, for a reason that follows the
-//!   link's: a timeout, an id conflict, or else a lost link. A link replaced
+//!   link's: a timeout, an id conflict, or else a lost link. A member that
+//!   left for a timeout or a lost link and links again as the same
+//!   incarnation while still in the view **rejoins**: it was cut off, not
+//!   restarted, and missed what was sent meanwhile. A link replaced
 //!   by a newer one of the same peer changes nothing (or, when the newer one
 //!   comes from a newer incarnation, the old member leaves as restarted and
 //!   the new one joins).
@@ -170,6 +173,16 @@ impl View {
             }
             _ => {}
         }
+        let back = self.members.get(&o.peer).is_some_and(|e| {
+            e.incarnation == r.incarnation
+                && matches!(
+                    e.route,
+                    Route::Left {
+                        reason: LeaveReason::Timeout | LeaveReason::LinkLost,
+                        ..
+                    }
+                )
+        });
         let entry = Entry {
             incarnation: r.incarnation,
             port: r.port,
@@ -178,7 +191,12 @@ impl View {
             route,
         };
         self.members.insert(o.peer.clone(), entry);
-        changes.push((o.peer, MemberChange::Joined));
+        let change = if back {
+            MemberChange::Rejoined
+        } else {
+            MemberChange::Joined
+        };
+        changes.push((o.peer, change));
         changes
     }
 
@@ -366,6 +384,52 @@ mod tests {
         View::new(id(1), 100, Meta::default())
     }
 
+    /// A member cut off (timeout, lost link) that links again as the same
+    /// run rejoins; one that restarted, or that had said goodbye, joins.
+    #[test]
+    fn the_same_run_linked_again_rejoins() {
+        let t = Instant::now();
+        let mut v = view();
+        v.opened(opened(7, 2, record(10, 10, &[])), t);
+        let lost = CloseReason::Timeout(Duration::from_secs(3));
+        assert_eq!(
+            v.closed(7, &id(2), &lost, t),
+            vec![(id(2), Left(LeaveReason::Timeout))]
+        );
+        assert_eq!(
+            v.opened(opened(8, 2, record(10, 10, &[])), t),
+            vec![(id(2), Rejoined)]
+        );
+        v.closed(8, &id(2), &CloseReason::PeerClosed, t);
+        assert_eq!(
+            v.opened(opened(9, 2, record(10, 10, &[])), t),
+            vec![(id(2), Rejoined)]
+        );
+        // A new run of it joins.
+        v.closed(9, &id(2), &CloseReason::PeerClosed, t);
+        assert_eq!(
+            v.opened(opened(10, 2, record(20, 20, &[])), t),
+            vec![(id(2), Joined)]
+        );
+        // After a goodbye, a link of the same run is a join.
+        let bye = Record {
+            leaving: true,
+            ..record(20, 21, &[])
+        };
+        v.record(&id(2), bye, t);
+        assert_eq!(
+            v.opened(opened(11, 2, record(20, 22, &[])), t),
+            vec![(id(2), Joined)]
+        );
+        // Forgotten once LEFT_KEPT has passed: a join again.
+        v.closed(11, &id(2), &CloseReason::PeerClosed, t);
+        let later = t + LEFT_KEPT + Duration::from_secs(1);
+        assert_eq!(
+            v.opened(opened(12, 2, record(20, 22, &[])), later),
+            vec![(id(2), Joined)]
+        );
+    }
+
     #[test]
     fn join_update_goodbye() {
         let t = Instant::now();
@@ -462,18 +526,6 @@ mod tests {
         assert_eq!(v.closed(8, &id(2), &CloseReason::Replaced, t), vec![]);
         // A record of the old run changes nothing.
         assert_eq!(v.record(&id(2), record(10, 30, &[]), t), (false, vec![]));
-    }
-
-    #[test]
-    fn a_member_that_comes_back_joins_again() {
-        let t = Instant::now();
-        let mut v = view();
-        v.opened(opened(7, 2, record(10, 10, &[])), t);
-        v.closed(7, &id(2), &CloseReason::PeerClosed, t);
-        assert_eq!(
-            v.opened(opened(8, 2, record(10, 10, &[])), t),
-            vec![(id(2), Joined)]
-        );
     }
 
     #[test]
