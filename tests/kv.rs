@@ -6,65 +6,36 @@
 
 mod common;
 
-use std::process::Stdio;
-
+use common::example::Example;
 use common::*;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-/// One kv process: its stdin, and its stdout and stderr lines as they come.
-struct Kv {
-    child: Child,
-    stdin: ChildStdin,
-    out: UnboundedReceiver<String>,
-    err: UnboundedReceiver<String>,
+/// One kv process.
+struct Kv(Example);
+
+impl std::ops::Deref for Kv {
+    type Target = Example;
+    fn deref(&self) -> &Example {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Kv {
+    fn deref_mut(&mut self) -> &mut Example {
+        &mut self.0
+    }
 }
 
 impl Kv {
     /// Starts the example in cluster "kv" (heartbeats every 200 ms, 1 s of
     /// silence ends a link) and waits until it is ready.
     async fn start() -> Kv {
-        let mut child = Command::new(example_binary("kv"))
-            .arg("kv")
-            .env("TCPNET_HEARTBEAT", "200,1000")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the kv example");
-        let out = lines(child.stdout.take().unwrap());
-        let err = lines(child.stderr.take().unwrap());
-        let stdin = child.stdin.take().unwrap();
-        let mut kv = Kv {
-            child,
-            stdin,
-            out,
-            err,
-        };
+        let mut kv = Kv(Example::start(
+            "kv",
+            &["kv"],
+            &[("TCPNET_HEARTBEAT", "200,1000")],
+        ));
         kv.expect(|l| l.starts_with("ready as ")).await;
         kv
-    }
-
-    async fn send(&mut self, line: &str) {
-        self.stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
-    }
-
-    /// Waits for a stdout line that `want` accepts, and returns it.
-    async fn expect(&mut self, want: impl Fn(&str) -> bool) -> String {
-        within("a line from kv", async {
-            loop {
-                let line = self.out.recv().await.expect("kv ended");
-                if want(&line) {
-                    return line;
-                }
-            }
-        })
-        .await
     }
 
     /// The value of `key` as this node has it.
@@ -80,33 +51,6 @@ impl Kv {
         let line = format!("{key} = {value}");
         self.expect(|l| l == line).await;
     }
-
-    fn signal(&self, sig: i32) {
-        let pid = self.child.id().expect("running") as i32;
-        // SAFETY: a plain syscall on a process we own.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-    }
-
-    /// The stderr lines so far.
-    fn errors(&mut self) -> Vec<String> {
-        let mut lines = Vec::new();
-        while let Ok(l) = self.err.try_recv() {
-            lines.push(l);
-        }
-        lines
-    }
-}
-
-/// The lines `r` yields, as they come.
-fn lines(r: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> UnboundedReceiver<String> {
-    let (tx, rx) = unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(r).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            let _ = tx.send(l);
-        }
-    });
-    rx
 }
 
 #[test]

@@ -301,4 +301,5 @@ pub(crate) async fn listen_pair(
     )
 }
 pub(crate) mod demo;
+pub(crate) mod example;
 pub(crate) mod relay;
