@@ -433,7 +433,8 @@ impl<T: Serialize + DeserializeOwned> Inbox<T> {
         self.messaging.broadcast(data).await
     }
 
-    /// The direct messages and broadcasts this node receives, from now on.
+    /// The direct messages and broadcasts this node receives, from now on:
+    /// make it before [`listen`](crate::Service::listen) to miss none.
     pub fn messages(&self) -> Messages<T> {
         Messages::new(self.messaging.messages(), self.format, "messages".into())
     }
