@@ -656,6 +656,10 @@ pub enum CloseReason {
     /// this one's side of the link, uses the same node id. Reported as
     /// [`Error::IdConflict`]; the link is not redialed.
     IdConflict,
+    /// This end removed the cluster key the link was made under
+    /// ([`Service::remove_key`](crate::Service::remove_key)); the link is
+    /// redialed at once under the primary key.
+    KeyRemoved,
     /// The peer broke the wire protocol.
     Protocol(String),
     /// The socket failed (or a close stalled: the peer stopped reading).
@@ -672,7 +676,8 @@ impl PartialEq for CloseReason {
             | (Shutdown, Shutdown)
             | (PeerClosed, PeerClosed)
             | (Replaced, Replaced)
-            | (IdConflict, IdConflict) => true,
+            | (IdConflict, IdConflict)
+            | (KeyRemoved, KeyRemoved) => true,
             (FrameTooLarge { len: a, max: m }, FrameTooLarge { len: b, max: n }) => {
                 a == b && m == n
             }
@@ -752,7 +757,8 @@ impl CloseReason {
             CloseReason::Local
             | CloseReason::Shutdown
             | CloseReason::PeerClosed
-            | CloseReason::Replaced => ErrorKind::Churn,
+            | CloseReason::Replaced
+            | CloseReason::KeyRemoved => ErrorKind::Churn,
         }
     }
 }
@@ -774,6 +780,7 @@ impl fmt::Display for CloseReason {
             CloseReason::IdConflict => {
                 f.write_str("another live node uses the same node id (id conflict)")
             }
+            CloseReason::KeyRemoved => f.write_str("its cluster key was removed"),
             CloseReason::Protocol(s) => write!(f, "protocol error: {s}"),
             CloseReason::Io(s) => write!(f, "i/o error: {s}"),
         }

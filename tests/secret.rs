@@ -253,3 +253,184 @@ fn an_empty_secret_is_refused() {
         })
     ));
 }
+
+/// A 5-node cluster rotates its secret while every node sends numbered
+/// messages to every other: the new secret is installed on every node,
+/// then made primary on every node, then the old one is removed on every
+/// node. Every message a send accepted arrives, once, in order; every link
+/// made under the old key goes down once (closed by the node removing the
+/// key) and is back after one redial; links made under the new key stay.
+#[test]
+fn a_cluster_rotates_its_secret_while_messages_flow() {
+    use std::collections::HashMap;
+    use std::time::Duration;
+    use tcpnet::{LinkEvent, NodeId};
+    use tokio::time::Instant;
+    const OLD: &str = "the old cluster secret, 32 bytes or more";
+    const NEW: &str = "the new cluster secret, 32 bytes or more";
+    const N: usize = 5;
+    netns(|| async {
+        let nodes: Vec<Service> =
+            futures::future::join_all((0..N).map(|_| start(Settings::new("c").secret(OLD)))).await;
+        full_mesh(&nodes).await;
+        let ids: Vec<NodeId> = nodes.iter().map(|s| s.id().clone()).collect();
+        let index = |id: &NodeId| ids.iter().position(|i| i == id).unwrap() as u8;
+
+        // Link changes, as each node sees them, with when they happened.
+        type Seen = Arc<std::sync::Mutex<Vec<(Instant, LinkEvent)>>>;
+        let watchers: Vec<Seen> = (0..N).map(|_| Seen::default()).collect();
+        for (s, seen) in nodes.iter().zip(&watchers) {
+            let (mut links, seen) = (s.on_link(), seen.clone());
+            tokio::spawn(async move {
+                while let Some(e) = links.next().await {
+                    seen.lock().unwrap().push((Instant::now(), e));
+                }
+            });
+        }
+        // Each node sends numbered messages to every other; a send the node
+        // refuses (no link at that moment) is tried again with the same
+        // number, so the numbers accepted have no gaps.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut senders = Vec::new();
+        for (i, s) in nodes.iter().enumerate() {
+            let (s, ids, stop) = (s.clone(), ids.clone(), stop.clone());
+            senders.push(tokio::spawn(async move {
+                let mut next = vec![0u32; N];
+                let mut refused = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    for (j, to) in ids.iter().enumerate() {
+                        if j == i {
+                            continue;
+                        }
+                        let mut m = vec![i as u8];
+                        m.extend_from_slice(&next[j].to_be_bytes());
+                        match s.send_to(to, m).await {
+                            Ok(()) => next[j] += 1,
+                            Err(_) => refused += 1,
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                (next, refused)
+            }));
+        }
+        // What each node received, by sender.
+        type Got = Arc<std::sync::Mutex<HashMap<u8, Vec<u32>>>>;
+        let received: Vec<Got> = (0..N).map(|_| Got::default()).collect();
+        for (s, got) in nodes.iter().zip(&received) {
+            let mut inbox = s.messages();
+            let (ids, got) = (ids.clone(), got.clone());
+            tokio::spawn(async move {
+                while let Some(m) = inbox.next().await {
+                    let from = ids.iter().position(|i| i == m.from()).unwrap() as u8;
+                    assert_eq!(m.data()[0], from, "sender byte");
+                    let n = u32::from_be_bytes(m.data()[1..5].try_into().unwrap());
+                    got.lock().unwrap().entry(from).or_default().push(n);
+                }
+            });
+        }
+        let pause = || tokio::time::sleep(Duration::from_millis(200));
+        pause().await;
+        for s in &nodes {
+            s.install_key(NEW).unwrap();
+        }
+        pause().await;
+        for s in &nodes {
+            s.use_key(NEW).unwrap();
+        }
+        pause().await;
+        let removed = Instant::now();
+        for s in &nodes {
+            s.remove_key(OLD).unwrap();
+        }
+        // Every pair linked again (under the new key, the only one left).
+        full_mesh(&nodes).await;
+        let relinked = removed.elapsed();
+        pause().await;
+        stop.store(true, Ordering::Relaxed);
+        let mut sent = Vec::new();
+        for t in senders {
+            sent.push(within("a sender to stop", t).await.unwrap());
+        }
+        // Every accepted message arrives (or the deadline says which not).
+        let count = |from: usize, to: usize| {
+            let got = received[to].lock().unwrap();
+            got.get(&(from as u8)).map_or(0, Vec::len)
+        };
+        let all_in = || {
+            sent.iter().enumerate().all(|(from, (next, _))| {
+                (0..N).all(|to| to == from || count(from, to) >= next[to] as usize)
+            })
+        };
+        let arrived = tokio::time::timeout(DEADLINE, async {
+            while !all_in() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let closing = Instant::now();
+        close_all(&nodes).await;
+        for (from, (next, _)) in sent.iter().enumerate() {
+            for (to, got) in received.iter().enumerate() {
+                if to == from {
+                    continue;
+                }
+                let want: Vec<u32> = (0..next[to]).collect();
+                let got = got
+                    .lock()
+                    .unwrap()
+                    .get(&(from as u8))
+                    .cloned()
+                    .unwrap_or_default();
+                assert!(next[to] > 100, "{from} -> {to}: only {} sent", next[to]);
+                assert_eq!(
+                    got, want,
+                    "{from} -> {to}: every accepted message, once, in order"
+                );
+            }
+        }
+        // Each pair's link went down at most once, closed for the removed
+        // key on one end, and each end had it back within one redial.
+        let mut longest = Duration::ZERO;
+        for (i, w) in watchers.into_iter().enumerate() {
+            let seen = std::mem::take(&mut *w.lock().unwrap());
+            let mut down: HashMap<u8, Instant> = HashMap::new();
+            let mut downs: HashMap<u8, u32> = HashMap::new();
+            // What happened before the nodes closed.
+            for (at, e) in seen.iter().filter(|(at, _)| *at < closing) {
+                match e {
+                    LinkEvent::Down(c, why) if *why != CloseReason::Shutdown => {
+                        assert!(
+                            matches!(why, CloseReason::KeyRemoved | CloseReason::PeerClosed),
+                            "node {i}: link to {} down: {why}",
+                            c.peer_id()
+                        );
+                        let p = index(c.peer_id());
+                        down.insert(p, *at);
+                        *downs.entry(p).or_default() += 1;
+                    }
+                    LinkEvent::Up(c) => {
+                        if let Some(d) = down.remove(&index(c.peer_id())) {
+                            longest = longest.max(at.duration_since(d));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            assert!(down.is_empty(), "node {i}: links not back: {down:?}");
+            for (p, n) in downs {
+                assert!(n <= 1, "node {i}: the link to node {p} went down {n} times");
+            }
+        }
+        assert!(arrived.is_ok());
+        let refused: u32 = sent.iter().map(|(_, r)| r).sum();
+        eprintln!(
+            "rotation: every pair relinked {relinked:?} after the removals began; \
+             longest link down {longest:?}; {refused} sends refused while a link was down"
+        );
+        assert!(
+            longest < Duration::from_secs(1),
+            "a link was down {longest:?}, more than one redial"
+        );
+    });
+}

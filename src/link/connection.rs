@@ -28,6 +28,7 @@ use crate::link::LinkId;
 use crate::stats::LinkStats;
 use crate::sync::lock;
 use crate::wire::frame::Frame;
+use crate::wire::secure::KeyId;
 
 /// One link as its task and its handles share it.
 #[derive(Debug)]
@@ -52,6 +53,8 @@ pub(crate) struct Link {
     pub timing: Mutex<Timing>,
     /// What its task counts (see [`crate::stats`]).
     pub counters: LinkCounters,
+    /// The cluster key it was made under, with a secret.
+    pub key: Option<KeyId>,
 }
 
 /// A value on cache lines of its own.
@@ -559,6 +562,7 @@ pub(crate) mod tests {
             up: AtomicBool::new(true),
             timing: Mutex::new(Timing::new(std::time::Instant::now())),
             counters: Default::default(),
+            key: None,
         });
         (Connection::new(link, out_tx), in_tx, out_rx)
     }

@@ -36,7 +36,7 @@ use crate::wire::frame::{self, Frame, FrameCodec};
 use crate::wire::hello::{Hello, Refusal, MAX_HELLO};
 use crate::wire::noise::{self, Handshake, Mode, Proven};
 use crate::wire::record::Record;
-use crate::wire::secure::{Keys, Suite};
+use crate::wire::secure::{KeyId, Keys, Suite};
 use crate::wire::verdict::decides;
 
 /// While the handshake slots are crowded, an accepted connection that sends
@@ -105,6 +105,8 @@ pub(crate) async fn handshake(
     // handshake binds these very bytes.
     let mut ours = cfg.hello.clone();
     (ours.meta_version, ours.meta) = owner.hello_meta();
+    // With a secret, the key this dial uses is the primary key now.
+    ours.key = cfg.keys.as_ref().map(|ring| lock(ring).primary().id());
     let ours = Ours {
         raw: ours.encode(),
         hello: ours,
@@ -118,7 +120,7 @@ pub(crate) async fn handshake(
             reason: format!("no hello and handshake within {:?}", cfg.handshake_timeout),
         }))),
     };
-    let (hello, keys) = match greeted {
+    let (hello, keys, key) = match greeted {
         // The node started closing while the hellos went back and forth.
         Ok(_) if links.cancel.is_cancelled() => return None,
         Ok(h) => h,
@@ -143,6 +145,7 @@ pub(crate) async fn handshake(
         up: AtomicBool::new(true),
         timing: Mutex::new(Timing::new(std::time::Instant::now())),
         counters: Default::default(),
+        key,
     });
     let conn = Connection::new(link.clone(), out_tx.clone());
     let (record, bad) = Record::of_hello(&hello);
@@ -187,11 +190,11 @@ async fn greet(
     role: Role,
     expect: Option<&NodeId>,
     hurry: bool,
-) -> Result<(Hello, Option<Keys>), Option<Error>> {
+) -> Result<(Hello, Option<Keys>, Option<KeyId>), Option<Error>> {
     let cfg = &links.config;
     // What fails from here on is the Noise handshake: with a secret, most
     // likely another secret.
-    let why = if cfg.psk.is_some() {
+    let why = if cfg.keys.is_some() {
         Failure::Secret
     } else {
         Failure::Malformed
@@ -210,21 +213,27 @@ async fn greet(
         prologue.extend_from_slice(&(h.len() as u16).to_be_bytes());
         prologue.extend_from_slice(h);
     }
-    let mode = match &cfg.psk {
-        None => Mode::Open,
-        Some(psk) => {
-            // The handshake uses the dialer's key, which its hello names.
-            let dialers = if dialer { cfg.hello.key } else { hello.key };
-            if dialers != Some(psk.id()) {
+    // The handshake uses the dialer's key, which its hello names: found in
+    // our keyring by that name, without trying any.
+    let dialers = if dialer { ours.hello.key } else { hello.key };
+    let psk = match &cfg.keys {
+        None => None,
+        Some(ring) => match dialers.and_then(|id| lock(ring).get(id).cloned()) {
+            Some(psk) => Some(psk),
+            None => {
                 return Err(refuse(format!(
-                    "the peer holds another cluster secret (its key {}, ours {})",
+                    "the dialer's cluster key {} is not in our keyring (another secret?)",
                     dialers.map_or("none".into(), |k| k.to_string()),
-                    psk.id()
-                )));
+                )))
             }
-            let suite = Suite::agreed(cfg.hello.aes, hello.aes);
-            Mode::Secret { psk, suite }
-        }
+        },
+    };
+    let mode = match &psk {
+        None => Mode::Open,
+        Some(psk) => Mode::Secret {
+            psk,
+            suite: Suite::agreed(cfg.hello.aes, hello.aes),
+        },
     };
     let mut hs = Handshake::new(&mode, dialer, &prologue, &cfg.static_key).map_err(refuse)?;
     let check = |proven: &Proven| check_proven(links, &hello, proven, expect, remote);
@@ -273,7 +282,7 @@ async fn greet(
             confirm_write(stream, k).await.map_err(refuse)?;
         }
     }
-    Ok((hello, keys))
+    Ok((hello, keys, dialers.filter(|_| psk.is_some())))
 }
 
 /// Checks the identity the peer proved against what its hello claims and

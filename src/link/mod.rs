@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use crate::stats::{Counters, Failure};
 use crate::wire::hello::Hello;
 use crate::wire::noise::StaticKey;
 use crate::wire::record::Record;
-use crate::wire::secure::Psk;
+use crate::wire::secure::Keyring;
 use crate::wire::verdict::Verdict;
 
 pub(crate) mod aside;
@@ -93,8 +93,9 @@ pub(crate) struct Config {
     pub hello: Hello,
     /// Our Noise static key, vouched for by our identity.
     pub static_key: StaticKey,
-    /// The cluster's pre-shared key, when it has a secret.
-    pub psk: Option<Psk>,
+    /// The cluster's keys, when it has a secret (shared with the service,
+    /// which installs and removes keys while links run).
+    pub keys: Option<Arc<Mutex<Keyring>>>,
     pub max_frame_len: usize,
     pub handshake_timeout: Duration,
     pub queue_len: usize,

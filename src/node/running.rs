@@ -21,7 +21,7 @@ use crate::node::settings::Settings;
 use crate::sync::lock;
 use crate::wire::hello::Hello;
 use crate::wire::noise::StaticKey;
-use crate::wire::secure::Psk;
+use crate::wire::secure::Keyring;
 
 /// Most connection attempts under way at once: a flood of bogus records
 /// makes dials wait their turn instead of opening sockets without bound.
@@ -167,15 +167,18 @@ impl Node {
 }
 
 /// What the links of a node with `settings`, proving `identity`, say and
-/// expect: `hello` is the node's hello but for its metadata.
-pub(crate) fn link_config(hello: Hello, identity: &Identity, settings: &Settings) -> link::Config {
+/// expect: `hello` is the node's hello but for its metadata and key, and
+/// `keys` its keyring, with a secret.
+pub(crate) fn link_config(
+    hello: Hello,
+    identity: &Identity,
+    settings: &Settings,
+    keys: Option<Arc<Mutex<Keyring>>>,
+) -> link::Config {
     link::Config {
         hello,
         static_key: StaticKey::new(identity),
-        psk: settings
-            .secret
-            .as_ref()
-            .map(|s| Psk::derive(s, &settings.name)),
+        keys,
         max_frame_len: settings.max_frame_len,
         handshake_timeout: settings.handshake_timeout,
         queue_len: settings.queue_len,

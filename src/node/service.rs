@@ -12,10 +12,10 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
+use crate::error::{CloseReason, Error, Result};
 use crate::id::NodeId;
 use crate::identity::Identity;
-use crate::link::connection::Connection;
+use crate::link::connection::{request_close, Connection};
 use crate::link::open::LinkEvent;
 use crate::messaging::rpc::Requests;
 use crate::messaging::streams::{Message, Messages};
@@ -28,11 +28,11 @@ use crate::node::members::member::{Member, MemberEvent, MemberState};
 use crate::node::members::Members;
 use crate::node::ready::{self, Ready, DISCOVERY_WINDOW};
 use crate::node::running::{link_config, Command, Node};
-use crate::node::settings::Settings;
+use crate::node::settings::{check_secret, Settings};
 use crate::node::tasks;
 use crate::sync::lock;
 use crate::wire::hello::{Hello, PROTOCOL_VERSION};
-use crate::wire::secure::{Psk, Suite};
+use crate::wire::secure::{Keyring, Psk, Suite};
 
 /// A tcpnet node: finds the other nodes of its cluster and keeps one link to
 /// each.
@@ -79,6 +79,8 @@ struct ServiceState {
     disconnected: Mutex<HashSet<NodeId>>,
     messaging: Arc<Messaging>,
     members: Arc<Members>,
+    /// The cluster keys, with a secret.
+    keys: Option<Arc<Mutex<Keyring>>>,
 }
 
 enum Phase {
@@ -93,6 +95,14 @@ struct Running {
     listened: tokio::time::Instant,
     node: Arc<Node>,
     actor: tokio::task::JoinHandle<()>,
+}
+
+/// A keyring operation refused.
+fn key_error(reason: String) -> Error {
+    Error::InvalidSetting {
+        setting: "key",
+        reason,
+    }
 }
 
 /// Creates a service; the same as [`Service::new`].
@@ -144,8 +154,13 @@ impl Service {
         messaging.open.observe(Box::new(move |e| {
             links.link.emit(&e);
         }));
+        let keys = settings
+            .secret
+            .as_ref()
+            .map(|s| Arc::new(Mutex::new(Keyring::new(Psk::derive(s, &settings.name)))));
         Ok(Service {
             state: Arc::new(ServiceState {
+                keys,
                 name: settings.name.clone(),
                 id,
                 identity,
@@ -171,6 +186,76 @@ impl Service {
     /// The cluster name.
     pub fn name(&self) -> &str {
         &self.state.name
+    }
+
+    /// Adds a cluster secret to this node's keyring: from now on the node
+    /// accepts links that peers dial under it, besides its other keys. It
+    /// still dials with its primary key (the [`Settings::secret`] at first)
+    /// until [`use_key`](Self::use_key) makes this one the primary.
+    ///
+    /// Rotating a cluster's secret without downtime takes three steps, each
+    /// done on every node before the next starts (as Serf and memberlist
+    /// do it): `install_key(new)`, `use_key(new)`, `remove_key(old)`.
+    /// A hello names the dialer's key by a short id (4 bytes of HKDF of the
+    /// key), so an acceptor picks the key at once without trying any.
+    ///
+    /// Errors: [`Error::InvalidSetting`] ("key") when the node has no
+    /// secret (an open cluster cannot take one while it runs), the secret
+    /// is out of bounds (32 to 1024 bytes, as [`Settings::secret`]), or
+    /// the keyring holds 16 keys already.
+    ///
+    /// ```
+    /// let s = tcpnet::Service::new(
+    ///     tcpnet::Settings::new("c").secret("the old secret, 32 bytes or more..."),
+    /// )?;
+    /// s.install_key("the new secret, 32 bytes or more...")?;
+    /// s.use_key("the new secret, 32 bytes or more...")?;
+    /// s.remove_key("the old secret, 32 bytes or more...")?;
+    /// assert!(s.remove_key("the new secret, 32 bytes or more...").is_err());
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn install_key(&self, secret: impl AsRef<[u8]>) -> Result<()> {
+        let (ring, psk) = self.key(secret.as_ref())?;
+        lock(ring).install(psk).map_err(key_error)
+    }
+
+    /// Makes an installed secret (see [`install_key`](Self::install_key))
+    /// the primary key: the one this node's dials use from now on. Links
+    /// already open stay as they are. Errors: [`Error::InvalidSetting`]
+    /// ("key") for a node without a secret or a secret not installed.
+    pub fn use_key(&self, secret: impl AsRef<[u8]>) -> Result<()> {
+        let (ring, psk) = self.key(secret.as_ref())?;
+        lock(ring).use_key(psk.id()).map_err(key_error)
+    }
+
+    /// Removes a secret from the keyring: links are no longer accepted
+    /// under it, and every open link made under it is closed gracefully
+    /// (what was queued on it is sent first) with
+    /// [`CloseReason::KeyRemoved`], and redialed at once under the primary
+    /// key. Errors: [`Error::InvalidSetting`] ("key") for a node without a
+    /// secret, a secret not installed, or the primary key (make another one
+    /// primary first).
+    pub fn remove_key(&self, secret: impl AsRef<[u8]>) -> Result<()> {
+        let (ring, psk) = self.key(secret.as_ref())?;
+        let id = psk.id();
+        lock(ring).remove(id).map_err(key_error)?;
+        for conn in self.connections() {
+            if conn.link().key == Some(id) {
+                request_close(conn.link(), CloseReason::KeyRemoved);
+            }
+        }
+        Ok(())
+    }
+
+    /// The keyring and the key of `secret`, checked.
+    fn key(&self, secret: &[u8]) -> Result<(&Mutex<Keyring>, Psk)> {
+        let Some(ring) = &self.state.keys else {
+            return Err(key_error(
+                "this node has no cluster secret: keys are for clusters with one".into(),
+            ));
+        };
+        check_secret(secret)?;
+        Ok((ring, Psk::derive(secret, &self.state.name)))
     }
 
     /// Binds `addr:port`, advertises the node and starts finding peers.
@@ -243,11 +328,8 @@ impl Service {
             version: PROTOCOL_VERSION,
             incarnation: state.incarnation,
             port: bound_port,
-            key: state
-                .settings
-                .secret
-                .as_ref()
-                .map(|s| Psk::derive(s, &state.name).id()),
+            // Set by each handshake (the primary key then).
+            key: None,
             // Said only with a secret, where it matters: a node without
             // one sends the hello of earlier versions.
             aes: state.settings.secret.is_some() && Suite::aes_hardware(),
@@ -264,7 +346,7 @@ impl Service {
             _ => Vec::new(),
         };
         let (node, inbox) = Node::new(
-            link_config(hello, &state.identity, &state.settings),
+            link_config(hello, &state.identity, &state.settings, state.keys.clone()),
             dial_from,
             state.hub.clone(),
             state.messaging.clone(),

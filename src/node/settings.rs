@@ -343,16 +343,7 @@ impl Settings {
             });
         }
         if let Some(secret) = &self.secret {
-            if secret.len() < MIN_SECRET_LEN || secret.len() > MAX_SECRET_LEN {
-                return Err(Error::InvalidSetting {
-                    setting: "secret",
-                    reason: format!(
-                        "{} bytes; must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} (a shorter \
-                         one can be guessed offline)",
-                        secret.len()
-                    ),
-                });
-            }
+            check_secret(secret)?;
         }
         for peer in &self.peers {
             check_peer_syntax(peer)?;
@@ -393,4 +384,19 @@ impl From<String> for Settings {
     fn from(name: String) -> Self {
         Settings::new(name)
     }
+}
+
+/// Checks a cluster secret's length.
+pub(crate) fn check_secret(secret: &[u8]) -> Result<()> {
+    if secret.len() < MIN_SECRET_LEN || secret.len() > MAX_SECRET_LEN {
+        return Err(Error::InvalidSetting {
+            setting: "secret",
+            reason: format!(
+                "{} bytes; must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} (a shorter \
+                 one can be guessed offline)",
+                secret.len()
+            ),
+        });
+    }
+    Ok(())
 }

@@ -95,6 +95,75 @@ pub(crate) const REKEY_EVERY: u64 = 1 << 20;
 #[derive(Clone)]
 pub(crate) struct Psk([u8; 32]);
 
+/// Most keys a keyring holds.
+pub(crate) const MAX_KEYS: usize = 16;
+
+/// The cluster keys a node holds: the primary, which its dials use and its
+/// hello names, and others it accepts dials under. A dialer's hello names
+/// its key by [`KeyId`], so the acceptor picks that key without trying any.
+/// Rotation, as Serf and memberlist do it: install the new key on every
+/// node, make it the primary on every node, remove the old one.
+pub(crate) struct Keyring {
+    /// The primary key first.
+    keys: Vec<Psk>,
+}
+
+impl Keyring {
+    pub(crate) fn new(primary: Psk) -> Keyring {
+        Keyring {
+            keys: vec![primary],
+        }
+    }
+
+    /// The key this node dials with.
+    pub(crate) fn primary(&self) -> &Psk {
+        &self.keys[0]
+    }
+
+    /// The key named `id`, if this node holds it.
+    pub(crate) fn get(&self, id: KeyId) -> Option<&Psk> {
+        self.keys.iter().find(|k| k.id() == id)
+    }
+
+    /// Adds `key` (already held: nothing changes). The error says why not.
+    pub(crate) fn install(&mut self, key: Psk) -> Result<(), String> {
+        if self.get(key.id()).is_some() {
+            return Ok(());
+        }
+        if self.keys.len() >= MAX_KEYS {
+            return Err(format!("the keyring holds {MAX_KEYS} keys already"));
+        }
+        self.keys.push(key);
+        Ok(())
+    }
+
+    /// Makes the installed key `id` the primary.
+    pub(crate) fn use_key(&mut self, id: KeyId) -> Result<(), String> {
+        let at = self
+            .keys
+            .iter()
+            .position(|k| k.id() == id)
+            .ok_or_else(|| format!("key {id} is not installed"))?;
+        self.keys.swap(0, at);
+        Ok(())
+    }
+
+    /// Removes the key `id`, which must not be the primary.
+    pub(crate) fn remove(&mut self, id: KeyId) -> Result<(), String> {
+        if self.primary().id() == id {
+            return Err(format!(
+                "key {id} is the primary key: make another one primary first"
+            ));
+        }
+        let before = self.keys.len();
+        self.keys.retain(|k| k.id() != id);
+        if self.keys.len() == before {
+            return Err(format!("key {id} is not installed"));
+        }
+        Ok(())
+    }
+}
+
 /// A short name for a cluster key, said in the hello: the first 4 bytes of
 /// an HKDF-SHA256 expansion of the key, so it tells nothing about the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -406,6 +475,29 @@ mod tests {
 
     fn data(n: usize) -> Frame {
         Frame::data((0..n).map(|i| i as u8).collect::<Vec<u8>>().into())
+    }
+
+    #[test]
+    fn a_keyring_rotates_its_primary_and_keeps_it() {
+        let (a, b) = (Psk::derive(b"a", "c"), Psk::derive(b"b", "c"));
+        let mut ring = Keyring::new(a.clone());
+        assert!(ring.get(b.id()).is_none());
+        assert!(ring.use_key(b.id()).is_err(), "not installed");
+        ring.install(b.clone()).unwrap();
+        ring.install(b.clone()).unwrap();
+        assert_eq!(ring.keys.len(), 2, "installed once");
+        assert_eq!(ring.primary().id(), a.id());
+        assert!(ring.remove(a.id()).is_err(), "the primary stays");
+        ring.use_key(b.id()).unwrap();
+        assert_eq!(ring.primary().id(), b.id());
+        assert!(ring.get(a.id()).is_some());
+        ring.remove(a.id()).unwrap();
+        assert!(ring.get(a.id()).is_none());
+        assert!(ring.remove(a.id()).is_err(), "gone");
+        for i in 1..MAX_KEYS {
+            ring.install(Psk::derive(&[i as u8], "c")).unwrap();
+        }
+        assert!(ring.install(Psk::derive(b"one more", "c")).is_err());
     }
 
     #[test]
