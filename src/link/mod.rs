@@ -1,8 +1,10 @@
 //! Links: one TCP connection to one peer, from the hello to the close.
 //!
 //! A link's task runs the [`handshake`] (hellos, then the Noise handshake
-//! that proves both ends' keys), registers the link with its node, and then [`run`]s it: a
-//! reader and a writer in one task, heartbeats, the close. What the reader
+//! that proves both ends' keys), registers the link with its node, and then
+//! [`run`]s it: a reader and a writer in one task, heartbeats, the close;
+//! one timer per node, the [`watchdog`]'s ticker, watches every link for a
+//! silent peer. What the reader
 //! does with each frame is decided by a small pure state machine ([`read`]),
 //! so the per-link protocol is unit-tested without sockets.
 //!
@@ -40,11 +42,13 @@ pub(crate) mod queue;
 pub(crate) mod read;
 pub(crate) mod run;
 pub(crate) mod timing;
+pub(crate) mod watchdog;
 pub(crate) mod writer;
 
 use connection::Connection;
 use open::OpenLinks;
 use outbox::OutTx;
+use watchdog::Ticker;
 
 /// A link's number, unique within one node.
 pub(crate) type LinkId = u64;
@@ -119,6 +123,8 @@ pub(crate) struct Links {
     pub cancel: CancellationToken,
     /// The node's counters (failed handshakes, here).
     pub counters: Arc<Counters>,
+    /// Watches every open link for a silent peer.
+    pub ticker: Ticker,
     next_link: AtomicU64,
 }
 
@@ -131,6 +137,7 @@ impl Links {
         counters: Arc<Counters>,
     ) -> Links {
         Links {
+            ticker: Ticker::new(config.heartbeat_timeout),
             config,
             open,
             inbound,

@@ -17,7 +17,7 @@
 //! ends the link at once.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,9 +32,10 @@ use crate::error::{CloseReason, Error};
 use crate::link::connection::{request_close, Link, LinkState};
 use crate::link::handshake::Handshaken;
 use crate::link::outbox::{OutRx, OutTx};
-use crate::link::patience::{patient_timeout, Patience};
+use crate::link::patience::patient_timeout;
 use crate::link::queue;
 use crate::link::read::{Effect, ReadState};
+use crate::link::watchdog::{Silence, Watch};
 use crate::link::writer::FrameWriter;
 use crate::link::{Event, Links, Owner};
 use crate::sync::lock;
@@ -65,20 +66,13 @@ impl Handshaken {
 }
 
 /// Progress counters shared by the parts of one link's task.
-#[derive(Default)]
 struct Progress {
-    /// Set while the peer is silent (reported so): a read then wakes the
-    /// watchdog at once, to report the peer speaking again.
-    silence: Arc<Silence>,
+    /// What the node's watchdog sees of the link: bytes received, and
+    /// whether the reader waits on a full receive queue.
+    watch: Arc<Watch>,
     /// Frames other than heartbeats received, plus bytes written; a closing
     /// link that moves none is stuck.
     frames: Arc<AtomicU64>,
-    /// Bytes received (a large frame counts while it arrives); the watchdog
-    /// looks for silence in it.
-    received: Arc<AtomicU64>,
-    /// Set while the reader waits on a full receive queue: the peer's
-    /// silence then is our consumer's slowness, not the peer's absence.
-    delivering: AtomicBool,
 }
 
 async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReason {
@@ -118,11 +112,14 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
     };
     let sealed = keys.is_some();
     drop(keys);
-    let progress = Progress::default();
+    let progress = Progress {
+        watch: links.ticker.watch(pool),
+        frames: Arc::default(),
+    };
     let rd = Counted {
         inner: rd,
-        bytes: progress.received.clone(),
-        silence: progress.silence.clone(),
+        bytes: progress.watch.received.clone(),
+        silence: progress.watch.silence.clone(),
     };
     let reader = read_loop(
         Reader {
@@ -150,7 +147,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
             silent,
         });
     };
-    let silent = watchdog(cfg.heartbeat_timeout, &progress, &pool, silence);
+    let silent = progress.watch.timed_out(silence);
     let mut state = link.state.subscribe();
     let stalled = async {
         closing(&mut state).await;
@@ -211,13 +208,6 @@ struct Counted {
     silence: Arc<Silence>,
 }
 
-/// The peer has been reported silent; a read wakes the watchdog.
-#[derive(Default)]
-struct Silence {
-    silent: AtomicBool,
-    heard: tokio::sync::Notify,
-}
-
 impl tokio::io::AsyncRead for Counted {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
@@ -234,55 +224,6 @@ impl tokio::io::AsyncRead for Counted {
             }
         }
         polled
-    }
-}
-
-/// Resolves when the peer has been silent for `timeout` while the reader was
-/// ready for it, counted by [`Patience`]: four checks per timeout, and one
-/// extension when this node itself was too starved to keep time. On the
-/// way, it calls `silence(true)` once the silence counted reaches half the
-/// timeout, and `silence(false)` as soon as the peer speaks again. A quiet
-/// check also frees the buffers kept for large frames: an idle link holds
-/// none.
-async fn watchdog(
-    timeout: Duration,
-    progress: &Progress,
-    pool: &Pool,
-    silence: impl Fn(bool),
-) -> CloseReason {
-    let mut patience = Patience::new(timeout);
-    let mut seen = progress.received.load(Ordering::Relaxed);
-    let mut due = Instant::now() + patience.slice();
-    let reported = &progress.silence;
-    loop {
-        let silent = reported.silent.load(Ordering::Relaxed);
-        tokio::select! {
-            _ = tokio::time::sleep_until(due) => {}
-            _ = reported.heard.notified(), if silent => {}
-        }
-        let now_at = Instant::now();
-        let now = progress.received.load(Ordering::Relaxed);
-        if now != seen || progress.delivering.load(Ordering::Relaxed) {
-            seen = now;
-            patience.reset();
-            if silent {
-                reported.silent.store(false, Ordering::Relaxed);
-                silence(false);
-            }
-        } else {
-            if now_at < due {
-                continue; // woken early, with nothing new
-            }
-            pool.trim();
-            if patience.slice_passed(now_at.saturating_duration_since(due)) {
-                return CloseReason::Timeout(patience.total());
-            }
-            if !silent && patience.total() >= timeout / 2 {
-                reported.silent.store(true, Ordering::Relaxed);
-                silence(true);
-            }
-        }
-        due = now_at + patience.slice();
     }
 }
 
@@ -358,9 +299,9 @@ impl Batch<'_> {
         if self.in_tx.try_send_many(pending).is_ok() && pending.is_empty() {
             return;
         }
-        progress.delivering.store(true, Ordering::Relaxed);
+        progress.watch.delivering.store(true, Ordering::Relaxed);
         let _ = self.in_tx.send_many(pending).await;
-        progress.delivering.store(false, Ordering::Relaxed);
+        progress.watch.delivering.store(false, Ordering::Relaxed);
         pending.clear(); // the queue closed: nobody will read them
     }
 }
