@@ -65,7 +65,7 @@ impl ChildNode {
 
     /// Polls until the child holds `n` links.
     pub(crate) fn wait_links(&mut self, n: usize) -> Stat {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + MESH_DEADLINE;
         loop {
             let s = self.stat();
             if s.links == n {
@@ -84,6 +84,23 @@ impl ChildNode {
         let _ = writeln!(self.stdin, "quit");
         drop(self.stdin);
         let _ = self.child.wait();
+    }
+}
+
+/// How long a mesh of idle nodes may take to form: a mesh of 128 in one
+/// process takes well over the tests' deadline on a loaded 2-core machine.
+const MESH_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Waits until each of `peers` holds `links` links (the child among them).
+async fn wait_mesh(peers: &[Service], links: usize) {
+    let deadline = Instant::now() + MESH_DEADLINE;
+    while !peers.iter().all(|p| p.connections().len() == links) {
+        assert!(
+            Instant::now() < deadline,
+            "no mesh of {} within {MESH_DEADLINE:?}",
+            links + 1
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -144,10 +161,7 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
                 let more = new_nodes(CLUSTER, links - peers.len(), cfg.variant);
                 listen_all(&more).await;
                 peers.extend(more);
-                common::wait_until(&peers, &format!("a mesh of {}", links + 1), || {
-                    peers.iter().all(|p| p.connections().len() == links)
-                })
-                .await;
+                wait_mesh(&peers, links).await;
             });
             if let Some(t) = t.as_mut() {
                 t.wait_links(links);
