@@ -95,13 +95,15 @@ pub(crate) struct Config {
     pub(crate) nodes: Option<Vec<usize>>,
     /// Mass-start process counts; `None`: 32, 64, 128 (quick: 32).
     pub(crate) procs: Option<Vec<usize>>,
+    /// Idle links of the memory section, in steps; `None`: 63, 127.
+    pub(crate) idle_links: Option<Vec<usize>>,
     pub(crate) args: Vec<String>,
 }
 
 pub(crate) const USAGE: &str =
     "usage: cargo bench --bench suite -- [--quick] [--only SECTION,..] [--out DIR] \
 [--side tcpnet|baseline|naive] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] \
-[--nodes 2,8,16,32,64] [--procs 32,64,128] [--secret]
+[--idle-links 63,127] [--nodes 2,8,16,32,64] [--procs 32,64,128] [--secret]
 sections: throughput, latency, fanout, formation, memory, secret, mass
 (mass needs the demo example built alongside: `cargo build --release --example demo`)";
 
@@ -121,12 +123,17 @@ impl Config {
             idle_secs: None,
             nodes: None,
             procs: None,
+            idle_links: None,
             args: args.clone(),
         };
         let mut it = args.into_iter();
         let num = |v: Option<String>, what: &str| -> usize {
             v.and_then(|s| s.replace('_', "").parse().ok())
                 .unwrap_or_else(|| die(&format!("{what} needs a number")))
+        };
+        let counts = |v: Option<String>, what: &str| -> Vec<usize> {
+            let list = v.unwrap_or_else(|| die(&format!("{what} needs counts")));
+            list.split(',').map(|s| num(Some(s.into()), what)).collect()
         };
         while let Some(a) = it.next() {
             match a.as_str() {
@@ -163,24 +170,11 @@ impl Config {
                         .collect();
                 }
                 "--msgs" => cfg.msgs = Some(num(it.next(), "--msgs")),
-                "--nodes" => {
-                    let list = it.next().unwrap_or_else(|| die("--nodes needs counts"));
-                    cfg.nodes = Some(
-                        list.split(',')
-                            .map(|s| num(Some(s.into()), "--nodes"))
-                            .collect(),
-                    );
-                }
-                "--procs" => {
-                    let list = it.next().unwrap_or_else(|| die("--procs needs counts"));
-                    cfg.procs = Some(
-                        list.split(',')
-                            .map(|s| num(Some(s.into()), "--procs"))
-                            .collect(),
-                    );
-                }
+                "--nodes" => cfg.nodes = Some(counts(it.next(), "--nodes")),
+                "--procs" => cfg.procs = Some(counts(it.next(), "--procs")),
                 "--runs" => cfg.runs = Some(num(it.next(), "--runs").max(1)),
                 "--rtts" => cfg.rtts = Some(num(it.next(), "--rtts").max(1)),
+                "--idle-links" => cfg.idle_links = Some(counts(it.next(), "--idle-links")),
                 "--idle-secs" => cfg.idle_secs = Some(num(it.next(), "--idle-secs").max(1) as u64),
                 "--secret" => cfg.variant = Variant::Secret,
                 "-h" | "--help" => {

@@ -154,7 +154,8 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
     let mut peers: Vec<Service> = Vec::new();
     let mut plain_links = Vec::new();
     let mut linked = Vec::new();
-    for &links in &IDLE_PEERS {
+    let steps = cfg.idle_links.clone().unwrap_or(IDLE_PEERS.to_vec());
+    for &links in &steps {
         eprintln!("  memory: linking {links} peers to each child");
         if t.is_some() {
             rt.block_on(async {
@@ -271,8 +272,8 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
          as many plain connections reach the baseline's; the same again at each step. Links \
          held at the end: tcpnet {}, baseline {}.",
         settle.as_secs(),
-        IDLE_PEERS,
-        IDLE_PEERS.map(|p| p + 1),
+        steps,
+        steps.iter().map(|p| p + 1).collect::<Vec<_>>(),
         t_links.map_or("—".into(), |l| l.to_string()),
         b_links.map_or("—".into(), |l| l.to_string()),
     );
