@@ -111,6 +111,43 @@ fn metadata_is_seen_over_a_static_link_without_mdns() {
     });
 }
 
+/// A change of metadata made while a link's handshake is under way (its
+/// hello already sent with the old metadata) still reaches that peer once
+/// the link opens.
+#[test]
+fn a_change_during_a_handshake_reaches_the_new_peer() {
+    netns(|| async {
+        let a = start(Settings::new("c").mdns(false)).await;
+        let port = a.address().unwrap().port;
+        let relay = common::relay::Relay::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        relay.hold_next();
+        let b = start(
+            Settings::new("c")
+                .mdns(false)
+                .meta("role", "before")
+                .peer(relay.peer()),
+        )
+        .await;
+        relay.wait_accepted(1).await;
+        // b's hello, built with the metadata of now, has reached the relay.
+        within("b's hello at the relay", async {
+            while relay.held_from_dialer(0) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(b.connections().is_empty(), "the handshake is held");
+        b.set_meta("role", "after").unwrap();
+        relay.resume(0);
+        let both = [a.clone(), b.clone()];
+        for s in &both {
+            until_members(s, "the metadata as it is now", |_| sees_all(s, &both)).await;
+        }
+        assert_eq!(a.member(b.id()).unwrap().meta.get("role"), Some("after"));
+        close_all(&both).await;
+    });
+}
+
 /// Every linked peer sees a change of metadata, and its removal; the time
 /// from `set_meta` to the last peer's event is printed (a figure for the
 /// README, not an assertion).

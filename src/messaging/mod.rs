@@ -53,7 +53,7 @@ pub(crate) mod streams;
 #[cfg(feature = "typed")]
 pub mod typed;
 
-use relay::{relay_frame, RelayFilter};
+use relay::{record_key, relay_frame, RelayFilter};
 use router::{News, Refusal, Router};
 use rpc::{fail_calls, Call, Request, Requests};
 use streams::{deliver, feed, prune, ErrorSink, Feed, Message, Messages, Of, Queued};
@@ -119,6 +119,10 @@ pub(crate) struct Messaging {
     flooding: Mutex<()>,
     /// The node's counters (relayed and duplicate messages, here).
     pub(crate) counters: Arc<Counters>,
+    /// This node's record as last told at run time (a change of metadata):
+    /// a link whose handshake began before the change carries the older
+    /// metadata in its hello, so a new link is told this too.
+    record: Mutex<Option<Frame>>,
 }
 
 /// Checks an event, topic or procedure name.
@@ -178,6 +182,7 @@ impl Messaging {
             gossip,
             flooding: Mutex::new(()),
             counters,
+            record: Mutex::new(None),
         }
     }
 
@@ -482,7 +487,10 @@ impl Messaging {
             body: record.encode(),
             signature: None,
         });
-        let key = (Op::Member as u8, self.me.clone());
+        // Kept before the open links are listed: a link that opens now is
+        // either listed below or finds the record in `tell_new_link`.
+        *lock(&self.record) = Some(f.clone());
+        let key = record_key(&self.me);
         for c in self.open.up() {
             c.sender_queue().send_state(key.clone(), f.clone());
         }

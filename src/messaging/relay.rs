@@ -145,6 +145,11 @@ fn interest_key(origin: &NodeId) -> StateKey {
     (Op::Interest as u8, origin.clone())
 }
 
+/// Where a node's record waits beside a full send queue: only its latest.
+pub(super) fn record_key(origin: &NodeId) -> StateKey {
+    (Op::Member as u8, origin.clone())
+}
+
 impl Messaging {
     /// This node's topics as an `Interest` envelope, signed: a peer passes
     /// it on to the peers it links later, so it is always relayed in the
@@ -246,6 +251,10 @@ impl Messaging {
         }
         for (origin, f) in others {
             tx.send_state(interest_key(&origin), f);
+        }
+        // Our metadata changed at run time: the peer's hello may predate it.
+        if let Some(f) = lock(&self.record).clone() {
+            tx.send_state(record_key(&self.me), f);
         }
         self.tell_neighbors();
     }

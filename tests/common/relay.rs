@@ -40,6 +40,8 @@ type Split = Option<(usize, Duration)>;
 struct Conn {
     mode: watch::Sender<Mode>,
     held: AtomicUsize,
+    /// Of `held`, the bytes the dialing end sent.
+    held_from_dialer: AtomicUsize,
 }
 
 struct Shared {
@@ -50,6 +52,8 @@ struct Shared {
     delay: watch::Sender<Duration>,
     /// Bumped on every accepted connection, so tests can wait for one.
     accepted: watch::Sender<usize>,
+    /// What a newly accepted connection is told to do first.
+    first: Mutex<Mode>,
 }
 
 /// A relay listening on 127.0.0.1; dropping it stops accepting and closes
@@ -71,6 +75,7 @@ impl Relay {
             split: watch::channel(None).0,
             delay: watch::channel(Duration::ZERO).0,
             accepted: watch::channel(0).0,
+            first: Mutex::new(Mode::Forward),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Relay {
@@ -136,6 +141,17 @@ impl Relay {
         self.conn(conn).held.load(Ordering::Relaxed)
     }
 
+    /// Of what connection `conn` holds, the bytes its dialing end sent.
+    pub(crate) fn held_from_dialer(&self, conn: usize) -> usize {
+        self.conn(conn).held_from_dialer.load(Ordering::Relaxed)
+    }
+
+    /// The next connection accepted holds what it reads from its first
+    /// byte, until [`resume`](Self::resume); later ones forward.
+    pub(crate) fn hold_next(&self) {
+        *self.shared.first.lock().unwrap() = Mode::Hold;
+    }
+
     /// Connection `conn` moves bytes again; what it held goes first, in one
     /// write each way.
     pub(crate) fn resume(&self, conn: usize) {
@@ -179,16 +195,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             continue; // dropping `down` tells the dialer
         };
         let _ = (down.set_nodelay(true), up.set_nodelay(true));
+        let first = std::mem::replace(&mut *shared.first.lock().unwrap(), Mode::Forward);
         let conn = Arc::new(Conn {
-            mode: watch::channel(Mode::Forward).0,
+            mode: watch::channel(first).0,
             held: AtomicUsize::new(0),
+            held_from_dialer: AtomicUsize::new(0),
         });
         shared.conns.lock().unwrap().push(conn.clone());
         let (dr, dw) = down.into_split();
         let (ur, uw) = up.into_split();
         let ways = || (shared.split.subscribe(), shared.delay.subscribe());
-        tokio::spawn(pump(dr, uw, conn.clone(), ways()));
-        tokio::spawn(pump(ur, dw, conn, ways()));
+        tokio::spawn(pump(dr, uw, conn.clone(), true, ways()));
+        tokio::spawn(pump(ur, dw, conn, false, ways()));
         shared.accepted.send_modify(|n| *n += 1);
     }
 }
@@ -200,8 +218,16 @@ async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     conn: Arc<Conn>,
+    from_dialer: bool,
     (split, delay): (watch::Receiver<Split>, watch::Receiver<Duration>),
 ) {
+    let count_from_dialer = |n: usize, add: bool| {
+        if from_dialer && add {
+            conn.held_from_dialer.fetch_add(n, Ordering::Relaxed);
+        } else if from_dialer {
+            conn.held_from_dialer.fetch_sub(n, Ordering::Relaxed);
+        }
+    };
     let mut mode = conn.mode.subscribe();
     let mut buf = vec![0u8; 64 * 1024];
     let mut held = Vec::new();
@@ -217,6 +243,7 @@ async fn pump(
                     return;
                 }
                 conn.held.fetch_sub(held.len(), Ordering::Relaxed);
+                count_from_dialer(held.len(), false);
                 held.clear();
                 continue;
             }
@@ -258,6 +285,7 @@ async fn pump(
                 };
                 if resumed == Mode::Forward && to.write_all(&held).await.is_ok() {
                     conn.held.fetch_sub(held.len(), Ordering::Relaxed);
+                    count_from_dialer(held.len(), false);
                     let _ = to.shutdown().await;
                 }
                 return;
@@ -265,6 +293,7 @@ async fn pump(
             (Mode::Hold | Mode::Stall, n) => {
                 held.extend_from_slice(&buf[..n]);
                 conn.held.fetch_add(n, Ordering::Relaxed);
+                count_from_dialer(n, true);
                 continue;
             }
         }

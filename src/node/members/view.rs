@@ -77,7 +77,15 @@ pub(crate) struct View {
     me: NodeId,
     local: Local,
     members: BTreeMap<NodeId, Entry>,
+    /// Records that came on a link before the view heard it open (the
+    /// link's reader runs ahead of the node's actor), newest per node:
+    /// taken when the link's opening arrives, so a change sent at once on
+    /// a new link is not lost to that race. At most [`MAX_EARLY`].
+    early: BTreeMap<NodeId, Record>,
 }
+
+/// Records of nodes not (yet) linked that the view keeps for their link.
+const MAX_EARLY: usize = 64;
 
 /// The changes one input made, in order.
 pub(crate) type Changes = Vec<(NodeId, MemberChange)>;
@@ -104,6 +112,7 @@ impl View {
                 meta,
             },
             members: BTreeMap::new(),
+            early: BTreeMap::new(),
         }
     }
 
@@ -145,7 +154,10 @@ impl View {
             since: now,
             suspect: false,
         };
-        let r = o.record;
+        let r = match self.early.remove(&o.peer) {
+            Some(e) if e.incarnation == o.record.incarnation && e.version > o.record.version => e,
+            _ => o.record,
+        };
         match self.members.get_mut(&o.peer) {
             Some(e) if e.incarnation == r.incarnation && !e.left() => {
                 // Another link of the same run (the one before went stale):
@@ -260,6 +272,23 @@ impl View {
     /// version of a member's record), and the changes it made.
     pub(crate) fn record(&mut self, origin: &NodeId, r: Record, now: Instant) -> (bool, Changes) {
         self.expire(now);
+        let linked = self.members.get(origin).is_some_and(|e| !e.left());
+        let same_run = self
+            .members
+            .get(origin)
+            .is_some_and(|e| e.incarnation == r.incarnation);
+        if !(linked && same_run) && !r.leaving {
+            // Perhaps a record sent at once on a link this view has not
+            // heard open yet: kept for that link.
+            let newer = self
+                .early
+                .get(origin)
+                .is_none_or(|k| (k.incarnation, k.version) < (r.incarnation, r.version));
+            if newer && (self.early.len() < MAX_EARLY || self.early.contains_key(origin)) {
+                self.early.insert(origin.clone(), r);
+            }
+            return (false, vec![]);
+        }
         let Some(e) = self.members.get_mut(origin) else {
             return (false, vec![]);
         };
@@ -289,6 +318,7 @@ impl View {
     /// This node closed: it knows no one any more (and tells no one).
     pub(crate) fn clear(&mut self) {
         self.members.clear();
+        self.early.clear();
     }
 
     /// Forgets members that left more than [`LEFT_KEPT`] ago, and the
@@ -467,6 +497,25 @@ mod tests {
                 at: t
             }
         );
+    }
+
+    #[test]
+    fn a_record_ahead_of_its_links_opening_is_kept_for_it() {
+        let t = Instant::now();
+        let mut v = view();
+        // The peer's change, sent at once on the new link, is read before
+        // the view hears the link open with the hello's older record.
+        assert_eq!(
+            v.record(&id(2), record(10, 11, &[("role", "after")]), t),
+            (false, vec![])
+        );
+        let c = v.opened(opened(7, 2, record(10, 10, &[("role", "before")])), t);
+        assert_eq!(c, vec![(id(2), Joined)]);
+        assert_eq!(v.get(&id(2)).unwrap().meta.get("role"), Some("after"));
+        // One of another run is not taken.
+        v.record(&id(3), record(5, 6, &[("role", "old")]), t);
+        v.opened(opened(8, 3, record(20, 20, &[("role", "new")])), t);
+        assert_eq!(v.get(&id(3)).unwrap().meta.get("role"), Some("new"));
     }
 
     #[test]
