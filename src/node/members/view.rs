@@ -272,12 +272,11 @@ impl View {
     /// version of a member's record), and the changes it made.
     pub(crate) fn record(&mut self, origin: &NodeId, r: Record, now: Instant) -> (bool, Changes) {
         self.expire(now);
-        let linked = self.members.get(origin).is_some_and(|e| !e.left());
-        let same_run = self
+        let linked_run = self
             .members
             .get(origin)
-            .is_some_and(|e| e.incarnation == r.incarnation);
-        if !(linked && same_run) && !r.leaving {
+            .is_some_and(|e| !e.left() && e.incarnation == r.incarnation);
+        if !linked_run && !r.leaving {
             // Perhaps a record sent at once on a link this view has not
             // heard open yet: kept for that link.
             let newer = self
