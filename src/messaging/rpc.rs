@@ -162,6 +162,7 @@ impl Request {
     /// the node gives by itself, such as a refusal of a request that does
     /// not decode (see `answer_now`), so a peer that sends many and reads
     /// nothing costs no waiting task per request.
+    #[cfg(feature = "typed")]
     pub(crate) fn refuse(mut self, name: &str, message: &str) {
         if let Some(reply) = self.reply.take() {
             let f = reply.frame(Op::Fail, name, fail_body(FAIL_USER, message));
