@@ -287,6 +287,22 @@ fn a_cluster_rotates_its_secret_while_messages_flow() {
                 }
             });
         }
+        // What each node received, by sender: subscribed before any
+        // sender starts, so the first message has a reader.
+        type Got = Arc<std::sync::Mutex<HashMap<u8, Vec<u32>>>>;
+        let received: Vec<Got> = (0..N).map(|_| Got::default()).collect();
+        for (s, got) in nodes.iter().zip(&received) {
+            let mut inbox = s.messages();
+            let (ids, got) = (ids.clone(), got.clone());
+            tokio::spawn(async move {
+                while let Some(m) = inbox.next().await {
+                    let from = ids.iter().position(|i| i == m.from()).unwrap() as u8;
+                    assert_eq!(m.data()[0], from, "sender byte");
+                    let n = u32::from_be_bytes(m.data()[1..5].try_into().unwrap());
+                    got.lock().unwrap().entry(from).or_default().push(n);
+                }
+            });
+        }
         // Each node sends numbered messages to every other; a send the node
         // refuses (no link at that moment) is tried again with the same
         // number, so the numbers accepted have no gaps.
@@ -313,21 +329,6 @@ fn a_cluster_rotates_its_secret_while_messages_flow() {
                 }
                 (next, refused)
             }));
-        }
-        // What each node received, by sender.
-        type Got = Arc<std::sync::Mutex<HashMap<u8, Vec<u32>>>>;
-        let received: Vec<Got> = (0..N).map(|_| Got::default()).collect();
-        for (s, got) in nodes.iter().zip(&received) {
-            let mut inbox = s.messages();
-            let (ids, got) = (ids.clone(), got.clone());
-            tokio::spawn(async move {
-                while let Some(m) = inbox.next().await {
-                    let from = ids.iter().position(|i| i == m.from()).unwrap() as u8;
-                    assert_eq!(m.data()[0], from, "sender byte");
-                    let n = u32::from_be_bytes(m.data()[1..5].try_into().unwrap());
-                    got.lock().unwrap().entry(from).or_default().push(n);
-                }
-            });
         }
         let pause = || tokio::time::sleep(Duration::from_millis(200));
         pause().await;
