@@ -102,8 +102,9 @@
 //! - **State, then changes**: [`Service::on_link`] starts with the open
 //!   links and [`Service::on_member`] with the members, then each carries
 //!   the changes, with no gap or repeat between the two; a member cut off
-//!   and linked again as the same run is
-//!   [`Rejoined`](MemberChange::Rejoined). [`Service::ready`] waits until
+//!   and linked again as the same run within the leave grace is one
+//!   [`Relinked`](MemberChange::Relinked) event (later, after its `Left`,
+//!   [`Rejoined`](MemberChange::Rejoined)). [`Service::ready`] waits until
 //!   discovery has settled. Streams made before `listen` miss nothing.
 //! - **Failures**: heartbeats on idle links, a timeout on silence, redial
 //!   with jittered backoff while a peer is known (see `node::mesh`),

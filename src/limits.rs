@@ -49,6 +49,12 @@ pub const MAX_META_VALUE_LEN: usize = 220;
 pub const MAX_META_PAIRS: usize = 16;
 /// Most bytes of metadata, keys and values together.
 pub const MAX_META_BYTES: usize = 1024;
+/// How long a member whose link was lost (a timeout, a lost link) is held
+/// before it is reported as left, by default: a link of the same run within
+/// that time is one [`Relinked`](crate::MemberChange::Relinked) instead of a
+/// leave and a rejoin. It delays every such `Left` by as much (see
+/// [`Settings::leave_grace`](crate::Settings::leave_grace)).
+pub const LEAVE_GRACE: Duration = Duration::from_secs(2);
 /// How long a member that left stays in [`Service::members`](crate::Service::members),
 /// with the reason it left.
 pub const LEFT_KEPT: Duration = Duration::from_secs(60);

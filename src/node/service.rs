@@ -137,6 +137,7 @@ impl Service {
             id.clone(),
             incarnation,
             settings.checked_meta()?,
+            settings.leave_grace,
             hub.clone(),
         ));
         let messaging = Arc::new(Messaging::new(
@@ -654,12 +655,17 @@ impl Service {
     /// (this node first, then by id; those that left are not present), all
     /// numbered with the `seq` of the last change they include, then
     /// carries every change (joined, updated, suspect, alive, left,
-    /// rejoined: see [`MemberChange`](crate::MemberChange)), each numbered
+    /// relinked, rejoined: see [`MemberChange`](crate::MemberChange)), each numbered
     /// one above the one before, with no gap and no repeat between the
     /// state and the changes. Each event carries the member as it is after
-    /// the change. A peer linked again as the same run after it left (it
-    /// was frozen or cut off) is [`Rejoined`](crate::MemberChange::Rejoined):
-    /// it missed what was sent meanwhile, so resync with it.
+    /// the change. A peer whose link is lost (a timeout, a lost link) is
+    /// held for the leave grace ([`Settings::leave_grace`], 2 s by default)
+    /// before it is `Left`, so every such `Left` comes that much later; a
+    /// link to the same run of it within the grace is one
+    /// [`Relinked`](crate::MemberChange::Relinked) event, and one after its
+    /// `Left` is [`Rejoined`](crate::MemberChange::Rejoined). Either way it
+    /// missed what was sent meanwhile, so resync with it (see
+    /// [`MemberChange::needs_resync`](crate::MemberChange::needs_resync)).
     /// [`watch_members`](Self::watch_members) gives the state as a list
     /// instead.
     ///

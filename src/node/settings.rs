@@ -55,6 +55,7 @@ pub struct Settings {
     pub(crate) max_links_per_prefix: usize,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) heartbeat_timeout: Duration,
+    pub(crate) leave_grace: Duration,
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) mdns: bool,
     pub(crate) peers: Vec<String>,
@@ -77,6 +78,7 @@ impl Settings {
             max_links_per_prefix: DEFAULT_MAX_LINKS_PER_PREFIX,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            leave_grace: crate::limits::LEAVE_GRACE,
             secret: None,
             mdns: true,
             peers: Vec::new(),
@@ -192,6 +194,30 @@ impl Settings {
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
         self.heartbeat_interval = interval;
         self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// How long a member whose link was lost (a timeout, a lost link: see
+    /// [`LeaveReason`](crate::LeaveReason)) is held before
+    /// [`on_member`](crate::Service::on_member) says it left. A link to the
+    /// same run of it within that time is one
+    /// [`Relinked`](crate::MemberChange::Relinked) event, not a `Left` then
+    /// a [`Rejoined`](crate::MemberChange::Rejoined). The price: every such
+    /// `Left` comes this much after the link closed (a goodbye, an id
+    /// conflict or a restart is reported at once). Default: 2 s
+    /// ([`LEAVE_GRACE`](crate::limits::LEAVE_GRACE)), longer than a redial
+    /// after a blip takes; zero reports every loss at once. Links
+    /// ([`on_link`](crate::Service::on_link)) are not held: they go `Down`
+    /// when they close.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let settings = tcpnet::Settings::new("lab").leave_grace(Duration::from_secs(5));
+    /// # tcpnet::Service::new(settings)?;
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn leave_grace(mut self, grace: Duration) -> Self {
+        self.leave_grace = grace;
         self
     }
 
@@ -366,6 +392,7 @@ impl std::fmt::Debug for Settings {
             .field("queue_bytes", &self.queue_bytes)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("leave_grace", &self.leave_grace)
             .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
             .field("mdns", &self.mdns)
             .field("peers", &self.peers)

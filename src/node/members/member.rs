@@ -36,7 +36,10 @@ pub struct Member {
     pub meta: Meta,
     /// How this node sees it.
     pub state: MemberState,
-    /// The link to it, while linked (or suspect).
+    /// The link to it, while linked (or suspect). `None` while its link is
+    /// lost and it is held for the leave grace (it keeps the state it had
+    /// until it relinks or leaves; see
+    /// [`Settings::leave_grace`](crate::Settings::leave_grace)).
     pub link: Option<LinkInfo>,
 }
 
@@ -150,13 +153,46 @@ pub enum MemberChange {
     Suspect,
     /// A suspect member spoke again.
     Alive,
-    /// It left.
+    /// It left. A member whose link was lost (`Timeout`, `LinkLost`) leaves
+    /// only once it has been away for the leave grace
+    /// ([`Settings::leave_grace`](crate::Settings::leave_grace), 2 s by
+    /// default), so this comes that much after the link closed.
     Left(LeaveReason),
-    /// It left for a lost link or a timeout, and is linked again, the same
-    /// run of it (same incarnation): it was cut off or frozen, not
-    /// restarted. What either side sent while it was gone (flooded or
-    /// direct) was not delivered: resync with it.
+    /// Its link was lost (a timeout, a lost link) and a link to the same run
+    /// of it (same incarnation) opened within the leave grace: it did not
+    /// leave, and no `Left` was shown, but it was unreachable for `away`,
+    /// and what either side sent meanwhile (flooded or direct) was not
+    /// delivered: resync with it.
+    Relinked {
+        /// How long it had no link to this node.
+        away: Duration,
+    },
+    /// It left for a lost link or a timeout (after the leave grace, so a
+    /// `Left` was shown), and is linked again, the same run of it (same
+    /// incarnation): it was cut off or frozen, not restarted. What either
+    /// side sent while it was gone (flooded or direct) was not delivered:
+    /// resync with it.
     Rejoined,
+}
+
+impl MemberChange {
+    /// True for the changes after which the application should resync with
+    /// the member: it was unreachable, and missed what was sent meanwhile
+    /// ([`Relinked`](Self::Relinked), [`Rejoined`](Self::Rejoined)), or it
+    /// is new ([`Joined`](Self::Joined)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tcpnet::MemberChange;
+    /// assert!(MemberChange::Relinked { away: Duration::from_millis(40) }.needs_resync());
+    /// assert!(!MemberChange::Alive.needs_resync());
+    /// ```
+    pub fn needs_resync(&self) -> bool {
+        matches!(
+            self,
+            MemberChange::Joined | MemberChange::Relinked { .. } | MemberChange::Rejoined
+        )
+    }
 }
 
 impl fmt::Display for MemberChange {
@@ -167,6 +203,7 @@ impl fmt::Display for MemberChange {
             MemberChange::Suspect => f.write_str("suspect"),
             MemberChange::Alive => f.write_str("alive"),
             MemberChange::Left(r) => write!(f, "left ({r})"),
+            MemberChange::Relinked { away } => write!(f, "relinked after {away:?} away"),
             MemberChange::Rejoined => f.write_str("rejoined"),
         }
     }

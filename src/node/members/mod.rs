@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -56,11 +56,19 @@ pub(crate) struct Members {
 }
 
 impl Members {
-    pub(crate) fn new(me: NodeId, incarnation: u64, meta: Meta, hub: Arc<Hub>) -> Members {
+    /// The view of node `me`; a member whose link is lost is held for
+    /// `grace` before it leaves.
+    pub(crate) fn new(
+        me: NodeId,
+        incarnation: u64,
+        meta: Meta,
+        grace: Duration,
+        hub: Arc<Hub>,
+    ) -> Members {
         let hello_meta = (incarnation, meta::encode(&meta));
         Members {
             inner: Mutex::new(Inner {
-                view: View::new(me, incarnation, meta),
+                view: View::new(me, incarnation, meta).with_grace(grace),
                 seq: 0,
                 events: Emitter::unbounded(),
                 addrs: Vec::new(),
@@ -144,13 +152,37 @@ impl Members {
         emit(&mut inner, changes, now);
     }
 
-    /// A link closed.
-    pub(crate) fn closed(&self, link: LinkId, peer: &NodeId, reason: &CloseReason) {
+    /// A link closed. A member it holds away (see [`view`]) leaves at the
+    /// end of the grace, by a timer started here.
+    pub(crate) fn closed(self: &Arc<Self>, link: LinkId, peer: &NodeId, reason: &CloseReason) {
         let now = Instant::now();
         let mut inner = lock(&self.inner);
         inner.links.remove(&link);
         let changes = inner.view.closed(link, peer, reason, now);
         emit(&mut inner, changes, now);
+        if let (_, Some(due)) = inner.view.tick(now) {
+            let members = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut due = due;
+                loop {
+                    tokio::time::sleep_until(due.into()).await;
+                    let Some(members) = members.upgrade() else {
+                        return;
+                    };
+                    match members.tick() {
+                        Some(next) => due = next,
+                        None => return,
+                    }
+                }
+            });
+        }
+    }
+
+    /// Members held away for the whole grace leave; returns when the next
+    /// one held is due.
+    fn tick(&self) -> Option<Instant> {
+        let mut inner = lock(&self.inner);
+        settle(&mut inner, Instant::now())
     }
 
     /// A link went silent for half the heartbeat timeout.
@@ -181,7 +213,7 @@ impl Members {
     pub(crate) fn snapshot(&self) -> Vec<Member> {
         let mut inner = lock(&self.inner);
         let now = Instant::now();
-        inner.view.expire(now);
+        settle(&mut inner, now);
         all(&inner, now)
     }
 
@@ -198,7 +230,7 @@ impl Members {
     pub(crate) fn subscribe(&self) -> Events<MemberEvent> {
         let mut inner = lock(&self.inner);
         let now = Instant::now();
-        inner.view.expire(now);
+        settle(&mut inner, now);
         let seq = inner.seq;
         let present = all(&inner, now)
             .into_iter()
@@ -216,7 +248,7 @@ impl Members {
     pub(crate) fn watch(&self) -> (Vec<Member>, Events<MemberEvent>) {
         let mut inner = lock(&self.inner);
         let now = Instant::now();
-        inner.view.expire(now);
+        settle(&mut inner, now);
         (all(&inner, now), inner.events.subscribe())
     }
 }
@@ -244,6 +276,16 @@ impl Gossip for Members {
         emit(&mut inner, changes, now);
         news
     }
+}
+
+/// Brings the view up to `now`: members held away past the grace leave
+/// (the subscribers are told), those that left long ago are forgotten.
+/// Returns when the next one held is due.
+fn settle(inner: &mut Inner, now: Instant) -> Option<Instant> {
+    let (changes, next) = inner.view.tick(now);
+    emit(inner, changes, now);
+    inner.view.expire(now);
+    next
 }
 
 /// Hands each change, with the member as it is now, to the subscribers.
@@ -286,6 +328,16 @@ fn member(inner: &Inner, id: &NodeId, now: Instant) -> Option<Member> {
         });
     }
     let e: &Entry = inner.view.get(id)?;
+    // Linked, or its link lost a moment ago (shown as it was, without the
+    // link, until it relinks or leaves).
+    let linked = |suspect: bool, remote: &SocketAddr, link| {
+        let state = if suspect {
+            MemberState::Suspect
+        } else {
+            MemberState::Linked
+        };
+        (state, vec![SocketAddr::new(remote.ip(), e.port)], link)
+    };
     let (state, addrs, link) = match &e.route {
         Route::Linked {
             remote,
@@ -293,15 +345,14 @@ fn member(inner: &Inner, id: &NodeId, now: Instant) -> Option<Member> {
             since,
             suspect,
             ..
-        } => (
-            if *suspect {
-                MemberState::Suspect
-            } else {
-                MemberState::Linked
-            },
-            vec![SocketAddr::new(remote.ip(), e.port)],
+        } => linked(
+            *suspect,
+            remote,
             Some(link_info(inner, e, *remote, *local, *since, now)),
         ),
+        Route::Away {
+            remote, suspect, ..
+        } => linked(*suspect, remote, None),
         Route::Left { reason, .. } => (MemberState::Left(*reason), Vec::new(), None),
     };
     Some(Member {

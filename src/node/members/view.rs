@@ -15,10 +15,15 @@
 //!   **suspect**; the link speaking again makes it **alive**. Each takes a
 //!   change of state, so a silence costs at most these two.
 //! - Its link closing makes it **leave**, for a reason that follows the
-//!   link's: a timeout, an id conflict, or else a lost link. A member that
-//!   left for a timeout or a lost link and links again as the same
-//!   incarnation while still in the view **rejoins**: it was cut off, not
-//!   restarted, and missed what was sent meanwhile. A link replaced
+//!   link's: a timeout, an id conflict, or else a lost link. A timeout or a
+//!   lost link may be a blip, so the member is first held **away** for the
+//!   view's grace, without a change: a link of the same run within the
+//!   grace makes one change, **relinked** (how long it was away: what was
+//!   sent meanwhile was lost); at the end of the grace ([`View::tick`]) it
+//!   leaves, with the reason. A member that left for a timeout or a lost
+//!   link and links again as the same incarnation while still in the view
+//!   **rejoins**: it was cut off, not restarted, and missed what was sent
+//!   meanwhile. A link replaced
 //!   by a newer one of the same peer changes nothing (or, when the newer one
 //!   comes from a newer incarnation, the old member leaves as restarted and
 //!   the new one joins).
@@ -27,11 +32,11 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::CloseReason;
 use crate::id::NodeId;
-use crate::limits::{LEFT_KEPT, MAX_LEFT};
+use crate::limits::{LEAVE_GRACE, LEFT_KEPT, MAX_LEFT};
 use crate::link::LinkId;
 use crate::meta::Meta;
 use crate::node::members::member::{LeaveReason, MemberChange};
@@ -57,6 +62,16 @@ pub(crate) enum Route {
         since: Instant,
         suspect: bool,
     },
+    /// Its link was lost at `since` (a timeout, a lost link); it leaves
+    /// for `reason` unless a link of the same run opens within the grace.
+    /// What it was before (where it was linked from, whether suspect) is
+    /// what the user still sees meanwhile.
+    Away {
+        reason: LeaveReason,
+        since: Instant,
+        remote: SocketAddr,
+        suspect: bool,
+    },
     Left {
         reason: LeaveReason,
         at: Instant,
@@ -76,6 +91,8 @@ pub(crate) struct Local {
 pub(crate) struct View {
     me: NodeId,
     local: Local,
+    /// How long a member whose link was lost is held away before it leaves.
+    grace: Duration,
     members: BTreeMap<NodeId, Entry>,
     /// Records that came on a link before the view heard it open (the
     /// link's reader runs ahead of the node's actor), newest per node:
@@ -106,6 +123,7 @@ impl View {
     pub(crate) fn new(me: NodeId, incarnation: u64, meta: Meta) -> View {
         View {
             me,
+            grace: LEAVE_GRACE,
             local: Local {
                 incarnation,
                 version: incarnation,
@@ -114,6 +132,13 @@ impl View {
             members: BTreeMap::new(),
             early: BTreeMap::new(),
         }
+    }
+
+    /// Holds a member whose link was lost for `grace` before it leaves
+    /// (zero: it leaves at once).
+    pub(crate) fn with_grace(mut self, grace: Duration) -> View {
+        self.grace = grace;
+        self
     }
 
     pub(crate) fn me(&self) -> &NodeId {
@@ -159,6 +184,18 @@ impl View {
             _ => o.record,
         };
         match self.members.get_mut(&o.peer) {
+            Some(e) if e.incarnation == r.incarnation && e.away().is_some() => {
+                // Back within the grace: one change, that says for how long
+                // it was away.
+                let away = now.saturating_duration_since(e.away().expect("away"));
+                e.route = route;
+                let updated = e.apply(&r);
+                changes.push((o.peer.clone(), MemberChange::Relinked { away }));
+                if updated {
+                    changes.push((o.peer, MemberChange::Updated));
+                }
+                return changes;
+            }
             Some(e) if e.incarnation == r.incarnation && !e.left() => {
                 // Another link of the same run (the one before went stale):
                 // the member stays; a suspicion ends.
@@ -234,8 +271,44 @@ impl View {
             CloseReason::IdConflict => LeaveReason::IdConflict,
             _ => LeaveReason::LinkLost,
         };
-        e.route = Route::Left { reason, at: now };
-        vec![(peer.clone(), MemberChange::Left(reason))]
+        match &e.route {
+            Route::Linked {
+                remote, suspect, ..
+            } if reason != LeaveReason::IdConflict && !self.grace.is_zero() => {
+                e.route = Route::Away {
+                    reason,
+                    since: now,
+                    remote: *remote,
+                    suspect: *suspect,
+                };
+                vec![]
+            }
+            _ => {
+                e.route = Route::Left { reason, at: now };
+                vec![(peer.clone(), MemberChange::Left(reason))]
+            }
+        }
+    }
+
+    /// The members held away for the whole grace by `now` leave, with the
+    /// reason their link closed. Returns their changes (by id), and when
+    /// the next one held is due, if any.
+    pub(crate) fn tick(&mut self, now: Instant) -> (Changes, Option<Instant>) {
+        let mut changes = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (id, e) in &mut self.members {
+            let Route::Away { reason, since, .. } = e.route else {
+                continue;
+            };
+            let due = since + self.grace;
+            if due <= now {
+                e.route = Route::Left { reason, at: due };
+                changes.push((id.clone(), MemberChange::Left(reason)));
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        (changes, next)
     }
 
     /// The link has been silent for half the heartbeat timeout.
@@ -349,6 +422,14 @@ impl Entry {
         matches!(self.route, Route::Left { .. })
     }
 
+    /// Since when it is away (its link lost, within the grace).
+    fn away(&self) -> Option<Instant> {
+        match self.route {
+            Route::Away { since, .. } => Some(since),
+            _ => None,
+        }
+    }
+
     fn suspect(&self) -> bool {
         matches!(self.route, Route::Linked { suspect: true, .. })
     }
@@ -410,7 +491,114 @@ mod tests {
     }
 
     fn view() -> View {
-        View::new(id(1), 100, Meta::default())
+        View::new(id(1), 100, Meta::default()).with_grace(Duration::ZERO)
+    }
+
+    const GRACE: Duration = Duration::from_secs(2);
+
+    /// A view that holds a member whose link was lost for [`GRACE`].
+    fn held() -> View {
+        View::new(id(1), 100, Meta::default()).with_grace(GRACE)
+    }
+
+    /// A link of the same run within the grace is one change, `Relinked`,
+    /// saying how long the member was away; no `Left` before it, and the
+    /// timer then finds nothing to do.
+    #[test]
+    fn a_relink_within_the_grace_is_one_change() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        for reason in [
+            CloseReason::Timeout(Duration::from_secs(3)),
+            CloseReason::PeerClosed,
+            CloseReason::Local,
+        ] {
+            let mut v = held();
+            v.opened(opened(7, 2, record(10, 10, &[])), t);
+            assert_eq!(v.closed(7, &id(2), &reason, t), vec![]);
+            // Still there meanwhile, without a link.
+            let e = v.get(&id(2)).unwrap();
+            assert!(!e.left() && e.link().is_none());
+            assert_eq!(v.tick(t + ms(1999)), (vec![], Some(t + GRACE)));
+            assert_eq!(
+                v.opened(opened(8, 2, record(10, 10, &[])), t + ms(1999)),
+                vec![(id(2), Relinked { away: ms(1999) })]
+            );
+            assert_eq!(v.tick(t + GRACE * 10), (vec![], None));
+            assert_eq!(v.get(&id(2)).unwrap().link(), Some(8));
+        }
+    }
+
+    /// A member not back by the end of the grace leaves then, with the
+    /// reason its link closed, once; back after that, it rejoins.
+    #[test]
+    fn a_real_leave_comes_after_the_grace_with_its_reason() {
+        let t = Instant::now();
+        let mut v = held();
+        v.opened(opened(7, 2, record(10, 10, &[])), t);
+        v.opened(opened(8, 3, record(10, 10, &[])), t);
+        let lost = CloseReason::Timeout(Duration::from_secs(3));
+        assert_eq!(v.closed(7, &id(2), &lost, t), vec![]);
+        let later = t + Duration::from_millis(500);
+        assert_eq!(v.closed(8, &id(3), &CloseReason::PeerClosed, later), vec![]);
+        assert_eq!(
+            v.tick(t + GRACE),
+            (
+                vec![(id(2), Left(LeaveReason::Timeout))],
+                Some(later + GRACE)
+            )
+        );
+        assert_eq!(
+            v.tick(later + GRACE),
+            (vec![(id(3), Left(LeaveReason::LinkLost))], None)
+        );
+        assert_eq!(v.tick(later + GRACE * 2), (vec![], None));
+        assert_eq!(
+            v.get(&id(2)).unwrap().route,
+            Route::Left {
+                reason: LeaveReason::Timeout,
+                at: t + GRACE
+            }
+        );
+        assert_eq!(
+            v.opened(opened(9, 2, record(10, 10, &[])), t + GRACE * 3),
+            vec![(id(2), Rejoined)]
+        );
+    }
+
+    /// What is no blip leaves at once even with a grace: an id conflict, a
+    /// goodbye (also while held), a restart (also while held); and the
+    /// node's own shutdown says nothing.
+    #[test]
+    fn what_is_no_blip_is_not_held() {
+        let t = Instant::now();
+        let mut v = held();
+        v.opened(opened(7, 2, record(10, 10, &[])), t);
+        assert_eq!(
+            v.closed(7, &id(2), &CloseReason::IdConflict, t),
+            vec![(id(2), Left(LeaveReason::IdConflict))]
+        );
+        v.opened(opened(8, 3, record(10, 10, &[])), t);
+        v.closed(8, &id(3), &CloseReason::PeerClosed, t);
+        let bye = Record {
+            leaving: true,
+            ..record(10, 11, &[])
+        };
+        assert_eq!(
+            v.record(&id(3), bye, t),
+            (true, vec![(id(3), Left(LeaveReason::Goodbye))])
+        );
+        assert_eq!(v.tick(t + GRACE), (vec![], None));
+        v.opened(opened(9, 4, record(10, 10, &[])), t);
+        v.closed(9, &id(4), &CloseReason::PeerClosed, t);
+        assert_eq!(
+            v.opened(opened(10, 4, record(20, 20, &[])), t),
+            vec![(id(4), Left(LeaveReason::Restarted)), (id(4), Joined)]
+        );
+        assert_eq!(v.tick(t + GRACE), (vec![], None));
+        v.opened(opened(11, 5, record(10, 10, &[])), t);
+        assert_eq!(v.closed(11, &id(5), &CloseReason::Shutdown, t), vec![]);
+        assert_eq!(v.get(&id(5)).unwrap().link(), Some(11));
     }
 
     /// A member cut off (timeout, lost link) that links again as the same
