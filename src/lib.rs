@@ -88,9 +88,11 @@
 //! ## Policies
 //!
 //! - **Backpressure**: each link has a send queue and a receive queue of
-//!   [`Settings::queue_len`] frames and [`Settings::queue_bytes`] bytes.
-//!   `send` waits while the send queue is full; a full receive queue stops
-//!   reading from the socket, so TCP slows the sender. A graceful close (from either end) delivers everything
+//!   [`Settings::queue_len`] frames and [`Settings::queue_bytes`] bytes,
+//!   and all links of a node together hold at most
+//!   [`Settings::max_queued_bytes`] (past it, a queue takes a frame only
+//!   while empty). `send` waits while the send queue is full; a full
+//!   receive queue stops reading from the socket, so TCP slows the sender. A graceful close (from either end) delivers everything
 //!   `send` accepted; a link that fails instead reports it (see
 //!   [`CloseReason::is_failure`]).
 //! - **Events**: each subscriber has its own queue; the mesh never waits for

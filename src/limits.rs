@@ -14,6 +14,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_QUEUE_LEN: usize = 1024;
 /// Default bound on the payload bytes in each of a link's queues: 4 MiB.
 pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Default most bytes all of a node's links may hold queued, both ways
+/// together: 64 MiB (16 links' full send queues).
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// Default most connections others may hold open to a node (in their
 /// handshake or linked): 1024, as many as the peers it tracks.
 pub const DEFAULT_MAX_LINKS: usize = 1024;

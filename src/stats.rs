@@ -8,7 +8,7 @@
 //! is taken. Nothing here waits or allocates on the paths it counts.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::id::NodeId;
@@ -53,6 +53,11 @@ pub struct Stats {
     /// Errors that error streams too slow to read them did not get (each
     /// such stream is told with an [`Error::Missed`](crate::Error::Missed)).
     pub missed_errors: u64,
+    /// Payload bytes the node's links hold now, in all their queues and in
+    /// the writes under way, as counted against
+    /// [`Settings::max_queued_bytes`](crate::Settings::max_queued_bytes)
+    /// (each queue's last part under 16 KiB is not counted).
+    pub queued_bytes: usize,
 }
 
 /// Failed handshakes, by cause.
@@ -123,9 +128,67 @@ pub(crate) enum Failure {
     NoSlot,
 }
 
+/// The bytes all the links of one node hold (queued each way, or in a
+/// write under way), against the node's cap: a queue takes an item only if
+/// the node is under its cap, or if the queue is empty (so that every link
+/// still moves, one frame at a time, while others hold the node's room).
+///
+/// A queue charges what it holds in whole [`SLAB`]s, so the shared count is
+/// written when a queue crosses a slab's bound, not on every push and take:
+/// an uncontended lock per frame stays the only cost of a push.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    used: AtomicUsize,
+    max: AtomicUsize,
+}
+
+/// The unit in which a queue charges its bytes to the node's cap.
+pub(crate) const SLAB: usize = 16 * 1024;
+
+impl Default for Queued {
+    fn default() -> Self {
+        Queued {
+            used: AtomicUsize::new(0),
+            max: AtomicUsize::new(usize::MAX),
+        }
+    }
+}
+
+impl Queued {
+    /// Sets the cap.
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// True if `weight` more bytes keep the node within its cap.
+    pub(crate) fn has_room(&self, weight: usize) -> bool {
+        let used = self.used.load(Ordering::Relaxed);
+        used.saturating_add(weight) <= self.max.load(Ordering::Relaxed)
+    }
+
+    /// Changes what one holder is charged from `was` to what `bytes` count
+    /// (whole slabs); returns the new charge.
+    pub(crate) fn recharge(&self, was: usize, bytes: usize) -> usize {
+        let now = bytes - bytes % SLAB;
+        if now > was {
+            self.used.fetch_add(now - was, Ordering::Relaxed);
+        } else if now < was {
+            self.used.fetch_sub(was - now, Ordering::Relaxed);
+        }
+        now
+    }
+
+    /// Bytes charged now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
 /// The node-wide counters, shared by the layers that add to them.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// What the links hold, against the node's cap.
+    pub(crate) queued: std::sync::Arc<Queued>,
     dials: AtomicU64,
     redials: AtomicU64,
     handshakes: [AtomicU64; 5],
@@ -195,6 +258,7 @@ impl Counters {
             relay_dropped: get(&self.relay_dropped),
             deduplicated: get(&self.deduplicated),
             missed_errors: get(&self.missed_errors),
+            queued_bytes: self.queued.used(),
         }
     }
 }

@@ -387,6 +387,94 @@ fn links_that_never_read_cost_no_task_per_frame() {
     });
 }
 
+/// Strangers link to A and never read, while A's application sends them
+/// all it can: what A's links hold together stays within A's node-wide
+/// cap (plus, per link, a frame taken into its empty queue and one being
+/// written, the part under a slab that is not counted, and a frame for
+/// each sender racing for the last room), the senders wait instead of
+/// failing, and A's link to B still carries a message. (Without the cap,
+/// each stranger's link holds a full queue and a full batch being written:
+/// 16 MiB.)
+#[test]
+fn links_that_never_read_cannot_fill_the_node() {
+    const CAP: usize = 2 << 20;
+    const FRAME: usize = 64 * 1024;
+    const STRANGERS: u8 = 8;
+    const SLAB: usize = 16 * 1024;
+    let bound = CAP + usize::from(STRANGERS) * (3 * FRAME + SLAB);
+    netns(move || async move {
+        let a_settings = settings(None)
+            .queue_bytes(1 << 20)
+            .max_queued_bytes(CAP)
+            // The strangers send nothing, heartbeats included.
+            .heartbeat(Duration::from_secs(1), Duration::from_secs(120));
+        let (a, b) = tokio::join!(start(a_settings), start(settings(None)));
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let mut silent = Vec::new();
+        for i in 0..STRANGERS {
+            let me = Claim::stranger(CLUSTER);
+            let s = attacker::join(src(40 + i), port(&a), &me)
+                .await
+                .expect("linked");
+            silent.push(s); // never read
+        }
+        wait_until(std::slice::from_ref(&a), "the strangers' links", || {
+            a.connections().len() == 1 + usize::from(STRANGERS)
+        })
+        .await;
+        let senders: Vec<_> = a
+            .connections()
+            .into_iter()
+            .filter(|c| c.peer_id() != b.id())
+            .map(|c| {
+                tokio::spawn(async move {
+                    let frame = bytes::Bytes::from(vec![7u8; FRAME]);
+                    loop {
+                        if let Err(e) = c.send(frame.clone()).await {
+                            return e;
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Within the bound at every look, until the node is full and every
+        // stranger's queue holds frames its writer cannot get rid of.
+        let held = |a: &Service| {
+            let stats = a.stats();
+            let queues: usize = stats.links.iter().map(|l| l.send_queue_bytes).sum();
+            assert!(
+                queues <= bound && stats.queued_bytes <= bound,
+                "A holds {queues} B in its send queues ({} B counted), over {bound}",
+                stats.queued_bytes
+            );
+            (stats, queues)
+        };
+        wait_until(std::slice::from_ref(&a), "A's cap reached", || {
+            let (stats, _) = held(&a);
+            stats.queued_bytes + usize::from(STRANGERS) * SLAB >= CAP
+                && stats
+                    .links
+                    .iter()
+                    .filter(|l| l.peer != *b.id())
+                    .all(|l| l.send_queue > 0)
+        })
+        .await;
+        still_linked(&a, &b).await;
+        let (_, queues) = held(&a);
+        eprintln!("A's send queues hold {} KiB", queues >> 10);
+        assert!(
+            senders.iter().all(|t| !t.is_finished()),
+            "a send to a stranger failed instead of waiting"
+        );
+        drop(silent);
+        for t in senders {
+            let e = within("a stranger's link closing", t).await.unwrap();
+            assert!(matches!(e, Error::Closed), "{e}");
+        }
+        close_all(&[a, b]).await;
+    });
+}
+
 /// A's link to B still carries a message.
 async fn still_linked(a: &Service, b: &Service) {
     let mut from_a = link_to(b, a).expect("B's link to A");

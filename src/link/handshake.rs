@@ -132,8 +132,9 @@ pub(crate) async fn handshake(
     };
 
     let id = links.next_link_id();
-    let (out_tx, out_rx) = queue::channel(cfg.queue_len, cfg.queue_bytes);
-    let (in_tx, in_rx) = queue::channel(cfg.queue_len, cfg.queue_bytes);
+    let node = Some(links.counters.queued.clone());
+    let (out_tx, out_rx) = queue::within(cfg.queue_len, cfg.queue_bytes, node.clone());
+    let (in_tx, in_rx) = queue::within(cfg.queue_len, cfg.queue_bytes, node);
     let link = Arc::new(Link {
         id,
         peer: hello.id.clone(),

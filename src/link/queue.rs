@@ -24,6 +24,8 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use crate::stats::Queued;
+
 pub(crate) use tokio::sync::mpsc::error::TrySendError;
 
 /// What an item weighs against the queue's byte bound.
@@ -64,7 +66,19 @@ impl<T: Weighed> Store for VecDeque<T> {
 }
 
 /// A queue of at most `cap` items (at least 1) and `max_bytes` bytes.
+#[cfg(test)]
 pub(crate) fn channel<S: Store>(cap: usize, max_bytes: usize) -> (Sender<S>, Receiver<S>) {
+    within(cap, max_bytes, None)
+}
+
+/// A queue as [`channel`] makes, whose bytes also count against a node's
+/// cap (see [`Queued`]): it takes an item only while the node is under its
+/// cap, or if it is empty.
+pub(crate) fn within<S: Store>(
+    cap: usize,
+    max_bytes: usize,
+    node: Option<Arc<Queued>>,
+) -> (Sender<S>, Receiver<S>) {
     let inner = Arc::new(Inner {
         state: Mutex::new(State {
             store: S::default(),
@@ -76,6 +90,8 @@ pub(crate) fn channel<S: Store>(cap: usize, max_bytes: usize) -> (Sender<S>, Rec
             senders: 1,
             receiver: None,
             senders_waiting: Vec::new(),
+            node,
+            charged: 0,
         }),
     });
     (
@@ -108,13 +124,34 @@ struct State<S> {
     receiver: Option<Waker>,
     /// Senders waiting for room.
     senders_waiting: Vec<Waker>,
+    /// The node's count of queued bytes, if the queue counts in it ...
+    node: Option<Arc<Queued>>,
+    /// ... and what this queue is charged there.
+    charged: usize,
 }
 
 impl<S> State<S> {
     /// Room for an item of `weight` bytes: within both bounds, or the
     /// queue is empty.
     fn fits(&self, weight: usize) -> bool {
-        self.len == 0 || self.len < self.cap && self.bytes + weight <= self.max_bytes
+        self.len == 0
+            || self.len < self.cap
+                && self.bytes + weight <= self.max_bytes
+                && self.node.as_ref().is_none_or(|n| n.has_room(weight))
+    }
+
+    /// Brings what the node counts for this queue up to date.
+    fn recharge(&mut self) {
+        if let Some(node) = &self.node {
+            self.charged = node.recharge(self.charged, self.bytes);
+        }
+    }
+}
+
+impl<S> Drop for State<S> {
+    fn drop(&mut self) {
+        self.bytes = 0;
+        self.recharge();
     }
 }
 
@@ -262,6 +299,7 @@ impl<T: Weighed> Sender<VecDeque<T>> {
             s.len += 1;
             s.store.push_back(item);
         }
+        s.recharge();
         let receiver = if s.len > before {
             s.receiver.take()
         } else {
@@ -295,6 +333,7 @@ fn push<S: Store>(mut s: MutexGuard<'_, State<S>>, item: S::Item) {
     if s.store.put(item, idle) {
         s.bytes += weight;
         s.len += 1;
+        s.recharge();
     }
     // Woken even if nothing was queued: a receiver that is not idle any
     // more is what lets the store dispose of one item only per wait.
@@ -361,6 +400,7 @@ impl<S: Store> Receiver<S> {
             let taken = take(&mut s.store);
             s.len -= taken.items;
             s.bytes -= taken.bytes;
+            s.recharge();
             wake_senders(s);
             return Poll::Ready(taken.items);
         }
@@ -502,6 +542,36 @@ mod tests {
         assert_eq!(got.iter().map(|b| b.len()).sum::<usize>(), 20);
         assert_eq!(waiting.await.unwrap(), Ok(0));
         assert!(single.await.unwrap());
+    }
+
+    /// Two queues under one node's cap: each takes items while the node
+    /// is under it, an empty one takes one item past it, and what one
+    /// queue gives back is room for the other; a queue gone gives back
+    /// all it held.
+    #[tokio::test]
+    async fn queues_share_the_nodes_cap() {
+        use crate::stats::SLAB;
+        let node = Arc::new(Queued::default());
+        node.set_max(2 * SLAB);
+        let item = || Bytes::from(vec![0u8; SLAB]);
+        let (a, mut a_rx) = within::<VecDeque<Bytes>>(100, usize::MAX, Some(node.clone()));
+        let (b, b_rx) = within::<VecDeque<Bytes>>(100, usize::MAX, Some(node.clone()));
+        a.try_send(item()).unwrap();
+        a.try_send(item()).unwrap();
+        assert_eq!(node.used(), 2 * SLAB);
+        assert!(matches!(a.try_send(item()), Err(TrySendError::Full(_))));
+        b.try_send(item()).expect("an empty queue takes one item");
+        assert!(matches!(b.try_send(item()), Err(TrySendError::Full(_))));
+        assert_eq!(node.used(), 3 * SLAB);
+        let mut got = Vec::new();
+        assert_eq!(a_rx.recv_many(&mut got, 2).await, 2);
+        assert_eq!(node.used(), SLAB);
+        b.try_send(item()).expect("room made by the other queue");
+        drop((b, b_rx));
+        assert_eq!(node.used(), 0, "a queue gone is charged nothing");
+        // Less than a slab is not counted.
+        a.try_send(Bytes::from(vec![0u8; SLAB - 1])).unwrap();
+        assert_eq!(node.used(), 0);
     }
 
     /// A batch goes in as far as it fits; the rest waits for room, in order.

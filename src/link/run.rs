@@ -38,6 +38,7 @@ use crate::link::read::{Effect, ReadState};
 use crate::link::watchdog::{Silence, Watch};
 use crate::link::writer::FrameWriter;
 use crate::link::{Event, Links, Owner};
+use crate::stats::Queued;
 use crate::sync::lock;
 use crate::wire::decoder::{FrameDecoder, Pool};
 use crate::wire::frame::{self, CodecError, Frame, FrameCodec};
@@ -140,6 +141,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
         &link,
         cfg.heartbeat_interval,
         &progress,
+        &links.counters.queued,
     );
     let silence = |silent| {
         owner.report(Event::Silence {
@@ -412,6 +414,7 @@ async fn write_loop(
     link: &Link,
     heartbeat: Duration,
     progress: &Progress,
+    queued: &Queued,
 ) -> std::io::Result<()> {
     let mut state = link.state.subscribe();
     let idle = tokio::time::sleep(heartbeat);
@@ -426,8 +429,10 @@ async fn write_loop(
                 if n == 0 {
                     break;
                 }
+                let held = Held::new(queued, &segs);
                 w.put_encoded(&mut segs).map_err(into_io)?;
                 w.flush().await?;
+                drop(held);
                 progress.frames.fetch_add(1, Ordering::Relaxed);
                 idle.as_mut().reset(Instant::now() + heartbeat);
             }
@@ -454,6 +459,7 @@ async fn write_loop(
     // under the queue's lock, so nothing can arrive after this.
     out_rx.close();
     while out_rx.take_all(&mut segs).await > 0 {
+        let _held = Held::new(queued, &segs);
         w.put_encoded(&mut segs).map_err(into_io)?;
         w.flush().await?;
         progress.frames.fetch_add(1, Ordering::Relaxed);
@@ -463,6 +469,29 @@ async fn write_loop(
     // gone) loses nothing.
     let _ = w.shutdown().await;
     Ok(())
+}
+
+/// What a write under way holds, counted against the node's cap as it was
+/// while queued (a peer that stops reading keeps its last batch here).
+struct Held<'a> {
+    queued: &'a Queued,
+    charged: usize,
+}
+
+impl<'a> Held<'a> {
+    fn new(queued: &'a Queued, segs: &VecDeque<Bytes>) -> Self {
+        let bytes = segs.iter().map(Bytes::len).sum();
+        Held {
+            queued,
+            charged: queued.recharge(0, bytes),
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.queued.recharge(self.charged, 0);
+    }
 }
 
 /// Encoding a frame we send fails only on I/O, or on a sealing error that

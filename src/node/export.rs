@@ -50,6 +50,7 @@ fn record(id: &str, s: &Stats) {
         counter!("tcpnet_handshake_failures_total", labels).absolute(v);
     }
     gauge!("tcpnet_links", vec![node.clone()]).set(s.links.len() as f64);
+    gauge!("tcpnet_queued_bytes", vec![node.clone()]).set(s.queued_bytes as f64);
     for l in &s.links {
         let labels = vec![node.clone(), Label::new("peer", l.peer.to_string())];
         for (name, v) in [

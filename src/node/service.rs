@@ -133,6 +133,7 @@ impl Service {
         let id = identity.id().clone();
         let incarnation = incarnation();
         let hub = Arc::new(Hub::new());
+        hub.counters.queued.set_max(settings.max_queued_bytes);
         let members = Arc::new(Members::new(
             id.clone(),
             incarnation,

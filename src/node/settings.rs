@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::limits::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_LINKS, DEFAULT_MAX_LINKS_PER_PREFIX, DEFAULT_QUEUE_BYTES,
-    DEFAULT_QUEUE_LEN,
+    DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_LINKS, DEFAULT_MAX_LINKS_PER_PREFIX,
+    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LEN,
 };
 use crate::meta::Meta;
 use crate::node::address::check_peer_syntax;
@@ -51,6 +51,7 @@ pub struct Settings {
     pub(crate) handshake_timeout: Duration,
     pub(crate) queue_len: usize,
     pub(crate) queue_bytes: usize,
+    pub(crate) max_queued_bytes: usize,
     pub(crate) max_links: usize,
     pub(crate) max_links_per_prefix: usize,
     pub(crate) heartbeat_interval: Duration,
@@ -74,6 +75,7 @@ impl Settings {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             queue_len: DEFAULT_QUEUE_LEN,
             queue_bytes: DEFAULT_QUEUE_BYTES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_links: DEFAULT_MAX_LINKS,
             max_links_per_prefix: DEFAULT_MAX_LINKS_PER_PREFIX,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -153,14 +155,40 @@ impl Settings {
         self
     }
 
+    /// Most payload bytes all of this node's links may hold at once, both
+    /// ways, queued or in a write under way: the bound on what any set of
+    /// peers can make the node buffer, however many links they hold.
+    /// At the cap the node pushes back: a link takes a frame only into an
+    /// empty queue, one at a time, until room is made; so `send` and
+    /// broadcasts wait, a link stops reading its socket (TCP then pushes
+    /// back on the peer), and a relayed message that finds no room is
+    /// dropped and counted ([`Stats::relay_dropped`](crate::Stats::relay_dropped)).
+    /// Nothing is refused or closed for it, and no link stops: a peer that
+    /// never reads holds its link's share until its heartbeat fails or the
+    /// link is closed. Beyond the cap, each link may hold a frame taken
+    /// into its empty queue each way, one being written and one being read
+    /// (so at most a few times [`max_frame_len`](Self::max_frame_len) per
+    /// link), and each queue less than 16 KiB that is not counted;
+    /// [`Stats::queued_bytes`](crate::Stats::queued_bytes) shows the count.
+    /// Default [`DEFAULT_MAX_QUEUED_BYTES`] (64 MiB).
+    ///
+    /// ```
+    /// let lean = tcpnet::Settings::new("lab").max_queued_bytes(16 << 20);
+    /// # tcpnet::Service::new(lean)?;
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes;
+        self
+    }
+
     /// Most connections others may hold open to this node at once (in
     /// their handshake or linked), in all and from one network (an IPv4
     /// /24, an IPv6 /64: one host easily holds many addresses of one). A
     /// connection over either cap is closed at once and reported as
     /// [`Error::TooManyLinks`](crate::Error::TooManyLinks). Links this node
-    /// dials are not counted. Each link may buffer up to
-    /// [`queue_bytes`](Self::queue_bytes) each way, so these caps times
-    /// that bound what strangers' links can make a node hold. Defaults
+    /// dials are not counted. What all links together may buffer is
+    /// bounded by [`max_queued_bytes`](Self::max_queued_bytes). Defaults
     /// [`DEFAULT_MAX_LINKS`] (1024) and [`DEFAULT_MAX_LINKS_PER_PREFIX`]
     /// (256, a whole /24: a cluster on one LAN segment fits).
     ///
@@ -338,6 +366,12 @@ impl Settings {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.max_queued_bytes == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "max_queued_bytes",
+                reason: "must be at least 1".into(),
+            });
+        }
         if self.max_links == 0 || self.max_links_per_prefix == 0 {
             return Err(Error::InvalidSetting {
                 setting: "max_links",
@@ -390,6 +424,7 @@ impl std::fmt::Debug for Settings {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("queue_len", &self.queue_len)
             .field("queue_bytes", &self.queue_bytes)
+            .field("max_queued_bytes", &self.max_queued_bytes)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
             .field("leave_grace", &self.leave_grace)
