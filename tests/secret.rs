@@ -435,3 +435,105 @@ fn a_cluster_rotates_its_secret_while_messages_flow() {
         );
     });
 }
+
+/// A handshake under way with a key that is removed before it ends links
+/// nothing: a member dials A under the old key and stops before its last
+/// Noise message; A makes the new key primary and removes the old one; the
+/// member's last message then gets no key confirmation, A reports why and
+/// counts it, and lists no link; a dial under the new key links.
+#[test]
+fn a_key_removed_during_a_handshake_links_nothing() {
+    use common::attacker::{self, Claim, Refused};
+    use std::net::Ipv4Addr;
+    use tokio::sync::oneshot;
+    const OLD: &str = "the old cluster secret, 32 bytes or more";
+    const NEW: &str = "the new cluster secret, 32 bytes or more";
+    netns(|| async {
+        let a = Service::new(Settings::new("c").mdns(false).secret(OLD)).unwrap();
+        let mut errors = a.on_error();
+        a.listen(0, "0.0.0.0").await.unwrap();
+        let port = a.address().unwrap().port;
+        a.install_key(NEW).unwrap();
+        let mut member = Claim::stranger("c");
+        member.secret = Some(OLD.into());
+        let (reached, at_last) = oneshot::channel();
+        let (go, resume) = oneshot::channel::<()>();
+        let dialing = member.clone();
+        let dial = tokio::spawn(async move {
+            let pause = async move {
+                let _ = reached.send(());
+                let _ = resume.await;
+            };
+            let from = Ipv4Addr::new(127, 0, 0, 2);
+            attacker::handshake_pausing(from, port, &dialing, pause).await
+        });
+        within("the member's handshake under way", at_last)
+            .await
+            .unwrap();
+        a.use_key(NEW).unwrap();
+        a.remove_key(OLD).unwrap();
+        go.send(()).unwrap();
+        let got = within("the end of the member's handshake", dial)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&got, Err(Refused::Closed(_))),
+            "a handshake under a removed key went on: {:?}",
+            got.err()
+        );
+        let reason = handshake_error(&mut errors).await;
+        assert!(reason.contains("removed during the handshake"), "{reason}");
+        assert!(a.connections().is_empty());
+        assert_eq!(a.stats().handshake_failures.secret, 1);
+        member.secret = Some(NEW.into());
+        let linked = attacker::join(Ipv4Addr::new(127, 0, 0, 3), port, &member).await;
+        assert!(linked.is_ok(), "a member under the new key");
+        assert_eq!(a.connections().len(), 1);
+        a.close().await;
+    });
+}
+
+/// A link handshaken under a key that is removed before the link opens
+/// (here: while A waits for the member's verdict, the member deciding)
+/// never opens: A closes it unannounced, so no one sees a link under a key
+/// no longer installed.
+#[test]
+fn a_key_removed_before_the_verdict_links_nothing() {
+    use common::attacker::{self, Claim, ACCEPT};
+    use futures::FutureExt;
+    use std::net::Ipv4Addr;
+    const OLD: &str = "the old cluster secret, 32 bytes or more";
+    const NEW: &str = "the new cluster secret, 32 bytes or more";
+    netns(|| async {
+        let a = start(Settings::new("c").mdns(false).secret(OLD)).await;
+        let mut opened = a.on_connection();
+        let port = a.address().unwrap().port;
+        a.install_key(NEW).unwrap();
+        // The member decides (the lower id): A waits for its verdict.
+        let member = std::iter::repeat_with(|| Claim::stranger("c"))
+            .find(|c| c.id < a.id().to_string())
+            .unwrap();
+        let mut member = Claim {
+            secret: Some(OLD.into()),
+            ..member
+        };
+        let mut session = attacker::handshake(Ipv4Addr::new(127, 0, 0, 2), port, &member)
+            .await
+            .map_err(|e| format!("{e:?}"))
+            .expect("handshaken under the old key");
+        a.use_key(NEW).unwrap();
+        a.remove_key(OLD).unwrap();
+        session.send(ACCEPT, &[]).await.unwrap();
+        within("A closing the link", async {
+            while session.recv().await.is_some() {}
+        })
+        .await;
+        assert!(opened.next().now_or_never().is_none(), "announced");
+        assert!(a.connections().is_empty());
+        member.secret = Some(NEW.into());
+        let linked = attacker::join(Ipv4Addr::new(127, 0, 0, 3), port, &member).await;
+        assert!(linked.is_ok(), "a member under the new key");
+        assert_eq!(a.connections().len(), 1);
+        a.close().await;
+    });
+}

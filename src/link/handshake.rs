@@ -274,6 +274,15 @@ async fn greet(
         check(&hs.read_third(&msg).map_err(refuse)?)?;
     }
     let mut keys = hs.finish().map_err(refuse)?;
+    // A key removed while the handshake ran links nothing: the peer gets
+    // no confirmation, and redials under a key still installed.
+    let key = dialers.filter(|_| psk.is_some());
+    if !links.key_installed(key) {
+        return Err(refuse(format!(
+            "the cluster key {} was removed during the handshake",
+            key.map_or("none".into(), |k| k.to_string()),
+        )));
+    }
     if let Some(k) = &mut keys {
         // The dialer learns the acceptor holds the secret from the
         // acceptor's first record; nothing counts before it.
@@ -283,7 +292,7 @@ async fn greet(
             confirm_write(stream, k).await.map_err(refuse)?;
         }
     }
-    Ok((hello, keys, dialers.filter(|_| psk.is_some())))
+    Ok((hello, keys, key))
 }
 
 /// Checks the identity the peer proved against what its hello claims and

@@ -25,10 +25,11 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{CloseReason, Error};
 use crate::id::NodeId;
 use crate::stats::{Counters, Failure};
+use crate::sync::lock;
 use crate::wire::hello::Hello;
 use crate::wire::noise::StaticKey;
 use crate::wire::record::Record;
-use crate::wire::secure::Keyring;
+use crate::wire::secure::{KeyId, Keyring};
 use crate::wire::verdict::Verdict;
 
 pub(crate) mod aside;
@@ -157,6 +158,17 @@ impl Links {
     pub(crate) fn failed(&self, why: Failure, e: Error) -> Error {
         self.counters.handshake_failed(why);
         e
+    }
+
+    /// False if a link made under `key` must not count any more: its
+    /// cluster key has been removed from the keyring (see
+    /// [`Service::remove_key`](crate::Service::remove_key)). Always true
+    /// without a secret.
+    pub(crate) fn key_installed(&self, key: Option<KeyId>) -> bool {
+        match (&self.config.keys, key) {
+            (Some(ring), Some(key)) => lock(ring).get(key).is_some(),
+            _ => true,
+        }
     }
 
     fn next_link_id(&self) -> LinkId {

@@ -303,10 +303,17 @@ fn apply(
                 // Listed and known to messaging first, then announced: a
                 // subscriber that calls `connections()` or `publish` on the
                 // event finds the link in both. A link whose task has
-                // already ended is not announced.
-                let listed = node.links.open.opened(conn);
+                // already ended is not announced. Nor is one whose cluster
+                // key was removed since its handshake: it is closed,
+                // checked before it is listed and again after, since
+                // `remove_key` closes the listed links after removing the
+                // key (one of the two sees it).
+                let removed = || !node.links.key_installed(conn.link().key);
+                let listed = !removed() && node.links.open.opened(conn);
                 node.messaging.opened(conn, record.incarnation);
-                if listed {
+                if removed() {
+                    request_close(conn.link(), CloseReason::KeyRemoved);
+                } else if listed {
                     node.hub.connection.emit(conn);
                     node.members.opened(conn, record.clone());
                 }

@@ -234,7 +234,11 @@ impl Service {
     /// under it, and every open link made under it is closed gracefully
     /// (what was queued on it is sent first) with
     /// [`CloseReason::KeyRemoved`], and redialed at once under the primary
-    /// key. Errors: [`Error::InvalidSetting`] ("key") for a node without a
+    /// key. A handshake under way with it fails (reported as
+    /// [`Error::Handshake`], counted in
+    /// [`HandshakeFailures::secret`](crate::HandshakeFailures::secret)),
+    /// and a link handshaken with it but not yet open is closed unannounced:
+    /// no link opens under a removed key. Errors: [`Error::InvalidSetting`] ("key") for a node without a
     /// secret, a secret not installed, or the primary key (make another one
     /// primary first).
     pub fn remove_key(&self, secret: impl AsRef<[u8]>) -> Result<()> {

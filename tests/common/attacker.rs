@@ -275,6 +275,17 @@ pub(crate) async fn handshake(
     port: u16,
     claim: &Claim,
 ) -> Result<Session, Refused> {
+    handshake_pausing(from, port, claim, async {}).await
+}
+
+/// [`handshake`], waiting for `pause` before its last Noise message: the
+/// node is then in the middle of the handshake, under the claim's key.
+pub(crate) async fn handshake_pausing(
+    from: Ipv4Addr,
+    port: u16,
+    claim: &Claim,
+    pause: impl std::future::Future<Output = ()>,
+) -> Result<Session, Refused> {
     let closed = |e: String| Refused::Closed(e);
     let mut stream = connect_from(from, port).await;
     let ours = hello_payload(claim);
@@ -335,6 +346,7 @@ pub(crate) async fn handshake(
     let mut proof = pair.public_key().as_ref().to_vec();
     let signed = [&b"tcpnet-noise-static-key:"[..], &statik.public].concat();
     proof.extend_from_slice(pair.sign(&signed).as_ref());
+    pause.await;
     let n = hs.write_message(&proof, &mut buf).unwrap();
     session
         .stream
