@@ -349,6 +349,17 @@ async fn write_noise(stream: &mut TcpStream, msg: &[u8]) -> Result<(), String> {
 /// How [`read_noise`]'s error ends when the peer closed before the frame.
 const HUNG_UP: &str = "the peer hung up";
 
+/// The peer closed the connection: at the end of its stream, or with a
+/// reset, which is how its kernel closes a socket that still holds unread
+/// bytes (an acceptor refusing our hello may not have read our first
+/// handshake message yet).
+fn hung_up(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+    )
+}
+
 /// Reads one handshake frame exactly, refused from its length if it is
 /// over [`noise::MAX_MSG`].
 async fn read_noise(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
@@ -359,9 +370,7 @@ async fn read_noise(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
                 "handshake frame length {len}, over the most a handshake message takes ({})",
                 noise::MAX_MSG + 1
             ),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                format!("reading the handshake: {HUNG_UP}")
-            }
+            Err(e) if hung_up(&e) => format!("reading the handshake: {HUNG_UP}"),
             Err(e) => format!("reading the handshake: {e}"),
         })?;
     if f.kind != frame::NOISE {
