@@ -1014,22 +1014,29 @@ fn a_record_whose_address_does_not_answer_is_a_dial_error() {
             four_watched(|| Settings::new(CLUSTER).handshake_timeout(timeout)).await;
         full_mesh(&nodes).await;
         mesh_carries_data(&nodes).await;
-        for (node, errors) in nodes.iter().zip(&mut errors) {
-            let e = within("the dial error", errors.next()).await.unwrap();
-            match &e {
-                Error::Dial {
-                    peer,
-                    addrs,
-                    source,
-                } => {
-                    assert_eq!(peer.as_ref().map(|p| p.as_str()), Some(&ghost[..]), "{e}");
-                    assert_eq!(addrs, &[silent], "{e}");
-                    assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{e}");
-                    assert!(source.to_string().contains("no answer within"), "{e}");
-                }
-                other => panic!("unexpected error event at {}: {other:?}", node.id()),
+        let ghost_dial = |node: &Service, e: &Error| match e {
+            Error::Dial {
+                peer,
+                addrs,
+                source,
+            } => {
+                assert_eq!(peer.as_ref().map(|p| p.as_str()), Some(&ghost[..]), "{e}");
+                assert_eq!(addrs, &[silent], "{e}");
+                assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{e}");
+                assert!(source.to_string().contains("no answer within"), "{e}");
             }
-            no_more_errors(errors);
+            other => panic!("unexpected error event at {}: {other:?}", node.id()),
+        };
+        // The ghost stays advertised, so it is redialed after a backoff and
+        // fails the same way again: a slow run may hold a few such errors.
+        for (node, errors) in nodes.iter().zip(&mut errors) {
+            ghost_dial(
+                node,
+                &within("the dial error", errors.next()).await.unwrap(),
+            );
+            for e in pending_errors(errors) {
+                ghost_dial(node, &e);
+            }
         }
         drop(foreign.shutdown());
         close_all(&nodes).await;
