@@ -160,5 +160,5 @@ pub use node::members::member::{
 };
 pub use node::service::tcpnet;
 pub use node::{Ready, Service, Settings};
-pub use stats::{HandshakeFailures, LinkStats, Stats};
+pub use stats::{HandshakeFailures, LinkStats, RefusedMessages, Stats};
 pub use wire::hello::PROTOCOL_VERSION;

@@ -15,8 +15,10 @@ pub const DEFAULT_QUEUE_LEN: usize = 1024;
 /// Default bound on the payload bytes in each of a link's queues: 4 MiB.
 pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Default most bytes all of a node's links may hold queued, both ways
-/// together: 64 MiB (16 links' full send queues).
-pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// together: 32 MiB (8 links' full send queues). With the budgets of the
+/// tables peers fill ([`MAX_INTEREST_BYTES`], [`MAX_NEIGHBOR_BYTES`]), what
+/// peers can make a node hold stays under 64 MiB.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 /// Default most connections others may hold open to a node (in their
 /// handshake or linked): 1024, as many as the peers it tracks.
 pub const DEFAULT_MAX_LINKS: usize = 1024;

@@ -37,8 +37,10 @@ pub struct Stats {
     pub dials: u64,
     /// Of those, the ones made again after a link broke or a dial failed.
     pub redials: u64,
-    /// Handshakes that failed, by cause.
+    /// Handshakes that failed, and connections refused at once, by cause.
     pub handshake_failures: HandshakeFailures,
+    /// Messages from linked peers dropped unread, by cause.
+    pub refused_messages: RefusedMessages,
     /// mDNS records of this cluster's service type that were refused as
     /// malformed ([`Error::BadRecord`](crate::Error::BadRecord)).
     pub bad_mdns_records: u64,
@@ -60,27 +62,53 @@ pub struct Stats {
     pub queued_bytes: usize,
 }
 
-/// Failed handshakes, by cause.
+/// Failed handshakes, and connections refused before one, by cause.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HandshakeFailures {
     /// No hello and handshake within the handshake timeout.
     pub timeout: u64,
-    /// A tcpnet node this one does not link with: another cluster,
-    /// protocol version or id length, a cluster secret on one end only, or
-    /// a node that proved the key of another id than its hello claims, or
-    /// of another node than the one dialed.
+    /// A tcpnet node this one does not link with: another cluster or id
+    /// length, or a cluster secret on one end only.
     pub refused: u64,
+    /// A tcpnet node of another protocol version.
+    pub version: u64,
     /// Not a tcpnet node: a first frame that is no hello, a hello that does
     /// not decode, the connection lost during the hellos, or (without a
     /// secret) a Noise handshake that failed.
     pub malformed: u64,
     /// With a cluster secret, the Noise handshake failed (another secret,
-    /// or a dialer naming a key this node does not hold).
+    /// a dialer naming a key this node does not hold, or a key removed
+    /// while the handshake ran).
     pub secret: u64,
+    /// The peer's proof of identity failed: its signature of its handshake
+    /// key is wrong, or the key it proved is not that of the id its hello
+    /// claims, or not that of the node dialed.
+    pub identity: u64,
     /// Refused or dropped for lack of a handshake slot (see
     /// [`limits`](crate::limits)).
     pub no_slot: u64,
+    /// Closed at once for a cap on links
+    /// ([`Error::TooManyLinks`](crate::Error::TooManyLinks)).
+    pub too_many_links: u64,
+}
+
+/// Messages from linked peers dropped unread, by cause; each is also an
+/// error event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RefusedMessages {
+    /// In another node's name, without that node's signature or with a
+    /// signature that is not its
+    /// ([`Error::Refused`](crate::Error::Refused)).
+    pub signature: u64,
+    /// Numbered further ahead of this node's clock than
+    /// [`MAX_AHEAD`](crate::limits::MAX_AHEAD)
+    /// ([`Error::Refused`](crate::Error::Refused)).
+    pub ahead: u64,
+    /// Over a byte budget: topics or lists of links
+    /// ([`Error::OverBudget`](crate::Error::OverBudget)).
+    pub over_budget: u64,
 }
 
 /// One open link's figures.
@@ -126,6 +154,17 @@ pub(crate) enum Failure {
     Malformed,
     Secret,
     NoSlot,
+    Version,
+    Identity,
+    TooManyLinks,
+}
+
+/// Why a peer's message was dropped, for [`RefusedMessages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    Signature,
+    Ahead,
+    OverBudget,
 }
 
 /// The bytes all the links of one node hold (queued each way, or in a
@@ -191,7 +230,8 @@ pub(crate) struct Counters {
     pub(crate) queued: std::sync::Arc<Queued>,
     dials: AtomicU64,
     redials: AtomicU64,
-    handshakes: [AtomicU64; 5],
+    handshakes: [AtomicU64; 8],
+    refused: [AtomicU64; 3],
     bad_mdns_records: AtomicU64,
     relayed: AtomicU64,
     relay_dropped: AtomicU64,
@@ -219,6 +259,10 @@ impl Counters {
         add(&self.handshakes[why as usize], 1);
     }
 
+    pub(crate) fn refused_message(&self, why: Refused) {
+        add(&self.refused[why as usize], 1);
+    }
+
     pub(crate) fn bad_mdns_record(&self) {
         add(&self.bad_mdns_records, 1);
     }
@@ -242,6 +286,7 @@ impl Counters {
     /// The node-wide figures, with `links` for the per-link ones.
     pub(crate) fn snapshot(&self, links: Vec<LinkStats>) -> Stats {
         let h = |why: Failure| get(&self.handshakes[why as usize]);
+        let r = |why: Refused| get(&self.refused[why as usize]);
         Stats {
             links,
             dials: get(&self.dials),
@@ -252,6 +297,14 @@ impl Counters {
                 malformed: h(Failure::Malformed),
                 secret: h(Failure::Secret),
                 no_slot: h(Failure::NoSlot),
+                version: h(Failure::Version),
+                identity: h(Failure::Identity),
+                too_many_links: h(Failure::TooManyLinks),
+            },
+            refused_messages: RefusedMessages {
+                signature: r(Refused::Signature),
+                ahead: r(Refused::Ahead),
+                over_budget: r(Refused::OverBudget),
             },
             bad_mdns_records: get(&self.bad_mdns_records),
             relayed: get(&self.relayed),
@@ -275,6 +328,8 @@ mod tests {
         c.handshake_failed(Failure::Secret);
         c.handshake_failed(Failure::Secret);
         c.handshake_failed(Failure::NoSlot);
+        c.handshake_failed(Failure::TooManyLinks);
+        c.refused_message(Refused::Ahead);
         c.relayed();
         c.relayed();
         c.relay_dropped();
@@ -286,5 +341,13 @@ mod tests {
         assert_eq!(s.handshake_failures.secret, 2);
         assert_eq!(s.handshake_failures.no_slot, 1);
         assert_eq!(s.handshake_failures.timeout, 0);
+        assert_eq!(s.handshake_failures.too_many_links, 1);
+        assert_eq!(
+            s.refused_messages,
+            RefusedMessages {
+                ahead: 1,
+                ..Default::default()
+            }
+        );
     }
 }

@@ -16,7 +16,9 @@ use common::attacker::{self, Claim, Envelope, FLOOD, OP_BROADCAST, OP_DIRECT, OP
 use common::*;
 use futures::{FutureExt, StreamExt};
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
-use tcpnet::{Connection, Error, Events, Message, Messages, Service, Settings, SERVICE_TYPE};
+use tcpnet::{
+    Connection, Error, Events, Identity, Message, Messages, Service, Settings, SERVICE_TYPE,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::{timeout_at, Instant};
@@ -837,6 +839,161 @@ fn a_large_handshake_frame_is_refused_from_its_length() {
             t0.elapsed()
         );
         drop(s);
+        a.close().await;
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Refusals, counted
+// ---------------------------------------------------------------------------
+
+/// Waits until A's stats say `done`.
+async fn counted(a: &Service, what: &str, done: impl Fn(&tcpnet::Stats) -> bool) {
+    wait_until(std::slice::from_ref(a), what, || done(&a.stats())).await;
+}
+
+/// Reads from `s` until the node closes it.
+async fn until_closed(mut s: TcpStream) {
+    let mut buf = [0u8; 1024];
+    within("the node closing the connection", async {
+        while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// One refusal of each cause a stranger or member can provoke at A's door
+/// (garbage, another protocol version, another cluster, another secret, a
+/// key that is not the hello's id, a connection over the per-network cap,
+/// one that says nothing), each from a network of its own; then one
+/// message of each cause a linked member can have dropped (in another
+/// node's name unsigned, or signed by another key; numbered hours ahead;
+/// topics over a node's budget). Each is counted once, under its cause,
+/// and nothing else is counted.
+#[test]
+fn refusals_are_counted_by_cause() {
+    netns(|| async {
+        let a = start(
+            settings(Some(SECRET))
+                .mdns(false)
+                .max_links(64, 1)
+                .handshake_timeout(Duration::from_secs(1)),
+        )
+        .await;
+        let port = port(&a);
+        let net = |n: u8| Ipv4Addr::new(127, 0, n, 1);
+        let member = || Claim {
+            secret: Some(SECRET.to_vec()),
+            ..Claim::stranger(CLUSTER)
+        };
+
+        let mut s = attacker::connect_from(net(1), port).await;
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        until_closed(s).await;
+        counted(&a, "malformed", |s| s.handshake_failures.malformed == 1).await;
+
+        let mut hello = attacker::hello_frame(&member());
+        hello[11..13].copy_from_slice(&99u16.to_be_bytes());
+        let mut s = attacker::connect_from(net(2), port).await;
+        s.write_all(&hello).await.unwrap();
+        until_closed(s).await;
+        counted(&a, "version", |s| s.handshake_failures.version == 1).await;
+
+        let other_cluster = Claim {
+            cluster: "elsewhere".into(),
+            ..member()
+        };
+        assert!(attacker::handshake(net(3), port, &other_cluster)
+            .await
+            .is_err());
+        counted(&a, "refused", |s| s.handshake_failures.refused == 1).await;
+
+        let other_secret = Claim {
+            secret: Some(b"another secret of 32 bytes or more".to_vec()),
+            ..member()
+        };
+        assert!(attacker::handshake(net(4), port, &other_secret)
+            .await
+            .is_err());
+        counted(&a, "secret", |s| s.handshake_failures.secret == 1).await;
+
+        let not_its_key = Claim {
+            id: Identity::generate().id().to_string(),
+            ..member()
+        };
+        assert!(attacker::handshake(net(5), port, &not_its_key)
+            .await
+            .is_err());
+        counted(&a, "identity", |s| s.handshake_failures.identity == 1).await;
+
+        let me = member();
+        let mut session = attacker::join(net(6), port, &me).await.expect("a member");
+        let over = attacker::join(Ipv4Addr::new(127, 0, 6, 2), port, &member()).await;
+        assert!(over.is_err(), "a second link from 127.0.6.0/24");
+        counted(&a, "too many links", |s| {
+            s.handshake_failures.too_many_links == 1
+        })
+        .await;
+
+        let silent = attacker::connect_from(net(7), port).await;
+        counted(&a, "timeout", |s| s.handshake_failures.timeout == 1).await;
+        drop(silent);
+
+        let origin = Identity::generate();
+        let origin_id = origin.id().to_string();
+        let broadcast = |seq: u64| Envelope {
+            op: OP_BROADCAST,
+            flags: FLOOD,
+            hops: 1,
+            origin: &origin_id,
+            seq,
+            corr: 0,
+            name: "",
+            body: b"in another's name",
+        };
+        let now = attacker::now_nanos();
+        session.send_msg(&broadcast(now)).await.unwrap();
+        session.send_signed(&broadcast(now), &me.key).await.unwrap();
+        let hours_ahead = now + 2 * 3600 * 1_000_000_000;
+        session
+            .send_signed(&broadcast(hours_ahead), &origin)
+            .await
+            .unwrap();
+        let mut topics = Vec::new();
+        for t in 0..6000 {
+            topics.extend_from_slice(format!("{t:0200}\n").as_bytes());
+        }
+        let interest = Envelope {
+            op: OP_INTEREST,
+            flags: FLOOD,
+            hops: 1,
+            origin: &origin_id,
+            seq: 0,
+            corr: now,
+            name: "",
+            body: &topics,
+        };
+        session.send_signed(&interest, &origin).await.unwrap();
+        session.sync(&me.id, 1).await;
+
+        let stats = a.stats();
+        let h = stats.handshake_failures;
+        assert_eq!(
+            (
+                h.malformed,
+                h.version,
+                h.refused,
+                h.secret,
+                h.identity,
+                h.too_many_links,
+                h.timeout,
+                h.no_slot
+            ),
+            (1, 1, 1, 1, 1, 1, 1, 0),
+            "{h:?}"
+        );
+        let r = stats.refused_messages;
+        assert_eq!((r.signature, r.ahead, r.over_budget), (2, 1, 1), "{r:?}");
+        drop(session);
         a.close().await;
     });
 }

@@ -113,6 +113,21 @@ fn the_figures_of_stats_reach_the_metrics_facade() {
             )),
             Some(0.0)
         );
+        for cause in ["version", "identity", "too_many_links"] {
+            let key = format!(
+                "tcpnet_handshake_failures_total{{node={},cause={cause}}}",
+                a.id()
+            );
+            assert_eq!(get(key), Some(0.0), "{cause}");
+        }
+        for cause in ["signature", "ahead", "over_budget"] {
+            let key = format!(
+                "tcpnet_refused_messages_total{{node={},cause={cause}}}",
+                a.id()
+            );
+            assert_eq!(get(key), Some(0.0), "{cause}");
+        }
+        assert!(get(format!("tcpnet_queued_bytes{{node={}}}", a.id())).is_some());
         assert_eq!(get(format!("tcpnet_links{{node={}}}", a.id())), Some(1.0));
         close_all(&[a, b]).await;
     });

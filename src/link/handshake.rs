@@ -34,7 +34,7 @@ use crate::stats::Failure;
 use crate::sync::lock;
 use crate::wire::frame::{self, Frame, FrameCodec};
 use crate::wire::hello::{Hello, Refusal, MAX_HELLO};
-use crate::wire::noise::{self, Handshake, Mode, Proven};
+use crate::wire::noise::{self, Bad, Handshake, Mode, Proven};
 use crate::wire::record::Record;
 use crate::wire::secure::{KeyId, Keys, Suite};
 use crate::wire::verdict::decides;
@@ -238,6 +238,13 @@ async fn greet(
     };
     let mut hs = Handshake::new(&mode, dialer, &prologue, &cfg.static_key).map_err(refuse)?;
     let check = |proven: &Proven| check_proven(links, &hello, proven, expect, remote);
+    // A message that opens with a wrong proof of identity in it.
+    let bad = |e: Bad| match e {
+        Bad::Message(reason) => refuse(reason),
+        Bad::Proof(reason) => {
+            Some(links.failed(Failure::Identity, Error::Handshake { remote, reason }))
+        }
+    };
     if dialer {
         write_noise(stream, &hs.first().map_err(refuse)?)
             .await
@@ -251,7 +258,7 @@ async fn greet(
         })?;
         // Checked before our last message: a node that is not the one its
         // hello (or our record) names gets nothing more from us.
-        check(&hs.read_second(&msg).map_err(refuse)?)?;
+        check(&hs.read_second(&msg).map_err(bad)?)?;
         write_noise(stream, &hs.third().map_err(refuse)?)
             .await
             .map_err(refuse)?;
@@ -271,7 +278,7 @@ async fn greet(
             }
             Err(e) => return Err(refuse(e)),
         };
-        check(&hs.read_third(&msg).map_err(refuse)?)?;
+        check(&hs.read_third(&msg).map_err(bad)?)?;
     }
     let mut keys = hs.finish().map_err(refuse)?;
     // A key removed while the handshake ran links nothing: the peer gets
@@ -305,7 +312,7 @@ fn check_proven(
     remote: SocketAddr,
 ) -> Result<(), Option<Error>> {
     let refuse =
-        |reason: String| Some(links.failed(Failure::Refused, Error::Handshake { remote, reason }));
+        |reason: String| Some(links.failed(Failure::Identity, Error::Handshake { remote, reason }));
     if &proven.id == links.id() {
         // Our own key, held by another live node.
         return Err(Some(Error::IdConflict {
@@ -440,7 +447,13 @@ async fn checked_hello(
     let raw = exchange_hello(stream, &ours.raw, silent)
         .await
         .map_err(refuse(Failure::Malformed))?;
-    let hello = Hello::decode(&raw).map_err(refuse(Failure::Malformed))?;
+    let hello = Hello::decode(&raw).map_err(|reason| {
+        let why = match Hello::of_another_version(&raw) {
+            true => Failure::Version,
+            false => Failure::Malformed,
+        };
+        refuse(why)(reason)
+    })?;
     let own_dial = || lock(&links.own_dials.0).remove(&remote).is_some();
     match hello.check(&ours.hello) {
         Ok(()) => {}

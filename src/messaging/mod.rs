@@ -40,7 +40,7 @@ use crate::link::connection::Connection;
 use crate::link::open::OpenLinks;
 use crate::link::outbox::OutTx;
 use crate::link::Inbound;
-use crate::stats::Counters;
+use crate::stats::{Counters, Refused};
 use crate::sync::lock;
 use crate::wire::envelope::{Envelope, Op, Signature, FLOOD, MAX_HOPS, SIGNED_LEN};
 use crate::wire::frame::{self, Frame};
@@ -513,6 +513,10 @@ impl Messaging {
     /// Reports something `peer` sent in `origin`'s name that was dropped.
     fn refused(&self, peer: &NodeId, origin: &NodeId, r: Refusal) {
         let (peer, origin) = (peer.clone(), origin.clone());
+        self.counters.refused_message(match r {
+            Refusal::OverBudget { .. } => Refused::OverBudget,
+            Refusal::Ahead { .. } => Refused::Ahead,
+        });
         let e = match r {
             Refusal::OverBudget {
                 what,
@@ -565,6 +569,7 @@ impl Inbound for Messaging {
                 Some(_) => None,
             };
             if let Some(reason) = reason {
+                self.counters.refused_message(Refused::Signature);
                 self.report(Error::Refused {
                     peer: peer.clone(),
                     origin: e.origin.clone(),

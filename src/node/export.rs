@@ -45,9 +45,21 @@ fn record(id: &str, s: &Stats) {
         ("malformed", h.malformed),
         ("secret", h.secret),
         ("no_slot", h.no_slot),
+        ("version", h.version),
+        ("identity", h.identity),
+        ("too_many_links", h.too_many_links),
     ] {
         let labels = vec![node.clone(), Label::new("cause", cause)];
         counter!("tcpnet_handshake_failures_total", labels).absolute(v);
+    }
+    let r = &s.refused_messages;
+    for (cause, v) in [
+        ("signature", r.signature),
+        ("ahead", r.ahead),
+        ("over_budget", r.over_budget),
+    ] {
+        let labels = vec![node.clone(), Label::new("cause", cause)];
+        counter!("tcpnet_refused_messages_total", labels).absolute(v);
     }
     gauge!("tcpnet_links", vec![node.clone()]).set(s.links.len() as f64);
     gauge!("tcpnet_queued_bytes", vec![node.clone()]).set(s.queued_bytes as f64);

@@ -170,7 +170,7 @@ impl Settings {
     /// (so at most a few times [`max_frame_len`](Self::max_frame_len) per
     /// link), and each queue less than 16 KiB that is not counted;
     /// [`Stats::queued_bytes`](crate::Stats::queued_bytes) shows the count.
-    /// Default [`DEFAULT_MAX_QUEUED_BYTES`] (64 MiB).
+    /// Default [`DEFAULT_MAX_QUEUED_BYTES`] (32 MiB).
     ///
     /// ```
     /// let lean = tcpnet::Settings::new("lab").max_queued_bytes(16 << 20);

@@ -59,6 +59,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
                             Over::All { max } => (max, "in all"),
                             Over::Prefix { max } => (max, "from its network"),
                         };
+                        node.hub.counters.handshake_failed(Failure::TooManyLinks);
                         node.error(Error::TooManyLinks { remote, max, scope });
                         continue;
                     }

@@ -104,6 +104,14 @@ impl Hello {
         b.freeze()
     }
 
+    /// True if `raw` is a tcpnet hello of another protocol version (its
+    /// magic and version are all that every version shares).
+    pub(crate) fn of_another_version(raw: &[u8]) -> bool {
+        raw.len() >= MAGIC.len() + 2
+            && &raw[..MAGIC.len()] == MAGIC
+            && u16::from_be_bytes([raw[MAGIC.len()], raw[MAGIC.len() + 1]]) != PROTOCOL_VERSION
+    }
+
     /// Parses a hello payload. The error says what was wrong, for the error
     /// event that names the remote address.
     pub(crate) fn decode(mut b: &[u8]) -> Result<Hello, String> {
@@ -253,6 +261,15 @@ mod tests {
         assert!(Hello::decode(&over.encode())
             .unwrap_err()
             .contains("over 4096"));
+    }
+
+    #[test]
+    fn another_version_is_told_from_garbage() {
+        let mut raw = sample().encode().to_vec();
+        assert!(!Hello::of_another_version(&raw));
+        raw[MAGIC.len() + 1] ^= 1;
+        assert!(Hello::of_another_version(&raw));
+        assert!(!Hello::of_another_version(b"GET / HTTP/1.1"));
     }
 
     #[test]

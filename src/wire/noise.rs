@@ -93,17 +93,39 @@ pub(crate) struct Proven {
     pub key: [u8; PUBLIC_KEY_LEN],
 }
 
+/// Why a handshake message carrying a proof of identity was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Bad {
+    /// It did not open: another secret, or altered on the way.
+    Message(String),
+    /// It opened, and the proof in it is wrong.
+    Proof(String),
+}
+
+impl From<Bad> for String {
+    fn from(b: Bad) -> String {
+        match b {
+            Bad::Message(s) | Bad::Proof(s) => s,
+        }
+    }
+}
+
 /// Checks a proof against the static key Noise proved.
-fn verify(proof: &[u8], remote_static: Option<&[u8]>) -> Result<Proven, String> {
+fn verify(proof: &[u8], remote_static: Option<&[u8]>) -> Result<Proven, Bad> {
     let Some(s) = remote_static else {
-        return Err("no static key in the handshake".into());
+        return Err(Bad::Proof("no static key in the handshake".into()));
     };
     if proof.len() != PROOF_LEN {
-        return Err(format!("identity proof of {} bytes", proof.len()));
+        return Err(Bad::Proof(format!(
+            "identity proof of {} bytes",
+            proof.len()
+        )));
     }
     let (key, sig) = proof.split_at(PUBLIC_KEY_LEN);
     if !identity::verify(key, &signed(s), sig) {
-        return Err("the identity's signature of the handshake key is wrong".into());
+        return Err(Bad::Proof(
+            "the identity's signature of the handshake key is wrong".into(),
+        ));
     }
     let mut k = [0u8; PUBLIC_KEY_LEN];
     k.copy_from_slice(key);
@@ -201,11 +223,13 @@ impl<'k> Handshake<'k> {
     }
 
     /// Dialer: reads message 2; the acceptor's proven identity.
-    pub(crate) fn read_second(&mut self, msg: &[u8]) -> Result<Proven, String> {
-        let payload = self.read(
-            msg,
-            "a bad second handshake message (the hellos were altered?)",
-        )?;
+    pub(crate) fn read_second(&mut self, msg: &[u8]) -> Result<Proven, Bad> {
+        let payload = self
+            .read(
+                msg,
+                "a bad second handshake message (the hellos were altered?)",
+            )
+            .map_err(Bad::Message)?;
         verify(&payload, self.hs.get_remote_static())
     }
 
@@ -216,13 +240,13 @@ impl<'k> Handshake<'k> {
     }
 
     /// Acceptor: reads message 3; the dialer's proven identity.
-    pub(crate) fn read_third(&mut self, msg: &[u8]) -> Result<Proven, String> {
+    pub(crate) fn read_third(&mut self, msg: &[u8]) -> Result<Proven, Bad> {
         let refused = if self.secret {
             "the peer holds another cluster secret (or the hellos were altered)"
         } else {
             "a bad third handshake message (the hellos were altered?)"
         };
-        let payload = self.read(msg, refused)?;
+        let payload = self.read(msg, refused).map_err(Bad::Message)?;
         verify(&payload, self.hs.get_remote_static())
     }
 
@@ -362,8 +386,16 @@ mod tests {
             identity: a.identity.clone(),
             key: thief,
         };
-        let err = run(&d, &a_thief, &Mode::Open, &Mode::Open, |_, _| {}).unwrap_err();
-        assert!(err.contains("signature"), "{err}");
+        let (mut hd, mut ha) = (
+            Handshake::new(&Mode::Open, true, b"p", &d.key).unwrap(),
+            Handshake::new(&Mode::Open, false, b"p", &a_thief.key).unwrap(),
+        );
+        ha.read_first(&hd.first().unwrap()).unwrap();
+        let err = hd.read_second(&ha.second().unwrap()).unwrap_err();
+        assert!(
+            matches!(&err, Bad::Proof(why) if why.contains("signature")),
+            "{err:?}"
+        );
     }
 
     #[test]

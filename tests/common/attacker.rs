@@ -366,20 +366,24 @@ pub(crate) async fn handshake_pausing(
 }
 
 impl Session {
-    /// Sends one frame (sealed on a secret link).
+    /// Sends one frame (sealed on a secret link, in as many records as it
+    /// takes).
     pub(crate) async fn send(&mut self, kind: u8, payload: &[u8]) -> std::io::Result<()> {
         let f = frame(kind, payload);
         let out = match &self.cipher {
             None => f,
             Some(c) => {
-                let mut rec = vec![0u8; 2 + f.len() + 16];
-                let n = c
-                    .write_message(self.tx_nonce, &f, &mut rec[2..])
-                    .expect("seal");
-                self.tx_nonce += 1;
-                rec[..2].copy_from_slice(&(n as u16).to_be_bytes());
-                rec.truncate(2 + n);
-                rec
+                let mut out = Vec::new();
+                for part in f.chunks(60_000) {
+                    let mut rec = vec![0u8; 2 + part.len() + 16];
+                    let n = c
+                        .write_message(self.tx_nonce, part, &mut rec[2..])
+                        .expect("seal");
+                    self.tx_nonce += 1;
+                    rec[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                    out.extend_from_slice(&rec[..2 + n]);
+                }
+                out
             }
         };
         self.stream.write_all(&out).await
