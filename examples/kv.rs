@@ -5,14 +5,16 @@
 //! ```
 //!
 //! Type `set KEY VALUE`, `del KEY`, `get KEY` or `keys` on stdin. Every node
-//! holds every key. Writes go to all nodes as typed events; a node that
-//! links to a peer (a late joiner, or a node back from a freeze or a
-//! partition) pulls the peer's snapshot and merges it, and so does a node
-//! whose event stream dropped writes. Each entry carries a version (a
+//! holds every key. Writes go to all nodes as typed events; a node pulls a
+//! peer's snapshot and merges it whenever it may have missed the peer's
+//! writes: when the peer joins (a late joiner), or comes back after its
+//! link was lost (`Relinked` within the leave grace, `Rejoined` after it:
+//! a freeze, a partition), and from every peer when its event stream
+//! dropped writes. Each entry carries a version (a
 //! Lamport counter and the writer's id), and the newer version wins, so
 //! merging is idempotent and the order of arrival does not matter; deletes
-//! are kept as versioned tombstones. stdout says `joined`/`left` for
-//! peers, `KEY = VALUE` (or `KEY deleted`) for each change applied, and
+//! are kept as versioned tombstones. stdout says `joined`, `left`,
+//! `relinked` and `rejoined` for peers, `KEY = VALUE` (or `KEY deleted`) for each change applied, and
 //! answers `get`; stderr shows errors that are not churn.
 //! `TCPNET_HEARTBEAT=<interval ms>,<timeout ms>` sets the failure detection.
 
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tcpnet::{ErrorKind, LinkEvent, NodeId, Service};
+use tcpnet::{ErrorKind, MemberChange, NodeId, Service};
 use tokio::io::AsyncBufReadExt;
 
 /// A write: the key, its value (`None`: deleted) and the write's version.
@@ -77,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let writes = service.event::<Write>("kv.write");
     let mut incoming = writes.receiver()?;
     let mut snapshots = service.rpc::<(), Vec<Write>>("kv.snapshot").serve()?;
-    let mut links = service.on_link();
+    let mut members = service.on_member();
     let mut errors = service.on_error();
     service.listen(0, "0.0.0.0").await?;
     let s = store.clone();
@@ -94,21 +96,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("ready as {me}: {} peers", ready.linked.len());
 
-    // Every other link that comes up is a peer whose writes this node may
-    // have missed (one that joined, or came back): pull its snapshot.
+    // Every other peer that joins, or comes back after its link was lost,
+    // may have missed writes of this node and this node its: pull its
+    // snapshot (it pulls this node's).
     let mut synced: HashSet<NodeId> = ready.linked.into_iter().collect();
     let (svc, s) = (service.clone(), store.clone());
     tokio::spawn(async move {
-        while let Some(event) = links.next().await {
-            match event {
-                LinkEvent::Up(conn) => {
-                    println!("joined {}", conn.peer_id());
-                    if !synced.remove(conn.peer_id()) {
-                        resync(&svc, &s, conn.peer_id()).await;
-                    }
-                }
-                LinkEvent::Down(conn, why) => println!("left {} ({why})", conn.peer_id()),
+        while let Some(ev) = members.next().await {
+            let peer = &ev.member.id;
+            if ev.member.is_local() {
+                continue;
+            }
+            match ev.change {
+                MemberChange::Joined => println!("joined {peer}"),
+                MemberChange::Left(why) => println!("left {peer} ({why})"),
+                MemberChange::Relinked { away } => println!("relinked {peer} after {away:?}"),
+                MemberChange::Rejoined => println!("rejoined {peer}"),
                 _ => {}
+            }
+            // A peer that `ready` found was pulled already.
+            if ev.change.needs_resync() && !synced.remove(peer) {
+                resync(&svc, &s, peer).await;
             }
         }
     });

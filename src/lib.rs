@@ -79,7 +79,7 @@
 //!   wire/       frame, hello, noise, verdict, envelope, decoder, secure
 //!   link/       handshake, run, read, queue, outbox, writer, open, connection
 //!   messaging/  router/ (seen, interest, neighbors), streams, rpc, relay,
-//!               typed (the `typed` feature)
+//!               early, typed (the `typed` feature)
 //!   node/       mesh, actor, running, tasks, discovery, gate, caps, events,
 //!               members/ (view, member), ready, address, settings,
 //!               service
@@ -107,7 +107,11 @@
 //!   and linked again as the same run within the leave grace is one
 //!   [`Relinked`](MemberChange::Relinked) event (later, after its `Left`,
 //!   [`Rejoined`](MemberChange::Rejoined)). [`Service::ready`] waits until
-//!   discovery has settled. Streams made before `listen` miss nothing.
+//!   discovery has settled. Streams made before `listen` miss nothing;
+//!   while the node is young ([`limits::HOLD_EARLY`] after `listen`), what
+//!   comes for a stream not made yet (a call, an event, a message) is held
+//!   for the first one made, so a procedure made just after `listen` does
+//!   not make callers see `NoProcedure`.
 //! - **Failures**: heartbeats on idle links, a timeout on silence, redial
 //!   with jittered backoff while a peer is known (see `node::mesh`),
 //!   handshakes bounded in time, size and number (see `node::gate`), links

@@ -54,6 +54,20 @@ pub const MAX_META_VALUE_LEN: usize = 220;
 pub const MAX_META_PAIRS: usize = 16;
 /// Most bytes of metadata, keys and values together.
 pub const MAX_META_BYTES: usize = 1024;
+/// How long after `listen` a node is young: until then, a request for a
+/// procedure that no stream serves, and an event or message that no stream
+/// takes, is held for the first stream made for it (see
+/// [`Service::procedure`](crate::Service::procedure)), and a call is
+/// answered [`NoProcedure`](crate::CallError::NoProcedure) only when no
+/// stream came by then. Long enough for a stream made after
+/// [`Service::ready`](crate::Service::ready) (about 1 s); short, because a
+/// call to a name this node never serves waits that long for its
+/// `NoProcedure` while the node is young.
+pub const HOLD_EARLY: Duration = Duration::from_secs(2);
+/// Most items held for streams not made yet while the node is young.
+pub const MAX_HELD: usize = 1024;
+/// Most bytes of data held for streams not made yet while the node is young.
+pub const MAX_HELD_BYTES: usize = 4 * 1024 * 1024;
 /// How long a member whose link was lost (a timeout, a lost link) is held
 /// before it is reported as left, by default: a link of the same run within
 /// that time is one [`Relinked`](crate::MemberChange::Relinked) instead of a

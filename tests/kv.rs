@@ -86,6 +86,8 @@ fn the_kv_cache_replicates_catches_up_and_resyncs_after_a_freeze() {
         a.send("set during freeze").await;
         a.has("during", "freeze").await;
         c.signal(libc::SIGCONT);
+        // c comes back as the same run: a says so, and c pulls the write.
+        a.expect(|l| l.starts_with("rejoined ")).await;
         c.has("during", "freeze").await;
         assert_eq!(c.get("during").await, "freeze");
         // Writes flow again both ways.

@@ -253,6 +253,46 @@ fn streams_made_before_listen_miss_nothing() {
     });
 }
 
+/// A receiver and a procedure made just after `listen`, once an event and
+/// a call for them have arrived, still get them: while the node is young
+/// they wait for their stream, and the caller gets its answer, not
+/// `NoProcedure`.
+#[test]
+fn streams_made_just_after_listen_get_what_came_before_them() {
+    netns(|| async {
+        let a = start("c").await;
+        let mut links = a.on_connection();
+        let b = tcpnet::tcpnet("c").unwrap();
+        // The one stream made before: it shows when the rest has arrived.
+        let mut inbox = b.messages();
+        b.listen(0, "0.0.0.0").await.unwrap();
+        let conn = within("the link", links.next()).await.unwrap();
+        let b_id = conn.peer_id().clone();
+        a.emit_to(&b_id, "hello", "hi").await.unwrap();
+        let mut call = Box::pin(a.request(&b_id, "ping", "", Duration::from_secs(10)));
+        assert!(futures::poll!(&mut call).is_pending(), "sent, not answered");
+        // Queued on the link after the event and the call: once b has it,
+        // it has handled both, with no stream for either.
+        a.send_to(&b_id, "marker").await.unwrap();
+        let marker = within("the marker", inbox.next()).await.unwrap();
+        assert_eq!(&marker.data()[..], b"marker");
+
+        let mut hellos = b.receiver("hello").unwrap();
+        let mut calls = b.procedure("ping").unwrap();
+        assert_eq!(
+            &within("hello", hellos.next()).await.unwrap().data()[..],
+            b"hi"
+        );
+        let answer = async {
+            let req = within("the call", calls.next()).await.unwrap();
+            req.end("pong").await.unwrap();
+        };
+        let (answered, ()) = tokio::join!(call, answer);
+        assert_eq!(&answered.unwrap()[..], b"pong");
+        close_all(&[a, b]).await;
+    });
+}
+
 /// The next member event about `peer` on `events`.
 async fn next_about(events: &mut Events<MemberEvent>, peer: &NodeId) -> MemberEvent {
     within("a member event", async {

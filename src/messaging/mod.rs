@@ -5,7 +5,8 @@
 //! ([`crate::wire::envelope`]) between links and the user's streams; its
 //! state and decisions (interest, members, duplicates, where to relay) are
 //! the pure [`router`]'s. The user's streams are in [`streams`], calls in
-//! [`rpc`], relaying and the gossip it needs in [`relay`].
+//! [`rpc`], relaying and the gossip it needs in [`relay`], what is held
+//! for streams not made yet while the node is young in [`early`].
 //!
 //! # Streams and their queues
 //!
@@ -46,6 +47,7 @@ use crate::wire::envelope::{Envelope, Op, Signature, FLOOD, MAX_HOPS, SIGNED_LEN
 use crate::wire::frame::{self, Frame};
 use crate::wire::record::Record;
 
+pub(crate) mod early;
 pub(crate) mod relay;
 pub(crate) mod router;
 pub(crate) mod rpc;
@@ -53,9 +55,10 @@ pub(crate) mod streams;
 #[cfg(feature = "typed")]
 pub mod typed;
 
+use early::{Early, Held, Waits};
 use relay::{record_key, relay_frame, RelayFilter};
 use router::{News, Refusal, Router};
-use rpc::{fail_calls, Call, Request, Requests};
+use rpc::{fail_calls, refuse, Call, Request, Requests};
 use streams::{deliver, feed, prune, ErrorSink, Feed, Message, Messages, Of, Queued};
 
 /// How long after a change of this node's links its flooded messages are
@@ -86,6 +89,8 @@ pub(crate) struct State {
     pub(crate) procedures: HashMap<String, (Vec<Feed<Request>>, usize)>,
     pub(crate) calls: HashMap<u64, Call>,
     pub(crate) next_corr: u64,
+    /// What came, while the node is young, for streams not made yet.
+    pub(crate) early: Option<Early>,
 }
 
 /// The messaging layer of one node.
@@ -173,6 +178,7 @@ impl Messaging {
                 procedures: HashMap::new(),
                 calls: HashMap::new(),
                 next_corr: 0,
+                early: None,
             }),
             neighbors_due: Default::default(),
             told_neighbors: Mutex::new(HashSet::new()),
@@ -215,9 +221,23 @@ impl Messaging {
             Of::Topic(name) => format!("topic {name}"),
         };
         let report = self.errors.get().map(|sink| (stream, sink.clone()));
-        let (sub, rx, dropped) = feed(self.queue_len, report);
+        let (mut sub, rx, dropped) = feed(self.queue_len, report);
         let subscribed = {
             let mut st = lock(&self.state);
+            // What came for it early goes first, under the lock that
+            // delivery takes: nothing comes between.
+            let waits = match &of {
+                Of::Inbox => Some(Waits::Inbox),
+                Of::Event(name) => Some(Waits::Event(name.clone())),
+                Of::Topic(_) => None,
+            };
+            if let (Some(early), Some(waits)) = (st.early.as_mut(), waits) {
+                for held in early.take(&waits) {
+                    if let Held::Message(m) = held {
+                        sub.offer(m);
+                    }
+                }
+            }
             match &of {
                 Of::Inbox => {
                     st.inbox.push(sub);
@@ -271,16 +291,58 @@ impl Messaging {
     pub(crate) fn procedure(self: &Arc<Self>, name: &str) -> Result<Requests> {
         check_name(name)?;
         let (sub, rx, _) = feed(self.queue_len, None);
-        lock(&self.state)
-            .procedures
+        let mut st = lock(&self.state);
+        // Calls that came early go first (those past its queue are busy).
+        if let Some(early) = st.early.as_mut() {
+            for held in early.take(&Waits::Procedure(name.to_string())) {
+                if let Held::Request(req) = held {
+                    if let Err(e) = sub.tx.try_send(req) {
+                        refuse(e.into_inner(), rpc::FAIL_BUSY);
+                    }
+                }
+            }
+        }
+        st.procedures
             .entry(name.to_string())
             .or_default()
             .0
             .push(sub);
+        drop(st);
         Ok(Requests {
             rx,
             of: (Arc::downgrade(self), name.to_string()),
         })
+    }
+
+    /// The node starts: for `young`, what comes for a stream not made yet
+    /// is held for it (see [`early`]); then a timer refuses the calls still
+    /// held (`NoProcedure`) and drops the rest.
+    pub(crate) fn hold_early(self: &Arc<Self>, young: Duration) {
+        let until = Instant::now() + young;
+        lock(&self.state).early = Some(Early::new(until));
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until.into()).await;
+            if let Some(m) = me.upgrade() {
+                m.grown_up();
+            }
+        });
+    }
+
+    /// The node is no longer young: what no stream came for is refused.
+    fn grown_up(&self) {
+        let Some(early) = lock(&self.state).early.take() else {
+            return;
+        };
+        let held = early.into_held();
+        if !held.is_empty() {
+            tracing::debug!(count = held.len(), "held early, and no stream came");
+        }
+        for (_, item) in held {
+            if let Held::Request(req) = item {
+                refuse(req, rpc::FAIL_NO_PROCEDURE);
+            }
+        }
     }
 
     pub(crate) fn set_filter(&self, f: Option<Arc<RelayFilter>>) {
@@ -616,12 +678,20 @@ impl Inbound for Messaging {
                     name: e.name.clone(),
                     data: e.body.clone(),
                 };
-                let subs = match e.op {
-                    Op::Direct | Op::Broadcast => Some(&mut st.inbox),
-                    Op::Event => st.events.get_mut(&e.name),
-                    _ => st.topics.get_mut(&e.name),
+                let (subs, waits) = match e.op {
+                    Op::Direct | Op::Broadcast => (Some(&mut st.inbox), Some(Waits::Inbox)),
+                    Op::Event => (
+                        st.events.get_mut(&e.name),
+                        Some(Waits::Event(e.name.clone())),
+                    ),
+                    _ => (st.topics.get_mut(&e.name), None),
                 };
+                let taken = subs.as_ref().is_some_and(|s| s.iter().any(Feed::is_open));
                 deliver(subs, &m);
+                if let (false, Some(waits), Some(early)) = (taken, waits, st.early.as_mut()) {
+                    // No stream for it yet: held while the node is young.
+                    let _ = early.hold(waits, Held::Message(m.clone()), Instant::now());
+                }
                 if let Some(r) = relay {
                     // The user's filter runs without the messaging lock: it
                     // may call back into the service.
@@ -854,6 +924,66 @@ mod tests {
         );
         // The first body byte says why.
         assert_eq!(fail.body[0], rpc::FAIL_NO_PROCEDURE);
+    }
+
+    /// While the node is young, a call for a procedure no stream serves
+    /// and an event no receiver takes wait for the first stream made for
+    /// them; what no stream came for by the end is refused (`NoProcedure`)
+    /// or dropped.
+    #[tokio::test]
+    async fn what_comes_before_its_stream_waits_for_it_while_the_node_is_young() {
+        let m = node();
+        m.hold_early(Duration::from_secs(3600));
+        let (tx, mut rx) = reply_queue();
+        m.message(&id("0a"), envelope(Op::Request, "0a", 0, 0, 7, b"x"), &tx)
+            .unwrap();
+        m.message(&id("0a"), envelope(Op::Request, "0a", 0, 0, 8, b"y"), &tx)
+            .unwrap();
+        m.message(&id("0a"), envelope(Op::Event, "0a", 0, 0, 0, b"e"), &tx)
+            .unwrap();
+        m.message(&id("0a"), envelope(Op::Direct, "0a", 0, 0, 0, b"d"), &tx)
+            .unwrap();
+        assert!(sent(&mut rx).is_empty(), "refused at once");
+
+        let mut calls = m.procedure("p").unwrap();
+        let first = calls.next().now_or_never().unwrap().unwrap();
+        assert_eq!(&first.data()[..], b"x");
+        first.end("X").await.unwrap();
+        let answers = sent(&mut rx);
+        assert_eq!((answers[0].op, answers[0].corr), (Op::Reply, 7));
+        let mut events = m.receiver("p").unwrap();
+        let got = events.next().now_or_never().unwrap().unwrap();
+        assert_eq!((got.name(), &got.data()[..]), ("p", &b"e"[..]));
+        // Taken by the first stream only.
+        assert!(m.receiver("p").unwrap().next().now_or_never().is_none());
+        // A stream of another kind does not take them.
+        let mut inbox = m.messages();
+        assert_eq!(
+            &inbox.next().now_or_never().unwrap().unwrap().data()[..],
+            b"d"
+        );
+
+        // The second call is queued for the procedure; held items of a
+        // name with no stream are refused when the node grows up.
+        m.message(&id("0a"), envelope(Op::Request, "0a", 0, 0, 9, b"z"), &tx)
+            .unwrap();
+        let mut q = Envelope::decode(envelope(Op::Request, "0a", 0, 0, 10, b"q")).unwrap();
+        q.name = "nobody".into();
+        m.message(&id("0a"), q.encode(), &tx).unwrap();
+        assert!(sent(&mut rx).is_empty());
+        m.grown_up();
+        let answers = sent(&mut rx);
+        assert_eq!(answers.len(), 1);
+        assert_eq!(
+            (answers[0].op, answers[0].corr, answers[0].body[0]),
+            (Op::Fail, 10, rpc::FAIL_NO_PROCEDURE)
+        );
+        // Grown up: refused at once.
+        let mut late = Envelope::decode(envelope(Op::Request, "0a", 0, 0, 11, b"")).unwrap();
+        late.name = "nobody".into();
+        m.message(&id("0a"), late.encode(), &tx).unwrap();
+        assert_eq!(sent(&mut rx)[0].corr, 11);
+        drop(calls);
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Weak;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::Stream;
@@ -16,6 +16,7 @@ use crate::id::NodeId;
 use crate::limits::MAX_NAME_LEN;
 use crate::link::outbox::OutTx;
 use crate::link::LinkId;
+use crate::messaging::early::{Held, Waits};
 use crate::messaging::streams::{prune, Feed};
 use crate::messaging::{check_name, envelope_frame, Messaging, State};
 use crate::sync::lock;
@@ -26,7 +27,7 @@ use crate::wire::frame::Frame;
 const FAIL_USER: u8 = 0;
 pub(crate) const FAIL_NO_PROCEDURE: u8 = 1;
 pub(crate) const FAIL_UNANSWERED: u8 = 2;
-const FAIL_BUSY: u8 = 3;
+pub(crate) const FAIL_BUSY: u8 = 3;
 
 /// A stream of [`Request`]s for one procedure, from
 /// [`Service::procedure`](crate::Service::procedure). Dropping it takes its
@@ -194,6 +195,14 @@ impl Drop for Request {
     }
 }
 
+/// Answers `req` with the node's own refusal `kind` (no such procedure,
+/// busy), at once.
+pub(crate) fn refuse(mut req: Request, kind: u8) {
+    // Answered here, so not as "unanswered" on drop.
+    let to = req.reply.take().expect("not yet answered");
+    answer_now(&to.tx, to.frame(Op::Fail, "", fail_body(kind, "")));
+}
+
 /// Queues an answer the node gives by itself (a refusal, or a request
 /// dropped unanswered) without waiting. If the link's send queue is full, it
 /// waits beside it, up to a bound (see [`crate::link::aside`]); past that it
@@ -305,11 +314,23 @@ impl Messaging {
             }),
         };
         let handlers = st.procedures.get_mut(&e.name);
-        if let Err((mut req, kind)) = offer_request(handlers, req) {
-            // Answered here, so not as "unanswered" on drop.
-            let to = req.reply.take().expect("not yet answered");
-            answer_now(reply, to.frame(Op::Fail, "", fail_body(kind, "")));
-        }
+        let req = match offer_request(handlers, req) {
+            Ok(()) => return,
+            // No stream serves it yet: held while the node is young.
+            Err((req, FAIL_NO_PROCEDURE)) => match st.early.as_mut() {
+                Some(early) => {
+                    let waits = Waits::Procedure(e.name.clone());
+                    match early.hold(waits, Held::Request(req), Instant::now()) {
+                        Ok(()) => return,
+                        Err(Held::Request(req)) => (req, FAIL_NO_PROCEDURE),
+                        Err(Held::Message(_)) => unreachable!("a request was held"),
+                    }
+                }
+                None => (req, FAIL_NO_PROCEDURE),
+            },
+            Err(refused) => refused,
+        };
+        refuse(req.0, req.1);
     }
 }
 

@@ -275,6 +275,12 @@ impl Service {
     ///   only); any other address of this host, public ones included, is
     ///   advertised on its interface only.
     ///
+    /// Peers may send to this node from the moment it listens: make its
+    /// streams ([`messages`](Self::messages), [`receiver`](Self::receiver),
+    /// [`procedure`](Self::procedure), [`on_member`](Self::on_member), ...)
+    /// before, to miss nothing. One made a little later still gets what
+    /// came for it: see [`procedure`](Self::procedure).
+    ///
     /// Errors: [`Error::InvalidAddress`], [`Error::Bind`], [`Error::Mdns`],
     /// [`Error::AlreadyListening`], [`Error::Closed`].
     pub async fn listen(&self, port: u16, addr: &str) -> Result<Address> {
@@ -286,6 +292,9 @@ impl Service {
             Phase::Listening(_) => return Err(Error::AlreadyListening),
             Phase::Closed => return Err(Error::Closed),
         }
+        // From the first link on, what comes for a stream not made yet is
+        // held for a while (see `procedure`).
+        self.state.messaging.hold_early(crate::limits::HOLD_EARLY);
         // If this future is dropped half-way, the guard stops whatever
         // started (accept loops; the mDNS daemon stops when dropped).
         let cancel = CancellationToken::new();
@@ -742,7 +751,9 @@ impl Service {
     /// A stream of the direct messages ([`send_to`](Self::send_to)) and
     /// broadcasts ([`broadcast`](Self::broadcast)) this node receives. Each
     /// such stream gets every one, from its creation on: make it before
-    /// [`listen`](Self::listen) to miss none.
+    /// [`listen`](Self::listen) to miss none. What came while no such
+    /// stream existed, in the first 2 s after `listen`, is held for the
+    /// first one made (see [`procedure`](Self::procedure)).
     ///
     /// ```no_run
     /// use futures::StreamExt;
@@ -788,7 +799,10 @@ impl Service {
 
     /// A stream of the events named `event` that this node receives, from
     /// its creation on: make it before [`listen`](Self::listen) to miss
-    /// none (events that come before it exists are not kept).
+    /// none. Events of that name that came while no receiver for it
+    /// existed, in the first 2 s after `listen`, are held for the first one
+    /// made (see [`procedure`](Self::procedure)); later ones that find no
+    /// receiver are not kept.
     ///
     /// ```no_run
     /// use futures::StreamExt;
@@ -861,9 +875,34 @@ impl Service {
     }
 
     /// A stream of calls to the procedure `name` on this node. Several
-    /// streams for one name share the calls, round robin. Make it before
-    /// [`listen`](Self::listen): a call that comes while no stream serves
-    /// the name is answered [`CallError::NoProcedure`](crate::CallError::NoProcedure).
+    /// streams for one name share the calls, round robin.
+    ///
+    /// **Register first.** Peers may call the moment this node listens, so
+    /// make the stream before [`listen`](Self::listen) (as every stream of
+    /// what this node receives). One made later is harmless while the node
+    /// is young: for [`HOLD_EARLY`](crate::limits::HOLD_EARLY) (2 s) after
+    /// `listen`, a call that no stream serves waits for the first stream
+    /// made for its name, and so do events and messages no stream takes
+    /// (up to [`MAX_HELD`](crate::limits::MAX_HELD) items and
+    /// [`MAX_HELD_BYTES`](crate::limits::MAX_HELD_BYTES) in all; past that
+    /// they are treated as after). After that, a call that comes while no
+    /// stream serves the name is answered
+    /// [`CallError::NoProcedure`](crate::CallError::NoProcedure) at once
+    /// (and one still held then, too), and an event nobody receives is
+    /// dropped. The caller's own timeout still bounds its wait.
+    ///
+    /// ```no_run
+    /// use futures::StreamExt;
+    /// # async fn demo() -> tcpnet::Result<()> {
+    /// let service = tcpnet::tcpnet("my-cluster")?;
+    /// let mut calls = service.procedure("upper")?; // before listen
+    /// service.listen(0, "0.0.0.0").await?;
+    /// while let Some(req) = calls.next().await {
+    ///     let answer = String::from_utf8_lossy(req.data()).to_uppercase();
+    ///     req.end(answer).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn procedure(&self, name: &str) -> Result<Requests> {
         self.state.messaging.procedure(name)
     }
