@@ -54,7 +54,8 @@ pub const MAX_META_VALUE_LEN: usize = 220;
 pub const MAX_META_PAIRS: usize = 16;
 /// Most bytes of metadata, keys and values together.
 pub const MAX_META_BYTES: usize = 1024;
-/// How long after `listen` a node is young: until then, a request for a
+/// How long after `listen` a node is young, by default (see
+/// [`Settings::hold_early`](crate::Settings::hold_early)): until then, a request for a
 /// procedure that no stream serves, and an event or message that no stream
 /// takes, is held for the first stream made for it (see
 /// [`Service::procedure`](crate::Service::procedure)), and a call is

@@ -262,7 +262,8 @@ fn streams_made_just_after_listen_get_what_came_before_them() {
     netns(|| async {
         let a = start("c").await;
         let mut links = a.on_connection();
-        let b = tcpnet::tcpnet("c").unwrap();
+        // Young for longer than the mesh can take to form here.
+        let b = tcpnet::tcpnet(Settings::new("c").hold_early(Duration::from_secs(60))).unwrap();
         // The one stream made before: it shows when the rest has arrived.
         let mut inbox = b.messages();
         b.listen(0, "0.0.0.0").await.unwrap();

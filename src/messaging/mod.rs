@@ -318,6 +318,9 @@ impl Messaging {
     /// is held for it (see [`early`]); then a timer refuses the calls still
     /// held (`NoProcedure`) and drops the rest.
     pub(crate) fn hold_early(self: &Arc<Self>, young: Duration) {
+        if young.is_zero() {
+            return;
+        }
         let until = Instant::now() + young;
         lock(&self.state).early = Some(Early::new(until));
         let me = Arc::downgrade(self);

@@ -294,7 +294,9 @@ impl Service {
         }
         // From the first link on, what comes for a stream not made yet is
         // held for a while (see `procedure`).
-        self.state.messaging.hold_early(crate::limits::HOLD_EARLY);
+        self.state
+            .messaging
+            .hold_early(self.state.settings.hold_early);
         // If this future is dropped half-way, the guard stops whatever
         // started (accept loops; the mDNS daemon stops when dropped).
         let cancel = CancellationToken::new();
@@ -880,7 +882,7 @@ impl Service {
     /// **Register first.** Peers may call the moment this node listens, so
     /// make the stream before [`listen`](Self::listen) (as every stream of
     /// what this node receives). One made later is harmless while the node
-    /// is young: for [`HOLD_EARLY`](crate::limits::HOLD_EARLY) (2 s) after
+    /// is young: for [`Settings::hold_early`] (2 s by default) after
     /// `listen`, a call that no stream serves waits for the first stream
     /// made for its name, and so do events and messages no stream takes
     /// (up to [`MAX_HELD`](crate::limits::MAX_HELD) items and

@@ -57,6 +57,7 @@ pub struct Settings {
     pub(crate) heartbeat_interval: Duration,
     pub(crate) heartbeat_timeout: Duration,
     pub(crate) leave_grace: Duration,
+    pub(crate) hold_early: Duration,
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) mdns: bool,
     pub(crate) peers: Vec<String>,
@@ -81,6 +82,7 @@ impl Settings {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             leave_grace: crate::limits::LEAVE_GRACE,
+            hold_early: crate::limits::HOLD_EARLY,
             secret: None,
             mdns: true,
             peers: Vec::new(),
@@ -246,6 +248,24 @@ impl Settings {
     /// ```
     pub fn leave_grace(mut self, grace: Duration) -> Self {
         self.leave_grace = grace;
+        self
+    }
+
+    /// How long after [`listen`](crate::Service::listen) the node is young:
+    /// until then a call for a procedure no stream serves, and an event or
+    /// message no stream takes, waits for the first stream made for it
+    /// (see [`Service::procedure`](crate::Service::procedure)). Default:
+    /// 2 s ([`HOLD_EARLY`](crate::limits::HOLD_EARLY)); zero holds nothing
+    /// (a call no stream serves is answered `NoProcedure` at once).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let strict = tcpnet::Settings::new("lab").hold_early(Duration::ZERO);
+    /// # tcpnet::Service::new(strict)?;
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn hold_early(mut self, young: Duration) -> Self {
+        self.hold_early = young;
         self
     }
 
@@ -428,6 +448,7 @@ impl std::fmt::Debug for Settings {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
             .field("leave_grace", &self.leave_grace)
+            .field("hold_early", &self.hold_early)
             .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
             .field("mdns", &self.mdns)
             .field("peers", &self.peers)
