@@ -80,6 +80,10 @@ pub const LEAVE_GRACE: Duration = Duration::from_secs(2);
 pub const LEFT_KEPT: Duration = Duration::from_secs(60);
 /// Most members that left kept at once (the oldest go first).
 pub const MAX_LEFT: usize = 64;
+/// With mDNS, how long a node heard of only through a peer may take to
+/// link before it is shown as a relayed member: it may be on this LAN and
+/// about to link, and a relayed moment would cost two events.
+pub const RELAYED_GRACE: Duration = Duration::from_secs(3);
 
 /// Most bytes one other node's topics may take in a node's table of who
 /// subscribes to what (accounted: each name twice, as a set and as the

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::attacker::{self, Claim, Envelope, FLOOD, OP_BROADCAST, OP_DIRECT, OP_INTEREST};
+use common::attacker::{
+    self, Claim, Envelope, FLOOD, MSG, OP_BROADCAST, OP_DIRECT, OP_INTEREST, OP_MEMBER, SIGNED,
+};
 use common::*;
 use futures::{FutureExt, StreamExt};
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
@@ -337,6 +339,104 @@ fn a_forged_subscription_cannot_unsubscribe_a_node() {
         a.publish("t", "to B").await.expect("publish");
         let got = within("B gets A's publication", b_topic.next()).await;
         assert_eq!(&got.expect("subscribed").data()[..], b"to B");
+        close_all(&nodes).await;
+    });
+}
+
+/// B's member record as A passes it on to the stranger (signed by B), raw:
+/// the first one whose metadata says `role` is `web`.
+async fn signed_record_of(s: &mut attacker::Session, b: &Service) -> Vec<u8> {
+    within("B's signed record, passed on by A", async {
+        loop {
+            let (kind, p) = s.recv().await.expect("A closed the stranger's link");
+            let origin = p.get(4..4 + p[3] as usize);
+            if kind == MSG
+                && p[0] == OP_MEMBER
+                && origin == Some(b.id().as_str().as_bytes())
+                && p.windows(3).any(|w| w == b"web")
+            {
+                assert!(p[1] & SIGNED != 0, "A passed on B's record unsigned");
+                return p;
+            }
+        }
+    })
+    .await
+}
+
+/// A linked stranger passes A member records in B's name: a goodbye with
+/// the newest version (unsigned, and signed with the stranger's key), and
+/// B's own signed record, passed on to it by A, with its metadata (and
+/// version) changed, and with its version changed. A refuses each with an error naming the stranger and
+/// B, and nothing else changes: A and C see B linked with its metadata, C
+/// is told nothing by A, and A's link to B works.
+#[test]
+fn a_forged_member_record_changes_nothing() {
+    netns(|| async {
+        let ([a, b, c], mut errors, mut s, me) = three_and_a_stranger().await;
+        let mut c_errors = c.on_error();
+        b.set_meta("role", "web").expect("metadata");
+        // Read before anything else on the stranger's link (a sync reads
+        // past what comes before its answer).
+        let genuine = signed_record_of(&mut s, &b).await;
+        let nodes = [a.clone(), b.clone(), c.clone()];
+        let as_b_says = |at: &Service| {
+            at.member(b.id()).is_some_and(|m| {
+                m.state == tcpnet::MemberState::Linked && m.meta.get("role") == Some("web")
+            })
+        };
+        wait_until(&nodes, "A and C to see B's metadata", || {
+            as_b_says(&a) && as_b_says(&c)
+        })
+        .await;
+        let incarnation = a.member(b.id()).expect("B at A").incarnation;
+        let mut goodbye = incarnation.to_be_bytes().to_vec();
+        goodbye.extend_from_slice(&port(&b).to_be_bytes());
+        goodbye.push(1);
+        let forged = Envelope {
+            op: OP_MEMBER,
+            flags: FLOOD,
+            hops: 1,
+            origin: b.id().as_str(),
+            seq: 0,
+            corr: u64::MAX,
+            name: "",
+            body: &goodbye,
+        };
+        forge_twice(&mut s, &me, &forged, &mut errors).await;
+
+        // B's own words, altered: the metadata as a newer version (a copy
+        // that would change nothing is dropped unchecked), then the
+        // version alone.
+        let corr_at = 4 + genuine[3] as usize + 8;
+        let version = u64::from_be_bytes(genuine[corr_at..corr_at + 8].try_into().unwrap());
+        let at = genuine.windows(3).position(|w| w == b"web").unwrap();
+        let mut meta_changed = genuine.clone();
+        meta_changed[at..at + 3].copy_from_slice(b"evl");
+        meta_changed[corr_at..corr_at + 8].copy_from_slice(&(version + 1).to_be_bytes());
+        let mut version_changed = genuine.clone();
+        version_changed[corr_at..corr_at + 8].copy_from_slice(&u64::MAX.to_be_bytes());
+        for altered in [meta_changed, version_changed] {
+            s.send(MSG, &altered).await.expect("send");
+            expect_error(&mut errors, "the altered record refused", |err| {
+                matches!(err, Error::Refused { peer, origin, reason }
+                    if peer.as_str() == me.id && origin == b.id()
+                        && reason.contains("not its origin's"))
+            })
+            .await;
+        }
+        s.sync(&me.id, 2).await;
+        // Whatever A passed on to C is ahead of A's marker on that link.
+        let mut c_in = c.messages();
+        settle(&a, &mut c_in, "marker").await;
+        assert!(
+            as_b_says(&a) && as_b_says(&c),
+            "B's record changed: at A {:?}, at C {:?}",
+            a.member(b.id()),
+            c.member(b.id())
+        );
+        let c_told = pending_errors(&mut c_errors);
+        assert!(c_told.is_empty(), "C was told: {c_told:?}");
+        still_linked(&a, &b).await;
         close_all(&nodes).await;
     });
 }

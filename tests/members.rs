@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::attacker;
 use common::*;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tcpnet::{
     Error, Events, Member, MemberChange, MemberEvent, MemberState, MetaError, NodeId, Service,
     Settings,
@@ -515,5 +515,78 @@ fn member_events_on_a_four_node_mesh() {
         assert_eq!((&last.member.id, last.change), (a.id(), Updated));
         assert_eq!(last.seq, log.len() as u64 + 1);
         a.close().await;
+    });
+}
+
+/// Two segments of two nodes (mDNS off, a static link inside each), joined
+/// by one static link a0-b0: each side sees the far side's nodes as
+/// relayed, with their metadata; an update and a goodbye cross the bridge;
+/// when the relaying node goes, what was behind it leaves as a lost link.
+#[test]
+fn nodes_behind_a_relaying_node_are_relayed_members_with_their_metadata() {
+    use tcpnet::LeaveReason;
+    netns(|| async {
+        let mut errors = Vec::new();
+        let mut node = async |name: &'static str| {
+            let s = tcpnet::tcpnet(Settings::new("c").mdns(false).meta("name", name)).unwrap();
+            errors.push(s.on_error());
+            let port = s.listen(0, "127.0.0.1").await.unwrap().port;
+            (s, format!("127.0.0.1:{port}"))
+        };
+        let (a0, at_a0) = node("a0").await;
+        let (a1, _) = node("a1").await;
+        let (b0, at_b0) = node("b0").await;
+        let (b1, _) = node("b1").await;
+        a1.add_peer(&at_a0).await.unwrap();
+        b1.add_peer(&at_b0).await.unwrap();
+        a0.add_peer(&at_b0).await.unwrap();
+        let relayed = |s: &Service, o: &Service| {
+            seen(s, o.id()).is_some_and(|m| {
+                m.state == MemberState::Relayed
+                    && m.meta == o.meta()
+                    && m.link.is_none()
+                    && m.addrs.is_empty()
+            })
+        };
+        let linked = |s: &Service, o: &Service| {
+            seen(s, o.id()).is_some_and(|m| m.state == MemberState::Linked && m.meta == o.meta())
+        };
+        until_members(&a1, "b0 and b1 relayed", |_| {
+            linked(&a1, &a0) && relayed(&a1, &b0) && relayed(&a1, &b1)
+        })
+        .await;
+        until_members(&b1, "a0 and a1 relayed", |_| {
+            linked(&b1, &b0) && relayed(&b1, &a0) && relayed(&b1, &a1)
+        })
+        .await;
+        until_members(&a0, "b0 linked, b1 relayed", |_| {
+            linked(&a0, &b0) && linked(&a0, &a1) && relayed(&a0, &b1)
+        })
+        .await;
+        // An update crosses the bridge.
+        b1.set_meta("http", "10.99.0.9:80").unwrap();
+        until_members(&a1, "b1's update", |_| relayed(&a1, &b1)).await;
+        // A goodbye too.
+        b1.close().await;
+        let gone = |s: &Service, o: &Service, why| {
+            seen(s, o.id()).is_some_and(|m| m.state == MemberState::Left(why))
+        };
+        until_members(&a1, "b1's goodbye", |_| {
+            gone(&a1, &b1, LeaveReason::Goodbye)
+        })
+        .await;
+        // The relaying node goes: what was behind it has no path left.
+        a0.close().await;
+        until_members(&a1, "a0's goodbye and b0 lost", |_| {
+            gone(&a1, &a0, LeaveReason::Goodbye) && gone(&a1, &b0, LeaveReason::LinkLost)
+        })
+        .await;
+        close_all(&[a1, b0]).await;
+        // Every record came signed by its origin: none was refused.
+        for mut e in errors {
+            while let Some(Some(e)) = e.next().now_or_never() {
+                assert!(!matches!(e, Error::Refused { .. }), "{e}");
+            }
+        }
     });
 }

@@ -70,14 +70,33 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// its members, which decides what is news.
 pub(crate) trait Gossip: Send + Sync {
     /// `origin`'s record arrived on `peer`'s link; `bad` says what was
-    /// wrong with its metadata, if anything. True if it was news.
+    /// wrong with its metadata, if anything; `signed` is the copy signed by
+    /// its origin, ready to pass on (one hop further), when it came signed.
+    /// True if this copy is one to pass on: news, or the first signed copy
+    /// of the version the view holds.
     fn record(
         &self,
         peer: &NodeId,
         origin: &NodeId,
         record: Record,
         bad: Option<MetaError>,
+        signed: Option<Frame>,
     ) -> bool;
+
+    /// True unless the view holds `origin`'s record at least as new as
+    /// `record` (and signed, if `signed`): a copy that would change nothing.
+    fn fresh(&self, _origin: &NodeId, _record: &Record, _signed: bool) -> bool {
+        true
+    }
+
+    /// The signed records of the members this node knows (not itself, not
+    /// `except`), for a peer that just linked.
+    fn known(&self, _except: &NodeId) -> Vec<(NodeId, Frame)> {
+        Vec::new()
+    }
+
+    /// `peer` said which nodes it is linked to.
+    fn neighbors(&self, _peer: &NodeId, _links: &[NodeId]) {}
 }
 
 /// The messaging tables, under one lock.
@@ -124,9 +143,9 @@ pub(crate) struct Messaging {
     flooding: Mutex<()>,
     /// The node's counters (relayed and duplicate messages, here).
     pub(crate) counters: Arc<Counters>,
-    /// This node's record as last told at run time (a change of metadata):
-    /// a link whose handshake began before the change carries the older
-    /// metadata in its hello, so a new link is told this too.
+    /// This node's record as last told, signed: every new link is told it,
+    /// for the peer to pass on (and a link whose handshake began before a
+    /// change of metadata carries the older metadata in its hello).
     record: Mutex<Option<Frame>>,
 }
 
@@ -536,12 +555,13 @@ impl Messaging {
         fail_calls(&mut st, |c| c.link == link, reason);
     }
 
-    /// Tells every linked peer this node's record: a change of its metadata,
-    /// or its goodbye. A record is a state: beside a full send queue only
+    /// Tells every linked peer this node's record, signed: its first as it
+    /// starts to listen (no link is up yet), a change of its metadata, or
+    /// its goodbye. A record is a state: beside a full send queue only
     /// the latest waits (see [`crate::link::aside`]), and it goes out with
     /// the next batch, ahead of the close that follows a goodbye.
     pub(crate) fn tell_record(&self, record: &Record) {
-        let f = envelope_frame(&Envelope {
+        let mut e = Envelope {
             op: Op::Member,
             flags: FLOOD,
             hops: 0,
@@ -551,7 +571,11 @@ impl Messaging {
             name: String::new(),
             body: record.encode(),
             signature: None,
-        });
+        };
+        // Signed: peers pass it on where the mesh is not full, and to the
+        // peers they link later.
+        self.sign(&mut e);
+        let f = envelope_frame(&e);
         // Kept before the open links are listed: a link that opens now is
         // either listed below or finds the record in `tell_new_link`.
         *lock(&self.record) = Some(f.clone());
@@ -604,6 +628,29 @@ impl Messaging {
     }
 }
 
+impl Messaging {
+    /// True if `e`, from `peer`, is signed by its origin or needs no
+    /// signature (it comes from its origin itself, unsigned); else reports
+    /// it refused.
+    pub(crate) fn signed_by_origin(&self, peer: &NodeId, e: &Envelope) -> bool {
+        let reason = match &e.signature {
+            None if &e.origin == peer => return true,
+            None => "relayed without its origin's signature",
+            Some(s) if !e.origin.verify(&s.key, &e.digest(), &s.sig) => {
+                "its signature is not its origin's"
+            }
+            Some(_) => return true,
+        };
+        self.counters.refused_message(Refused::Signature);
+        self.report(Error::Refused {
+            peer: peer.clone(),
+            origin: e.origin.clone(),
+            reason: reason.to_string(),
+        });
+        false
+    }
+}
+
 impl Inbound for Messaging {
     /// A `MSG` frame arrived from `peer` on a link whose send queue is
     /// `reply`. A malformed one is an error for the caller to report.
@@ -624,24 +671,10 @@ impl Inbound for Messaging {
         // A message in another node's name counts only with that node's
         // signature, checked before it is delivered, passed on, or
         // recorded as seen: a peer can neither speak for another node nor
-        // push its numbers up.
-        if &e.origin != peer {
-            let reason = match &e.signature {
-                None => Some("relayed without its origin's signature"),
-                Some(s) if !e.origin.verify(&s.key, &e.digest(), &s.sig) => {
-                    Some("its signature is not its origin's")
-                }
-                Some(_) => None,
-            };
-            if let Some(reason) = reason {
-                self.counters.refused_message(Refused::Signature);
-                self.report(Error::Refused {
-                    peer: peer.clone(),
-                    origin: e.origin.clone(),
-                    reason: reason.to_string(),
-                });
-                return Ok(());
-            }
+        // push its numbers up. (A member record is checked only if it is
+        // news: see `member`.)
+        if &e.origin != peer && e.op != Op::Member && !self.signed_by_origin(peer, &e) {
+            return Ok(());
         }
         // Copies of one origin's flooded messages arrive on several links,
         // and the first copy of each is relayed. Finding it fresh happens
@@ -710,17 +743,20 @@ impl Inbound for Messaging {
             }
             Op::Request => self.requested(&mut st, e, reply),
             Op::Reply | Op::Fail => return rpc::answered(&mut st, peer, e),
-            Op::Neighbors => {
-                if let Err(r) = relay::neighbors(&mut st, peer, &e) {
+            Op::Neighbors => match relay::neighbors(&mut st, peer, &e) {
+                Ok(links) => {
+                    drop(st);
+                    self.gossip.neighbors(peer, &links);
+                }
+                Err(r) => {
                     drop(st);
                     self.refused(peer, &e.origin, r);
                 }
-            }
+            },
             Op::Member => {
                 // The view takes its own lock: not under this one.
                 drop(st);
-                let (record, bad) = Record::decode(&e.body, e.corr)?;
-                self.gossip.record(peer, &e.origin, record, bad);
+                self.member(peer, e)?;
             }
         }
         Ok(())
@@ -749,13 +785,25 @@ mod tests {
         NodeId::parse(s).unwrap()
     }
 
-    /// The member records a node's messaging handed over.
+    /// The member records a node's messaging handed over, and whether each
+    /// came with a signed copy to pass on.
     #[derive(Default)]
-    struct Heard(Mutex<Vec<(NodeId, Record, Option<MetaError>)>>);
+    struct Heard(
+        Mutex<Vec<(NodeId, Record, Option<MetaError>)>>,
+        Mutex<Vec<bool>>,
+    );
 
     impl Gossip for Heard {
-        fn record(&self, _: &NodeId, origin: &NodeId, r: Record, bad: Option<MetaError>) -> bool {
+        fn record(
+            &self,
+            _: &NodeId,
+            origin: &NodeId,
+            r: Record,
+            bad: Option<MetaError>,
+            signed: Option<Frame>,
+        ) -> bool {
             lock(&self.0).push((origin.clone(), r, bad));
+            lock(&self.1).push(signed.is_some());
             true
         }
     }

@@ -23,6 +23,7 @@ use crate::stats::Counters;
 use crate::sync::lock;
 use crate::wire::envelope::{self, Envelope, Op, FLOOD, MAX_HOPS};
 use crate::wire::frame::Frame;
+use crate::wire::record::Record;
 
 /// Decides, on a node that relays, whether a message goes on (see
 /// [`Service::relay_filter`](crate::Service::relay_filter)).
@@ -234,6 +235,55 @@ impl Messaging {
         }
     }
 
+    /// A `Member` envelope from `peer`: `origin`'s record, for the view. A
+    /// copy its origin signed is kept by the view to pass on, and passed on
+    /// at once where the mesh is not full when the view says so.
+    ///
+    /// Copies of one record come by every path while a mesh forms, so one
+    /// that would change nothing is dropped before anything else; news
+    /// counts only with its origin's signature when another node passes it
+    /// on (as any message in another's name), and a signature that comes
+    /// with the origin's own copy must be right too, so a peer cannot hand
+    /// on a copy that the next node would refuse in its name. Malformed, it
+    /// is an error for the caller.
+    pub(crate) fn member(&self, peer: &NodeId, e: Envelope) -> Result<(), String> {
+        let (record, bad) = Record::decode(&e.body, e.corr)?;
+        if !self.gossip.fresh(&e.origin, &record, e.signature.is_some()) {
+            return Ok(());
+        }
+        if !self.signed_by_origin(peer, &e) {
+            return Ok(());
+        }
+        // As it came, with its origin's signature, one hop on.
+        let signed = e.signature.is_some().then(|| {
+            envelope_frame(&Envelope {
+                hops: 1,
+                ..e.clone()
+            })
+        });
+        if self.gossip.record(peer, &e.origin, record, bad, signed) {
+            let to = lock(&self.state).router.record_to(peer, &e.origin);
+            if let Some(r) = relay_frame(&e, &to, &self.open) {
+                for tx in &r.to {
+                    tx.send_state(record_key(&e.origin), r.frame.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A link to `peer` opened and the view holds `signed`, the peer's own
+    /// record as it signed it: the peers this node relays for learn of it.
+    pub(crate) fn tell_member(&self, peer: &NodeId, signed: Frame) {
+        let to = lock(&self.state).router.record_to(peer, peer);
+        for c in self.open.up() {
+            if to.contains(c.peer_id()) {
+                c.sender_queue()
+                    .send_state(record_key(peer), signed.clone());
+            }
+        }
+    }
+
     /// A link to `peer` (of its incarnation `incarnation`) opened: tell the
     /// peer every node's topics we know, ours included, and everyone which
     /// nodes we are linked to. Other nodes' topics go as the announcements
@@ -252,21 +302,32 @@ impl Messaging {
         for (origin, f) in others {
             tx.send_state(interest_key(&origin), f);
         }
-        // Our metadata changed at run time: the peer's hello may predate it.
+        // Our record, signed, for the peer to pass on (and newer than its
+        // hello if our metadata changed during the handshake); and every
+        // member this node knows of, so a segment this link joins learns
+        // of the nodes behind it.
         if let Some(f) = lock(&self.record).clone() {
             tx.send_state(record_key(&self.me), f);
+        }
+        for (origin, f) in self.gossip.known(peer) {
+            tx.send_state(record_key(&origin), f);
         }
         self.tell_neighbors();
     }
 }
 
-/// A `Neighbors` envelope from `peer`: the nodes it is linked to; refused
-/// (for the caller to report) over its budget.
-pub(crate) fn neighbors(st: &mut State, peer: &NodeId, e: &Envelope) -> Result<(), Refusal> {
+/// A `Neighbors` envelope from `peer`: the nodes it is linked to, returned;
+/// refused (for the caller to report) over its budget.
+pub(crate) fn neighbors(
+    st: &mut State,
+    peer: &NodeId,
+    e: &Envelope,
+) -> Result<Vec<NodeId>, Refusal> {
     // One more than a list may hold is enough to refuse it.
     let links: Vec<NodeId> = envelope::lines(&e.body)
         .filter_map(|l| NodeId::parse(l).ok())
         .take(MAX_PEERS + 1)
         .collect();
-    st.router.neighbors(peer.clone(), links.iter())
+    st.router.neighbors(peer.clone(), links.iter())?;
+    Ok(links)
 }

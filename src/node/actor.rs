@@ -315,7 +315,9 @@ fn apply(
                     request_close(conn.link(), CloseReason::KeyRemoved);
                 } else if listed {
                     node.hub.connection.emit(conn);
-                    node.members.opened(conn, record.clone());
+                    if let Some(signed) = node.members.opened(conn, record.clone()) {
+                        node.messaging.tell_member(conn.peer_id(), signed);
+                    }
                 }
             }
         }

@@ -134,13 +134,14 @@ impl Service {
         let incarnation = incarnation();
         let hub = Arc::new(Hub::new());
         hub.counters.queued.set_max(settings.max_queued_bytes);
-        let members = Arc::new(Members::new(
+        let members = Members::new(
             id.clone(),
             incarnation,
             settings.checked_meta()?,
             settings.leave_grace,
             hub.clone(),
-        ));
+            settings.mdns,
+        );
         let messaging = Arc::new(Messaging::new(
             identity.clone(),
             incarnation,
@@ -309,7 +310,15 @@ impl Service {
             .iter()
             .map(|ip| SocketAddr::new(*ip, address.port));
         self.state.members.set_addrs(addrs.collect());
-        *lock(&self.state.phase) = Phase::Listening(running);
+        let mut phase = lock(&self.state.phase);
+        // This node's record, signed, on the links open already and every
+        // link after (its peers pass it on where the mesh is not full);
+        // under the phase's lock, so a change of metadata now comes after.
+        self.state
+            .messaging
+            .tell_record(&self.state.members.record(address.port));
+        *phase = Phase::Listening(running);
+        drop(phase);
         tracing::info!(id = %self.state.id, ?address, "listening");
         self.state.hub.listening.emit(&address);
         Ok(address)

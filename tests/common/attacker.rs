@@ -33,6 +33,7 @@ pub(crate) const OP_BROADCAST: u8 = 2;
 pub(crate) const OP_INTEREST: u8 = 5;
 pub(crate) const OP_REQUEST: u8 = 6;
 pub(crate) const OP_REPLY: u8 = 7;
+pub(crate) const OP_MEMBER: u8 = 10;
 pub(crate) const FLOOD: u8 = 0x01;
 pub(crate) const SIGNED: u8 = 0x02;
 

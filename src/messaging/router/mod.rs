@@ -258,6 +258,15 @@ impl Router {
         to
     }
 
+    /// The peers to pass `origin`'s member record, received from `from`,
+    /// on to: as [`Router::relay_to`], less those that say they are linked
+    /// to `origin` (it tells them its record itself).
+    pub(crate) fn record_to(&self, from: &NodeId, origin: &NodeId) -> Vec<NodeId> {
+        let mut to = self.relay_to(from, origin, None);
+        to.retain(|p| !self.neighbors.links(p, origin));
+        to
+    }
+
     /// Where this node sends a message it publishes to `topic`: to linked
     /// members only, if it reaches every member directly; else to every peer.
     pub(crate) fn publish_to(&self, topic: &str) -> Vec<NodeId> {

@@ -11,19 +11,21 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::error::{CloseReason, Error, MetaError};
 use crate::id::NodeId;
+use crate::limits::{MAX_PEERS, RELAYED_GRACE};
 use crate::link::connection::{Connection, Link};
 use crate::link::LinkId;
 use crate::messaging::Gossip;
 use crate::meta::Meta;
 use crate::node::events::{Emitter, Events, Hub};
 use crate::sync::lock;
+use crate::wire::frame::Frame;
 use crate::wire::meta;
 use crate::wire::record::Record;
 
@@ -45,6 +47,9 @@ struct Inner {
     hello_meta: (u64, Bytes),
     /// The links the view's linked members are on, for what they measure.
     links: HashMap<LinkId, Arc<Link>>,
+    /// When the timer for the view's nodes heard of through a peer fires,
+    /// if one is set.
+    timer: Option<Instant>,
 }
 
 /// A node's membership view, shared by its actor, its messaging and its
@@ -53,30 +58,41 @@ pub(crate) struct Members {
     inner: Mutex<Inner>,
     /// Where a bad record from a peer is reported.
     hub: Arc<Hub>,
+    /// Itself, for the timer that makes waiting nodes relayed members.
+    this: Weak<Members>,
 }
 
 impl Members {
     /// The view of node `me`; a member whose link is lost is held for
-    /// `grace` before it leaves.
+    /// `grace` before it leaves; `mdns` says whether it finds peers over
+    /// mDNS (a node heard of through a peer may then be on this LAN and
+    /// about to link: it is made a relayed member only after
+    /// [`RELAYED_GRACE`]).
     pub(crate) fn new(
         me: NodeId,
         incarnation: u64,
         meta: Meta,
         grace: Duration,
         hub: Arc<Hub>,
-    ) -> Members {
+        mdns: bool,
+    ) -> Arc<Members> {
         let hello_meta = (incarnation, meta::encode(&meta));
-        Members {
+        let relayed_grace = if mdns { RELAYED_GRACE } else { Duration::ZERO };
+        Arc::new_cyclic(|this| Members {
             inner: Mutex::new(Inner {
-                view: View::new(me, incarnation, meta).with_grace(grace),
+                view: View::new(me, incarnation, meta)
+                    .with_grace(grace)
+                    .with_relayed_grace(relayed_grace),
                 seq: 0,
                 events: Emitter::unbounded(),
                 addrs: Vec::new(),
                 hello_meta,
                 links: HashMap::new(),
+                timer: None,
             }),
             hub,
-        }
+            this: this.clone(),
+        })
     }
 
     /// This node's metadata.
@@ -114,16 +130,26 @@ impl Members {
         }))
     }
 
-    /// This node's last record: it is leaving.
-    pub(crate) fn goodbye(&self, port: u16) -> Record {
+    /// This node's record as it stands, listening on `port`.
+    pub(crate) fn record(&self, port: u16) -> Record {
         let inner = lock(&self.inner);
         let local = inner.view.local();
         Record {
             incarnation: local.incarnation,
             port,
-            version: local.version + 1,
-            leaving: true,
+            version: local.version,
+            leaving: false,
             meta: Some(local.meta.clone()),
+        }
+    }
+
+    /// This node's last record: it is leaving.
+    pub(crate) fn goodbye(&self, port: u16) -> Record {
+        let r = self.record(port);
+        Record {
+            version: r.version + 1,
+            leaving: true,
+            ..r
         }
     }
 
@@ -133,7 +159,9 @@ impl Members {
     }
 
     /// The pair's one link opened, with the record its hello carried.
-    pub(crate) fn opened(&self, conn: &Connection, record: Record) {
+    /// Returns the peer's record as it signed it, if the view holds it, for
+    /// the peers this node relays for.
+    pub(crate) fn opened(&self, conn: &Connection, record: Record) -> Option<Frame> {
         let now = Instant::now();
         let o = Opened {
             link: conn.link().id,
@@ -149,7 +177,9 @@ impl Members {
         // restarted) are forgotten.
         let Inner { view, links, .. } = &mut *inner;
         links.retain(|id, l| view.get(&l.peer).and_then(Entry::link) == Some(*id));
+        let signed = view.get(conn.peer_id()).and_then(|e| e.signed.clone());
         emit(&mut inner, changes, now);
+        signed
     }
 
     /// A link closed. A member it holds away (see [`view`]) leaves at the
@@ -260,6 +290,7 @@ impl Gossip for Members {
         origin: &NodeId,
         record: Record,
         bad: Option<MetaError>,
+        signed: Option<Frame>,
     ) -> bool {
         if let Some(error) = bad {
             let e = Error::BadMeta {
@@ -272,9 +303,75 @@ impl Gossip for Members {
         }
         let now = Instant::now();
         let mut inner = lock(&self.inner);
-        let (news, changes) = inner.view.record(origin, record, now);
+        // Relayed members are as many as peers may be: keys are free to
+        // make, so a peer could otherwise grow the view without end.
+        if origin != peer && inner.view.get(origin).is_none() && inner.view.relayed() >= MAX_PEERS {
+            drop(inner);
+            self.hub.report(Error::TooManyPeers {
+                peer: origin.clone(),
+                max: MAX_PEERS,
+            });
+            return false;
+        }
+        let direct = self.hub.advertised().contains(origin);
+        let (news, changes) = inner.view.record(peer, origin, record, signed, direct, now);
         emit(&mut inner, changes, now);
+        self.set_timer(&mut inner);
         news
+    }
+
+    fn fresh(&self, origin: &NodeId, record: &Record, signed: bool) -> bool {
+        lock(&self.inner).view.fresh(origin, record, signed)
+    }
+
+    fn known(&self, except: &NodeId) -> Vec<(NodeId, Frame)> {
+        let inner = lock(&self.inner);
+        inner
+            .view
+            .members()
+            .filter(|(id, e)| !e.left() && *id != except)
+            .filter_map(|(id, e)| Some((id.clone(), e.signed.clone()?)))
+            .collect()
+    }
+
+    fn neighbors(&self, peer: &NodeId, links: &[NodeId]) {
+        let now = Instant::now();
+        self.apply(|v| v.neighbors(peer, links, now), now);
+    }
+}
+
+impl Members {
+    /// Sets a timer for the next node heard of through a peer, unless one
+    /// is set for then or earlier (outside a runtime, there is no timer).
+    fn set_timer(&self, inner: &mut Inner) {
+        let Some(due) = inner.view.next_due() else {
+            return;
+        };
+        if inner.timer.is_some_and(|t| t <= due) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        inner.timer = Some(due);
+        let this = self.this.clone();
+        rt.spawn(async move {
+            tokio::time::sleep_until(due.into()).await;
+            if let Some(members) = this.upgrade() {
+                members.due();
+            }
+        });
+    }
+
+    /// The timer fired: nodes heard of through a peer that did not link in
+    /// time join as relayed members.
+    fn due(&self) {
+        let now = Instant::now();
+        let mut inner = lock(&self.inner);
+        inner.timer = None;
+        let changes = inner.view.due(now, &self.hub.advertised());
+        emit(&mut inner, changes, now);
+        self.set_timer(&mut inner);
     }
 }
 
@@ -353,6 +450,7 @@ fn member(inner: &Inner, id: &NodeId, now: Instant) -> Option<Member> {
         Route::Away {
             remote, suspect, ..
         } => linked(*suspect, remote, None),
+        Route::Relayed { .. } => (MemberState::Relayed, Vec::new(), None),
         Route::Left { reason, .. } => (MemberState::Left(*reason), Vec::new(), None),
     };
     Some(Member {

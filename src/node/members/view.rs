@@ -27,19 +27,30 @@
 //!   by a newer one of the same peer changes nothing (or, when the newer one
 //!   comes from a newer incarnation, the old member leaves as restarted and
 //!   the new one joins).
+//! - A node this one is not linked to **joins** as relayed when its record
+//!   arrives through a peer that relays (segments joined by a static link;
+//!   see [`crate::messaging`]) and it is still not linked a grace period
+//!   later (with mDNS: it may be on this LAN and about to link, which would
+//!   make a relayed moment two events of noise); its updates and its
+//!   goodbye come the same way. Linked later, it is **updated** (the way
+//!   it is reached changed). It **leaves** as a lost link when the link it
+//!   was heard through closes, or when that peer, having said it was
+//!   linked to it, says it is no longer; a link of its own that closes
+//!   makes it leave as any linked member does.
 //! - A member that left stays in the view for [`LEFT_KEPT`], at most
 //!   [`MAX_LEFT`] of them, so a reader sees why it went.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::error::CloseReason;
 use crate::id::NodeId;
-use crate::limits::{LEAVE_GRACE, LEFT_KEPT, MAX_LEFT};
+use crate::limits::{LEAVE_GRACE, LEFT_KEPT, MAX_LEFT, MAX_PEERS};
 use crate::link::LinkId;
 use crate::meta::Meta;
 use crate::node::members::member::{LeaveReason, MemberChange};
+use crate::wire::frame::Frame;
 use crate::wire::record::Record;
 
 /// What the view knows of one other node.
@@ -49,6 +60,9 @@ pub(crate) struct Entry {
     pub port: u16,
     pub version: u64,
     pub meta: Meta,
+    /// Its record of this version as it signed it, ready to pass on (see
+    /// [`crate::messaging`]); `None` when it came unsigned.
+    pub signed: Option<Frame>,
     pub route: Route,
 }
 
@@ -72,6 +86,12 @@ pub(crate) enum Route {
         remote: SocketAddr,
         suspect: bool,
     },
+    /// Not linked: its records come through `via`, a linked peer;
+    /// `vouched` once `via` said it is linked to it.
+    Relayed {
+        via: NodeId,
+        vouched: bool,
+    },
     Left {
         reason: LeaveReason,
         at: Instant,
@@ -94,15 +114,34 @@ pub(crate) struct View {
     /// How long a member whose link was lost is held away before it leaves.
     grace: Duration,
     members: BTreeMap<NodeId, Entry>,
-    /// Records that came on a link before the view heard it open (the
-    /// link's reader runs ahead of the node's actor), newest per node:
-    /// taken when the link's opening arrives, so a change sent at once on
-    /// a new link is not lost to that race. At most [`MAX_EARLY`].
-    early: BTreeMap<NodeId, Record>,
+    /// Records of nodes not in the view, newest per node: taken when the
+    /// node's link opens (one that came on a link before the view heard it
+    /// open, the link's reader running ahead of the node's actor, so a
+    /// change sent at once on a new link is not lost to that race), or,
+    /// heard through a peer, made a relayed member after `relayed_grace`.
+    /// At most [`MAX_WAITING`].
+    waiting: BTreeMap<NodeId, Waiting>,
+    /// How long a node heard of through a peer may take to link before it
+    /// is made a relayed member.
+    relayed_grace: Duration,
+    /// The nodes each linked peer last said it is linked to.
+    lists: HashMap<NodeId, Vec<NodeId>>,
 }
 
-/// Records of nodes not (yet) linked that the view keeps for their link.
-const MAX_EARLY: usize = 64;
+/// Records of nodes not (yet) in the view that it keeps.
+const MAX_WAITING: usize = MAX_PEERS;
+
+/// A record of a node not in the view.
+#[derive(Debug)]
+struct Waiting {
+    record: Record,
+    signed: Option<Frame>,
+    /// The peer it was heard through, if it was heard only through peers
+    /// (else it is kept for its link only).
+    via: Option<NodeId>,
+    /// When it was first heard of.
+    since: Instant,
+}
 
 /// The changes one input made, in order.
 pub(crate) type Changes = Vec<(NodeId, MemberChange)>;
@@ -130,8 +169,17 @@ impl View {
                 meta,
             },
             members: BTreeMap::new(),
-            early: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            relayed_grace: Duration::ZERO,
+            lists: HashMap::new(),
         }
+    }
+
+    /// Makes a node heard of through a peer a relayed member only if it
+    /// has not linked `grace` later (zero: at once).
+    pub(crate) fn with_relayed_grace(mut self, grace: Duration) -> View {
+        self.relayed_grace = grace;
+        self
     }
 
     /// Holds a member whose link was lost for `grace` before it leaves
@@ -179,9 +227,16 @@ impl View {
             since: now,
             suspect: false,
         };
-        let r = match self.early.remove(&o.peer) {
-            Some(e) if e.incarnation == o.record.incarnation && e.version > o.record.version => e,
-            _ => o.record,
+        // An early record of the same run at least as new as the hello
+        // stands for it, and brings its signed copy.
+        let (r, signed) = match self.waiting.remove(&o.peer) {
+            Some(w)
+                if w.record.incarnation == o.record.incarnation
+                    && w.record.version >= o.record.version =>
+            {
+                (w.record, w.signed)
+            }
+            _ => (o.record, None),
         };
         match self.members.get_mut(&o.peer) {
             Some(e) if e.incarnation == r.incarnation && e.away().is_some() => {
@@ -197,12 +252,17 @@ impl View {
                 return changes;
             }
             Some(e) if e.incarnation == r.incarnation && !e.left() => {
-                // Another link of the same run (the one before went stale):
-                // the member stays; a suspicion ends.
+                // Another link of the same run (the one before went stale),
+                // or a first one to a relayed member: the member stays; a
+                // suspicion ends.
                 let was_suspect = e.suspect();
+                let was_relayed = matches!(e.route, Route::Relayed { .. });
                 e.route = route;
-                if e.apply(&r) {
+                if e.apply(&r) || was_relayed {
                     changes.push((o.peer.clone(), MemberChange::Updated));
+                }
+                if e.version == r.version && signed.is_some() {
+                    e.signed = signed;
                 }
                 if was_suspect {
                     changes.push((o.peer, MemberChange::Alive));
@@ -237,6 +297,7 @@ impl View {
             port: r.port,
             version: r.version,
             meta: r.meta.unwrap_or_default(),
+            signed,
             route,
         };
         self.members.insert(o.peer.clone(), entry);
@@ -285,7 +346,25 @@ impl View {
             }
             _ => {
                 e.route = Route::Left { reason, at: now };
-                vec![(peer.clone(), MemberChange::Left(reason))]
+                let mut changes = vec![(peer.clone(), MemberChange::Left(reason))];
+                self.lose_path(peer, now, &mut changes);
+                changes
+            }
+        }
+    }
+
+    /// `peer` is gone: what was heard only through it has no path left
+    /// that this node knows of.
+    fn lose_path(&mut self, peer: &NodeId, now: Instant, changes: &mut Changes) {
+        self.lists.remove(peer);
+        self.waiting.retain(|_, w| w.via.as_ref() != Some(peer));
+        for (id, e) in self.members.iter_mut() {
+            if matches!(&e.route, Route::Relayed { via, .. } if via == peer) {
+                e.route = Route::Left {
+                    reason: LeaveReason::LinkLost,
+                    at: now,
+                };
+                changes.push((id.clone(), MemberChange::Left(LeaveReason::LinkLost)));
             }
         }
     }
@@ -296,6 +375,7 @@ impl View {
     pub(crate) fn tick(&mut self, now: Instant) -> (Changes, Option<Instant>) {
         let mut changes = Vec::new();
         let mut next: Option<Instant> = None;
+        let mut gone = Vec::new();
         for (id, e) in &mut self.members {
             let Route::Away { reason, since, .. } = e.route else {
                 continue;
@@ -304,11 +384,43 @@ impl View {
             if due <= now {
                 e.route = Route::Left { reason, at: due };
                 changes.push((id.clone(), MemberChange::Left(reason)));
+                gone.push((id.clone(), due));
             } else {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
+        // What was heard through them has no path left now.
+        for (id, due) in gone {
+            self.lose_path(&id, due, &mut changes);
+        }
         (changes, next)
+    }
+
+    /// `peer` said which nodes it is linked to: a relayed member it had
+    /// vouched for and no longer lists has lost its path.
+    pub(crate) fn neighbors(&mut self, peer: &NodeId, links: &[NodeId], now: Instant) -> Changes {
+        if self.members.get(peer).is_some_and(Entry::linked) {
+            self.lists.insert(peer.clone(), links.to_vec());
+        }
+        let mut changes = Vec::new();
+        for (id, e) in self.members.iter_mut() {
+            let Route::Relayed { via, vouched } = &mut e.route else {
+                continue;
+            };
+            if via != peer {
+                continue;
+            }
+            if links.contains(id) {
+                *vouched = true;
+            } else if *vouched {
+                e.route = Route::Left {
+                    reason: LeaveReason::LinkLost,
+                    at: now,
+                };
+                changes.push((id.clone(), MemberChange::Left(LeaveReason::LinkLost)));
+            }
+        }
+        changes
     }
 
     /// The link has been silent for half the heartbeat timeout.
@@ -341,42 +453,94 @@ impl View {
         }
     }
 
-    /// `origin`'s record arrived. Returns whether it was news (a newer
-    /// version of a member's record), and the changes it made.
-    pub(crate) fn record(&mut self, origin: &NodeId, r: Record, now: Instant) -> (bool, Changes) {
+    /// `origin`'s record arrived on `peer`'s link, `signed` by its origin
+    /// if it came so (as a frame to pass on). Returns whether this copy is
+    /// one to pass on (news: a newer version of a member's record, or the
+    /// first signed copy of the version the view holds), and the changes
+    /// it made.
+    ///
+    /// A record of a node this one is not linked to, newer than what it
+    /// knows, makes that node a relayed member, reached through `peer`;
+    /// unless `direct`: this node is about to link to it (it sees it
+    /// advertised on its own LAN), which would make the relayed member a
+    /// moment's noise, joined then updated as the link opens.
+    pub(crate) fn record(
+        &mut self,
+        peer: &NodeId,
+        origin: &NodeId,
+        r: Record,
+        signed: Option<Frame>,
+        direct: bool,
+        now: Instant,
+    ) -> (bool, Changes) {
         self.expire(now);
-        let linked_run = self
+        if origin == &self.me {
+            return (false, vec![]);
+        }
+        let known_run = self
             .members
             .get(origin)
             .is_some_and(|e| !e.left() && e.incarnation == r.incarnation);
-        if !linked_run && !r.leaving {
-            // Perhaps a record sent at once on a link this view has not
-            // heard open yet: kept for that link.
-            let newer = self
-                .early
-                .get(origin)
-                .is_none_or(|k| (k.incarnation, k.version) < (r.incarnation, r.version));
-            if newer && (self.early.len() < MAX_EARLY || self.early.contains_key(origin)) {
-                self.early.insert(origin.clone(), r);
+        if !known_run && !r.leaving && (peer == origin || direct) {
+            // A record sent at once on a link this view has not heard open
+            // yet (the link's reader runs ahead of the node's actor), or
+            // one of a node about to be linked: kept for that link.
+            self.wait(origin, r, signed, None, now);
+            return (false, vec![]);
+        }
+        let mut changes = Vec::new();
+        let newer = |e: &Entry| (e.incarnation, e.version) < (r.incarnation, r.version);
+        let joins = match self.members.get_mut(origin) {
+            None => true,
+            Some(e) if e.left() => newer(e),
+            // A relayed member that restarted: the old run leaves.
+            Some(e) if !e.linked() && e.incarnation < r.incarnation => {
+                e.route = Route::Left {
+                    reason: LeaveReason::Restarted,
+                    at: now,
+                };
+                changes.push((origin.clone(), MemberChange::Left(LeaveReason::Restarted)));
+                true
             }
-            return (false, vec![]);
-        }
-        let Some(e) = self.members.get_mut(origin) else {
-            return (false, vec![]);
+            Some(_) => false,
         };
-        if e.left() || e.incarnation != r.incarnation || r.version <= e.version {
-            return (false, vec![]);
+        if joins {
+            // The goodbye of a node this one never knew is nobody's news
+            // (nor is what it said while waiting).
+            if r.leaving {
+                self.waiting.remove(origin);
+                return (false, changes);
+            }
+            if !self.relayed_grace.is_zero() {
+                let news = self.wait(origin, r, signed, Some(peer), now);
+                return (news, changes);
+            }
+            changes.push(self.join_relayed(origin, r, signed, peer.clone()));
+            return (true, changes);
         }
+        let e = self.members.get_mut(origin).expect("present");
+        if e.incarnation != r.incarnation || r.version < e.version {
+            return (false, changes);
+        }
+        if r.version == e.version {
+            // The same version again: its first copy signed by its origin
+            // is kept, and passed on.
+            let first = e.signed.is_none() && signed.is_some() && !e.left();
+            if first {
+                e.signed = signed;
+            }
+            return (first, changes);
+        }
+        e.signed = signed;
         if r.leaving {
             e.version = r.version;
             e.route = Route::Left {
                 reason: LeaveReason::Goodbye,
                 at: now,
             };
-            return (
-                true,
-                vec![(origin.clone(), MemberChange::Left(LeaveReason::Goodbye))],
-            );
+            changes.push((origin.clone(), MemberChange::Left(LeaveReason::Goodbye)));
+            self.lose_path(origin, now, &mut changes);
+            return (true, changes);
         }
         let changed = e.apply(&r);
         let changes = if changed {
@@ -387,10 +551,127 @@ impl View {
         (true, changes)
     }
 
+    /// False if `origin`'s record `r` (`signed` or not) would change
+    /// nothing here: the view holds it, or a newer one, signed if `signed`
+    /// (see [`View::record`], which decides).
+    pub(crate) fn fresh(&self, origin: &NodeId, r: &Record, signed: bool) -> bool {
+        if origin == &self.me {
+            return false;
+        }
+        let key = (r.incarnation, r.version);
+        let held =
+            |k: (u64, u64), has_signed: bool| k > key || (k == key && (has_signed || !signed));
+        let in_view = self
+            .members
+            .get(origin)
+            .is_some_and(|e| held((e.incarnation, e.version), e.signed.is_some() || e.left()));
+        let waiting = self
+            .waiting
+            .get(origin)
+            .is_some_and(|w| held((w.record.incarnation, w.record.version), w.signed.is_some()));
+        !(in_view || waiting)
+    }
+
+    /// Keeps `origin`'s record, heard through `via` (or on its own link,
+    /// or while it is advertised on this LAN: `None`), if newer than the
+    /// one kept; true if it was.
+    fn wait(
+        &mut self,
+        origin: &NodeId,
+        record: Record,
+        signed: Option<Frame>,
+        via: Option<&NodeId>,
+        now: Instant,
+    ) -> bool {
+        let (since, via) = match self.waiting.get(origin) {
+            Some(w)
+                if (w.record.incarnation, w.record.version)
+                    >= (record.incarnation, record.version) =>
+            {
+                return false;
+            }
+            // Once about to link, it waits for its link only.
+            Some(w) => (w.since, w.via.clone().and(via.cloned())),
+            None if self.waiting.len() >= MAX_WAITING => return false,
+            None => (now, via.cloned()),
+        };
+        let w = Waiting {
+            record,
+            signed,
+            via,
+            since,
+        };
+        self.waiting.insert(origin.clone(), w);
+        true
+    }
+
+    /// `origin`, heard of through `via`, joins as a relayed member.
+    fn join_relayed(
+        &mut self,
+        origin: &NodeId,
+        r: Record,
+        signed: Option<Frame>,
+        via: NodeId,
+    ) -> (NodeId, MemberChange) {
+        let vouched = self.lists.get(&via).is_some_and(|l| l.contains(origin));
+        let entry = Entry {
+            incarnation: r.incarnation,
+            port: r.port,
+            version: r.version,
+            meta: r.meta.unwrap_or_default(),
+            signed,
+            route: Route::Relayed { via, vouched },
+        };
+        self.members.insert(origin.clone(), entry);
+        (origin.clone(), MemberChange::Joined)
+    }
+
+    /// The nodes heard of through a peer that did not link within the
+    /// grace period join as relayed members; those `advertised` on this
+    /// node's LAN by then wait for their link instead.
+    pub(crate) fn due(&mut self, now: Instant, advertised: &[NodeId]) -> Changes {
+        let grace = self.relayed_grace;
+        let due: Vec<NodeId> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.via.is_some() && now.saturating_duration_since(w.since) >= grace)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut changes = Vec::new();
+        for id in due {
+            if advertised.contains(&id) {
+                self.waiting.get_mut(&id).expect("listed").via = None;
+                continue;
+            }
+            let w = self.waiting.remove(&id).expect("listed");
+            let via = w.via.expect("heard through a peer");
+            changes.push(self.join_relayed(&id, w.record, w.signed, via));
+        }
+        changes
+    }
+
+    /// When the next node heard of through a peer is due (see [`View::due`]).
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.waiting
+            .values()
+            .filter(|w| w.via.is_some())
+            .map(|w| w.since + self.relayed_grace)
+            .min()
+    }
+
+    /// How many members are relayed.
+    pub(crate) fn relayed(&self) -> usize {
+        self.members
+            .values()
+            .filter(|e| matches!(e.route, Route::Relayed { .. }))
+            .count()
+    }
+
     /// This node closed: it knows no one any more (and tells no one).
     pub(crate) fn clear(&mut self) {
         self.members.clear();
-        self.early.clear();
+        self.waiting.clear();
+        self.lists.clear();
     }
 
     /// Forgets members that left more than [`LEFT_KEPT`] ago, and the
@@ -432,6 +713,10 @@ impl Entry {
 
     fn suspect(&self) -> bool {
         matches!(self.route, Route::Linked { suspect: true, .. })
+    }
+
+    fn linked(&self) -> bool {
+        matches!(self.route, Route::Linked { .. })
     }
 
     /// The link it is on, while linked.
@@ -585,7 +870,7 @@ mod tests {
             ..record(10, 11, &[])
         };
         assert_eq!(
-            v.record(&id(3), bye, t),
+            v.record(&id(3), &id(3), bye, None, false, t),
             (true, vec![(id(3), Left(LeaveReason::Goodbye))])
         );
         assert_eq!(v.tick(t + GRACE), (vec![], None));
@@ -633,7 +918,7 @@ mod tests {
             leaving: true,
             ..record(20, 21, &[])
         };
-        v.record(&id(2), bye, t);
+        v.record(&id(2), &id(2), bye, None, false, t);
         assert_eq!(
             v.opened(opened(11, 2, record(20, 22, &[])), t),
             vec![(id(2), Joined)]
@@ -655,15 +940,35 @@ mod tests {
         assert_eq!(c, vec![(id(2), Joined)]);
         assert_eq!(v.get(&id(2)).unwrap().meta.get("role"), Some("web"));
 
-        let (news, c) = v.record(&id(2), record(10, 11, &[("role", "db")]), t);
+        let (news, c) = v.record(
+            &id(9),
+            &id(2),
+            record(10, 11, &[("role", "db")]),
+            None,
+            false,
+            t,
+        );
         assert!(news);
         assert_eq!(c, vec![(id(2), Updated)]);
         // An older copy, and the same one again, are not news.
-        assert_eq!(v.record(&id(2), record(10, 11, &[]), t), (false, vec![]));
-        assert_eq!(v.record(&id(2), record(10, 9, &[]), t), (false, vec![]));
+        assert_eq!(
+            v.record(&id(9), &id(2), record(10, 11, &[]), None, false, t),
+            (false, vec![])
+        );
+        assert_eq!(
+            v.record(&id(9), &id(2), record(10, 9, &[]), None, false, t),
+            (false, vec![])
+        );
         // A newer version with the same metadata is news, but no change.
         assert_eq!(
-            v.record(&id(2), record(10, 12, &[("role", "db")]), t),
+            v.record(
+                &id(9),
+                &id(2),
+                record(10, 12, &[("role", "db")]),
+                None,
+                false,
+                t
+            ),
             (true, vec![])
         );
 
@@ -672,7 +977,7 @@ mod tests {
             ..record(10, 13, &[])
         };
         assert_eq!(
-            v.record(&id(2), bye, t),
+            v.record(&id(9), &id(2), bye, None, false, t),
             (true, vec![(id(2), Left(LeaveReason::Goodbye))])
         );
         // The link closing after the goodbye adds nothing.
@@ -693,14 +998,28 @@ mod tests {
         // The peer's change, sent at once on the new link, is read before
         // the view hears the link open with the hello's older record.
         assert_eq!(
-            v.record(&id(2), record(10, 11, &[("role", "after")]), t),
+            v.record(
+                &id(2),
+                &id(2),
+                record(10, 11, &[("role", "after")]),
+                None,
+                false,
+                t
+            ),
             (false, vec![])
         );
         let c = v.opened(opened(7, 2, record(10, 10, &[("role", "before")])), t);
         assert_eq!(c, vec![(id(2), Joined)]);
         assert_eq!(v.get(&id(2)).unwrap().meta.get("role"), Some("after"));
         // One of another run is not taken.
-        v.record(&id(3), record(5, 6, &[("role", "old")]), t);
+        v.record(
+            &id(3),
+            &id(3),
+            record(5, 6, &[("role", "old")]),
+            None,
+            false,
+            t,
+        );
         v.opened(opened(8, 3, record(20, 20, &[("role", "new")])), t);
         assert_eq!(v.get(&id(3)).unwrap().meta.get("role"), Some("new"));
     }
@@ -761,7 +1080,10 @@ mod tests {
         assert_eq!(v.get(&id(2)).unwrap().incarnation, 20);
         assert_eq!(v.closed(8, &id(2), &CloseReason::Replaced, t), vec![]);
         // A record of the old run changes nothing.
-        assert_eq!(v.record(&id(2), record(10, 30, &[]), t), (false, vec![]));
+        assert_eq!(
+            v.record(&id(9), &id(2), record(10, 30, &[]), None, false, t),
+            (false, vec![])
+        );
     }
 
     #[test]
@@ -772,7 +1094,10 @@ mod tests {
         v.opened(opened(7, 2, first.clone()), t);
         first.version = 11;
         first.meta = None;
-        assert_eq!(v.record(&id(2), first, t), (true, vec![]));
+        assert_eq!(
+            v.record(&id(9), &id(2), first, None, false, t),
+            (true, vec![])
+        );
         assert_eq!(v.get(&id(2)).unwrap().meta.get("role"), Some("web"));
         // A hello with bad metadata joins without any.
         let none = Record {
@@ -808,5 +1133,202 @@ mod tests {
         assert_eq!(v.local().version, 101);
         assert_eq!(v.set_local_meta(meta), vec![]);
         assert_eq!(v.local().version, 101);
+    }
+
+    #[test]
+    fn a_node_heard_through_a_peer_is_relayed_until_linked_or_its_path_goes() {
+        let t = Instant::now();
+        let mut v = view();
+        v.opened(opened(7, 2, record(10, 10, &[])), t);
+        // Node 3's record, through 2.
+        let r3 = record(30, 30, &[("role", "db")]);
+        assert_eq!(
+            v.record(&id(2), &id(3), r3.clone(), None, false, t),
+            (true, vec![(id(3), Joined)])
+        );
+        assert!(matches!(
+            v.get(&id(3)).unwrap().route,
+            Route::Relayed { .. }
+        ));
+        // The same again, by another path, is not news.
+        assert_eq!(
+            v.record(&id(4), &id(3), r3.clone(), None, false, t),
+            (false, vec![])
+        );
+        // An update comes the same way.
+        assert_eq!(
+            v.record(
+                &id(2),
+                &id(3),
+                record(30, 31, &[("role", "web")]),
+                None,
+                false,
+                t
+            ),
+            (true, vec![(id(3), Updated)])
+        );
+        // Linked now: the way it is reached changed.
+        assert_eq!(
+            v.opened(opened(8, 3, record(30, 31, &[("role", "web")])), t),
+            vec![(id(3), Updated)]
+        );
+        // A node about to be linked directly is not made relayed.
+        assert_eq!(
+            v.record(&id(2), &id(5), record(50, 50, &[]), None, true, t),
+            (false, vec![])
+        );
+        // Node 4 through 2, vouched for by 2, then dropped from its list.
+        v.record(&id(2), &id(4), record(40, 40, &[]), None, false, t);
+        assert_eq!(v.neighbors(&id(2), &[id(1), id(4)], t), vec![]);
+        assert_eq!(
+            v.neighbors(&id(2), &[id(1)], t),
+            vec![(id(4), Left(LeaveReason::LinkLost))]
+        );
+        // Node 6 through 2; 2's link closes: 6 has no path left.
+        v.record(&id(2), &id(6), record(60, 60, &[]), None, false, t);
+        assert_eq!(
+            v.closed(7, &id(2), &CloseReason::PeerClosed, t),
+            vec![
+                (id(2), Left(LeaveReason::LinkLost)),
+                (id(6), Left(LeaveReason::LinkLost))
+            ]
+        );
+        // A relayed goodbye; one of a node never known is nobody's news.
+        v.opened(opened(9, 2, record(10, 10, &[])), t);
+        v.record(&id(2), &id(7), record(70, 70, &[]), None, false, t);
+        let bye = |version| Record {
+            leaving: true,
+            ..record(70, version, &[])
+        };
+        assert_eq!(
+            v.record(&id(2), &id(7), bye(71), None, false, t),
+            (true, vec![(id(7), Left(LeaveReason::Goodbye))])
+        );
+        assert_eq!(
+            v.record(&id(2), &id(8), bye(80), None, false, t),
+            (false, vec![])
+        );
+        // Our own record, relayed back, is nothing.
+        assert_eq!(
+            v.record(&id(2), &id(1), record(100, 200, &[]), None, false, t),
+            (false, vec![])
+        );
+    }
+
+    /// A record's copy signed by its origin is kept once per version and
+    /// passed on once; one read before its link opened comes with it.
+    #[test]
+    fn the_first_signed_copy_of_a_version_is_kept_and_passed_on() {
+        let t = Instant::now();
+        let mut v = view();
+        let signed = |v: &'static [u8]| Some(Frame::data(bytes::Bytes::from_static(v)));
+        v.opened(opened(7, 2, record(10, 10, &[])), t);
+        // The hello's version again, unsigned: nothing to pass on.
+        let r = || record(10, 10, &[]);
+        assert_eq!(
+            v.record(&id(2), &id(2), r(), None, false, t),
+            (false, vec![])
+        );
+        // Signed: kept and passed on, once, whoever brings it.
+        assert_eq!(
+            v.record(&id(2), &id(2), r(), signed(b"10"), false, t),
+            (true, vec![])
+        );
+        assert_eq!(
+            v.record(&id(3), &id(2), r(), signed(b"10 again"), false, t),
+            (false, vec![])
+        );
+        // A newer one replaces it; an older one does not.
+        let newer = record(10, 11, &[]);
+        assert!(v.record(&id(2), &id(2), newer, signed(b"11"), false, t).0);
+        assert!(!v.record(&id(3), &id(2), r(), signed(b"10"), false, t).0);
+        assert_eq!(v.get(&id(2)).unwrap().signed, signed(b"11"));
+        // Read before its link opened: kept for it.
+        let r4 = record(40, 40, &[]);
+        assert_eq!(
+            v.record(&id(4), &id(4), r4.clone(), signed(b"40"), false, t),
+            (false, vec![])
+        );
+        v.opened(opened(8, 4, r4), t);
+        assert_eq!(v.get(&id(4)).unwrap().signed, signed(b"40"));
+    }
+
+    /// With a grace period, a node heard of through a peer joins as relayed
+    /// only if it has not linked by then; one that links in time joins
+    /// once, linked, with the newest record heard; one whose path goes
+    /// while it waits, or that says goodbye, never joins.
+    #[test]
+    fn a_node_heard_through_a_peer_waits_out_the_grace_before_it_is_relayed() {
+        let t = Instant::now();
+        let grace = Duration::from_secs(3);
+        let mut v = View::new(id(1), 100, Meta::default())
+            .with_grace(Duration::ZERO)
+            .with_relayed_grace(grace);
+        v.opened(opened(7, 2, record(10, 10, &[])), t);
+        v.opened(opened(8, 5, record(50, 50, &[])), t);
+        // 3 and 4 heard through 2, 6 through 5.
+        assert_eq!(
+            v.record(&id(2), &id(3), record(30, 30, &[]), None, false, t),
+            (true, vec![])
+        );
+        let later = t + Duration::from_secs(1);
+        v.record(&id(2), &id(4), record(40, 40, &[]), None, false, later);
+        v.record(&id(5), &id(6), record(60, 60, &[]), None, false, later);
+        assert_eq!(v.next_due(), Some(t + grace));
+        // 3 updates while it waits (news, passed on), then links in time.
+        let newer = record(30, 31, &[("role", "db")]);
+        assert_eq!(
+            v.record(&id(2), &id(3), newer, None, false, later),
+            (true, vec![])
+        );
+        assert_eq!(
+            v.opened(opened(9, 3, record(30, 30, &[])), later),
+            vec![(id(3), Joined)]
+        );
+        assert_eq!(v.get(&id(3)).unwrap().meta.get("role"), Some("db"));
+        // 6's path goes; nothing is due before 4's time.
+        v.closed(8, &id(5), &CloseReason::PeerClosed, later);
+        assert_eq!(v.due(t + grace, &[]), vec![]);
+        assert_eq!(v.next_due(), Some(later + grace));
+        // 8, heard of at the same time, is advertised here by then: it
+        // waits for its link.
+        v.record(&id(2), &id(8), record(80, 80, &[]), None, false, later);
+        assert_eq!(v.due(later + grace, &[id(8)]), vec![(id(4), Joined)]);
+        assert_eq!(v.next_due(), None);
+        assert!(matches!(
+            v.get(&id(4)).unwrap().route,
+            Route::Relayed { .. }
+        ));
+        assert!(v.get(&id(6)).is_none());
+        // A goodbye while waiting: it never joins.
+        v.record(&id(2), &id(7), record(70, 70, &[]), None, false, later);
+        let bye = Record {
+            leaving: true,
+            ..record(70, 71, &[])
+        };
+        v.record(&id(2), &id(7), bye, None, false, later);
+        assert_eq!(v.next_due(), None);
+    }
+
+    /// A peer held away for the leave grace keeps what was heard through it
+    /// until it leaves; then that leaves too.
+    #[test]
+    fn what_was_heard_through_a_peer_held_away_leaves_with_it() {
+        let t = Instant::now();
+        let mut v = held();
+        v.opened(opened(7, 2, record(10, 10, &[])), t);
+        v.record(&id(2), &id(3), record(30, 30, &[]), None, false, t);
+        assert_eq!(v.closed(7, &id(2), &CloseReason::PeerClosed, t), vec![]);
+        assert!(matches!(
+            v.get(&id(3)).unwrap().route,
+            Route::Relayed { .. }
+        ));
+        assert_eq!(
+            v.tick(t + GRACE).0,
+            vec![
+                (id(2), Left(LeaveReason::LinkLost)),
+                (id(3), Left(LeaveReason::LinkLost))
+            ]
+        );
     }
 }
