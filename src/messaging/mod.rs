@@ -26,7 +26,7 @@
 //! relay, the user's relay filter (outside the lock) and the re-encoded
 //! envelope queued on the next links.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,8 +126,8 @@ pub(crate) struct Messaging {
     pub(crate) state: Mutex<State>,
     /// A neighbors announcement is scheduled.
     pub(crate) neighbors_due: std::sync::atomic::AtomicBool,
-    /// The links named in the last announcement.
-    pub(crate) told_neighbors: Mutex<HashSet<NodeId>>,
+    /// The links named in the last announcement, and where it went.
+    pub(crate) told_neighbors: Mutex<relay::Told>,
     /// The user's relay filter.
     pub(crate) filter: Mutex<Option<Arc<RelayFilter>>>,
     /// Held from the moment a flooded message is found fresh until it is
@@ -200,7 +200,7 @@ impl Messaging {
                 early: None,
             }),
             neighbors_due: Default::default(),
-            told_neighbors: Mutex::new(HashSet::new()),
+            told_neighbors: Mutex::default(),
             filter: Mutex::new(None),
             relay_order: Mutex::new(()),
             errors: std::sync::OnceLock::new(),
@@ -1230,5 +1230,55 @@ mod tests {
             assert_eq!(&got.data()[..], &e.body[..]);
         }
         assert!(lock(&errors).is_empty());
+    }
+
+    /// The next `Neighbors` envelope queued on `rx`, within 5 s.
+    async fn next_neighbors(rx: &mut OutRx) -> Option<Envelope> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut buf = BytesMut::new();
+        let mut codec = FrameCodec { max: 1 << 20 };
+        loop {
+            while let Some(f) = codec.decode(&mut buf).unwrap() {
+                let e = Envelope::decode(f.payload).unwrap();
+                if e.op == Op::Neighbors {
+                    return Some(e);
+                }
+            }
+            let mut segs = VecDeque::new();
+            tokio::time::timeout_at(deadline, rx.take_all(&mut segs))
+                .await
+                .ok()?;
+            buf.extend(segs.iter().flat_map(|s| s.iter().copied()));
+        }
+    }
+
+    /// Every link up is told this node's list of links: one that was not
+    /// up when the list was made (it is told once it is), and one that
+    /// replaces another to the same peer (the list did not change).
+    #[tokio::test]
+    async fn every_link_up_is_told_the_list_of_links() {
+        let m = node();
+        let (first, _in1, mut out1) = handles();
+        // Known to messaging, not yet listed as up: the list is made with
+        // no link to tell.
+        m.opened(&first, 0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while m.neighbors_due.load(std::sync::atomic::Ordering::Acquire) {
+            assert!(tokio::time::Instant::now() < deadline, "never made");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(m.open.opened(&first));
+        m.tell_neighbors();
+        let told = next_neighbors(&mut out1).await.expect("told once up");
+        assert_eq!(envelope_lines(&told.body), 1);
+        // A link replacing it, to the same peer: the same list, told again.
+        let (second, _in2, mut out2) = handles();
+        m.open.finished(first.link(), CloseReason::Replaced);
+        assert!(m.open.opened(&second));
+        m.opened(&second, 0);
+        let told = next_neighbors(&mut out2)
+            .await
+            .expect("told on the new link");
+        assert_eq!(envelope_lines(&told.body), 1);
     }
 }

@@ -3,7 +3,7 @@
 //! (every node's topics, and which nodes each node is linked to). The
 //! decisions themselves are the pure [`Router`](crate::messaging::router::Router)'s.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +14,10 @@ use crate::clock::unix_nanos;
 use crate::id::NodeId;
 use crate::limits::{MAX_INTEREST_BYTES_PER_NODE, MAX_NAME_LEN, MAX_PEERS};
 use crate::link::aside::StateKey;
+use crate::link::connection::Connection;
 use crate::link::open::OpenLinks;
 use crate::link::outbox::OutTx;
+use crate::link::LinkId;
 use crate::messaging::router::{News, Refusal};
 use crate::messaging::streams::Message;
 use crate::messaging::{envelope_frame, Messaging, State};
@@ -108,13 +110,28 @@ impl Messaging {
             tokio::time::sleep(NEIGHBORS_DELAY).await;
             this.neighbors_due.store(false, Ordering::Release);
             let linked = lock(&this.state).router.linked().clone();
-            {
-                // Nothing new to say: say nothing.
+            let to = {
+                // Each link up is told the list once: a list that no link
+                // took (none was up) or a link that opened with the list
+                // unchanged (one replacing another to the same peer) is
+                // told when a link is up.
                 let mut told = lock(&this.told_neighbors);
-                if *told == linked {
-                    return;
+                if told.list != linked {
+                    told.list = linked.clone();
+                    told.links.clear();
                 }
-                *told = linked.clone();
+                let up = this.open.up();
+                told.links
+                    .retain(|id| up.iter().any(|c| c.link().id == *id));
+                let to: Vec<Connection> = up
+                    .into_iter()
+                    .filter(|c| !told.links.contains(&c.link().id))
+                    .collect();
+                told.links.extend(to.iter().map(|c| c.link().id));
+                to
+            };
+            if to.is_empty() {
+                return;
             }
             let mut body = BytesMut::new();
             for id in &linked {
@@ -132,12 +149,20 @@ impl Messaging {
                 body: body.freeze(),
                 signature: None,
             });
-            for c in this.open.up() {
+            for c in to {
                 let key = (Op::Neighbors as u8, this.me.clone());
                 c.sender_queue().send_state(key, f.clone());
             }
         });
     }
+}
+
+/// The list of links this node last told its peers, and the links it told
+/// it on.
+#[derive(Default)]
+pub(crate) struct Told {
+    list: HashSet<NodeId>,
+    links: HashSet<LinkId>,
 }
 
 /// What an `Interest` envelope of `origin` states, to replace an older one
