@@ -1281,4 +1281,60 @@ mod tests {
             .expect("told on the new link");
         assert_eq!(envelope_lines(&told.body), 1);
     }
+
+    /// A member record in another node's name counts only signed by its
+    /// origin, and the origin's own copy, if signed, must be signed by it;
+    /// refused, each is reported and never reaches the view. One its origin
+    /// signed reaches it with the copy to pass on.
+    #[test]
+    fn member_records_count_only_signed_by_their_origin() {
+        let heard = Arc::new(Heard::default());
+        let m = node_hearing(heard.clone());
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        m.report_errors_to(Arc::new(move |e| lock(&sink).push(e)));
+        let (tx, _rx) = reply_queue();
+        let (b, c) = (Identity::generate(), Identity::generate());
+        let (a, b_id) = (id("0a"), b.id().clone());
+        let record = Record {
+            incarnation: 5,
+            port: 4000,
+            version: 9,
+            leaving: false,
+            meta: Some(crate::meta::Meta::default()),
+        };
+        let e = |hops| Envelope {
+            op: Op::Member,
+            flags: FLOOD,
+            hops,
+            origin: b_id.clone(),
+            seq: 0,
+            corr: 9,
+            name: String::new(),
+            body: record.encode(),
+            signature: None,
+        };
+        let refused = [
+            (&a, e(1), "without"),
+            (&a, signed(&c, e(1)), "not its origin's"),
+            (&b_id, signed(&c, e(0)), "not its origin's"),
+        ];
+        for (from, e, why) in refused {
+            m.message(from, e.encode(), &tx).unwrap();
+            let errors = std::mem::take(&mut *lock(&errors));
+            assert!(
+                matches!(
+                    &errors[..],
+                    [Error::Refused { peer, origin, reason }]
+                        if peer == from && origin == &b_id && reason.contains(why)
+                ),
+                "{why}: {errors:?}"
+            );
+        }
+        assert!(lock(&heard.0).is_empty());
+        m.message(&a, signed(&b, e(1)).encode(), &tx).unwrap();
+        m.message(&b_id, e(0).encode(), &tx).unwrap();
+        assert_eq!(*lock(&heard.1), [true, false]);
+        assert!(lock(&errors).is_empty());
+    }
 }
