@@ -118,6 +118,9 @@ fn mass(n: usize) {
         m.full_at_end,
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     );
+    for line in m.details() {
+        println!("  {line}");
+    }
     for line in &m.samples {
         println!("  {line}");
     }

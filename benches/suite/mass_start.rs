@@ -32,6 +32,9 @@ pub(crate) fn mass(cfg: &Config) -> Vec<Row> {
             m.peak_cpu,
             loadavg()
         );
+        for line in m.details() {
+            eprintln!("    {line}");
+        }
         for line in &m.samples {
             eprintln!("    {line}");
         }

@@ -1,6 +1,6 @@
-//! What a link's task counts itself: the frames that come in, and the
-//! frames it writes of its own (heartbeats). What senders queue is counted
-//! by the send queue (see [`crate::link::outbox`]).
+//! What a link's task counts itself: the frames that come in. What goes
+//! out, heartbeats included, is counted by the send queue (see
+//! [`crate::link::outbox`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,8 +10,6 @@ use crate::wire::frame::LEN_BYTES;
 pub(crate) struct LinkCounters {
     pub frames_in: AtomicU64,
     pub bytes_in: AtomicU64,
-    pub own_frames_out: AtomicU64,
-    pub own_bytes_out: AtomicU64,
 }
 
 impl LinkCounters {
@@ -19,13 +17,6 @@ impl LinkCounters {
     pub(crate) fn frame_in(&self, payload: usize) {
         self.frames_in.fetch_add(1, Ordering::Relaxed);
         self.bytes_in
-            .fetch_add(frame_bytes(payload), Ordering::Relaxed);
-    }
-
-    /// The link's task wrote a frame of its own.
-    pub(crate) fn own_frame_out(&self, payload: usize) {
-        self.own_frames_out.fetch_add(1, Ordering::Relaxed);
-        self.own_bytes_out
             .fetch_add(frame_bytes(payload), Ordering::Relaxed);
     }
 }

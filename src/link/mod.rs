@@ -2,9 +2,9 @@
 //!
 //! A link's task runs the [`handshake`] (hellos, then the Noise handshake
 //! that proves both ends' keys), registers the link with its node, and then
-//! [`run`]s it: a reader and a writer in one task, heartbeats, the close;
-//! one timer per node, the [`watchdog`]'s ticker, watches every link for a
-//! silent peer. What the reader
+//! [`run`]s it: a reader and a writer in one task, and the close; one timer
+//! per node, the [`watchdog`]'s ticker, watches every link for a silent
+//! peer and sends the heartbeats of idle links. What the reader
 //! does with each frame is decided by a small pure state machine ([`read`]),
 //! so the per-link protocol is unit-tested without sockets.
 //!
@@ -138,7 +138,7 @@ impl Links {
         counters: Arc<Counters>,
     ) -> Links {
         Links {
-            ticker: Ticker::new(config.heartbeat_timeout),
+            ticker: Ticker::new(config.heartbeat_timeout, config.heartbeat_interval),
             config,
             open,
             inbound,

@@ -23,10 +23,11 @@
 //! batches all the same (its first frame is written at once, the next ones
 //! find the link's task no longer idle and are queued for it).
 //!
-//! The link's task writes a frame of its own (a heartbeat) only after
-//! [`busy`](crate::link::queue::Receiver::busy) found nothing queued, in the
-//! same step that stops senders writing at once: so a frame a sender wrote
-//! in part has its rest queued, and that rest goes out first.
+//! Heartbeats come from the node's ticker (see [`crate::link::watchdog`])
+//! through the same queue, only when nothing is queued
+//! ([`put_if_empty`](crate::link::queue::Sender::put_if_empty)): so a frame
+//! a sender wrote in part, whose rest is queued, goes out whole first. A
+//! heartbeat written at once leaves the link's task asleep.
 
 use std::collections::VecDeque;
 use std::io::{IoSlice, Write};
@@ -323,9 +324,9 @@ mod tests {
 
     /// The link's task is idle; a sender writes a frame at once and the
     /// kernel takes part of it; the heartbeat falls due at that moment. The
-    /// link's task may not write it then (`busy` says something is queued):
-    /// the rest of the frame goes first, and the heartbeat only once nothing
-    /// is queued, so it never lands inside the frame.
+    /// ticker may not send it then (the rest of the frame is queued): the
+    /// rest goes first, and a heartbeat only once nothing is queued, so it
+    /// never lands inside the frame; written at once, it wakes nobody.
     #[test]
     fn a_heartbeat_never_lands_inside_a_frame_written_in_part() {
         let wire = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -335,15 +336,20 @@ mod tests {
             budget: 3,
         };
         rx.with_store(|o| o.write_at_once(socket));
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let woken = std::sync::Arc::new(Woken::default());
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
         let mut out = VecDeque::new();
         assert!(rx.poll_take_all(&mut cx, &mut out).is_pending(), "idle");
         let frame = Frame::data(Bytes::from(vec![9u8; 100]));
         tx.try_send(frame.clone()).unwrap();
         assert_eq!(wire.lock().unwrap().len(), 3, "written in part");
-        assert!(!rx.busy(), "the rest of the frame must go first");
+        let beat = || Frame::control(HEARTBEAT);
+        assert!(
+            !tx.put_if_empty(beat),
+            "the rest of the frame must go first"
+        );
         assert!(rx.poll_take_all(&mut cx, &mut out).is_ready());
-        assert!(rx.busy(), "nothing queued: the link's task may write");
         let mut got = BytesMut::from(&wire.lock().unwrap()[..]);
         out.iter().for_each(|s| got.extend_from_slice(s));
         let mut want = BytesMut::new();
@@ -351,9 +357,37 @@ mod tests {
             .encode(frame, &mut want)
             .unwrap();
         assert_eq!(got, want);
-        // And a frame sent now is queued, not written at once.
-        tx.try_send(Frame::control(HEARTBEAT)).unwrap();
-        assert_eq!(wire.lock().unwrap().len(), 3);
+
+        // Idle again, with room in the socket: the heartbeat is written at
+        // once, and the link's task is not woken for it.
+        assert!(rx.poll_take_all(&mut cx, &mut out).is_pending(), "idle");
+        let woken_before = woken.0.load(std::sync::atomic::Ordering::Relaxed);
+        rx.with_store(|o| {
+            o.write_at_once(Trickle {
+                wire: wire.clone(),
+                budget: 100,
+            })
+        });
+        assert!(tx.put_if_empty(beat));
+        assert_eq!(&wire.lock().unwrap()[3..], b"\0\0\0\x01\x04", "written");
+        assert_eq!(
+            woken.0.load(std::sync::atomic::Ordering::Relaxed),
+            woken_before
+        );
+        assert!(
+            rx.poll_take_all(&mut cx, &mut out).is_pending(),
+            "nothing queued"
+        );
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Woken(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// A frame sent while the link's task waits goes straight to the

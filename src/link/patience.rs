@@ -37,9 +37,14 @@ pub(crate) struct Patience {
 
 impl Patience {
     pub(crate) fn new(timeout: Duration) -> Self {
+        Self::sliced(timeout, timeout / 4)
+    }
+
+    /// Counted in slices of `slice` (at least 1 ms) instead of quarters.
+    pub(crate) fn sliced(timeout: Duration, slice: Duration) -> Self {
         Patience {
             timeout,
-            slice: (timeout / 4).max(Duration::from_millis(1)),
+            slice: slice.max(Duration::from_millis(1)),
             waited: Duration::ZERO,
             total: Duration::ZERO,
             late: false,

@@ -279,6 +279,22 @@ impl<S: Store> Sender<S> {
     }
 }
 
+impl<S: Store> Sender<S> {
+    /// Hands the item `make` returns to the store if the queue is empty
+    /// (and open), past its bounds; false otherwise. Unlike a push, a store
+    /// that disposes of the item itself (writes it at once) leaves an idle
+    /// receiver waiting, unwoken: for a frame of the node's own that wants
+    /// no batching (a heartbeat).
+    pub(crate) fn put_if_empty(&self, make: impl FnOnce() -> S::Item) -> bool {
+        let s = self.inner.lock();
+        if s.closed || s.len > 0 {
+            return false;
+        }
+        put(s, make(), false);
+        true
+    }
+}
+
 impl<T: Weighed> Sender<VecDeque<T>> {
     /// Queues items from the front of `items` while they fit, under one
     /// lock; those that do not fit stay in `items`. `Err` if the queue is
@@ -327,16 +343,26 @@ impl<T: Weighed> Sender<VecDeque<T>> {
 }
 
 /// Queues `item` and wakes the receiver if it waits, after unlocking.
-fn push<S: Store>(mut s: MutexGuard<'_, State<S>>, item: S::Item) {
+fn push<S: Store>(s: MutexGuard<'_, State<S>>, item: S::Item) {
+    // Woken even if nothing was queued: a receiver that is not idle any
+    // more is what lets the store dispose of one item only per wait.
+    put(s, item, true);
+}
+
+/// Hands `item` to the store; wakes the receiver, if it waits, when the
+/// item was queued or `wake_anyway`.
+fn put<S: Store>(mut s: MutexGuard<'_, State<S>>, item: S::Item, wake_anyway: bool) {
     let weight = item.weight();
     let idle = s.len == 0 && s.receiver.is_some();
-    if s.store.put(item, idle) {
+    let queued = s.store.put(item, idle);
+    if queued {
         s.bytes += weight;
         s.len += 1;
         s.recharge();
     }
-    // Woken even if nothing was queued: a receiver that is not idle any
-    // more is what lets the store dispose of one item only per wait.
+    if !queued && !wake_anyway {
+        return;
+    }
     let receiver = s.receiver.take();
     drop(s);
     if let Some(w) = receiver {
@@ -412,17 +438,6 @@ impl<S: Store> Receiver<S> {
             _ => s.receiver = Some(cx.waker().clone()),
         }
         Poll::Pending
-    }
-
-    /// The receiver is about to work on its own (no longer waiting for an
-    /// item) until it next waits in [`poll_take`](Self::poll_take): from now
-    /// on nothing counts it as idle. True if nothing is queued; false if
-    /// something came since it last looked (the rest of a frame a sender
-    /// wrote in part, say), which it must take first.
-    pub(crate) fn busy(&mut self) -> bool {
-        let mut s = self.inner.lock();
-        s.receiver = None;
-        s.len == 0
     }
 
     /// Items queued now.

@@ -114,7 +114,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
     let sealed = keys.is_some();
     drop(keys);
     let progress = Progress {
-        watch: links.ticker.watch(pool),
+        watch: links.ticker.watch(pool, link.clone(), out_tx.clone()),
         frames: Arc::default(),
     };
     let rd = Counted {
@@ -139,7 +139,6 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
         FrameWriter::new(wr, sealer, progress.frames.clone()),
         out_rx,
         &link,
-        cfg.heartbeat_interval,
         &progress,
         &links.counters.queued,
     );
@@ -406,21 +405,20 @@ fn ended(r: &Reader<'_>, reason: CloseReason) -> CloseReason {
 
 /// Drains the send queue until a close is asked for; then refuses further
 /// sends, flushes everything accepted, and shuts the write side down.
-/// Returns `Ok` once all of it was handed to the kernel. Sends a heartbeat
-/// whenever it has written nothing for `heartbeat`.
+/// Returns `Ok` once all of it was handed to the kernel. (Heartbeats come
+/// through the send queue too, from the node's ticker: see
+/// [`crate::link::watchdog`].)
 async fn write_loop(
     mut w: FrameWriter,
     mut out_rx: OutRx,
     link: &Link,
-    heartbeat: Duration,
     progress: &Progress,
     queued: &Queued,
 ) -> std::io::Result<()> {
     let mut state = link.state.subscribe();
-    let idle = tokio::time::sleep(heartbeat);
     // Made once, not on every turn of the loop: each one subscribes anew.
     let close_asked = closing(&mut state);
-    tokio::pin!(idle, close_asked);
+    tokio::pin!(close_asked);
     let mut segs = VecDeque::new();
     loop {
         tokio::select! {
@@ -434,25 +432,8 @@ async fn write_loop(
                 w.flush().await?;
                 drop(held);
                 progress.frames.fetch_add(1, Ordering::Relaxed);
-                idle.as_mut().reset(Instant::now() + heartbeat);
             }
             _ = &mut close_asked => break,
-            _ = &mut idle => {
-                // Senders must not write while this does, and what one
-                // wrote in part (see `outbox`) must be whole first: then
-                // it is queued, and goes out on the next turn instead.
-                if out_rx.busy() {
-                    let beat = lock(&link.timing).stamp(std::time::Instant::now());
-                    let frame = Frame {
-                        kind: frame::HEARTBEAT,
-                        payload: beat.encode(),
-                    };
-                    link.counters.own_frame_out(frame.payload.len());
-                    w.feed(frame).map_err(into_io)?;
-                    w.flush().await?;
-                }
-                idle.as_mut().reset(Instant::now() + heartbeat);
-            }
         }
     }
     // What was accepted before the close still goes out; pushes are whole

@@ -1,13 +1,27 @@
-//! One timer per node that watches every link for a silent peer.
+//! One timer per node that watches every link for a silent peer and sends
+//! the heartbeats of the links that have nothing else to send.
 //!
 //! Each link counts the bytes it receives; the node's ticker wakes once a
-//! slice (a quarter of the heartbeat timeout, as [`Patience`] counts it) and
-//! visits every link: a link that received something starts its count over,
-//! a quiet one has a slice counted, with how late the tick fired (a late
-//! tick is this node's starvation, not the peer's silence). The link's task
-//! is woken only when the count says something: the peer has been silent for
-//! half the timeout, or for all of it. So an idle link costs the node a few
-//! atomic reads a slice, not a timer and a wake of its task.
+//! tick (a quarter of the heartbeat interval or of the timeout, whichever is
+//! shorter) and visits every link:
+//!
+//! - a link that received something starts its count over, a quiet one has
+//!   a tick counted, with how late the tick fired (a late tick is this
+//!   node's starvation, not the peer's silence, see [`Patience`]). The
+//!   link's task is woken only when the count says something: the peer has
+//!   been silent for half the timeout, or for all of it;
+//! - a link that has sent nothing (no frame handed to its send queue) for
+//!   long enough that the next tick would leave it silent for more than the
+//!   heartbeat interval is given a heartbeat now. On a link in the clear
+//!   whose task waits, the ticker writes it to the socket itself, without
+//!   waking the task (see [`crate::link::outbox`]); otherwise it is queued.
+//!
+//! So an idle link costs the node a few atomic reads and, once an interval,
+//! one write: not a timer, and no wake of its task for what it sends.
+//! Ticks fall on multiples of the tick on the system clock, the same
+//! instants on every node whose clock agrees: the heartbeats of many links
+//! leave together and arrive together, so one wake-up of a worker thread
+//! serves many links.
 //!
 //! The ticker's task runs while some link is watched and ends with the last.
 
@@ -19,13 +33,19 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::error::CloseReason;
+use crate::link::connection::Link;
+use crate::link::outbox::OutTx;
 use crate::link::patience::Patience;
 use crate::sync::lock;
 use crate::wire::decoder::Pool;
+use crate::wire::frame::{self, Frame};
 
 /// The links of one node being watched, and the timer that visits them.
 pub(crate) struct Ticker {
     timeout: Duration,
+    tick: Duration,
+    /// Ticks per heartbeat interval.
+    beat_every: u32,
     state: Arc<Mutex<Watched>>,
 }
 
@@ -37,29 +57,40 @@ struct Watched {
 }
 
 impl Ticker {
-    /// A ticker for links whose peers time out after `timeout` of silence.
-    pub(crate) fn new(timeout: Duration) -> Ticker {
+    /// A ticker for links whose peers time out after `timeout` of silence
+    /// and which send a heartbeat after `interval` with nothing to send.
+    pub(crate) fn new(timeout: Duration, interval: Duration) -> Ticker {
+        let tick = (timeout.min(interval) / 4).max(Duration::from_millis(1));
+        let beat_every = (interval.as_nanos() / tick.as_nanos()).clamp(1, u32::MAX as u128) as u32;
         Ticker {
             timeout,
+            tick,
+            beat_every,
             state: Arc::default(),
         }
     }
 
-    /// Starts watching a link whose buffers for large frames are `pool`;
-    /// it is watched until the returned handle is dropped, or its peer
-    /// timed out. Call from within the runtime.
-    pub(crate) fn watch(&self, pool: Arc<Pool>) -> Arc<Watch> {
+    /// Starts watching a link whose buffers for large frames are `pool`,
+    /// and sending its heartbeats on `out`; it is watched until the
+    /// returned handle is dropped, or its peer timed out. Call from within
+    /// the runtime.
+    pub(crate) fn watch(&self, pool: Arc<Pool>, link: Arc<Link>, out: OutTx) -> Arc<Watch> {
         let w = Arc::new(Watch {
             received: Arc::default(),
             delivering: AtomicBool::new(false),
             silence: Arc::default(),
             pool,
+            link,
+            out,
             count: Mutex::new(Count {
-                patience: Patience::new(self.timeout),
+                patience: Patience::sliced(self.timeout, self.tick),
                 seen: 0,
                 fresh: true,
                 silent: false,
                 ended: None,
+                sent_seen: 0,
+                quiet: 0,
+                beat_was_last: false,
             }),
             wake: Notify::new(),
         });
@@ -67,16 +98,32 @@ impl Ticker {
         s.links.push(Arc::downgrade(&w));
         if !s.running {
             s.running = true;
-            let slice = Patience::new(self.timeout).slice();
-            tokio::spawn(tick(Arc::downgrade(&self.state), slice, self.timeout));
+            tokio::spawn(tick(
+                Arc::downgrade(&self.state),
+                self.tick,
+                self.timeout,
+                self.beat_every,
+            ));
         }
         w
     }
 }
 
-/// The ticker's task: a slice at a time, visits every watched link.
-async fn tick(state: Weak<Mutex<Watched>>, slice: Duration, timeout: Duration) {
-    let mut due = Instant::now() + slice;
+/// The next multiple of `tick` on the system clock, as a timer's instant.
+fn next_tick(tick: Duration) -> Instant {
+    let now = Instant::now();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let tick_ns = tick.as_nanos().max(1);
+    let to_next = tick_ns - since_epoch % tick_ns;
+    now + Duration::from_nanos(to_next as u64)
+}
+
+/// The ticker's task: a tick at a time, visits every watched link.
+async fn tick(state: Weak<Mutex<Watched>>, tick: Duration, timeout: Duration, beat_every: u32) {
+    let mut due = next_tick(tick);
     loop {
         tokio::time::sleep_until(due).await;
         let now = Instant::now();
@@ -84,17 +131,38 @@ async fn tick(state: Weak<Mutex<Watched>>, slice: Duration, timeout: Duration) {
         let Some(state) = state.upgrade() else {
             return;
         };
-        let mut s = lock(&state);
-        s.links.retain(|w| match w.upgrade() {
-            Some(w) => w.visit(lateness, timeout),
-            None => false,
-        });
-        if s.links.is_empty() {
-            s.running = false;
-            return;
+        // Visited outside the list's lock: a heartbeat written takes the
+        // link's send queue's lock, and new links may be listed meanwhile.
+        let links: Vec<Arc<Watch>> = {
+            let mut s = lock(&state);
+            let mut live = Vec::with_capacity(s.links.len());
+            s.links.retain(|w| match w.upgrade() {
+                Some(w) => {
+                    live.push(w);
+                    true
+                }
+                None => false,
+            });
+            if live.is_empty() {
+                s.running = false;
+                return;
+            }
+            live
+        };
+        let done: Vec<usize> = links
+            .iter()
+            .filter(|w| !w.visit(lateness, timeout, beat_every))
+            .map(|w| Arc::as_ptr(w) as usize)
+            .collect();
+        if !done.is_empty() {
+            lock(&state)
+                .links
+                .retain(|w| !done.contains(&(w.as_ptr() as usize)));
         }
-        drop(s);
-        due = now + slice;
+        drop(links);
+        // The tick after this one on the clock; a tick missed while this
+        // node was not scheduled is not made up for.
+        due = next_tick(tick).max(due + tick / 2);
     }
 }
 
@@ -111,6 +179,9 @@ pub(crate) struct Watch {
     /// A quiet slice frees the buffers kept for large frames: an idle link
     /// holds none.
     pool: Arc<Pool>,
+    /// The link (its round-trip stamps) and its send queue, for heartbeats.
+    link: Arc<Link>,
+    out: OutTx,
     count: Mutex<Count>,
     /// Wakes the link's task when `count` has news for it.
     wake: Notify,
@@ -134,12 +205,20 @@ struct Count {
     silent: bool,
     /// The peer timed out.
     ended: Option<CloseReason>,
+    /// Frames handed to the send queue when last looked at.
+    sent_seen: u64,
+    /// Ticks since something was seen sent.
+    quiet: u32,
+    /// What was seen sent last is a heartbeat of the ticker's, sent right
+    /// at a tick (anything else was sent some time since the tick before).
+    beat_was_last: bool,
 }
 
 impl Watch {
-    /// The ticker's visit, a slice after the last, its timer `lateness`
+    /// The ticker's visit, a tick after the last, its timer `lateness`
     /// late. False once the link needs watching no more.
-    fn visit(&self, lateness: Duration, timeout: Duration) -> bool {
+    fn visit(&self, lateness: Duration, timeout: Duration, beat_every: u32) -> bool {
+        self.beat(beat_every);
         let mut c = lock(&self.count);
         let received = self.received.load(Ordering::Relaxed);
         if c.fresh || received != c.seen || self.delivering.load(Ordering::Relaxed) {
@@ -164,6 +243,42 @@ impl Watch {
             self.wake.notify_one();
         }
         true
+    }
+
+    /// Sends a heartbeat if the link would otherwise have sent nothing for
+    /// longer than `beat_every` ticks by the next tick.
+    fn beat(&self, beat_every: u32) {
+        let sent = self.out.inspect(|o, _, _| o.sent);
+        let mut c = lock(&self.count);
+        if sent != c.sent_seen {
+            c.sent_seen = sent;
+            c.quiet = 0;
+            c.beat_was_last = false;
+            return;
+        }
+        c.quiet = c.quiet.saturating_add(1);
+        // Something sent at an unknown time since the tick before it was
+        // seen may be a tick older than the count says.
+        let due = if c.beat_was_last {
+            c.quiet >= beat_every
+        } else {
+            c.quiet + 1 >= beat_every
+        };
+        if !due {
+            return;
+        }
+        let stamp = lock(&self.link.timing).stamp(std::time::Instant::now());
+        let frame = || Frame {
+            kind: frame::HEARTBEAT,
+            payload: stamp.encode(),
+        };
+        // Nothing queued is the only case left: frames waiting to go are
+        // what the peer will hear.
+        if self.out.put_if_empty(frame) {
+            c.sent_seen = sent + 1;
+            c.quiet = 0;
+            c.beat_was_last = true;
+        }
     }
 
     /// Resolves when the peer has been silent for the timeout while the

@@ -38,6 +38,36 @@ pub(crate) struct MassStart {
     pub peak_cpu: f64,
     /// The processes' CPU from launch until the mesh was full, in seconds.
     pub cpu_to_mesh: Option<f64>,
+    /// From the first launch until the last process was started.
+    pub launched: Duration,
+    /// The share of all links up, each second from the launch.
+    pub progress: Vec<f64>,
+    /// UDP datagrams the namespace's kernel dropped for a full receive
+    /// buffer (mDNS packets lost), over the whole start.
+    pub udp_drops: u64,
+}
+
+impl MassStart {
+    /// How the start went beyond the headline figures, a line each: the
+    /// links up each second, how long the launch took, mDNS packets lost.
+    pub(crate) fn details(&self) -> Vec<String> {
+        let progress: Vec<String> = self
+            .progress
+            .iter()
+            .map(|p| format!("{:.0}", p * 100.0))
+            .collect();
+        vec![
+            format!("links up each second, % of all: {}", progress.join(" ")),
+            format!(
+                "all {} processes started {:?} after the first",
+                self.nodes, self.launched
+            ),
+            format!(
+                "mDNS datagrams dropped at full receive buffers: {}",
+                self.udp_drops
+            ),
+        ]
+    }
 }
 
 enum Seen {
@@ -111,6 +141,7 @@ pub(crate) fn mass_start(
         children.push(child);
     }
     drop(tx);
+    let launched = t0.elapsed();
     let pids: Vec<u32> = children.iter().map(Child::id).collect();
 
     let mut links = vec![0usize; n];
@@ -125,7 +156,11 @@ pub(crate) fn mass_start(
         full_at_end: false,
         peak_cpu: 0.0,
         cpu_to_mesh: None,
+        launched,
+        progress: Vec::new(),
+        udp_drops: 0,
     };
+    let drops_before = udp_rcvbuf_errors();
     let (mut cpu_at, mut cpu) = (Instant::now(), cpu_secs(&pids));
     let cpu_start = cpu;
     let mut full = false;
@@ -137,6 +172,10 @@ pub(crate) fn mass_start(
         };
         if now >= end {
             break;
+        }
+        while t0 + Duration::from_secs(got.progress.len() as u64 + 1) <= now {
+            let up: usize = links.iter().sum();
+            got.progress.push(up as f64 / (n * (n - 1)) as f64);
         }
         if now.duration_since(cpu_at) >= SAMPLE {
             let c = cpu_secs(&pids);
@@ -172,6 +211,7 @@ pub(crate) fn mass_start(
         }
     }
     got.full_at_end = full;
+    got.udp_drops = udp_rcvbuf_errors().saturating_sub(drops_before);
     for child in &children {
         // SAFETY: a signal to a process we started and have not reaped.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -209,4 +249,19 @@ fn cpu_secs(pids: &[u32]) -> f64 {
         ticks += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     }
     ticks as f64 / tick
+}
+
+/// The namespace's count of UDP datagrams dropped for a full receive buffer.
+fn udp_rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(k, _)| *k == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
