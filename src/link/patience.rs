@@ -6,10 +6,11 @@
 //! sends it late. A plain timeout would drop the link, the pair would dial
 //! again, and the extra handshakes would starve everyone further.
 //!
-//! So a timeout is counted in slices of a quarter of it, and each slice's
-//! timer says how late it fired. A slice that fired more than a quarter of a
-//! slice late means this node was not being scheduled; a timeout that runs
-//! out after such a slice is given once more, in full. A peer that is really
+//! So a timeout is counted in slices (a quarter of it, or shorter ones),
+//! and each slice's timer says how late it fired. A slice that fired more
+//! than a sixteenth of the timeout late means this node was not being
+//! scheduled; a timeout that runs out after such a slice is given once
+//! more, in full. A peer that is really
 //! gone is still dropped, after at most twice the timeout (plus a slice).
 //!
 //! [`Patience`] is the pure count (no clocks, tested below);
@@ -60,7 +61,7 @@ impl Patience {
     /// A slice has passed; its timer fired `lateness` after it was due.
     /// True once the timeout has run out.
     pub(crate) fn slice_passed(&mut self, lateness: Duration) -> bool {
-        self.late |= lateness > self.slice / 4;
+        self.late |= lateness > self.timeout / 16;
         self.waited += self.slice;
         self.total += self.slice + lateness;
         if self.waited < self.timeout {

@@ -312,3 +312,63 @@ impl Watch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::connection::tests::handles;
+    use bytes::Bytes;
+    use std::collections::VecDeque;
+    use std::task::Context;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// With a 1 s interval and a 3 s timeout the ticker ticks every 250 ms:
+    /// an idle link gets a heartbeat every 4 ticks (the interval); after
+    /// something else was sent, at some time within the tick before it was
+    /// seen, one comes 3 ticks after it was seen; a link sending a message
+    /// every tick gets none.
+    #[tokio::test]
+    async fn heartbeats_go_once_an_interval_where_nothing_else_was_sent() {
+        let (conn, _in_tx, mut out_rx) = handles();
+        let ticker = Ticker::new(ms(3000), ms(1000));
+        assert_eq!((ticker.tick, ticker.beat_every), (ms(250), 4));
+        let out = conn.sender_queue().clone();
+        let w = ticker.watch(Arc::default(), conn.link().clone(), out);
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut segs = VecDeque::new();
+        // One tick: true if a heartbeat (a 5-byte header and its stamps)
+        // went out, nothing else being sent.
+        let mut tick = || {
+            assert!(w.visit(Duration::ZERO, ms(3000), 4));
+            segs.clear();
+            match out_rx.poll_take_all(&mut cx, &mut segs) {
+                std::task::Poll::Ready(n) => {
+                    assert_eq!(n, 1);
+                    assert_eq!(segs[0][4], frame::HEARTBEAT);
+                    true
+                }
+                std::task::Poll::Pending => false,
+            }
+        };
+        // Nothing seen sent yet (as after something sent): 3 ticks.
+        let beats: Vec<bool> = (0..11).map(|_| tick()).collect();
+        let want = [false, false, true, false, false, false, true];
+        assert_eq!(beats[..7], want);
+        assert_eq!(beats[7..], [false, false, false, true]);
+        for _ in 0..8 {
+            conn.sender_queue()
+                .try_send(Frame::data(Bytes::from_static(b"x")))
+                .unwrap();
+            w.visit(Duration::ZERO, ms(3000), 4);
+            segs.clear();
+            assert_eq!(
+                out_rx.poll_take_all(&mut cx, &mut segs),
+                1.into(),
+                "no beat"
+            );
+        }
+    }
+}
