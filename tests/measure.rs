@@ -159,6 +159,7 @@ fn counters_match_the_traffic_exactly() {
         let a = start(quiet()).await;
         let b = linked_to_quietly(&a).await;
         let (a0, b0) = settled(&a, &b).await;
+        let (ma0, mb0) = (member_link(&a, &b), member_link(&b, &a));
         let ab = a.connections().pop().unwrap();
         let mut ba = b.connections().pop().unwrap();
         for i in 0..N {
@@ -180,6 +181,17 @@ fn counters_match_the_traffic_exactly() {
         for l in [&a1, &b1] {
             assert_eq!((l.send_queue, l.receive_queue, l.dropped), (0, 0, 0));
         }
+        // Each member's link counts the same, read from the same link.
+        let (ma1, mb1) = (member_link(&a, &b), member_link(&b, &a));
+        assert_eq!(ma1.frames_out - ma0.frames_out, N, "{ma0:?} {ma1:?}");
+        assert_eq!(ma1.bytes_out - ma0.bytes_out, N * frame);
+        assert_eq!(mb1.frames_in - mb0.frames_in, N);
+        assert_eq!(mb1.bytes_in - mb0.bytes_in, N * frame);
+        for (m, l) in [(&ma0, &a0), (&mb0, &b0), (&ma1, &a1), (&mb1, &b1)] {
+            let m = (m.frames_in, m.bytes_in, m.frames_out, m.bytes_out);
+            assert_eq!(m, (l.frames_in, l.bytes_in, l.frames_out, l.bytes_out));
+        }
+        assert_eq!((ma1.send_queue, mb1.send_queue), (0, 0));
         // Node-wide: b dialed a once; nothing failed.
         let (sa, sb) = (a.stats(), b.stats());
         assert_eq!((sa.dials, sb.dials, sb.redials), (0, 1, 0));
@@ -188,6 +200,12 @@ fn counters_match_the_traffic_exactly() {
         assert_eq!((sa.relayed, sa.deduplicated, sa.missed_errors), (0, 0, 0));
         close_all(&[a, b]).await;
     });
+}
+
+/// The link `s` has to the member `peer`, as the membership view shows it.
+fn member_link(s: &Service, peer: &Service) -> LinkInfo {
+    let m = s.member(peer.id()).expect("a member");
+    m.link.expect("linked")
 }
 
 /// A node of [`quiet`] settings with `a` as its static peer, linked.

@@ -15,8 +15,14 @@ use crate::meta::Meta;
 /// ```no_run
 /// # fn demo(service: tcpnet::Service) {
 /// for m in service.members() {
-///     let age = m.link.as_ref().map(|l| l.age);
-///     println!("{} {:?} {} linked for {:?}", m.id, m.state, m.meta, age);
+///     print!("{} {:?} {}", m.id, m.state, m.meta);
+///     if let Some(l) = &m.link {
+///         print!(
+///             " linked for {:?}, {} frames in, {} out, {} queued",
+///             l.age, l.frames_in, l.frames_out, l.send_queue
+///         );
+///     }
+///     println!();
 /// }
 /// # }
 /// ```
@@ -122,6 +128,19 @@ pub struct LinkInfo {
     pub srtt: Option<Duration>,
     /// How much the round-trip time varies (TCP's RTTVAR).
     pub rttvar: Option<Duration>,
+    /// Frames received on the link, every kind, as
+    /// [`LinkStats::frames_in`](crate::LinkStats::frames_in) counts them:
+    /// read from the link when the member is read.
+    pub frames_in: u64,
+    /// Their bytes, as [`LinkStats::bytes_in`](crate::LinkStats::bytes_in).
+    pub bytes_in: u64,
+    /// Frames sent on the link, every kind, as
+    /// [`LinkStats::frames_out`](crate::LinkStats::frames_out).
+    pub frames_out: u64,
+    /// Their bytes, as [`LinkStats::bytes_out`](crate::LinkStats::bytes_out).
+    pub bytes_out: u64,
+    /// Frames waiting in the link's send queue when the member was read.
+    pub send_queue: usize,
 }
 
 /// A change of one member, from [`Service::on_member`](crate::Service::on_member).

@@ -19,11 +19,12 @@ use bytes::Bytes;
 use crate::error::{CloseReason, Error, MetaError};
 use crate::id::NodeId;
 use crate::limits::{MAX_PEERS, RELAYED_GRACE};
-use crate::link::connection::{Connection, Link};
+use crate::link::connection::Connection;
 use crate::link::LinkId;
 use crate::messaging::Gossip;
 use crate::meta::Meta;
 use crate::node::events::{Emitter, Events, Hub};
+use crate::stats::LinkStats;
 use crate::sync::lock;
 use crate::wire::frame::Frame;
 use crate::wire::meta;
@@ -45,8 +46,9 @@ struct Inner {
     addrs: Vec<SocketAddr>,
     /// This node's metadata as its hello carries it: version, encoded.
     hello_meta: (u64, Bytes),
-    /// The links the view's linked members are on, for what they measure.
-    links: HashMap<LinkId, Arc<Link>>,
+    /// The links the view's linked members are on, for what they measure
+    /// and count.
+    links: HashMap<LinkId, Connection>,
     /// When the timer for the view's nodes heard of through a peer fires,
     /// if one is set.
     timer: Option<Instant>,
@@ -171,12 +173,12 @@ impl Members {
             record,
         };
         let mut inner = lock(&self.inner);
-        inner.links.insert(o.link, conn.link().clone());
+        inner.links.insert(o.link, conn.clone());
         let changes = inner.view.opened(o, now);
         // Links no member is on any more (replaced, or of a run that
         // restarted) are forgotten.
         let Inner { view, links, .. } = &mut *inner;
-        links.retain(|id, l| view.get(&l.peer).and_then(Entry::link) == Some(*id));
+        links.retain(|id, l| view.get(l.peer_id()).and_then(Entry::link) == Some(*id));
         let signed = view.get(conn.peer_id()).and_then(|e| e.signed.clone());
         emit(&mut inner, changes, now);
         signed
@@ -464,7 +466,7 @@ fn member(inner: &Inner, id: &NodeId, now: Instant) -> Option<Member> {
 }
 
 /// What this node knows of a linked member's link; its round-trip time
-/// from the link itself.
+/// and counters from the link itself.
 fn link_info(
     inner: &Inner,
     e: &Entry,
@@ -473,16 +475,21 @@ fn link_info(
     since: Instant,
     now: Instant,
 ) -> LinkInfo {
-    let rtt = e
+    let stats = e
         .link()
         .and_then(|id| inner.links.get(&id))
-        .map(|l| lock(&l.timing).rtt())
-        .unwrap_or_default();
+        .map(Connection::stats);
+    let figure = |f: fn(&LinkStats) -> u64| stats.as_ref().map_or(0, f);
     LinkInfo {
         remote,
         local,
         age: now.saturating_duration_since(since),
-        srtt: rtt.srtt(),
-        rttvar: rtt.rttvar(),
+        srtt: stats.as_ref().and_then(|s| s.srtt),
+        rttvar: stats.as_ref().and_then(|s| s.rttvar),
+        frames_in: figure(|s| s.frames_in),
+        bytes_in: figure(|s| s.bytes_in),
+        frames_out: figure(|s| s.frames_out),
+        bytes_out: figure(|s| s.bytes_out),
+        send_queue: stats.as_ref().map_or(0, |s| s.send_queue),
     }
 }
