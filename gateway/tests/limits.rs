@@ -205,6 +205,22 @@ fn a_slow_client_is_disconnected_while_the_others_keep_up() {
                 })
             })
             .collect();
+        // The slow client reads nothing until the gateways no longer list
+        // it, then reads what is left: the close frame waits only a while
+        // for a client that does not read, so it must start reading as soon
+        // as it is dropped, not after the publisher is done (which under
+        // load may be later than that while).
+        let conns = format!("{}/connections", lan.url(2));
+        let slow_reader = tokio::spawn(async move {
+            until("the slow client gone", || async {
+                let (_, v) = http("GET", &conns, None).await;
+                v["connections"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(|c| c["conn"] != slow_conn.as_str()))
+            })
+            .await;
+            slow.until_closed().await
+        });
         // 1000 messages a second of 1 KB, for 3 s.
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         for n in 0..N {
@@ -223,15 +239,7 @@ fn a_slow_client_is_disconnected_while_the_others_keep_up() {
                 "a fast reader fell {lag:?} behind"
             );
         }
-        let conns = format!("{}/connections", lan.url(2));
-        until("the slow client gone", || async {
-            let (_, v) = http("GET", &conns, None).await;
-            v["connections"]
-                .as_array()
-                .is_some_and(|a| a.iter().all(|c| c["conn"] != slow_conn.as_str()))
-        })
-        .await;
-        let (frames, close) = slow.until_closed().await;
+        let (frames, close) = slow_reader.await.expect("the slow client's reader");
         eprintln!("the slow client had {} frames waiting", frames.len());
         assert!((frames.len() as u64) < N);
         let (code, reason) = close.expect("the close frame, read in time");
