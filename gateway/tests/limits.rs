@@ -167,9 +167,13 @@ fn a_client_over_its_rate_is_refused_message_by_message() {
 #[test]
 fn a_slow_client_is_disconnected_while_the_others_keep_up() {
     netns(|| async {
-        // Small socket buffers on the slow client's side of the wire, so
-        // that its outbox fills soon after it stops reading.
-        common::sysctl_here("net.ipv4.tcp_rmem", "4096 16384 65536");
+        // The slow client's side of the wire holds little (a small receive
+        // buffer on its socket, small send buffers on its gateway's host),
+        // so its outbox fills soon after it stops reading: after about
+        // 2 MiB, 2 s of the 4 s run. The readers of the others run in this
+        // process, which a loaded machine may stall for a while: their
+        // outboxes (2 MiB too, plus their sockets' buffers) let them be
+        // late by 2 s or more without being taken for slow.
         let lan = Lan::with_gateways(
             3,
             &[
@@ -177,13 +181,16 @@ fn a_slow_client_is_disconnected_while_the_others_keep_up() {
                 "100000",
                 "--burst",
                 "100000",
+                "--queue-len",
+                "100000",
                 "--queue-bytes",
-                "524288",
+                "2097152",
             ],
         )
         .await;
         lan.hosts[1].sysctl("net.ipv4.tcp_wmem", "4096 16384 65536");
-        let mut slow = Client::connect(&lan.gateways[1].ws("/ws/firehose")).await;
+        let mut slow =
+            Client::connect_small_window(&lan.gateways[1].ws("/ws/firehose"), 4096).await;
         let slow_conn = slow.conn().to_string();
         let mut fast = Vec::new();
         for g in 0..3 {
@@ -191,7 +198,7 @@ fn a_slow_client_is_disconnected_while_the_others_keep_up() {
         }
         let mut publisher = Client::connect(&lan.gateways[0].ws("/ws")).await;
         lan.wait_members(0, "firehose", 4).await;
-        const N: u64 = 3000;
+        const N: u64 = 4000;
         let pad = "p".repeat(1000);
         let readers: Vec<_> = fast
             .into_iter()
@@ -221,7 +228,7 @@ fn a_slow_client_is_disconnected_while_the_others_keep_up() {
             .await;
             slow.until_closed().await
         });
-        // 1000 messages a second of 1 KB, for 3 s.
+        // 1000 messages a second of 1 KB, for 4 s.
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         for n in 0..N {
             tick.tick().await;

@@ -64,11 +64,6 @@ where
     }
 }
 
-/// Sets a sysctl of the test's own network namespace (where its clients are).
-pub(crate) fn sysctl_here(name: &str, value: &str) {
-    run_ok(&["sh", "-c", &sysctl_script(name, value)]);
-}
-
 /// A shell line writing a sysctl (`net.ipv4.tcp_rmem`) through /proc, so
 /// the tests need no `sysctl` command.
 fn sysctl_script(name: &str, value: &str) -> String {
@@ -493,6 +488,35 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client::welcomed(ws).await
+    }
+
+    /// [`connect`](Self::connect) over a socket whose receive buffer is
+    /// held at `bytes` (the kernel doubles it; no autotuning): a client
+    /// that stops reading then blocks its server soon, while the others
+    /// keep the system's buffers.
+    pub(crate) async fn connect_small_window(url: &str, bytes: u32) -> Client {
+        let uri: hyper::Uri = url.parse().expect("a URL");
+        let addr = uri
+            .authority()
+            .expect("host:port")
+            .as_str()
+            .parse()
+            .expect("ip:port");
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let tcp = socket
+            .connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let (ws, _) =
+            tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+                .await
+                .unwrap_or_else(|e| panic!("WebSocket handshake with {url}: {e}"));
+        Client::welcomed(ws).await
+    }
+
+    async fn welcomed(ws: WsStream) -> Client {
         let mut c = Client {
             ws,
             welcome: Value::Null,
