@@ -127,12 +127,27 @@ fn hooks_and_streams_of_an_embedded_gateway() {
             alice.ping().await.is_empty(),
             "nothing of the muted channel"
         );
+        // A client refused a channel gets nothing of it: the message to
+        // `admin` reaches its subscriber, and alice's next frame is the
+        // message to `open` published after it.
+        gateway
+            .publish("admin", json!({"for":"root"}))
+            .await
+            .unwrap();
+        let m = root.next().await;
+        assert_eq!(
+            (m["channel"].as_str(), &m["data"]),
+            (Some("admin"), &json!({"for":"root"}))
+        );
         gateway
             .publish("open", json!({"from":"app"}))
             .await
             .unwrap();
         let m = alice.next().await;
-        assert_eq!(m["data"], json!({"from":"app"}));
+        assert_eq!(
+            (m["channel"].as_str(), &m["data"]),
+            (Some("open"), &json!({"from":"app"}))
+        );
 
         // receiver(event) and procedure(name) with end and error.
         let r = alice
