@@ -4,6 +4,7 @@
 
 mod outbox;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use crate::limits::Bucket;
 use crate::node::calls_error_frame;
 use crate::node::Node;
 use crate::protocol::{self, server, Code, Origin, Problem, Request};
-pub(crate) use outbox::{Drain, Out, Outbox, CLOSE_NORMAL};
+pub(crate) use outbox::{Out, Outbox, CLOSE_NORMAL};
 
 /// Close code for a message too large to read (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
@@ -36,8 +37,7 @@ pub(crate) async fn run(
     channel: Option<String>,
 ) {
     let limits = &node.limits;
-    let (outbox, drain) = Outbox::new(limits.queue_len, limits.queue_bytes);
-    let outbox = Arc::new(outbox);
+    let outbox = Arc::new(Outbox::new(limits.queue_len, limits.queue_bytes));
     let (sink, mut stream) = socket.split();
     node.register(client.clone(), outbox.clone());
     let channels: Vec<String> = channel.iter().cloned().collect();
@@ -52,7 +52,7 @@ pub(crate) async fn run(
             outbox.text(server::error(None, &p));
         }
     }
-    let mut writer = tokio::spawn(write(sink, drain, outbox.clone()));
+    let mut writer = tokio::spawn(write(sink, outbox.clone()));
     let mut session = Session {
         node: node.clone(),
         client: client.clone(),
@@ -104,27 +104,16 @@ pub(crate) async fn run(
 
 /// Writes what the outbox holds, in batches, until a close or a kill.
 /// Returns why it stopped.
-async fn write(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut drain: Drain,
-    outbox: Arc<Outbox>,
-) -> String {
+async fn write(mut sink: SplitSink<WebSocket, Message>, outbox: Arc<Outbox>) -> String {
+    let mut batch = VecDeque::new();
     loop {
-        let out = tokio::select! {
-            biased;
-            _ = drain.kill.changed() => None,
-            out = drain.rx.recv() => match out {
-                Some(out) => Some(out),
-                None => return "the connection closed".into(),
-            },
-        };
-        let Some(out) = out else {
+        if !outbox.take(&mut batch).await {
             break;
-        };
+        }
         let sent = tokio::select! {
             biased;
-            _ = drain.kill.changed() => break,
-            r = send_batch(&mut sink, &mut drain.rx, &outbox, out) => r,
+            _ = outbox.until_killed() => break,
+            r = send_batch(&mut sink, &mut batch, &outbox) => r,
         };
         match sent {
             Ok(None) => {}
@@ -132,10 +121,8 @@ async fn write(
             Err(e) => return format!("write failed: {e}"),
         }
     }
-    let (code, reason) = drain
-        .kill
-        .borrow()
-        .clone()
+    let (code, reason) = outbox
+        .kill_reason()
         .unwrap_or((CLOSE_NORMAL, "closing".into()));
     let frame = Message::Close(Some(CloseFrame {
         code,
@@ -145,38 +132,34 @@ async fn write(
     reason
 }
 
-/// Sends `first` and whatever else is queued, up to a batch, then flushes.
-/// `Some(reason)` after a close frame.
+/// Sends what the writer took, in writes of up to a batch of frames each
+/// followed by a flush. `Some(reason)` after a close frame.
 async fn send_batch(
     sink: &mut SplitSink<WebSocket, Message>,
-    rx: &mut tokio::sync::mpsc::Receiver<Out>,
+    batch: &mut VecDeque<Out>,
     outbox: &Outbox,
-    first: Out,
 ) -> Result<Option<String>, axum::Error> {
-    let mut next = Some(first);
-    let mut n = 0;
-    while let Some(out) = next.take() {
-        match out {
-            Out::Text(t) => {
-                let len = t.len();
-                sink.feed(Message::Text(t)).await?;
-                outbox.sent(len);
-            }
-            Out::Close(code, reason) => {
-                sink.send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: reason.clone().into(),
-                })))
-                .await?;
-                return Ok(Some(reason));
+    while !batch.is_empty() {
+        for _ in 0..WRITE_BATCH {
+            match batch.pop_front() {
+                None => break,
+                Some(Out::Text(t)) => {
+                    let len = t.len();
+                    sink.feed(Message::Text(t)).await?;
+                    outbox.sent(len);
+                }
+                Some(Out::Close(code, reason)) => {
+                    sink.send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.clone().into(),
+                    })))
+                    .await?;
+                    return Ok(Some(reason));
+                }
             }
         }
-        n += 1;
-        if n < WRITE_BATCH {
-            next = rx.try_recv().ok();
-        }
+        sink.flush().await?;
     }
-    sink.flush().await?;
     Ok(None)
 }
 
