@@ -12,11 +12,14 @@ use futures::StreamExt;
 use tcpnet::{Error, LinkInfo, NodeId, Service, Settings};
 use tokio::time::{timeout_at, Instant};
 
-/// Heartbeats every 50 ms: a round trip is timed within a few of them.
+/// Heartbeats every 50 ms: a round trip is timed within a few of them. The
+/// heartbeat timeout, which is also how long a ping waits for its answer,
+/// is far over any stall of a loaded machine (a ping through the delaying
+/// relay took over 3 s at a load average of 180).
 fn beating() -> Settings {
     Settings::new("c")
         .mdns(false)
-        .heartbeat(Duration::from_millis(50), Duration::from_secs(3))
+        .heartbeat(Duration::from_millis(50), Duration::from_secs(30))
 }
 
 /// `s`'s link to `peer` as its member view shows it, once it has a smoothed
@@ -50,6 +53,11 @@ async fn linked_to(a: &Service, peer: String) -> Service {
     b
 }
 
+/// What a loopback round trip must stay under: far over the microseconds
+/// it takes (a first sample of 137 ms and a ping of 55 ms were seen at a
+/// load average of 180), far under the heartbeat timeout of [`beating`].
+const LOOPBACK_RTT_BOUND: Duration = Duration::from_secs(1);
+
 #[test]
 fn round_trips_on_loopback_are_short() {
     netns(|| async {
@@ -60,10 +68,15 @@ fn round_trips_on_loopback_are_short() {
             let (srtt, rttvar) = (link.srtt.unwrap(), link.rttvar.unwrap());
             let ping = s.ping(peer).await.expect("ping");
             eprintln!("loopback: srtt {srtt:?} rttvar {rttvar:?} ping {ping:?}");
-            // Generous bounds for a loaded machine: a loopback round trip
-            // takes microseconds, and never a heartbeat interval.
-            assert!(srtt < Duration::from_millis(50), "srtt {srtt:?}");
-            assert!(ping > Duration::ZERO && ping < Duration::from_millis(50));
+            // A loopback round trip takes microseconds; the bound is for a
+            // debug build on a loaded machine, where one heartbeat or ping
+            // may wait for its task to be scheduled (and the first sample is
+            // the estimate).
+            assert!(srtt < LOOPBACK_RTT_BOUND, "srtt {srtt:?}");
+            assert!(
+                ping > Duration::ZERO && ping < LOOPBACK_RTT_BOUND,
+                "ping {ping:?}"
+            );
         }
         close_all(&[a, b]).await;
     });
@@ -90,7 +103,7 @@ fn round_trips_through_a_delaying_relay_are_longer() {
             // is the relay's delay that is measured, on a loaded machine.
             for rtt in [srtt, ping] {
                 assert!(rtt >= 2 * DELAY, "{rtt:?} under twice {DELAY:?}");
-                assert!(rtt < 2 * DELAY + Duration::from_secs(2), "{rtt:?}");
+                assert!(rtt < 2 * DELAY + Duration::from_secs(5), "{rtt:?}");
             }
         }
         close_all(&[a, b]).await;
