@@ -36,6 +36,7 @@ use mdns_sd::{DaemonEvent, IfKind, ResolvedService, ScopedIp, ServiceDaemon, Ser
 use crate::error::{Error, MetaError, Result};
 use crate::id::NodeId;
 use crate::identity::{Identity, PUBLIC_KEY_LEN};
+use crate::link::patience::patient_timeout;
 use crate::meta::Meta;
 use crate::wire::hello::PROTOCOL_VERSION;
 
@@ -210,9 +211,12 @@ impl Discovery {
                 }
             }
         };
-        match tokio::time::timeout(ANNOUNCE_TIMEOUT, announced).await {
-            Ok(r) => r?,
-            Err(_) => {
+        // Counted as the handshake's time is, so that a machine too busy to
+        // run the daemon's thread (or ours) for seconds does not fail the
+        // listen, while an interface that cannot announce still does.
+        tokio::select! {
+            r = announced => r?,
+            _ = patient_timeout(ANNOUNCE_TIMEOUT) => {
                 return Err(mdns_failed(format!(
                     "could not announce on any interface within {ANNOUNCE_TIMEOUT:?} \
                      (is an interface of the listen address up, with multicast on?)"
