@@ -805,9 +805,14 @@ fn a_spoofed_record_at_a_tarpit_does_not_keep_nodes_apart() {
 // Someone on the path
 // ---------------------------------------------------------------------------
 
-/// Relays one connection to `to`; once `cut` is set, passes on `keep`
-/// bytes of what comes next from the dialer (all of it if `None`), then
-/// ends both connections (a clean FIN to the acceptor).
+/// How much of what follows the arming the cutting relay reads before it
+/// cuts: more than the node's own control frames, less than the payload.
+const CUT_AFTER: usize = 16 * 1024;
+
+/// Relays one connection to `to`; once `cut` is set and `CUT_AFTER` bytes
+/// have come from the dialer since, passes on `keep` bytes of the read that
+/// reached it (all of it if `None`), then ends both connections (a clean
+/// FIN to the acceptor).
 async fn cutting_relay(
     client: TcpStream,
     to: SocketAddr,
@@ -821,12 +826,20 @@ async fn cutting_relay(
         let _ = tokio::io::copy(&mut sr, &mut cw).await;
     });
     let mut buf = vec![0u8; 256 * 1024];
+    // Bytes read since the relay was armed. The node's own small frames
+    // (heartbeats, its record, its list of links) may come after the arming
+    // too; the cut waits for the test's large payload, so that it is what
+    // is cut and its send was accepted before the link breaks.
+    let mut armed = 0;
     loop {
         let n = match cr.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         if cut.load(Ordering::SeqCst) {
+            armed += n;
+        }
+        if armed >= CUT_AFTER {
             let k = keep.map_or(n, |k| k.min(n));
             let _ = sw.write_all(&buf[..k]).await;
             let _ = sw.shutdown().await;
