@@ -6,7 +6,9 @@
 //! just before `set_meta`); each watcher prints `got I MICROS` when its
 //! member event says the change arrived. The difference of the two stamps
 //! is the latency, so the hosts must share a clock: network namespaces of
-//! one machine do (how the README's figure was taken).
+//! one machine do. It discovers peers by mDNS on every interface, so run
+//! it only on a LAN of your own; the README's figure was taken on three
+//! network namespaces joined by veth pairs on one bridge, nothing else on it.
 //!
 //! ```text
 //! cargo build --release --example meta_latency
