@@ -55,7 +55,7 @@ pub(crate) enum Command {
         tcpnet join my-cluster --raw               raw link frames (what examples/demo sends)\n  \
         tcpnet join my-cluster --secret-file ~/.tcpnet-secret\n\n\
         Each message received prints as `<sender id>: <text>`. Before reading stdin the \
-        node waits (up to --wait) until discovery has settled (linked to every node it found) \
+        node waits (up to --wait) until discovery has settled (linked to every node it found, then nothing new for 1 s) \
         (with --topic: and until another node subscribes to the topic). \
         It ends on end of input or Ctrl-C: the lines already read are delivered, the \
         mDNS goodbye goes out and every link is closed. The exit status is 1 if a line \
@@ -69,7 +69,7 @@ pub(crate) enum Command {
         tcpnet ping my-cluster -c 100 -i 50ms   more rounds, closer together\n  \
         tcpnet ping my-cluster --json           one JSON object a node\n\n\
         The command's node joins, waits (up to --wait) until discovery has settled \
-        (linked to every node it found) (or to the ones named), then pings every node once a round, \
+        (linked to every node it found, then nothing new for 1 s) (or to the ones named), then pings every node once a round, \
         all at once, each over its own link, and prints min, p50, p99 and max per node \
         with the losses and errors. A ping waits behind what is queued on its link, as \
         a message would. On a terminal a counter shows the rounds; piped, only the \
@@ -83,7 +83,7 @@ pub(crate) enum Command {
         tcpnet members my-cluster --json | jq .   one JSON object a member\n  \
         tcpnet members my-cluster --wait 10s      a slow or large cluster\n\n\
         The command's node joins, waits (up to --wait) until discovery has settled \
-        (linked to every node it found), prints what it sees of each member (state, addresses, \
+        (linked to every node it found, then nothing new for 1 s), prints what it sees of each member (state, addresses, \
         metadata, round-trip time, link age, start time) and leaves with a goodbye. \
         The exit status is 1 when no other node was linked.")]
     Members(MembersArgs),

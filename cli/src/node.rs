@@ -68,8 +68,9 @@ pub(crate) fn join(args: &NodeArgs) -> Result<Service, Failure> {
 /// Starts the node listening and waits (up to `--wait`) until discovery has
 /// settled ([`Service::ready`]: the answers to its first mDNS query, the
 /// dials of the nodes that found it, then every node found linked or
-/// failed), and then until `ready` holds. Finding no node within the wait
-/// is not an error here: the command decides.
+/// failed), and then until `ready` holds and nothing new was linked or
+/// discovered for [`QUIET`]. Finding no node within the wait is not an
+/// error here: the command decides.
 pub(crate) async fn start(
     service: &Service,
     args: &NodeArgs,
@@ -86,18 +87,25 @@ pub(crate) async fn start(
     let settled = service.ready();
     tokio::pin!(settled);
     let mut settled_done = false;
+    let mut seen = mesh_state(service);
+    let mut changed = Instant::now();
     loop {
-        let (links, known) = mesh_state(service);
+        let now_seen = mesh_state(service);
+        if now_seen != seen {
+            seen = now_seen;
+            changed = Instant::now();
+        }
+        let (links, known) = &seen;
         progress.show(&format!(
             "joining {}: linked to {} of {} nodes seen",
             args.cluster,
             links.len(),
             known.len().max(links.len())
         ));
-        if settled_done && ready(service) {
+        let now = Instant::now();
+        if settled_done && ready(service) && now >= changed + QUIET {
             break;
         }
-        let now = Instant::now();
         if now >= deadline {
             break;
         }
@@ -118,6 +126,12 @@ pub(crate) async fn start(
     progress.clear();
     Ok(())
 }
+
+/// How long nothing new must be linked or discovered after discovery
+/// settled before a command goes on: on a starved host, answers to the
+/// first mDNS query and the dials of the nodes that saw this one can come
+/// later than [`Service::ready`] waits for, one after the other.
+pub(crate) const QUIET: Duration = Duration::from_secs(1);
 
 /// The ids this node is linked to, and the ids it discovered over mDNS.
 fn mesh_state(service: &Service) -> (HashSet<NodeId>, HashSet<NodeId>) {
