@@ -652,6 +652,16 @@ pub enum CloseReason {
     /// Nothing arrived from the peer (not even a heartbeat) for this long,
     /// while this end was ready to read: the peer is gone or cut off.
     Timeout(Duration),
+    /// The peer took nothing of what this end had to send it for this long
+    /// (the heartbeat timeout, or longer where this node was starved): no
+    /// byte went to the socket while frames waited. A peer that stops
+    /// reading, or whose application takes none of its messages, would
+    /// otherwise hold its share of the node's room
+    /// ([`Settings::max_queued_bytes`](crate::Settings::max_queued_bytes))
+    /// and every sender waiting on its link (a broadcast waits on every
+    /// link) for as long as its heartbeats keep the link up. Counted in
+    /// [`Stats::stalled_links`](crate::Stats::stalled_links).
+    Stalled(Duration),
     /// The pair's decider or the peer says another live node, newer than
     /// this one's side of the link, uses the same node id. Reported as
     /// [`Error::IdConflict`]; the link is not redialed.
@@ -681,7 +691,7 @@ impl PartialEq for CloseReason {
             (FrameTooLarge { len: a, max: m }, FrameTooLarge { len: b, max: n }) => {
                 a == b && m == n
             }
-            (Timeout(a), Timeout(b)) => a == b,
+            (Timeout(a), Timeout(b)) | (Stalled(a), Stalled(b)) => a == b,
             (Protocol(a), Protocol(b)) => a == b,
             (Io(a), Io(b)) => {
                 Arc::ptr_eq(a, b) || (a.kind() == b.kind() && a.to_string() == b.to_string())
@@ -713,6 +723,7 @@ impl CloseReason {
                 | CloseReason::Protocol(_)
                 | CloseReason::Io(_)
                 | CloseReason::Timeout(_)
+                | CloseReason::Stalled(_)
                 | CloseReason::IdConflict
         )
     }
@@ -750,9 +761,10 @@ impl CloseReason {
             {
                 ErrorKind::Churn
             }
-            CloseReason::Io(_) | CloseReason::Timeout(_) | CloseReason::IdConflict => {
-                ErrorKind::Fault
-            }
+            CloseReason::Io(_)
+            | CloseReason::Timeout(_)
+            | CloseReason::Stalled(_)
+            | CloseReason::IdConflict => ErrorKind::Fault,
             CloseReason::FrameTooLarge { .. } | CloseReason::Protocol(_) => ErrorKind::Foreign,
             CloseReason::Local
             | CloseReason::Shutdown
@@ -777,6 +789,9 @@ impl fmt::Display for CloseReason {
                 )
             }
             CloseReason::Timeout(t) => write!(f, "nothing heard from the peer for {t:?}"),
+            CloseReason::Stalled(t) => {
+                write!(f, "the peer took nothing of what was sent to it for {t:?}")
+            }
             CloseReason::IdConflict => {
                 f.write_str("another live node uses the same node id (id conflict)")
             }
@@ -822,6 +837,11 @@ mod tests {
         assert_eq!(dial(io::ErrorKind::TimedOut).kind(), ErrorKind::Fault);
         assert_eq!(
             link(CloseReason::Timeout(Duration::from_secs(3))).kind(),
+            ErrorKind::Fault
+        );
+        // A peer that takes nothing: a fault worth a look, not churn.
+        assert_eq!(
+            link(CloseReason::Stalled(Duration::from_secs(3))).kind(),
             ErrorKind::Fault
         );
         let handshake = Error::Handshake {

@@ -52,6 +52,10 @@ pub struct Stats {
     /// Flooded messages that arrived again by another path and were
     /// dropped as copies.
     pub deduplicated: u64,
+    /// Links closed because their peer took nothing of what this node had
+    /// to send it for the heartbeat timeout
+    /// ([`CloseReason::Stalled`](crate::CloseReason::Stalled)).
+    pub stalled_links: u64,
     /// Errors that error streams too slow to read them did not get (each
     /// such stream is told with an [`Error::Missed`](crate::Error::Missed)).
     pub missed_errors: u64,
@@ -236,6 +240,7 @@ pub(crate) struct Counters {
     relayed: AtomicU64,
     relay_dropped: AtomicU64,
     deduplicated: AtomicU64,
+    stalled_links: AtomicU64,
     missed_errors: AtomicU64,
 }
 
@@ -279,6 +284,10 @@ impl Counters {
         add(&self.deduplicated, 1);
     }
 
+    pub(crate) fn stalled_link(&self) {
+        add(&self.stalled_links, 1);
+    }
+
     pub(crate) fn missed_errors(&self, n: u64) {
         add(&self.missed_errors, n);
     }
@@ -310,6 +319,7 @@ impl Counters {
             relayed: get(&self.relayed),
             relay_dropped: get(&self.relay_dropped),
             deduplicated: get(&self.deduplicated),
+            stalled_links: get(&self.stalled_links),
             missed_errors: get(&self.missed_errors),
             queued_bytes: self.queued.used(),
         }

@@ -577,6 +577,126 @@ fn links_that_never_read_cannot_fill_the_node() {
     });
 }
 
+/// Keeps a linked session alive with heartbeats, and never reads from it.
+async fn beat_never_read(mut s: attacker::Session) {
+    while s.send(attacker::HEARTBEAT, &[]).await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Strangers link to A and keep their links alive with heartbeats, but
+/// never read, while A's application sends to each of them all it can and
+/// A broadcasts numbered messages, under a small node-wide cap: the
+/// strangers' links fill A's room and the broadcasts wait on them. A must
+/// close each stranger's link as stalled (so the senders waiting on it get
+/// their error), report each with an error event naming the stranger, and
+/// count them; the broadcasts then go on, and B gets every one, in order.
+#[test]
+fn links_that_never_read_are_closed_as_stalled() {
+    const STRANGERS: u8 = 4;
+    const BROADCASTS: u32 = 300;
+    netns(|| async {
+        // Both ends' heartbeats alike: each hears from the other in time.
+        let lean = || {
+            settings(None)
+                .queue_bytes(256 * 1024)
+                .max_queued_bytes(1 << 20)
+                .heartbeat(Duration::from_millis(500), Duration::from_secs(2))
+        };
+        let (a, b) = tokio::join!(start(lean()), start(lean()));
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let mut errors = a.on_error();
+        // B reads all the while, so that its own inbox never overflows.
+        let mut b_in = b.messages();
+        let from_a = a.id().clone();
+        let b_reads = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < BROADCASTS as usize {
+                let m = b_in.next().await.expect("B's inbox");
+                if m.from() == &from_a {
+                    got.push(u32::from_be_bytes(m.data()[..4].try_into().unwrap()));
+                }
+            }
+            got
+        });
+        let mut strangers = std::collections::HashSet::new();
+        for i in 0..STRANGERS {
+            let me = Claim::stranger(CLUSTER);
+            let s = attacker::join(src(60 + i), port(&a), &me)
+                .await
+                .expect("linked");
+            strangers.insert(me.id.clone());
+            tokio::spawn(beat_never_read(s));
+        }
+        wait_until(std::slice::from_ref(&a), "the strangers' links", || {
+            a.connections().len() == 1 + usize::from(STRANGERS)
+        })
+        .await;
+        let to_strangers: Vec<Connection> = a
+            .connections()
+            .into_iter()
+            .filter(|c| c.peer_id() != b.id())
+            .collect();
+        let senders: Vec<_> = to_strangers
+            .iter()
+            .cloned()
+            .map(|c| {
+                tokio::spawn(async move {
+                    let frame = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+                    loop {
+                        if let Err(e) = c.send(frame.clone()).await {
+                            return e;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let t0 = Instant::now();
+        let sender = a.clone();
+        let broadcasts = tokio::spawn(async move {
+            for i in 0..BROADCASTS {
+                let mut data = i.to_be_bytes().to_vec();
+                data.resize(1024, 0);
+                sender.broadcast(data).await.expect("broadcast");
+            }
+        });
+        for c in &to_strangers {
+            let reason = within("a stranger's link to close", c.closed()).await;
+            assert!(
+                matches!(reason, tcpnet::CloseReason::Stalled(_)),
+                "a stranger's link closed with {reason:?}"
+            );
+        }
+        eprintln!(
+            "the stalled links closed {:?} after the sends began",
+            t0.elapsed()
+        );
+        let mut reported = std::collections::HashSet::new();
+        while reported.len() < strangers.len() {
+            expect_error(&mut errors, "the stalled links reported", |e| match e {
+                Error::Link { peer, reason, .. }
+                    if matches!(reason, tcpnet::CloseReason::Stalled(_))
+                        && strangers.contains(peer.as_str()) =>
+                {
+                    reported.insert(peer.to_string())
+                }
+                _ => false,
+            })
+            .await;
+        }
+        for t in senders {
+            let e = within("a sender's error", t).await.unwrap();
+            assert!(matches!(e, Error::Closed), "{e}");
+        }
+        within("the broadcasts", broadcasts).await.unwrap();
+        let got = within("B to get every broadcast", b_reads).await.unwrap();
+        assert_eq!(got, (0..BROADCASTS).collect::<Vec<_>>());
+        assert_eq!(a.stats().stalled_links, u64::from(STRANGERS));
+        still_linked(&a, &b).await;
+        close_all(&[a, b]).await;
+    });
+}
+
 /// A's link to B still carries a message.
 async fn still_linked(a: &Service, b: &Service) {
     let mut from_a = link_to(b, a).expect("B's link to A");

@@ -233,9 +233,19 @@ fn a_close_stalled_by_a_peer_that_stopped_reading_is_cut_and_reported() {
             && echo '4096 16384 65536' > /proc/sys/net/ipv4/tcp_wmem");
         let frame = 64 * 1024;
         // a's queue (16 MiB) is far larger than all there is room for past it.
+        // Its heartbeat timeout is long, so that it is the close that finds
+        // the peer stalled (not the check of a link's writes while it is up).
+        let long_beat = |s: Settings| {
+            s.heartbeat(
+                std::time::Duration::from_secs(10),
+                std::time::Duration::from_secs(120),
+            )
+        };
         let (a, b) = tokio::join!(
-            start(Settings::new("c").queue_len(256).queue_bytes(16 << 20)),
-            start(Settings::new("c").queue_len(1))
+            start(long_beat(
+                Settings::new("c").queue_len(256).queue_bytes(16 << 20)
+            )),
+            start(long_beat(Settings::new("c").queue_len(1)))
         );
         full_mesh(&[a.clone(), b.clone()]).await;
         let ab = a.connections().pop().unwrap();

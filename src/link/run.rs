@@ -54,6 +54,9 @@ impl Handshaken {
         let started = Instant::now();
         let (link, in_tx) = (self.link.clone(), self.in_tx.clone());
         let reason = drive(links, owner, self).await;
+        if let CloseReason::Stalled(_) = reason {
+            links.counters.stalled_link();
+        }
         links.open.finished(&link, reason.clone());
         // The receive stream ends only now, so a reader that sees it end
         // finds the reason already set.
@@ -71,9 +74,17 @@ struct Progress {
     /// What the node's watchdog sees of the link: bytes received, and
     /// whether the reader waits on a full receive queue.
     watch: Arc<Watch>,
-    /// Frames other than heartbeats received, plus bytes written; a closing
-    /// link that moves none is stuck.
+    /// Frames other than heartbeats received, and batches written; a
+    /// closing link that moves none of these nor a byte is stuck.
     frames: Arc<AtomicU64>,
+}
+
+impl Progress {
+    /// What the link has moved so far: frames received, and batches and
+    /// bytes written.
+    fn moved(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed) + self.watch.written.load(Ordering::Relaxed)
+    }
 }
 
 async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReason {
@@ -136,7 +147,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
         ReadState::new(awaiting_verdict, sealed),
     );
     let writer = write_loop(
-        FrameWriter::new(wr, sealer, progress.frames.clone()),
+        FrameWriter::new(wr, sealer, progress.watch.written.clone()),
         out_rx,
         &link,
         &progress,
@@ -153,9 +164,9 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
     let stalled = async {
         closing(&mut state).await;
         loop {
-            let seen = progress.frames.load(Ordering::Relaxed);
+            let seen = progress.moved();
             tokio::time::sleep(CLOSE_IDLE).await;
-            if progress.frames.load(Ordering::Relaxed) == seen {
+            if progress.moved() == seen {
                 return;
             }
         }
@@ -428,8 +439,10 @@ async fn write_loop(
                     break;
                 }
                 let held = Held::new(queued, &segs);
+                progress.watch.writing.store(true, Ordering::Relaxed);
                 w.put_encoded(&mut segs).map_err(into_io)?;
                 w.flush().await?;
+                progress.watch.writing.store(false, Ordering::Relaxed);
                 drop(held);
                 progress.frames.fetch_add(1, Ordering::Relaxed);
             }
@@ -439,6 +452,7 @@ async fn write_loop(
     // What was accepted before the close still goes out; pushes are whole
     // under the queue's lock, so nothing can arrive after this.
     out_rx.close();
+    progress.watch.writing.store(true, Ordering::Relaxed);
     while out_rx.take_all(&mut segs).await > 0 {
         let _held = Held::new(queued, &segs);
         w.put_encoded(&mut segs).map_err(into_io)?;
@@ -446,6 +460,7 @@ async fn write_loop(
         progress.frames.fetch_add(1, Ordering::Relaxed);
     }
     w.flush().await?;
+    progress.watch.writing.store(false, Ordering::Relaxed);
     // Everything is with the kernel; a failed shutdown (the peer already
     // gone) loses nothing.
     let _ = w.shutdown().await;

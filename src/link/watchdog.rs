@@ -14,7 +14,10 @@
 //!   long enough that the next tick would leave it silent for more than the
 //!   heartbeat interval is given a heartbeat now. On a link in the clear
 //!   whose task waits, the ticker writes it to the socket itself, without
-//!   waking the task (see [`crate::link::outbox`]); otherwise it is queued.
+//!   waking the task (see [`crate::link::outbox`]); otherwise it is queued;
+//! - a link that has had something to write and written nothing to its
+//!   socket for the timeout is closed as stalled: its peer stopped reading
+//!   (see [`crate::link::stall`]).
 //!
 //! So an idle link costs the node a few atomic reads and, once an interval,
 //! one write: not a timer, and no wake of its task for what it sends.
@@ -36,6 +39,7 @@ use crate::error::CloseReason;
 use crate::link::connection::Link;
 use crate::link::outbox::OutTx;
 use crate::link::patience::Patience;
+use crate::link::stall::Stall;
 use crate::sync::lock;
 use crate::wire::decoder::Pool;
 use crate::wire::frame::{self, Frame};
@@ -78,6 +82,8 @@ impl Ticker {
         let w = Arc::new(Watch {
             received: Arc::default(),
             delivering: AtomicBool::new(false),
+            written: Arc::default(),
+            writing: AtomicBool::new(false),
             silence: Arc::default(),
             pool,
             link,
@@ -91,6 +97,7 @@ impl Ticker {
                 sent_seen: 0,
                 quiet: 0,
                 beat_was_last: false,
+                stall: Stall::new(self.timeout, self.tick),
             }),
             wake: Notify::new(),
         });
@@ -173,6 +180,11 @@ pub(crate) struct Watch {
     /// Set while the reader waits on a full receive queue: the peer's
     /// silence then is our consumer's slowness, not the peer's absence.
     pub(crate) delivering: AtomicBool,
+    /// Bytes handed to the socket by the link's task.
+    pub(crate) written: Arc<AtomicU64>,
+    /// Set while the link's task writes a batch (it may wait for the
+    /// socket).
+    pub(crate) writing: AtomicBool,
     /// Set while the peer is reported silent: a read then wakes the link's
     /// task at once, to report the peer speaking again.
     pub(crate) silence: Arc<Silence>,
@@ -212,14 +224,24 @@ struct Count {
     /// What was seen sent last is a heartbeat of the ticker's, sent right
     /// at a tick (anything else was sent some time since the tick before).
     beat_was_last: bool,
+    /// Whether the link's writes get anywhere.
+    stall: Stall,
 }
 
 impl Watch {
     /// The ticker's visit, a tick after the last, its timer `lateness`
     /// late. False once the link needs watching no more.
     fn visit(&self, lateness: Duration, timeout: Duration, beat_every: u32) -> bool {
-        self.beat(beat_every);
+        let queued = self.beat(beat_every);
+        let waiting = queued || self.writing.load(Ordering::Relaxed);
+        let written = self.written.load(Ordering::Relaxed);
         let mut c = lock(&self.count);
+        if c.stall.look(waiting, written, lateness) {
+            c.ended = Some(CloseReason::Stalled(c.stall.waited()));
+            drop(c);
+            self.wake.notify_one();
+            return false;
+        }
         let received = self.received.load(Ordering::Relaxed);
         if c.fresh || received != c.seen || self.delivering.load(Ordering::Relaxed) {
             c.fresh = false;
@@ -246,15 +268,16 @@ impl Watch {
     }
 
     /// Sends a heartbeat if the link would otherwise have sent nothing for
-    /// longer than `beat_every` ticks by the next tick.
-    fn beat(&self, beat_every: u32) {
-        let sent = self.out.inspect(|o, _, _| o.sent);
+    /// longer than `beat_every` ticks by the next tick. True if frames are
+    /// queued (they go before any heartbeat).
+    fn beat(&self, beat_every: u32) -> bool {
+        let (sent, queued) = self.out.inspect(|o, len, _| (o.sent, len > 0));
         let mut c = lock(&self.count);
         if sent != c.sent_seen {
             c.sent_seen = sent;
             c.quiet = 0;
             c.beat_was_last = false;
-            return;
+            return queued;
         }
         c.quiet = c.quiet.saturating_add(1);
         // Something sent at an unknown time since the tick before it was
@@ -265,7 +288,7 @@ impl Watch {
             c.quiet + 1 >= beat_every
         };
         if !due {
-            return;
+            return queued;
         }
         let stamp = lock(&self.link.timing).stamp(std::time::Instant::now());
         let frame = || Frame {
@@ -279,10 +302,12 @@ impl Watch {
             c.quiet = 0;
             c.beat_was_last = true;
         }
+        queued
     }
 
     /// Resolves when the peer has been silent for the timeout while the
-    /// reader was ready for it; on the way, calls `silence(true)` once it
+    /// reader was ready for it, or has taken nothing of what the link had
+    /// to write for the timeout; on the way, calls `silence(true)` once it
     /// has been silent for half the timeout, and `silence(false)` as soon
     /// as it speaks again.
     pub(crate) async fn timed_out(&self, silence: impl Fn(bool)) -> CloseReason {

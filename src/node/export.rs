@@ -34,6 +34,7 @@ fn record(id: &str, s: &Stats) {
         ("tcpnet_relayed_total", s.relayed),
         ("tcpnet_relay_dropped_total", s.relay_dropped),
         ("tcpnet_deduplicated_total", s.deduplicated),
+        ("tcpnet_stalled_links_total", s.stalled_links),
         ("tcpnet_missed_errors_total", s.missed_errors),
     ] {
         counter!(name, vec![node.clone()]).absolute(v);

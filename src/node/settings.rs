@@ -166,8 +166,9 @@ impl Settings {
     /// back on the peer), and a relayed message that finds no room is
     /// dropped and counted ([`Stats::relay_dropped`](crate::Stats::relay_dropped)).
     /// Nothing is refused or closed for it, and no link stops: a peer that
-    /// never reads holds its link's share until its heartbeat fails or the
-    /// link is closed. Beyond the cap, each link may hold a frame taken
+    /// never reads holds its link's share until its link has written
+    /// nothing for the heartbeat timeout and is closed as stalled
+    /// ([`CloseReason::Stalled`](crate::CloseReason::Stalled)). Beyond the cap, each link may hold a frame taken
     /// into its empty queue each way, one being written and one being read
     /// (so at most a few times [`max_frame_len`](Self::max_frame_len) per
     /// link), and each queue less than 16 KiB that is not counted;
@@ -208,7 +209,10 @@ impl Settings {
     /// heartbeat; a link that has heard nothing for `timeout` while ready to
     /// read closes with [`CloseReason::Timeout`](crate::CloseReason::Timeout)
     /// (a link whose reader is busy delivering to a slow consumer does not
-    /// count that time). Defaults: 1 s and 3 s, so a peer cut off is noticed
+    /// count that time). The same `timeout` closes a link that has frames
+    /// to write and gets no byte of them into its socket, its peer reading
+    /// nothing ([`CloseReason::Stalled`](crate::CloseReason::Stalled)).
+    /// Defaults: 1 s and 3 s, so a peer cut off is noticed
     /// within about 3 s; a LAN can go down to a few hundred milliseconds, a
     /// sleepy Wi-Fi may want more. `timeout` must be more than `interval`,
     /// and `interval` at least 10 ms. (A peer that *exits*, even by
