@@ -105,11 +105,9 @@ mod tests {
     #[test]
     fn any_byte_written_starts_the_count_over() {
         let mut s = stall();
-        let mut written = 0;
-        for _ in 0..100 {
+        for written in 0..100 {
             assert!(!s.look(true, written, ON_TIME));
             assert!(!s.look(true, written, ON_TIME));
-            written += 1;
         }
     }
 
