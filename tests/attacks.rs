@@ -528,16 +528,7 @@ fn links_that_never_read_cannot_fill_the_node() {
             .connections()
             .into_iter()
             .filter(|c| c.peer_id() != b.id())
-            .map(|c| {
-                tokio::spawn(async move {
-                    let frame = bytes::Bytes::from(vec![7u8; FRAME]);
-                    loop {
-                        if let Err(e) = c.send(frame.clone()).await {
-                            return e;
-                        }
-                    }
-                })
-            })
+            .map(|c| send_all_it_can(c, FRAME))
             .collect();
         // Within the bound at every look, until the node is full and every
         // stranger's queue holds frames its writer cannot get rid of.
@@ -575,6 +566,19 @@ fn links_that_never_read_cannot_fill_the_node() {
         }
         close_all(&[a, b]).await;
     });
+}
+
+/// Sends frames of `len` bytes on `c` as fast as it takes them, until a
+/// send fails; returns that error.
+fn send_all_it_can(c: Connection, len: usize) -> tokio::task::JoinHandle<Error> {
+    tokio::spawn(async move {
+        let frame = bytes::Bytes::from(vec![7u8; len]);
+        loop {
+            if let Err(e) = c.send(frame.clone()).await {
+                return e;
+            }
+        }
+    })
 }
 
 /// Keeps a linked session alive with heartbeats, and never reads from it.
@@ -639,17 +643,7 @@ fn links_that_never_read_are_closed_as_stalled() {
             .collect();
         let senders: Vec<_> = to_strangers
             .iter()
-            .cloned()
-            .map(|c| {
-                tokio::spawn(async move {
-                    let frame = bytes::Bytes::from(vec![7u8; 64 * 1024]);
-                    loop {
-                        if let Err(e) = c.send(frame.clone()).await {
-                            return e;
-                        }
-                    }
-                })
-            })
+            .map(|c| send_all_it_can(c.clone(), 64 * 1024))
             .collect();
         let t0 = Instant::now();
         let sender = a.clone();
