@@ -78,8 +78,9 @@ pub struct HandshakeFailures {
     /// A tcpnet node of another protocol version.
     pub version: u64,
     /// Not a tcpnet node: a first frame that is no hello, a hello that does
-    /// not decode, the connection lost during the hellos, or (without a
-    /// secret) a Noise handshake that failed.
+    /// not decode, the connection lost during the hellos (an end of stream
+    /// or a reset alike: the peer hung up), or (without a secret) a Noise
+    /// handshake that failed.
     pub malformed: u64,
     /// With a cluster secret, the Noise handshake failed (another secret,
     /// a dialer naming a key this node does not hold, or a key removed

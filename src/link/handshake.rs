@@ -359,12 +359,23 @@ const HUNG_UP: &str = "the peer hung up";
 /// The peer closed the connection: at the end of its stream, or with a
 /// reset, which is how its kernel closes a socket that still holds unread
 /// bytes (an acceptor refusing our hello may not have read our first
-/// handshake message yet).
+/// handshake message yet); a write then finds the pipe broken.
 fn hung_up(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
-        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
     )
+}
+
+/// What failed, `doing` what: a hang-up (an end of stream or a reset,
+/// whichever the peer's kernel sent) reads the same either way.
+fn io_failed(doing: &str, e: &std::io::Error) -> String {
+    match hung_up(e) {
+        true => format!("{doing}: {HUNG_UP}"),
+        false => format!("{doing}: {e}"),
+    }
 }
 
 /// Reads one handshake frame exactly, refused from its length if it is
@@ -377,8 +388,7 @@ async fn read_noise(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
                 "handshake frame length {len}, over the most a handshake message takes ({})",
                 noise::MAX_MSG + 1
             ),
-            Err(e) if hung_up(&e) => format!("reading the handshake: {HUNG_UP}"),
-            Err(e) => format!("reading the handshake: {e}"),
+            Err(e) => io_failed("reading the handshake", &e),
         })?;
     if f.kind != frame::NOISE {
         return Err(format!(
@@ -496,7 +506,7 @@ async fn exchange_hello(
     stream
         .write_all(&out)
         .await
-        .map_err(|e| format!("writing hello: {e}"))?;
+        .map_err(|e| io_failed("writing hello", &e))?;
 
     if let Some(silent) = silent {
         if tokio::time::timeout(silent, stream.peek(&mut [0u8; 1]))
@@ -513,7 +523,7 @@ async fn exchange_hello(
                 "not a tcpnet node (first frame length {len}, a hello is at most {})",
                 MAX_HELLO + 1
             ),
-            Err(e) => format!("reading hello: {e}"),
+            Err(e) => io_failed("reading hello", &e),
         })?;
     if first.kind != frame::HELLO {
         return Err(format!(
@@ -522,4 +532,46 @@ async fn exchange_hello(
         ));
     }
     Ok(first.payload.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A peer that reads our hello, then ends its stream (`reset` false)
+    /// or resets the connection: our hello reader says the same of both,
+    /// that the peer hung up (and the node counts both alike).
+    async fn hello_read_when_the_peer(reset: bool) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut ours = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut theirs, _) = listener.accept().await.unwrap();
+        let hello = Bytes::from_static(b"a hello");
+        let peer = tokio::spawn(async move {
+            // Our hello, read whole: nothing is left unread when it closes.
+            let mut buf = [0u8; 4 + 1 + 7];
+            theirs.read_exact(&mut buf).await.unwrap();
+            if reset {
+                theirs.set_zero_linger().unwrap();
+            }
+            drop(theirs);
+        });
+        let e = exchange_hello(&mut ours, &hello, None)
+            .await
+            .expect_err("no hello came");
+        peer.await.unwrap();
+        e
+    }
+
+    #[tokio::test]
+    async fn a_reset_during_the_hello_is_a_hang_up_as_an_end_of_stream_is() {
+        let eof = hello_read_when_the_peer(false).await;
+        let reset = hello_read_when_the_peer(true).await;
+        assert_eq!(eof, format!("reading hello: {HUNG_UP}"));
+        assert_eq!(reset, eof);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!io_failed("dialing", &refused).ends_with(HUNG_UP));
+    }
 }
