@@ -1091,19 +1091,27 @@ async fn until_closed(mut s: TcpStream) {
 /// One refusal of each cause a stranger or member can provoke at A's door
 /// (garbage, another protocol version, another cluster, another secret, a
 /// key that is not the hello's id, a connection over the per-network cap,
-/// one that says nothing), each from a network of its own; then one
-/// message of each cause a linked member can have dropped (in another
-/// node's name unsigned, or signed by another key; numbered hours ahead;
-/// topics over a node's budget). Each is counted once, under its cause,
-/// and nothing else is counted.
+/// one that says nothing, one that finds every handshake slot taken), each
+/// from a network of its own; then one message of each cause a linked
+/// member can have dropped (in another node's name unsigned, or signed by
+/// another key; numbered hours ahead; topics over a node's budget). Each is
+/// counted once, under its cause, and nothing else is counted (but the
+/// hang-ups of the connections that held the slots, as malformed).
 #[test]
 fn refusals_are_counted_by_cause() {
+    /// A node's handshake slots.
+    const SLOTS: usize = 256;
     netns(|| async {
+        raise_fd_limit(4096);
+        // The handshake time is long enough for every slot to be taken
+        // before the first holder's runs out.
         let a = start(
             settings(Some(SECRET))
                 .mdns(false)
-                .max_links(64, 1)
-                .handshake_timeout(Duration::from_secs(1)),
+                .max_links(1024, 1)
+                .handshake_timeout(Duration::from_secs(5))
+                // The member's link below sends no heartbeats.
+                .heartbeat(Duration::from_secs(1), Duration::from_secs(60)),
         )
         .await;
         let port = port(&a);
@@ -1152,6 +1160,29 @@ fn refusals_are_counted_by_cause() {
             .is_err());
         counted(&a, "identity", |s| s.handshake_failures.identity == 1).await;
 
+        let silent = attacker::connect_from(net(7), port).await;
+        counted(&a, "timeout", |s| s.handshake_failures.timeout == 1).await;
+        drop(silent);
+
+        // Every handshake slot held, one per network, each by a connection
+        // that has begun its hello (so it is not dropped for silence); one
+        // more connection, from a network of its own, finds no slot. The
+        // holders then hang up in their hellos: each is counted malformed.
+        let holders = futures::future::join_all((0..SLOTS).map(|i| async move {
+            let from = Ipv4Addr::new(127, 20 + (i / 250) as u8, (i % 250) as u8, 1);
+            let mut s = attacker::connect_from(from, port).await;
+            s.write_all(&100u32.to_be_bytes()).await.unwrap();
+            s
+        }))
+        .await;
+        until_closed(attacker::connect_from(Ipv4Addr::new(127, 30, 0, 1), port).await).await;
+        counted(&a, "no slot", |s| s.handshake_failures.no_slot == 1).await;
+        drop(holders);
+        counted(&a, "the holders' hang-ups", |s| {
+            s.handshake_failures.malformed == 1 + SLOTS as u64
+        })
+        .await;
+
         let me = member();
         let mut session = attacker::join(net(6), port, &me).await.expect("a member");
         let over = attacker::join(Ipv4Addr::new(127, 0, 6, 2), port, &member()).await;
@@ -1160,10 +1191,6 @@ fn refusals_are_counted_by_cause() {
             s.handshake_failures.too_many_links == 1
         })
         .await;
-
-        let silent = attacker::connect_from(net(7), port).await;
-        counted(&a, "timeout", |s| s.handshake_failures.timeout == 1).await;
-        drop(silent);
 
         let origin = Identity::generate();
         let origin_id = origin.id().to_string();
@@ -1215,7 +1242,7 @@ fn refusals_are_counted_by_cause() {
                 h.timeout,
                 h.no_slot
             ),
-            (1, 1, 1, 1, 1, 1, 1, 0),
+            (1 + SLOTS as u64, 1, 1, 1, 1, 1, 1, 1),
             "{h:?}"
         );
         let r = stats.refused_messages;
