@@ -915,6 +915,107 @@ fn a_spoofed_record_at_a_tarpit_does_not_keep_nodes_apart() {
     });
 }
 
+/// The next event of `seen` about the instance `name`: `removed` for its
+/// removal (a goodbye took effect), else for its record resolved.
+async fn next_about(
+    seen: &mdns_sd::Receiver<mdns_sd::ServiceEvent>,
+    name: &str,
+    removed: bool,
+    what: &str,
+) {
+    within(what, async {
+        loop {
+            match seen.recv_async().await.expect("the watcher's browse") {
+                mdns_sd::ServiceEvent::ServiceRemoved(_, n) if removed && n == name => return,
+                mdns_sd::ServiceEvent::ServiceResolved(r) if !removed && r.fullname == name => {
+                    return
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+}
+
+/// A goodbye for B, linked to A, sent from a second responder (which
+/// announces B's record, unchanged, and withdraws it): A verifies it
+/// instead of believing it. Once the goodbye has taken effect and B's
+/// record has answered again, B is still linked to A over the same link,
+/// listed as advertised and as a linked member, A told nobody B left, and
+/// the link carries a message.
+#[test]
+fn a_forged_goodbye_changes_nothing() {
+    netns(|| async {
+        let keys = identities(2);
+        let (a, b) = tokio::join!(
+            start(settings(None).identity(keys[0].clone())),
+            start(settings(None).identity(keys[1].clone()))
+        );
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let b_name = format!("{}.{SERVICE_TYPE}", b.id());
+        let watcher = foreign_daemon();
+        let seen = watcher.browse(SERVICE_TYPE).expect("browse");
+        next_about(&seen, &b_name, false, "B's record at the watcher").await;
+        wait_until(&[a.clone(), b.clone()], "A to list B", || {
+            a.advertised().contains(b.id())
+        })
+        .await;
+        let link = link_to(&a, &b).expect("linked");
+        let mut members = a.on_member();
+        let mut links = a.on_link();
+        let mut errors = a.on_error();
+
+        let spoofer = foreign_daemon();
+        let version = tcpnet::PROTOCOL_VERSION.to_string();
+        let k = hex::encode(keys[1].public_key());
+        let props = [("c", CLUSTER), ("v", version.as_str()), ("k", k.as_str())];
+        let mut info = ServiceInfo::new(
+            SERVICE_TYPE,
+            b.id().as_str(),
+            "spoofer.local.",
+            "127.0.0.1",
+            port(&b),
+            &props[..],
+        )
+        .unwrap();
+        info.set_requires_probe(false);
+        spoofer.register(info).expect("register");
+        spoofer.unregister(&b_name).expect("unregister");
+        next_about(&seen, &b_name, true, "the goodbye to take effect").await;
+        // A verifies the goodbye by asking for B's record, which B answers.
+        next_about(&seen, &b_name, false, "B's record to answer again").await;
+        wait_until(&[a.clone(), b.clone()], "A to list B again", || {
+            a.advertised().contains(b.id())
+        })
+        .await;
+
+        assert!(link.close_reason().is_none(), "{:?}", link.close_reason());
+        assert_eq!(
+            link_to(&a, &b).map(|c| c.remote_addr()),
+            Some(link.remote_addr())
+        );
+        let state = a.member(b.id()).map(|m| m.state);
+        assert_eq!(state, Some(tcpnet::MemberState::Linked));
+        still_linked(&a, &b).await;
+        while let Some(Some(e)) = tokio::task::unconstrained(members.next()).now_or_never() {
+            assert!(
+                !matches!(e.change, tcpnet::MemberChange::Left(_)) || e.member.id != *b.id(),
+                "A said B left: {e:?}"
+            );
+        }
+        while let Some(Some(e)) = tokio::task::unconstrained(links.next()).now_or_never() {
+            assert!(
+                !matches!(e, tcpnet::LinkEvent::Down(..)),
+                "a link went down: {e:?}"
+            );
+        }
+        let told = pending_errors(&mut errors);
+        assert!(told.is_empty(), "A was told: {told:?}");
+        let _ = (spoofer.shutdown(), watcher.shutdown());
+        close_all(&[a, b]).await;
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Someone on the path
 // ---------------------------------------------------------------------------
