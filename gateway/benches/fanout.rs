@@ -25,9 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{http, netns, Lan};
+use common::{http, netns_threads, Lan};
 use futures::{SinkExt, StreamExt};
-use serde_json::json;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -38,6 +37,8 @@ struct Args {
     seconds: u64,
     idle: usize,
     held: usize,
+    /// Worker threads of the clients' runtime (1: one thread).
+    client_threads: usize,
 }
 
 fn args() -> Args {
@@ -49,6 +50,7 @@ fn args() -> Args {
             seconds: 3,
             idle: 200,
             held: 1000,
+            client_threads: 1,
         }
     } else {
         Args {
@@ -57,6 +59,7 @@ fn args() -> Args {
             seconds: 10,
             idle: 2000,
             held: 10_000,
+            client_threads: 1,
         }
     };
     let argv: Vec<String> = std::env::args().collect();
@@ -65,6 +68,7 @@ fn args() -> Args {
             "--clients" => a.clients = w[1].parse().expect("--clients N"),
             "--rate" => a.rate = w[1].parse().expect("--rate N"),
             "--seconds" => a.seconds = w[1].parse().expect("--seconds N"),
+            "--client-threads" => a.client_threads = w[1].parse().expect("--client-threads N"),
             _ => {}
         }
     }
@@ -108,6 +112,9 @@ fn micros(start: Instant) -> u64 {
 struct Run {
     deliveries: u64,
     expected: u64,
+    /// Deliveries out of order for their publisher, and other frames.
+    disorder: u64,
+    other: u64,
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -142,8 +149,29 @@ fn cpu_now(lan: &Lan, gateways: &[usize]) -> (u64, u64) {
     (gw, cpu_us("self"))
 }
 
+/// The publish time (microseconds since the run's start) and number of a
+/// channel message, read from the end of its frame, where the publisher's
+/// data comes verbatim: `..."data":{"t":T,"n":N}}`. Only these two numbers
+/// are needed, so the frame is not parsed as a whole.
+fn stamp(frame: &str) -> Option<(u64, u64)> {
+    const DATA: &str = "\"data\":{\"t\":";
+    let rest = &frame[frame.rfind(DATA)? + DATA.len()..];
+    let (t, n) = rest.split_once(",\"n\":")?;
+    Some((t.parse().ok()?, n.strip_suffix("}}")?.parse().ok()?))
+}
+
+/// What the subscribers saw that they should not have: deliveries out of
+/// order for their publisher (a repeat, a gap or a swap), and frames other
+/// than the channel's messages (an error, say).
+#[derive(Default)]
+struct Faults {
+    disorder: AtomicU64,
+    other: AtomicU64,
+}
+
 /// Publishers on every gateway publish `rate` messages a second in all for
-/// `seconds`; every subscriber records each message's latency.
+/// `seconds`; every subscriber records each message's latency and checks
+/// that each publisher's messages come in order, each once.
 async fn fanout(
     lan: &Lan,
     gateways: &[usize],
@@ -154,28 +182,33 @@ async fn fanout(
 ) -> Run {
     let start = Instant::now();
     let count = Arc::new(AtomicU64::new(0));
+    let faults = Arc::new(Faults::default());
     let samples = Arc::new(Mutex::new(Vec::<u32>::new()));
     let total = rate * seconds;
+    // Message `n` comes from publisher `n % publishers`.
+    let publishers = gateways.len() as u64;
     let mut readers = Vec::new();
     for mut ws in subs {
         let count = count.clone();
+        let faults = faults.clone();
         let samples = samples.clone();
         readers.push(tokio::spawn(async move {
             let mut mine = Vec::with_capacity(total as usize);
+            // The number expected next from each publisher.
+            let mut next: Vec<u64> = (0..publishers).collect();
             while let Some(Ok(m)) = ws.next().await {
-                if let Message::Text(t) = m {
-                    // "t":<micros> is the publish time.
-                    if let Some(i) = t.find("\"t\":") {
-                        let rest = &t[i + 4..];
-                        let end = rest
-                            .find(|c: char| !c.is_ascii_digit())
-                            .unwrap_or(rest.len());
-                        if let Ok(sent) = rest[..end].parse::<u64>() {
-                            mine.push((micros(start).saturating_sub(sent)) as u32);
-                            count.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                let Message::Text(t) = m else { continue };
+                let Some((sent, n)) = stamp(&t) else {
+                    faults.other.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                mine.push((micros(start).saturating_sub(sent)) as u32);
+                count.fetch_add(1, Ordering::Relaxed);
+                let p = (n % publishers) as usize;
+                if n != next[p] {
+                    faults.disorder.fetch_add(1, Ordering::Relaxed);
                 }
+                next[p] = n + publishers;
                 if mine.len() as u64 == total {
                     break;
                 }
@@ -195,11 +228,12 @@ async fn fanout(
     let t0 = Instant::now();
     for i in 0..total {
         tick.tick().await;
-        let p = &mut pubs[i as usize % gateways.len()];
-        let msg = json!({"type":"publish","channel":channel,"data":{"t":micros(start),"n":i}});
-        p.send(Message::Text(msg.to_string().into()))
-            .await
-            .expect("publish");
+        let p = &mut pubs[(i % publishers) as usize];
+        let msg = format!(
+            r#"{{"type":"publish","channel":"{channel}","data":{{"t":{},"n":{i}}}}}"#,
+            micros(start)
+        );
+        p.send(Message::Text(msg.into())).await.expect("publish");
     }
     let expected = total * n_subs;
     // Wait for the deliveries to stop coming (all in, or 10 s without one).
@@ -242,6 +276,8 @@ async fn fanout(
     Run {
         deliveries,
         expected,
+        disorder: faults.disorder.load(Ordering::Relaxed),
+        other: faults.other.load(Ordering::Relaxed),
         per_second: deliveries as f64 / elapsed.as_secs_f64(),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
@@ -286,7 +322,12 @@ async fn wait_members(lan: &Lan, g: usize, channel: &str, n: usize) {
 
 fn main() {
     let a = args();
-    netns(move || async move {
+    let started = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M:%S UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    netns_threads(a.client_threads, move || async move {
         let flags = [
             "--rate",
             "100000",
@@ -306,7 +347,7 @@ fn main() {
         lan.wait_for_nodes(3).await;
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
-            "gateway fan-out benchmark: {} clients, load average before: {}",
+            "gateway fan-out benchmark, {started}: {} clients, load average before: {}",
             a.clients,
             load.trim()
         );
@@ -348,43 +389,64 @@ fn main() {
         let sat1 = fanout(&lan, &one, subs, "sat1", a.rate * 20, a.seconds.min(5)).await;
 
         let offered = a.rate * a.clients as u64;
+        let yes = |ok: bool| if ok { "yes" } else { "**no**" };
+        let ratio = |r3: &Run, r1: &Run| r3.per_second / r1.per_second;
+        let fixed_ratio = ratio(&fixed3, &fixed1);
+        let sat_ratio = ratio(&sat3, &sat1);
         rows.push(format!(
-            "| fixed rate: {} msg/s to {} clients ({offered} deliveries/s offered), delivered | {} of {} ({:.0}/s) | {} of {} ({:.0}/s) | {:.2} |",
+            "| fixed rate: {} msg/s to {} clients ({offered} deliveries/s offered), delivered | {} of {} ({:.0}/s) | {} of {} ({:.0}/s) | {fixed_ratio:.2} | ≥ 0.8 | {} |",
             a.rate, a.clients, fixed3.deliveries, fixed3.expected, fixed3.per_second,
-            fixed1.deliveries, fixed1.expected, fixed1.per_second, fixed3.per_second / fixed1.per_second
+            fixed1.deliveries, fixed1.expected, fixed1.per_second, yes(fixed_ratio >= 0.8)
         ));
         rows.push(format!(
-            "| fixed rate: latency p50 / p99 | {:.2} / {:.2} ms | {:.2} / {:.2} ms | |",
-            fixed3.p50_ms, fixed3.p99_ms, fixed1.p50_ms, fixed1.p99_ms
+            "| fixed rate: latency p50 / p99 | {:.2} / {:.2} ms | {:.2} / {:.2} ms | | p99 ≤ 20 ms | {} |",
+            fixed3.p50_ms, fixed3.p99_ms, fixed1.p50_ms, fixed1.p99_ms,
+            yes(fixed3.p99_ms <= 20.0 && fixed1.p99_ms <= 20.0)
         ));
         rows.push(format!(
-            "| saturation: {} msg/s offered, deliveries/s | {:.0} ({} of {}) | {:.0} ({} of {}) | {:.2} |",
+            "| saturation: {} msg/s offered, deliveries/s | {:.0} ({} of {}) | {:.0} ({} of {}) | {sat_ratio:.2} | ≥ 0.8 | {} |",
             a.rate * 20, sat3.per_second, sat3.deliveries, sat3.expected, sat1.per_second,
-            sat1.deliveries, sat1.expected, sat3.per_second / sat1.per_second
+            sat1.deliveries, sat1.expected, yes(sat_ratio >= 0.8)
         ));
         rows.push(format!(
-            "| saturation: latency p50 / p99 | {:.1} / {:.1} ms | {:.1} / {:.1} ms | |",
+            "| saturation: latency p50 / p99 | {:.1} / {:.1} ms | {:.1} / {:.1} ms | | | |",
             sat3.p50_ms, sat3.p99_ms, sat1.p50_ms, sat1.p99_ms
         ));
+        let faults = |r: &Run| format!("{} out of order, {} other frames", r.disorder, r.other);
+        for (what, r3, r1) in [
+            ("fixed rate", &fixed3, &fixed1),
+            ("saturation", &sat3, &sat1),
+        ] {
+            let clean = |r: &Run| r.deliveries == r.expected && r.disorder == 0 && r.other == 0;
+            rows.push(format!(
+                "| {what}: each delivery once and in order per publisher | {} | {} | | every one | {} |",
+                faults(r3), faults(r1), yes(clean(r3) && clean(r1))
+            ));
+        }
         for (what, r3, r1) in [
             ("fixed rate", &fixed3, &fixed1),
             ("saturation", &sat3, &sat1),
         ] {
             rows.push(format!(
-                "| {what}: CPU per delivery, gateways / clients | {:.1} / {:.1} us | {:.1} / {:.1} us | |",
+                "| {what}: CPU per delivery, gateways / clients | {:.1} / {:.1} µs | {:.1} / {:.1} µs | | | |",
                 r3.gateway_cpu_us, r3.client_cpu_us, r1.gateway_cpu_us, r1.client_cpu_us
             ));
         }
         rows.push(format!(
-            "| RSS per idle connection ({} connections on one process) | {:.1} KiB | {:.1} KiB | |",
-            a.idle, idle3, idle1
+            "| RSS growth per idle connection ({} connections on one process) | {:.1} KiB | {:.1} KiB | | ≤ 16 KiB | {} |",
+            a.idle, idle3, idle1, yes(idle3 <= 16.0 && idle1 <= 16.0)
         ));
         rows.push(format!(
-            "| idle connections held across 3 nodes | {held_ok} of {} | | |",
-            a.held
+            "| idle connections held across 3 nodes | {held_ok} of {} | | | 10,000 | {} |",
+            a.held,
+            yes(held_ok >= 10_000)
         ));
-        println!("| measure | 3 nodes | 1 node | ratio |");
-        println!("|---|---|---|---|");
+        println!(
+            "The clients run in this process on {} worker thread(s), on the same cores as the gateways.",
+            a.client_threads
+        );
+        println!("| measure | 3 nodes | 1 node | ratio | target | met |");
+        println!("|---|---|---|---|---|---|");
         for r in rows {
             println!("{r}");
         }
