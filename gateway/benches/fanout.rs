@@ -14,18 +14,21 @@
 //! the memory each idle connection costs a gateway process (its RSS growth
 //! over 2,000 idle connections); and, on three nodes, 10,000 idle
 //! connections held; and the CPU time each delivery costs the gateways and
-//! the clients. The clients run in this process (tokio-tungstenite), on the
-//! same two cores as the gateways. Nothing is asserted: it prints a
-//! table for the README.
+//! the clients. The subscribers run in this process (tungstenite, one
+//! thread reading them all), on the same two cores as the gateways, and
+//! check that each gets every message once and in order per publisher.
+//! Nothing is asserted: it prints a table for the README.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "fanout/subscribers.rs"]
+mod subscribers;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{http, netns_threads, Lan};
+use common::{http, netns, Lan};
 use futures::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -37,8 +40,6 @@ struct Args {
     seconds: u64,
     idle: usize,
     held: usize,
-    /// Worker threads of the clients' runtime (1: one thread).
-    client_threads: usize,
 }
 
 fn args() -> Args {
@@ -50,7 +51,6 @@ fn args() -> Args {
             seconds: 3,
             idle: 200,
             held: 1000,
-            client_threads: 1,
         }
     } else {
         Args {
@@ -59,7 +59,6 @@ fn args() -> Args {
             seconds: 10,
             idle: 2000,
             held: 10_000,
-            client_threads: 1,
         }
     };
     let argv: Vec<String> = std::env::args().collect();
@@ -68,7 +67,6 @@ fn args() -> Args {
             "--clients" => a.clients = w[1].parse().expect("--clients N"),
             "--rate" => a.rate = w[1].parse().expect("--rate N"),
             "--seconds" => a.seconds = w[1].parse().expect("--seconds N"),
-            "--client-threads" => a.client_threads = w[1].parse().expect("--client-threads N"),
             _ => {}
         }
     }
@@ -105,7 +103,21 @@ async fn connect_many(lan: &Lan, gateways: &[usize], path: &str, n: usize) -> Ve
     out
 }
 
-fn micros(start: Instant) -> u64 {
+/// `n` subscribers of `channel` (the `/ws/<channel>` path), round robin
+/// over the gateways.
+async fn subscribe_many(
+    lan: &Lan,
+    gateways: &[usize],
+    channel: &str,
+    n: usize,
+) -> Vec<subscribers::Sub> {
+    let urls = (0..n)
+        .map(|i| lan.gateways[gateways[i % gateways.len()]].ws(&format!("/ws/{channel}")))
+        .collect();
+    subscribers::connect_many(urls).await
+}
+
+fn micros(start: std::time::Instant) -> u64 {
     start.elapsed().as_micros() as u64
 }
 
@@ -149,74 +161,30 @@ fn cpu_now(lan: &Lan, gateways: &[usize]) -> (u64, u64) {
     (gw, cpu_us("self"))
 }
 
-/// The publish time (microseconds since the run's start) and number of a
-/// channel message, read from the end of its frame, where the publisher's
-/// data comes verbatim: `..."data":{"t":T,"n":N}}`. Only these two numbers
-/// are needed, so the frame is not parsed as a whole.
-fn stamp(frame: &str) -> Option<(u64, u64)> {
-    const DATA: &str = "\"data\":{\"t\":";
-    let rest = &frame[frame.rfind(DATA)? + DATA.len()..];
-    let (t, n) = rest.split_once(",\"n\":")?;
-    Some((t.parse().ok()?, n.strip_suffix("}}")?.parse().ok()?))
-}
-
-/// What the subscribers saw that they should not have: deliveries out of
-/// order for their publisher (a repeat, a gap or a swap), and frames other
-/// than the channel's messages (an error, say).
-#[derive(Default)]
-struct Faults {
-    disorder: AtomicU64,
-    other: AtomicU64,
-}
-
 /// Publishers on every gateway publish `rate` messages a second in all for
 /// `seconds`; every subscriber records each message's latency and checks
 /// that each publisher's messages come in order, each once.
 async fn fanout(
     lan: &Lan,
     gateways: &[usize],
-    subs: Vec<Ws>,
+    subs: Vec<subscribers::Sub>,
     channel: &str,
     rate: u64,
     seconds: u64,
 ) -> Run {
-    let start = Instant::now();
+    let start = std::time::Instant::now();
     let count = Arc::new(AtomicU64::new(0));
-    let faults = Arc::new(Faults::default());
-    let samples = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
     let total = rate * seconds;
     // Message `n` comes from publisher `n % publishers`.
     let publishers = gateways.len() as u64;
-    let mut readers = Vec::new();
-    for mut ws in subs {
-        let count = count.clone();
-        let faults = faults.clone();
-        let samples = samples.clone();
-        readers.push(tokio::spawn(async move {
-            let mut mine = Vec::with_capacity(total as usize);
-            // The number expected next from each publisher.
-            let mut next: Vec<u64> = (0..publishers).collect();
-            while let Some(Ok(m)) = ws.next().await {
-                let Message::Text(t) = m else { continue };
-                let Some((sent, n)) = stamp(&t) else {
-                    faults.other.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                mine.push((micros(start).saturating_sub(sent)) as u32);
-                count.fetch_add(1, Ordering::Relaxed);
-                let p = (n % publishers) as usize;
-                if n != next[p] {
-                    faults.disorder.fetch_add(1, Ordering::Relaxed);
-                }
-                next[p] = n + publishers;
-                if mine.len() as u64 == total {
-                    break;
-                }
-            }
-            samples.lock().unwrap().append(&mut mine);
-        }));
-    }
-    let n_subs = readers.len() as u64;
+    let n_subs = subs.len() as u64;
+    let reader = {
+        let (count, stop) = (count.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            subscribers::read(subs, total, publishers, start, &count, &stop)
+        })
+    };
     let mut pubs = Vec::new();
     for &g in gateways {
         pubs.push(connect(&lan.gateways[g].ws("/ws")).await);
@@ -255,15 +223,10 @@ async fn fanout(
     } else {
         t0.elapsed()
     };
-    // Readers still waiting (deliveries missing) lose their samples.
-    for r in &readers {
-        r.abort();
-    }
-    for r in readers {
-        let _ = r.await;
-    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.await.expect("the subscribers' reader");
     let deliveries = count.load(Ordering::Relaxed);
-    let mut s = std::mem::take(&mut *samples.lock().unwrap());
+    let mut s = seen.samples;
     s.sort_unstable();
     let pct = |p: f64| {
         if s.is_empty() {
@@ -276,8 +239,8 @@ async fn fanout(
     Run {
         deliveries,
         expected,
-        disorder: faults.disorder.load(Ordering::Relaxed),
-        other: faults.other.load(Ordering::Relaxed),
+        disorder: seen.disorder,
+        other: seen.other,
         per_second: deliveries as f64 / elapsed.as_secs_f64(),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
@@ -327,7 +290,7 @@ fn main() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    netns_threads(a.client_threads, move || async move {
+    netns(move || async move {
         let flags = [
             "--rate",
             "100000",
@@ -356,12 +319,12 @@ fn main() {
         // Three nodes. The idle cost first, on a fresh process.
         let three = [0, 1, 2];
         let idle3 = idle_cost(&lan, 0, a.idle).await;
-        let subs = connect_many(&lan, &three, "/ws/fixed3", a.clients).await;
+        let subs = subscribe_many(&lan, &three, "fixed3", a.clients).await;
         wait_members(&lan, 0, "fixed3", a.clients).await;
         wait_members(&lan, 1, "fixed3", a.clients).await;
         wait_members(&lan, 2, "fixed3", a.clients).await;
         let fixed3 = fanout(&lan, &three, subs, "fixed3", a.rate, a.seconds).await;
-        let subs = connect_many(&lan, &three, "/ws/sat3", a.clients).await;
+        let subs = subscribe_many(&lan, &three, "sat3", a.clients).await;
         for g in three {
             wait_members(&lan, g, "sat3", a.clients).await;
         }
@@ -381,10 +344,10 @@ fn main() {
         let single = lan.start_gateway(4, &flags).await;
         let one = [single];
         let idle1 = idle_cost(&lan, single, a.idle).await;
-        let subs = connect_many(&lan, &one, "/ws/fixed1", a.clients).await;
+        let subs = subscribe_many(&lan, &one, "fixed1", a.clients).await;
         wait_members(&lan, single, "fixed1", a.clients).await;
         let fixed1 = fanout(&lan, &one, subs, "fixed1", a.rate, a.seconds).await;
-        let subs = connect_many(&lan, &one, "/ws/sat1", a.clients).await;
+        let subs = subscribe_many(&lan, &one, "sat1", a.clients).await;
         wait_members(&lan, single, "sat1", a.clients).await;
         let sat1 = fanout(&lan, &one, subs, "sat1", a.rate * 20, a.seconds.min(5)).await;
 
@@ -442,8 +405,7 @@ fn main() {
             yes(held_ok >= 10_000)
         ));
         println!(
-            "The clients run in this process on {} worker thread(s), on the same cores as the gateways.",
-            a.client_threads
+            "The subscribers are read by one thread of this process (one epoll), on the same cores as the gateways."
         );
         println!("| measure | 3 nodes | 1 node | ratio | target | met |");
         println!("|---|---|---|---|---|---|");

@@ -110,10 +110,12 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, outbox: Arc<Outbox>) -> 
         if !outbox.take(&mut batch).await {
             break;
         }
+        // The batch first: it is usually written at once, and a kill is
+        // only looked for while a write waits on the client.
         let sent = tokio::select! {
             biased;
-            _ = outbox.until_killed() => break,
             r = send_batch(&mut sink, &mut batch, &outbox) => r,
+            _ = outbox.until_killed() => break,
         };
         match sent {
             Ok(None) => {}
@@ -133,20 +135,22 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, outbox: Arc<Outbox>) -> 
 }
 
 /// Sends what the writer took, in writes of up to a batch of frames each
-/// followed by a flush. `Some(reason)` after a close frame.
+/// followed by a flush (after which the outbox counts them written).
+/// `Some(reason)` after a close frame.
 async fn send_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     batch: &mut VecDeque<Out>,
     outbox: &Outbox,
 ) -> Result<Option<String>, axum::Error> {
     while !batch.is_empty() {
+        let (mut frames, mut bytes) = (0, 0);
         for _ in 0..WRITE_BATCH {
             match batch.pop_front() {
                 None => break,
                 Some(Out::Text(t)) => {
-                    let len = t.len();
+                    frames += 1;
+                    bytes += t.len();
                     sink.feed(Message::Text(t)).await?;
-                    outbox.sent(len);
                 }
                 Some(Out::Close(code, reason)) => {
                     sink.send(Message::Close(Some(CloseFrame {
@@ -159,6 +163,7 @@ async fn send_batch(
             }
         }
         sink.flush().await?;
+        outbox.sent(frames, bytes);
     }
     Ok(None)
 }

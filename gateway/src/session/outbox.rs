@@ -168,19 +168,33 @@ impl Outbox {
     /// it into `into`, which must be empty; true) or the connection is
     /// killed (false).
     pub(crate) async fn take(&self, into: &mut VecDeque<Out>) -> bool {
+        // Woken, the writer usually finds frames: it registers its waker
+        // only when it has to wait (then looks again, so that a push
+        // between the first look and the registration is not missed).
+        if let Some(taken) = self.try_take(into) {
+            return taken;
+        }
         poll_fn(|cx| {
             self.writer.register(cx.waker());
-            if self.killed.load(Ordering::Acquire) {
-                return Poll::Ready(false);
+            match self.try_take(into) {
+                Some(taken) => Poll::Ready(taken),
+                None => Poll::Pending,
             }
-            let mut q = lock(&self.queue);
-            if q.frames.is_empty() {
-                return Poll::Pending;
-            }
-            std::mem::swap(&mut q.frames, into);
-            Poll::Ready(true)
         })
         .await
+    }
+
+    /// What [`take`](Self::take) gives if it need not wait.
+    fn try_take(&self, into: &mut VecDeque<Out>) -> Option<bool> {
+        if self.killed.load(Ordering::Acquire) {
+            return Some(false);
+        }
+        let mut q = lock(&self.queue);
+        if q.frames.is_empty() {
+            return None;
+        }
+        std::mem::swap(&mut q.frames, into);
+        Some(true)
     }
 
     /// For the writer: resolves when the connection is killed.
@@ -196,12 +210,12 @@ impl Outbox {
         .await
     }
 
-    /// For the writer: a frame of `len` bytes taken from the queue was
-    /// written.
-    pub(crate) fn sent(&self, len: usize) {
+    /// For the writer: `frames` frames of `bytes` bytes in all, taken from
+    /// the queue, were written.
+    pub(crate) fn sent(&self, frames: usize, bytes: usize) {
         let mut q = lock(&self.queue);
-        q.pending_frames -= 1;
-        q.pending_bytes -= len;
+        q.pending_frames -= frames;
+        q.pending_bytes -= bytes;
     }
 
     /// Whether the connection is ending.
@@ -258,7 +272,7 @@ mod tests {
         let o = Outbox::new(100, 10);
         assert!(o.text("12345678".into()));
         take_now(&o).unwrap();
-        o.sent(8);
+        o.sent(1, 8);
         assert!(o.text("12345678".into()));
         let o = Outbox::new(1, 100);
         assert!(o.text("a".into()));

@@ -42,16 +42,6 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    netns_threads(2, test)
-}
-
-/// [`netns`] on a tokio runtime of `threads` worker threads (one: a
-/// current-thread runtime).
-pub(crate) fn netns_threads<F, Fut>(threads: usize, test: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
-{
     let handle = std::thread::spawn(move || {
         // SAFETY: a plain syscall on this thread's own state.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -61,17 +51,11 @@ where
             );
         }
         run_ok(&["ip", "link", "set", "lo", "up"]);
-        let rt = if threads <= 1 {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build()
-        }
-        .expect("tokio runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
         rt.block_on(test());
         rt.shutdown_timeout(Duration::from_secs(2));
     });
