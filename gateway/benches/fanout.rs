@@ -24,7 +24,7 @@ mod common;
 #[path = "fanout/subscribers.rs"]
 mod subscribers;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ struct Args {
     seconds: u64,
     idle: usize,
     held: usize,
+    /// Threads reading the subscribers.
+    readers: usize,
 }
 
 fn args() -> Args {
@@ -51,6 +53,7 @@ fn args() -> Args {
             seconds: 3,
             idle: 200,
             held: 1000,
+            readers: 2,
         }
     } else {
         Args {
@@ -59,6 +62,7 @@ fn args() -> Args {
             seconds: 10,
             idle: 2000,
             held: 10_000,
+            readers: 2,
         }
     };
     let argv: Vec<String> = std::env::args().collect();
@@ -67,6 +71,7 @@ fn args() -> Args {
             "--clients" => a.clients = w[1].parse().expect("--clients N"),
             "--rate" => a.rate = w[1].parse().expect("--rate N"),
             "--seconds" => a.seconds = w[1].parse().expect("--seconds N"),
+            "--readers" => a.readers = w[1].parse::<usize>().expect("--readers N").max(1),
             _ => {}
         }
     }
@@ -168,23 +173,35 @@ async fn fanout(
     lan: &Lan,
     gateways: &[usize],
     subs: Vec<subscribers::Sub>,
+    readers: usize,
     channel: &str,
     rate: u64,
     seconds: u64,
 ) -> Run {
     let start = std::time::Instant::now();
-    let count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let total = rate * seconds;
     // Message `n` comes from publisher `n % publishers`.
     let publishers = gateways.len() as u64;
     let n_subs = subs.len() as u64;
-    let reader = {
-        let (count, stop) = (count.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || {
-            subscribers::read(subs, total, publishers, start, &count, &stop)
+    // The subscribers dealt round robin to the reading threads, each
+    // counting what it reads.
+    let mut groups: Vec<Vec<subscribers::Sub>> = (0..readers).map(|_| Vec::new()).collect();
+    for (i, ws) in subs.into_iter().enumerate() {
+        groups[i % readers].push(ws);
+    }
+    let counts: Vec<Arc<subscribers::Counter>> = (0..readers).map(|_| Arc::default()).collect();
+    let count = || -> u64 { counts.iter().map(|c| c.0.load(Ordering::Relaxed)).sum() };
+    let reading: Vec<_> = groups
+        .into_iter()
+        .zip(&counts)
+        .map(|(group, c)| {
+            let (c, stop) = (c.clone(), stop.clone());
+            tokio::task::spawn_blocking(move || {
+                subscribers::read(group, total, publishers, start, &c, &stop)
+            })
         })
-    };
+        .collect();
     let mut pubs = Vec::new();
     for &g in gateways {
         pubs.push(connect(&lan.gateways[g].ws("/ws")).await);
@@ -205,27 +222,31 @@ async fn fanout(
     }
     let expected = total * n_subs;
     // Wait for the deliveries to stop coming (all in, or 10 s without one).
-    let mut last = count.load(Ordering::Relaxed);
+    let mut last = count();
     let mut last_change = Instant::now();
-    while count.load(Ordering::Relaxed) < expected
-        && last_change.elapsed() < Duration::from_secs(10)
-    {
+    while count() < expected && last_change.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = count.load(Ordering::Relaxed);
+        let now = count();
         if now != last {
             last = now;
             last_change = Instant::now();
         }
     }
     let cpu1 = cpu_now(lan, gateways);
-    let elapsed = if count.load(Ordering::Relaxed) < expected {
+    let elapsed = if count() < expected {
         last_change.duration_since(t0)
     } else {
         t0.elapsed()
     };
     stop.store(true, Ordering::Relaxed);
-    let seen = reader.await.expect("the subscribers' reader");
-    let deliveries = count.load(Ordering::Relaxed);
+    let mut seen = subscribers::Seen::default();
+    for r in reading {
+        let mut part = r.await.expect("a reader of the subscribers");
+        seen.samples.append(&mut part.samples);
+        seen.disorder += part.disorder;
+        seen.other += part.other;
+    }
+    let deliveries = count();
     let mut s = seen.samples;
     s.sort_unstable();
     let pct = |p: f64| {
@@ -323,12 +344,21 @@ fn main() {
         wait_members(&lan, 0, "fixed3", a.clients).await;
         wait_members(&lan, 1, "fixed3", a.clients).await;
         wait_members(&lan, 2, "fixed3", a.clients).await;
-        let fixed3 = fanout(&lan, &three, subs, "fixed3", a.rate, a.seconds).await;
+        let fixed3 = fanout(&lan, &three, subs, a.readers, "fixed3", a.rate, a.seconds).await;
         let subs = subscribe_many(&lan, &three, "sat3", a.clients).await;
         for g in three {
             wait_members(&lan, g, "sat3", a.clients).await;
         }
-        let sat3 = fanout(&lan, &three, subs, "sat3", a.rate * 20, a.seconds.min(5)).await;
+        let sat3 = fanout(
+            &lan,
+            &three,
+            subs,
+            a.readers,
+            "sat3",
+            a.rate * 20,
+            a.seconds.min(5),
+        )
+        .await;
         let held = connect_many(&lan, &three, "/ws", a.held).await;
         let mut held_ok = 0;
         for g in three {
@@ -346,10 +376,19 @@ fn main() {
         let idle1 = idle_cost(&lan, single, a.idle).await;
         let subs = subscribe_many(&lan, &one, "fixed1", a.clients).await;
         wait_members(&lan, single, "fixed1", a.clients).await;
-        let fixed1 = fanout(&lan, &one, subs, "fixed1", a.rate, a.seconds).await;
+        let fixed1 = fanout(&lan, &one, subs, a.readers, "fixed1", a.rate, a.seconds).await;
         let subs = subscribe_many(&lan, &one, "sat1", a.clients).await;
         wait_members(&lan, single, "sat1", a.clients).await;
-        let sat1 = fanout(&lan, &one, subs, "sat1", a.rate * 20, a.seconds.min(5)).await;
+        let sat1 = fanout(
+            &lan,
+            &one,
+            subs,
+            a.readers,
+            "sat1",
+            a.rate * 20,
+            a.seconds.min(5),
+        )
+        .await;
 
         let offered = a.rate * a.clients as u64;
         let yes = |ok: bool| if ok { "yes" } else { "**no**" };
@@ -405,7 +444,8 @@ fn main() {
             yes(held_ok >= 10_000)
         ));
         println!(
-            "The subscribers are read by one thread of this process (one epoll), on the same cores as the gateways."
+            "The subscribers are read by {} thread(s) of this process (an epoll each), on the same cores as the gateways.",
+            a.readers
         );
         println!("| measure | 3 nodes | 1 node | ratio | target | met |");
         println!("|---|---|---|---|---|---|");
