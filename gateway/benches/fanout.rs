@@ -270,6 +270,27 @@ async fn fanout(
     }
 }
 
+/// The fixed-rate phase, then the saturation phase, on `gateways`, each
+/// with fresh subscribers of a channel of its own (`fixed<tag>`,
+/// `sat<tag>`).
+async fn phases(lan: &Lan, gateways: &[usize], a: &Args, tag: &str) -> (Run, Run) {
+    let mut runs = Vec::new();
+    for (phase, rate, seconds) in [
+        ("fixed", a.rate, a.seconds),
+        ("sat", a.rate * 20, a.seconds.min(5)),
+    ] {
+        let channel = format!("{phase}{tag}");
+        let subs = subscribe_many(lan, gateways, &channel, a.clients).await;
+        for &g in gateways {
+            wait_members(lan, g, &channel, a.clients).await;
+        }
+        runs.push(fanout(lan, gateways, subs, a.readers, &channel, rate, seconds).await);
+    }
+    let sat = runs.pop().expect("two phases");
+    let fixed = runs.pop().expect("two phases");
+    (fixed, sat)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     s.lines()
@@ -340,25 +361,7 @@ fn main() {
         // Three nodes. The idle cost first, on a fresh process.
         let three = [0, 1, 2];
         let idle3 = idle_cost(&lan, 0, a.idle).await;
-        let subs = subscribe_many(&lan, &three, "fixed3", a.clients).await;
-        wait_members(&lan, 0, "fixed3", a.clients).await;
-        wait_members(&lan, 1, "fixed3", a.clients).await;
-        wait_members(&lan, 2, "fixed3", a.clients).await;
-        let fixed3 = fanout(&lan, &three, subs, a.readers, "fixed3", a.rate, a.seconds).await;
-        let subs = subscribe_many(&lan, &three, "sat3", a.clients).await;
-        for g in three {
-            wait_members(&lan, g, "sat3", a.clients).await;
-        }
-        let sat3 = fanout(
-            &lan,
-            &three,
-            subs,
-            a.readers,
-            "sat3",
-            a.rate * 20,
-            a.seconds.min(5),
-        )
-        .await;
+        let (fixed3, sat3) = phases(&lan, &three, &a, "3").await;
         let held = connect_many(&lan, &three, "/ws", a.held).await;
         let mut held_ok = 0;
         for g in three {
@@ -374,21 +377,7 @@ fn main() {
         let single = lan.start_gateway(4, &flags).await;
         let one = [single];
         let idle1 = idle_cost(&lan, single, a.idle).await;
-        let subs = subscribe_many(&lan, &one, "fixed1", a.clients).await;
-        wait_members(&lan, single, "fixed1", a.clients).await;
-        let fixed1 = fanout(&lan, &one, subs, a.readers, "fixed1", a.rate, a.seconds).await;
-        let subs = subscribe_many(&lan, &one, "sat1", a.clients).await;
-        wait_members(&lan, single, "sat1", a.clients).await;
-        let sat1 = fanout(
-            &lan,
-            &one,
-            subs,
-            a.readers,
-            "sat1",
-            a.rate * 20,
-            a.seconds.min(5),
-        )
-        .await;
+        let (fixed1, sat1) = phases(&lan, &one, &a, "1").await;
 
         let offered = a.rate * a.clients as u64;
         let yes = |ok: bool| if ok { "yes" } else { "**no**" };
