@@ -15,22 +15,30 @@
 //! On a link in the clear, a small frame sent while the queue is empty and
 //! the link's task is idle, waiting for frames, is written to the socket
 //! there and then, by the sending task, under the queue's lock (so no other
-//! write can come between): a round trip then wakes no link task on the way
-//! out. If the kernel takes only part of it, the rest is queued; if it takes
-//! none, the frame is queued as any other. While the link's task writes (or
-//! has frames queued) nobody else does, so the order holds. The link's task
-//! is still woken, after the frame is on its way: so a burst goes out in
-//! batches all the same (its first frame is written at once, the next ones
-//! find the link's task no longer idle and are queued for it).
+//! write can come between), and the link's task is left asleep: a round
+//! trip wakes no link task on the way out. If the kernel takes only part of
+//! it, the rest is queued; if it takes none, the frame is queued as any
+//! other. While the link's task writes (or has frames queued) nobody else
+//! does, so the order holds.
+//!
+//! One frame is written at once per [`Turn`]: the next one, sent before
+//! anything came from the peer, is queued for the link's task (and wakes
+//! it), and so are those sent while it writes. So a burst goes out in
+//! batches, one system call for many frames, while a request and its
+//! answer, or a message now and then (the peer's heartbeats give the turn
+//! back), go straight to the socket.
 //!
 //! Heartbeats come from the node's ticker (see [`crate::link::watchdog`])
 //! through the same queue, only when nothing is queued
 //! ([`put_if_empty`](crate::link::queue::Sender::put_if_empty)): so a frame
 //! a sender wrote in part, whose rest is queued, goes out whole first. A
-//! heartbeat written at once leaves the link's task asleep.
+//! heartbeat is written at once whenever the link's task is idle, without
+//! taking the turn, and leaves the task asleep.
 
 use std::collections::VecDeque;
 use std::io::{IoSlice, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -38,7 +46,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::link::aside::{Aside, StateKey};
 use crate::link::counters::frame_bytes;
 use crate::link::queue::{self, Store, Taken};
-use crate::wire::frame::{Frame, LEN_BYTES};
+use crate::wire::frame::{Frame, HEARTBEAT, LEN_BYTES};
 
 /// Payloads at least this large are written from where they are.
 pub(crate) const ZERO_COPY: usize = 16 * 1024;
@@ -51,6 +59,38 @@ pub(crate) type OutRx = queue::Receiver<Outbox>;
 /// Largest payload written at once by its sender.
 const WRITE_AT_ONCE: usize = 4096;
 
+/// Whether a sender may write a frame at once (see the module docs): taken
+/// by a frame written at once, given back when the link's read loop hears
+/// from the peer.
+#[derive(Debug)]
+pub(crate) struct Turn(AtomicBool);
+
+impl Default for Turn {
+    fn default() -> Self {
+        Turn(AtomicBool::new(true))
+    }
+}
+
+impl Turn {
+    /// Something came from the peer.
+    pub(crate) fn heard(&self) {
+        // Read first: the line is written only when the turn was taken.
+        if !self.0.load(Ordering::Relaxed) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the turn, if it is there (under the queue's lock: only the
+    /// read loop sets it concurrently).
+    fn take(&self) -> bool {
+        let ours = self.0.load(Ordering::Relaxed);
+        if ours {
+            self.0.store(false, Ordering::Relaxed);
+        }
+        ours
+    }
+}
+
 /// Encoded frames waiting to be written.
 #[derive(Default)]
 pub(crate) struct Outbox {
@@ -60,8 +100,9 @@ pub(crate) struct Outbox {
     tail: BytesMut,
     frames: usize,
     bytes: usize,
-    /// The link's socket, for writing at once (links in the clear).
-    socket: Option<Box<dyn Write + Send>>,
+    /// The link's socket, for writing at once (links in the clear), and
+    /// the turn to do so.
+    socket: Option<(Box<dyn Write + Send>, Arc<Turn>)>,
     /// Frames the node sends by itself, waiting beside the full queue.
     aside: Aside,
     /// Frames handed over to be sent (queued, written at once, or taken
@@ -74,9 +115,9 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// Lets senders write small frames to `socket` (the link's, shared)
-    /// while the link's task is idle.
-    pub(crate) fn write_at_once(&mut self, socket: impl Write + Send + 'static) {
-        self.socket = Some(Box::new(socket));
+    /// while the link's task is idle, in `turn`.
+    pub(crate) fn write_at_once(&mut self, socket: impl Write + Send + 'static, turn: Arc<Turn>) {
+        self.socket = Some((Box::new(socket), turn));
     }
 
     /// Counts a frame of `len` payload bytes as sent.
@@ -127,7 +168,15 @@ impl Store for Outbox {
         // is below `u32::MAX`).
         let len = frame.payload.len();
         self.count(len);
-        if let (true, Some(socket)) = (idle && len <= WRITE_AT_ONCE, &mut self.socket) {
+        let at_once = match &mut self.socket {
+            Some((socket, turn))
+                if idle && len <= WRITE_AT_ONCE && (frame.kind == HEARTBEAT || turn.take()) =>
+            {
+                Some(socket)
+            }
+            _ => None,
+        };
+        if let Some(socket) = at_once {
             match Self::write_now(socket, &frame) {
                 None => return false,
                 Some((0, _)) => {}
@@ -335,7 +384,7 @@ mod tests {
             wire: wire.clone(),
             budget: 3,
         };
-        rx.with_store(|o| o.write_at_once(socket));
+        rx.with_store(|o| o.write_at_once(socket, Arc::default()));
         let woken = std::sync::Arc::new(Woken::default());
         let waker = std::task::Waker::from(woken.clone());
         let mut cx = Context::from_waker(&waker);
@@ -363,10 +412,13 @@ mod tests {
         assert!(rx.poll_take_all(&mut cx, &mut out).is_pending(), "idle");
         let woken_before = woken.0.load(std::sync::atomic::Ordering::Relaxed);
         rx.with_store(|o| {
-            o.write_at_once(Trickle {
-                wire: wire.clone(),
-                budget: 100,
-            })
+            o.write_at_once(
+                Trickle {
+                    wire: wire.clone(),
+                    budget: 100,
+                },
+                Arc::new(Turn(AtomicBool::new(false))),
+            )
         });
         assert!(tx.put_if_empty(beat));
         assert_eq!(&wire.lock().unwrap()[3..], b"\0\0\0\x01\x04", "written");
@@ -391,35 +443,54 @@ mod tests {
     }
 
     /// A frame sent while the link's task waits goes straight to the
-    /// socket; the next one, the task being woken by then, is queued; once
-    /// the queue is closed, nothing is written at once any more.
+    /// socket, and leaves the task asleep; the next one, sent before the
+    /// peer was heard from, is queued and wakes it, as is one sent while it
+    /// has not looked yet; once the peer is heard from, a frame goes
+    /// straight out again; once the queue is closed, nothing is written at
+    /// once any more.
     #[test]
-    fn written_at_once_only_while_idle() {
+    fn written_at_once_while_idle_once_per_turn() {
         use std::io::Read;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         client.set_nonblocking(true).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         let (tx, mut rx) = queue::channel::<Outbox>(100, usize::MAX);
-        rx.with_store(|o| o.write_at_once(client));
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let turn = Arc::new(Turn::default());
+        rx.with_store(|o| o.write_at_once(client, turn.clone()));
+        let woken = Arc::new(Woken::default());
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || woken.0.load(Ordering::Relaxed);
         let mut out = VecDeque::new();
         let idle = |rx: &mut OutRx, out: &mut VecDeque<Bytes>, cx: &mut Context<'_>| {
             assert!(rx.poll_take_all(cx, out).is_pending());
         };
+        let send = |payload: &'static [u8]| tx.try_send(Frame::data(Bytes::from_static(payload)));
+        let mut got = [0u8; 8];
 
         idle(&mut rx, &mut out, &mut cx);
-        tx.try_send(Frame::data(Bytes::from_static(b"now")))
-            .unwrap();
-        let mut got = [0u8; 8];
+        send(b"now").unwrap();
         server.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"\0\0\0\x04\x10now");
+        assert_eq!(wakes(), 0, "the link's task sleeps on");
 
-        // Not waiting (it was woken, and has not looked yet): queued.
-        tx.try_send(Frame::data(Bytes::from_static(b"later")))
-            .unwrap();
-        assert_eq!(rx.poll_take_all(&mut cx, &mut out), Poll::Ready(1));
-        assert_eq!(&out.pop_front().unwrap()[..], b"\0\0\0\x06\x10later");
+        // The turn is taken: queued, and the task is woken for it.
+        send(b"later").unwrap();
+        assert_eq!(wakes(), 1);
+        // Not waiting (woken, it has not looked yet): queued too.
+        send(b"also").unwrap();
+        assert_eq!(rx.poll_take_all(&mut cx, &mut out), Poll::Ready(2));
+        let queued: Vec<u8> = out.drain(..).flat_map(|s| s.to_vec()).collect();
+        assert_eq!(queued, b"\0\0\0\x06\x10later\0\0\0\x05\x10also");
+
+        // Idle, the peer heard from: straight out again.
+        idle(&mut rx, &mut out, &mut cx);
+        turn.heard();
+        send(b"yes").unwrap();
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"\0\0\0\x04\x10yes");
+        assert_eq!(wakes(), 1);
 
         idle(&mut rx, &mut out, &mut cx);
         rx.close();

@@ -50,8 +50,8 @@ pub(crate) trait Store: Default {
     type Item: Weighed;
     /// Adds an item at the back. `idle`: the queue is empty and its
     /// receiver waits for an item. `false`: the store disposed of the item
-    /// itself, so nothing was queued (see [`crate::link::outbox`]); the receiver
-    /// is woken all the same.
+    /// itself, so nothing was queued (see [`crate::link::outbox`]), and the
+    /// receiver is not woken for it.
     fn put(&mut self, item: Self::Item, idle: bool) -> bool;
     /// The queue is closed: nothing more will be put.
     fn closed(&mut self) {}
@@ -185,7 +185,7 @@ impl<S: Store> Sender<S> {
         if !s.fits(item.weight()) {
             return Err(TrySendError::Full(item));
         }
-        push(s, item);
+        put(s, item);
         Ok(())
     }
 
@@ -207,7 +207,7 @@ impl<S: Store> Sender<S> {
         }
         let fits = s.fits(item.weight());
         if let Some(item) = keep(&mut s.store, item, fits) {
-            push(s, item);
+            put(s, item);
         }
         Ok(())
     }
@@ -274,23 +274,21 @@ impl<S: Store> Sender<S> {
         if s.closed {
             return Err(item);
         }
-        push(s, item);
+        put(s, item);
         Ok(())
     }
 }
 
 impl<S: Store> Sender<S> {
     /// Hands the item `make` returns to the store if the queue is empty
-    /// (and open), past its bounds; false otherwise. Unlike a push, a store
-    /// that disposes of the item itself (writes it at once) leaves an idle
-    /// receiver waiting, unwoken: for a frame of the node's own that wants
-    /// no batching (a heartbeat).
+    /// (and open), past its bounds; false otherwise: for a frame of the
+    /// node's own that goes only where nothing else waits (a heartbeat).
     pub(crate) fn put_if_empty(&self, make: impl FnOnce() -> S::Item) -> bool {
         let s = self.inner.lock();
         if s.closed || s.len > 0 {
             return false;
         }
-        put(s, make(), false);
+        put(s, make());
         true
     }
 }
@@ -342,27 +340,17 @@ impl<T: Weighed> Sender<VecDeque<T>> {
     }
 }
 
-/// Queues `item` and wakes the receiver if it waits, after unlocking.
-fn push<S: Store>(s: MutexGuard<'_, State<S>>, item: S::Item) {
-    // Woken even if nothing was queued: a receiver that is not idle any
-    // more is what lets the store dispose of one item only per wait.
-    put(s, item, true);
-}
-
 /// Hands `item` to the store; wakes the receiver, if it waits, when the
-/// item was queued or `wake_anyway`.
-fn put<S: Store>(mut s: MutexGuard<'_, State<S>>, item: S::Item, wake_anyway: bool) {
+/// item was queued (after unlocking).
+fn put<S: Store>(mut s: MutexGuard<'_, State<S>>, item: S::Item) {
     let weight = item.weight();
     let idle = s.len == 0 && s.receiver.is_some();
-    let queued = s.store.put(item, idle);
-    if queued {
-        s.bytes += weight;
-        s.len += 1;
-        s.recharge();
-    }
-    if !queued && !wake_anyway {
+    if !s.store.put(item, idle) {
         return;
     }
+    s.bytes += weight;
+    s.len += 1;
+    s.recharge();
     let receiver = s.receiver.take();
     drop(s);
     if let Some(w) = receiver {

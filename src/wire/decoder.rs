@@ -20,6 +20,13 @@
 //! faulted in anew: 6 page faults a frame, measured). A link keeps at most
 //! [`POOL_BYTES`] of such buffers, and lets them go once its peer has been
 //! quiet for a while (see [`Pool::trim`]), so an idle link holds none.
+//!
+//! How much one read may bring follows the peer: while reads come full
+//! (a stream of small frames), the read buffer is given [`READ_ROOM`], so
+//! one system call brings about a thousand 64 B frames rather than a hundred
+//! and twenty, and the reader wakes the consumer that much less often; once
+//! reads come small again (a round trip, heartbeats), it goes back to the
+//! 8 KiB of a quiet link.
 
 use std::sync::{Arc, Mutex};
 
@@ -42,6 +49,12 @@ pub(crate) const OWN_STEP: usize = 1024 * 1024;
 pub(crate) const POOL_BYTES: usize = 2 * DEFAULT_QUEUE_BYTES;
 /// Most dropped payload buffers a link keeps for reuse.
 const POOL_BUFFERS: usize = 128;
+/// Room for the next read while the peer streams small frames ...
+pub(crate) const READ_ROOM: usize = 64 * 1024;
+/// ... which it does when what one read brought is at least this much.
+const STREAMING: usize = 4 * 1024;
+/// A quiet link's read buffer (what tokio-util's `FramedRead` starts with).
+const QUIET_ROOM: usize = 8 * 1024;
 
 /// Payload buffers the user has dropped, for the next large frames.
 #[derive(Default)]
@@ -107,6 +120,9 @@ pub(crate) struct FrameDecoder {
     /// buffer being read into).
     own: Option<OwnFrame>,
     pool: Arc<Pool>,
+    /// Bytes of small frames decoded since the decoder last asked for
+    /// more: what the last read brought, about.
+    streak: usize,
 }
 
 struct OwnFrame {
@@ -123,6 +139,7 @@ impl FrameDecoder {
             codec: FrameCodec { max },
             own: None,
             pool,
+            streak: 0,
         }
     }
 }
@@ -147,6 +164,22 @@ impl FrameDecoder {
     /// True while a frame begun is not whole.
     pub(crate) fn inside_frame(&self, src: &BytesMut) -> bool {
         self.own.is_some() || !src.is_empty()
+    }
+
+    /// Sizes the read buffer for the next read (see the module docs).
+    fn make_room(&mut self, src: &mut BytesMut) {
+        let brought = std::mem::take(&mut self.streak) + src.len();
+        let spare = src.capacity() - src.len();
+        if brought >= STREAMING {
+            if spare < READ_ROOM / 4 {
+                // In place once the frames cut from it are gone, else a
+                // fresh buffer, with the start of a frame moved there.
+                src.reserve(READ_ROOM.saturating_sub(src.len()));
+            }
+        } else if brought < STREAMING / 8 && src.is_empty() && src.capacity() > 2 * QUIET_ROOM {
+            // Quiet again: let the large buffer go.
+            *src = BytesMut::with_capacity(QUIET_ROOM);
+        }
     }
 }
 
@@ -199,7 +232,16 @@ impl Decoder for FrameDecoder {
                 return self.decode(src);
             }
         }
-        self.codec.decode(src)
+        match self.codec.decode(src)? {
+            Some(frame) => {
+                self.streak += LEN_BYTES + 1 + frame.payload.len();
+                Ok(Some(frame))
+            }
+            None => {
+                self.make_room(src);
+                Ok(None)
+            }
+        }
     }
 
     /// The stream ended: a frame begun and not finished is an error, even
@@ -366,5 +408,34 @@ mod tests {
             FrameDecoder::new(16, Arc::default()).decode(&mut buf),
             Err(CodecError::Empty)
         ));
+    }
+
+    /// Reads that come full (a stream of small frames) make room for
+    /// `READ_ROOM` before the next read; the frames cut from the buffer
+    /// stay whole; a small read after them lets the large buffer go.
+    #[test]
+    fn the_read_buffer_grows_while_the_peer_streams_and_shrinks_when_quiet() {
+        let frames: Vec<Frame> = (0..300).map(|i| frame(60, i as u8)).collect();
+        let wire = encoded(&frames);
+        let mut reader = FrameDecoder::new(1 << 20, Arc::default());
+        let mut buf = BytesMut::with_capacity(QUIET_ROOM);
+        let mut got = Vec::new();
+        // A full read of the quiet buffer.
+        buf.extend_from_slice(&wire[..QUIET_ROOM]);
+        while let Some(f) = reader.decode(&mut buf).unwrap() {
+            got.push(f);
+        }
+        assert!(buf.capacity() >= READ_ROOM, "{}", buf.capacity());
+        buf.extend_from_slice(&wire[QUIET_ROOM..]);
+        while let Some(f) = reader.decode(&mut buf).unwrap() {
+            got.push(f);
+        }
+        assert_eq!(got, frames);
+        assert!(buf.capacity() > 2 * QUIET_ROOM, "still streaming");
+        // Quiet: one small frame.
+        buf.extend_from_slice(&encoded(&[frame(3, 0)]));
+        assert_eq!(reader.decode(&mut buf).unwrap(), Some(frame(3, 0)));
+        assert_eq!(reader.decode(&mut buf).unwrap(), None);
+        assert_eq!(buf.capacity(), QUIET_ROOM);
     }
 }
