@@ -9,9 +9,11 @@
 //!
 //! With `--processes`: a mass start of that many demo processes
 //! (`examples/demo.rs`, one node each, not nodes sharing a process) launched
-//! together, for each count, in a private namespace of its own. Prints the
-//! time from the first launch until every process holds a link to every
-//! other (each says so on stdout, with `TCPNET_LINKS=1`), the handshake,
+//! together, for each count, in a private namespace of its own: all are
+//! launched held at a gate, which then opens for all at once (see
+//! `tests/common/mass.rs`). Prints the time from the gate's opening until
+//! every process holds a link to every other (each says so on stdout, with
+//! `TCPNET_LINKS=1`), and from the first launch, the handshake,
 //! heartbeat and dial timeouts they logged until 5 s after that, and the
 //! processes' peak CPU (busiest 0.5 s, in cores). Needs the demo built in
 //! the same profile.
@@ -107,7 +109,7 @@ fn mass(n: usize) {
         .mesh
         .map_or("never (within 120 s)".into(), |d| format!("{d:?}"));
     println!(
-        "{n} processes: full mesh {mesh}; timeouts: {} handshake, {} heartbeat, {} dial \
+        "{n} processes: full mesh {mesh} after the gate; timeouts: {} handshake, {} heartbeat, {} dial \
          ({} warnings in all); peak CPU {:.2} cores; CPU to the mesh {}; mesh still full 5 s later: {}; load average {}",
         m.handshake_timeouts,
         m.heartbeat_timeouts,

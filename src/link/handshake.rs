@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,9 +25,10 @@ use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::id::NodeId;
+use crate::link::accepting::Accepted;
 use crate::link::connection::{Connection, Inbound, Link, LinkState};
 use crate::link::outbox::{OutRx, OutTx};
-use crate::link::patience::patient_timeout;
+use crate::link::patience::patient_while;
 use crate::link::timing::Timing;
 use crate::link::{canonical, queue, Event, Links, Owner};
 use crate::stats::Failure;
@@ -65,13 +66,14 @@ pub(crate) struct Handshaken {
     pub in_tx: queue::Sender<VecDeque<Bytes>>,
     pub keys: Option<Keys>,
     pub awaiting_verdict: bool,
-    /// The handshake's deadline, which the verdict must also meet.
-    pub deadline: Instant,
+    /// An accepted link counts its peer as accepting until it ends.
+    pub accepted: Option<Accepted>,
 }
 
 /// Exchanges and checks hellos, then runs the Noise handshake, bounded by
-/// the handshake timeout and by the node closing; reports failures as error
-/// events. A dial to a known peer names it in `expect`: another node
+/// the handshake timeout counted from its last step (see
+/// [`crate::link::patience`]) and by the node closing; reports failures as
+/// error events. A dial to a known peer names it in `expect`: another node
 /// answering is a failure. With `hurry` (the handshake slots are crowded), a
 /// peer that says nothing for a quarter of the handshake time is dropped
 /// then. On success the link is registered with the node
@@ -87,7 +89,6 @@ pub(crate) async fn handshake(
 ) -> Option<Handshaken> {
     let cfg = &links.config;
     let remote = canonical(remote);
-    let deadline = Instant::now() + cfg.handshake_timeout;
     if role == Role::Dialer {
         // A connection accepted from our own dial's address is this very
         // dial reaching ourselves (see `checked_hello`). The accepting side
@@ -111,16 +112,22 @@ pub(crate) async fn handshake(
         raw: ours.encode(),
         hello: ours,
     };
+    // Messages received: each starts the handshake's time over.
+    let steps = AtomicU32::new(0);
     let greeted = tokio::select! {
         _ = links.cancel.cancelled() => return None,
-        r = greet(links, &ours, &mut stream, remote, role, expect, hurry) => r,
-        // Counted so that this node's own starvation does not fail it.
-        _ = patient_timeout(cfg.handshake_timeout) => Err(Some(links.failed(Failure::Timeout, Error::Handshake {
+        r = greet(links, &ours, &mut stream, remote, role, expect, hurry, &steps) => r,
+        // Counted so that neither this node's own starvation nor a peer
+        // slowed down by the same load fails it.
+        _ = patient_while(cfg.handshake_timeout, &steps) => Err(Some(links.failed(Failure::Timeout, Error::Handshake {
             remote,
-            reason: format!("no hello and handshake within {:?}", cfg.handshake_timeout),
+            reason: format!(
+                "no hello and handshake within {:?} (of its last step)",
+                cfg.handshake_timeout
+            ),
         }))),
     };
-    let (hello, keys, key) = match greeted {
+    let (hello, keys, key, accepted) = match greeted {
         // The node started closing while the hellos went back and forth.
         Ok(_) if links.cancel.is_cancelled() => return None,
         Ok(h) => h,
@@ -170,7 +177,7 @@ pub(crate) async fn handshake(
         in_tx,
         keys,
         awaiting_verdict: !decides(links.id(), &hello.id),
-        deadline,
+        accepted,
     })
 }
 
@@ -182,7 +189,10 @@ struct Ours {
 
 /// The hellos, then the Noise handshake bound to both (see
 /// [`crate::wire::noise`]); the checked hello and, with a secret, the
-/// link's keys.
+/// link's keys; an accepted connection's peer counted as accepting (see
+/// [`crate::link::accepting`]) from its hello on. `steps` counts the
+/// messages received whole.
+#[allow(clippy::too_many_arguments)]
 async fn greet(
     links: &Links,
     ours: &Ours,
@@ -191,7 +201,11 @@ async fn greet(
     role: Role,
     expect: Option<&NodeId>,
     hurry: bool,
-) -> Result<(Hello, Option<Keys>, Option<KeyId>), Option<Error>> {
+    steps: &AtomicU32,
+) -> Result<(Hello, Option<Keys>, Option<KeyId>, Option<Accepted>), Option<Error>> {
+    let step = || {
+        steps.fetch_add(1, Ordering::Relaxed);
+    };
     let cfg = &links.config;
     // What fails from here on is the Noise handshake: with a secret, most
     // likely another secret.
@@ -202,6 +216,12 @@ async fn greet(
     };
     let refuse = |reason: String| Some(links.failed(why, Error::Handshake { remote, reason }));
     let (hello, theirs) = checked_hello(links, ours, stream, remote, role, hurry).await?;
+    step();
+    let accepted = (role == Role::Acceptor).then(|| links.accepting.enter(&hello.id));
+    if moot(links, role, &hello.id) {
+        tracing::debug!(%remote, peer = %hello.id, "dial moot: the decider's dial reached us");
+        return Err(None);
+    }
     let dialer = role == Role::Dialer;
     // Both hellos, the dialer's first, each after its length.
     let (first, second): (&[u8], &[u8]) = if dialer {
@@ -256,6 +276,7 @@ async fn greet(
             }
             _ => refuse(e),
         })?;
+        step();
         // Checked before our last message: a node that is not the one its
         // hello (or our record) names gets nothing more from us.
         check(&hs.read_second(&msg).map_err(bad)?)?;
@@ -263,7 +284,16 @@ async fn greet(
             .await
             .map_err(refuse)?;
     } else {
-        let msg = read_noise(stream).await.map_err(refuse)?;
+        let msg = match read_noise(stream).await {
+            Ok(msg) => msg,
+            // A follower hangs up here when our dial reached it first.
+            Err(e) if e.ends_with(HUNG_UP) && decides(links.id(), &hello.id) => {
+                tracing::debug!(%remote, "the dialer hung up after the hellos");
+                return Err(None);
+            }
+            Err(e) => return Err(refuse(e)),
+        };
+        step();
         hs.read_first(&msg).map_err(refuse)?;
         write_noise(stream, &hs.second().map_err(refuse)?)
             .await
@@ -299,7 +329,17 @@ async fn greet(
             confirm_write(stream, k).await.map_err(refuse)?;
         }
     }
-    Ok((hello, keys, key))
+    Ok((hello, keys, key, accepted))
+}
+
+/// True if our dial to `peer`, past the hellos, is moot: we are not the
+/// pair's decider, and the decider's own dial has reached us past its
+/// hello (see [`crate::link::accepting`]). The decider's dial goes on, so
+/// the pair keeps one of the two; as the hellos are not yet proven, a
+/// stranger claiming the decider's id can hold our dial back only while
+/// its connection lasts, and not the decider's.
+pub(crate) fn moot(links: &Links, role: Role, peer: &NodeId) -> bool {
+    role == Role::Dialer && !decides(links.id(), peer) && links.accepting.from(peer)
 }
 
 /// Checks the identity the peer proved against what its hello claims and

@@ -32,6 +32,7 @@ use crate::wire::record::Record;
 use crate::wire::secure::{KeyId, Keyring};
 use crate::wire::verdict::Verdict;
 
+pub(crate) mod accepting;
 pub(crate) mod aside;
 pub(crate) mod connection;
 pub(crate) mod counters;
@@ -120,6 +121,8 @@ pub(crate) struct Links {
     /// Local addresses of our recent dials, to tell a dial of ours that
     /// reached ourselves.
     pub own_dials: handshake::OwnDials,
+    /// The peers whose dials reached us (see [`accepting`]).
+    pub accepting: Arc<accepting::Accepting>,
     /// Cancelled when the node closes: stops handshakes in progress (open
     /// links are closed gracefully instead).
     pub cancel: CancellationToken,
@@ -144,6 +147,7 @@ impl Links {
             open,
             inbound,
             own_dials: Default::default(),
+            accepting: Default::default(),
             cancel,
             counters,
             next_link: AtomicU64::new(1),

@@ -13,9 +13,18 @@
 //! more, in full. A peer that is really
 //! gone is still dropped, after at most twice the timeout (plus a slice).
 //!
+//! A handshake is a few messages each way, and each needs the other end to
+//! be scheduled: under such load every step can take a good part of the
+//! timeout. So a handshake's time is counted from its last step
+//! ([`patient_while`]): a peer whose side keeps moving is never cut off,
+//! one that stops is dropped a timeout (or two) after its last step, and
+//! as a handshake has a fixed number of steps, its whole time stays
+//! bounded.
+//!
 //! [`Patience`] is the pure count (no clocks, tested below);
-//! [`patient_timeout`] drives it with tokio's timer.
+//! [`patient_timeout`] and [`patient_while`] drive it with tokio's timer.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -92,12 +101,24 @@ impl Patience {
 
 /// Resolves once `timeout` has run out as [`Patience`] counts it.
 pub(crate) async fn patient_timeout(timeout: Duration) {
+    patient_while(timeout, &AtomicU32::new(0)).await
+}
+
+/// Resolves once `timeout` has run out as [`Patience`] counts it since
+/// `steps` last changed: each step (a whole message received) starts the
+/// count over.
+pub(crate) async fn patient_while(timeout: Duration, steps: &AtomicU32) {
     let mut p = Patience::new(timeout);
+    let mut seen = steps.load(Ordering::Relaxed);
     let mut due = Instant::now() + p.slice();
     loop {
         tokio::time::sleep_until(due).await;
         let now = Instant::now();
-        if p.slice_passed(now.saturating_duration_since(due)) {
+        let now_at = steps.load(Ordering::Relaxed);
+        if now_at != seen {
+            seen = now_at;
+            p.reset();
+        } else if p.slice_passed(now.saturating_duration_since(due)) {
             return;
         }
         due = now + p.slice();
@@ -175,5 +196,27 @@ mod tests {
         let t0 = Instant::now();
         patient_timeout(ms(40)).await;
         assert!(t0.elapsed() >= ms(40), "after {:?}", t0.elapsed());
+    }
+
+    /// Steps keep it waiting; once they stop, it runs out a timeout after
+    /// the last one (at the earliest).
+    #[tokio::test]
+    async fn each_step_starts_the_count_over() {
+        let steps = AtomicU32::new(0);
+        let t0 = Instant::now();
+        let stepping = async {
+            for _ in 0..4 {
+                tokio::time::sleep(ms(30)).await;
+                steps.fetch_add(1, Ordering::Relaxed);
+            }
+            Instant::now()
+        };
+        let (last, ()) = tokio::join!(stepping, patient_while(ms(40), &steps));
+        assert!(
+            last.elapsed() >= ms(40) && t0.elapsed() >= ms(160),
+            "ran out {:?} after the last step, {:?} in all",
+            last.elapsed(),
+            t0.elapsed()
+        );
     }
 }

@@ -97,7 +97,8 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
         in_tx,
         keys,
         awaiting_verdict,
-        deadline,
+        // Counted until the link ends.
+        accepted: _accepted,
     } = link;
     // Senders may write small frames to a link in the clear themselves
     // (see `crate::outbox`), through a second handle on the socket; it is
@@ -143,7 +144,6 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
             link: &link,
             out_tx: &out_tx,
             turn: &turn,
-            deadline,
             progress: &progress,
         },
         FramedRead::new(rd, opener),
@@ -263,8 +263,6 @@ struct Reader<'a> {
     out_tx: &'a OutTx,
     /// Given back to the senders whenever something was read.
     turn: &'a Turn,
-    /// The handshake's deadline, which the verdict must meet.
-    deadline: Instant,
     progress: &'a Progress,
 }
 
@@ -391,17 +389,12 @@ async fn read_counted(
                 tally.flush(r);
                 batch.deliver(r.progress).await;
                 if state.awaiting_verdict() {
-                    // What the handshake left of its time, at least a
-                    // quarter of it (the hellos may have taken the extension
-                    // a starved node gets).
-                    let quarter = r.links.config.handshake_timeout / 4;
-                    let left = r
-                        .deadline
-                        .saturating_duration_since(Instant::now())
-                        .max(quarter);
+                    // The verdict is the handshake's last step: it gets the
+                    // handshake's time, counted from the step before (the
+                    // decider may still be reading our last message).
                     tokio::select! {
                         n = frames.next() => n,
-                        _ = patient_timeout(left) => {
+                        _ = patient_timeout(r.links.config.handshake_timeout) => {
                             return CloseReason::Protocol(
                                 "no verdict within the handshake timeout".into(),
                             )

@@ -27,6 +27,11 @@
 //!   end dials again, backing off, until the decider accepts: the decider
 //!   may have no address to dial (a peer known only from the link it
 //!   dialed), so waiting for it could leave the pair with no link at all.
+//! - A dial whose turn comes (a node makes only so many at once) when the
+//!   peer's own dial has reached this node, or the pair is linked, is not
+//!   made ([`DialEnd::Moot`]), and looked at again after the grace: in a
+//!   mass start, where both ends of most pairs find each other at once,
+//!   this spares most second handshakes.
 //! - A peer that restarted with the same id comes back with a new
 //!   *incarnation*. The decider replaces an open link of an older incarnation
 //!   instead of rejecting the new one. The other end treats every `ACCEPT` as
@@ -94,6 +99,10 @@ pub(crate) enum DialEnd {
     Refused,
     /// Unreachable, no answer, or a failed handshake.
     Failed,
+    /// Not made, or given up after the hellos: the peer was linked
+    /// already, or its own dial had reached this node (see
+    /// [`crate::link::accepting`]).
+    Moot,
 }
 
 /// What the service must do.
@@ -411,6 +420,15 @@ impl Mesh {
                 Target::Addr(a) => self.statics.get_mut(a).expect("checked").peer = Some(node),
                 Target::Peer(p) => self.peers.get_mut(p).expect("checked").good = Some(at),
             },
+            DialEnd::Moot => {
+                // Looked at again after the grace: by then the peer's dial
+                // has linked the pair, or has failed and this one is due.
+                d.waiting = true;
+                d.generation += 1;
+                let generation = d.generation;
+                let target = target.clone();
+                actions.push(Action::Yield { target, generation });
+            }
             DialEnd::Refused | DialEnd::Failed => {
                 d.failures = d.failures.saturating_add(1);
                 if let (Target::Peer(peer), DialEnd::Refused) = (target, &end) {
@@ -789,6 +807,28 @@ mod tests {
     fn never_links_to_itself() {
         let mut m = Mesh::new(id("0a"));
         assert!(m.discovered(id("0a"), addr()).is_empty());
+    }
+
+    /// A moot dial (the peer's own dial reached us first) is looked at
+    /// again after the grace: a dial then if the pair is still not linked,
+    /// nothing if it is.
+    #[test]
+    fn a_moot_dial_is_looked_at_again_after_the_grace() {
+        let mut m = Mesh::new(id("01"));
+        let peer = Target::Peer(id("02"));
+        let dial = |a: &[Action]| matches!(a, [Action::Dial { .. }]);
+        assert!(dial(&m.discovered(id("02"), addr())));
+        let yielded = |a: Vec<Action>| match &a[..] {
+            [Action::Yield { generation, .. }] => *generation,
+            other => panic!("{other:?}"),
+        };
+        let generation = yielded(m.dial_ended(&peer, DialEnd::Moot));
+        // The peer's dial failed meanwhile: this one is made.
+        assert!(dial(&m.retry(peer.clone(), generation)));
+        let generation = yielded(m.dial_ended(&peer, DialEnd::Moot));
+        // The peer's dial linked the pair meanwhile: nothing to do.
+        assert_eq!(opened(&m.handshaken(1, id("02"), 1)), vec![1]);
+        assert!(m.retry(peer, generation).is_empty());
     }
 
     /// Discovery has settled when every known peer is linked or its dial

@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::Error;
 use crate::link::canonical;
-use crate::link::handshake::{handshake, Role};
+use crate::link::handshake::{handshake, moot, Role};
+use crate::link::patience::patient_timeout;
 use crate::node::actor::actor;
 use crate::node::caps::Over;
 use crate::node::discovery::{self, Discovery, Record};
@@ -140,8 +141,9 @@ async fn browse_loop(node: Arc<Node>, browse: mdns_sd::Receiver<mdns_sd::Service
 /// for the next: a spoofed or stale address costs a handshake at most.
 ///
 /// A dial to a static address links with whichever node answers there; a
-/// dial to a peer found over mDNS only with that peer. The dial slot is
-/// held until the handshake is over. The actor hears when the dial has
+/// dial to a peer found over mDNS only with that peer, and not at all if,
+/// when it gets its dial slot, the peer is linked or its own dial has
+/// reached us. The dial slot is held until the handshake is over. The actor hears when the dial has
 /// ended: right after the link is registered, so the peer is never seen as
 /// neither dialing nor linked, or when every address failed.
 pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>) {
@@ -153,6 +155,16 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
         Target::Peer(p) => Some(p.clone()),
         Target::Addr(_) => None,
     };
+    if let Some(peer) = &expect {
+        let links = &node.links;
+        if links.open.to(peer).is_some() || links.accepting.from(peer) {
+            tracing::debug!(%peer, "dial moot: linked, or its dial reached us");
+            drop(permit);
+            let end = DialEnd::Moot;
+            node.send(Command::DialEnded { target, end });
+            return;
+        }
+    }
     let timeout = node.links.config.handshake_timeout;
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
     let mut refused = !addrs.is_empty();
@@ -160,18 +172,20 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
     // A record may list many addresses; a few are plenty, and bound how
     // long one dial can take.
     for &addr in addrs.iter().take(MAX_ADDRS) {
+        // Counted so that this node's own starvation does not fail it.
         let connected = tokio::select! {
             _ = node.cancel().cancelled() => return,
-            c = tokio::time::timeout(timeout, connect(&node, addr)) => c,
+            c = connect(&node, addr) => Some(c),
+            _ = patient_timeout(timeout) => None,
         };
         let stream = match connected {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
                 refused &= e.kind() == io::ErrorKind::ConnectionRefused;
                 last = e;
                 continue;
             }
-            Err(_) => {
+            None => {
                 refused = false;
                 let why = format!("no answer within {timeout:?}");
                 last = io::Error::new(io::ErrorKind::TimedOut, why);
@@ -198,6 +212,15 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
             return;
         }
         if node.cancel().is_cancelled() {
+            return;
+        }
+        if expect
+            .as_ref()
+            .is_some_and(|peer| moot(&node.links, Role::Dialer, peer))
+        {
+            drop(permit);
+            let end = DialEnd::Moot;
+            node.send(Command::DialEnded { target, end });
             return;
         }
     }
