@@ -15,11 +15,12 @@ use std::time::Duration;
 use common::attacker::{
     self, Claim, Envelope, FLOOD, MSG, OP_BROADCAST, OP_DIRECT, OP_INTEREST, OP_MEMBER, SIGNED,
 };
+use common::example::Example;
 use common::*;
 use futures::{FutureExt, StreamExt};
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
 use tcpnet::{
-    Connection, Error, Events, Identity, Message, Messages, Service, Settings, SERVICE_TYPE,
+    Connection, Error, Events, Identity, Message, Messages, NodeId, Service, Settings, SERVICE_TYPE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -838,6 +839,44 @@ async fn tarpit(listener: TcpListener) {
     }
 }
 
+/// Announces records for the ids of `keys` (with their real public keys)
+/// at a tarpit, from a second responder, again and again so that they are
+/// the last word; returns the announcing task and the tarpit's port.
+async fn spoof_at_a_tarpit(keys: &[Identity]) -> (tokio::task::JoinHandle<()>, u16) {
+    let trap = TcpListener::bind("127.0.0.66:0").await.unwrap();
+    let trap_port = trap.local_addr().unwrap().port();
+    tokio::spawn(tarpit(trap));
+    let spoofer = foreign_daemon();
+    let version = tcpnet::PROTOCOL_VERSION.to_string();
+    let records: Vec<ServiceInfo> = keys
+        .iter()
+        .map(|key| {
+            let k = hex::encode(key.public_key());
+            let props = [("c", CLUSTER), ("v", version.as_str()), ("k", k.as_str())];
+            let mut info = ServiceInfo::new(
+                SERVICE_TYPE,
+                key.id().as_str(),
+                "tarpit.local.",
+                "127.0.0.66",
+                trap_port,
+                &props[..],
+            )
+            .unwrap();
+            info.set_requires_probe(false);
+            info
+        })
+        .collect();
+    let spoofing = tokio::spawn(async move {
+        loop {
+            for info in &records {
+                let _ = spoofer.register(info.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (spoofing, trap_port)
+}
+
 /// Records for A's and B's ids, announced from a second responder while A
 /// and B are linked, point at a tarpit (accepts, says nothing). When their
 /// link breaks, A and B must link again at once.
@@ -850,41 +889,9 @@ fn a_spoofed_record_at_a_tarpit_does_not_keep_nodes_apart() {
             start(settings(None).identity(keys[1].clone()))
         );
         full_mesh(&[a.clone(), b.clone()]).await;
-        let trap = TcpListener::bind("127.0.0.66:0").await.unwrap();
-        let trap_port = trap.local_addr().unwrap().port();
-        tokio::spawn(tarpit(trap));
         let watcher = foreign_daemon();
         let seen = watcher.browse(SERVICE_TYPE).expect("browse");
-        let spoofer = foreign_daemon();
-        let version = tcpnet::PROTOCOL_VERSION.to_string();
-        // The keys are public: the spoofed records carry the real ones.
-        let records: Vec<ServiceInfo> = keys
-            .iter()
-            .map(|key| {
-                let k = hex::encode(key.public_key());
-                let props = [("c", CLUSTER), ("v", version.as_str()), ("k", k.as_str())];
-                let mut info = ServiceInfo::new(
-                    SERVICE_TYPE,
-                    key.id().as_str(),
-                    "tarpit.local.",
-                    "127.0.0.66",
-                    trap_port,
-                    &props[..],
-                )
-                .unwrap();
-                info.set_requires_probe(false);
-                info
-            })
-            .collect();
-        // Announced again and again, so they are the last word.
-        let spoofing = tokio::spawn(async move {
-            loop {
-                for info in &records {
-                    let _ = spoofer.register(info.clone());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
+        let (spoofing, trap_port) = spoof_at_a_tarpit(&keys).await;
         // The spoofed records are out once a third responder resolves both
         // ids at the tarpit (multicast reaches A and B at the same time).
         let mut spoofed = std::collections::HashSet::new();
@@ -1350,5 +1357,218 @@ fn refusals_are_counted_by_cause() {
         assert_eq!((r.signature, r.ahead, r.over_budget), (2, 1, 1), "{r:?}");
         drop(session);
         a.close().await;
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Every attack at once
+// ---------------------------------------------------------------------------
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Keeps the link of `first`, a stranger linked from `from` to the node
+/// at `port`, up with heartbeats and never reads; until `stop`, links again
+/// as another stranger when the node closes it.
+async fn never_read_again_and_again(
+    first: attacker::Session,
+    from: Ipv4Addr,
+    port: u16,
+    stop: Arc<AtomicBool>,
+) {
+    beat_never_read(first).await;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(s) = attacker::join(from, port, &Claim::stranger(CLUSTER)).await {
+            beat_never_read(s).await;
+        }
+    }
+}
+
+/// Until `stop`: connects claiming `id` with the largest incarnation (the
+/// handshake fails: the attacker does not hold its key).
+async fn claim_again_and_again(id: String, port: u16, stop: Arc<AtomicBool>) {
+    let claim = Claim {
+        id,
+        incarnation: u64::MAX,
+        ..Claim::stranger(CLUSTER)
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let _ = attacker::join(src(90), port, &claim).await;
+    }
+}
+
+/// A linked stranger, `me` on `s`: messages in `b`'s name (a broadcast
+/// numbered near the top, a subscription message emptying its topics;
+/// unsigned and signed with the stranger's own key), then subscription
+/// messages of 128 made-up nodes (each signed by a key of its own) with
+/// 2,000 topics of 200 bytes each, past the budget of all nodes' topics;
+/// waits until the node has handled them all.
+async fn forge_and_flood(mut s: attacker::Session, me: Claim, b: NodeId) {
+    let b = b.to_string();
+    let forged = [
+        (OP_BROADCAST, u64::MAX - 1, 0, &b"forged"[..]),
+        (OP_INTEREST, 0, u64::MAX, &b""[..]),
+    ];
+    for (op, seq, corr, body) in forged {
+        let e = Envelope {
+            op,
+            flags: FLOOD,
+            hops: 0,
+            origin: &b,
+            seq,
+            corr,
+            name: "",
+            body,
+        };
+        s.send_msg(&e).await.expect("send");
+        s.send_signed(&e, &me.key).await.expect("send");
+    }
+    let keys: Vec<Identity> = (0..128).map(|_| Identity::generate()).collect();
+    s.subscribe_made_up(&keys).await.expect("send");
+    s.sync(&me.id, 1).await;
+}
+
+/// One node, A, a process of its own (the demo example, all settings at
+/// their defaults), under every attack at once: ids claimed again and
+/// again; a broadcast and a subscription message forged in B's name;
+/// subscription messages of 128 made-up nodes, 50 MiB of topics in all;
+/// four strangers that keep linking and never read, while B broadcasts
+/// 64 KiB messages that A may relay to them; silent connections from 300
+/// networks holding the handshake slots; records for A's and B's ids
+/// announced at a tarpit. Meanwhile B sends A numbered frames on their
+/// link. A's resident set, read from /proc every 50 ms all along, stays
+/// below 64 MiB, and A prints every numbered frame, in order.
+#[test]
+fn a_node_under_every_attack_at_once_stays_below_64_mib() {
+    const LIMIT: usize = 64 << 20;
+    const NUMBERED: u32 = 200;
+    netns(|| async {
+        raise_fd_limit(8192);
+        let keys = identities(2);
+        let key_path = key_file(&keys[0]);
+        let mut a = Example::start(
+            "demo",
+            &[CLUSTER],
+            &[
+                ("TCPNET_KEY_FILE", key_path.to_str().unwrap()),
+                ("RUST_LOG", "warn"),
+            ],
+        );
+        let a_id = keys[0].id().clone();
+        let b = start(settings(None).identity(keys[1].clone())).await;
+        let link = within("B's link to A", async {
+            loop {
+                if let Some(c) = b.connections().into_iter().find(|c| c.peer_id() == &a_id) {
+                    return c;
+                }
+                b.on_connection().next().await;
+            }
+        })
+        .await;
+        // A's port, from its record.
+        let watcher = foreign_daemon();
+        let seen = watcher.browse(SERVICE_TYPE).expect("browse");
+        let a_name = format!("{a_id}.{SERVICE_TYPE}");
+        let a_port = within("A's record", async {
+            loop {
+                if let mdns_sd::ServiceEvent::ServiceResolved(r) =
+                    seen.recv_async().await.expect("browse")
+                {
+                    if r.fullname == a_name {
+                        return r.port;
+                    }
+                }
+            }
+        })
+        .await;
+        let _ = watcher.shutdown();
+        let most = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (most, done, pid) = (most.clone(), done.clone(), a.pid());
+            tokio::spawn(async move {
+                while !done.load(Ordering::Relaxed) {
+                    most.fetch_max(rss_of(pid), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let before = rss_of(a.pid());
+
+        // The strangers link before the slots are held (a stranger then
+        // competes for a slot with the strangers holding them).
+        let me = Claim::stranger(CLUSTER);
+        let flooder = attacker::join(src(91), a_port, &me).await.expect("linked");
+        let mut never_read = Vec::new();
+        for i in 0..4 {
+            let s = attacker::join(src(80 + i), a_port, &Claim::stranger(CLUSTER)).await;
+            never_read.push(s.expect("linked"));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        // The attackers' loops end with the test, even one that fails.
+        let _stop = StopOnDrop(stop.clone());
+        let (spoofing, _) = spoof_at_a_tarpit(&keys).await;
+        let up = Arc::new(AtomicUsize::new(0));
+        for i in 0..300usize {
+            let from = Ipv4Addr::new(127, 10 + (i / 250) as u8, (i % 250) as u8, 1);
+            tokio::spawn(hold_a_slot(from, a_port, up.clone(), stop.clone()));
+        }
+        for (i, s) in (0..).zip(never_read) {
+            let stop = stop.clone();
+            tokio::spawn(never_read_again_and_again(s, src(80 + i), a_port, stop));
+        }
+        tokio::spawn(claim_again_and_again(
+            b.id().to_string(),
+            a_port,
+            stop.clone(),
+        ));
+        let broadcasts = {
+            let (b, stop) = (b.clone(), stop.clone());
+            tokio::spawn(async move {
+                let big = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+                while !stop.load(Ordering::Relaxed) {
+                    b.broadcast(big.clone()).await.expect("broadcast");
+                }
+            })
+        };
+        let flooded = tokio::spawn(forge_and_flood(flooder, me, b.id().clone()));
+        if let Err(e) = within("the forged and made-up messages handled", flooded).await {
+            panic!("{e}; A said: {:?}", a.errors());
+        }
+        wait_until(std::slice::from_ref(&b), "the silent connections", || {
+            up.load(Ordering::Relaxed) == 300
+        })
+        .await;
+
+        for i in 0..NUMBERED {
+            link.send(format!("n {i}\n")).await.expect("send");
+        }
+        for i in 0..NUMBERED {
+            let line = a.expect(|l| l.starts_with("n ")).await;
+            assert_eq!(line, format!("n {i}"), "A's numbered frames");
+        }
+        stop.store(true, Ordering::Relaxed);
+        done.store(true, Ordering::Relaxed);
+        sampler.await.unwrap();
+        spoofing.abort();
+        broadcasts.abort();
+        let most = most.load(Ordering::Relaxed).max(rss_of(a.pid()));
+        eprintln!(
+            "A's resident set: {} KiB before the attacks, at most {} KiB under them",
+            before >> 10,
+            most >> 10
+        );
+        assert!(
+            most < LIMIT,
+            "A held {} MiB under every attack at once",
+            most >> 20
+        );
+        b.close().await;
     });
 }

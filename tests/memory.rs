@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::attacker::{self, Claim, Envelope, FLOOD, OP_INTEREST};
+use common::attacker::{self, Claim};
 use common::*;
 use futures::StreamExt;
 use std::net::Ipv4Addr;
@@ -15,14 +15,7 @@ const CLUSTER: &str = "attacked";
 
 /// Resident set of this process, in bytes.
 fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kb: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kb * 1024
+    rss_of(std::process::id())
 }
 
 /// A linked stranger sends subscription messages for 128 made-up nodes,
@@ -42,26 +35,9 @@ fn subscriptions_of_made_up_nodes_are_bounded() {
         let mut s = attacker::join(Ipv4Addr::new(127, 0, 0, 9), port, &me)
             .await
             .expect("an open cluster links a stranger");
-        let mut body = Vec::new();
-        for t in 0..2000 {
-            body.extend_from_slice(format!("{t:0200}\n").as_bytes());
-        }
         let keys: Vec<Identity> = (0..128).map(|_| Identity::generate()).collect();
         let before = rss();
-        for key in &keys {
-            let origin = key.id().to_string();
-            let e = Envelope {
-                op: OP_INTEREST,
-                flags: FLOOD,
-                hops: 1,
-                origin: &origin,
-                seq: 0,
-                corr: attacker::now_nanos(),
-                name: "",
-                body: &body,
-            };
-            s.send_signed(&e, key).await.expect("send");
-        }
+        s.subscribe_made_up(&keys).await.expect("send");
         s.sync(&me.id, 1).await;
         let grew = rss().saturating_sub(before);
         eprintln!("the node grew by {} KiB", grew >> 10);

@@ -404,6 +404,34 @@ impl Session {
         self.send(MSG, &e.signed_by(key)).await
     }
 
+    /// Sends, for each of `keys`, a subscription message signed by it (so
+    /// each is a node as far as the node can tell) with 2,000 topics of
+    /// 200 bytes: each set just under the budget of one node.
+    pub(crate) async fn subscribe_made_up(
+        &mut self,
+        keys: &[tcpnet::Identity],
+    ) -> std::io::Result<()> {
+        let mut body = Vec::new();
+        for t in 0..2000 {
+            body.extend_from_slice(format!("{t:0200}\n").as_bytes());
+        }
+        for key in keys {
+            let origin = key.id().to_string();
+            let e = Envelope {
+                op: OP_INTEREST,
+                flags: FLOOD,
+                hops: 1,
+                origin: &origin,
+                seq: 0,
+                corr: now_nanos(),
+                name: "",
+                body: &body,
+            };
+            self.send_signed(&e, key).await?;
+        }
+        Ok(())
+    }
+
     /// The next frame from the node; `None` once it closed the link.
     pub(crate) async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {

@@ -67,6 +67,11 @@ impl Example {
             .unwrap()
     }
 
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// Sends the process `sig`.
     pub(crate) fn signal(&self, sig: i32) {
         let pid = self.child.id().expect("running") as i32;

@@ -44,6 +44,18 @@ pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
     example
 }
 
+/// The resident set of process `pid`, in bytes.
+pub(crate) fn rss_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
 /// `n` fresh identities, ordered by id: the first decides each of its pairs.
 pub(crate) fn identities(n: usize) -> Vec<tcpnet::Identity> {
     let mut ids: Vec<tcpnet::Identity> = (0..n).map(|_| tcpnet::Identity::generate()).collect();
