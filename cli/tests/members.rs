@@ -21,6 +21,9 @@ fn members_matches_the_nodes() {
         let web = Node::start(&lan.hosts[2], Settings::new("crew").meta("role", "web"));
         let plain = Node::start(&lan.hosts[2], Settings::new("crew"));
         let _stranger = Node::start(&lan.hosts[1], Settings::new("other"));
+        for n in [&db, &web, &plain] {
+            n.wait_links(2);
+        }
         let want: BTreeMap<&str, (&str, Value)> = [
             (
                 db.id.as_str(),

@@ -36,6 +36,9 @@ fn ping_reports_every_node() {
         let b = Node::start(&lan.hosts[2], Settings::new("crew"));
         let c = Node::start(&lan.hosts[2], Settings::new("crew"));
         let _stranger = Node::start(&lan.hosts[1], Settings::new("other"));
+        for n in [&a, &b, &c] {
+            n.wait_links(2);
+        }
 
         let h1 = &lan.hosts[0];
         let (code, nodes, stderr) = ping(h1, &["-c", "4", "-i", "20ms", "--wait", "20s"]);

@@ -15,7 +15,8 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use mdns_sd::{DaemonEvent, ServiceDaemon, ServiceInfo};
@@ -272,6 +273,8 @@ impl Lan {
 pub(crate) struct Node {
     /// Its id.
     pub(crate) id: String,
+    /// How many links it holds, as of its last link event.
+    links: Arc<AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -282,11 +285,23 @@ impl Node {
     pub(crate) fn start(host: &Host, settings: tcpnet::Settings) -> Node {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let links = Arc::new(AtomicUsize::new(0));
+        let count = links.clone();
         let thread = host.run(move || async move {
             let service = tcpnet::Service::new(settings).expect("settings");
+            let mut events = service.on_link();
             service.listen(0, "0.0.0.0").await.expect("listen");
             ready_tx.send(service.id().to_string()).expect("test waits");
-            let _ = stopped.await;
+            let counting = async {
+                use futures::StreamExt;
+                while events.next().await.is_some() {
+                    count.store(service.connections().len(), Ordering::Relaxed);
+                }
+            };
+            tokio::select! {
+                _ = stopped => {}
+                _ = counting => {}
+            }
             service.close().await;
         });
         let id = ready_rx
@@ -294,9 +309,18 @@ impl Node {
             .expect("the node to start listening");
         Node {
             id,
+            links,
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+
+    /// Waits until the node holds `n` links: the nodes a test starts have
+    /// found each other before a command joins them.
+    pub(crate) fn wait_links(&self, n: usize) {
+        wait_for(&format!("node {} to hold {n} links", self.id), || {
+            self.links.load(Ordering::Relaxed) >= n
+        });
     }
 
     /// Closes the node: its goodbye goes out, then this returns.
