@@ -73,6 +73,11 @@ impl ReadState {
         self.awaiting_verdict
     }
 
+    /// True if a user data frame would now be [`Effect::Data`].
+    pub(crate) fn takes_data(&self) -> bool {
+        !self.awaiting_verdict && !self.closed
+    }
+
     /// Acts on the next item from the decoder: a frame, the stream's end
     /// (`None`), or a decoding error.
     pub(crate) fn handle(&mut self, next: Option<Result<Frame, CodecError>>) -> Effect {
@@ -239,6 +244,7 @@ mod tests {
     #[test]
     fn accept_opens_the_follower_to_data() {
         let mut r = ReadState::new(true, false);
+        assert!(!r.takes_data());
         assert_eq!(
             r.handle(frame(frame::ACCEPT, b"")),
             Effect::Verdict {
@@ -247,6 +253,7 @@ mod tests {
             }
         );
         assert!(!r.awaiting_verdict());
+        assert!(r.takes_data());
         assert_eq!(r.handle(frame(frame::DATA, b"d")), Effect::Data("d".into()));
     }
 
@@ -300,7 +307,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let mut r = ReadState::new(false, true);
+        assert!(r.takes_data());
         assert_eq!(r.handle(frame(frame::CLOSE, b"")), Effect::None);
+        assert!(!r.takes_data(), "nothing after the close record");
         assert_eq!(r.handle(None), Effect::End(CloseReason::PeerClosed));
         let mut r = ReadState::new(false, true);
         r.handle(frame(frame::CLOSE, b""));

@@ -312,6 +312,13 @@ impl Tally {
         self.moved += u64::from(f.kind != frame::HEARTBEAT);
     }
 
+    /// A user message of `len` bytes.
+    fn data(&mut self, len: usize) {
+        self.frames += 1;
+        self.bytes += frame_bytes(len);
+        self.moved += 1;
+    }
+
     /// Adds what was counted to the link's counters, and gives the
     /// senders their turn to write at once (the peer was heard from):
     /// before anything read is handed on, and before waiting for the
@@ -381,6 +388,14 @@ async fn read_counted(
     tally: &mut Tally,
 ) -> CloseReason {
     loop {
+        // A run of small user messages in the clear is cut off the read
+        // buffer directly; the first frame of each read, and any other,
+        // come through the decoder below.
+        if state.takes_data() && cut_messages(frames, batch, tally) && batch.is_full() {
+            tally.flush(r);
+            batch.deliver(r.progress).await;
+            continue;
+        }
         // A frame already buffered is taken at once; before waiting for the
         // socket, what was decoded so far is counted and delivered.
         let next = match frames.next().now_or_never() {
@@ -451,6 +466,33 @@ async fn read_counted(
             batch.deliver(r.progress).await;
         }
     }
+}
+
+/// Moves whole small user messages from the front of the read buffer (of
+/// a link in the clear) to `batch` until it is full or another kind of
+/// frame comes; true if it moved any.
+fn cut_messages(
+    frames: &mut FramedRead<Counted, Opener>,
+    batch: &mut Batch<'_>,
+    tally: &mut Tally,
+) -> bool {
+    let Some(under) = frames.decoder().plain().and_then(|d| d.small_under()) else {
+        return false;
+    };
+    let buf = frames.read_buffer_mut();
+    let mut cut = 0;
+    while !batch.is_full() {
+        let Some(payload) = frame::cut_small(buf, frame::DATA, under) else {
+            break;
+        };
+        cut += frame_bytes(payload.len());
+        tally.data(payload.len());
+        batch.push(payload);
+    }
+    if let Some(d) = frames.decoder_mut().plain_mut() {
+        d.cut(cut as usize);
+    }
+    cut > 0
 }
 
 /// The read path ends the link. A conflict there is the peer saying a newer

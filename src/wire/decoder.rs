@@ -166,6 +166,22 @@ impl FrameDecoder {
         self.own.is_some() || !src.is_empty()
     }
 
+    /// Payloads under this size may be cut off the read buffer directly
+    /// (see [`cut_small`](crate::wire::frame::cut_small)), or `None` while
+    /// a large frame is being read into its own buffer (the buffer then
+    /// holds its payload, not frames).
+    pub(crate) fn small_under(&self) -> Option<usize> {
+        self.own
+            .is_none()
+            .then(|| OWN_BUFFER.min(self.codec.max + 1))
+    }
+
+    /// `bytes` of frames were cut off the read buffer directly: they count
+    /// as read, for the size of the next read.
+    pub(crate) fn cut(&mut self, bytes: usize) {
+        self.streak += bytes;
+    }
+
     /// Sizes the read buffer for the next read (see the module docs).
     fn make_room(&mut self, src: &mut BytesMut) {
         let brought = std::mem::take(&mut self.streak) + src.len();

@@ -431,6 +431,24 @@ pub(crate) enum Opener {
     Sealed(OpenCodec),
 }
 
+impl Opener {
+    /// The link's decoder in the clear, if that is what it is.
+    pub(crate) fn plain(&self) -> Option<&FrameDecoder> {
+        match self {
+            Opener::Plain(d) => Some(d),
+            Opener::Sealed(_) => None,
+        }
+    }
+
+    /// The same, to change.
+    pub(crate) fn plain_mut(&mut self) -> Option<&mut FrameDecoder> {
+        match self {
+            Opener::Plain(d) => Some(d),
+            Opener::Sealed(_) => None,
+        }
+    }
+}
+
 impl Decoder for Opener {
     type Item = Frame;
     type Error = CodecError;
