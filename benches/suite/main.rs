@@ -30,7 +30,8 @@
 //! `tests/common/mod.rs`; so does the baseline, for fairness. The memory
 //! section runs idle nodes as child processes (this binary again, with
 //! `TCPNET_BENCH_CHILD` set) inside that namespace; a child checks it is in
-//! the parent's private namespace before it does anything. Nothing here
+//! the parent's private namespace before it does anything; the measured
+//! node's peers are tcpnet nodes in child processes of their own. Nothing here
 //! asserts on wall time: figures are printed, never checked.
 //!
 //! The baseline is what a performance-minded application would write on
@@ -70,6 +71,10 @@ use memory::*;
 use report::*;
 use secret::*;
 use throughput::*;
+
+/// Counts the heap in use in the memory section's child processes.
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 use std::fmt::Write as _;
 use std::future::Future;

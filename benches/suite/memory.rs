@@ -1,13 +1,90 @@
 //! Section 5: memory and CPU of an idle node, in child processes.
+//!
+//! The node measured is a child process of its own; its peers are tcpnet
+//! nodes in other child processes ([`PEERS_PER_PROCESS`] each), so that no
+//! process holds more sockets than its file limit allows and the peers'
+//! heartbeats come from many processes at once, as on a LAN.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicIsize};
 
 use crate::*;
+
+/// Most peers of the measured node in one child process.
+pub(crate) const PEERS_PER_PROCESS: usize = 16;
+/// Set in a child of kind `peers`: how many nodes it runs.
+const PEERS_ENV: &str = "TCPNET_BENCH_PEERS";
+/// A command the measured node's child runs under (a profiler), given in
+/// the parent's environment: `TCPNET_BENCH_WRAP="heaptrack -o FILE"`.
+const WRAP_ENV: &str = "TCPNET_BENCH_WRAP";
+
+/// The system allocator, counting the bytes and blocks in use once
+/// [`count_heap`] has been called (in the memory section's children only:
+/// elsewhere it adds one relaxed load per allocation).
+pub(crate) struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static HEAP_BYTES: AtomicIsize = AtomicIsize::new(0);
+static HEAP_BLOCKS: AtomicIsize = AtomicIsize::new(0);
+
+fn counted(bytes: isize, blocks: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        HEAP_BYTES.fetch_add(bytes, Ordering::Relaxed);
+        HEAP_BLOCKS.fetch_add(blocks, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            counted(layout.size() as isize, 1);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            counted(layout.size() as isize, 1);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        counted(-(layout.size() as isize), -1);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            counted(new_size as isize - layout.size() as isize, 0);
+        }
+        p
+    }
+}
+
+/// Starts counting heap bytes and blocks (what was allocated before is
+/// not counted, so only differences mean anything).
+fn count_heap() {
+    COUNTING.store(true, Ordering::Relaxed);
+}
 
 /// A figure reported by an idle child process.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stat {
     pub(crate) rss_kib: f64,
+    /// The anonymous part of it (heap and stacks; not the binary's pages).
+    pub(crate) anon_kib: f64,
     pub(crate) cpu_ns: f64,
     pub(crate) links: usize,
+    /// Open file descriptors.
+    pub(crate) fds: f64,
+    /// Heap bytes and blocks in use (counted from the child's start).
+    pub(crate) heap_bytes: f64,
+    pub(crate) heap_blocks: f64,
 }
 
 /// An idle node in a child process: this binary again, with `CHILD_ENV` set.
@@ -21,13 +98,29 @@ pub(crate) struct ChildNode {
 impl ChildNode {
     /// Starts one; call from the namespace's thread, so the child is in it.
     pub(crate) fn spawn(kind: &str, cluster: &str) -> ChildNode {
+        Self::spawn_with(kind, cluster, &[])
+    }
+
+    /// Starts one with more environment.
+    fn spawn_with(kind: &str, cluster: &str, env: &[(&str, String)]) -> ChildNode {
         let exe = std::env::current_exe().expect("current exe");
-        let mut child = Command::new(exe)
+        // A profiler for the measured node, e.g. `heaptrack -o FILE`.
+        let wrap = std::env::var(WRAP_ENV).ok().filter(|_| kind == "tcpnet");
+        let mut command = match wrap.as_deref().map(str::split_whitespace) {
+            Some(mut words) => {
+                let mut c = Command::new(words.next().expect("a command to wrap in"));
+                c.args(words).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .env(CHILD_ENV, kind)
             .env(CLUSTER_ENV, cluster)
             .env(NETNS_ENV, netns_id("/proc/thread-self/ns/net"))
             // The process's main thread never leaves the host's namespace.
             .env(HOST_NETNS_ENV, netns_id("/proc/self/ns/net"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -35,7 +128,11 @@ impl ChildNode {
         let stdin = child.stdin.take().expect("stdin");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        stdout.read_line(&mut line).expect("child ready");
+        // A profiler wrapped around the child may say things first.
+        while {
+            line.clear();
+            stdout.read_line(&mut line).expect("child ready") > 0 && !line.starts_with("ready ")
+        } {}
         let port = line
             .strip_prefix("ready ")
             .and_then(|p| p.trim().parse().ok())
@@ -48,22 +145,36 @@ impl ChildNode {
         }
     }
 
+    /// Starts a child running `n` tcpnet nodes of `cluster`, the measured
+    /// node's peers.
+    fn spawn_peers(cluster: &str, n: usize) -> ChildNode {
+        Self::spawn_with("peers", cluster, &[(PEERS_ENV, n.to_string())])
+    }
+
     pub(crate) fn stat(&mut self) -> Stat {
         writeln!(self.stdin, "stat").expect("ask child");
         let mut line = String::new();
         self.stdout.read_line(&mut line).expect("child stat");
         let f: Vec<&str> = line.split_whitespace().collect();
+        let num = |s: &str| {
+            s.parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad stat: {line:?}"))
+        };
         match f.as_slice() {
-            ["stat", rss, cpu, links] => Stat {
-                rss_kib: rss.parse().expect("rss"),
-                cpu_ns: cpu.parse().expect("cpu"),
+            ["stat", rss, anon, cpu, links, fds, bytes, blocks] => Stat {
+                rss_kib: num(rss),
+                anon_kib: num(anon),
+                cpu_ns: num(cpu),
                 links: links.parse().expect("links"),
+                fds: num(fds),
+                heap_bytes: num(bytes),
+                heap_blocks: num(blocks),
             },
             _ => panic!("bad stat line from child: {line:?}"),
         }
     }
 
-    /// Polls until the child holds `n` links.
+    /// Polls until the child holds `n` links (its nodes in all).
     pub(crate) fn wait_links(&mut self, n: usize) -> Stat {
         let deadline = Instant::now() + MESH_DEADLINE;
         loop {
@@ -87,22 +198,9 @@ impl ChildNode {
     }
 }
 
-/// How long a mesh of idle nodes may take to form: a mesh of 128 in one
-/// process takes well over the tests' deadline on a loaded 2-core machine.
+/// How long a mesh of idle nodes may take to form: a mesh of 128 on a
+/// loaded 2-core machine takes well over the tests' deadline.
 const MESH_DEADLINE: Duration = Duration::from_secs(300);
-
-/// Waits until each of `peers` holds `links` links (the child among them).
-async fn wait_mesh(peers: &[Service], links: usize) {
-    let deadline = Instant::now() + MESH_DEADLINE;
-    while !peers.iter().all(|p| p.connections().len() == links) {
-        assert!(
-            Instant::now() < deadline,
-            "no mesh of {} within {MESH_DEADLINE:?}",
-            links + 1
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 pub(crate) fn netns_id(path: &str) -> String {
     std::fs::read_link(path)
@@ -114,6 +212,50 @@ pub(crate) fn netns_id(path: &str) -> String {
 pub(crate) fn memory(cfg: &Config) -> (Vec<Row>, String) {
     let cfg = cfg.clone();
     in_netns(move |rt| memory_in_netns(rt, &cfg))
+}
+
+/// What one idle window saw of both children.
+struct Window {
+    t0: Option<Stat>,
+    t1: Option<Stat>,
+    b0: Option<Stat>,
+    b1: Option<Stat>,
+    idle: Duration,
+}
+
+impl Window {
+    /// Settles, then watches both children's CPU clocks over `idle`.
+    fn watch(
+        t: &mut Option<ChildNode>,
+        b: &mut Option<ChildNode>,
+        settle: Duration,
+        idle: Duration,
+    ) -> Window {
+        std::thread::sleep(settle);
+        let t0 = t.as_mut().map(ChildNode::stat);
+        let b0 = b.as_mut().map(ChildNode::stat);
+        std::thread::sleep(idle);
+        Window {
+            t0,
+            b0,
+            t1: t.as_mut().map(ChildNode::stat),
+            b1: b.as_mut().map(ChildNode::stat),
+            idle,
+        }
+    }
+
+    /// Percent of a core over the window: tcpnet's, the baseline's.
+    fn cpu(&self) -> (Option<f64>, Option<f64>) {
+        let cpu = |s0: Option<Stat>, s1: Option<Stat>| {
+            Some((s1?.cpu_ns - s0?.cpu_ns) / self.idle.as_nanos() as f64 * 100.0)
+        };
+        (cpu(self.t0, self.t1), cpu(self.b0, self.b1))
+    }
+
+    /// A figure at the window's end: tcpnet's, the baseline's.
+    fn end(&self, f: impl Fn(&Stat) -> f64) -> (Option<f64>, Option<f64>) {
+        (self.t1.as_ref().map(&f), self.b1.as_ref().map(&f))
+    }
 }
 
 /// Measures two idle children side by side (tcpnet, baseline): alone, then
@@ -131,41 +273,30 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
         .baseline()
         .then(|| ChildNode::spawn("baseline", CLUSTER));
 
-    // Alone: settle, then watch the CPU clock over the idle window.
-    let window = |t: &mut Option<ChildNode>, b: &mut Option<ChildNode>| {
-        std::thread::sleep(settle);
-        let t0 = t.as_mut().map(ChildNode::stat);
-        let b0 = b.as_mut().map(ChildNode::stat);
-        std::thread::sleep(idle);
-        let t1 = t.as_mut().map(ChildNode::stat);
-        let b1 = b.as_mut().map(ChildNode::stat);
-        let cpu = |s0: Option<Stat>, s1: Option<Stat>| {
-            Some((s1?.cpu_ns - s0?.cpu_ns) / idle.as_nanos() as f64 * 100.0)
-        };
-        let rss = |s: Option<Stat>| s.map(|s| s.rss_kib);
-        (rss(t1), rss(b1), cpu(t0, t1), cpu(b0, b1))
-    };
     eprintln!("  memory: idle alone for {settle:?} + {idle:?}");
-    let (t_rss0, b_rss0, t_cpu0, b_cpu0) = window(&mut t, &mut b);
+    let alone = Window::watch(&mut t, &mut b, settle, idle);
 
-    // Linked: 63 tcpnet nodes of this process join the child's cluster (a
-    // mesh of 64), then 64 more (a mesh of 128); as many plain connections
-    // go to the baseline child.
-    let mut peers: Vec<Service> = Vec::new();
+    // Linked: tcpnet nodes in child processes of their own join the
+    // measured child's cluster, 63 of them (a mesh of 64), then 64 more (a
+    // mesh of 128); as many plain connections go to the baseline child.
+    let mut peers: Vec<(ChildNode, usize)> = Vec::new();
     let mut plain_links = Vec::new();
     let mut linked = Vec::new();
     let steps = cfg.idle_links.clone().unwrap_or(IDLE_PEERS.to_vec());
     for &links in &steps {
         eprintln!("  memory: linking {links} peers to each child");
         if t.is_some() {
-            rt.block_on(async {
-                let more = new_nodes(CLUSTER, links - peers.len(), cfg.variant);
-                listen_all(&more).await;
-                peers.extend(more);
-                wait_mesh(&peers, links).await;
-            });
+            let mut more = links.saturating_sub(peers.iter().map(|(_, n)| n).sum());
+            while more > 0 {
+                let n = more.min(PEERS_PER_PROCESS);
+                peers.push((ChildNode::spawn_peers(CLUSTER, n), n));
+                more -= n;
+            }
             if let Some(t) = t.as_mut() {
                 t.wait_links(links);
+            }
+            for (p, n) in &mut peers {
+                p.wait_links(*n * links);
             }
         }
         if let Some(b) = b.as_mut() {
@@ -182,21 +313,25 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
             b.wait_links(links);
         }
         eprintln!("  memory: idle with {links} links for {settle:?} + {idle:?}");
-        linked.push((links, window(&mut t, &mut b)));
+        linked.push((links, Window::watch(&mut t, &mut b, settle, idle)));
     }
 
     // Still linked to all at the end?
     let t_links = t.as_mut().map(|c| c.stat().links);
     let b_links = b.as_mut().map(|c| c.stat().links);
-    for c in [t, b].into_iter().flatten() {
+    let processes = peers.len();
+    for c in [t, b]
+        .into_iter()
+        .flatten()
+        .chain(peers.into_iter().map(|(p, _)| p))
+    {
         c.quit();
     }
     drop(plain_links);
-    rt.block_on(common::close_all(&peers));
 
     let mib = |k: Option<f64>| k.map(|k| k / 1024.0);
     let idle_text = format!("{} s", idle.as_secs());
-    let row = |measure: String, param: String, unit, tcpnet, baseline, target, setup| Row {
+    let row = |measure: String, param: String, unit, (tcpnet, baseline), target, setup| Row {
         section: "5. memory",
         measure,
         param,
@@ -208,13 +343,16 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
         setup,
         samples: Samples::default(),
     };
+    let rss = |w: &Window| w.end(|s| s.rss_kib);
     let mut rows = vec![
         row(
             "RSS of an idle node, no links".into(),
             "rss0".into(),
             "MiB",
-            mib(t_rss0),
-            mib(b_rss0),
+            {
+                let (t, b) = rss(&alone);
+                (mib(t), mib(b))
+            },
             Some(Target::Below(10.0)),
             format!(
                 "child process, VmRSS after {} s + {idle_text}",
@@ -225,20 +363,25 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
             "CPU of an idle node, no links".into(),
             "cpu0".into(),
             "% of a core",
-            t_cpu0,
-            b_cpu0,
+            alone.cpu(),
             Some(Target::Below(0.1)),
             format!("process CPU clock over {idle_text}"),
         ),
     ];
-    for (links, (t_rss, b_rss, t_cpu, b_cpu)) in linked {
-        let per_link = |a: Option<f64>, z: Option<f64>| Some((z? - a?) / links as f64);
+    for (links, w) in &linked {
+        let links = *links;
+        let per_link = |f: fn(&Stat) -> f64, scale: f64| {
+            let (t0, b0) = alone.end(f);
+            let (t1, b1) = w.end(f);
+            let d = |a: Option<f64>, z: Option<f64>| Some((z? - a?) / scale / links as f64);
+            (d(t0, t1), d(b0, b1))
+        };
+        let (t, b) = rss(w);
         rows.push(row(
             format!("RSS of an idle node, {links} links"),
             format!("rss{links}"),
             "MiB",
-            mib(t_rss),
-            mib(b_rss),
+            (mib(t), mib(b)),
             None,
             format!("the same child, mesh of {}", links + 1),
         ));
@@ -246,17 +389,47 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
             format!("RSS growth per idle link, {links} links"),
             format!("per-link{links}"),
             "KiB",
-            per_link(t_rss0, t_rss),
-            per_link(b_rss0, b_rss),
+            per_link(|s| s.rss_kib, 1.0),
             Some(Target::AtMost(16.0)),
             format!("(RSS with {links} links − RSS alone) / {links}"),
+        ));
+        rows.push(row(
+            format!("anonymous RSS growth per idle link, {links} links"),
+            format!("anon-per-link{links}"),
+            "KiB",
+            per_link(|s| s.anon_kib, 1.0),
+            None,
+            "the same with RssAnon: without pages of the binary read in".into(),
+        ));
+        rows.push(row(
+            format!("heap growth per idle link, {links} links"),
+            format!("heap-per-link{links}"),
+            "KiB",
+            per_link(|s| s.heap_bytes, 1024.0),
+            None,
+            format!("bytes allocated and not freed, (with {links} links − alone) / {links}"),
+        ));
+        rows.push(row(
+            format!("heap blocks per idle link, {links} links"),
+            format!("blocks-per-link{links}"),
+            "blocks",
+            per_link(|s| s.heap_blocks, 1.0),
+            None,
+            "allocations not freed, the same way".into(),
+        ));
+        rows.push(row(
+            format!("open files of an idle node, {links} links"),
+            format!("fds{links}"),
+            "files",
+            w.end(|s| s.fds),
+            None,
+            "entries of /proc/self/fd".into(),
         ));
         rows.push(row(
             format!("CPU of an idle node, {links} links"),
             format!("cpu{links}"),
             "% of a core",
-            t_cpu,
-            b_cpu,
+            w.cpu(),
             Some(Target::AtMost(0.1)),
             format!("process CPU clock over {idle_text}"),
         ));
@@ -266,11 +439,14 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
          runtime of {WORKERS} workers, listening on {LISTEN_ADDR}; tcpnet's is one `Service`, the \
          baseline's accepts plain connections, each read by a task of the careful baseline \
          (whose buffers are taken on first use: an idle connection holds none). Both run at \
-         once; each settles {} s, then RSS (VmRSS) is read and the CPU clock \
-         (`CLOCK_PROCESS_CPUTIME_ID`) is watched for {idle_text}. Then tcpnet nodes in the \
-         parent join tcpnet's child ({:?} of them in all, in steps: meshes of {:?} nodes) and \
-         as many plain connections reach the baseline's; the same again at each step. Links \
-         held at the end: tcpnet {}, baseline {}.",
+         once; each settles {} s, then RSS (VmRSS), open files and the heap (bytes and blocks \
+         allocated and not freed, counted by the child's global allocator) are read and the \
+         CPU clock (`CLOCK_PROCESS_CPUTIME_ID`) is watched for {idle_text}. Then tcpnet nodes \
+         in {processes} child processes of at most {PEERS_PER_PROCESS} nodes each (every one \
+         a real tcpnet node with default settings) join tcpnet's child ({:?} of them in all, \
+         in steps: meshes of {:?} nodes) and as many plain connections from the parent reach \
+         the baseline's; the same again at each step. Links held at the end: tcpnet {}, \
+         baseline {}.",
         settle.as_secs(),
         steps,
         steps.iter().map(|p| p + 1).collect::<Vec<_>>(),
@@ -280,10 +456,13 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
     (rows, note)
 }
 
-/// An idle node in a child process, in the parent's private namespace.
-/// Answers `stat` on stdin with `stat <VmRSS KiB> <CPU ns> <links>`; ends on
-/// `quit` or end of input.
+/// An idle child process, in the parent's private namespace: the measured
+/// node (`tcpnet`), the baseline's (`baseline`), or the measured node's
+/// peers (`peers`, [`PEERS_ENV`] of them). Answers `stat` on stdin with
+/// `stat <VmRSS KiB> <RssAnon KiB> <CPU ns> <links> <open files> <heap
+/// bytes> <heap blocks>`; ends on `quit` or end of input.
 pub(crate) fn child_main(kind: &str) {
+    count_heap();
     // Never run outside the parent's private namespace (which holds only lo).
     let expected = std::env::var(NETNS_ENV).unwrap_or_default();
     let actual = netns_id("/proc/self/ns/net");
@@ -304,14 +483,28 @@ pub(crate) fn child_main(kind: &str) {
     rt.block_on(async {
         let (quit_tx, quit_rx) = tokio::sync::oneshot::channel::<()>();
         match kind {
-            "tcpnet" => {
+            "tcpnet" | "peers" => {
                 let cluster = std::env::var(CLUSTER_ENV).expect("cluster");
-                let s = Service::new(node_settings(&cluster, Variant::Plain)).expect("settings");
-                let addr = s.listen(0, LISTEN_ADDR).await.expect("listen");
-                let node = s.clone();
-                serve_stats(addr.port, move || node.connections().len(), quit_tx);
+                let n = match kind {
+                    "peers" => std::env::var(PEERS_ENV)
+                        .ok()
+                        .and_then(|n| n.parse().ok())
+                        .expect("peers child needs a count"),
+                    _ => 1,
+                };
+                let nodes = new_nodes(&cluster, n, Variant::Plain);
+                let listening =
+                    futures::future::join_all(nodes.iter().map(|s| s.listen(0, LISTEN_ADDR))).await;
+                let ports: Vec<u16> = listening
+                    .into_iter()
+                    .map(|a| a.expect("listen").port)
+                    .collect();
+                let port = ports[0];
+                let all = nodes.clone();
+                let links = move || all.iter().map(|s| s.connections().len()).sum();
+                serve_stats(port, links, quit_tx);
                 let _ = quit_rx.await;
-                s.close().await;
+                common::close_all(&nodes).await;
             }
             "baseline" => {
                 let l = TcpListener::bind((LISTEN_ADDR, 0)).await.expect("bind");
@@ -352,12 +545,23 @@ pub(crate) fn serve_stats(
             match line.as_deref().map(str::trim) {
                 Ok("stat") => {
                     let status = std::fs::read_to_string("/proc/self/status").expect("status");
-                    let rss = status
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.split_whitespace().next())
-                        .expect("VmRSS");
-                    println!("stat {rss} {} {}", process_cpu_ns(), links());
+                    let field = |name: &str| {
+                        status
+                            .lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .and_then(|v| v.split_whitespace().next())
+                            .unwrap_or_else(|| panic!("{name} in /proc/self/status"))
+                            .to_string()
+                    };
+                    let (rss, anon) = (field("VmRSS:"), field("RssAnon:"));
+                    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+                    println!(
+                        "stat {rss} {anon} {} {} {fds} {} {}",
+                        process_cpu_ns(),
+                        links(),
+                        HEAP_BYTES.load(Ordering::Relaxed),
+                        HEAP_BLOCKS.load(Ordering::Relaxed),
+                    );
                 }
                 _ => break,
             }

@@ -91,7 +91,8 @@ pub(crate) fn fmt_value(v: f64, unit: &str) -> String {
         "% of a core" => format!("{v:.3} %"),
         "cores" => format!("{v:.2} cores"),
         "s" => format!("{v:.1} s"),
-        "timeouts" | "warnings" => format!("{v:.0} {unit}"),
+        "timeouts" | "warnings" | "files" => format!("{v:.0} {unit}"),
+        "blocks" => format!("{v:.1} {unit}"),
         _ => format!("{v} {unit}"),
     }
 }

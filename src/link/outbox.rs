@@ -202,6 +202,18 @@ impl Store for Outbox {
     fn closed(&mut self) {
         self.socket = None;
     }
+
+    /// Frees the encoding buffer's allocation: after a cut it still holds
+    /// the room left past the frames cut (a few KiB after a large batch),
+    /// and keeps the whole allocation alive with it.
+    fn trim(&mut self) {
+        if self.tail.is_empty() {
+            self.tail = BytesMut::new();
+        }
+        if self.segs.is_empty() {
+            self.segs = VecDeque::new();
+        }
+    }
 }
 
 impl OutTx {

@@ -55,6 +55,9 @@ pub(crate) trait Store: Default {
     fn put(&mut self, item: Self::Item, idle: bool) -> bool;
     /// The queue is closed: nothing more will be put.
     fn closed(&mut self) {}
+    /// Nothing is queued and the queue has been quiet for a while: memory
+    /// kept for the next items may go.
+    fn trim(&mut self) {}
 }
 
 impl<T: Weighed> Store for VecDeque<T> {
@@ -174,6 +177,15 @@ impl<S: Store> Sender<S> {
     pub(crate) fn inspect<R>(&self, f: impl FnOnce(&S, usize, usize) -> R) -> R {
         let s = self.inner.lock();
         f(&s.store, s.len, s.bytes)
+    }
+
+    /// Lets the store free what it keeps for the next items, if nothing is
+    /// queued (see [`Store::trim`]).
+    pub(crate) fn trim(&self) {
+        let mut s = self.inner.lock();
+        if s.len == 0 {
+            s.store.trim();
+        }
     }
 
     /// Queues `item` if there is room.

@@ -41,7 +41,7 @@ use crate::link::writer::FrameWriter;
 use crate::link::{Event, Links, Owner};
 use crate::stats::Queued;
 use crate::sync::lock;
-use crate::wire::decoder::{FrameDecoder, Pool};
+use crate::wire::decoder::{FrameDecoder, Pool, IDLE_ROOM};
 use crate::wire::frame::{self, CodecError, Frame, FrameCodec};
 use crate::wire::secure::{Opener, Sealer};
 
@@ -146,7 +146,9 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
             turn: &turn,
             progress: &progress,
         },
-        FramedRead::new(rd, opener),
+        // In the clear, small until a read comes full (see
+        // `crate::wire::decoder`); sealed records have a buffer of their own.
+        FramedRead::with_capacity(rd, opener, if sealed { 8 * 1024 } else { IDLE_ROOM }),
         &in_tx,
         ReadState::new(awaiting_verdict, sealed),
     );

@@ -280,6 +280,10 @@ impl Watch {
             return queued;
         }
         c.quiet = c.quiet.saturating_add(1);
+        if c.quiet == 1 {
+            // Nothing sent for a tick: the send queue's buffer may go.
+            self.out.trim();
+        }
         // Something sent at an unknown time since the tick before it was
         // seen may be a tick older than the count says.
         let due = if c.beat_was_last {

@@ -26,7 +26,8 @@
 //! one system call brings about a thousand 64 B frames rather than a hundred
 //! and twenty, and the reader wakes the consumer that much less often; once
 //! reads come small again (a round trip, heartbeats), it goes back to the
-//! 8 KiB of a quiet link.
+//! [`IDLE_ROOM`] of an idle link, which a read that comes full makes 8 KiB
+//! again. So an idle link holds 256 bytes to read into, not 8 KiB.
 
 use std::sync::{Arc, Mutex};
 
@@ -53,8 +54,12 @@ const POOL_BUFFERS: usize = 128;
 pub(crate) const READ_ROOM: usize = 64 * 1024;
 /// ... which it does when what one read brought is at least this much.
 const STREAMING: usize = 4 * 1024;
-/// A quiet link's read buffer (what tokio-util's `FramedRead` starts with).
+/// A busy link's read buffer (what tokio-util's `FramedRead` starts with)
+/// ...
 const QUIET_ROOM: usize = 8 * 1024;
+/// ... and an idle one's (a link in the clear starts with it): room for a
+/// heartbeat and a few small frames.
+pub(crate) const IDLE_ROOM: usize = 256;
 
 /// Payload buffers the user has dropped, for the next large frames.
 #[derive(Default)]
@@ -123,6 +128,9 @@ pub(crate) struct FrameDecoder {
     /// Bytes of small frames decoded since the decoder last asked for
     /// more: what the last read brought, about.
     streak: usize,
+    /// The room the read buffer had for the next read when the decoder
+    /// last asked for more.
+    room: usize,
 }
 
 struct OwnFrame {
@@ -140,6 +148,7 @@ impl FrameDecoder {
             own: None,
             pool,
             streak: 0,
+            room: 0,
         }
     }
 }
@@ -185,6 +194,7 @@ impl FrameDecoder {
     /// Sizes the read buffer for the next read (see the module docs).
     fn make_room(&mut self, src: &mut BytesMut) {
         let brought = std::mem::take(&mut self.streak) + src.len();
+        let room = std::mem::take(&mut self.room);
         let spare = src.capacity() - src.len();
         if brought >= STREAMING {
             if spare < READ_ROOM / 4 {
@@ -192,10 +202,19 @@ impl FrameDecoder {
                 // fresh buffer, with the start of a frame moved there.
                 src.reserve(READ_ROOM.saturating_sub(src.len()));
             }
-        } else if brought < STREAMING / 8 && src.is_empty() && src.capacity() > 2 * QUIET_ROOM {
-            // Quiet again: let the large buffer go.
-            *src = BytesMut::with_capacity(QUIET_ROOM);
+        } else if room > 0 && brought >= room && src.capacity() < QUIET_ROOM {
+            // An idle link's small buffer came full: more may be waiting.
+            src.reserve(QUIET_ROOM - src.len());
+        } else if brought < STREAMING / 8 && src.is_empty() && src.capacity() > 2 * IDLE_ROOM {
+            // Quiet again: let the larger buffer go.
+            *src = BytesMut::with_capacity(IDLE_ROOM);
+        } else if src.is_empty() && src.capacity() < IDLE_ROOM / 2 {
+            // Back to the start of the buffer (in place once the frames cut
+            // from it are gone): the next read is not cut short by where
+            // the last frame ended.
+            src.reserve(IDLE_ROOM);
         }
+        self.room = src.capacity() - src.len();
     }
 }
 
@@ -452,6 +471,45 @@ mod tests {
         buf.extend_from_slice(&encoded(&[frame(3, 0)]));
         assert_eq!(reader.decode(&mut buf).unwrap(), Some(frame(3, 0)));
         assert_eq!(reader.decode(&mut buf).unwrap(), None);
-        assert_eq!(buf.capacity(), QUIET_ROOM);
+        assert_eq!(buf.capacity(), IDLE_ROOM);
+    }
+
+    /// Reads `wire` as `FramedRead` does, into whatever room the buffer
+    /// has (reserving 1 first), decoding after each read; the frames are
+    /// dropped at once. Returns the frames and the reads.
+    fn read_in_room(d: &mut FrameDecoder, buf: &mut BytesMut, mut wire: &[u8]) -> (usize, usize) {
+        let (mut frames, mut reads) = (0, 0);
+        while !wire.is_empty() {
+            buf.reserve(1);
+            let n = wire.len().min(buf.capacity() - buf.len());
+            buf.extend_from_slice(&wire[..n]);
+            wire = &wire[n..];
+            reads += 1;
+            while d.decode(buf).unwrap().is_some() {
+                frames += 1;
+            }
+        }
+        (frames, reads)
+    }
+
+    /// Heartbeats alone keep an idle link's read buffer at `IDLE_ROOM`, one
+    /// read each; a read that comes full makes it `QUIET_ROOM` at once and
+    /// a stream `READ_ROOM`; small reads after it let it go.
+    #[test]
+    fn an_idle_links_read_buffer_stays_small() {
+        let mut d = FrameDecoder::new(1 << 20, Arc::default());
+        let mut buf = BytesMut::with_capacity(IDLE_ROOM);
+        let beat = encoded(&[frame(20, 0)]);
+        for _ in 0..100 {
+            assert_eq!(read_in_room(&mut d, &mut buf, &beat), (1, 1));
+            assert!(buf.capacity() <= IDLE_ROOM, "{}", buf.capacity());
+        }
+        let burst = encoded(&(0..2000).map(|i| frame(60, i as u8)).collect::<Vec<_>>());
+        let (frames, reads) = read_in_room(&mut d, &mut buf, &burst);
+        assert_eq!(frames, 2000);
+        // 256 B, 8 KiB, then reads of up to 64 KiB.
+        assert!(reads <= 4, "{reads} reads for {} bytes", burst.len());
+        assert_eq!(read_in_room(&mut d, &mut buf, &beat), (1, 1));
+        assert_eq!(buf.capacity(), IDLE_ROOM);
     }
 }
