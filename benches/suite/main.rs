@@ -240,9 +240,9 @@ pub(crate) fn main() {
     if sections(Section::Mass) {
         notes.push(
             "mass start: N processes of `examples/demo.rs` (one node each, default settings, \
-             each writing to every peer once a second) launched one after another as fast as \
-             the harness can, in one fresh namespace; the clock starts before the first launch \
-             and stops when each has said (a `links N` line, `TCPNET_LINKS=1`) that it holds \
+             each writing to every peer once a second) launched one after another in one fresh \
+             namespace, each held at a gate (a `sh` that execs the demo once it reads a line) \
+             until all wait; the clock starts as the gate opens and stops when each has said (a `links N` line, `TCPNET_LINKS=1`) that it holds \
              N - 1 links; timeouts are the processes' own log lines (`no hello within`, `no \
              verdict within`, `nothing heard from the peer`); peak CPU is the processes' \
              user + system time over the busiest 0.5 s, in cores (the machine has 2)"
