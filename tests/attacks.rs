@@ -877,18 +877,25 @@ async fn spoof_at_a_tarpit(keys: &[Identity]) -> (tokio::task::JoinHandle<()>, u
     (spoofing, trap_port)
 }
 
+/// A and B, open, linked, with the identities the test holds (to announce
+/// records in their names).
+async fn linked_with_keys() -> (Vec<Identity>, Service, Service) {
+    let keys = identities(2);
+    let (a, b) = tokio::join!(
+        start(settings(None).identity(keys[0].clone())),
+        start(settings(None).identity(keys[1].clone()))
+    );
+    full_mesh(&[a.clone(), b.clone()]).await;
+    (keys, a, b)
+}
+
 /// Records for A's and B's ids, announced from a second responder while A
 /// and B are linked, point at a tarpit (accepts, says nothing). When their
 /// link breaks, A and B must link again at once.
 #[test]
 fn a_spoofed_record_at_a_tarpit_does_not_keep_nodes_apart() {
     netns(|| async {
-        let keys = identities(2);
-        let (a, b) = tokio::join!(
-            start(settings(None).identity(keys[0].clone())),
-            start(settings(None).identity(keys[1].clone()))
-        );
-        full_mesh(&[a.clone(), b.clone()]).await;
+        let (keys, a, b) = linked_with_keys().await;
         let watcher = foreign_daemon();
         let seen = watcher.browse(SERVICE_TYPE).expect("browse");
         let (spoofing, trap_port) = spoof_at_a_tarpit(&keys).await;
@@ -953,12 +960,7 @@ async fn next_about(
 #[test]
 fn a_forged_goodbye_changes_nothing() {
     netns(|| async {
-        let keys = identities(2);
-        let (a, b) = tokio::join!(
-            start(settings(None).identity(keys[0].clone())),
-            start(settings(None).identity(keys[1].clone()))
-        );
-        full_mesh(&[a.clone(), b.clone()]).await;
+        let (keys, a, b) = linked_with_keys().await;
         let b_name = format!("{}.{SERVICE_TYPE}", b.id());
         let watcher = foreign_daemon();
         let seen = watcher.browse(SERVICE_TYPE).expect("browse");
