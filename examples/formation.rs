@@ -32,6 +32,10 @@ mod mass;
 use std::time::{Duration, Instant};
 
 fn main() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("--processes") {
         args.next();

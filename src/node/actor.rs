@@ -80,11 +80,11 @@ pub(crate) async fn actor(
             Command::Retry { .. } | Command::Link(Event::Closed { .. })
         );
         let actions = match cmd {
-            Command::Discovered { peer, addrs } => {
+            Command::Discovered { peer, addrs, heard } => {
                 for a in &addrs {
                     node.know(a.ip());
                 }
-                mesh.discovered(peer, addrs)
+                mesh.discovered(peer, addrs, heard)
             }
             Command::Lost { peer } => mesh.lost(&peer),
             Command::DialEnded { target, end } => mesh.dial_ended(&target, end),
@@ -267,8 +267,12 @@ fn apply(
             tracing::debug!(?target, failures, ?delay, "redial scheduled");
             retry_after(node, target, generation, delay);
         }
-        Action::Yield { target, generation } => {
-            let delay = jitter(mesh::FOLLOWER_GRACE);
+        Action::Yield {
+            target,
+            generation,
+            grace,
+        } => {
+            let delay = jitter(grace);
             tracing::debug!(?target, ?delay, "waiting for the decider's dial");
             retry_after(node, target, generation, delay);
         }

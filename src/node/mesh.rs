@@ -67,8 +67,31 @@ use crate::wire::verdict::{decides, Verdict};
 /// A link that lived this long resets its peer's failure count.
 pub(crate) const STABLE: Duration = Duration::from_secs(10);
 /// How long the end that does not decide a pair waits for the decider's
-/// dial before it dials a newly discovered peer itself (before jitter).
+/// dial before it dials a newly discovered peer itself (before jitter),
+/// when the decider has heard this node's announcement.
 pub(crate) const FOLLOWER_GRACE: Duration = Duration::from_millis(500);
+/// The same wait when the decider may not have heard this node's
+/// announcement ([`Heard::AfterOurs`]): long enough for a dial the decider
+/// made at once to arrive, short enough not to matter when it made none.
+pub(crate) const SHORT_GRACE: Duration = Duration::from_millis(10);
+
+/// When this node first heard a peer's mDNS record, against its own
+/// announcement.
+///
+/// A responder does not multicast a record again within a second of the
+/// last time (RFC 6762, section 6), so a node whose mDNS daemon starts just
+/// after another's announcement gets no answer to its query until that
+/// announcement's repeat, a second later. Of two nodes starting together,
+/// the one that heard the other announce *after* announcing itself cannot
+/// count on having been heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heard {
+    /// Before this node's announcement went out: the peer was browsing
+    /// already (it browses before it announces), so it heard ours.
+    BeforeOurs,
+    /// After it: the peer may have started after our announcement.
+    AfterOurs,
+}
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -120,9 +143,14 @@ pub(crate) enum Action {
         failures: u32,
         generation: u64,
     },
-    /// Wait [`FOLLOWER_GRACE`], jittered, then call [`Mesh::retry`] with
-    /// `generation`: the pair's decider is expected to dial first.
-    Yield { target: Target, generation: u64 },
+    /// Wait `grace` ([`FOLLOWER_GRACE`] or [`SHORT_GRACE`]), jittered, then
+    /// call [`Mesh::retry`] with `generation`: the pair's decider is
+    /// expected to dial first.
+    Yield {
+        target: Target,
+        generation: u64,
+        grace: Duration,
+    },
     /// Ask mDNS whether the peer's record is still answered.
     Verify { peer: NodeId },
     /// Send the verdict on the link (the link then opens or closes).
@@ -359,8 +387,16 @@ impl Mesh {
 
     /// mDNS resolved (or re-resolved) a peer. Dials it unless a link to it is
     /// open or pending, or a dial is under way. A peer waiting out a backoff
-    /// is dialed at once only if its addresses changed.
-    pub(crate) fn discovered(&mut self, peer: NodeId, addrs: Vec<SocketAddr>) -> Vec<Action> {
+    /// is dialed at once only if its addresses changed. A peer seen for the
+    /// first time that decides the pair is given time to dial first: the
+    /// full [`FOLLOWER_GRACE`] if it heard of us, [`SHORT_GRACE`] if it may
+    /// not have.
+    pub(crate) fn discovered(
+        &mut self,
+        peer: NodeId,
+        addrs: Vec<SocketAddr>,
+        heard: Heard,
+    ) -> Vec<Action> {
         if peer == self.me || addrs.is_empty() {
             return vec![];
         }
@@ -385,7 +421,15 @@ impl Mesh {
             d.generation += 1;
             let generation = d.generation;
             let target = Target::Peer(peer);
-            return vec![Action::Yield { target, generation }];
+            let grace = match heard {
+                Heard::BeforeOurs => FOLLOWER_GRACE,
+                Heard::AfterOurs => SHORT_GRACE,
+            };
+            return vec![Action::Yield {
+                target,
+                generation,
+                grace,
+            }];
         }
         self.maybe_dial(Target::Peer(peer))
     }
@@ -427,7 +471,12 @@ impl Mesh {
                 d.generation += 1;
                 let generation = d.generation;
                 let target = target.clone();
-                actions.push(Action::Yield { target, generation });
+                let grace = FOLLOWER_GRACE;
+                actions.push(Action::Yield {
+                    target,
+                    generation,
+                    grace,
+                });
             }
             DialEnd::Refused | DialEnd::Failed => {
                 d.failures = d.failures.saturating_add(1);
@@ -806,7 +855,37 @@ mod tests {
     #[test]
     fn never_links_to_itself() {
         let mut m = Mesh::new(id("0a"));
-        assert!(m.discovered(id("0a"), addr()).is_empty());
+        assert!(m.discovered(id("0a"), addr(), Heard::BeforeOurs).is_empty());
+    }
+
+    /// The decider of a pair dials a peer at once, however it heard of it;
+    /// the other end waits for that dial: the full grace when the decider
+    /// was browsing before our announcement, a short one when it may have
+    /// started after it and not heard of us yet. The wait ends in a dial.
+    #[test]
+    fn the_follower_waits_long_only_for_a_decider_that_heard_it() {
+        for heard in [Heard::BeforeOurs, Heard::AfterOurs] {
+            let mut decider = Mesh::new(id("01"));
+            let dials = decider.discovered(id("02"), addr(), heard);
+            assert!(matches!(&dials[..], [Action::Dial { .. }]), "{dials:?}");
+
+            let mut follower = Mesh::new(id("02"));
+            let (generation, grace) = match &follower.discovered(id("01"), addr(), heard)[..] {
+                [Action::Yield {
+                    generation, grace, ..
+                }] => (*generation, *grace),
+                other => panic!("{other:?}"),
+            };
+            let expected = match heard {
+                Heard::BeforeOurs => FOLLOWER_GRACE,
+                Heard::AfterOurs => SHORT_GRACE,
+            };
+            assert_eq!(grace, expected);
+            // Heard again while waiting: still waiting, no dial.
+            assert!(follower.discovered(id("01"), addr(), heard).is_empty());
+            let redial = follower.retry(Target::Peer(id("01")), generation);
+            assert!(matches!(&redial[..], [Action::Dial { .. }]), "{redial:?}");
+        }
     }
 
     /// A moot dial (the peer's own dial reached us first) is looked at
@@ -817,7 +896,7 @@ mod tests {
         let mut m = Mesh::new(id("01"));
         let peer = Target::Peer(id("02"));
         let dial = |a: &[Action]| matches!(a, [Action::Dial { .. }]);
-        assert!(dial(&m.discovered(id("02"), addr())));
+        assert!(dial(&m.discovered(id("02"), addr(), Heard::BeforeOurs)));
         let yielded = |a: Vec<Action>| match &a[..] {
             [Action::Yield { generation, .. }] => *generation,
             other => panic!("{other:?}"),
@@ -842,9 +921,9 @@ mod tests {
             (linked, s.pending, s.unreached)
         };
         assert_eq!(settle(&m), (vec![], 0, 0));
-        m.discovered(id("02"), addr());
-        m.discovered(id("03"), addr());
-        m.discovered(id("06"), addr());
+        m.discovered(id("02"), addr(), Heard::BeforeOurs);
+        m.discovered(id("03"), addr(), Heard::BeforeOurs);
+        m.discovered(id("06"), addr(), Heard::BeforeOurs);
         let stat: SocketAddr = "10.99.0.9:4".parse().unwrap();
         m.add_static(stat);
         assert_eq!(settle(&m), (vec![], 4, 0));
@@ -885,18 +964,18 @@ mod tests {
     fn discovery_dials_once() {
         let mut m = Mesh::new(id("0a"));
         assert!(matches!(
-            m.discovered(id("0b"), addr())[..],
+            m.discovered(id("0b"), addr(), Heard::BeforeOurs)[..],
             [Action::Dial { .. }]
         ));
         // A re-announcement (say, with an IPv6 address) while dialing.
-        assert!(m.discovered(id("0b"), addr()).is_empty());
+        assert!(m.discovered(id("0b"), addr(), Heard::BeforeOurs).is_empty());
         m.dial_ended(
             &Target::Peer(id("0b")),
             DialEnd::Linked(id("0b"), addr()[0]),
         );
         m.handshaken(1, id("0b"), 7);
         assert!(
-            m.discovered(id("0b"), addr()).is_empty(),
+            m.discovered(id("0b"), addr(), Heard::BeforeOurs).is_empty(),
             "linked peers are not redialed"
         );
     }
@@ -933,7 +1012,7 @@ mod tests {
     #[test]
     fn dial_racing_accept() {
         let mut ma = Mesh::new(id("01"));
-        ma.discovered(id("02"), addr());
+        ma.discovered(id("02"), addr(), Heard::BeforeOurs);
         let acts = ma.handshaken(5, id("02"), 9); // the peer's dial arrived first
         assert_eq!(opened(&acts), vec![5]);
         let acts = ma.handshaken(6, id("02"), 9); // then our dial completes
@@ -1162,7 +1241,7 @@ mod tests {
         let (me, peer) = (id("01"), id("02"));
         let addr: SocketAddr = "10.99.0.2:4000".parse().unwrap();
         let mut m = Mesh::new(me);
-        m.discovered(peer.clone(), vec![addr]);
+        m.discovered(peer.clone(), vec![addr], Heard::BeforeOurs);
         m.dial_ended(
             &Target::Peer(peer.clone()),
             DialEnd::Linked(peer.clone(), addr),
@@ -1178,7 +1257,9 @@ mod tests {
         );
         // Its close dials nothing, nor does a new record.
         assert!(m.closed(1, Redial::Soon, true).is_empty());
-        assert!(m.discovered(peer.clone(), vec![addr]).is_empty());
+        assert!(m
+            .discovered(peer.clone(), vec![addr], Heard::BeforeOurs)
+            .is_empty());
         // A link it opens is rejected (this node decides the pair).
         assert_eq!(
             m.handshaken(2, peer.clone(), 7),
@@ -1255,7 +1336,7 @@ mod tests {
         let mut m = Mesh::new(me);
         let t = Target::Peer(p.clone());
         assert!(matches!(
-            m.discovered(p.clone(), addr())[..],
+            m.discovered(p.clone(), addr(), Heard::BeforeOurs)[..],
             [Action::Dial { .. }]
         ));
         let acts = m.dial_ended(&t, DialEnd::Failed);
@@ -1264,7 +1345,9 @@ mod tests {
         assert_eq!(f, 1);
         // While waiting, a re-announcement with the same addresses does not
         // dial early; the due retry does.
-        assert!(m.discovered(p.clone(), addr()).is_empty());
+        assert!(m
+            .discovered(p.clone(), addr(), Heard::BeforeOurs)
+            .is_empty());
         assert!(matches!(m.retry(t.clone(), g)[..], [Action::Dial { .. }]));
         let acts = m.dial_ended(&t, DialEnd::Refused);
         assert!(acts.contains(&Action::Verify { peer: p.clone() }));
@@ -1274,7 +1357,7 @@ mod tests {
         assert!(m.retry(t.clone(), g).is_empty());
         let other: Vec<SocketAddr> = vec!["127.0.0.1:2".parse().unwrap()];
         assert!(matches!(
-            m.discovered(p.clone(), other)[..],
+            m.discovered(p.clone(), other, Heard::BeforeOurs)[..],
             [Action::Dial { .. }]
         ));
         assert!(m.retry(t.clone(), g2).is_empty(), "superseded by the dial");
@@ -1286,7 +1369,7 @@ mod tests {
         let (me, p) = (id("01"), id("02"));
         let mut m = Mesh::new(me);
         let t = Target::Peer(p.clone());
-        m.discovered(p.clone(), addr());
+        m.discovered(p.clone(), addr(), Heard::BeforeOurs);
         assert!(m.lost(&p).is_empty());
         assert!(m.dial_ended(&t, DialEnd::Refused).is_empty());
         assert_eq!(m.peer_count(), 0);
@@ -1294,7 +1377,7 @@ mod tests {
 
     /// `p` is discovered, dialed, and linked by `link` (incarnation 5).
     fn discovered_and_linked(m: &mut Mesh, p: &NodeId, link: LinkId) {
-        m.discovered(p.clone(), addr());
+        m.discovered(p.clone(), addr(), Heard::BeforeOurs);
         m.dial_ended(
             &Target::Peer(p.clone()),
             DialEnd::Linked(p.clone(), addr()[0]),
@@ -1317,7 +1400,7 @@ mod tests {
         assert_eq!(m.peer_count(), 1);
         assert!(m.advertised().is_empty());
         // The record answers: a spoofed goodbye. The broken link is redialed.
-        m.discovered(p.clone(), addr());
+        m.discovered(p.clone(), addr(), Heard::BeforeOurs);
         assert_eq!(m.advertised(), vec![p.clone()]);
         let (_, generation) = dial_later_of(&m.closed(1, Redial::Soon, true)).unwrap();
         assert!(matches!(
@@ -1400,14 +1483,18 @@ mod tests {
             let mut m = Mesh::new(me.clone());
             let t = Target::Peer(p.clone());
             if dialed {
-                m.discovered(p.clone(), vec![good]);
+                m.discovered(p.clone(), vec![good], Heard::BeforeOurs);
                 m.dial_ended(&t, DialEnd::Linked(p.clone(), good));
                 m.handshaken(1, p.clone(), 5);
             } else {
                 m.handshaken(1, p.clone(), 5);
                 m.proven_at(&p, good);
             }
-            assert!(m.discovered(p.clone(), vec![trap]).is_empty(), "linked");
+            assert!(
+                m.discovered(p.clone(), vec![trap], Heard::BeforeOurs)
+                    .is_empty(),
+                "linked"
+            );
             let (_, g) = dial_later_of(&m.closed(1, Redial::Soon, true)).unwrap();
             match &m.retry(t, g)[..] {
                 [Action::Dial { addrs, .. }] => assert_eq!(addrs, &vec![good, trap]),
@@ -1420,11 +1507,11 @@ mod tests {
     fn peer_table_is_capped() {
         let mut m = Mesh::new(id("0000"));
         for i in 1..=MAX_PEERS {
-            m.discovered(id(&format!("{i:04x}")), addr());
+            m.discovered(id(&format!("{i:04x}")), addr(), Heard::BeforeOurs);
         }
         let extra = id(&format!("{:04x}", MAX_PEERS + 1));
         assert_eq!(
-            m.discovered(extra.clone(), addr()),
+            m.discovered(extra.clone(), addr(), Heard::BeforeOurs),
             vec![Action::TooManyPeers { peer: extra }]
         );
         assert_eq!(m.peer_count(), MAX_PEERS);

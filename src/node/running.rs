@@ -16,7 +16,7 @@ use crate::node::caps::Caps;
 use crate::node::events::Hub;
 use crate::node::gate::{Gate, Known};
 use crate::node::members::Members;
-use crate::node::mesh::{DialEnd, Settle, Target};
+use crate::node::mesh::{DialEnd, Heard, Settle, Target};
 use crate::node::settings::Settings;
 use crate::sync::lock;
 use crate::wire::hello::Hello;
@@ -32,6 +32,7 @@ pub(crate) enum Command {
     Discovered {
         peer: NodeId,
         addrs: Vec<SocketAddr>,
+        heard: Heard,
     },
     Lost {
         peer: NodeId,

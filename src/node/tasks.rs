@@ -18,7 +18,7 @@ use crate::node::actor::actor;
 use crate::node::caps::Over;
 use crate::node::discovery::{self, Discovery, Record};
 use crate::node::gate::Ticket;
-use crate::node::mesh::{DialEnd, Target};
+use crate::node::mesh::{DialEnd, Heard, Target};
 use crate::node::running::{Command, Node};
 use crate::stats::Failure;
 
@@ -96,14 +96,28 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
+/// Hands resolved records to the actor, each with whether it was heard
+/// before this node's own announcement went out ([`Heard`]). The daemon
+/// reports our own record as it hears our announcement, in order with the
+/// others; and the loop starts once the announcement is out, so whatever
+/// comes after the queue was first seen empty is later too.
 async fn browse_loop(node: Arc<Node>, browse: mdns_sd::Receiver<mdns_sd::ServiceEvent>) {
     use mdns_sd::ServiceEvent;
+    let mut heard = Heard::BeforeOurs;
     loop {
+        if browse.is_empty() {
+            heard = Heard::AfterOurs;
+        }
         let event = tokio::select! {
             _ = node.cancel().cancelled() => return,
             e = browse.recv_async() => match e { Ok(e) => e, Err(_) => return },
         };
         match event {
+            ServiceEvent::ServiceResolved(rec)
+                if discovery::instance_id(&rec.fullname).ok().as_ref() == Some(node.id()) =>
+            {
+                heard = Heard::AfterOurs;
+            }
             ServiceEvent::ServiceResolved(rec) => {
                 match discovery::parse_record(&rec, &node.links.config.hello.cluster, node.id()) {
                     Ok(Record::Peer(peer, addrs, bad_meta)) => {
@@ -117,7 +131,7 @@ async fn browse_loop(node: Arc<Node>, browse: mdns_sd::Receiver<mdns_sd::Service
                                 error,
                             });
                         }
-                        node.send(Command::Discovered { peer, addrs });
+                        node.send(Command::Discovered { peer, addrs, heard });
                     }
                     Ok(Record::NotOurs) => {}
                     Err(e) => node.error(e),
