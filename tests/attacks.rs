@@ -787,6 +787,8 @@ fn strangers_from_many_prefixes_cannot_starve_a_known_peer() {
         full_mesh(&[a.clone(), b.clone()]).await;
         let up = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        // The holders' loops end with the test, even one that fails.
+        let _stop = StopOnDrop(stop.clone());
         let holders = 300usize;
         for node in [&a, &b] {
             for i in 0..holders {
