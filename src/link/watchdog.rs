@@ -128,6 +128,16 @@ fn next_tick(tick: Duration) -> Instant {
     now + Duration::from_nanos(to_next as u64)
 }
 
+/// The number of the multiple of `tick` on the system clock nearest now.
+fn tick_number(tick: Duration) -> u128 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let tick_ns = tick.as_nanos().max(1);
+    (since_epoch + tick_ns / 2) / tick_ns
+}
+
 /// The ticker's task: a tick at a time, visits every watched link.
 async fn tick(state: Weak<Mutex<Watched>>, tick: Duration, timeout: Duration, beat_every: u32) {
     let mut due = next_tick(tick);
@@ -156,9 +166,12 @@ async fn tick(state: Weak<Mutex<Watched>>, tick: Duration, timeout: Duration, be
             }
             live
         };
+        // Every `beat_every`-th tick of the system clock: the same ticks on
+        // every node whose clock agrees.
+        let beat_tick = tick_number(tick) % u128::from(beat_every) == 0;
         let done: Vec<usize> = links
             .iter()
-            .filter(|w| !w.visit(lateness, timeout, beat_every))
+            .filter(|w| !w.visit(lateness, timeout, beat_every, beat_tick))
             .map(|w| Arc::as_ptr(w) as usize)
             .collect();
         if !done.is_empty() {
@@ -230,9 +243,16 @@ struct Count {
 
 impl Watch {
     /// The ticker's visit, a tick after the last, its timer `lateness`
-    /// late. False once the link needs watching no more.
-    fn visit(&self, lateness: Duration, timeout: Duration, beat_every: u32) -> bool {
-        let queued = self.beat(beat_every);
+    /// late; `beat_tick`: a tick on which idle links beat (see
+    /// [`beat`](Self::beat)). False once the link needs watching no more.
+    fn visit(
+        &self,
+        lateness: Duration,
+        timeout: Duration,
+        beat_every: u32,
+        beat_tick: bool,
+    ) -> bool {
+        let queued = self.beat(beat_every, beat_tick);
         let waiting = queued || self.writing.load(Ordering::Relaxed);
         let written = self.written.load(Ordering::Relaxed);
         let mut c = lock(&self.count);
@@ -268,9 +288,19 @@ impl Watch {
     }
 
     /// Sends a heartbeat if the link would otherwise have sent nothing for
-    /// longer than `beat_every` ticks by the next tick. True if frames are
-    /// queued (they go before any heartbeat).
-    fn beat(&self, beat_every: u32) -> bool {
+    /// longer than `beat_every` ticks by the next tick, or, on a
+    /// `beat_tick`, if it has sent nothing for half that. True if frames
+    /// are queued (they go before any heartbeat).
+    ///
+    /// The second rule puts idle links in step: a link whose last frame was
+    /// a heartbeat, or that has sent nothing for half an interval, beats on
+    /// the next beat tick (early, once), and from then on on every beat
+    /// tick, one interval apart; a link that sends something at least every
+    /// half interval gets no heartbeat. So a node's idle links beat on the same ticks, and,
+    /// the beat ticks being the same on every node whose clock agrees, so
+    /// do its peers': heartbeats leave together and arrive together, and
+    /// wake a node about once an interval, not once a tick.
+    fn beat(&self, beat_every: u32, beat_tick: bool) -> bool {
         let (sent, queued) = self.out.inspect(|o, len, _| (o.sent, len > 0));
         let mut c = lock(&self.count);
         if sent != c.sent_seen {
@@ -290,7 +320,7 @@ impl Watch {
             c.quiet >= beat_every
         } else {
             c.quiet + 1 >= beat_every
-        };
+        } || (beat_tick && (c.beat_was_last || c.quiet >= (beat_every / 2).max(1)));
         if !due {
             return queued;
         }
@@ -346,12 +376,62 @@ impl Watch {
 mod tests {
     use super::*;
     use crate::link::connection::tests::handles;
+    use crate::link::outbox::OutRx;
     use bytes::Bytes;
     use std::collections::VecDeque;
     use std::task::Context;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    /// Takes what the ticker queued: true if it was a heartbeat (a 5-byte
+    /// header and its stamps), false if nothing.
+    fn beat_taken(out_rx: &mut OutRx, cx: &mut Context<'_>, segs: &mut VecDeque<Bytes>) -> bool {
+        segs.clear();
+        match out_rx.poll_take_all(cx, segs) {
+            std::task::Poll::Ready(n) => {
+                assert_eq!(n, 1);
+                assert_eq!(segs[0][4], frame::HEARTBEAT);
+                true
+            }
+            std::task::Poll::Pending => false,
+        }
+    }
+
+    /// On beat ticks (every 4th here) an idle link falls in step: its
+    /// first heartbeat comes by the interval, the next on the beat tick
+    /// after it, then one on each beat tick; a link that sends every tick
+    /// gets none; one quiet for half an interval beats on the next beat
+    /// tick.
+    #[tokio::test]
+    async fn idle_links_fall_in_step_on_the_beat_ticks() {
+        let (conn, _in_tx, mut out_rx) = handles();
+        let ticker = Ticker::new(ms(3000), ms(1000));
+        let out = conn.sender_queue().clone();
+        let w = ticker.watch(Arc::default(), conn.link().clone(), out);
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut segs = VecDeque::new();
+        // Tick `n`, a message sent (and taken to be written) first if
+        // `send`: true if a heartbeat went out.
+        let mut tick = |n: usize, send: bool| {
+            if send {
+                conn.sender_queue()
+                    .try_send(Frame::data(Bytes::from_static(b"x")))
+                    .unwrap();
+                assert!(out_rx.poll_take_all(&mut cx, &mut segs).is_ready());
+            }
+            // The peer is heard from on every tick: the link stays up.
+            w.received.fetch_add(1, Ordering::Relaxed);
+            assert!(w.visit(Duration::ZERO, ms(3000), 4, n % 4 == 0));
+            beat_taken(&mut out_rx, &mut cx, &mut segs)
+        };
+        let beats: Vec<usize> = (1..=12).filter(|&n| tick(n, false)).collect();
+        assert_eq!(beats, [3, 4, 8, 12]);
+        assert!((13..=20).all(|n| !tick(n, true)), "a busy link beats");
+        assert!(!tick(21, false) && !tick(22, true) && !tick(23, false));
+        let beats: Vec<usize> = (24..=32).filter(|&n| tick(n, false)).collect();
+        assert_eq!(beats, [24, 28, 32]);
     }
 
     /// With a 1 s interval and a 3 s timeout the ticker ticks every 250 ms:
@@ -368,19 +448,10 @@ mod tests {
         let w = ticker.watch(Arc::default(), conn.link().clone(), out);
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         let mut segs = VecDeque::new();
-        // One tick: true if a heartbeat (a 5-byte header and its stamps)
-        // went out, nothing else being sent.
+        // One tick: true if a heartbeat went out, nothing else being sent.
         let mut tick = || {
-            assert!(w.visit(Duration::ZERO, ms(3000), 4));
-            segs.clear();
-            match out_rx.poll_take_all(&mut cx, &mut segs) {
-                std::task::Poll::Ready(n) => {
-                    assert_eq!(n, 1);
-                    assert_eq!(segs[0][4], frame::HEARTBEAT);
-                    true
-                }
-                std::task::Poll::Pending => false,
-            }
+            assert!(w.visit(Duration::ZERO, ms(3000), 4, false));
+            beat_taken(&mut out_rx, &mut cx, &mut segs)
         };
         // Nothing seen sent yet (as after something sent): 3 ticks.
         let beats: Vec<bool> = (0..11).map(|_| tick()).collect();
@@ -391,7 +462,7 @@ mod tests {
             conn.sender_queue()
                 .try_send(Frame::data(Bytes::from_static(b"x")))
                 .unwrap();
-            w.visit(Duration::ZERO, ms(3000), 4);
+            w.visit(Duration::ZERO, ms(3000), 4, false);
             segs.clear();
             assert_eq!(
                 out_rx.poll_take_all(&mut cx, &mut segs),
