@@ -43,6 +43,7 @@ pub(crate) mod patience;
 pub(crate) mod queue;
 pub(crate) mod read;
 pub(crate) mod run;
+pub(crate) mod socket;
 pub(crate) mod stall;
 pub(crate) mod timing;
 pub(crate) mod watchdog;

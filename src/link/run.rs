@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -36,6 +35,7 @@ use crate::link::outbox::{OutRx, OutTx, Turn};
 use crate::link::patience::patient_timeout;
 use crate::link::queue;
 use crate::link::read::{Effect, ReadState};
+use crate::link::socket::Shared;
 use crate::link::watchdog::{Silence, Watch};
 use crate::link::writer::FrameWriter;
 use crate::link::{Event, Links, Owner};
@@ -101,18 +101,14 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
         accepted: _accepted,
     } = link;
     // Senders may write small frames to a link in the clear themselves
-    // (see `crate::outbox`), through a second handle on the socket; it is
-    // given up when the send queue closes, as the link ends.
+    // (see `crate::outbox`), through a handle on the socket that they give
+    // up when the send queue closes, as the link ends.
     let turn = Arc::new(Turn::default());
-    #[cfg(unix)]
+    let socket = Shared::new(stream);
     if keys.is_none() {
-        use std::os::fd::AsFd;
-        if let Ok(fd) = stream.as_fd().try_clone_to_owned() {
-            let socket = std::net::TcpStream::from(fd);
-            out_rx.with_store(|o| o.write_at_once(socket, turn.clone()));
-        }
+        out_rx.with_store(|o| o.write_at_once(socket.clone(), turn.clone()));
     }
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = (socket.clone(), socket);
     let cfg = &links.config;
     let max = cfg.max_frame_len;
     let pool = Arc::new(Pool::default());
@@ -221,7 +217,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
 
 /// A read half that counts the bytes it reads.
 struct Counted {
-    inner: OwnedReadHalf,
+    inner: Shared,
     bytes: Arc<AtomicU64>,
     silence: Arc<Silence>,
 }

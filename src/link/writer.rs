@@ -18,14 +18,14 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::Encoder;
 
+use crate::link::socket::Shared;
 use crate::wire::frame::{self, CodecError, Frame};
 use crate::wire::secure::{Sealer, MAX_PLAIN};
 
 pub(crate) struct FrameWriter {
-    wr: OwnedWriteHalf,
+    wr: Shared,
     sealer: Sealer,
     /// Small frames and headers (or sealed records) not yet moved to `segs`.
     buf: BytesMut,
@@ -38,7 +38,7 @@ pub(crate) struct FrameWriter {
 
 impl FrameWriter {
     /// `written` counts the bytes handed to the kernel (the link's progress).
-    pub(crate) fn new(wr: OwnedWriteHalf, sealer: Sealer, written: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(wr: Shared, sealer: Sealer, written: Arc<AtomicU64>) -> Self {
         FrameWriter {
             wr,
             sealer,
@@ -175,7 +175,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (_, wr) = client.unwrap().into_split();
+        let wr = Shared::new(client.unwrap());
         let mut server = server.unwrap().0;
         let codec = FrameCodec { max: 1 << 20 };
         let mut w = FrameWriter::new(wr, Sealer::Plain(codec.clone()), Default::default());
