@@ -149,6 +149,7 @@ mod wire;
 pub use error::{CallError, CloseReason, Error, ErrorKind, MetaError, Result};
 pub use id::NodeId;
 pub use identity::{Identity, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+pub use link::batch::Batch;
 pub use link::connection::{Connection, Sender};
 pub use link::open::LinkEvent;
 pub use messaging::rpc::{Request, Requests};

@@ -64,6 +64,71 @@ fn sink_stream_split_and_cloned_senders() {
     });
 }
 
+/// Messages fed to a batch, sent with `send` between hand-overs, dropped
+/// with a batch, and one of the batch's too large for its buffer, arrive
+/// in the order they were handed over, each whole; a batch errs as `send`
+/// does, on a message too large and once the link has closed.
+#[test]
+fn a_batch_hands_its_messages_over_in_order_with_the_other_handles() {
+    netns(|| async {
+        let (a, b, ab, mut ba) = linked_pair(|| Settings::new("c").max_frame_len(100_000)).await;
+        let msg = |i: u32| {
+            let len = [0, 1, 60, 1000, 20_000][i as usize % 5];
+            let mut m = vec![(i % 251) as u8; len.max(4)];
+            m[..4].copy_from_slice(&i.to_be_bytes());
+            m
+        };
+        // Read as it comes: the link pushes back on a sender that fills it.
+        let reader = tokio::spawn(async move {
+            let got: Vec<_> = ba.by_ref().take(3009).collect().await;
+            (got, ba)
+        });
+        let mut batch = ab.sender().batch();
+        let mut want = Vec::new();
+        let mut i = 0u32;
+        // Enough to fill the batch's buffer several times over.
+        while i < 2999 {
+            if i % 700 == 699 {
+                batch.flush().await.unwrap();
+                ab.send(msg(i)).await.unwrap();
+            } else {
+                batch.feed(&msg(i)).await.unwrap();
+            }
+            want.push(msg(i));
+            i += 1;
+        }
+        assert!(matches!(
+            batch.feed(&[0u8; 100_001]).await,
+            Err(Error::FrameTooLarge {
+                len: 100_001,
+                max: 100_000
+            })
+        ));
+        assert!(!batch.is_empty());
+        // Dropped with messages in it: they are handed over.
+        drop(batch);
+        let mut batch = ab.batch();
+        for i in 0..10u32 {
+            batch.feed(&i.to_le_bytes()).await.unwrap();
+            want.push(i.to_le_bytes().to_vec());
+        }
+        assert_eq!(batch.len(), 10);
+        batch.flush().await.unwrap();
+        assert!(batch.is_empty());
+        let (got, ba) = within("the batched messages", reader).await.unwrap();
+        assert_eq!(got.len(), want.len());
+        for (k, (m, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(m[..], w[..], "message {k}");
+        }
+        drop(ba);
+        ab.close();
+        within("closed", ab.closed()).await;
+        batch.feed(b"late").await.unwrap();
+        assert!(matches!(batch.flush().await, Err(Error::Closed)));
+        close_all(&[a, b]).await;
+    });
+}
+
 #[test]
 fn oversize_frames_are_refused_on_send_and_close_the_link_on_receive() {
     netns(|| async {

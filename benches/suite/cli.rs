@@ -56,6 +56,8 @@ pub(crate) const BENCH_KEY: &str = "benchmark-suite-cluster-secret-0123456789";
 pub(crate) enum Side {
     Both,
     Tcpnet,
+    /// tcpnet sending through a `Batch` (throughput only).
+    Batch,
     Baseline,
     Naive,
 }
@@ -63,6 +65,10 @@ pub(crate) enum Side {
 impl Side {
     pub(crate) fn tcpnet(self) -> bool {
         matches!(self, Side::Both | Side::Tcpnet)
+    }
+    /// tcpnet's throughput through a `Batch` too.
+    pub(crate) fn batch(self) -> bool {
+        matches!(self, Side::Both | Side::Batch)
     }
     /// The careful baseline, which every ratio is taken against.
     pub(crate) fn baseline(self) -> bool {
@@ -74,7 +80,7 @@ impl Side {
             Side::Both => vec![Plain::Careful, Plain::Naive],
             Side::Baseline => vec![Plain::Careful],
             Side::Naive => vec![Plain::Naive],
-            Side::Tcpnet => vec![],
+            Side::Tcpnet | Side::Batch => vec![],
         }
     }
 }
@@ -102,7 +108,7 @@ pub(crate) struct Config {
 
 pub(crate) const USAGE: &str =
     "usage: cargo bench --bench suite -- [--quick] [--only SECTION,..] [--out DIR] \
-[--side tcpnet|baseline|naive] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] \
+[--side tcpnet|batch|baseline|naive] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] \
 [--idle-links 63,127] [--nodes 2,8,16,32,64] [--procs 32,64,128] [--secret]
 sections: throughput, latency, fanout, formation, memory, secret, mass
 (mass needs the demo example built alongside: `cargo build --release --example demo`)";
@@ -156,10 +162,11 @@ impl Config {
                 "--side" => {
                     cfg.side = match it.next().as_deref() {
                         Some("tcpnet") => Side::Tcpnet,
+                        Some("batch") => Side::Batch,
                         Some("baseline") => Side::Baseline,
                         Some("naive") => Side::Naive,
                         Some("both") => Side::Both,
-                        _ => die("--side needs tcpnet, baseline, naive or both"),
+                        _ => die("--side needs tcpnet, batch, baseline, naive or both"),
                     }
                 }
                 "--sizes" => {

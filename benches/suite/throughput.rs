@@ -2,6 +2,9 @@
 
 use crate::*;
 
+/// Sizes measured through a `Batch` too.
+const BATCHED_UNDER: usize = 16 * 1024;
+
 pub(crate) fn throughput_count(size: usize, quick: bool) -> usize {
     let full = match size {
         s if s <= 64 => 1_000_000,
@@ -24,7 +27,7 @@ pub(crate) fn throughput(cfg: &Config) -> Vec<Row> {
 pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
     let runs = cfg.runs.unwrap_or(if cfg.quick { 1 } else { 5 });
     let mut pair = None;
-    if cfg.side.tcpnet() {
+    if cfg.side.tcpnet() || cfg.side.batch() {
         let nodes = meshed_nodes("bench-throughput", 2, cfg.variant).await;
         let (tx, rx) = (link_to(&nodes[0], &nodes[1]), link_to(&nodes[1], &nodes[0]));
         pair = Some((nodes, tx.sender(), tx, Some(rx)));
@@ -44,11 +47,15 @@ pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
             .unwrap_or_else(|| throughput_count(size, cfg.quick));
         let payload = Bytes::from(vec![0xa5u8; size]);
         let mut t_secs = Vec::new();
+        // Through a `Batch`: small messages only (a larger one is copied
+        // into a buffer of its own, where `send` takes it as it is).
+        let batched = cfg.side.batch() && size < BATCHED_UNDER;
+        let mut tb_secs = Vec::new();
         let mut p_secs = vec![Vec::new(); plain.len()];
         // Runs alternate between the sides, so a change in the machine's
         // load falls on all of them.
         for run in 0..runs {
-            if let Some((_, tx, _, rx_slot)) = pair.as_mut() {
+            if let (true, Some((_, tx, _, rx_slot))) = (cfg.side.tcpnet(), pair.as_mut()) {
                 let rx = rx_slot.take().expect("rx");
                 let recv = tokio::spawn(tcpnet_receive(rx, n, size));
                 let t0 = Instant::now();
@@ -61,6 +68,21 @@ pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
                 within("tcpnet throughput", send).await.expect("sender");
                 *rx_slot = Some(within("tcpnet throughput", recv).await.expect("receiver"));
                 t_secs.push(t0.elapsed().as_secs_f64());
+            }
+            if let (true, Some((_, tx, _, rx_slot))) = (batched, pair.as_mut()) {
+                let rx = rx_slot.take().expect("rx");
+                let recv = tokio::spawn(tcpnet_receive(rx, n, size));
+                let t0 = Instant::now();
+                let (mut batch, p) = (tx.batch(), payload.clone());
+                let send = tokio::spawn(async move {
+                    for _ in 0..n {
+                        batch.feed(&p).await.expect("feed");
+                    }
+                    batch.flush().await.expect("flush");
+                });
+                within("tcpnet throughput", send).await.expect("sender");
+                *rx_slot = Some(within("tcpnet throughput", recv).await.expect("receiver"));
+                tb_secs.push(t0.elapsed().as_secs_f64());
             }
             for ((_, w_slot, r_slot), secs) in plain.iter_mut().zip(&mut p_secs) {
                 let (mut w, r) = (w_slot.take().expect("w"), r_slot.take().expect("r"));
@@ -79,10 +101,11 @@ pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
                 secs.push(t0.elapsed().as_secs_f64());
             }
             eprintln!(
-                "  throughput {} run {}/{runs}: tcpnet {} {}",
+                "  throughput {} run {}/{runs}: tcpnet {} batched {} {}",
                 size_name(size),
                 run + 1,
                 last_run(&t_secs),
+                last_run(&tb_secs),
                 last_runs(&kinds, &p_secs),
             );
         }
@@ -123,6 +146,26 @@ pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
                     tcpnet: per_run(&t_secs, scale),
                     baseline: per_run(&b_secs, scale),
                     naive: per_run(&n_secs, scale),
+                },
+            });
+        }
+        if batched {
+            // Only in messages a second, so the chart's MB/s lines stay
+            // `send`'s.
+            rows.push(Row {
+                section: "1. throughput",
+                measure: format!("{} messages/s, through a Batch", size_name(size)),
+                param: format!("{size} batched"),
+                unit: "msg/s",
+                tcpnet: rate(&tb_secs),
+                baseline: b,
+                naive: nv,
+                target: Some(Target::RatioAtLeast(ratio)),
+                setup: format!("{setup}; tcpnet sends with `Batch::feed`, one `flush` at the end"),
+                samples: Samples {
+                    tcpnet: per_run(&tb_secs, 1.0),
+                    baseline: per_run(&b_secs, 1.0),
+                    naive: per_run(&n_secs, 1.0),
                 },
             });
         }

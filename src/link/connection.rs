@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::error::{CloseReason, Error, Result};
 use crate::id::NodeId;
+use crate::link::batch::Batch;
 use crate::link::counters::LinkCounters;
 use crate::link::outbox::OutTx;
 use crate::link::queue;
@@ -173,7 +174,9 @@ pub(crate) enum LinkState {
 ///   one gives back what it took, and wakes the handles waiting for it;
 ///   every waiting handle sees the end): read a link from one task.
 /// - Write with [`send`](Self::send), with a cloneable [`Sender`] from
-///   [`sender`](Self::sender), or through the [`Sink`] implementation.
+///   [`sender`](Self::sender), through the [`Sink`] implementation, or,
+///   for bursts of small messages, with a [`Batch`] from
+///   [`batch`](Self::batch).
 ///   `send` waits while the link's send queue is full (backpressure), and
 ///   fails with [`Error::Closed`] once the link has closed.
 /// - [`closed`](Self::closed) resolves with the [`CloseReason`].
@@ -280,6 +283,12 @@ impl Connection {
     /// A cheap, cloneable handle that sends on this link.
     pub fn sender(&self) -> Sender {
         self.sender.clone()
+    }
+
+    /// A handle that sends many messages on this link for the price of a
+    /// copy each (see [`Batch`]).
+    pub fn batch(&self) -> Batch {
+        self.sender.batch()
     }
 
     /// Closes the link: queued messages are flushed first, then the socket is
@@ -448,7 +457,7 @@ impl<T: Into<Bytes>> Sink<T> for Connection {
 
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<()> {
         let data = item.into();
-        check_len(&self.link, &data)?;
+        check_len(&self.link, data.len())?;
         if !self.link.is_up() {
             return Err(Error::Closed);
         }
@@ -501,7 +510,7 @@ impl Sender {
     /// [`Error::Closed`].
     pub async fn send(&self, data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();
-        check_len(&self.link, &data)?;
+        check_len(&self.link, data.len())?;
         self.send_frame(Frame::data(data)).await
     }
 
@@ -521,16 +530,23 @@ impl Sender {
         }
     }
 
+    /// A handle that sends many messages on this link for the price of a
+    /// copy each (see [`Batch`]).
+    pub fn batch(&self) -> Batch {
+        Batch::new(self.link.clone(), self.tx.clone())
+    }
+
     /// The peer this sender writes to.
     pub fn peer_id(&self) -> &NodeId {
         &self.link.peer
     }
 }
 
-fn check_len(link: &Link, data: &Bytes) -> Result<()> {
-    if data.len() > link.max_frame_len {
+/// A message of `len` bytes may be sent on `link`.
+pub(crate) fn check_len(link: &Link, len: usize) -> Result<()> {
+    if len > link.max_frame_len {
         return Err(Error::FrameTooLarge {
-            len: data.len(),
+            len,
             max: link.max_frame_len,
         });
     }

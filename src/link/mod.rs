@@ -34,6 +34,7 @@ use crate::wire::verdict::Verdict;
 
 pub(crate) mod accepting;
 pub(crate) mod aside;
+pub(crate) mod batch;
 pub(crate) mod connection;
 pub(crate) mod counters;
 pub(crate) mod handshake;

@@ -10,7 +10,8 @@
 //! waiting for room, `close`, the end once every sender is gone) but cost
 //! less per item, which matters at millions of small frames a second: a push
 //! is one uncontended lock, the receiving task is woken only when it was
-//! waiting for an empty queue, and it takes many items under one lock
+//! waiting for an empty queue, senders waiting for room only once it is
+//! down to half its bounds, and the receiver takes many items under one lock
 //! (tokio's channel does several atomic operations per item each way, and
 //! wakes the receiver on every send).
 //!
@@ -31,6 +32,11 @@ pub(crate) use tokio::sync::mpsc::error::TrySendError;
 /// What an item weighs against the queue's byte bound.
 pub(crate) trait Weighed {
     fn weight(&self) -> usize;
+    /// How many items it counts as against the queue's bound: more than
+    /// one for a run of frames already encoded (see [`Runs`]).
+    fn items(&self) -> usize {
+        1
+    }
 }
 
 impl Weighed for bytes::Bytes {
@@ -58,6 +64,14 @@ pub(crate) trait Store: Default {
     /// Nothing is queued and the queue has been quiet for a while: memory
     /// kept for the next items may go.
     fn trim(&mut self) {}
+}
+
+/// A store that also takes runs of items already encoded, each counted as
+/// the items it holds (see [`crate::link::batch`]).
+pub(crate) trait Runs: Store {
+    type Run: Weighed;
+    /// As [`Store::put`], for a run.
+    fn put_run(&mut self, run: Self::Run, idle: bool) -> bool;
 }
 
 impl<T: Weighed> Store for VecDeque<T> {
@@ -134,11 +148,11 @@ struct State<S> {
 }
 
 impl<S> State<S> {
-    /// Room for an item of `weight` bytes: within both bounds, or the
-    /// queue is empty.
-    fn fits(&self, weight: usize) -> bool {
+    /// Room for `items` items of `weight` bytes in all: within both
+    /// bounds, or the queue is empty.
+    fn fits(&self, items: usize, weight: usize) -> bool {
         self.len == 0
-            || self.len < self.cap
+            || self.len + items <= self.cap
                 && self.bytes + weight <= self.max_bytes
                 && self.node.as_ref().is_none_or(|n| n.has_room(weight))
     }
@@ -190,11 +204,20 @@ impl<S: Store> Sender<S> {
 
     /// Queues `item` if there is room.
     pub(crate) fn try_send(&self, item: S::Item) -> Result<(), TrySendError<S::Item>> {
+        self.try_put(item, put)
+    }
+
+    /// Lets `put` queue `item` if there is room for it.
+    fn try_put<T: Weighed>(
+        &self,
+        item: T,
+        put: impl FnOnce(MutexGuard<'_, State<S>>, T),
+    ) -> Result<(), TrySendError<T>> {
         let s = self.inner.lock();
         if s.closed {
             return Err(TrySendError::Closed(item));
         }
-        if !s.fits(item.weight()) {
+        if !s.fits(item.items(), item.weight()) {
             return Err(TrySendError::Full(item));
         }
         put(s, item);
@@ -217,7 +240,7 @@ impl<S: Store> Sender<S> {
         if s.closed {
             return Err(item);
         }
-        let fits = s.fits(item.weight());
+        let fits = s.fits(item.items(), item.weight());
         if let Some(item) = keep(&mut s.store, item, fits) {
             put(s, item);
         }
@@ -227,16 +250,26 @@ impl<S: Store> Sender<S> {
     /// Queues `item`, waiting while the queue is full. Gives it back if the
     /// queue is closed.
     pub(crate) async fn send(&self, item: S::Item) -> Result<(), S::Item> {
+        self.send_waiting(item, |it| self.try_send(it)).await
+    }
+
+    /// Hands `item` to `try_send`, waiting for room while the queue is
+    /// full. Gives it back if the queue is closed.
+    async fn send_waiting<T: Weighed>(
+        &self,
+        item: T,
+        try_send: impl Fn(T) -> Result<(), TrySendError<T>>,
+    ) -> Result<(), T> {
         let mut item = Some(item);
         poll_fn(|cx| loop {
             let it = item.take().expect("polled after completion");
-            match self.try_send(it) {
+            match try_send(it) {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(TrySendError::Closed(it)) => return Poll::Ready(Err(it)),
                 Err(TrySendError::Full(it)) => {
                     // Registers for room; if room was made (or the queue
                     // closed) between the two locks, try again at once.
-                    let room = self.poll_room(cx, it.weight());
+                    let room = self.poll_room(cx, it.items(), it.weight());
                     item = Some(it);
                     if room.is_pending() {
                         return Poll::Pending;
@@ -250,26 +283,26 @@ impl<S: Store> Sender<S> {
     /// Ready once there is room for a small item or the queue has closed
     /// (`Err`); else the task is woken when the receiver takes items.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
-        self.poll_room(cx, 1)
+        self.poll_room(cx, 1, 1)
     }
 
     /// Waits until there is room for an item of `weight` bytes (or the
     /// queue is empty); `Err` once the queue has closed. Pair it with
     /// [`send_ready`](Self::send_ready).
     pub(crate) async fn room_for(&self, weight: usize) -> Result<(), ()> {
-        poll_fn(|cx| self.poll_room(cx, weight)).await
+        poll_fn(|cx| self.poll_room(cx, 1, weight)).await
     }
 
-    /// Ready once there is room for an item of `weight` bytes (or the queue
-    /// is empty), or the queue has closed (`Err`). Waiting for room for the
-    /// item at hand, not for any room, is what keeps a large item's sender
-    /// from spinning.
-    fn poll_room(&self, cx: &mut Context<'_>, weight: usize) -> Poll<Result<(), ()>> {
+    /// Ready once there is room for `items` items of `weight` bytes (or the
+    /// queue is empty), or the queue has closed (`Err`). Waiting for room
+    /// for the item at hand, not for any room, is what keeps a large item's
+    /// sender from spinning.
+    fn poll_room(&self, cx: &mut Context<'_>, items: usize, weight: usize) -> Poll<Result<(), ()>> {
         let mut s = self.inner.lock();
         if s.closed {
             return Poll::Ready(Err(()));
         }
-        if s.fits(weight) {
+        if s.fits(items, weight) {
             return Poll::Ready(Ok(()));
         }
         if !s.senders_waiting.iter().any(|w| w.will_wake(cx.waker())) {
@@ -282,6 +315,16 @@ impl<S: Store> Sender<S> {
     /// room (senders racing for the last places may take the queue a little
     /// past its bound; nothing is refused for that).
     pub(crate) fn send_ready(&self, item: S::Item) -> Result<(), S::Item> {
+        self.put_past_bounds(item, put)
+    }
+
+    /// Lets `put` queue `item` whatever the bounds say, unless the queue
+    /// is closed.
+    fn put_past_bounds<T>(
+        &self,
+        item: T,
+        put: impl FnOnce(MutexGuard<'_, State<S>>, T),
+    ) -> Result<(), T> {
         let s = self.inner.lock();
         if s.closed {
             return Err(item);
@@ -317,7 +360,7 @@ impl<T: Weighed> Sender<VecDeque<T>> {
         let before = s.len;
         while let Some(front) = items.front() {
             let weight = front.weight();
-            if !s.fits(weight) {
+            if !s.fits(1, weight) {
                 break;
             }
             let item = items.pop_front().expect("front checked");
@@ -347,21 +390,57 @@ impl<T: Weighed> Sender<VecDeque<T>> {
                 return Ok(());
             };
             let weight = front.weight();
-            poll_fn(|cx| self.poll_room(cx, weight)).await?;
+            poll_fn(|cx| self.poll_room(cx, 1, weight)).await?;
         }
+    }
+}
+
+impl<S: Runs> Sender<S> {
+    /// Queues `run` if there is room for all its items.
+    pub(crate) fn try_send_run(&self, run: S::Run) -> Result<(), TrySendError<S::Run>> {
+        self.try_put(run, put_run)
+    }
+
+    /// Queues `run`, waiting while there is no room for it. Gives it back
+    /// if the queue is closed.
+    pub(crate) async fn send_run(&self, run: S::Run) -> Result<(), S::Run> {
+        self.send_waiting(run, |r| self.try_send_run(r)).await
+    }
+
+    /// Queues `run` without waiting, past the bounds if need be; gives it
+    /// back if the queue is closed.
+    pub(crate) fn send_run_now(&self, run: S::Run) -> Result<(), S::Run> {
+        self.put_past_bounds(run, put_run)
     }
 }
 
 /// Hands `item` to the store; wakes the receiver, if it waits, when the
 /// item was queued (after unlocking).
-fn put<S: Store>(mut s: MutexGuard<'_, State<S>>, item: S::Item) {
-    let weight = item.weight();
+fn put<S: Store>(s: MutexGuard<'_, State<S>>, item: S::Item) {
+    let (items, weight) = (item.items(), item.weight());
+    queued(s, items, weight, |store, idle| store.put(item, idle));
+}
+
+/// As [`put`], for a run.
+fn put_run<S: Runs>(s: MutexGuard<'_, State<S>>, run: S::Run) {
+    let (items, weight) = (run.items(), run.weight());
+    queued(s, items, weight, |store, idle| store.put_run(run, idle));
+}
+
+/// Lets `put` hand `items` items weighing `weight` to the store, and counts
+/// them if it queued them.
+fn queued<S: Store>(
+    mut s: MutexGuard<'_, State<S>>,
+    items: usize,
+    weight: usize,
+    put: impl FnOnce(&mut S, bool) -> bool,
+) {
     let idle = s.len == 0 && s.receiver.is_some();
-    if !s.store.put(item, idle) {
+    if !put(&mut s.store, idle) {
         return;
     }
     s.bytes += weight;
-    s.len += 1;
+    s.len += items;
     s.recharge();
     let receiver = s.receiver.take();
     drop(s);
@@ -427,7 +506,13 @@ impl<S: Store> Receiver<S> {
             s.len -= taken.items;
             s.bytes -= taken.bytes;
             s.recharge();
-            wake_senders(s);
+            // Senders waiting for room are woken once the queue is down to
+            // half its bounds, not at every take: a reader that takes a few
+            // items at a time from a full queue would otherwise wake its
+            // sender as often, for a few items each time.
+            if s.len <= s.cap / 2 && s.bytes <= s.max_bytes / 2 {
+                wake_senders(s);
+            }
             return Poll::Ready(taken.items);
         }
         if s.closed || s.senders == 0 {
@@ -521,6 +606,7 @@ impl<S: Store> std::fmt::Debug for Receiver<S> {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use std::future::Future;
     use std::time::Duration;
 
     impl Weighed for u32 {
@@ -587,6 +673,36 @@ mod tests {
         // Less than a slab is not counted.
         a.try_send(Bytes::from(vec![0u8; SLAB - 1])).unwrap();
         assert_eq!(node.used(), 0);
+    }
+
+    /// A sender waiting for room in a full queue is woken once the
+    /// receiver has taken it down to half its bound, not at every take.
+    #[test]
+    fn waiting_senders_wake_at_half() {
+        #[derive(Default)]
+        struct Woken(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Woken {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let (tx, mut rx) = channel::<VecDeque<u32>>(4, usize::MAX);
+        for i in 0..4 {
+            tx.try_send(i).unwrap();
+        }
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut send = Box::pin(tx.send(4));
+        assert!(send.as_mut().poll(&mut cx).is_pending());
+        let count = || woken.0.load(std::sync::atomic::Ordering::Relaxed);
+        let mut got = Vec::new();
+        let mut rx_cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert_eq!(rx.poll_recv_many(&mut rx_cx, &mut got, 1), Poll::Ready(1));
+        assert_eq!(count(), 0, "three of four left");
+        assert_eq!(rx.poll_recv_many(&mut rx_cx, &mut got, 1), Poll::Ready(1));
+        assert_eq!(count(), 1, "down to half");
+        assert_eq!(send.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
     }
 
     /// A batch goes in as far as it fits; the rest waits for room, in order.
