@@ -17,7 +17,8 @@
 //!   demo processes: build them first (`cargo build --release --example demo`).
 //! - `--out DIR`: where `results.md` (the table), `results.csv` (the same,
 //!   for scripts) and `samples.csv` (every run's figure) go (default `target/bench`).
-//! - `--side tcpnet|baseline`: measure one side only (for profilers).
+//! - `--side tcpnet|batch|baseline`: measure one side only (for profilers;
+//!   `batch` is tcpnet's throughput through a `Batch`).
 //! - `--sizes 64,1024`, `--msgs N`, `--runs N`, `--rtts N`, `--idle-secs N`,
 //!   `--nodes 2,8,16,32,64`: override the throughput sizes and counts, the
 //!   round trips, the idle window and the formation sizes (16 is the late
@@ -221,7 +222,9 @@ pub(crate) fn main() {
             "throughput and fan-out: the clock runs from the first send until the receivers \
              hold every message; MB/s counts payload bytes (10^6); runs of tcpnet and the \
              baseline alternate; tcpnet sends with `Sender::send` and reads its `Connection` \
-             stream; fan-out sends each message to the 8 links in turn (each link's `Sender`, \
+             stream, except in the rows \"through a Batch\" (messages under 16 KiB), where it \
+             sends with `Batch::feed` and one `Batch::flush` at the end, as the baseline \
+             writes into its batch and flushes once; fan-out sends each message to the 8 links in turn (each link's `Sender`, \
              not `Service::broadcast`) while 8 receivers read, in a full mesh of 9 nodes"
                 .to_string(),
         );
