@@ -7,6 +7,7 @@
 //! rule depends on that: both ends of a pair compare the same two ids and
 //! reach the same answer.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::error::Error;
@@ -48,20 +49,27 @@ impl NodeId {
 
     /// Checks and normalises an id: non-empty, at most 63 hex digits.
     pub fn parse(id: &str) -> Result<Self, Error> {
-        let bad = |reason| Error::InvalidId {
-            id: id.to_string(),
-            reason,
-        };
-        if id.is_empty() {
-            return Err(bad("must not be empty"));
+        match problem(id) {
+            Some(reason) => Err(Error::InvalidId {
+                id: id.to_string(),
+                reason,
+            }),
+            None => Ok(NodeId(id.to_ascii_lowercase())),
         }
-        if id.len() > MAX_ID_LEN {
-            return Err(bad("must be at most 63 hex digits"));
+    }
+
+    /// `id` as [`parse`](Self::parse) would store it (lower-case), or
+    /// `None` if it is not an id; borrowed when it is lower-case already.
+    /// For lists of ids that are only looked up, hashed by
+    /// [`as_str`](Self::as_str): no id is made.
+    pub(crate) fn normal(id: &str) -> Option<Cow<'_, str>> {
+        if problem(id).is_some() {
+            None
+        } else if id.bytes().any(|b| b.is_ascii_uppercase()) {
+            Some(Cow::Owned(id.to_ascii_lowercase()))
+        } else {
+            Some(Cow::Borrowed(id))
         }
-        if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("must contain only hex digits 0-9, a-f"));
-        }
-        Ok(NodeId(id.to_ascii_lowercase()))
     }
 
     /// The id as a lower-case hex string.
@@ -77,6 +85,19 @@ impl NodeId {
     /// Always false: ids are never empty. Present for API symmetry with `len`.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// What is wrong with `id` as a node id, if anything.
+fn problem(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("must not be empty")
+    } else if id.len() > MAX_ID_LEN {
+        Some("must be at most 63 hex digits")
+    } else if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Some("must contain only hex digits 0-9, a-f")
+    } else {
+        None
     }
 }
 

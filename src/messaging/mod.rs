@@ -95,8 +95,9 @@ pub(crate) trait Gossip: Send + Sync {
         Vec::new()
     }
 
-    /// `peer` said which nodes it is linked to.
-    fn neighbors(&self, _peer: &NodeId, _links: &[NodeId]) {}
+    /// `peer` said which nodes it is linked to (ids in their normal form,
+    /// see [`NodeId::normal`]).
+    fn neighbors(&self, _peer: &NodeId, _links: &[&str]) {}
 }
 
 /// The messaging tables, under one lock.
@@ -128,6 +129,8 @@ pub(crate) struct Messaging {
     pub(crate) neighbors_due: std::sync::atomic::AtomicBool,
     /// The links named in the last announcement, and where it went.
     pub(crate) told_neighbors: Mutex<relay::Told>,
+    /// The links owed the other members' records (see `tell_new_link`).
+    records_owed: Mutex<relay::Owed>,
     /// The user's relay filter.
     pub(crate) filter: Mutex<Option<Arc<RelayFilter>>>,
     /// Held from the moment a flooded message is found fresh until it is
@@ -201,6 +204,7 @@ impl Messaging {
             }),
             neighbors_due: Default::default(),
             told_neighbors: Mutex::default(),
+            records_owed: Mutex::default(),
             filter: Mutex::new(None),
             relay_order: Mutex::new(()),
             errors: std::sync::OnceLock::new(),
@@ -538,7 +542,7 @@ impl Messaging {
     /// we know, ours included, and everyone which nodes we are linked to.
     pub(crate) fn opened(self: &Arc<Self>, conn: &Connection, incarnation: u64) {
         *lock(&self.changed) = Instant::now();
-        self.tell_new_link(conn.sender_queue(), conn.peer_id(), incarnation);
+        self.tell_new_link(conn, incarnation);
     }
 
     /// A link closed: the calls made on it fail; if it was the pair's open
@@ -746,6 +750,7 @@ impl Inbound for Messaging {
             Op::Neighbors => match relay::neighbors(&mut st, peer, &e) {
                 Ok(links) => {
                     drop(st);
+                    let links: Vec<&str> = links.iter().map(|l| l.as_ref()).collect();
                     self.gossip.neighbors(peer, &links);
                 }
                 Err(r) => {

@@ -3,10 +3,11 @@
 //! (every node's topics, and which nodes each node is linked to). The
 //! decisions themselves are the pure [`Router`](crate::messaging::router::Router)'s.
 
-use std::collections::{BTreeSet, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 
@@ -58,6 +59,15 @@ fn pass_on(to: &[OutTx], f: &Frame, counters: &Counters) {
 /// duplicates); a list older than a link that just closed can make a relay
 /// skip a node for this long.
 const NEIGHBORS_DELAY: Duration = Duration::from_millis(100);
+
+/// How long after a link opens the other members' records go out on it.
+/// A new link's peer needs only the records of the nodes it does not link
+/// to itself (a segment this link joins learns of the nodes behind it);
+/// by then it has told which nodes it links to (see [`NEIGHBORS_DELAY`]),
+/// and their records are left out. While a mesh forms, links open by the
+/// hundred and each peer soon links to most nodes: every record on every
+/// new link would be O(N) per link, O(N³) over a mass start of N nodes.
+const RECORDS_DELAY: Duration = Duration::from_secs(1);
 
 /// The frame to pass `e` on with (one more hop), and the links to pass it
 /// on to; `None` if there are none. An unsigned message is not passed on:
@@ -309,11 +319,14 @@ impl Messaging {
         }
     }
 
-    /// A link to `peer` (of its incarnation `incarnation`) opened: tell the
-    /// peer every node's topics we know, ours included, and everyone which
-    /// nodes we are linked to. Other nodes' topics go as the announcements
-    /// encoded when they arrived: a new link shares them, copying nothing.
-    pub(crate) fn tell_new_link(self: &Arc<Self>, tx: &OutTx, peer: &NodeId, incarnation: u64) {
+    /// A link to `conn`'s peer (of its incarnation `incarnation`) opened:
+    /// tell the peer every node's topics we know, ours included, our
+    /// record, and everyone which nodes we are linked to; the other
+    /// members' records follow a little later (see [`RECORDS_DELAY`]).
+    /// Other nodes' topics and records go as they were encoded when they
+    /// arrived: a new link shares them, copying nothing.
+    pub(crate) fn tell_new_link(self: &Arc<Self>, conn: &Connection, incarnation: u64) {
+        let (tx, peer) = (conn.sender_queue(), conn.peer_id());
         let (subscribed, others) = {
             let mut st = lock(&self.state);
             st.router.link_opened(peer.clone(), incarnation);
@@ -328,31 +341,105 @@ impl Messaging {
             tx.send_state(interest_key(&origin), f);
         }
         // Our record, signed, for the peer to pass on (and newer than its
-        // hello if our metadata changed during the handshake); and every
-        // member this node knows of, so a segment this link joins learns
-        // of the nodes behind it.
+        // hello if our metadata changed during the handshake).
         if let Some(f) = lock(&self.record).clone() {
             tx.send_state(record_key(&self.me), f);
         }
-        for (origin, f) in self.gossip.known(peer) {
-            tx.send_state(record_key(&origin), f);
-        }
+        self.owe_records(conn);
         self.tell_neighbors();
+    }
+
+    /// Tells `conn`'s peer, [`RECORDS_DELAY`] from now, every member
+    /// record this node knows but those of the nodes the peer then says it
+    /// is linked to; at once where there is no runtime to wait in.
+    fn owe_records(self: &Arc<Self>, conn: &Connection) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.tell_records(conn);
+            return;
+        };
+        let mut owed = lock(&self.records_owed);
+        let due = Instant::now() + RECORDS_DELAY;
+        owed.links.push_back((conn.link().id, due));
+        if std::mem::replace(&mut owed.busy, true) {
+            return;
+        }
+        drop(owed);
+        let this = self.clone();
+        rt.spawn(async move {
+            loop {
+                // Owed in the order they opened, so due in that order.
+                let due = {
+                    let mut owed = lock(&this.records_owed);
+                    match owed.links.front() {
+                        Some((_, due)) => *due,
+                        None => {
+                            owed.busy = false;
+                            return;
+                        }
+                    }
+                };
+                tokio::time::sleep_until(due.into()).await;
+                let now = Instant::now();
+                let links: Vec<LinkId> = {
+                    let mut owed = lock(&this.records_owed);
+                    let n = owed.links.partition_point(|(_, due)| *due <= now);
+                    owed.links.drain(..n).map(|(link, _)| link).collect()
+                };
+                // A link closed meanwhile is owed nothing.
+                let up = this.open.up();
+                for conn in links
+                    .iter()
+                    .filter_map(|id| up.iter().find(|c| c.link().id == *id))
+                {
+                    this.tell_records(conn);
+                }
+            }
+        });
+    }
+
+    /// Tells `conn`'s peer the member records this node knows, but its own
+    /// and those of the nodes it says it is linked to.
+    fn tell_records(&self, conn: &Connection) {
+        let peer = conn.peer_id();
+        // The view takes its own lock: not under the state's.
+        let known = self.gossip.known(peer);
+        let unlinked: Vec<(NodeId, Frame)> = {
+            let st = lock(&self.state);
+            known
+                .into_iter()
+                .filter(|(origin, _)| !st.router.says_linked(peer, origin))
+                .collect()
+        };
+        for (origin, f) in unlinked {
+            conn.sender_queue().send_state(record_key(&origin), f);
+        }
     }
 }
 
-/// A `Neighbors` envelope from `peer`: the nodes it is linked to, returned;
-/// refused (for the caller to report) over its budget.
-pub(crate) fn neighbors(
+/// The links owed the other members' records, each with when it is due,
+/// oldest first.
+#[derive(Default)]
+pub(crate) struct Owed {
+    links: VecDeque<(LinkId, Instant)>,
+    /// A task sends them as they come due.
+    busy: bool,
+}
+
+/// A `Neighbors` envelope from `peer`: the nodes it is linked to, returned
+/// as ids in their normal form (see [`NodeId::normal`]: a list of ids is
+/// only looked up, and a mesh forming sends lists by the thousand); refused
+/// (for the caller to report) over its budget.
+pub(crate) fn neighbors<'e>(
     st: &mut State,
     peer: &NodeId,
-    e: &Envelope,
-) -> Result<Vec<NodeId>, Refusal> {
+    e: &'e Envelope,
+) -> Result<Vec<Cow<'e, str>>, Refusal> {
     // One more than a list may hold is enough to refuse it.
-    let links: Vec<NodeId> = envelope::lines(&e.body)
-        .filter_map(|l| NodeId::parse(l).ok())
+    let links: Vec<Cow<'e, str>> = envelope::lines(&e.body)
+        .filter_map(NodeId::normal)
         .take(MAX_PEERS + 1)
         .collect();
-    st.router.neighbors(peer.clone(), links.iter())?;
+    st.router
+        .neighbors(peer.clone(), links.iter().map(|l| l.as_ref()))?;
     Ok(links)
 }

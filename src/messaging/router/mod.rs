@@ -224,10 +224,15 @@ impl Router {
     pub(crate) fn neighbors<'a>(
         &mut self,
         peer: NodeId,
-        links: impl ExactSizeIterator<Item = &'a NodeId>,
+        links: impl ExactSizeIterator<Item = &'a str>,
     ) -> Result<(), Refusal> {
         self.relayed = None;
         self.neighbors.set(peer, links)
+    }
+
+    /// True if `peer`'s last list of its links names `node`.
+    pub(crate) fn says_linked(&self, peer: &NodeId, node: &NodeId) -> bool {
+        self.neighbors.links(peer, node)
     }
 
     /// The peers to pass a flooded message from `origin`, received from
@@ -438,7 +443,8 @@ mod tests {
         }
 
         fn links(&mut self, peer: NodeId, links: &HashSet<NodeId>) {
-            self.neighbors(peer, links.iter()).unwrap();
+            self.neighbors(peer, links.iter().map(NodeId::as_str))
+                .unwrap();
         }
     }
 
@@ -733,14 +739,15 @@ mod tests {
         let p = id("02");
         let many: Vec<NodeId> = (0..=MAX_PEERS).map(|i| id(&format!("{i:04x}"))).collect();
         assert!(matches!(
-            r.neighbors(p.clone(), many.iter()),
+            r.neighbors(p.clone(), many.iter().map(NodeId::as_str)),
             Err(Refusal::OverBudget {
                 what: "links of one peer",
                 ..
             })
         ));
         assert!(!r.neighbors.knows(&p));
-        r.neighbors(p.clone(), many[..MAX_PEERS].iter()).unwrap();
+        r.neighbors(p.clone(), many[..MAX_PEERS].iter().map(NodeId::as_str))
+            .unwrap();
         assert!(r.neighbors.links(&p, &many[7]));
         assert!(!r.neighbors.links(&p, &many[MAX_PEERS]));
     }

@@ -31,14 +31,15 @@ pub(crate) struct Neighbors {
 }
 
 impl Neighbors {
-    /// `peer` is linked to `links` (and to no other node). A list of more
+    /// `peer` is linked to `links`, ids in their normal form (see
+    /// [`NodeId::normal`]), and to no other node. A list of more
     /// than [`MAX_PEERS`] ids, or one over the budget of all, is refused,
     /// and the peer's older list forgotten: until its next, this node
     /// relays for it as for a peer whose list it never had.
     pub(crate) fn set<'a>(
         &mut self,
         peer: NodeId,
-        links: impl ExactSizeIterator<Item = &'a NodeId>,
+        links: impl ExactSizeIterator<Item = &'a str>,
     ) -> Result<(), Refusal> {
         self.forget(&peer);
         let n = links.len();
@@ -68,9 +69,10 @@ impl Neighbors {
 
     /// True if `peer`'s list names `node`; false too if there is no list.
     pub(crate) fn links(&self, peer: &NodeId, node: &NodeId) -> bool {
-        self.lists
-            .get(peer)
-            .is_some_and(|(l, _)| l.binary_search(&self.hasher.hash_one(node)).is_ok())
+        self.lists.get(peer).is_some_and(|(l, _)| {
+            l.binary_search(&self.hasher.hash_one(node.as_str()))
+                .is_ok()
+        })
     }
 
     /// Whether every node on `peer`'s list is `me` or one of `ours`; `None`
@@ -84,7 +86,10 @@ impl Neighbors {
         let (list, _) = self.lists.get(peer)?;
         let known = std::iter::once(me)
             .chain(ours)
-            .filter(|n| list.binary_search(&self.hasher.hash_one(n)).is_ok())
+            .filter(|n| {
+                list.binary_search(&self.hasher.hash_one(n.as_str()))
+                    .is_ok()
+            })
             .count();
         Some(known == list.len())
     }

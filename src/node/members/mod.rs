@@ -336,7 +336,7 @@ impl Gossip for Members {
             .collect()
     }
 
-    fn neighbors(&self, peer: &NodeId, links: &[NodeId]) {
+    fn neighbors(&self, peer: &NodeId, links: &[&str]) {
         let now = Instant::now();
         self.apply(|v| v.neighbors(peer, links, now), now);
     }

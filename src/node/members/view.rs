@@ -403,11 +403,12 @@ impl View {
         (changes, next)
     }
 
-    /// `peer` said which nodes it is linked to: a relayed member it had
-    /// vouched for and no longer lists has lost its path.
-    pub(crate) fn neighbors(&mut self, peer: &NodeId, links: &[NodeId], now: Instant) -> Changes {
+    /// `peer` said which nodes it is linked to (ids in their normal form,
+    /// see [`NodeId::normal`]): a relayed member it had vouched for and no
+    /// longer lists has lost its path.
+    pub(crate) fn neighbors(&mut self, peer: &NodeId, links: &[&str], now: Instant) -> Changes {
         if self.members.get(peer).is_some_and(Entry::linked) {
-            let hashes = links.iter().map(|id| self.hasher.hash_one(id)).collect();
+            let hashes = links.iter().map(|id| self.hasher.hash_one(*id)).collect();
             self.lists.insert(peer.clone(), hashes);
         }
         let mut changes = Vec::new();
@@ -418,7 +419,7 @@ impl View {
             if via != peer {
                 continue;
             }
-            if links.contains(id) {
+            if links.contains(&id.as_str()) {
                 *vouched = true;
             } else if *vouched {
                 e.route = Route::Left {
@@ -621,7 +622,7 @@ impl View {
         signed: Option<Frame>,
         via: NodeId,
     ) -> (NodeId, MemberChange) {
-        let origin_hash = self.hasher.hash_one(origin);
+        let origin_hash = self.hasher.hash_one(origin.as_str());
         let vouched = self
             .lists
             .get(&via)
@@ -1191,9 +1192,12 @@ mod tests {
         );
         // Node 4 through 2, vouched for by 2, then dropped from its list.
         v.record(&id(2), &id(4), record(40, 40, &[]), None, false, t);
-        assert_eq!(v.neighbors(&id(2), &[id(1), id(4)], t), vec![]);
         assert_eq!(
-            v.neighbors(&id(2), &[id(1)], t),
+            v.neighbors(&id(2), &[id(1).as_str(), id(4).as_str()], t),
+            vec![]
+        );
+        assert_eq!(
+            v.neighbors(&id(2), &[id(1).as_str()], t),
             vec![(id(4), Left(LeaveReason::LinkLost))]
         );
         // Node 6 through 2; 2's link closes: 6 has no path left.
