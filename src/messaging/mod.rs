@@ -27,7 +27,7 @@
 //! envelope queued on the next links.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -129,8 +129,10 @@ pub(crate) struct Messaging {
     pub(crate) neighbors_due: std::sync::atomic::AtomicBool,
     /// The links named in the last announcement, and where it went.
     pub(crate) told_neighbors: Mutex<relay::Told>,
-    /// The links owed the other members' records (see `tell_new_link`).
+    /// The member records owed to links (see `tell_new_link`, `member`).
     records_owed: Mutex<relay::Owed>,
+    /// Itself, for the task that hands out what is owed.
+    this: Weak<Messaging>,
     /// The user's relay filter.
     pub(crate) filter: Mutex<Option<Arc<RelayFilter>>>,
     /// Held from the moment a flooded message is found fresh until it is
@@ -184,8 +186,8 @@ impl Messaging {
         queue_len: usize,
         max_frame_len: usize,
         counters: Arc<Counters>,
-    ) -> Self {
-        Messaging {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|this| Messaging {
             me: identity.id().clone(),
             identity: identity.clone(),
             changed: Mutex::new(Instant::now()),
@@ -205,6 +207,7 @@ impl Messaging {
             neighbors_due: Default::default(),
             told_neighbors: Mutex::default(),
             records_owed: Mutex::default(),
+            this: this.clone(),
             filter: Mutex::new(None),
             relay_order: Mutex::new(()),
             errors: std::sync::OnceLock::new(),
@@ -212,7 +215,7 @@ impl Messaging {
             flooding: Mutex::new(()),
             counters,
             record: Mutex::new(None),
-        }
+        })
     }
 
     /// Says where streams report what they drop (see [`Feed`]).
@@ -819,7 +822,7 @@ mod tests {
     }
 
     fn node_hearing(heard: Arc<Heard>) -> Arc<Messaging> {
-        Arc::new(Messaging::new(
+        Messaging::new(
             Identity::generate(),
             1,
             Arc::default(),
@@ -827,7 +830,7 @@ mod tests {
             4,
             1 << 16,
             Arc::default(),
-        ))
+        )
     }
 
     #[test]

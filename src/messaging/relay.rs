@@ -60,13 +60,16 @@ fn pass_on(to: &[OutTx], f: &Frame, counters: &Counters) {
 /// skip a node for this long.
 const NEIGHBORS_DELAY: Duration = Duration::from_millis(100);
 
-/// How long after a link opens the other members' records go out on it.
-/// A new link's peer needs only the records of the nodes it does not link
-/// to itself (a segment this link joins learns of the nodes behind it);
-/// by then it has told which nodes it links to (see [`NEIGHBORS_DELAY`]),
-/// and their records are left out. While a mesh forms, links open by the
-/// hundred and each peer soon links to most nodes: every record on every
-/// new link would be O(N) per link, O(N³) over a mass start of N nodes.
+/// How long after a link opens the other members' records go out on it,
+/// and how long a member record that is news waits before it is passed on
+/// (a goodbye goes at once). A peer needs only the records of the nodes it
+/// does not link to itself (a segment a link joins learns of the nodes
+/// behind it); by then it has told which nodes it links to (see
+/// [`NEIGHBORS_DELAY`]), and those records are left out. While a mesh
+/// forms, links open by the hundred and each peer soon links to most
+/// nodes: every record on every new link, and every record passed on at
+/// once to every peer whose list did not name its origin yet, would be
+/// O(N) per link, O(N³) over a mass start of N nodes.
 const RECORDS_DELAY: Duration = Duration::from_secs(1);
 
 /// The frame to pass `e` on with (one more hop), and the links to pass it
@@ -75,24 +78,33 @@ const RECORDS_DELAY: Duration = Duration::from_secs(1);
 /// be relayed; one that came unsigned was sent while the origin's view of
 /// the mesh lagged behind this node's).
 pub(crate) fn relay_frame(e: &Envelope, to: &[NodeId], open: &OpenLinks) -> Option<Relay> {
-    if to.is_empty() || e.hops >= MAX_HOPS {
+    if to.is_empty() {
+        return None;
+    }
+    let frame = passed_on(e)?;
+    let to = open
+        .up()
+        .into_iter()
+        .filter(|c| to.contains(c.peer_id()))
+        .map(|c| c.sender_queue().clone())
+        .collect();
+    Some(Relay { frame, to })
+}
+
+/// The frame to pass `e` on with (one more hop), if it may go on (see
+/// [`relay_frame`]).
+fn passed_on(e: &Envelope) -> Option<Frame> {
+    if e.hops >= MAX_HOPS {
         return None;
     }
     if e.signature.is_none() {
         tracing::debug!(origin = %e.origin, "not relaying an unsigned message");
         return None;
     }
-    let links = open.up();
-    let frame = envelope_frame(&Envelope {
+    Some(envelope_frame(&Envelope {
         hops: e.hops + 1,
         ..e.clone()
-    });
-    let to = links
-        .into_iter()
-        .filter(|c| to.contains(c.peer_id()))
-        .map(|c| c.sender_queue().clone())
-        .collect();
-    Some(Relay { frame, to })
+    }))
 }
 
 impl Messaging {
@@ -272,7 +284,8 @@ impl Messaging {
 
     /// A `Member` envelope from `peer`: `origin`'s record, for the view. A
     /// copy its origin signed is kept by the view to pass on, and passed on
-    /// at once where the mesh is not full when the view says so.
+    /// where the mesh is not full when the view says so: a goodbye at once,
+    /// other news after [`RECORDS_DELAY`], to the peers that then need it.
     ///
     /// Copies of one record come by every path while a mesh forms, so one
     /// that would change nothing is dropped before anything else; news
@@ -296,27 +309,35 @@ impl Messaging {
                 ..e.clone()
             })
         });
-        if self.gossip.record(peer, &e.origin, record, bad, signed) {
-            let to = lock(&self.state).router.record_to(peer, &e.origin);
-            if let Some(r) = relay_frame(&e, &to, &self.open) {
-                for tx in &r.to {
-                    tx.send_state(record_key(&e.origin), r.frame.clone());
-                }
-            }
+        let leaving = record.leaving;
+        if !self.gossip.record(peer, &e.origin, record, bad, signed) {
+            return Ok(());
+        }
+        let Some(frame) = passed_on(&e) else {
+            return Ok(());
+        };
+        let relay = Owing::Relay {
+            from: peer.clone(),
+            origin: e.origin.clone(),
+            frame,
+        };
+        // A goodbye goes ahead of the links that close after it.
+        match self.this.upgrade() {
+            Some(this) if !leaving => this.owe(relay),
+            _ => self.pay(relay, &self.open.up()),
         }
         Ok(())
     }
 
     /// A link to `peer` opened and the view holds `signed`, the peer's own
-    /// record as it signed it: the peers this node relays for learn of it.
-    pub(crate) fn tell_member(&self, peer: &NodeId, signed: Frame) {
-        let to = lock(&self.state).router.record_to(peer, peer);
-        for c in self.open.up() {
-            if to.contains(c.peer_id()) {
-                c.sender_queue()
-                    .send_state(record_key(peer), signed.clone());
-            }
-        }
+    /// record as it signed it: the peers this node relays for learn of it
+    /// (after [`RECORDS_DELAY`]).
+    pub(crate) fn tell_member(self: &Arc<Self>, peer: &NodeId, signed: Frame) {
+        self.owe(Owing::Relay {
+            from: peer.clone(),
+            origin: peer.clone(),
+            frame: signed,
+        });
     }
 
     /// A link to `conn`'s peer (of its incarnation `incarnation`) opened:
@@ -345,21 +366,19 @@ impl Messaging {
         if let Some(f) = lock(&self.record).clone() {
             tx.send_state(record_key(&self.me), f);
         }
-        self.owe_records(conn);
+        self.owe(Owing::Records(conn.link().id));
         self.tell_neighbors();
     }
 
-    /// Tells `conn`'s peer, [`RECORDS_DELAY`] from now, every member
-    /// record this node knows but those of the nodes the peer then says it
-    /// is linked to; at once where there is no runtime to wait in.
-    fn owe_records(self: &Arc<Self>, conn: &Connection) {
+    /// Does `what` [`RECORDS_DELAY`] from now; at once where there is no
+    /// runtime to wait in.
+    fn owe(self: &Arc<Self>, what: Owing) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.tell_records(conn);
+            self.pay(what, &self.open.up());
             return;
         };
         let mut owed = lock(&self.records_owed);
-        let due = Instant::now() + RECORDS_DELAY;
-        owed.links.push_back((conn.link().id, due));
+        owed.due.push_back((Instant::now() + RECORDS_DELAY, what));
         if std::mem::replace(&mut owed.busy, true) {
             return;
         }
@@ -367,11 +386,11 @@ impl Messaging {
         let this = self.clone();
         rt.spawn(async move {
             loop {
-                // Owed in the order they opened, so due in that order.
+                // Owed in the order they came, so due in that order.
                 let due = {
                     let mut owed = lock(&this.records_owed);
-                    match owed.links.front() {
-                        Some((_, due)) => *due,
+                    match owed.due.front() {
+                        Some((due, _)) => *due,
                         None => {
                             owed.busy = false;
                             return;
@@ -380,21 +399,40 @@ impl Messaging {
                 };
                 tokio::time::sleep_until(due.into()).await;
                 let now = Instant::now();
-                let links: Vec<LinkId> = {
+                let due: Vec<Owing> = {
                     let mut owed = lock(&this.records_owed);
-                    let n = owed.links.partition_point(|(_, due)| *due <= now);
-                    owed.links.drain(..n).map(|(link, _)| link).collect()
+                    let n = owed.due.partition_point(|(due, _)| *due <= now);
+                    owed.due.drain(..n).map(|(_, what)| what).collect()
                 };
-                // A link closed meanwhile is owed nothing.
                 let up = this.open.up();
-                for conn in links
-                    .iter()
-                    .filter_map(|id| up.iter().find(|c| c.link().id == *id))
-                {
-                    this.tell_records(conn);
+                for what in due {
+                    this.pay(what, &up);
                 }
             }
         });
+    }
+
+    /// Does `what` now, on the links `up`.
+    fn pay(&self, what: Owing, up: &[Connection]) {
+        match what {
+            // A link closed meanwhile is owed nothing.
+            Owing::Records(link) => {
+                if let Some(conn) = up.iter().find(|c| c.link().id == link) {
+                    self.tell_records(conn);
+                }
+            }
+            Owing::Relay {
+                from,
+                origin,
+                frame,
+            } => {
+                let to = lock(&self.state).router.record_to(&from, &origin);
+                for c in up.iter().filter(|c| to.contains(c.peer_id())) {
+                    c.sender_queue()
+                        .send_state(record_key(&origin), frame.clone());
+                }
+            }
+        }
     }
 
     /// Tells `conn`'s peer the member records this node knows, but its own
@@ -416,12 +454,24 @@ impl Messaging {
     }
 }
 
-/// The links owed the other members' records, each with when it is due,
-/// oldest first.
+/// What is owed once [`RECORDS_DELAY`] is over.
+pub(crate) enum Owing {
+    /// The other members' records, to a new link.
+    Records(LinkId),
+    /// `origin`'s record, news that came from `from`, as `frame` (one hop
+    /// on), to the peers that then need it.
+    Relay {
+        from: NodeId,
+        origin: NodeId,
+        frame: Frame,
+    },
+}
+
+/// What is owed, each with when it is due, oldest first.
 #[derive(Default)]
 pub(crate) struct Owed {
-    links: VecDeque<(LinkId, Instant)>,
-    /// A task sends them as they come due.
+    due: VecDeque<(Instant, Owing)>,
+    /// A task does each as it comes due.
     busy: bool,
 }
 

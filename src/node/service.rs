@@ -142,7 +142,7 @@ impl Service {
             hub.clone(),
             settings.mdns,
         );
-        let messaging = Arc::new(Messaging::new(
+        let messaging = Messaging::new(
             identity.clone(),
             incarnation,
             Default::default(),
@@ -150,7 +150,7 @@ impl Service {
             settings.queue_len,
             settings.max_frame_len,
             hub.counters.clone(),
-        ));
+        );
         let errors = hub.clone();
         messaging.report_errors_to(Arc::new(move |e| errors.report(e)));
         let links = hub.clone();
