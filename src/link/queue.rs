@@ -22,6 +22,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -97,6 +98,7 @@ pub(crate) fn within<S: Store>(
     node: Option<Arc<Queued>>,
 ) -> (Sender<S>, Receiver<S>) {
     let inner = Arc::new(Inner {
+        waiting: AtomicBool::new(false),
         state: Mutex::new(State {
             store: S::default(),
             len: 0,
@@ -124,6 +126,15 @@ pub(crate) fn within<S: Store>(
 #[repr(align(128))]
 struct Inner<S> {
     state: Mutex<State<S>>,
+    /// The receiver waits for an item, nothing is queued and the queue is
+    /// open: set and cleared under the lock, read without it, so that a
+    /// receiver woken for something else (a link's task, for its socket)
+    /// looks at its empty queue without taking the lock that senders
+    /// hold, sometimes through a write at once (see
+    /// [`crate::link::outbox`]). A queue's receiver is polled from one
+    /// task only (the link's task; the handles' shared waker), so the
+    /// waker it left is the one to wake.
+    waiting: AtomicBool,
 }
 
 struct State<S> {
@@ -173,6 +184,15 @@ impl<S> Drop for State<S> {
 }
 
 impl<S> Inner<S> {
+    /// The receiver's waker, if it waits: to be woken (after unlocking).
+    fn take_receiver(&self, s: &mut State<S>) -> Option<Waker> {
+        let w = s.receiver.take();
+        if w.is_some() {
+            self.waiting.store(false, Ordering::Release);
+        }
+        w
+    }
+
     fn lock(&self) -> MutexGuard<'_, State<S>> {
         // A panic while holding the lock leaves the queue consistent: every
         // change under it is a single push, take or flag.
@@ -211,7 +231,7 @@ impl<S: Store> Sender<S> {
     fn try_put<T: Weighed>(
         &self,
         item: T,
-        put: impl FnOnce(MutexGuard<'_, State<S>>, T),
+        put: impl FnOnce(&Inner<S>, MutexGuard<'_, State<S>>, T),
     ) -> Result<(), TrySendError<T>> {
         let s = self.inner.lock();
         if s.closed {
@@ -220,7 +240,7 @@ impl<S: Store> Sender<S> {
         if !s.fits(item.items(), item.weight()) {
             return Err(TrySendError::Full(item));
         }
-        put(s, item);
+        put(&self.inner, s, item);
         Ok(())
     }
 
@@ -242,7 +262,7 @@ impl<S: Store> Sender<S> {
         }
         let fits = s.fits(item.items(), item.weight());
         if let Some(item) = keep(&mut s.store, item, fits) {
-            put(s, item);
+            put(&self.inner, s, item);
         }
         Ok(())
     }
@@ -323,13 +343,13 @@ impl<S: Store> Sender<S> {
     fn put_past_bounds<T>(
         &self,
         item: T,
-        put: impl FnOnce(MutexGuard<'_, State<S>>, T),
+        put: impl FnOnce(&Inner<S>, MutexGuard<'_, State<S>>, T),
     ) -> Result<(), T> {
         let s = self.inner.lock();
         if s.closed {
             return Err(item);
         }
-        put(s, item);
+        put(&self.inner, s, item);
         Ok(())
     }
 }
@@ -343,7 +363,7 @@ impl<S: Store> Sender<S> {
         if s.closed || s.len > 0 {
             return false;
         }
-        put(s, make());
+        put(&self.inner, s, make());
         true
     }
 }
@@ -370,7 +390,7 @@ impl<T: Weighed> Sender<VecDeque<T>> {
         }
         s.recharge();
         let receiver = if s.len > before {
-            s.receiver.take()
+            self.inner.take_receiver(&mut s)
         } else {
             None
         };
@@ -416,20 +436,23 @@ impl<S: Runs> Sender<S> {
 
 /// Hands `item` to the store; wakes the receiver, if it waits, when the
 /// item was queued (after unlocking).
-fn put<S: Store>(s: MutexGuard<'_, State<S>>, item: S::Item) {
+fn put<S: Store>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, item: S::Item) {
     let (items, weight) = (item.items(), item.weight());
-    queued(s, items, weight, |store, idle| store.put(item, idle));
+    queued(inner, s, items, weight, |store, idle| store.put(item, idle));
 }
 
 /// As [`put`], for a run.
-fn put_run<S: Runs>(s: MutexGuard<'_, State<S>>, run: S::Run) {
+fn put_run<S: Runs>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, run: S::Run) {
     let (items, weight) = (run.items(), run.weight());
-    queued(s, items, weight, |store, idle| store.put_run(run, idle));
+    queued(inner, s, items, weight, |store, idle| {
+        store.put_run(run, idle)
+    });
 }
 
 /// Lets `put` hand `items` items weighing `weight` to the store, and counts
 /// them if it queued them.
 fn queued<S: Store>(
+    inner: &Inner<S>,
     mut s: MutexGuard<'_, State<S>>,
     items: usize,
     weight: usize,
@@ -442,7 +465,7 @@ fn queued<S: Store>(
     s.bytes += weight;
     s.len += items;
     s.recharge();
-    let receiver = s.receiver.take();
+    let receiver = inner.take_receiver(&mut s);
     drop(s);
     if let Some(w) = receiver {
         w.wake();
@@ -463,7 +486,7 @@ impl<S> Drop for Sender<S> {
         let mut s = self.inner.lock();
         s.senders -= 1;
         let receiver = if s.senders == 0 {
-            s.receiver.take()
+            self.inner.take_receiver(&mut s)
         } else {
             None
         };
@@ -500,6 +523,9 @@ impl<S: Store> Receiver<S> {
         cx: &mut Context<'_>,
         take: impl FnOnce(&mut S) -> Taken,
     ) -> Poll<usize> {
+        if self.inner.waiting.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
         let mut s = self.inner.lock();
         if s.len > 0 {
             let taken = take(&mut s.store);
@@ -522,6 +548,7 @@ impl<S: Store> Receiver<S> {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => s.receiver = Some(cx.waker().clone()),
         }
+        self.inner.waiting.store(true, Ordering::Release);
         Poll::Pending
     }
 
@@ -538,6 +565,7 @@ impl<S: Store> Receiver<S> {
     /// Refuses further items; those queued can still be taken.
     pub(crate) fn close(&mut self) {
         let mut s = self.inner.lock();
+        self.inner.waiting.store(false, Ordering::Release);
         s.closed = true;
         s.store.closed();
         wake_senders(s);
@@ -703,6 +731,31 @@ mod tests {
         assert_eq!(rx.poll_recv_many(&mut rx_cx, &mut got, 1), Poll::Ready(1));
         assert_eq!(count(), 1, "down to half");
         assert_eq!(send.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+    }
+
+    /// A receiver waiting on an empty queue looks again without the lock
+    /// (a sender holds it here) and still waits; an item queued, the last
+    /// sender gone and a close each end the wait.
+    #[test]
+    fn a_waiting_receiver_looks_again_without_the_lock() {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let (tx, mut rx) = channel::<VecDeque<u32>>(4, usize::MAX);
+        let mut got = Vec::new();
+        assert!(rx.poll_recv_many(&mut cx, &mut got, 4).is_pending());
+        {
+            let _held = tx.inner.lock();
+            assert!(rx.poll_recv_many(&mut cx, &mut got, 4).is_pending());
+        }
+        tx.try_send(1).unwrap();
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut got, 4), Poll::Ready(1));
+        assert!(rx.poll_recv_many(&mut cx, &mut got, 4).is_pending());
+        drop(tx);
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut got, 4), Poll::Ready(0));
+
+        let (_tx, mut rx) = channel::<VecDeque<u32>>(4, usize::MAX);
+        assert!(rx.poll_recv_many(&mut cx, &mut got, 4).is_pending());
+        rx.close();
+        assert_eq!(rx.poll_recv_many(&mut cx, &mut got, 4), Poll::Ready(0));
     }
 
     /// A batch goes in as far as it fits; the rest waits for room, in order.

@@ -248,7 +248,7 @@ fn write_failed(e: std::io::Error) -> CloseReason {
 
 /// Most received messages held before they are handed to the receive
 /// queue (waiting there while it is full) ...
-const DELIVER_BATCH: usize = 256;
+const DELIVER_BATCH: usize = 64;
 /// ... and most bytes of them: so the batch adds little to what the receive
 /// queue bounds (a frame larger than this is handed over at once).
 const DELIVER_BYTES: usize = 64 * 1024;
