@@ -14,7 +14,9 @@
 //!   long enough that the next tick would leave it silent for more than the
 //!   heartbeat interval is given a heartbeat now. On a link in the clear
 //!   whose task waits, the ticker writes it to the socket itself, without
-//!   waking the task (see [`crate::link::outbox`]); otherwise it is queued;
+//!   waking the task (see [`crate::link::outbox`]); otherwise it is queued.
+//!   Idle links beat on beat ticks, every `beat_every`-th tick of the
+//!   system clock, so that they all beat in one pass (see `Watch::beat`);
 //! - a link that has had something to write and written nothing to its
 //!   socket for the timeout is closed as stalled: its peer stopped reading
 //!   (see [`crate::link::stall`]).

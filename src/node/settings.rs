@@ -215,7 +215,10 @@ impl Settings {
     /// Defaults: 1 s and 3 s, so a peer cut off is noticed
     /// within about 3 s; a LAN can go down to a few hundred milliseconds, a
     /// sleepy Wi-Fi may want more. `timeout` must be more than `interval`,
-    /// and `interval` at least 10 ms. (A peer that *exits*, even by
+    /// and `interval` at least 10 ms; keep `interval` under half of
+    /// `timeout`: a peer silent for half the timeout is reported suspect (a
+    /// member event), so a longer interval makes every idle peer suspect,
+    /// then alive, once an interval. (A peer that *exits*, even by
     /// `SIGKILL`, is noticed at once through its socket, not by this.)
     ///
     /// ```
