@@ -1092,8 +1092,15 @@ async fn cut(keep: Option<usize>) {
     let proxy_at = proxy.local_addr().unwrap();
     let armed = Arc::new(AtomicBool::new(false));
     let arm = armed.clone();
+    // Once armed, the relay takes no new connection: A's redial after the
+    // cut must not reach B while B still holds the cut link, or B (if it
+    // does not decide the pair) replaces that link before reading its end.
     tokio::spawn(async move {
         while let Ok((client, _)) = proxy.accept().await {
+            if arm.load(Ordering::SeqCst) {
+                drop(client);
+                continue;
+            }
             tokio::spawn(cutting_relay(client, b_at, arm.clone(), keep));
         }
     });

@@ -82,14 +82,9 @@ impl ReadState {
     /// (`None`), or a decoding error.
     pub(crate) fn handle(&mut self, next: Option<Result<Frame, CodecError>>) -> Effect {
         let frame = match next {
-            None if self.sealed && !self.closed => {
-                return Effect::End(CloseReason::Protocol(
-                    "the link was cut: it ended without the peer's sealed close record".into(),
-                ))
-            }
-            None => return Effect::End(CloseReason::PeerClosed),
+            None => return Effect::End(self.ended(CloseReason::PeerClosed)),
             Some(Ok(f)) => f,
-            Some(Err(e)) => return Effect::End(decode_failed(e)),
+            Some(Err(e)) => return Effect::End(self.ended(decode_failed(e))),
         };
         if self.closed {
             return Effect::End(CloseReason::Protocol(format!(
@@ -137,6 +132,18 @@ impl ReadState {
                 "unexpected frame kind {k:#04x}{}",
                 if awaiting { " before the verdict" } else { "" }
             ))),
+        }
+    }
+
+    /// The reason a link ends that the peer seems to have closed: on a
+    /// sealed link, an end (or a reset) before the peer's sealed close
+    /// record is a cut, whoever made it, and a failure.
+    fn ended(&self, reason: CloseReason) -> CloseReason {
+        match reason {
+            CloseReason::PeerClosed if self.sealed && !self.closed => CloseReason::Protocol(
+                "the link was cut: it ended without the peer's sealed close record".into(),
+            ),
+            other => other,
         }
     }
 }
@@ -360,9 +367,21 @@ mod tests {
             r.handle(Some(Err(CodecError::Empty))),
             Effect::End(CloseReason::Protocol(_))
         ));
-        let reset = Error::from(ErrorKind::ConnectionReset);
+        let reset = || Error::from(ErrorKind::ConnectionReset);
         assert_eq!(
-            r.handle(Some(Err(CodecError::Io(reset)))),
+            r.handle(Some(Err(CodecError::Io(reset())))),
+            Effect::End(CloseReason::PeerClosed)
+        );
+        // A sealed link reset before the close record was cut; after it,
+        // the peer has closed.
+        let mut sealed = ReadState::new(false, true);
+        match sealed.handle(Some(Err(CodecError::Io(reset())))) {
+            Effect::End(CloseReason::Protocol(s)) => assert!(s.contains("cut"), "{s}"),
+            other => panic!("{other:?}"),
+        }
+        sealed.handle(frame(frame::CLOSE, b""));
+        assert_eq!(
+            sealed.handle(Some(Err(CodecError::Io(reset())))),
             Effect::End(CloseReason::PeerClosed)
         );
         let other = Error::other("disk on fire");
