@@ -841,6 +841,18 @@ async fn tarpit(listener: TcpListener) {
     }
 }
 
+/// A record of our cluster for `key`'s id and public key, announced as
+/// served by `host` at `ip:port` (without probing, as nodes announce).
+fn record_of(key: &Identity, host: &str, ip: &str, port: u16) -> ServiceInfo {
+    let version = tcpnet::PROTOCOL_VERSION.to_string();
+    let k = hex::encode(key.public_key());
+    let props = [("c", CLUSTER), ("v", version.as_str()), ("k", k.as_str())];
+    let mut info =
+        ServiceInfo::new(SERVICE_TYPE, key.id().as_str(), host, ip, port, &props[..]).unwrap();
+    info.set_requires_probe(false);
+    info
+}
+
 /// Announces records for the ids of `keys` (with their real public keys)
 /// at a tarpit, from a second responder, again and again so that they are
 /// the last word; returns the announcing task and the tarpit's port.
@@ -849,24 +861,9 @@ async fn spoof_at_a_tarpit(keys: &[Identity]) -> (tokio::task::JoinHandle<()>, u
     let trap_port = trap.local_addr().unwrap().port();
     tokio::spawn(tarpit(trap));
     let spoofer = foreign_daemon();
-    let version = tcpnet::PROTOCOL_VERSION.to_string();
     let records: Vec<ServiceInfo> = keys
         .iter()
-        .map(|key| {
-            let k = hex::encode(key.public_key());
-            let props = [("c", CLUSTER), ("v", version.as_str()), ("k", k.as_str())];
-            let mut info = ServiceInfo::new(
-                SERVICE_TYPE,
-                key.id().as_str(),
-                "tarpit.local.",
-                "127.0.0.66",
-                trap_port,
-                &props[..],
-            )
-            .unwrap();
-            info.set_requires_probe(false);
-            info
-        })
+        .map(|key| record_of(key, "tarpit.local.", "127.0.0.66", trap_port))
         .collect();
     let spoofing = tokio::spawn(async move {
         loop {
@@ -977,19 +974,7 @@ fn a_forged_goodbye_changes_nothing() {
         let mut errors = a.on_error();
 
         let spoofer = foreign_daemon();
-        let version = tcpnet::PROTOCOL_VERSION.to_string();
-        let k = hex::encode(keys[1].public_key());
-        let props = [("c", CLUSTER), ("v", version.as_str()), ("k", k.as_str())];
-        let mut info = ServiceInfo::new(
-            SERVICE_TYPE,
-            b.id().as_str(),
-            "spoofer.local.",
-            "127.0.0.1",
-            port(&b),
-            &props[..],
-        )
-        .unwrap();
-        info.set_requires_probe(false);
+        let info = record_of(&keys[1], "spoofer.local.", "127.0.0.1", port(&b));
         spoofer.register(info).expect("register");
         spoofer.unregister(&b_name).expect("unregister");
         next_about(&seen, &b_name, true, "the goodbye to take effect").await;
