@@ -410,6 +410,15 @@ pub(crate) fn instance_id(fullname: &str) -> Result<NodeId> {
     NodeId::parse(name).map_err(|e| bad(format!("instance name is not a node id: {e}")))
 }
 
+/// Whether `fullname` names node `id`'s instance, `<id>._tcpnet._tcp.local.`
+/// (compared as text: nothing is parsed or allocated).
+pub(crate) fn is_instance_of(fullname: &str, id: &NodeId) -> bool {
+    fullname
+        .strip_prefix(id.as_str())
+        .and_then(|rest| rest.strip_prefix('.'))
+        == Some(SERVICE_TYPE)
+}
+
 /// Checks a resolved record of the tcpnet service type against our cluster:
 /// a record of another cluster is not ours, even a broken one.
 pub(crate) fn parse_record(rec: &ResolvedService, cluster: &str, me: &NodeId) -> Result<Record> {
@@ -494,6 +503,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_instance_name_is_told_by_its_id() {
+        let me = me();
+        assert!(is_instance_of(&format!("{me}.{SERVICE_TYPE}"), &me));
+        assert!(!is_instance_of(&format!("{me}x.{SERVICE_TYPE}"), &me));
+        assert!(!is_instance_of(&format!("{me}._other._tcp.local."), &me));
+        assert!(!is_instance_of(SERVICE_TYPE, &me));
     }
 
     #[test]

@@ -92,6 +92,16 @@ pub(crate) enum Heard {
     /// After it: the peer may have started after our announcement.
     AfterOurs,
 }
+
+impl Heard {
+    /// How long to wait for the dial of a peer that decides the pair.
+    fn grace(self) -> Duration {
+        match self {
+            Heard::BeforeOurs => FOLLOWER_GRACE,
+            Heard::AfterOurs => SHORT_GRACE,
+        }
+    }
+}
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -183,6 +193,20 @@ struct Dialing {
     failures: u32,
     /// Bumped whenever a dial starts, so a stale scheduled redial is ignored.
     generation: u64,
+}
+
+impl Dialing {
+    /// Schedules a look at `target` after `grace`, while the peer's own
+    /// dial is expected to link the pair.
+    fn wait_for_peer(&mut self, target: Target, grace: Duration) -> Action {
+        self.waiting = true;
+        self.generation += 1;
+        Action::Yield {
+            target,
+            generation: self.generation,
+            grace,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -417,19 +441,7 @@ impl Mesh {
         }
         if first && !decides(&self.me, &peer) && !self.has_link(&peer) {
             let d = &mut self.peers.get_mut(&peer).expect("inserted").dialing;
-            d.waiting = true;
-            d.generation += 1;
-            let generation = d.generation;
-            let target = Target::Peer(peer);
-            let grace = match heard {
-                Heard::BeforeOurs => FOLLOWER_GRACE,
-                Heard::AfterOurs => SHORT_GRACE,
-            };
-            return vec![Action::Yield {
-                target,
-                generation,
-                grace,
-            }];
+            return vec![d.wait_for_peer(Target::Peer(peer), heard.grace())];
         }
         self.maybe_dial(Target::Peer(peer))
     }
@@ -467,16 +479,7 @@ impl Mesh {
             DialEnd::Moot => {
                 // Looked at again after the grace: by then the peer's dial
                 // has linked the pair, or has failed and this one is due.
-                d.waiting = true;
-                d.generation += 1;
-                let generation = d.generation;
-                let target = target.clone();
-                let grace = FOLLOWER_GRACE;
-                actions.push(Action::Yield {
-                    target,
-                    generation,
-                    grace,
-                });
+                actions.push(d.wait_for_peer(target.clone(), FOLLOWER_GRACE));
             }
             DialEnd::Refused | DialEnd::Failed => {
                 d.failures = d.failures.saturating_add(1);

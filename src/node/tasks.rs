@@ -114,7 +114,7 @@ async fn browse_loop(node: Arc<Node>, browse: mdns_sd::Receiver<mdns_sd::Service
         };
         match event {
             ServiceEvent::ServiceResolved(rec)
-                if discovery::instance_id(&rec.fullname).ok().as_ref() == Some(node.id()) =>
+                if discovery::is_instance_of(&rec.fullname, node.id()) =>
             {
                 heard = Heard::AfterOurs;
             }
