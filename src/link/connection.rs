@@ -520,14 +520,8 @@ impl Sender {
         if !self.link.is_up() {
             return Err(Error::Closed);
         }
-        // Most sends find room: no future, no waiting.
-        match self.tx.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(queue::TrySendError::Full(frame)) => {
-                self.tx.send(frame).await.map_err(|_| Error::Closed)
-            }
-            Err(queue::TrySendError::Closed(_)) => Err(Error::Closed),
-        }
+        // Most sends find room at the first poll, without waiting.
+        self.tx.send(frame).await.map_err(|_| Error::Closed)
     }
 
     /// A handle that sends many messages on this link for the price of a

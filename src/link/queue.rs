@@ -21,7 +21,7 @@
 //! task only writes.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -269,19 +269,23 @@ impl<S: Store> Sender<S> {
 
     /// Queues `item`, waiting while the queue is full. Gives it back if the
     /// queue is closed.
-    pub(crate) async fn send(&self, item: S::Item) -> Result<(), S::Item> {
-        self.send_waiting(item, |it| self.try_send(it)).await
+    pub(crate) fn send(&self, item: S::Item) -> impl Future<Output = Result<(), S::Item>> + '_ {
+        self.send_waiting(item, move |it| self.try_send(it))
     }
 
     /// Hands `item` to `try_send`, waiting for room while the queue is
     /// full. Gives it back if the queue is closed.
-    async fn send_waiting<T: Weighed>(
-        &self,
+    ///
+    /// A plain function returning the one `poll_fn`, not an `async fn`
+    /// around it: the future holds `item` once, and a caller that embeds it
+    /// (every `Sender::send`) moves a small value per message.
+    fn send_waiting<'a, T: Weighed + 'a>(
+        &'a self,
         item: T,
-        try_send: impl Fn(T) -> Result<(), TrySendError<T>>,
-    ) -> Result<(), T> {
+        try_send: impl Fn(T) -> Result<(), TrySendError<T>> + 'a,
+    ) -> impl Future<Output = Result<(), T>> + 'a {
         let mut item = Some(item);
-        poll_fn(|cx| loop {
+        poll_fn(move |cx| loop {
             let it = item.take().expect("polled after completion");
             match try_send(it) {
                 Ok(()) => return Poll::Ready(Ok(())),
@@ -297,7 +301,6 @@ impl<S: Store> Sender<S> {
                 }
             }
         })
-        .await
     }
 
     /// Ready once there is room for a small item or the queue has closed
@@ -423,8 +426,8 @@ impl<S: Runs> Sender<S> {
 
     /// Queues `run`, waiting while there is no room for it. Gives it back
     /// if the queue is closed.
-    pub(crate) async fn send_run(&self, run: S::Run) -> Result<(), S::Run> {
-        self.send_waiting(run, |r| self.try_send_run(r)).await
+    pub(crate) fn send_run(&self, run: S::Run) -> impl Future<Output = Result<(), S::Run>> + '_ {
+        self.send_waiting(run, move |r| self.try_send_run(r))
     }
 
     /// Queues `run` without waiting, past the bounds if need be; gives it
