@@ -310,10 +310,12 @@ impl Messaging {
             })
         });
         let leaving = record.leaving;
+        // From its origin itself, the copy kept is also the one passed on.
+        let kept = signed.as_ref().filter(|_| e.hops == 0).cloned();
         if !self.gossip.record(peer, &e.origin, record, bad, signed) {
             return Ok(());
         }
-        let Some(frame) = passed_on(&e) else {
+        let Some(frame) = kept.or_else(|| passed_on(&e)) else {
             return Ok(());
         };
         let relay = Owing::Relay {

@@ -74,7 +74,7 @@ impl Example {
 
     /// Sends the process `sig`.
     pub(crate) fn signal(&self, sig: i32) {
-        let pid = self.child.id().expect("running") as i32;
+        let pid = self.pid() as i32;
         // SAFETY: a plain syscall on a process we own.
         assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
     }
