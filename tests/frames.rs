@@ -129,6 +129,75 @@ fn a_batch_hands_its_messages_over_in_order_with_the_other_handles() {
     });
 }
 
+/// A reader that read the socket itself and then stops polling leaves it
+/// to the link's task: what comes meanwhile is read (and queued for the
+/// reader, in order after what it left), heartbeats keep the link up for
+/// several timeouts, and what the reader reads when it comes back, from
+/// the queue and then from the socket, is in order; the peer's close ends
+/// its stream. In the clear and with a secret.
+#[test]
+fn a_reader_that_stops_polling_leaves_the_socket_to_its_link() {
+    for secret in [None, Some("a cluster secret of at least 32 bytes")] {
+        netns(move || async move {
+            let ms = std::time::Duration::from_millis;
+            let settings = move || {
+                let s = Settings::new("c").heartbeat(ms(100), ms(400));
+                match secret {
+                    Some(k) => s.secret(k),
+                    None => s,
+                }
+            };
+            let (a, b, ab, mut ba) = linked_pair(settings).await;
+            let frames_in = || b.stats().links.first().map_or(0, |l| l.frames_in);
+            let msg = |i: u32| i.to_be_bytes().to_vec();
+            // More than one read hands out at once, so the reader leaves
+            // some behind.
+            let mut batch = ab.batch();
+            for i in 0..200 {
+                batch.feed(&msg(i)).await.unwrap();
+            }
+            batch.flush().await.unwrap();
+            let first = within("the first message", ba.next()).await.unwrap();
+            assert_eq!(first[..], msg(0)[..]);
+            // Not polled from here on.
+            let before = frames_in();
+            for i in 200..300 {
+                ab.send(msg(i)).await.unwrap();
+            }
+            wait_until(
+                &[a.clone(), b.clone()],
+                "the messages read while not polled",
+                || frames_in() >= before + 100,
+            )
+            .await;
+            // Heartbeats only, for more than two timeouts: each one read.
+            let read = frames_in();
+            wait_until(
+                &[a.clone(), b.clone()],
+                "heartbeats read while not polled",
+                || frames_in() >= read + 10,
+            )
+            .await;
+            assert!(ba.close_reason().is_none(), "{:?}", ba.close_reason());
+            assert_eq!(b.connections().len(), 1);
+            for i in 1..300 {
+                let m = within("a message left", ba.next()).await.unwrap();
+                assert_eq!(m[..], msg(i)[..], "message {i}");
+            }
+            // Polled again: read as they come.
+            for i in 300..400 {
+                ab.send(msg(i)).await.unwrap();
+                let m = within("a message read at once", ba.next()).await.unwrap();
+                assert_eq!(m[..], msg(i)[..], "message {i}");
+            }
+            ab.close();
+            assert!(within("the end", ba.next()).await.is_none());
+            assert_eq!(within("closed", ba.closed()).await, CloseReason::PeerClosed);
+            close_all(&[a, b]).await;
+        });
+    }
+}
+
 #[test]
 fn oversize_frames_are_refused_on_send_and_close_the_link_on_receive() {
     netns(|| async {

@@ -22,6 +22,7 @@ use crate::error::{CloseReason, Error, Result};
 use crate::id::NodeId;
 use crate::link::batch::Batch;
 use crate::link::counters::LinkCounters;
+use crate::link::intake::{Ends, Intake, TAKE_QUEUED};
 use crate::link::outbox::OutTx;
 use crate::link::queue;
 use crate::link::timing::Timing;
@@ -79,6 +80,9 @@ pub(crate) struct Inbound {
     waiting: Arc<Waiting>,
     /// Wakes every handle in `waiting`: the one waker the queue keeps.
     wake_all: Waker,
+    /// The link's read side, which a handle with nothing queued reads
+    /// itself; `None` before the link runs and once it has ended.
+    intake: Option<Arc<Intake>>,
 }
 
 impl Inbound {
@@ -89,6 +93,7 @@ impl Inbound {
             ready: VecDeque::new(),
             wake_all: Waker::from(waiting.clone()),
             waiting,
+            intake: None,
         }))
     }
 }
@@ -98,7 +103,7 @@ impl Inbound {
 /// all, so that each one sees the messages (or a dropped handle's, given
 /// back) or the link's end, whichever comes.
 #[derive(Debug, Default)]
-struct Waiting(Mutex<Vec<(u64, Waker)>>);
+pub(crate) struct Waiting(Mutex<Vec<(u64, Waker)>>);
 
 /// Numbers of the handles that have waited for messages.
 static NEXT_READER: AtomicU64 = AtomicU64::new(1);
@@ -126,16 +131,21 @@ impl Wake for Waiting {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let waiting = std::mem::take(&mut *lock(&self.0));
-        for (_, w) in waiting {
-            w.wake();
-        }
+        self.wake_all();
     }
 }
 
-/// Frames a reader takes from the receive queue at once (it then holds them
-/// as if the queue were this much longer).
-const TAKE: usize = 32;
+impl Waiting {
+    /// Wakes every handle waiting; false if none was.
+    pub(crate) fn wake_all(&self) -> bool {
+        let waiting = std::mem::take(&mut *lock(&self.0));
+        let any = !waiting.is_empty();
+        for (_, w) in waiting {
+            w.wake();
+        }
+        any
+    }
+}
 
 impl Link {
     /// Why the link is closing or closed; `None` while it is up.
@@ -154,6 +164,18 @@ impl Link {
     /// Moves the link on from `Up`: sends are refused from now on.
     pub(crate) fn leave_up(&self) {
         self.up.store(false, Ordering::Release);
+    }
+
+    /// The handles waiting for messages.
+    pub(crate) fn waiting_handles(&self) -> Arc<Waiting> {
+        lock(&self.inbound).waiting.clone()
+    }
+
+    /// Lets the handles read the link's socket through `intake`, or, with
+    /// `None`, no more.
+    pub(crate) fn set_intake(&self, intake: Option<Arc<Intake>>) {
+        let old = std::mem::replace(&mut lock(&self.inbound).intake, intake);
+        drop(old);
     }
 }
 
@@ -223,6 +245,11 @@ impl Drop for Connection {
         }
         let mut inbound = lock(&self.link.inbound);
         inbound.waiting.remove(self.reader);
+        // A handle that read the socket may have been the one to read it
+        // next.
+        if let Some(intake) = &inbound.intake {
+            intake.duty().take_back();
+        }
         if self.taken.is_empty() {
             return;
         }
@@ -423,6 +450,7 @@ impl Stream for Connection {
             ready,
             waiting,
             wake_all,
+            intake,
         } = &mut *inbound;
         if !ready.is_empty() {
             std::mem::swap(ready, &mut this.taken);
@@ -430,7 +458,21 @@ impl Stream for Connection {
         }
         // The queue wakes `wake_all`, which wakes every waiting handle.
         let mut all = Context::from_waker(wake_all);
-        let mut took = rx.poll_recv_many(&mut all, &mut this.taken, TAKE);
+        let mut took = rx.poll_recv_many(&mut all, &mut this.taken, TAKE_QUEUED);
+        if took.is_pending() {
+            // Nothing queued: read the socket (before this handle is listed
+            // as waiting, so that the socket's readiness does not take a
+            // handle that found something for one that waits).
+            if let Some(intake) = intake {
+                let ends = Ends {
+                    link: &this.link,
+                    out: &this.sender.tx,
+                };
+                if intake.read_for_handle(ends, rx, &mut all, &mut this.taken) > 0 {
+                    took = Poll::Ready(this.taken.len());
+                }
+            }
+        }
         if took.is_pending() {
             if this.reader == 0 {
                 this.reader = NEXT_READER.fetch_add(1, Ordering::Relaxed);
@@ -438,7 +480,7 @@ impl Stream for Connection {
             waiting.add(this.reader, cx.waker());
             // Messages (or the end) that came before this handle was listed
             // woke the others only: look once more.
-            took = rx.poll_recv_many(&mut all, &mut this.taken, TAKE);
+            took = rx.poll_recv_many(&mut all, &mut this.taken, TAKE_QUEUED);
         }
         match took {
             Poll::Ready(0) => Poll::Ready(None),

@@ -38,6 +38,7 @@ pub(crate) mod batch;
 pub(crate) mod connection;
 pub(crate) mod counters;
 pub(crate) mod handshake;
+pub(crate) mod intake;
 pub(crate) mod open;
 pub(crate) mod outbox;
 pub(crate) mod patience;

@@ -17,32 +17,31 @@
 //! ends the link at once.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
 use crate::error::{CloseReason, Error};
 use crate::link::connection::{request_close, Link, LinkState};
-use crate::link::counters::frame_bytes;
 use crate::link::handshake::Handshaken;
+use crate::link::intake::{local, Counted, Ends, Intake, Step};
 use crate::link::outbox::{OutRx, OutTx, Turn};
 use crate::link::patience::patient_timeout;
 use crate::link::queue;
 use crate::link::read::{Effect, ReadState};
 use crate::link::socket::Shared;
-use crate::link::watchdog::{Silence, Watch};
+use crate::link::watchdog::Watch;
 use crate::link::writer::FrameWriter;
 use crate::link::{Event, Links, Owner};
 use crate::stats::Queued;
-use crate::sync::lock;
 use crate::wire::decoder::{FrameDecoder, Pool, IDLE_ROOM};
-use crate::wire::frame::{self, CodecError, Frame, FrameCodec};
+use crate::wire::frame::{CodecError, FrameCodec};
 use crate::wire::secure::{Opener, Sealer};
 
 /// How long a closing link may go without moving a frame, while it flushes
@@ -55,6 +54,8 @@ impl Handshaken {
         let started = Instant::now();
         let (link, in_tx) = (self.link.clone(), self.in_tx.clone());
         let reason = drive(links, owner, self).await;
+        // The handles read the socket no more: it closes with the link.
+        link.set_intake(None);
         if let CloseReason::Stalled(_) = reason {
             links.counters.stalled_link();
         }
@@ -133,20 +134,28 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
         bytes: progress.watch.received.clone(),
         silence: progress.watch.silence.clone(),
     };
+    // In the clear, small until a read comes full (see
+    // `crate::wire::decoder`); sealed records have a buffer of their own.
+    let frames = FramedRead::with_capacity(rd, opener, if sealed { 8 * 1024 } else { IDLE_ROOM });
+    let intake = Intake::new(
+        frames,
+        ReadState::new(awaiting_verdict, sealed),
+        progress.watch.duty.clone(),
+        link.waiting_handles(),
+        turn,
+        progress.frames.clone(),
+    );
+    link.set_intake(Some(intake.clone()));
     let reader = read_loop(
         Reader {
             links,
             owner,
             link: &link,
             out_tx: &out_tx,
-            turn: &turn,
             progress: &progress,
         },
-        // In the clear, small until a read comes full (see
-        // `crate::wire::decoder`); sealed records have a buffer of their own.
-        FramedRead::with_capacity(rd, opener, if sealed { 8 * 1024 } else { IDLE_ROOM }),
+        &intake,
         &in_tx,
-        ReadState::new(awaiting_verdict, sealed),
     );
     let writer = write_loop(
         FrameWriter::new(wr, sealer, progress.watch.written.clone()),
@@ -215,43 +224,10 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
     }
 }
 
-/// A read half that counts the bytes it reads.
-struct Counted {
-    inner: Shared,
-    bytes: Arc<AtomicU64>,
-    silence: Arc<Silence>,
-}
-
-impl tokio::io::AsyncRead for Counted {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            self.bytes.fetch_add(read as u64, Ordering::Relaxed);
-            if self.silence.silent.load(Ordering::Relaxed) {
-                self.silence.heard.notify_one();
-            }
-        }
-        polled
-    }
-}
-
 /// Writing failed: whatever was still queued is lost, so it is a failure.
 fn write_failed(e: std::io::Error) -> CloseReason {
     CloseReason::Io(Arc::new(e))
 }
-
-/// Most received messages held before they are handed to the receive
-/// queue (waiting there while it is full) ...
-const DELIVER_BATCH: usize = 64;
-/// ... and most bytes of them: so the batch adds little to what the receive
-/// queue bounds (a frame larger than this is handed over at once).
-const DELIVER_BYTES: usize = 64 * 1024;
 
 /// What the read path needs besides its frames.
 struct Reader<'a> {
@@ -259,238 +235,83 @@ struct Reader<'a> {
     owner: &'a dyn Owner,
     link: &'a Link,
     out_tx: &'a OutTx,
-    /// Given back to the senders whenever something was read.
-    turn: &'a Turn,
     progress: &'a Progress,
 }
 
-/// Reads frames until the link ends; user messages go to the receive queue
-/// in batches: those decoded from what one read brought, under one lock.
+/// Reads frames until the link ends, while the link's reading handles
+/// do not (see [`crate::link::intake`]); user messages go to the receive
+/// queue in batches: those decoded from what one read brought, under one
+/// lock.
 async fn read_loop(
     r: Reader<'_>,
-    frames: FramedRead<Counted, Opener>,
+    intake: &Intake,
     in_tx: &queue::Sender<VecDeque<Bytes>>,
-    state: ReadState,
 ) -> CloseReason {
-    let mut batch = Batch {
-        in_tx,
-        pending: VecDeque::new(),
-        bytes: 0,
-    };
-    let reason = read_frames(&r, frames, &mut batch, state).await;
+    let reason = read_frames(&r, intake, in_tx).await;
     // Whatever ended the link, what arrived before it is delivered.
-    batch.deliver(r.progress).await;
+    intake.finish(in_tx, &r.progress.watch.delivering).await;
     reason
-}
-
-/// Received messages not yet handed to the receive queue.
-struct Batch<'a> {
-    in_tx: &'a queue::Sender<VecDeque<Bytes>>,
-    pending: VecDeque<Bytes>,
-    bytes: usize,
-}
-
-/// Frames read and not yet added to the link's shared counters: they are
-/// added once per batch, not per frame, since each addition is an atomic
-/// operation on a line other threads read (about a tenth of the read
-/// path's time at 64 B messages, measured).
-#[derive(Default)]
-struct Tally {
-    /// Frames, and their bytes on the wire.
-    frames: u64,
-    bytes: u64,
-    /// Frames other than heartbeats.
-    moved: u64,
-}
-
-impl Tally {
-    fn count(&mut self, f: &Frame) {
-        self.frames += 1;
-        self.bytes += frame_bytes(f.payload.len());
-        self.moved += u64::from(f.kind != frame::HEARTBEAT);
-    }
-
-    /// A user message of `len` bytes.
-    fn data(&mut self, len: usize) {
-        self.frames += 1;
-        self.bytes += frame_bytes(len);
-        self.moved += 1;
-    }
-
-    /// Adds what was counted to the link's counters, and gives the
-    /// senders their turn to write at once (the peer was heard from):
-    /// before anything read is handed on, and before waiting for the
-    /// socket.
-    fn flush(&mut self, r: &Reader<'_>) {
-        if self.frames == 0 {
-            return;
-        }
-        r.turn.heard();
-        let c = &r.link.counters;
-        c.frames_in.fetch_add(self.frames, Ordering::Relaxed);
-        c.bytes_in.fetch_add(self.bytes, Ordering::Relaxed);
-        if self.moved > 0 {
-            r.progress.frames.fetch_add(self.moved, Ordering::Relaxed);
-        }
-        *self = Tally::default();
-    }
-}
-
-impl Batch<'_> {
-    fn push(&mut self, payload: Bytes) {
-        self.bytes += payload.len();
-        self.pending.push_back(payload);
-    }
-
-    /// Holds as much as it may: hand it over before reading on.
-    fn is_full(&self) -> bool {
-        self.pending.len() >= DELIVER_BATCH || self.bytes >= DELIVER_BYTES
-    }
-
-    /// Hands the batch to the receive queue, waiting while it is full: the
-    /// socket is not read meanwhile, so TCP pushes back on the sender. (The
-    /// actor holds a handle, so the queue outlives the link.)
-    async fn deliver(&mut self, progress: &Progress) {
-        self.bytes = 0;
-        let pending = &mut self.pending;
-        if pending.is_empty() {
-            return;
-        }
-        if self.in_tx.try_send_many(pending).is_ok() && pending.is_empty() {
-            return;
-        }
-        progress.watch.delivering.store(true, Ordering::Relaxed);
-        let _ = self.in_tx.send_many(pending).await;
-        progress.watch.delivering.store(false, Ordering::Relaxed);
-        pending.clear(); // the queue closed: nobody will read them
-    }
 }
 
 async fn read_frames(
     r: &Reader<'_>,
-    mut frames: FramedRead<Counted, Opener>,
-    batch: &mut Batch<'_>,
-    mut state: ReadState,
+    intake: &Intake,
+    in_tx: &queue::Sender<VecDeque<Bytes>>,
 ) -> CloseReason {
-    let mut tally = Tally::default();
-    let reason = read_counted(r, &mut frames, batch, &mut state, &mut tally).await;
-    tally.flush(r);
-    reason
-}
-
-async fn read_counted(
-    r: &Reader<'_>,
-    frames: &mut FramedRead<Counted, Opener>,
-    batch: &mut Batch<'_>,
-    state: &mut ReadState,
-    tally: &mut Tally,
-) -> CloseReason {
+    let ends = Ends {
+        link: r.link,
+        out: r.out_tx,
+    };
     loop {
-        // A run of small user messages in the clear is cut off the read
-        // buffer directly; the first frame of each read, and any other,
-        // come through the decoder below.
-        if state.takes_data() && cut_messages(frames, batch, tally) && batch.is_full() {
-            tally.flush(r);
-            batch.deliver(r.progress).await;
-            continue;
-        }
-        // A frame already buffered is taken at once; before waiting for the
-        // socket, what was decoded so far is counted and delivered.
-        let next = match frames.next().now_or_never() {
-            Some(next) => next,
-            None => {
-                tally.flush(r);
-                batch.deliver(r.progress).await;
-                if state.awaiting_verdict() {
-                    // The verdict is the handshake's last step: it gets the
-                    // handshake's time, counted from the step before (the
-                    // decider may still be reading our last message).
-                    tokio::select! {
-                        n = frames.next() => n,
-                        _ = patient_timeout(r.links.config.handshake_timeout) => {
-                            return CloseReason::Protocol(
-                                "no verdict within the handshake timeout".into(),
-                            )
-                        }
-                    }
-                } else {
-                    frames.next().await
+        let turn = poll_fn(|cx| intake.poll_task(cx, ends, in_tx));
+        let step = if intake.awaiting_verdict() {
+            // The verdict is the handshake's last step: it gets the
+            // handshake's time, counted from the step before (the decider
+            // may still be reading our last message).
+            tokio::select! {
+                s = turn => s,
+                _ = patient_timeout(r.links.config.handshake_timeout) => {
+                    return CloseReason::Protocol(
+                        "no verdict within the handshake timeout".into(),
+                    )
                 }
             }
+        } else {
+            turn.await
         };
-        // A heartbeat says the peer is there, not that the link is getting
-        // anywhere: it is not counted as moving.
-        if let Some(Ok(f)) = &next {
-            tally.count(f);
-        }
-        match state.handle(next) {
-            Effect::None => {}
-            Effect::Beat(beat) => {
-                lock(&r.link.timing).beat(beat, std::time::Instant::now());
+        match step {
+            // The receive queue is full: the socket is not read meanwhile,
+            // so TCP pushes back on the sender.
+            Step::Full(weight) => {
+                r.progress.watch.delivering.store(true, Ordering::Relaxed);
+                // A closed queue drops what waits for it at the next turn.
+                let _ = in_tx.room_for(weight).await;
+                r.progress.watch.delivering.store(false, Ordering::Relaxed);
             }
-            Effect::Ping(n) => {
-                let pong = Frame {
-                    kind: frame::PONG,
-                    payload: Bytes::copy_from_slice(&n.to_be_bytes()),
-                };
-                // Dropped when the answers waiting beside a full queue are
-                // at their bound: the ping goes unanswered, as if lost.
-                r.out_tx.send_answer(pong);
-            }
-            Effect::Pong(n) => lock(&r.link.timing).pong(n, std::time::Instant::now()),
-            Effect::Data(payload) => batch.push(payload),
-            Effect::Message(payload) => {
-                tally.flush(r);
+            Step::Effect(Effect::Message(payload)) => {
                 let inbound = &r.links.inbound;
                 if let Err(reason) = inbound.message(&r.link.peer, payload, r.out_tx) {
                     return CloseReason::Protocol(format!("bad message: {reason}"));
                 }
             }
-            Effect::Verdict { verdict, end } => {
+            Step::Effect(Effect::Verdict { verdict, end }) => {
                 let link = r.link.id;
                 r.owner.report(Event::Verdict { link, verdict });
                 if let Some(reason) = end {
                     return ended(r, reason);
                 }
             }
-            Effect::End(reason) => return ended(r, reason),
-            Effect::Twin => r.owner.error(Error::IdConflict {
+            Step::Effect(Effect::End(reason)) => return ended(r, reason),
+            Step::Effect(Effect::Twin) => r.owner.error(Error::IdConflict {
                 remote: r.link.remote,
                 id: r.links.id().clone(),
             }),
+            // Acted on where they were decoded.
+            Step::Effect(other) => {
+                local(other, ends);
+            }
         }
-        if batch.is_full() {
-            tally.flush(r);
-            batch.deliver(r.progress).await;
-        }
     }
-}
-
-/// Moves whole small user messages from the front of the read buffer (of
-/// a link in the clear) to `batch` until it is full or another kind of
-/// frame comes; true if it moved any.
-fn cut_messages(
-    frames: &mut FramedRead<Counted, Opener>,
-    batch: &mut Batch<'_>,
-    tally: &mut Tally,
-) -> bool {
-    let Some(under) = frames.decoder().plain().and_then(|d| d.small_under()) else {
-        return false;
-    };
-    let buf = frames.read_buffer_mut();
-    let mut cut = 0;
-    while !batch.is_full() {
-        let Some(payload) = frame::cut_small(buf, frame::DATA, under) else {
-            break;
-        };
-        cut += frame_bytes(payload.len());
-        tally.data(payload.len());
-        batch.push(payload);
-    }
-    if let Some(d) = frames.decoder_mut().plain_mut() {
-        d.cut(cut as usize);
-    }
-    cut > 0
 }
 
 /// The read path ends the link. A conflict there is the peer saying a newer

@@ -50,6 +50,13 @@ impl Shared {
         }
     }
 
+    /// Ready if the socket may have something to read; else the task of
+    /// `cx` is woken when it does (the one waker kept for reads: the last
+    /// one given).
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_read_ready(cx)
+    }
+
     /// Writes what the kernel takes of `bufs` now, without waiting.
     fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let len: usize = bufs.iter().map(|b| b.len()).sum();

@@ -39,6 +39,7 @@ use tokio::time::Instant;
 
 use crate::error::CloseReason;
 use crate::link::connection::Link;
+use crate::link::intake::Duty;
 use crate::link::outbox::OutTx;
 use crate::link::patience::Patience;
 use crate::link::stall::Stall;
@@ -87,6 +88,7 @@ impl Ticker {
             written: Arc::default(),
             writing: AtomicBool::new(false),
             silence: Arc::default(),
+            duty: Arc::default(),
             pool,
             link,
             out,
@@ -100,6 +102,7 @@ impl Ticker {
                 quiet: 0,
                 beat_was_last: false,
                 stall: Stall::new(self.timeout, self.tick),
+                handle_reads: 0,
             }),
             wake: Notify::new(),
         });
@@ -203,6 +206,9 @@ pub(crate) struct Watch {
     /// Set while the peer is reported silent: a read then wakes the link's
     /// task at once, to report the peer speaking again.
     pub(crate) silence: Arc<Silence>,
+    /// Who reads the link's socket: a reading handle that owes a read and
+    /// has not come for a tick gives it back to the link's task.
+    pub(crate) duty: Arc<Duty>,
     /// A quiet slice frees the buffers kept for large frames: an idle link
     /// holds none.
     pool: Arc<Pool>,
@@ -241,6 +247,8 @@ struct Count {
     beat_was_last: bool,
     /// Whether the link's writes get anywhere.
     stall: Stall,
+    /// Reads by the link's handles when last looked at.
+    handle_reads: u64,
 }
 
 impl Watch {
@@ -258,6 +266,7 @@ impl Watch {
         let waiting = queued || self.writing.load(Ordering::Relaxed);
         let written = self.written.load(Ordering::Relaxed);
         let mut c = lock(&self.count);
+        self.duty.look(&mut c.handle_reads);
         if c.stall.look(waiting, written, lateness) {
             c.ended = Some(CloseReason::Stalled(c.stall.waited()));
             drop(c);
