@@ -46,6 +46,9 @@ pub const SERVICE_TYPE: &str = "_tcpnet._tcp.local.";
 pub(crate) const META_PREFIX: &str = "m.";
 /// How long `listen` waits for the daemon to announce the node.
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest mDNS packet sent on loopback: RFC 6762's 9000 bytes less
+/// the IPv6 and UDP headers (the most `mdns-sd` takes).
+const LOOPBACK_PACKET: usize = 8952;
 /// How long `close` waits for the goodbye to be sent.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -190,6 +193,17 @@ impl Discovery {
                 daemon.enable_interface(kinds).map_err(interfaces)?;
             }
         }
+        // Loopback carries 64 KiB frames, so there an mDNS packet may take
+        // the 9000 bytes RFC 6762 allows without being fragmented. Many
+        // nodes on one host then send a query and the answers it already
+        // knows in one datagram instead of several, and every node reads
+        // each datagram: at 128 nodes, a third of the query datagrams.
+        daemon
+            .set_max_packet_size(
+                vec![IfKind::LoopbackV4, IfKind::LoopbackV6],
+                LOOPBACK_PACKET,
+            )
+            .map_err(interfaces)?;
         let info = self.record(meta)?;
 
         // Browse before announcing. Of two nodes starting together, either
