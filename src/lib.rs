@@ -38,7 +38,9 @@
 //! - **link**: one TCP link to one peer. Its task runs the handshake, then a
 //!   reader and a writer side by side, heartbeats, and the close that flushes
 //!   what `send` accepted. What the reader does with each frame is a pure
-//!   state machine (`link::read`: frame in, effect out). The user's handles
+//!   state machine (`link::read`: frame in, effect out); the read side is
+//!   shared (`link::intake`), so a handle with nothing queued reads the
+//!   socket itself. The user's handles
 //!   on a link are [`Connection`], [`Sender`] and [`Batch`]. A link reports to its node
 //!   through typed events (handshaken, verdict, closed), the way a protocol
 //!   connection talks to its endpoint, and hands messaging envelopes up
@@ -77,7 +79,8 @@
 //!   sync.rs     the lock helper
 //!   clock.rs    the wall clock in nanoseconds
 //!   wire/       frame, hello, noise, verdict, envelope, decoder, secure
-//!   link/       handshake, run, read, queue, outbox, batch, writer, open, connection
+//!   link/       handshake, run, read, intake, queue, outbox, batch, writer, open,
+//!               connection
 //!   messaging/  router/ (seen, interest, neighbors), streams, rpc, relay,
 //!               early, typed (the `typed` feature)
 //!   node/       mesh, actor, running, tasks, discovery, gate, caps, events,

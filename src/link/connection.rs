@@ -138,12 +138,20 @@ impl Wake for Waiting {
 impl Waiting {
     /// Wakes every handle waiting; false if none was.
     pub(crate) fn wake_all(&self) -> bool {
-        let waiting = std::mem::take(&mut *lock(&self.0));
-        let any = !waiting.is_empty();
+        let mut list = lock(&self.0);
+        if list.len() <= 1 {
+            // The common case, one reader: the list keeps its allocation
+            // for the reader's next wait.
+            let one = list.pop();
+            drop(list);
+            return one.map(|(_, w)| w.wake()).is_some();
+        }
+        let waiting = std::mem::take(&mut *list);
+        drop(list);
         for (_, w) in waiting {
             w.wake();
         }
-        any
+        true
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! A link's task runs the [`handshake`] (hellos, then the Noise handshake
 //! that proves both ends' keys), registers the link with its node, and then
-//! [`run`]s it: a reader and a writer in one task, and the close; one timer
+//! [`run`]s it: a reader and a writer in one task, and the close (the read
+//! side is shared with the link's handles, which read the socket themselves
+//! when nothing is queued: see [`intake`]); one timer
 //! per node, the [`watchdog`]'s ticker, watches every link for a silent
 //! peer and sends the heartbeats of idle links. What the reader
 //! does with each frame is decided by a small pure state machine ([`read`]),

@@ -4,7 +4,9 @@
 //!   machine says (see [`crate::link::read`]): user data goes to the link's
 //!   receive queue (waiting when it is full, which stops reading the socket
 //!   and lets TCP push back on the sender), envelopes to messaging, the
-//!   verdict to the node;
+//!   verdict to the node; while the link's handles read the socket
+//!   themselves (see [`crate::link::intake`]) it acts only on what they
+//!   leave it, and reads again when asked back;
 //! - the writer drains the send queue in batches, one flush per batch.
 //!
 //! Reader and writer run concurrently in this one task, so a link never
