@@ -1,5 +1,5 @@
-//! What a link's task counts itself: the frames that come in (added in
-//! batches by the read loop, see [`crate::link::run`]). What goes
+//! What a link's read side counts: the frames that come in (added in
+//! batches by whoever holds the read side, see [`crate::link::intake`]). What goes
 //! out, heartbeats included, is counted by the send queue (see
 //! [`crate::link::outbox`]).
 

@@ -242,7 +242,7 @@ impl Intake {
         }
         let duty = &self.duty;
         duty.handles.store(true, Ordering::Release);
-        duty.reads.fetch_add(1, Ordering::Relaxed);
+        add_locked(&duty.reads, 1);
         // Cleared before reading: a wake from now on is for bytes this
         // read may not see.
         duty.owed.store(false, Ordering::Release);
@@ -465,13 +465,20 @@ impl Tally {
         }
         intake.turn.heard();
         let c = &link.counters;
-        c.frames_in.fetch_add(self.frames, Ordering::Relaxed);
-        c.bytes_in.fetch_add(self.bytes, Ordering::Relaxed);
+        add_locked(&c.frames_in, self.frames);
+        add_locked(&c.bytes_in, self.bytes);
+        // The writer counts its batches here too.
         if self.moved > 0 {
             intake.moved.fetch_add(self.moved, Ordering::Relaxed);
         }
         *self = Tally::default();
     }
+}
+
+/// Adds `n` to a counter that only the read side's lock holder writes
+/// (others only read it): a load and a store, not a locked addition.
+fn add_locked(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
 /// Moves whole small user messages from the front of the read buffer (of
