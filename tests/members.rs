@@ -522,6 +522,95 @@ fn member_events_on_a_four_node_mesh() {
 /// by one static link a0-b0: each side sees the far side's nodes as
 /// relayed, with their metadata; an update and a goodbye cross the bridge;
 /// when the relaying node goes, what was behind it leaves as a lost link.
+/// A heartbeat interval over half the timeout (3 s and 5 s): idle links
+/// beat once an interval and stay up, their peers never suspect; a frozen
+/// peer is still suspect (an interval and a half after it was last heard)
+/// and then left, and its link closed after the timeout.
+#[test]
+fn a_long_heartbeat_interval_keeps_idle_members_alive_and_notices_a_freeze() {
+    use common::demo::Demo;
+    use tcpnet::{CloseReason, LeaveReason::Timeout};
+    use MemberChange::*;
+    netns(|| async {
+        let (interval, timeout) = (Duration::from_secs(3), Duration::from_secs(5));
+        let settings = || Settings::new("c").heartbeat(interval, timeout);
+        let a = start(settings()).await;
+        let mut events = a.on_member();
+        let b = start(settings()).await;
+        let c_key = tcpnet::Identity::generate();
+        let c_id = c_key.id().to_string();
+        // The demo writes to a once a second, so a hears from it without
+        // heartbeats; it is here to be frozen.
+        let c = Demo::start(&c_key, &[("TCPNET_HEARTBEAT", "3000,5000")]);
+        let b_id = b.id().to_string();
+        let mut log = Vec::new();
+        for id in [&b_id, &c_id] {
+            if !changes_of(&log, id).contains(&Joined) {
+                until_event(&mut events, &mut log, id, Joined).await;
+            }
+        }
+        // The link `s` holds to the node `id`.
+        let link = |s: &Service, id: &str| {
+            s.connections()
+                .into_iter()
+                .find(|l| l.peer_id().as_str() == id)
+                .unwrap_or_else(|| panic!("{} holds no link to {id}", s.id()))
+        };
+        let (ab, ba) = (link(&a, &b_id), link(&b, a.id().as_str()));
+
+        // a and b say nothing to each other but heartbeats: for four
+        // intervals neither turns suspect, and their link stays up.
+        // Frames `s` has received from the node `id`.
+        let heard = |s: &Service, id: &str| {
+            let links = s.stats().links;
+            links
+                .iter()
+                .find(|l| l.peer.as_str() == id)
+                .map_or(0, |l| l.frames_in)
+        };
+        let (a_heard, b_heard) = (heard(&a, &b_id), heard(&b, a.id().as_str()));
+        let idle = Instant::now() + 4 * interval;
+        while let Ok(ev) = timeout_at(idle, events.next()).await {
+            log.push(ev.expect("the member stream ended"));
+        }
+        assert_eq!(changes_of(&log, &b_id), [Joined], "{log:#?}");
+        let state = |s: &Service, of: &Service| s.member(of.id()).map(|m| m.state);
+        assert_eq!(state(&b, &a), Some(MemberState::Linked), "a as b sees it");
+        assert_eq!(
+            link(&a, &b_id).local_addr(),
+            ab.local_addr(),
+            "the same link"
+        );
+        assert_eq!(ba.remote_addr(), ab.local_addr(), "the same link at b");
+        assert!(heard(&a, &b_id) >= a_heard + 3, "b's heartbeats reach a");
+        assert!(
+            heard(&b, a.id().as_str()) >= b_heard + 3,
+            "a's heartbeats reach b"
+        );
+
+        // c frozen: suspect, then its link times out and it leaves.
+        let ac = link(&a, &c_id);
+        let frozen = Instant::now();
+        c.signal(libc::SIGSTOP);
+        until_event(&mut events, &mut log, &c_id, Suspect).await;
+        let suspect_after = frozen.elapsed();
+        let reason = within("the link to c to time out", ac.closed()).await;
+        let closed_after = frozen.elapsed();
+        assert!(matches!(reason, CloseReason::Timeout(_)), "{reason:?}");
+        until_event(&mut events, &mut log, &c_id, Left(Timeout)).await;
+        eprintln!("frozen: suspect after {suspect_after:?}, closed after {closed_after:?}");
+        assert!(
+            suspect_after >= interval + interval / 2,
+            "suspect after {suspect_after:?}"
+        );
+        assert!(closed_after >= timeout, "closed after {closed_after:?}");
+        assert_eq!(changes_of(&log, &c_id), [Joined, Suspect, Left(Timeout)]);
+        assert_eq!(changes_of(&log, &b_id), [Joined]);
+        c.signal(libc::SIGKILL);
+        close_all(&[a, b]).await;
+    });
+}
+
 #[test]
 fn nodes_behind_a_relaying_node_are_relayed_members_with_their_metadata() {
     use tcpnet::LeaveReason;

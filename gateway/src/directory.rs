@@ -28,8 +28,8 @@ pub struct NodeInfo {
     #[serde(rename = "self")]
     pub this: bool,
     /// How the answering node sees it: `local` (itself), `linked`,
-    /// `suspect` (its link has been silent for half the heartbeat
-    /// timeout) or `relayed` (reached only through another node).
+    /// `suspect` (its link has been silent for an interval and a half of
+    /// the heartbeat, or half its timeout if longer) or `relayed` (reached only through another node).
     pub state: &'static str,
     /// How long its link has been up, in milliseconds (none for this node
     /// and for a relayed one).

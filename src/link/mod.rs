@@ -69,8 +69,9 @@ pub(crate) enum Event {
     Handshaken { conn: Connection, record: Record },
     /// The decider's verdict arrived on the link.
     Verdict { link: LinkId, verdict: Verdict },
-    /// Nothing came on the link for half the heartbeat timeout (`silent`),
-    /// or something came after such a silence (`!silent`).
+    /// Nothing came on the link for a while (`silent`, see
+    /// `watchdog::silent_after`), or something came after such a silence
+    /// (`!silent`).
     Silence { link: LinkId, silent: bool },
     /// The link's task has ended.
     Closed {

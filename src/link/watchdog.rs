@@ -9,7 +9,7 @@
 //!   a tick counted, with how late the tick fired (a late tick is this
 //!   node's starvation, not the peer's silence, see [`Patience`]). The
 //!   link's task is woken only when the count says something: the peer has
-//!   been silent for half the timeout, or for all of it;
+//!   been silent (see [`silent_after`]), or for all of the timeout;
 //! - a link that has sent nothing (no frame handed to its send queue) for
 //!   long enough that the next tick would leave it silent for more than the
 //!   heartbeat interval is given a heartbeat now. On a link in the clear
@@ -50,6 +50,8 @@ use crate::wire::frame::{self, Frame};
 /// The links of one node being watched, and the timer that visits them.
 pub(crate) struct Ticker {
     timeout: Duration,
+    /// A peer this long quiet is reported silent.
+    silent_after: Duration,
     tick: Duration,
     /// Ticks per heartbeat interval.
     beat_every: u32,
@@ -71,6 +73,7 @@ impl Ticker {
         let beat_every = (interval.as_nanos() / tick.as_nanos()).clamp(1, u32::MAX as u128) as u32;
         Ticker {
             timeout,
+            silent_after: silent_after(interval, timeout),
             tick,
             beat_every,
             state: Arc::default(),
@@ -113,12 +116,23 @@ impl Ticker {
             tokio::spawn(tick(
                 Arc::downgrade(&self.state),
                 self.tick,
-                self.timeout,
+                self.silent_after,
                 self.beat_every,
             ));
         }
         w
     }
+}
+
+/// How long a peer may say nothing before it is reported silent (its
+/// member turns suspect): an interval and a half, a heartbeat late by half
+/// an interval, or half the timeout if that is longer. Heartbeats come an
+/// interval apart at most, so with an interval longer than a third of the
+/// timeout an idle peer is never reported silent for being idle; with a
+/// short one a late heartbeat or two is not news. A peer silent for the
+/// whole timeout is closed before it is reported silent if this is as long.
+pub(crate) fn silent_after(interval: Duration, timeout: Duration) -> Duration {
+    (interval + interval / 2).max(timeout / 2)
 }
 
 /// The next multiple of `tick` on the system clock, as a timer's instant.
@@ -144,7 +158,12 @@ fn tick_number(tick: Duration) -> u128 {
 }
 
 /// The ticker's task: a tick at a time, visits every watched link.
-async fn tick(state: Weak<Mutex<Watched>>, tick: Duration, timeout: Duration, beat_every: u32) {
+async fn tick(
+    state: Weak<Mutex<Watched>>,
+    tick: Duration,
+    silent_after: Duration,
+    beat_every: u32,
+) {
     let mut due = next_tick(tick);
     loop {
         tokio::time::sleep_until(due).await;
@@ -176,7 +195,7 @@ async fn tick(state: Weak<Mutex<Watched>>, tick: Duration, timeout: Duration, be
         let beat_tick = tick_number(tick) % u128::from(beat_every) == 0;
         let done: Vec<usize> = links
             .iter()
-            .filter(|w| !w.visit(lateness, timeout, beat_every, beat_tick))
+            .filter(|w| !w.visit(lateness, silent_after, beat_every, beat_tick))
             .map(|w| Arc::as_ptr(w) as usize)
             .collect();
         if !done.is_empty() {
@@ -234,7 +253,7 @@ struct Count {
     /// Not visited yet: the first visit only starts the count, so that a
     /// link that has just opened gets whole slices.
     fresh: bool,
-    /// Silent for half the timeout, and not heard from since.
+    /// Silent for [`silent_after`], and not heard from since.
     silent: bool,
     /// The peer timed out.
     ended: Option<CloseReason>,
@@ -253,12 +272,13 @@ struct Count {
 
 impl Watch {
     /// The ticker's visit, a tick after the last, its timer `lateness`
-    /// late; `beat_tick`: a tick on which idle links beat (see
+    /// late; a peer quiet for `silent_after` is reported silent;
+    /// `beat_tick`: a tick on which idle links beat (see
     /// [`beat`](Self::beat)). False once the link needs watching no more.
     fn visit(
         &self,
         lateness: Duration,
-        timeout: Duration,
+        silent_after: Duration,
         beat_every: u32,
         beat_tick: bool,
     ) -> bool {
@@ -289,7 +309,7 @@ impl Watch {
             self.wake.notify_one();
             return false;
         }
-        if !c.silent && c.patience.total() >= timeout / 2 {
+        if !c.silent && c.patience.total() >= silent_after {
             c.silent = true;
             self.silence.silent.store(true, Ordering::Relaxed);
             drop(c);
@@ -353,7 +373,7 @@ impl Watch {
     /// Resolves when the peer has been silent for the timeout while the
     /// reader was ready for it, or has taken nothing of what the link had
     /// to write for the timeout; on the way, calls `silence(true)` once it
-    /// has been silent for half the timeout, and `silence(false)` as soon
+    /// has been silent for [`silent_after`], and `silence(false)` as soon
     /// as it speaks again.
     pub(crate) async fn timed_out(&self, silence: impl Fn(bool)) -> CloseReason {
         let mut reported = false;
@@ -434,7 +454,7 @@ mod tests {
             }
             // The peer is heard from on every tick: the link stays up.
             w.received.fetch_add(1, Ordering::Relaxed);
-            assert!(w.visit(Duration::ZERO, ms(3000), 4, n % 4 == 0));
+            assert!(w.visit(Duration::ZERO, ms(1500), 4, n % 4 == 0));
             beat_taken(&mut out_rx, &mut cx, &mut segs)
         };
         let beats: Vec<usize> = (1..=12).filter(|&n| tick(n, false)).collect();
@@ -443,6 +463,74 @@ mod tests {
         assert!(!tick(21, false) && !tick(22, true) && !tick(23, false));
         let beats: Vec<usize> = (24..=32).filter(|&n| tick(n, false)).collect();
         assert_eq!(beats, [24, 28, 32]);
+    }
+
+    /// A peer is reported silent an interval and a half after it was last
+    /// heard, or half the timeout after if that is longer: with an interval
+    /// over a third of the timeout, an idle peer beating once an interval
+    /// is never reported silent, and a peer gone quiet is still closed
+    /// after the timeout.
+    #[tokio::test]
+    async fn silence_is_reported_an_interval_and_a_half_after_the_peer_was_heard() {
+        assert_eq!(silent_after(ms(1000), ms(3000)), ms(1500));
+        assert_eq!(silent_after(ms(250), ms(4000)), ms(2000));
+        assert_eq!(silent_after(ms(2000), ms(3000)), ms(3000));
+        assert_eq!(silent_after(ms(5000), ms(15_000)), ms(7500));
+        for (interval, timeout) in [
+            (ms(1000), ms(3000)),
+            (ms(2000), ms(3000)),
+            (ms(5000), ms(15_000)),
+        ] {
+            let (conn, _in_tx, mut out_rx) = handles();
+            let ticker = Ticker::new(timeout, interval);
+            let (tick, beat_every, silent_after) =
+                (ticker.tick, ticker.beat_every, ticker.silent_after);
+            let w = ticker.watch(
+                Arc::default(),
+                conn.link().clone(),
+                conn.sender_queue().clone(),
+            );
+            let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+            let mut segs = VecDeque::new();
+            // A tick, the heartbeats it queued taken to be written.
+            let mut visit = |n: u32| {
+                let open = w.visit(
+                    Duration::ZERO,
+                    silent_after,
+                    beat_every,
+                    n % beat_every == 0,
+                );
+                beat_taken(&mut out_rx, &mut cx, &mut segs);
+                open
+            };
+            // The peer heard once an interval: never silent.
+            for n in 1..=10 * beat_every {
+                if n % beat_every == 0 {
+                    w.received.fetch_add(1, Ordering::Relaxed);
+                }
+                assert!(visit(n), "closed at tick {n}");
+                assert!(
+                    !w.silence.silent.load(Ordering::Relaxed),
+                    "silent at tick {n}"
+                );
+            }
+            // Then quiet: silent once the ticks add up to `silent_after`
+            // (unless that is the timeout), closed after the timeout.
+            let mut n = 10 * beat_every;
+            let mut quiet = Duration::ZERO;
+            while visit(n + 1) {
+                n += 1;
+                quiet += tick;
+                let silent = w.silence.silent.load(Ordering::Relaxed);
+                assert_eq!(silent, quiet >= silent_after, "after {quiet:?} of quiet");
+                assert!(quiet < timeout, "open after {quiet:?}");
+            }
+            assert_eq!(quiet + tick, timeout, "closed after the timeout");
+            assert!(matches!(
+                lock(&w.count).ended,
+                Some(CloseReason::Timeout(_))
+            ));
+        }
     }
 
     /// With a 1 s interval and a 3 s timeout the ticker ticks every 250 ms:
@@ -461,7 +549,7 @@ mod tests {
         let mut segs = VecDeque::new();
         // One tick: true if a heartbeat went out, nothing else being sent.
         let mut tick = || {
-            assert!(w.visit(Duration::ZERO, ms(3000), 4, false));
+            assert!(w.visit(Duration::ZERO, ms(1500), 4, false));
             beat_taken(&mut out_rx, &mut cx, &mut segs)
         };
         // Nothing seen sent yet (as after something sent): 3 ticks.
@@ -473,7 +561,7 @@ mod tests {
             conn.sender_queue()
                 .try_send(Frame::data(Bytes::from_static(b"x")))
                 .unwrap();
-            w.visit(Duration::ZERO, ms(3000), 4, false);
+            w.visit(Duration::ZERO, ms(1500), 4, false);
             segs.clear();
             assert_eq!(
                 out_rx.poll_take_all(&mut cx, &mut segs),

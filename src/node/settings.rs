@@ -215,11 +215,16 @@ impl Settings {
     /// Defaults: 1 s and 3 s, so a peer cut off is noticed
     /// within about 3 s; a LAN can go down to a few hundred milliseconds, a
     /// sleepy Wi-Fi may want more. `timeout` must be more than `interval`,
-    /// and `interval` at least 10 ms; keep `interval` under half of
-    /// `timeout`: a peer silent for half the timeout is reported suspect (a
-    /// member event), so a longer interval makes every idle peer suspect,
-    /// then alive, once an interval. (A peer that *exits*, even by
-    /// `SIGKILL`, is noticed at once through its socket, not by this.)
+    /// and `interval` at least 10 ms. A peer heard nothing from for an
+    /// interval and a half (a heartbeat late by half an interval), or for
+    /// half the timeout if that is longer, is reported suspect (a member
+    /// event) until it speaks again; with `interval` over two thirds of
+    /// `timeout` a peer times out before it would be suspect. Each idle
+    /// link writes one heartbeat and reads one an interval: a longer
+    /// interval costs less CPU (see the README, "Cost of an idle link"), and
+    /// leaves less of the timeout for a late heartbeat on a busy host. (A
+    /// peer that *exits*, even by `SIGKILL`, is noticed at once through its
+    /// socket, not by this.)
     ///
     /// ```
     /// # use std::time::Duration;

@@ -69,7 +69,8 @@ pub enum MemberState {
     Local,
     /// Linked, and heard from lately.
     Linked,
-    /// Linked, but silent for half the heartbeat timeout: it may be gone.
+    /// Linked, but silent for an interval and a half of the heartbeat (or
+    /// half its timeout, if that is longer): it may be gone.
     Suspect,
     /// Not linked to this node, but reached through a node that relays (a
     /// segment joined by a static link).
@@ -168,7 +169,7 @@ pub enum MemberChange {
     Joined,
     /// Its metadata changed, or the way it is reached (linked or relayed).
     Updated,
-    /// Its link went silent for half the heartbeat timeout.
+    /// Its link went silent (see [`MemberState::Suspect`]).
     Suspect,
     /// A suspect member spoke again.
     Alive,

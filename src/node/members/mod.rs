@@ -217,7 +217,7 @@ impl Members {
         settle(&mut inner, Instant::now())
     }
 
-    /// A link went silent for half the heartbeat timeout.
+    /// A link went silent (see `link::watchdog::silent_after`).
     pub(crate) fn silent(&self, link: LinkId, peer: &NodeId) {
         self.apply(|v| v.silent(link, peer), Instant::now());
     }

@@ -11,8 +11,8 @@
 //!   copies that arrive late change nothing. A change of metadata is an
 //!   **update**; a record saying the node is leaving is its **goodbye**,
 //!   and it leaves at once (its link closes right after, and adds nothing).
-//! - Its link going silent for half the heartbeat timeout makes it
-//!   **suspect**; the link speaking again makes it **alive**. Each takes a
+//! - Its link going silent (nothing heard for an interval and a half of
+//!   the heartbeat, or half its timeout if longer) makes it **suspect**; the link speaking again makes it **alive**. Each takes a
 //!   change of state, so a silence costs at most these two.
 //! - Its link closing makes it **leave**, for a reason that follows the
 //!   link's: a timeout, an id conflict, or else a lost link. A timeout or a
@@ -432,7 +432,7 @@ impl View {
         changes
     }
 
-    /// The link has been silent for half the heartbeat timeout.
+    /// The link has gone silent (see `link::watchdog::silent_after`).
     pub(crate) fn silent(&mut self, link: LinkId, peer: &NodeId) -> Changes {
         self.suspect(link, peer, true)
     }
