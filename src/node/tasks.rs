@@ -208,7 +208,10 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
         };
         refused = false;
         answered = true;
-        let handshaken = handshake(
+        // Boxed, so that the handshake's state (2.8 KiB) is freed when it
+        // ends: inline, this task would keep room for it beside the link's
+        // run for the link's whole life (a future of 10 KiB, not 4 KiB).
+        let handshaken = Box::pin(handshake(
             &node.links,
             &*node,
             stream,
@@ -216,7 +219,7 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
             Role::Dialer,
             expect.as_ref(),
             false,
-        )
+        ))
         .await;
         if let Some(link) = handshaken {
             drop(permit);
