@@ -50,8 +50,8 @@ use crate::wire::frame::{self, Frame};
 /// The links of one node being watched, and the timer that visits them.
 pub(crate) struct Ticker {
     timeout: Duration,
-    /// A peer this long quiet is reported silent.
-    silent_after: Duration,
+    /// A peer quiet for this many ticks is reported silent.
+    silent_ticks: u32,
     tick: Duration,
     /// Ticks per heartbeat interval.
     beat_every: u32,
@@ -73,7 +73,10 @@ impl Ticker {
         let beat_every = (interval.as_nanos() / tick.as_nanos()).clamp(1, u32::MAX as u128) as u32;
         Ticker {
             timeout,
-            silent_after: silent_after(interval, timeout),
+            silent_ticks: silent_after(interval, timeout)
+                .as_nanos()
+                .div_ceil(tick.as_nanos())
+                .clamp(1, u32::MAX as u128) as u32,
             tick,
             beat_every,
             state: Arc::default(),
@@ -100,6 +103,7 @@ impl Ticker {
                 seen: 0,
                 fresh: true,
                 silent: false,
+                unheard: 0,
                 ended: None,
                 sent_seen: 0,
                 quiet: 0,
@@ -116,7 +120,7 @@ impl Ticker {
             tokio::spawn(tick(
                 Arc::downgrade(&self.state),
                 self.tick,
-                self.silent_after,
+                self.silent_ticks,
                 self.beat_every,
             ));
         }
@@ -131,6 +135,9 @@ impl Ticker {
 /// timeout an idle peer is never reported silent for being idle; with a
 /// short one a late heartbeat or two is not news. A peer silent for the
 /// whole timeout is closed before it is reported silent if this is as long.
+/// It is counted in the ticker's ticks, not on the clock: a tick that comes
+/// late because this node was starved counts one tick, as the peer's
+/// heartbeats, sent a number of ticks apart, would have come late too.
 pub(crate) fn silent_after(interval: Duration, timeout: Duration) -> Duration {
     (interval + interval / 2).max(timeout / 2)
 }
@@ -158,12 +165,7 @@ fn tick_number(tick: Duration) -> u128 {
 }
 
 /// The ticker's task: a tick at a time, visits every watched link.
-async fn tick(
-    state: Weak<Mutex<Watched>>,
-    tick: Duration,
-    silent_after: Duration,
-    beat_every: u32,
-) {
+async fn tick(state: Weak<Mutex<Watched>>, tick: Duration, silent_ticks: u32, beat_every: u32) {
     let mut due = next_tick(tick);
     loop {
         tokio::time::sleep_until(due).await;
@@ -195,7 +197,7 @@ async fn tick(
         let beat_tick = tick_number(tick) % u128::from(beat_every) == 0;
         let done: Vec<usize> = links
             .iter()
-            .filter(|w| !w.visit(lateness, silent_after, beat_every, beat_tick))
+            .filter(|w| !w.visit(lateness, silent_ticks, beat_every, beat_tick))
             .map(|w| Arc::as_ptr(w) as usize)
             .collect();
         if !done.is_empty() {
@@ -255,6 +257,8 @@ struct Count {
     fresh: bool,
     /// Silent for [`silent_after`], and not heard from since.
     silent: bool,
+    /// Ticks since the peer was last heard.
+    unheard: u32,
     /// The peer timed out.
     ended: Option<CloseReason>,
     /// Frames handed to the send queue when last looked at.
@@ -272,13 +276,13 @@ struct Count {
 
 impl Watch {
     /// The ticker's visit, a tick after the last, its timer `lateness`
-    /// late; a peer quiet for `silent_after` is reported silent;
+    /// late; a peer quiet for `silent_ticks` ticks is reported silent;
     /// `beat_tick`: a tick on which idle links beat (see
     /// [`beat`](Self::beat)). False once the link needs watching no more.
     fn visit(
         &self,
         lateness: Duration,
-        silent_after: Duration,
+        silent_ticks: u32,
         beat_every: u32,
         beat_tick: bool,
     ) -> bool {
@@ -297,6 +301,7 @@ impl Watch {
         if c.fresh || received != c.seen || self.delivering.load(Ordering::Relaxed) {
             c.fresh = false;
             c.seen = received;
+            c.unheard = 0;
             c.patience.reset();
             // A silent peer heard again is the link task's to report (the
             // read woke it); it starts the count over then.
@@ -309,7 +314,8 @@ impl Watch {
             self.wake.notify_one();
             return false;
         }
-        if !c.silent && c.patience.total() >= silent_after {
+        c.unheard = c.unheard.saturating_add(1);
+        if !c.silent && c.unheard >= silent_ticks {
             c.silent = true;
             self.silence.silent.store(true, Ordering::Relaxed);
             drop(c);
@@ -389,6 +395,7 @@ impl Watch {
             let received = self.received.load(Ordering::Relaxed);
             if c.silent && received != c.seen {
                 c.seen = received;
+                c.unheard = 0;
                 c.patience.reset();
                 c.silent = false;
                 self.silence.silent.store(false, Ordering::Relaxed);
@@ -454,7 +461,7 @@ mod tests {
             }
             // The peer is heard from on every tick: the link stays up.
             w.received.fetch_add(1, Ordering::Relaxed);
-            assert!(w.visit(Duration::ZERO, ms(1500), 4, n % 4 == 0));
+            assert!(w.visit(Duration::ZERO, 6, 4, n % 4 == 0));
             beat_taken(&mut out_rx, &mut cx, &mut segs)
         };
         let beats: Vec<usize> = (1..=12).filter(|&n| tick(n, false)).collect();
@@ -483,8 +490,10 @@ mod tests {
         ] {
             let (conn, _in_tx, mut out_rx) = handles();
             let ticker = Ticker::new(timeout, interval);
-            let (tick, beat_every, silent_after) =
-                (ticker.tick, ticker.beat_every, ticker.silent_after);
+            let (tick, beat_every, silent_ticks) =
+                (ticker.tick, ticker.beat_every, ticker.silent_ticks);
+            let silent_after = silent_after(interval, timeout);
+            assert_eq!(tick * silent_ticks, silent_after);
             let w = ticker.watch(
                 Arc::default(),
                 conn.link().clone(),
@@ -496,7 +505,7 @@ mod tests {
             let mut visit = |n: u32| {
                 let open = w.visit(
                     Duration::ZERO,
-                    silent_after,
+                    silent_ticks,
                     beat_every,
                     n % beat_every == 0,
                 );
@@ -533,6 +542,40 @@ mod tests {
         }
     }
 
+    /// Silence is counted in ticks: a tick that came late (this node was
+    /// starved) counts one, so it does not make the peer silent sooner;
+    /// the timeout, counted as `Patience` counts it, is given once more.
+    #[tokio::test]
+    async fn a_late_tick_does_not_make_the_peer_silent_sooner() {
+        let (conn, _in_tx, mut out_rx) = handles();
+        let ticker = Ticker::new(ms(3000), ms(1000));
+        assert_eq!(ticker.silent_ticks, 6);
+        let w = ticker.watch(
+            Arc::default(),
+            conn.link().clone(),
+            conn.sender_queue().clone(),
+        );
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut segs = VecDeque::new();
+        let mut visit = |lateness| {
+            let open = w.visit(lateness, 6, 4, false);
+            beat_taken(&mut out_rx, &mut cx, &mut segs);
+            (open, w.silence.silent.load(Ordering::Relaxed))
+        };
+        assert_eq!(visit(Duration::ZERO), (true, false), "the count starts");
+        assert_eq!(visit(ms(1000)), (true, false), "a tick a second late");
+        let mut ticks = 1;
+        loop {
+            let (open, silent) = visit(Duration::ZERO);
+            if !open {
+                break;
+            }
+            ticks += 1;
+            assert_eq!(silent, ticks >= 6, "after {ticks} ticks");
+        }
+        assert_eq!(ticks + 1, 24, "timed out after twice the timeout's ticks");
+    }
+
     /// With a 1 s interval and a 3 s timeout the ticker ticks every 250 ms:
     /// an idle link gets a heartbeat every 4 ticks (the interval); after
     /// something else was sent, at some time within the tick before it was
@@ -549,7 +592,7 @@ mod tests {
         let mut segs = VecDeque::new();
         // One tick: true if a heartbeat went out, nothing else being sent.
         let mut tick = || {
-            assert!(w.visit(Duration::ZERO, ms(1500), 4, false));
+            assert!(w.visit(Duration::ZERO, 6, 4, false));
             beat_taken(&mut out_rx, &mut cx, &mut segs)
         };
         // Nothing seen sent yet (as after something sent): 3 ticks.
@@ -561,7 +604,7 @@ mod tests {
             conn.sender_queue()
                 .try_send(Frame::data(Bytes::from_static(b"x")))
                 .unwrap();
-            w.visit(Duration::ZERO, ms(1500), 4, false);
+            w.visit(Duration::ZERO, 6, 4, false);
             segs.clear();
             assert_eq!(
                 out_rx.poll_take_all(&mut cx, &mut segs),
