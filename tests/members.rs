@@ -546,12 +546,19 @@ fn a_long_heartbeat_interval_keeps_idle_members_alive_and_notices_a_freeze() {
             }
         }
         // The link `s` holds to the node `id`.
-        let link = |s: &Service, id: &str| {
+        let find = |s: &Service, id: &str| {
             s.connections()
                 .into_iter()
                 .find(|l| l.peer_id().as_str() == id)
-                .unwrap_or_else(|| panic!("{} holds no link to {id}", s.id()))
         };
+        let link = |s: &Service, id: &str| {
+            find(s, id).unwrap_or_else(|| panic!("{} holds no link to {id}", s.id()))
+        };
+        // b may open its end a moment after a saw it join.
+        wait_until(&[a.clone(), b.clone()], "b's link to a and c's", || {
+            find(&b, a.id().as_str()).is_some() && find(&a, &c_id).is_some()
+        })
+        .await;
         let (ab, ba) = (link(&a, &b_id), link(&b, a.id().as_str()));
 
         // a and b say nothing to each other but heartbeats: for three
