@@ -423,6 +423,18 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A link `ticker` watches, its handles (to be kept), and the far end
+    /// of its send queue.
+    fn watched(ticker: &Ticker) -> (Arc<Watch>, impl Sized, OutRx) {
+        let (conn, in_tx, out_rx) = handles();
+        let w = ticker.watch(
+            Arc::default(),
+            conn.link().clone(),
+            conn.sender_queue().clone(),
+        );
+        (w, (conn, in_tx), out_rx)
+    }
+
     /// Takes what the ticker queued: true if it was a heartbeat (a 5-byte
     /// header and its stamps), false if nothing.
     fn beat_taken(out_rx: &mut OutRx, cx: &mut Context<'_>, segs: &mut VecDeque<Bytes>) -> bool {
@@ -488,17 +500,12 @@ mod tests {
             (ms(2000), ms(3000)),
             (ms(5000), ms(15_000)),
         ] {
-            let (conn, _in_tx, mut out_rx) = handles();
             let ticker = Ticker::new(timeout, interval);
             let (tick, beat_every, silent_ticks) =
                 (ticker.tick, ticker.beat_every, ticker.silent_ticks);
             let silent_after = silent_after(interval, timeout);
             assert_eq!(tick * silent_ticks, silent_after);
-            let w = ticker.watch(
-                Arc::default(),
-                conn.link().clone(),
-                conn.sender_queue().clone(),
-            );
+            let (w, _handles, mut out_rx) = watched(&ticker);
             let mut cx = Context::from_waker(futures::task::noop_waker_ref());
             let mut segs = VecDeque::new();
             // A tick, the heartbeats it queued taken to be written.
@@ -547,14 +554,9 @@ mod tests {
     /// the timeout, counted as `Patience` counts it, is given once more.
     #[tokio::test]
     async fn a_late_tick_does_not_make_the_peer_silent_sooner() {
-        let (conn, _in_tx, mut out_rx) = handles();
         let ticker = Ticker::new(ms(3000), ms(1000));
         assert_eq!(ticker.silent_ticks, 6);
-        let w = ticker.watch(
-            Arc::default(),
-            conn.link().clone(),
-            conn.sender_queue().clone(),
-        );
+        let (w, _handles, mut out_rx) = watched(&ticker);
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         let mut segs = VecDeque::new();
         let mut visit = |lateness| {
