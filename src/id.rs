@@ -74,10 +74,9 @@ impl NodeId {
             Some(Cow::Borrowed(id))
         } else if problem(id).is_some() {
             None
-        } else if id.bytes().any(|b| b.is_ascii_uppercase()) {
-            Some(Cow::Owned(id.to_ascii_lowercase()))
         } else {
-            Some(Cow::Borrowed(id))
+            // Hex digits of the right count, so some are upper-case.
+            Some(Cow::Owned(id.to_ascii_lowercase()))
         }
     }
 

@@ -80,9 +80,8 @@ struct Reading {
     frames: Frames,
     read: ReadState,
     /// Messages the link's task decoded and has not queued yet (the queue
-    /// was full), and their bytes.
+    /// was full).
     pending: VecDeque<Bytes>,
-    pending_bytes: usize,
     /// What a handle decoded that only the link's task acts on.
     parked: Option<Effect>,
     tally: Tally,
@@ -187,7 +186,6 @@ impl Intake {
                 frames,
                 read,
                 pending: VecDeque::new(),
-                pending_bytes: 0,
                 parked: None,
                 tally: Tally::default(),
                 done: false,
@@ -236,7 +234,6 @@ impl Intake {
             return n;
         }
         if !rd.pending.is_empty() {
-            rd.pending_bytes = 0;
             taken.append(&mut rd.pending);
             return taken.len();
         }
@@ -279,6 +276,11 @@ impl Intake {
         in_tx: &queue::Sender<VecDeque<Bytes>>,
     ) -> Poll<Step> {
         self.duty.task.register(cx.waker());
+        // The handles read the socket (so nothing is parked or pending:
+        // both hand it back first): nothing to do until they hand it back.
+        if self.duty.handles.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
         let mut guard = lock(&self.state);
         let rd = &mut *guard;
         if let Some(e) = rd.parked.take() {
@@ -291,22 +293,21 @@ impl Intake {
             if self.duty.handles.load(Ordering::Acquire) {
                 return Poll::Pending;
             }
-            let (mut pending, mut bytes) = (std::mem::take(&mut rd.pending), rd.pending_bytes);
-            let pass = self.pass(rd, cx, ends, &mut pending, &mut bytes);
-            (rd.pending, rd.pending_bytes) = (pending, bytes);
+            // `deliver` left nothing pending: the pass starts a new batch
+            // (in the same allocation).
+            let mut pending = std::mem::take(&mut rd.pending);
+            let pass = self.pass(rd, cx, ends, &mut pending, &mut 0);
+            rd.pending = pending;
+            rd.tally.flush(self, ends.link);
             match pass {
-                Pass::Full => rd.tally.flush(self, ends.link),
+                Pass::Full => {}
                 Pass::Drained => {
-                    rd.tally.flush(self, ends.link);
                     return match deliver(rd, in_tx) {
                         None => Poll::Pending,
                         Some(weight) => Poll::Ready(Step::Full(weight)),
                     };
                 }
-                Pass::Effect(e) => {
-                    rd.tally.flush(self, ends.link);
-                    return Poll::Ready(Step::Effect(e));
-                }
+                Pass::Effect(e) => return Poll::Ready(Step::Effect(e)),
             }
         }
     }
@@ -318,7 +319,6 @@ impl Intake {
         let mut pending = {
             let mut rd = lock(&self.state);
             rd.done = true;
-            rd.pending_bytes = 0;
             std::mem::take(&mut rd.pending)
         };
         if pending.is_empty() {
@@ -401,7 +401,6 @@ fn deliver(rd: &mut Reading, in_tx: &queue::Sender<VecDeque<Bytes>>) -> Option<u
         // The queue closed: nobody will read them.
         rd.pending.clear();
     }
-    rd.pending_bytes = rd.pending.iter().map(Bytes::len).sum();
     rd.pending.front().map(Bytes::len)
 }
 
@@ -443,16 +442,14 @@ struct Tally {
 
 impl Tally {
     fn count(&mut self, f: &Frame) {
-        self.frames += 1;
-        self.bytes += frame_bytes(f.payload.len());
-        self.moved += u64::from(f.kind != frame::HEARTBEAT);
+        self.add(f.payload.len(), f.kind != frame::HEARTBEAT);
     }
 
-    /// A user message of `len` bytes.
-    fn data(&mut self, len: usize) {
+    /// A frame whose payload is `len` bytes; `moved` unless a heartbeat.
+    fn add(&mut self, len: usize, moved: bool) {
         self.frames += 1;
         self.bytes += frame_bytes(len);
-        self.moved += 1;
+        self.moved += u64::from(moved);
     }
 
     /// Adds what was counted to the link's counters, and gives the
@@ -496,7 +493,7 @@ fn cut_messages(
     let mut cut = 0;
     while let Some(payload) = frame::cut_small(buf, frame::DATA, under) {
         cut += frame_bytes(payload.len());
-        tally.data(payload.len());
+        tally.add(payload.len(), true);
         if !push(payload) {
             break;
         }
