@@ -221,6 +221,12 @@ impl Intake {
         taken: &mut VecDeque<Bytes>,
     ) -> usize {
         let Ok(mut guard) = self.state.try_lock() else {
+            // Held by the link's task (or another handle reading). If the
+            // socket's readiness woke this handle, that wake is spent: the
+            // link's task reads instead, not the ticker a tick later.
+            if self.duty.owed.load(Ordering::Acquire) {
+                self.duty.take_back();
+            }
             return 0;
         };
         let rd = &mut *guard;
