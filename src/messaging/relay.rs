@@ -323,10 +323,18 @@ impl Messaging {
             origin: e.origin.clone(),
             frame,
         };
-        // A goodbye goes ahead of the links that close after it.
+        // A goodbye goes ahead of the links that close after it. A record
+        // passed on at once ends what is owed of its origin's older ones:
+        // paid later, one would take its place in a full send queue (they
+        // share its key).
         match self.this.upgrade() {
             Some(this) if !leaving => this.owe(relay),
-            _ => self.pay(relay, &self.open.up()),
+            _ => {
+                lock(&self.records_owed).due.retain(
+                    |(_, what)| !matches!(what, Owing::Relay { origin, .. } if *origin == e.origin),
+                );
+                self.pay(relay, &self.open.up());
+            }
         }
         Ok(())
     }
