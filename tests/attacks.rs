@@ -16,9 +16,10 @@ use common::attacker::{
     self, Claim, Envelope, FLOOD, MSG, OP_BROADCAST, OP_DIRECT, OP_INTEREST, OP_MEMBER, SIGNED,
 };
 use common::example::Example;
+use common::foreign::{foreign_daemon, record};
 use common::*;
 use futures::{FutureExt, StreamExt};
-use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
+use mdns_sd::ServiceInfo;
 use tcpnet::{
     Connection, Error, Events, Identity, Message, Messages, NodeId, Service, Settings, SERVICE_TYPE,
 };
@@ -826,13 +827,6 @@ fn strangers_from_many_prefixes_cannot_starve_a_known_peer() {
 // Spoofed mDNS
 // ---------------------------------------------------------------------------
 
-/// A second mDNS responder in the namespace.
-fn foreign_daemon() -> ServiceDaemon {
-    let d = ServiceDaemon::new().expect("mDNS daemon");
-    d.disable_interface(IfKind::IPv6).expect("IPv4 only");
-    d
-}
-
 /// Accepts connections and holds them without a word.
 async fn tarpit(listener: TcpListener) {
     let mut held = Vec::new();
@@ -847,10 +841,7 @@ fn record_of(key: &Identity, host: &str, ip: &str, port: u16) -> ServiceInfo {
     let version = tcpnet::PROTOCOL_VERSION.to_string();
     let k = hex::encode(key.public_key());
     let props = [("c", CLUSTER), ("v", version.as_str()), ("k", k.as_str())];
-    let mut info =
-        ServiceInfo::new(SERVICE_TYPE, key.id().as_str(), host, ip, port, &props[..]).unwrap();
-    info.set_requires_probe(false);
-    info
+    record(key.id().as_str(), host, ip, port, &props)
 }
 
 /// Announces records for the ids of `keys` (with their real public keys)

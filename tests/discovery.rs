@@ -5,10 +5,11 @@ mod common;
 
 use std::collections::HashSet;
 
+use common::foreign::{foreign_daemon, record};
 use common::*;
 use futures::StreamExt;
-use mdns_sd::{ServiceDaemon, ServiceInfo};
-use tcpnet::{Error, Service, SERVICE_TYPE};
+use mdns_sd::ServiceDaemon;
+use tcpnet::{Error, Service};
 
 /// The protocol version, as a TXT record says it.
 const V: &str = match tcpnet::PROTOCOL_VERSION {
@@ -47,10 +48,9 @@ fn announce(daemon: &ServiceDaemon, instance: &str, port: u16, props: &[(&str, &
         "foreign-{}.local.",
         instance.len() + props.len() + port as usize
     );
-    let mut info =
-        ServiceInfo::new(SERVICE_TYPE, instance, &host, "127.0.0.1", port, props).unwrap();
-    info.set_requires_probe(false);
-    daemon.register(info).unwrap();
+    daemon
+        .register(record(instance, &host, "127.0.0.1", port, props))
+        .unwrap();
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn foreign_and_broken_records_are_errors_and_the_mesh_still_forms() {
         let mut errors = watcher.on_error();
         watcher.listen(0, "0.0.0.0").await.unwrap();
 
-        let foreign = ServiceDaemon::new().unwrap();
+        let foreign = foreign_daemon();
         announce(&foreign, "not-a-node-id", 1000, &[("c", CLUSTER), ("v", V)]);
         announce(
             &foreign,
@@ -218,7 +218,7 @@ fn a_record_pointing_at_another_nodes_port_does_not_break_the_mesh() {
         let nodes = futures::future::join_all((0..3).map(|_| start("real"))).await;
         full_mesh(&nodes).await;
         let target = nodes[2].address().unwrap().port;
-        let foreign = ServiceDaemon::new().unwrap();
+        let foreign = foreign_daemon();
         let record = |port: u16| {
             let gone = tcpnet::Identity::generate();
             let k = hex::encode(gone.public_key());

@@ -20,9 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::attacker;
+use common::foreign::{foreign_daemon, record};
 use common::*;
 use futures::{FutureExt, StreamExt};
-use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo};
+use mdns_sd::{ServiceDaemon, ServiceInfo};
 use tcpnet::{Connection, Error, Events, Service, Settings, PROTOCOL_VERSION, SERVICE_TYPE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -873,22 +874,6 @@ fn a_client_echoing_our_own_hello_is_refused_with_an_error() {
 // ---------------------------------------------------------------------------
 // mDNS
 // ---------------------------------------------------------------------------
-
-/// A second mDNS daemon in the namespace, for bogus records (IPv4 only, as
-/// the nodes listen on IPv4).
-fn foreign_daemon() -> ServiceDaemon {
-    let d = ServiceDaemon::new().expect("mDNS daemon");
-    d.disable_interface(IfKind::IPv6).expect("IPv4 only");
-    d
-}
-
-/// A record of tcpnet's service type.
-fn record(instance: &str, host: &str, ip: &str, port: u16, props: &[(&str, &str)]) -> ServiceInfo {
-    let mut info = ServiceInfo::new(SERVICE_TYPE, instance, host, ip, port, props)
-        .unwrap_or_else(|e| panic!("record {instance}: {e}"));
-    info.set_requires_probe(false);
-    info
-}
 
 /// Announces records from the foreign daemon. Its command queue is bounded:
 /// when it is full, waits for the daemon to announce one of the records

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::attacker;
+use common::foreign::{foreign_daemon, record};
 use common::*;
 use futures::{FutureExt, StreamExt};
 use tcpnet::{
@@ -252,7 +253,6 @@ fn metadata_over_the_bounds_is_refused_with_named_errors() {
 #[test]
 fn bad_metadata_in_a_record_is_an_error_event_and_nothing_else() {
     netns(|| async {
-        use mdns_sd::{ServiceDaemon, ServiceInfo};
         let watcher = tcpnet::tcpnet("c").unwrap();
         let mut errors = watcher.on_error();
         watcher.listen(0, "0.0.0.0").await.unwrap();
@@ -267,7 +267,7 @@ fn bad_metadata_in_a_record_is_an_error_event_and_nothing_else() {
         )
         .await;
         let port = hidden.address().unwrap().port;
-        let foreign = ServiceDaemon::new().unwrap();
+        let foreign = foreign_daemon();
         let v = tcpnet::PROTOCOL_VERSION.to_string();
         let long = "v".repeat(240);
         let k = hex::encode(hidden_key.public_key());
@@ -278,16 +278,7 @@ fn bad_metadata_in_a_record_is_an_error_event_and_nothing_else() {
             ("m.k", long.as_str()),
         ];
         let host = format!("{}.local.", hidden.id());
-        let mut info = ServiceInfo::new(
-            tcpnet::SERVICE_TYPE,
-            hidden.id().as_str(),
-            &host,
-            "127.0.0.1",
-            port,
-            &props[..],
-        )
-        .unwrap();
-        info.set_requires_probe(false);
+        let info = record(hidden.id().as_str(), &host, "127.0.0.1", port, &props);
         foreign.register(info).unwrap();
 
         let (peer, carrier, error) = next_bad_meta(&mut errors).await;

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod attacker;
+pub(crate) mod foreign;
 
 use std::future::Future;
 use std::time::Duration;
