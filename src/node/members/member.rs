@@ -69,8 +69,8 @@ pub enum MemberState {
     Local,
     /// Linked, and heard from lately.
     Linked,
-    /// Linked, but silent for an interval and a half of the heartbeat (or
-    /// half its timeout, if that is longer): it may be gone.
+    /// Linked, but silent for longer than a late heartbeat (the rule is at
+    /// [`Settings::heartbeat`](crate::Settings::heartbeat)): it may be gone.
     Suspect,
     /// Not linked to this node, but reached through a node that relays (a
     /// segment joined by a static link).

@@ -11,10 +11,9 @@
 //!   copies that arrive late change nothing. A change of metadata is an
 //!   **update**; a record saying the node is leaving is its **goodbye**,
 //!   and it leaves at once (its link closes right after, and adds nothing).
-//! - Its link going silent (nothing heard for an interval and a half of
-//!   the heartbeat, or half its timeout if longer: see
-//!   [`Settings::heartbeat`](crate::Settings::heartbeat)) makes it
-//!   **suspect**; the link speaking again makes it **alive**. Each takes a
+//! - Its link going silent (nothing heard for longer than a late
+//!   heartbeat: see [`Settings::heartbeat`](crate::Settings::heartbeat))
+//!   makes it **suspect**; the link speaking again makes it **alive**. Each takes a
 //!   change of state, so a silence costs at most these two.
 //! - Its link closing makes it **leave**, for a reason that follows the
 //!   link's: a timeout, an id conflict, or else a lost link. A timeout or a
