@@ -14,9 +14,24 @@
 //! `tests/common/mass.rs`). Prints the time from the gate's opening until
 //! every process holds a link to every other (each says so on stdout, with
 //! `TCPNET_LINKS=1`), and from the first launch, the handshake,
-//! heartbeat and dial timeouts they logged until 5 s after that, and the
-//! processes' peak CPU (busiest 0.5 s, in cores). Needs the demo built in
-//! the same profile.
+//! heartbeat and dial timeouts they logged until 5 s after that, the
+//! processes' peak CPU (busiest 0.5 s, in cores), their CPU to the mesh,
+//! and their CPU a second once meshed. Needs the demo built in the same
+//! profile.
+//!
+//! Before each demo start, the parts of it measured alone, side by side
+//! in the same run (`--parts handshakes,discover,demo` picks; default all
+//! three):
+//!
+//! - `handshakes`: the n(n - 1)/2 handshakes of n nodes run one after the
+//!   other in this process, in memory, in the clear and with a secret:
+//!   tcpnet's own handshake code (hellos, Noise XX, both proofs of
+//!   identity, the key confirmation, both member record checks) without
+//!   sockets (`tcpnet::bench::Cluster`); its CPU time in all and per link.
+//! - `discover`: n processes that only discover (this example again, with
+//!   `--discover-node`: a node that listens, announces and browses as any
+//!   node does, and dials no one), gated as the demos are, timed until
+//!   each has resolved every other's mDNS record; their CPU.
 //!
 //! Otherwise, for each run: NODES services start at once; the clock starts when the last
 //! of them is started (all `listen` calls are issued together) and stops when
@@ -37,14 +52,34 @@ fn main() {
         .with_writer(std::io::stderr)
         .try_init();
     let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some(mass::DISCOVER_ARG) {
+        args.next();
+        mass::discover_node(&args.next().expect("--discover-node CLUSTER"));
+        return;
+    }
     if args.peek().map(String::as_str) == Some("--processes") {
         args.next();
         let counts = args.next().unwrap_or_else(|| "32,64,128".into());
+        let mut parts = vec!["handshakes".to_string(), "discover".into(), "demo".into()];
+        if args.peek().map(String::as_str) == Some("--parts") {
+            args.next();
+            let list = args.next().expect("--parts handshakes,discover,demo");
+            parts = list.split(',').map(str::to_string).collect();
+        }
         for n in counts
             .split(',')
             .map(|n| n.trim().parse().expect("--processes N,N,.."))
         {
-            mass(n);
+            if parts.iter().any(|p| p == "handshakes") {
+                handshakes(n);
+            }
+            if parts.iter().any(|p| p == "discover") {
+                let me = std::env::current_exe().expect("this example's path");
+                mass(n, mass::Program::discover_only(&me, "mass-discover"));
+            }
+            if parts.iter().any(|p| p == "demo") {
+                mass(n, mass::Program::demo(&common::demo_binary(), "mass-start"));
+            }
         }
         return;
     }
@@ -99,13 +134,31 @@ async fn one_run(n: usize) -> (Duration, Duration) {
     (mesh, late)
 }
 
-/// One mass start of `n` demo processes, in a private namespace of its own.
-fn mass(n: usize) {
-    let demo = common::demo_binary();
+/// The handshakes of a start of `n` nodes, in memory in this thread, in
+/// the clear and with a secret.
+fn handshakes(n: usize) {
+    let secret = b"formation-example-secret-of-32-bytes";
+    for (mode, secret) in [("in the clear", None), ("with a secret", Some(&secret[..]))] {
+        let (links, cpu) = mass::handshake_cpu(n, secret);
+        println!(
+            "{n} nodes: {links} handshakes {mode}, in memory in one thread: {cpu:.2} CPU-s, \
+             {:.0} µs a link; load average {}",
+            cpu / links as f64 * 1e6,
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim(),
+        );
+    }
+}
+
+/// One mass start of `n` processes of `program`, in a private namespace
+/// of its own.
+fn mass(n: usize, program: mass::Program) {
+    let what = program.what;
     let m = std::thread::spawn(move || {
         common::enter_private_netns();
         let hold = Duration::from_secs(5);
-        mass::mass_start(&demo, n, "mass-start", hold, Duration::from_secs(120))
+        mass::mass_start(&program, n, hold, Duration::from_secs(120))
     })
     .join()
     .expect("mass start");
@@ -113,8 +166,8 @@ fn mass(n: usize) {
         .mesh
         .map_or("never (within 120 s)".into(), |d| format!("{d:?}"));
     println!(
-        "{n} processes: full mesh {mesh} after the gate; timeouts: {} handshake, {} heartbeat, {} dial \
-         ({} warnings in all); peak CPU {:.2} cores; CPU to the mesh {}; mesh still full 5 s later: {}; load average {}",
+        "{n} processes: all {what} {mesh} after the gate; timeouts: {} handshake, {} heartbeat, {} dial \
+         ({} warnings in all); peak CPU {:.2} cores; CPU until then {}; still all 5 s later: {}; load average {}",
         m.handshake_timeouts,
         m.heartbeat_timeouts,
         m.dial_timeouts,

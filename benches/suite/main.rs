@@ -151,6 +151,12 @@ pub(crate) fn under_cargo_test() -> bool {
 }
 
 pub(crate) fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(mass::DISCOVER_ARG) {
+        // A node of the mass section's discovery alone.
+        mass::discover_node(args.get(1).expect("the cluster"));
+        return;
+    }
     if let Ok(kind) = std::env::var(CHILD_ENV) {
         child_main(&kind);
         return;
@@ -248,7 +254,12 @@ pub(crate) fn main() {
              until all wait; the clock starts as the gate opens and stops when each has said (a `links N` line, `TCPNET_LINKS=1`) that it holds \
              N - 1 links; timeouts are the processes' own log lines (`no hello within`, `no \
              verdict within`, `nothing heard from the peer`); peak CPU is the processes' \
-             user + system time over the busiest 0.5 s, in cores (the machine has 2)"
+             user + system time over the busiest 0.5 s, in cores (the machine has 2); CPU \
+             once meshed is theirs from the full mesh to the end of the watch. Beside each \
+             start, in the same run: the same number of nodes' handshakes in memory in one \
+             thread (every pair, no socket; CPU), and discovery alone (as many processes of \
+             nodes that announce and browse but dial no one, gated the same way, timed until \
+             each has resolved all others)"
                 .to_string(),
         );
     }

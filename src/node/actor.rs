@@ -59,10 +59,13 @@ impl Held {
 }
 
 /// The actor: owns the mesh and the link handles until the service closes.
+/// Without `dial` it starts no dial (a node that only discovers, for
+/// measuring discovery alone): the mesh still tracks every peer.
 pub(crate) async fn actor(
     node: Arc<Node>,
     mut cmds: mpsc::UnboundedReceiver<Command>,
     discovery: Option<Discovery>,
+    dial: bool,
 ) {
     let mut mesh = Mesh::new(node.id().clone());
     let mut links: HashMap<LinkId, Held> = HashMap::new();
@@ -166,6 +169,9 @@ pub(crate) async fn actor(
         }
         for action in actions {
             if let Action::Dial { .. } = action {
+                if !dial {
+                    continue;
+                }
                 node.hub.counters.dial(redial);
             }
             apply(&node, &mut links, discovery.as_ref(), action);

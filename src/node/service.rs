@@ -414,7 +414,7 @@ impl Service {
                 port: bound_port,
                 addrs: scope.addresses(),
             },
-            actor: tasks::spawn(node.clone(), inbox, discovery),
+            actor: tasks::spawn(node.clone(), inbox, discovery, state.settings.dial),
             node,
         })
     }

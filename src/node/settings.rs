@@ -60,6 +60,9 @@ pub struct Settings {
     pub(crate) hold_early: Duration,
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) mdns: bool,
+    /// Whether the node dials the peers it discovers (off only through
+    /// the hidden `bench::discover_only`).
+    pub(crate) dial: bool,
     pub(crate) peers: Vec<String>,
     pub(crate) meta: Vec<(String, String)>,
 }
@@ -85,6 +88,7 @@ impl Settings {
             hold_early: crate::limits::HOLD_EARLY,
             secret: None,
             mdns: true,
+            dial: true,
             peers: Vec::new(),
             meta: Vec::new(),
         }

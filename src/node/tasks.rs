@@ -30,18 +30,20 @@ pub(crate) fn spawn_accept(node: Arc<Node>, listener: TcpListener) {
     tokio::spawn(accept_loop(node, listener));
 }
 
-/// Starts the mDNS reader and the actor; the handle ends when the actor has
-/// shut the node down.
+/// Starts the mDNS reader and the actor (which dials what it discovers
+/// only with `dial`); the handle ends when the actor has shut the node
+/// down.
 pub(crate) fn spawn(
     node: Arc<Node>,
     inbox: mpsc::UnboundedReceiver<Command>,
     discovery: Option<(Discovery, mdns_sd::Receiver<mdns_sd::ServiceEvent>)>,
+    dial: bool,
 ) -> JoinHandle<()> {
     let discovery = discovery.map(|(d, browse)| {
         tokio::spawn(browse_loop(node.clone(), browse));
         d
     });
-    tokio::spawn(actor(node, inbox, discovery))
+    tokio::spawn(actor(node, inbox, discovery, dial))
 }
 
 async fn accept_loop(node: Arc<Node>, listener: TcpListener) {

@@ -1,7 +1,8 @@
 //! A mass start: N demo processes (`examples/demo.rs`) launched together in
 //! the caller's private network namespace, watched until they form a full
 //! mesh and for a while after, with the timeouts they report and the CPU
-//! they take.
+//! they take. Or N nodes that only discover (no dialing), watched until
+//! each has resolved all the others: what discovery alone costs.
 //!
 //! The processes are held at a gate while they are launched: each is a
 //! `sh` that waits for a line on its stdin and then execs the demo. Once
@@ -17,11 +18,74 @@
 //! to run anywhere that holds more than loopback.
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// What each process of a mass start runs, and how it says how far it got.
+pub(crate) struct Program {
+    /// The executable, then its arguments.
+    command: Vec<OsString>,
+    /// What a line on its stdout starts with when the rest is the number
+    /// of peers it holds (linked, or discovered).
+    counts: &'static str,
+    /// The start is complete when each process holds all the others as...
+    pub what: &'static str,
+}
+
+impl Program {
+    /// The demo (`examples/demo.rs`) of `cluster`: done when each process
+    /// holds a link to every other (it says `links N` on every change,
+    /// with `TCPNET_LINKS=1`).
+    pub(crate) fn demo(demo: &Path, cluster: &str) -> Program {
+        Program {
+            command: vec![demo.into(), cluster.into()],
+            counts: "links ",
+            what: "links",
+        }
+    }
+
+    /// A node of `cluster` that only discovers (see [`discover_node`]),
+    /// run as `exe` [`DISCOVER_ARG`] `cluster`: done when each process has
+    /// resolved every other's mDNS record.
+    pub(crate) fn discover_only(exe: &Path, cluster: &str) -> Program {
+        Program {
+            command: vec![exe.into(), DISCOVER_ARG.into(), cluster.into()],
+            counts: "advertised ",
+            what: "discovered peers",
+        }
+    }
+}
+
+/// The first argument that makes the formation example, or the suite, a
+/// node that only discovers ([`discover_node`]); the cluster follows.
+pub(crate) const DISCOVER_ARG: &str = "--discover-node";
+
+/// Runs a node of `cluster` that listens, announces and browses over mDNS
+/// as any node does, but dials no one (`tcpnet::bench::discover_only`),
+/// and says `advertised N` on stdout each time the number of peers it has
+/// resolved changes (looked at every 50 ms), until it is killed.
+pub(crate) fn discover_node(cluster: &str) {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    rt.block_on(async {
+        let settings = tcpnet::bench::discover_only(tcpnet::Settings::new(cluster));
+        let service = tcpnet::tcpnet(settings).expect("a service");
+        service.listen(0, "0.0.0.0").await.expect("listen");
+        let mut said = usize::MAX;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            let n = service.advertised().len();
+            if n != said {
+                println!("advertised {n}");
+                said = n;
+            }
+        }
+    });
+}
 
 /// What one mass start did.
 #[derive(Debug, Clone)]
@@ -64,6 +128,10 @@ pub(crate) struct MassStart {
     /// The processes' CPU from the gate until the mesh was full (or the
     /// end), by thread: the mDNS daemons, the tokio workers, the rest.
     pub cpu_by_thread: Vec<(&'static str, f64)>,
+    /// The processes' CPU from the full mesh to the end of the watch, in
+    /// cores (CPU-seconds a second), by thread as above: what the full
+    /// mesh costs to keep (the demo's messages, heartbeats, mDNS).
+    pub cpu_meshed: Vec<(&'static str, f64)>,
 }
 
 impl MassStart {
@@ -98,7 +166,21 @@ impl MassStart {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            format!(
+                "CPU once complete, to the end of the watch, in cores: {:.2} ({})",
+                self.cpu_meshed_total().unwrap_or(f64::NAN),
+                self.cpu_meshed
+                    .iter()
+                    .map(|(t, c)| format!("{t} {c:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ]
+    }
+
+    /// The processes' CPU once the mesh was full, in cores, all threads.
+    pub(crate) fn cpu_meshed_total(&self) -> Option<f64> {
+        (!self.cpu_meshed.is_empty()).then(|| self.cpu_meshed.iter().map(|(_, c)| c).sum())
     }
 }
 
@@ -111,14 +193,14 @@ const SAMPLE: Duration = Duration::from_millis(500);
 /// What a node logs (at debug level) when it closes a duplicate link.
 const DUPLICATE: &str = "duplicate link closed";
 
-/// Launches `n` demo processes of `cluster` held at a gate, opens it, and
-/// watches them until they hold a full mesh and then `hold` longer (so
-/// that timeouts soon after it are counted), or until `deadline` passes.
-/// The processes are ended with SIGTERM (then killed if they linger).
+/// Launches `n` processes of `program` held at a gate, opens it, and
+/// watches them until each holds all the others (a full mesh, or all
+/// discovered) and then `hold` longer (so that timeouts soon after it are
+/// counted), or until `deadline` passes. The processes are ended with
+/// SIGTERM (then killed if they linger).
 pub(crate) fn mass_start(
-    demo: &Path,
+    program: &Program,
     n: usize,
-    cluster: &str,
     hold: Duration,
     deadline: Duration,
 ) -> MassStart {
@@ -146,22 +228,22 @@ pub(crate) fn mass_start(
         // opening the gate (EOF) starts nothing.
         let mut child = Command::new("/bin/sh")
             .args(["-c", "read -r _ && exec \"$0\" \"$@\""])
-            .arg(demo)
-            .arg(cluster)
+            .args(&program.command)
             .env("TCPNET_LINKS", "1")
             .env("RUST_LOG", &log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", demo.display()));
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", program.command));
         let out = BufReader::new(child.stdout.take().expect("stdout"));
         let err = BufReader::new(child.stderr.take().expect("stderr"));
         let to = tx.clone();
+        let counts = program.counts;
         std::thread::spawn(move || {
             for line in out.lines().map_while(Result::ok) {
                 if let Some(k) = line
-                    .strip_prefix("links ")
+                    .strip_prefix(counts)
                     .and_then(|k| k.trim().parse().ok())
                 {
                     if to.send(Seen::Links(i, k)).is_err() {
@@ -210,12 +292,14 @@ pub(crate) fn mass_start(
         udp_drops: 0,
         udp_received: 0,
         cpu_by_thread: Vec::new(),
+        cpu_meshed: Vec::new(),
     };
     let drops_before = udp_count("RcvbufErrors");
     let received_before = udp_count("InDatagrams");
     let (mut cpu_at, mut cpu) = (Instant::now(), cpu_secs(&pids));
     let cpu_start = cpu;
     let mut full = false;
+    let mut meshed_at = t0;
     loop {
         let now = Instant::now();
         let end = match got.mesh {
@@ -244,6 +328,7 @@ pub(crate) fn mass_start(
                     got.mesh = Some(t0.elapsed());
                     got.cpu_to_mesh = Some(cpu_secs(&pids) - cpu_start);
                     got.cpu_by_thread = cpu_by_thread(&pids);
+                    meshed_at = Instant::now();
                 }
             }
             Ok(Seen::Log(line)) if line.contains(DUPLICATE) => got.duplicates += 1,
@@ -265,6 +350,14 @@ pub(crate) fn mass_start(
         }
     }
     got.full_at_end = full;
+    if got.mesh.is_some() {
+        let secs = meshed_at.elapsed().as_secs_f64();
+        got.cpu_meshed = cpu_by_thread(&pids)
+            .into_iter()
+            .zip(&got.cpu_by_thread)
+            .map(|((t, end), (_, at))| (t, (end - at) / secs))
+            .collect();
+    }
     got.udp_drops = udp_count("RcvbufErrors").saturating_sub(drops_before);
     got.udp_received = udp_count("InDatagrams").saturating_sub(received_before);
     if got.cpu_by_thread.is_empty() {
@@ -282,7 +375,7 @@ pub(crate) fn mass_start(
                 let _ = child.wait();
                 break;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
     got
@@ -315,27 +408,26 @@ fn stat_ticks(stat: &str) -> u64 {
     field(11) + field(12)
 }
 
-/// CPU time (user + system) of these processes' threads so far, in
-/// seconds, summed by kind of thread (the processes were gated before they
-/// ran, so this is their CPU since the gate opened).
+/// CPU time of these processes' threads so far, in seconds, summed by
+/// kind of thread (the processes were gated before they ran, so this is
+/// their CPU since the gate opened). Read from each thread's `schedstat`
+/// (nanoseconds on a CPU): its `stat` counts whole clock ticks, cut off
+/// per thread, which lost about 5 ms a thread, 2.5 CPU-s over the 500
+/// threads of a start of 128.
 fn cpu_by_thread(pids: &[u32]) -> Vec<(&'static str, f64)> {
-    // SAFETY: sysconf reads a constant.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let kinds = ["mDNS daemons", "tokio workers", "other threads"];
-    let mut ticks = [0u64; 3];
+    let mut nanos = [0u64; 3];
     for pid in pids {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
         for task in tasks.flatten() {
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            let (Ok(name), Ok(sched)) = (
+                std::fs::read_to_string(task.path().join("comm")),
+                std::fs::read_to_string(task.path().join("schedstat")),
+            ) else {
                 continue;
             };
-            // The thread's name is in parentheses.
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-                continue;
-            };
-            let name = &stat[open + 1..close];
             let kind = if name.starts_with("mDNS") {
                 0
             } else if name.starts_with("tokio") {
@@ -343,13 +435,14 @@ fn cpu_by_thread(pids: &[u32]) -> Vec<(&'static str, f64)> {
             } else {
                 2
             };
-            ticks[kind] += stat_ticks(&stat);
+            let on_cpu = sched.split_whitespace().next().and_then(|v| v.parse().ok());
+            nanos[kind] += on_cpu.unwrap_or(0u64);
         }
     }
     kinds
         .into_iter()
-        .zip(ticks)
-        .map(|(k, t)| (k, t as f64 / tick))
+        .zip(nanos)
+        .map(|(k, n)| (k, n as f64 / 1e9))
         .collect()
 }
 
@@ -366,4 +459,28 @@ fn udp_count(name: &str) -> u64 {
         .find(|(k, _)| *k == name)
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// The handshakes of a start of `n` nodes, run in memory in this thread
+/// (`tcpnet::bench::Cluster`: every pair's hellos, Noise XX with both
+/// proofs, the key confirmation with `secret`, both record checks; no
+/// socket): the links made, and this thread's CPU time for them, in
+/// seconds (the nodes' keys are made before the clock starts).
+pub(crate) fn handshake_cpu(n: usize, secret: Option<&[u8]>) -> (usize, f64) {
+    let cluster = tcpnet::bench::Cluster::new(n, secret);
+    let before = thread_cpu();
+    let links = cluster.link_all();
+    (links, thread_cpu() - before)
+}
+
+/// This thread's CPU time so far, in seconds.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the clock into `ts`, which outlives the call.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "the thread's CPU clock");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
