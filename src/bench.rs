@@ -28,6 +28,13 @@ pub fn discover_only(settings: Settings) -> Settings {
     }
 }
 
+/// How many peers `service` sees advertised over mDNS: the length of
+/// [`Service::advertised`](crate::Service::advertised), without copying
+/// the list (a node that only discovers is asked every 50 ms).
+pub fn advertised(service: &crate::Service) -> usize {
+    service.advertised_len()
+}
+
 /// What one node brings to its handshakes: its identity, its Noise static
 /// key (with the identity's proof), its hello, and its member record as a
 /// signed envelope, encoded, as it sends it on each new link.

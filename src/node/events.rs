@@ -189,6 +189,11 @@ impl Hub {
     pub(crate) fn advertised(&self) -> Vec<NodeId> {
         lock(&self.advertised).clone()
     }
+
+    #[cfg(feature = "bench")]
+    pub(crate) fn advertised_len(&self) -> usize {
+        lock(&self.advertised).len()
+    }
 }
 
 #[cfg(test)]

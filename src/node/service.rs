@@ -1036,6 +1036,13 @@ impl Service {
         self.state.hub.advertised()
     }
 
+    /// How many peers [`advertised`](Self::advertised) lists, without
+    /// copying the list.
+    #[cfg(feature = "bench")]
+    pub(crate) fn advertised_len(&self) -> usize {
+        self.state.hub.advertised_len()
+    }
+
     /// A stream of links as they open. It fires on both ends of a link,
     /// once the pair has settled on it (see the crate docs on the one-link rule).
     pub fn on_connection(&self) -> Events<Connection> {

@@ -13,6 +13,7 @@ pub(crate) mod hello;
 pub(crate) mod meta;
 pub(crate) mod noise;
 pub(crate) mod record;
+pub(crate) mod resolver;
 pub(crate) mod secure;
 pub(crate) mod timing;
 pub(crate) mod verdict;

@@ -78,7 +78,7 @@ pub(crate) fn discover_node(cluster: &str) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             tick.tick().await;
-            let n = service.advertised().len();
+            let n = tcpnet::bench::advertised(&service);
             if n != said {
                 println!("advertised {n}");
                 said = n;
