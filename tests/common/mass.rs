@@ -119,6 +119,9 @@ pub(crate) struct MassStart {
     pub launched: Duration,
     /// The share of all links up, each second from the gate.
     pub progress: Vec<f64>,
+    /// The processes' CPU since the gate, in seconds, each second from
+    /// the gate (beside `progress`).
+    pub cpu_each_second: Vec<f64>,
     /// UDP datagrams the namespace's kernel dropped for a full receive
     /// buffer (mDNS packets lost), over the whole start.
     pub udp_drops: u64,
@@ -143,8 +146,17 @@ impl MassStart {
             .iter()
             .map(|p| format!("{:.0}", p * 100.0))
             .collect();
+        let cpu: Vec<String> = self
+            .cpu_each_second
+            .iter()
+            .map(|c| format!("{c:.1}"))
+            .collect();
         vec![
-            format!("links up each second, % of all: {}", progress.join(" ")),
+            format!(
+                "links up (or peers discovered) each second, % of all: {}",
+                progress.join(" ")
+            ),
+            format!("CPU-s since the gate, each second: {}", cpu.join(" ")),
             format!(
                 "all {} processes launched and waiting at the gate {:?} after the first \
                  launch; full mesh {} after the first launch",
@@ -289,6 +301,7 @@ pub(crate) fn mass_start(
         cpu_to_mesh: None,
         launched,
         progress: Vec::new(),
+        cpu_each_second: Vec::new(),
         udp_drops: 0,
         udp_received: 0,
         cpu_by_thread: Vec::new(),
@@ -312,6 +325,7 @@ pub(crate) fn mass_start(
         while t0 + Duration::from_secs(got.progress.len() as u64 + 1) <= now {
             let up: usize = links.iter().sum();
             got.progress.push(up as f64 / (n * (n - 1)) as f64);
+            got.cpu_each_second.push(cpu_secs(&pids) - cpu_start);
         }
         if now.duration_since(cpu_at) >= SAMPLE {
             let c = cpu_secs(&pids);
