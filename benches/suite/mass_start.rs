@@ -102,6 +102,13 @@ fn discovery(n: usize, program: mass::Program, hold: Duration) -> Vec<Row> {
             d.mesh.map(|t| t.as_secs_f64() * 1e3),
         ),
         row("CPU until then", "discover-cpu", "s", d.cpu_to_mesh),
+        // What it takes of the 6 CPU-s that 3 s on two cores hold.
+        row(
+            "CPU in its first 3 s",
+            "discover-cpu-3s",
+            "s",
+            d.cpu_each_second.get(2).copied(),
+        ),
         row(
             "of it the mDNS daemons' threads",
             "discover-mdns",
