@@ -60,6 +60,8 @@ pub(crate) enum Side {
     Batch,
     Baseline,
     Naive,
+    /// Plain TCP with heartbeats (memory only).
+    Beating,
 }
 
 impl Side {
@@ -74,13 +76,17 @@ impl Side {
     pub(crate) fn baseline(self) -> bool {
         matches!(self, Side::Both | Side::Baseline)
     }
+    /// Plain TCP with heartbeats (the memory section's second baseline).
+    pub(crate) fn beating(self) -> bool {
+        matches!(self, Side::Both | Side::Beating)
+    }
     /// The baselines measured, careful first.
     pub(crate) fn plain(self) -> Vec<Plain> {
         match self {
             Side::Both => vec![Plain::Careful, Plain::Naive],
             Side::Baseline => vec![Plain::Careful],
             Side::Naive => vec![Plain::Naive],
-            Side::Tcpnet | Side::Batch => vec![],
+            Side::Tcpnet | Side::Batch | Side::Beating => vec![],
         }
     }
 }
@@ -108,7 +114,7 @@ pub(crate) struct Config {
 
 pub(crate) const USAGE: &str =
     "usage: cargo bench --bench suite -- [--quick] [--only SECTION,..] [--out DIR] \
-[--side tcpnet|batch|baseline|naive] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] \
+[--side tcpnet|batch|baseline|naive|beating] [--sizes B,..] [--msgs N] [--runs N] [--rtts N] [--idle-secs N] \
 [--idle-links 63,127] [--nodes 2,8,16,32,64] [--procs 32,64,128] [--secret]
 sections: throughput, latency, fanout, formation, memory, secret, mass
 (mass needs the demo example built alongside: `cargo build --release --example demo`)";
@@ -165,8 +171,9 @@ impl Config {
                         Some("batch") => Side::Batch,
                         Some("baseline") => Side::Baseline,
                         Some("naive") => Side::Naive,
+                        Some("beating") => Side::Beating,
                         Some("both") => Side::Both,
-                        _ => die("--side needs tcpnet, batch, baseline, naive or both"),
+                        _ => die("--side needs tcpnet, batch, baseline, naive, beating or both"),
                     }
                 }
                 "--sizes" => {

@@ -113,6 +113,7 @@ pub(crate) async fn fanout_async(cfg: Config) -> Vec<Row> {
             tcpnet: rate(&t_secs),
             baseline: rate(&b_secs),
             naive: rate(&n_secs),
+            beating: None,
             target: None,
             setup: format!(
                 "{} msgs × 8 links, send to each link in turn, median of {runs} run{}",

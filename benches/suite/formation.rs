@@ -159,6 +159,7 @@ pub(crate) fn formation(cfg: &Config) -> Vec<Row> {
                     tcpnet: stat(&tl, f),
                     baseline: stat(&bl, f),
                     naive: None,
+                    beating: None,
                     target: Some(Target::AtMost(100.0)),
                     setup: format!("{runs_text}, each in a fresh namespace"),
                     samples: Samples {
@@ -179,6 +180,7 @@ pub(crate) fn formation(cfg: &Config) -> Vec<Row> {
                 tcpnet: stat(&tm, f),
                 baseline: stat(&bm, f),
                 naive: None,
+                beating: None,
                 target: (n == 32).then_some(Target::AtMost(300.0)),
                 setup: format!("{runs_text}, each in a fresh namespace"),
                 samples: Samples {

@@ -137,6 +137,7 @@ pub(crate) async fn latency_async(cfg: Config) -> Vec<Row> {
             tcpnet: pct(&mut t_us, p),
             baseline: pct(&mut b_us, p),
             naive: pct(&mut n_us, p),
+            beating: None,
             target,
             setup: setup.clone(),
             samples: Samples::default(),

@@ -17,8 +17,9 @@
 //!   demo processes: build them first (`cargo build --release --example demo`).
 //! - `--out DIR`: where `results.md` (the table), `results.csv` (the same,
 //!   for scripts) and `samples.csv` (every run's figure) go (default `target/bench`).
-//! - `--side tcpnet|batch|baseline`: measure one side only (for profilers;
-//!   `batch` is tcpnet's throughput through a `Batch`).
+//! - `--side tcpnet|batch|baseline|naive|beating`: measure one side only
+//!   (for profilers; `batch` is tcpnet's throughput through a `Batch`,
+//!   `beating` the memory section's plain TCP with heartbeats).
 //! - `--sizes 64,1024`, `--msgs N`, `--runs N`, `--rtts N`, `--idle-secs N`,
 //!   `--nodes 2,8,16,32,64`: override the throughput sizes and counts, the
 //!   round trips, the idle window and the formation sizes (16 is the late
@@ -50,6 +51,7 @@ mod common;
 mod mass;
 
 mod baseline;
+mod beating;
 mod cli;
 mod fanout;
 mod formation;
@@ -62,6 +64,7 @@ mod secret;
 mod throughput;
 
 use baseline::*;
+use beating::*;
 use cli::*;
 use fanout::*;
 use formation::*;

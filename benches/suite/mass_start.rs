@@ -49,6 +49,7 @@ fn row(
         tcpnet: value,
         baseline: None,
         naive: None,
+        beating: None,
         target,
         setup: setup.to_string(),
         samples: Samples::default(),

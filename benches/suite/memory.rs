@@ -13,7 +13,7 @@ use crate::*;
 /// Most peers of the measured node in one child process.
 pub(crate) const PEERS_PER_PROCESS: usize = 16;
 /// Set in a child of kind `peers`: how many nodes it runs.
-const PEERS_ENV: &str = "TCPNET_BENCH_PEERS";
+pub(crate) const PEERS_ENV: &str = "TCPNET_BENCH_PEERS";
 /// A command the measured node's child runs under (a profiler), given in
 /// the parent's environment: `TCPNET_BENCH_WRAP="heaptrack -o FILE"`.
 const WRAP_ENV: &str = "TCPNET_BENCH_WRAP";
@@ -89,6 +89,7 @@ pub(crate) struct Stat {
 
 /// An idle node in a child process: this binary again, with `CHILD_ENV` set.
 pub(crate) struct ChildNode {
+    kind: String,
     pub(crate) child: Child,
     pub(crate) stdin: ChildStdin,
     pub(crate) stdout: BufReader<ChildStdout>,
@@ -102,7 +103,7 @@ impl ChildNode {
     }
 
     /// Starts one with more environment.
-    fn spawn_with(kind: &str, cluster: &str, env: &[(&str, String)]) -> ChildNode {
+    pub(crate) fn spawn_with(kind: &str, cluster: &str, env: &[(&str, String)]) -> ChildNode {
         let exe = std::env::current_exe().expect("current exe");
         // A profiler for the measured node, e.g. `heaptrack -o FILE`.
         let wrap = std::env::var(WRAP_ENV).ok().filter(|_| kind == "tcpnet");
@@ -138,6 +139,7 @@ impl ChildNode {
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or_else(|| panic!("child {kind} did not start: {line:?}"));
         ChildNode {
+            kind: kind.to_string(),
             child,
             stdin,
             stdout,
@@ -184,7 +186,8 @@ impl ChildNode {
             }
             assert!(
                 Instant::now() < deadline,
-                "child linked to {} of {n}",
+                "child {} linked to {} of {n}",
+                self.kind,
                 s.links
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -214,77 +217,76 @@ pub(crate) fn memory(cfg: &Config) -> (Vec<Row>, String) {
     in_netns(move |rt| memory_in_netns(rt, &cfg))
 }
 
-/// What one idle window saw of both children.
+/// The measured children, in the order of [`Sides`]: tcpnet, plain TCP,
+/// plain TCP with heartbeats.
+type Sides<T> = [T; 3];
+
+/// What one idle window saw of the measured children.
 struct Window {
-    t0: Option<Stat>,
-    t1: Option<Stat>,
-    b0: Option<Stat>,
-    b1: Option<Stat>,
+    s0: Sides<Option<Stat>>,
+    s1: Sides<Option<Stat>>,
     idle: Duration,
 }
 
 impl Window {
-    /// Settles, then watches both children's CPU clocks over `idle`.
-    fn watch(
-        t: &mut Option<ChildNode>,
-        b: &mut Option<ChildNode>,
-        settle: Duration,
-        idle: Duration,
-    ) -> Window {
+    /// Settles, then watches the children's CPU clocks over `idle`.
+    fn watch(children: &mut Sides<Option<ChildNode>>, settle: Duration, idle: Duration) -> Window {
         std::thread::sleep(settle);
-        let t0 = t.as_mut().map(ChildNode::stat);
-        let b0 = b.as_mut().map(ChildNode::stat);
+        let s0 = children.each_mut().map(|c| c.as_mut().map(ChildNode::stat));
         std::thread::sleep(idle);
         Window {
-            t0,
-            b0,
-            t1: t.as_mut().map(ChildNode::stat),
-            b1: b.as_mut().map(ChildNode::stat),
+            s0,
+            s1: children.each_mut().map(|c| c.as_mut().map(ChildNode::stat)),
             idle,
         }
     }
 
-    /// Percent of a core over the window: tcpnet's, the baseline's.
-    fn cpu(&self) -> (Option<f64>, Option<f64>) {
-        let cpu = |s0: Option<Stat>, s1: Option<Stat>| {
-            Some((s1?.cpu_ns - s0?.cpu_ns) / self.idle.as_nanos() as f64 * 100.0)
-        };
-        (cpu(self.t0, self.t1), cpu(self.b0, self.b1))
+    /// Percent of a core over the window, of each side.
+    fn cpu(&self) -> Sides<Option<f64>> {
+        let idle = self.idle.as_nanos() as f64;
+        std::array::from_fn(|i| Some((self.s1[i]?.cpu_ns - self.s0[i]?.cpu_ns) / idle * 100.0))
     }
 
-    /// A figure at the window's end: tcpnet's, the baseline's.
-    fn end(&self, f: impl Fn(&Stat) -> f64) -> (Option<f64>, Option<f64>) {
-        (self.t1.as_ref().map(&f), self.b1.as_ref().map(&f))
+    /// A figure at the window's end, of each side.
+    fn end(&self, f: impl Fn(&Stat) -> f64) -> Sides<Option<f64>> {
+        self.s1.map(|s| s.as_ref().map(&f))
     }
 }
 
-/// Measures two idle children side by side (tcpnet, baseline): alone, then
-/// with 63 idle links each, then with 127.
+/// Measures three idle children side by side (tcpnet, plain TCP, plain TCP
+/// with heartbeats): alone, then with 63 idle links each, then with 127.
 pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) {
     let idle = Duration::from_secs(cfg.idle_secs.unwrap_or(if cfg.quick { 5 } else { 60 }));
     let settle = Duration::from_secs(if cfg.quick { 2 } else { 5 });
     const CLUSTER: &str = "bench-idle";
-    let mut t = cfg
-        .side
-        .tcpnet()
-        .then(|| ChildNode::spawn("tcpnet", CLUSTER));
-    let mut b = cfg
-        .side
-        .baseline()
-        .then(|| ChildNode::spawn("baseline", CLUSTER));
+    let mut children: Sides<Option<ChildNode>> = [
+        cfg.side
+            .tcpnet()
+            .then(|| ChildNode::spawn("tcpnet", CLUSTER)),
+        cfg.side
+            .baseline()
+            .then(|| ChildNode::spawn("baseline", CLUSTER)),
+        cfg.side
+            .beating()
+            .then(|| ChildNode::spawn("beating", CLUSTER)),
+    ];
 
     eprintln!("  memory: idle alone for {settle:?} + {idle:?}");
-    let alone = Window::watch(&mut t, &mut b, settle, idle);
+    let alone = Window::watch(&mut children, settle, idle);
 
     // Linked: tcpnet nodes in child processes of their own join the
     // measured child's cluster, 63 of them (a mesh of 64), then 64 more (a
-    // mesh of 128); as many plain connections go to the baseline child.
+    // mesh of 128); as many plain connections go to the baseline child, and
+    // as many links with heartbeats, from child processes of their own, to
+    // the third.
     let mut peers: Vec<(ChildNode, usize)> = Vec::new();
+    let mut beating_peers: Vec<(ChildNode, usize)> = Vec::new();
     let mut plain_links = Vec::new();
     let mut linked = Vec::new();
     let steps = cfg.idle_links.clone().unwrap_or(IDLE_PEERS.to_vec());
     for &links in &steps {
         eprintln!("  memory: linking {links} peers to each child");
+        let [t, b, h] = &mut children;
         if t.is_some() {
             let mut more = links.saturating_sub(peers.iter().map(|(_, n)| n).sum());
             while more > 0 {
@@ -312,18 +314,34 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
             });
             b.wait_links(links);
         }
+        if let Some(h) = h.as_mut() {
+            let mut more = links.saturating_sub(beating_peers.iter().map(|(_, n)| n).sum());
+            while more > 0 {
+                let n = more.min(PEERS_PER_PROCESS);
+                let env = beating_peers_env(n, h.port);
+                beating_peers.push((ChildNode::spawn_with("beating-peers", CLUSTER, &env), n));
+                more -= n;
+            }
+            h.wait_links(links);
+            for (p, n) in &mut beating_peers {
+                p.wait_links(*n);
+            }
+        }
         eprintln!("  memory: idle with {links} links for {settle:?} + {idle:?}");
-        linked.push((links, Window::watch(&mut t, &mut b, settle, idle)));
+        linked.push((links, Window::watch(&mut children, settle, idle)));
     }
 
     // Still linked to all at the end?
-    let t_links = t.as_mut().map(|c| c.stat().links);
-    let b_links = b.as_mut().map(|c| c.stat().links);
+    let held = children.each_mut().map(|c| {
+        c.as_mut()
+            .map_or("—".into(), |c| c.stat().links.to_string())
+    });
     let processes = peers.len();
-    for c in [t, b]
+    let beating_processes = beating_peers.len();
+    for c in children
         .into_iter()
         .flatten()
-        .chain(peers.into_iter().map(|(p, _)| p))
+        .chain(peers.into_iter().chain(beating_peers).map(|(p, _)| p))
     {
         c.quit();
     }
@@ -331,7 +349,12 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
 
     let mib = |k: Option<f64>| k.map(|k| k / 1024.0);
     let idle_text = format!("{} s", idle.as_secs());
-    let row = |measure: String, param: String, unit, (tcpnet, baseline), target, setup| Row {
+    let row = |measure: String,
+               param: String,
+               unit,
+               [tcpnet, baseline, beating]: Sides<_>,
+               target,
+               setup| Row {
         section: "5. memory",
         measure,
         param,
@@ -339,6 +362,7 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
         tcpnet,
         baseline,
         naive: None,
+        beating,
         target,
         setup,
         samples: Samples::default(),
@@ -349,10 +373,7 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
             "RSS of an idle node, no links".into(),
             "rss0".into(),
             "MiB",
-            {
-                let (t, b) = rss(&alone);
-                (mib(t), mib(b))
-            },
+            rss(&alone).map(mib),
             Some(Target::Below(10.0)),
             format!(
                 "child process, VmRSS after {} s + {idle_text}",
@@ -371,17 +392,14 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
     for (links, w) in &linked {
         let links = *links;
         let per_link = |f: fn(&Stat) -> f64, scale: f64| {
-            let (t0, b0) = alone.end(f);
-            let (t1, b1) = w.end(f);
-            let d = |a: Option<f64>, z: Option<f64>| Some((z? - a?) / scale / links as f64);
-            (d(t0, t1), d(b0, b1))
+            let (s0, s1) = (alone.end(f), w.end(f));
+            std::array::from_fn(|i| Some((s1[i]? - s0[i]?) / scale / links as f64))
         };
-        let (t, b) = rss(w);
         rows.push(row(
             format!("RSS of an idle node, {links} links"),
             format!("rss{links}"),
             "MiB",
-            (mib(t), mib(b)),
+            rss(w).map(mib),
             None,
             format!("the same child, mesh of {}", links + 1),
         ));
@@ -445,20 +463,29 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
          in {processes} child processes of at most {PEERS_PER_PROCESS} nodes each (every one \
          a real tcpnet node with default settings) join tcpnet's child ({:?} of them in all, \
          in steps: meshes of {:?} nodes) and as many plain connections from the parent reach \
-         the baseline's; the same again at each step. Links held at the end: tcpnet {}, \
-         baseline {}.",
+         the baseline's; the same again at each step. The baseline with heartbeats \
+         (`beating.rs`) is the plain one given the liveness of tcpnet's default settings and \
+         no more: one timer per process on ticks of 250 ms aligned to the system clock, \
+         which writes a 25-byte frame (the size of tcpnet's heartbeat) on every link once a \
+         second, on the second, and closes links silent for 3 s; a reader task per link \
+         with a 256-byte buffer that notes the tick it last heard something; its links come \
+         from {beating_processes} child processes of at most {PEERS_PER_PROCESS} links each \
+         running the same code, so it reads a heartbeat a second on every link too. Links \
+         held at the end: tcpnet {}, baseline {}, baseline with heartbeats {}.",
         settle.as_secs(),
         steps,
         steps.iter().map(|p| p + 1).collect::<Vec<_>>(),
-        t_links.map_or("—".into(), |l| l.to_string()),
-        b_links.map_or("—".into(), |l| l.to_string()),
+        held[0],
+        held[1],
+        held[2],
     );
     (rows, note)
 }
 
 /// An idle child process, in the parent's private namespace: the measured
-/// node (`tcpnet`), the baseline's (`baseline`), or the measured node's
-/// peers (`peers`, [`PEERS_ENV`] of them). Answers `stat` on stdin with
+/// node (`tcpnet`), the baselines' (`baseline`, `beating`), the measured
+/// node's peers (`peers`, [`PEERS_ENV`] of them), or the peers of the
+/// baseline with heartbeats (`beating-peers`). Answers `stat` on stdin with
 /// `stat <VmRSS KiB> <RssAnon KiB> <CPU ns> <links> <open files> <heap
 /// bytes> <heap blocks>`; ends on `quit` or end of input.
 pub(crate) fn child_main(kind: &str) {
@@ -505,6 +532,14 @@ pub(crate) fn child_main(kind: &str) {
                 serve_stats(port, links, quit_tx);
                 let _ = quit_rx.await;
                 common::close_all(&nodes).await;
+            }
+            "beating" | "beating-peers" => {
+                let peers = std::env::var(PEERS_ENV)
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                beating_child(kind, peers, quit_tx).await;
+                let _ = quit_rx.await;
             }
             "baseline" => {
                 let l = TcpListener::bind((LISTEN_ADDR, 0)).await.expect("bind");

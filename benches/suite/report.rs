@@ -27,6 +27,9 @@ pub(crate) struct Row {
     pub(crate) baseline: Option<f64>,
     /// The naive baseline, where measured (an extra column).
     pub(crate) naive: Option<f64>,
+    /// Plain TCP with heartbeats, where measured (the memory section's
+    /// second baseline, an extra column).
+    pub(crate) beating: Option<f64>,
     pub(crate) target: Option<Target>,
     pub(crate) setup: String,
     /// Every run's figure, in the row's unit (for `samples.csv`).
@@ -51,6 +54,14 @@ impl Row {
     /// tcpnet / the naive baseline.
     pub(crate) fn naive_ratio(&self) -> Option<f64> {
         match (self.tcpnet, self.naive) {
+            (Some(t), Some(b)) if b > 0.0 => Some(t / b),
+            _ => None,
+        }
+    }
+
+    /// tcpnet / plain TCP with heartbeats.
+    pub(crate) fn beating_ratio(&self) -> Option<f64> {
+        match (self.tcpnet, self.beating) {
             (Some(t), Some(b)) if b > 0.0 => Some(t / b),
             _ => None,
         }
@@ -122,13 +133,14 @@ impl Report {
         s.push_str(header);
         s.push_str(
             "\n| section | measure | tcpnet | baseline | tcpnet / baseline | target | met \
-             | naive baseline | tcpnet / naive | setup |\n\
-             |---|---|---|---|---|---|---|---|---|---|\n",
+             | naive baseline | tcpnet / naive | baseline with heartbeats \
+             | tcpnet / with heartbeats | setup |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.rows {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.section,
                 r.measure,
                 opt(r.tcpnet, r.unit),
@@ -142,6 +154,8 @@ impl Report {
                 },
                 opt(r.naive, r.unit),
                 r.naive_ratio().map_or("—".into(), fmt_ratio),
+                opt(r.beating, r.unit),
+                r.beating_ratio().map_or("—".into(), fmt_ratio),
                 r.setup,
             );
         }
@@ -181,14 +195,15 @@ impl Report {
 
     pub(crate) fn csv(&self) -> String {
         let mut s = String::from(
-            "section,measure,param,unit,tcpnet,baseline,ratio,target,met,setup,naive,naive_ratio\n",
+            "section,measure,param,unit,tcpnet,baseline,ratio,target,met,setup,naive,naive_ratio,\
+             beating,beating_ratio\n",
         );
         let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
         let q = |t: &str| format!("\"{}\"", t.replace('"', "\"\""));
         for r in &self.rows {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.section,
                 q(&r.measure),
                 r.param,
@@ -201,6 +216,8 @@ impl Report {
                 q(&r.setup),
                 num(r.naive),
                 num(r.naive_ratio()),
+                num(r.beating),
+                num(r.beating_ratio()),
             );
         }
         s

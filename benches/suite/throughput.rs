@@ -140,6 +140,7 @@ pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
                 tcpnet: scaled(t),
                 baseline: scaled(b),
                 naive: scaled(nv),
+                beating: None,
                 target: Some(Target::RatioAtLeast(ratio)),
                 setup: setup.clone(),
                 samples: Samples {
@@ -160,6 +161,7 @@ pub(crate) async fn throughput_async(cfg: Config) -> Vec<Row> {
                 tcpnet: rate(&tb_secs),
                 baseline: b,
                 naive: nv,
+                beating: None,
                 target: Some(Target::RatioAtLeast(ratio)),
                 setup: format!("{setup}; tcpnet sends with `Batch::feed`, one `flush` at the end"),
                 samples: Samples {
