@@ -146,7 +146,15 @@ impl Beats {
                 let heard = l.heard.tick.load(Ordering::Relaxed);
                 let silent = now.saturating_sub(heard) >= timeout_ticks;
                 let stalled = l.unsent > 0 && now - l.unsent_since >= timeout_ticks;
-                if silent || stalled || l.heard.ended.load(Ordering::Relaxed) {
+                let ended = l.heard.ended.load(Ordering::Relaxed);
+                if silent || stalled || ended {
+                    // Said, so that a run that loses links tells why.
+                    let why = match (silent, stalled) {
+                        (true, _) => "nothing heard for the timeout",
+                        (_, true) => "a heartbeat unwritten for the timeout",
+                        _ => "end of stream",
+                    };
+                    eprintln!("  memory: plain TCP with heartbeats: a link closed: {why}");
                     // Dropping the write half and the reader closes it.
                     l.reader.abort();
                     return false;
@@ -159,7 +167,8 @@ impl Beats {
                     match l.wr.try_write(&BEAT[BEAT.len() - l.unsent..]) {
                         Ok(n) => l.unsent -= n,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => {
+                        Err(e) => {
+                            eprintln!("  memory: plain TCP with heartbeats: a link closed: {e}");
                             l.reader.abort();
                             return false;
                         }
