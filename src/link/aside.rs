@@ -73,8 +73,7 @@ impl Aside {
         )
     }
 
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.answers.is_empty() && self.states.is_empty()
     }
 }

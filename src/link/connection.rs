@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -311,8 +312,8 @@ impl Connection {
     ///
     /// Errors: [`Error::FrameTooLarge`] (the link stays open) or
     /// [`Error::Closed`].
-    pub async fn send(&self, data: impl Into<Bytes>) -> Result<()> {
-        self.sender.send(data).await
+    pub fn send(&self, data: impl Into<Bytes>) -> impl Future<Output = Result<()>> + Send + '_ {
+        self.sender.send(data)
     }
 
     /// A cheap, cloneable handle that sends on this link.
@@ -558,20 +559,39 @@ impl Sender {
     ///
     /// Errors: [`Error::FrameTooLarge`] (the link stays open) or
     /// [`Error::Closed`].
-    pub async fn send(&self, data: impl Into<Bytes>) -> Result<()> {
+    pub fn send(&self, data: impl Into<Bytes>) -> impl Future<Output = Result<()>> + Send + '_ {
         let data = data.into();
-        check_len(&self.link, data.len())?;
-        self.send_frame(Frame::data(data)).await
+        let frame = check_len(&self.link, data.len()).map(|()| Frame::data(data));
+        self.send_checked(frame)
     }
 
     /// Queues one frame of any kind (the messaging layer's); waits while
     /// the send queue is full.
-    pub(crate) async fn send_frame(&self, frame: Frame) -> Result<()> {
-        if !self.link.is_up() {
-            return Err(Error::Closed);
-        }
-        // Most sends find room at the first poll, without waiting.
-        self.tx.send(frame).await.map_err(|_| Error::Closed)
+    pub(crate) fn send_frame(&self, frame: Frame) -> impl Future<Output = Result<()>> + Send + '_ {
+        self.send_checked(Ok(frame))
+    }
+
+    /// One future per message, polled once when there is room (most sends
+    /// find it at the first poll): not `async fn`s nested around the
+    /// queue's, whose states hold the frame once each and move it from one
+    /// to the next.
+    fn send_checked(&self, frame: Result<Frame>) -> impl Future<Output = Result<()>> + Send + '_ {
+        let (mut frame, mut refused) = match frame {
+            Ok(frame) => (Some(frame), None),
+            Err(e) => (None, Some(e)),
+        };
+        let mut first = true;
+        std::future::poll_fn(move |cx| {
+            if let Some(e) = refused.take() {
+                return Poll::Ready(Err(e));
+            }
+            if std::mem::take(&mut first) && !self.link.is_up() {
+                return Poll::Ready(Err(Error::Closed));
+            }
+            self.tx
+                .poll_send(cx, &mut frame)
+                .map(|sent| sent.map_err(|_| Error::Closed))
+        })
     }
 
     /// A handle that sends many messages on this link for the price of a

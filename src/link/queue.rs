@@ -60,6 +60,15 @@ pub(crate) trait Store: Default {
     /// itself, so nothing was queued (see [`crate::link::outbox`]), and the
     /// receiver is not woken for it.
     fn put(&mut self, item: Self::Item, idle: bool) -> bool;
+    /// Called under the lock after [`Sender::send`] or
+    /// [`Sender::poll_send`] queued an item while the receiver holds
+    /// nothing it took (it waits, or was woken and has not taken yet): the
+    /// store may dispose of everything queued itself. True if it did, and
+    /// the queue is empty (see [`crate::link::outbox`]: a sender writes
+    /// what is queued once it is worth a system call).
+    fn drain(&mut self) -> bool {
+        false
+    }
     /// The queue is closed: nothing more will be put.
     fn closed(&mut self) {}
     /// Nothing is queued and the queue has been quiet for a while: memory
@@ -106,6 +115,7 @@ pub(crate) fn within<S: Store>(
             bytes: 0,
             max_bytes,
             closed: false,
+            holding: false,
             senders: 1,
             receiver: None,
             senders_waiting: Vec::new(),
@@ -147,6 +157,10 @@ struct State<S> {
     max_bytes: usize,
     /// The receiver closed the queue or is gone: pushes fail.
     closed: bool,
+    /// The receiver took items and has not come back for more (the link's
+    /// task writing what it took): nobody else may dispose of what is
+    /// queued, which goes after those.
+    holding: bool,
     senders: usize,
     /// The receiver, waiting for an item.
     receiver: Option<Waker>,
@@ -224,15 +238,17 @@ impl<S: Store> Sender<S> {
 
     /// Queues `item` if there is room.
     pub(crate) fn try_send(&self, item: S::Item) -> Result<(), TrySendError<S::Item>> {
-        self.try_put(item, put)
+        self.try_put(item, put).map(drop)
     }
 
     /// Lets `put` queue `item` if there is room for it.
+    /// `Ok(true)`: the store drained the queue (see [`Store::drain`]).
+    #[inline]
     fn try_put<T: Weighed>(
         &self,
         item: T,
-        put: impl FnOnce(&Inner<S>, MutexGuard<'_, State<S>>, T),
-    ) -> Result<(), TrySendError<T>> {
+        put: impl FnOnce(&Inner<S>, MutexGuard<'_, State<S>>, T) -> bool,
+    ) -> Result<bool, TrySendError<T>> {
         let s = self.inner.lock();
         if s.closed {
             return Err(TrySendError::Closed(item));
@@ -240,8 +256,7 @@ impl<S: Store> Sender<S> {
         if !s.fits(item.items(), item.weight()) {
             return Err(TrySendError::Full(item));
         }
-        put(&self.inner, s, item);
-        Ok(())
+        Ok(put(&self.inner, s, item))
     }
 
     /// Lets `keep` decide, under the queue's lock, where `item` goes: told
@@ -270,7 +285,20 @@ impl<S: Store> Sender<S> {
     /// Queues `item`, waiting while the queue is full. Gives it back if the
     /// queue is closed.
     pub(crate) fn send(&self, item: S::Item) -> impl Future<Output = Result<(), S::Item>> + '_ {
-        self.send_waiting(item, move |it| self.try_send(it))
+        self.send_waiting(item, move |it| self.try_put(it, put_draining))
+    }
+
+    /// Polls the hand-over of `item` to the queue, waiting for room while
+    /// the queue is full: ready once it is queued (`item` is `None` then),
+    /// or with the item given back if the queue is closed. For a caller
+    /// that makes one future of its own around it (every `Sender::send`).
+    #[inline]
+    pub(crate) fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        item: &mut Option<S::Item>,
+    ) -> Poll<Result<(), S::Item>> {
+        self.poll_put(cx, item, |it| self.try_put(it, put_draining))
     }
 
     /// Hands `item` to `try_send`, waiting for room while the queue is
@@ -278,29 +306,58 @@ impl<S: Store> Sender<S> {
     ///
     /// A plain function returning the one `poll_fn`, not an `async fn`
     /// around it: the future holds `item` once, and a caller that embeds it
-    /// (every `Sender::send`) moves a small value per message.
+    /// moves a small value per message.
     fn send_waiting<'a, T: Weighed + 'a>(
         &'a self,
         item: T,
-        try_send: impl Fn(T) -> Result<(), TrySendError<T>> + 'a,
+        try_send: impl Fn(T) -> Result<bool, TrySendError<T>> + 'a,
     ) -> impl Future<Output = Result<(), T>> + 'a {
         let mut item = Some(item);
-        poll_fn(move |cx| loop {
-            let it = item.take().expect("polled after completion");
+        poll_fn(move |cx| self.poll_put(cx, &mut item, &try_send))
+    }
+
+    /// Polls `try_send` with `item` (see [`poll_send`](Self::poll_send)).
+    ///
+    /// A send that drained the queue (its sender wrote what was queued,
+    /// see [`Store::drain`]) spends a unit of the task's budget, as a
+    /// write to a tokio socket does: a sender that keeps writing yields to
+    /// the other tasks of its worker now and then, as it would if the
+    /// queue filled up.
+    #[inline]
+    fn poll_put<T: Weighed>(
+        &self,
+        cx: &mut Context<'_>,
+        item: &mut Option<T>,
+        try_send: impl Fn(T) -> Result<bool, TrySendError<T>>,
+    ) -> Poll<Result<(), T>> {
+        loop {
+            let Some(it) = item.take() else {
+                // Sent, and polled again after yielding.
+                return Poll::Ready(Ok(()));
+            };
             match try_send(it) {
-                Ok(()) => return Poll::Ready(Ok(())),
+                Ok(false) => return Poll::Ready(Ok(())),
+                Ok(true) => {
+                    return match tokio::task::coop::poll_proceed(cx) {
+                        Poll::Ready(coop) => {
+                            coop.made_progress();
+                            Poll::Ready(Ok(()))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
                 Err(TrySendError::Closed(it)) => return Poll::Ready(Err(it)),
                 Err(TrySendError::Full(it)) => {
                     // Registers for room; if room was made (or the queue
                     // closed) between the two locks, try again at once.
                     let room = self.poll_room(cx, it.items(), it.weight());
-                    item = Some(it);
+                    *item = Some(it);
                     if room.is_pending() {
                         return Poll::Pending;
                     }
                 }
             }
-        })
+        }
     }
 
     /// Ready once there is room for a small item or the queue has closed
@@ -346,7 +403,7 @@ impl<S: Store> Sender<S> {
     fn put_past_bounds<T>(
         &self,
         item: T,
-        put: impl FnOnce(&Inner<S>, MutexGuard<'_, State<S>>, T),
+        put: impl FnOnce(&Inner<S>, MutexGuard<'_, State<S>>, T) -> bool,
     ) -> Result<(), T> {
         let s = self.inner.lock();
         if s.closed {
@@ -421,13 +478,13 @@ impl<T: Weighed> Sender<VecDeque<T>> {
 impl<S: Runs> Sender<S> {
     /// Queues `run` if there is room for all its items.
     pub(crate) fn try_send_run(&self, run: S::Run) -> Result<(), TrySendError<S::Run>> {
-        self.try_put(run, put_run)
+        self.try_put(run, put_run).map(drop)
     }
 
     /// Queues `run`, waiting while there is no room for it. Gives it back
     /// if the queue is closed.
     pub(crate) fn send_run(&self, run: S::Run) -> impl Future<Output = Result<(), S::Run>> + '_ {
-        self.send_waiting(run, move |r| self.try_send_run(r))
+        self.send_waiting(run, move |r| self.try_put(r, put_run))
     }
 
     /// Queues `run` without waiting, past the bounds if need be; gives it
@@ -439,40 +496,68 @@ impl<S: Runs> Sender<S> {
 
 /// Hands `item` to the store; wakes the receiver, if it waits, when the
 /// item was queued (after unlocking).
-fn put<S: Store>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, item: S::Item) {
+#[inline]
+fn put<S: Store>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, item: S::Item) -> bool {
     let (items, weight) = (item.items(), item.weight());
-    queued(inner, s, items, weight, |store, idle| store.put(item, idle));
+    queued(inner, s, items, weight, false, |store, idle| {
+        store.put(item, idle)
+    })
+}
+
+/// As [`put`], and then lets the store drain the queue (see
+/// [`Store::drain`]); true if it did. Only for a sender that spends a unit
+/// of its task's budget when it does (see [`Sender::poll_send`]): one that
+/// never waits would otherwise never yield.
+#[inline]
+fn put_draining<S: Store>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, item: S::Item) -> bool {
+    let (items, weight) = (item.items(), item.weight());
+    queued(inner, s, items, weight, true, |store, idle| {
+        store.put(item, idle)
+    })
 }
 
 /// As [`put`], for a run.
-fn put_run<S: Runs>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, run: S::Run) {
+fn put_run<S: Runs>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, run: S::Run) -> bool {
     let (items, weight) = (run.items(), run.weight());
-    queued(inner, s, items, weight, |store, idle| {
+    queued(inner, s, items, weight, false, |store, idle| {
         store.put_run(run, idle)
-    });
+    })
 }
 
 /// Lets `put` hand `items` items weighing `weight` to the store, and counts
-/// them if it queued them.
+/// them if it queued them; then, if `drain` and the receiver holds no
+/// items it took, lets the store drain the queue. True if it did.
+#[inline]
 fn queued<S: Store>(
     inner: &Inner<S>,
     mut s: MutexGuard<'_, State<S>>,
     items: usize,
     weight: usize,
+    drain: bool,
     put: impl FnOnce(&mut S, bool) -> bool,
-) {
+) -> bool {
     let idle = s.len == 0 && s.receiver.is_some();
     if !put(&mut s.store, idle) {
-        return;
+        return false;
     }
     s.bytes += weight;
     s.len += items;
+    if drain && !s.holding && s.store.drain() {
+        s.len = 0;
+        s.bytes = 0;
+        s.recharge();
+        // Room made for any sender waiting; the receiver, if it was woken
+        // for what was queued, finds the queue empty and waits again.
+        wake_senders(s);
+        return true;
+    }
     s.recharge();
     let receiver = inner.take_receiver(&mut s);
     drop(s);
     if let Some(w) = receiver {
         w.wake();
     }
+    false
 }
 
 impl<S> Clone for Sender<S> {
@@ -530,8 +615,11 @@ impl<S: Store> Receiver<S> {
             return Poll::Pending;
         }
         let mut s = self.inner.lock();
+        // Back for more: what it took before is written.
+        s.holding = false;
         if s.len > 0 {
             let taken = take(&mut s.store);
+            s.holding = taken.items > 0;
             s.len -= taken.items;
             s.bytes -= taken.bytes;
             s.recharge();

@@ -103,15 +103,13 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
         // Counted until the link ends.
         accepted: _accepted,
     } = link;
-    // Senders may write small frames to a link in the clear themselves
-    // (see `crate::outbox`), through a handle on the socket that they give
-    // up when the send queue closes, as the link ends.
+    // Senders may write small frames, and what is queued once it is worth a
+    // system call, to a link in the clear themselves (see `crate::outbox`),
+    // through a handle on the socket that they give up when the send queue
+    // closes, as the link ends.
     let turn = Arc::new(Turn::default());
     let socket = Shared::new(stream);
-    if keys.is_none() {
-        out_rx.with_store(|o| o.write_at_once(socket.clone(), turn.clone()));
-    }
-    let (rd, wr) = (socket.clone(), socket);
+    let (rd, wr) = (socket.clone(), socket.clone());
     let cfg = &links.config;
     let max = cfg.max_frame_len;
     let pool = Arc::new(Pool::default());
@@ -131,6 +129,10 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
         watch: links.ticker.watch(pool, link.clone(), out_tx.clone()),
         frames: Arc::default(),
     };
+    if !sealed {
+        let written = progress.watch.written.clone();
+        out_rx.with_store(|o| o.write_at_once(socket, turn.clone(), written));
+    }
     let rd = Counted {
         inner: rd,
         bytes: progress.watch.received.clone(),

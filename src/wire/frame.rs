@@ -184,6 +184,7 @@ impl Decoder for FrameCodec {
 /// fewer than `under` payload bytes; `None` leaves `src` as it was. For the
 /// common run of small messages: decoded without making a [`Frame`] and
 /// passing it through the layers of a codec.
+#[inline]
 pub(crate) fn cut_small(src: &mut BytesMut, kind: u8, under: usize) -> Option<Bytes> {
     if src.len() <= LEN_BYTES {
         return None;
