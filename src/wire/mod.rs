@@ -13,7 +13,6 @@ pub(crate) mod hello;
 pub(crate) mod meta;
 pub(crate) mod noise;
 pub(crate) mod record;
-pub(crate) mod resolver;
 pub(crate) mod secure;
 pub(crate) mod timing;
 pub(crate) mod verdict;

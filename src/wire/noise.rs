@@ -22,7 +22,6 @@
 
 use crate::id::NodeId;
 use crate::identity::{self, Identity, PUBLIC_KEY_LEN, SIGNATURE_LEN};
-use crate::wire::resolver::{KeyPair, Resolver};
 use crate::wire::secure::{Keys, Psk, Suite};
 
 /// Bound on a handshake message, checked from its length prefix.
@@ -63,9 +62,7 @@ impl Mode<'_> {
 /// A node's Noise static key pair: made once per process, vouched for by
 /// its identity in every handshake.
 pub(crate) struct StaticKey {
-    /// Both halves, so that no handshake derives the public one again
-    /// (see [`crate::wire::resolver`]).
-    pair: KeyPair,
+    private: Vec<u8>,
     /// The identity's proof for this key.
     proof: [u8; PROOF_LEN],
 }
@@ -78,12 +75,8 @@ impl StaticKey {
         let mut proof = [0u8; PROOF_LEN];
         proof[..PUBLIC_KEY_LEN].copy_from_slice(&identity.public_key());
         proof[PUBLIC_KEY_LEN..].copy_from_slice(&identity.sign(&signed(&kp.public)));
-        let half = |k: Vec<u8>| k.try_into().expect("an X25519 key is 32 bytes");
         StaticKey {
-            pair: KeyPair {
-                private: half(kp.private),
-                public: half(kp.public),
-            },
+            private: kp.private,
             proof,
         }
     }
@@ -161,9 +154,8 @@ impl<'k> Handshake<'k> {
         key: &'k StaticKey,
     ) -> Result<Self, String> {
         let setup = |e: snow::Error| format!("noise setup: {e}");
-        let resolver = Box::new(Resolver::new(key.pair));
-        let mut b = snow::Builder::with_resolver(mode.params(), resolver)
-            .local_private_key(&key.pair.private)
+        let mut b = snow::Builder::new(mode.params())
+            .local_private_key(&key.private)
             .and_then(|b| b.prologue(prologue))
             .map_err(setup)?;
         if let Mode::Secret { psk, .. } = mode {
