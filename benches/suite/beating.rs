@@ -148,13 +148,15 @@ impl Beats {
                 let stalled = l.unsent > 0 && now - l.unsent_since >= timeout_ticks;
                 let ended = l.heard.ended.load(Ordering::Relaxed);
                 if silent || stalled || ended {
-                    // Said, so that a run that loses links tells why.
-                    let why = match (silent, stalled) {
-                        (true, _) => "nothing heard for the timeout",
-                        (_, true) => "a heartbeat unwritten for the timeout",
-                        _ => "end of stream",
-                    };
-                    eprintln!("  memory: plain TCP with heartbeats: a link closed: {why}");
+                    // Said, so that a run that loses links tells why (an
+                    // end of stream is the peer's quitting).
+                    if silent || stalled {
+                        let why = match silent {
+                            true => "nothing heard for the timeout",
+                            false => "a heartbeat unwritten for the timeout",
+                        };
+                        eprintln!("  memory: plain TCP with heartbeats: a link closed: {why}");
+                    }
                     // Dropping the write half and the reader closes it.
                     l.reader.abort();
                     return false;
