@@ -14,7 +14,7 @@ use crate::wire::frame::{Frame, DATA, LEN_BYTES};
 
 /// What a batch holds at most before it hands its messages over: the
 /// careful plain-TCP writer's batch.
-const BATCH_BYTES: usize = 64 * 1024;
+pub(crate) const BATCH_BYTES: usize = 64 * 1024;
 /// Messages a batch holds at most (the default send queue's length): a run
 /// counts as its messages against the send queue's bound.
 const BATCH_MESSAGES: usize = crate::limits::DEFAULT_QUEUE_LEN;

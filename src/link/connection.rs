@@ -308,7 +308,8 @@ impl Connection {
         self.link.local
     }
 
-    /// Queues one message; waits while the send queue is full.
+    /// Queues one message; waits while the send queue is full. See
+    /// [`Sender::send`].
     ///
     /// Errors: [`Error::FrameTooLarge`] (the link stays open) or
     /// [`Error::Closed`].
@@ -556,6 +557,16 @@ impl fmt::Debug for Sender {
 
 impl Sender {
     /// Queues one message; waits while the send queue is full.
+    ///
+    /// The message is taken and its size checked when `send` is called;
+    /// the future says so at its first poll, as it says whether the link
+    /// is up. A send that finds 64 KiB of small frames queued, and the
+    /// link's task not writing, writes them to the socket itself (without
+    /// blocking; whatever the kernel does not take is left to the link's
+    /// task), and spends a unit of its task's budget, as a write to a
+    /// tokio socket does; a send whose task has spent its budget yields
+    /// before it queues. A send dropped while it waits (by a timeout, or a
+    /// `select!`) has not queued its message.
     ///
     /// Errors: [`Error::FrameTooLarge`] (the link stays open) or
     /// [`Error::Closed`].

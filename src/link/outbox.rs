@@ -32,20 +32,25 @@
 //!
 //! A burst sent frame by frame with `send` is written by its senders too:
 //! the sender whose frame brings the small frames queued to
-//! [`WRITE_QUEUED`] bytes writes all of them, under the queue's lock, while the link's task holds
-//! no frames it took (it is idle, or woken and has not taken yet; once it
-//! has taken frames, nobody else writes until it comes back for more, so
-//! the order holds). That is the careful writer's batch, written where it
-//! fills, without a hop to the link's task on the other thread, which,
-//! running beside a sender, took a few dozen frames per system call. What
-//! is left of a burst under the mark goes out through the link's task,
-//! woken by the burst's first frame. A sender that writes spends a unit of
-//! its task's budget each time, as a write to a tokio socket does, so that
-//! a sender whose queue never fills still lets its thread's other tasks
-//! run. Frames queued without waiting (`try_send`, a `Sink`'s
-//! `start_send`, the node's own) leave the writing to the link's task, as
-//! before; so do sealed links, which do not share their socket: their task
-//! seals and writes everything.
+//! [`WRITE_QUEUED`] bytes writes them (up to twice that), under the
+//! queue's lock, while the link's task holds no frames it took (it is
+//! idle, or woken and has not taken yet; once it has taken frames, nobody
+//! else writes until it comes back for more, so the order holds). That is
+//! the careful writer's batch, written where it fills, on the sender's
+//! thread: the link's task, running beside a streaming sender on the other
+//! thread, would take a few dozen frames per system call. What is left of
+//! a burst under the mark goes out through the link's task, woken by the
+//! burst's first frame. A sender that writes spends a unit of its task's
+//! budget each time, as a write to a tokio socket does, so that a sender
+//! whose queue never fills still lets its thread's other tasks run. Frames
+//! queued without waiting (`try_send`, a `Sink`'s `start_send`, the
+//! node's own) and runs of a [`Batch`](crate::link::batch::Batch) leave
+//! the writing of what is queued to the link's task; so do sealed links,
+//! which do not share their socket: their task seals and writes
+//! everything.
+//!
+//! Whatever senders write counts as the link's progress, as the link's
+//! task's writes do (see [`crate::link::stall`]).
 //!
 //! Heartbeats come from the node's ticker (see [`crate::link::watchdog`])
 //! through the same queue, only when nothing is queued
@@ -78,10 +83,10 @@ pub(crate) type OutRx = queue::Receiver<Outbox>;
 /// Largest payload written at once by its sender.
 const WRITE_AT_ONCE: usize = 4096;
 
-/// Encoded frames queued that a sender writes itself, with the one it
-/// queues, while the link's task is not writing: the careful writer's
-/// batch.
-pub(crate) const WRITE_QUEUED: usize = 64 * 1024;
+/// Bytes of small frames queued that a sender writes itself, with the
+/// one it queues, while the link's task is not writing: the careful
+/// writer's batch.
+const WRITE_QUEUED: usize = crate::link::batch::BATCH_BYTES;
 
 /// Whether a sender may write a frame at once (see the module docs): taken
 /// by a frame written at once, given back when the link's read loop hears
@@ -146,12 +151,9 @@ pub(crate) struct Outbox {
     tail: BytesMut,
     frames: usize,
     bytes: usize,
-    /// The link's socket, for writing at once (links in the clear), and
-    /// the turn to do so.
-    socket: Option<(Box<dyn Write + Send>, Arc<Turn>)>,
-    /// Bytes the link has handed to the kernel (its progress, which the
-    /// node's watchdog looks at), counted here for what senders write.
-    written: Arc<AtomicU64>,
+    /// The link's socket, for its senders to write to (links in the
+    /// clear).
+    socket: Option<SharedSocket>,
     /// Frames the node sends by itself, waiting beside the full queue.
     aside: Aside,
     /// Frames handed over to be sent (queued, written at once, or taken
@@ -162,19 +164,42 @@ pub(crate) struct Outbox {
     pub(crate) dropped: u64,
 }
 
+/// The link's socket as its senders share it.
+struct SharedSocket {
+    socket: Box<dyn Write + Send>,
+    /// Whether a sender may write a frame at once.
+    turn: Arc<Turn>,
+    /// Bytes the link has handed to the kernel: its progress, which the
+    /// node's watchdog looks at.
+    written: Arc<AtomicU64>,
+}
+
+impl SharedSocket {
+    /// Writes what the kernel takes of `parts` now, and counts it: 0 if the
+    /// socket is full, or failed (the link's task finds out and reports it).
+    fn write(&mut self, parts: &[IoSlice<'_>]) -> usize {
+        let n = self.socket.write_vectored(parts).unwrap_or(0);
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+}
+
 impl Outbox {
-    /// Lets senders write small frames to `socket` (the link's, shared)
-    /// while the link's task is idle, in `turn`, and what is queued once it
-    /// is worth a system call while the link's task is not writing,
-    /// counting what they write in `written`.
-    pub(crate) fn write_at_once(
+    /// Lets senders write to `socket` (the link's, shared): a small frame
+    /// at once while the link's task is idle, in `turn`, and what is
+    /// queued once it is worth a system call while the link's task is not
+    /// writing; what they write is counted in `written`.
+    pub(crate) fn share_socket(
         &mut self,
         socket: impl Write + Send + 'static,
         turn: Arc<Turn>,
         written: Arc<AtomicU64>,
     ) {
-        self.socket = Some((Box::new(socket), turn));
-        self.written = written;
+        self.socket = Some(SharedSocket {
+            socket: Box::new(socket),
+            turn,
+            written,
+        });
     }
 
     /// Counts a frame of `len` payload bytes as sent.
@@ -201,20 +226,15 @@ impl Outbox {
         }
     }
 
-    /// Writes `frame` to the socket: `None` if all of it went, else what is
-    /// left of it, encoded (all of it if the kernel took nothing).
-    fn write_now(socket: &mut dyn Write, frame: &Frame) -> Option<(usize, [u8; 5])> {
+    /// Writes `frame` to the socket: `None` if all of it went, else how
+    /// much did, and its header (nothing, if the kernel took nothing).
+    fn write_now(socket: &mut SharedSocket, frame: &Frame) -> Option<(usize, [u8; 5])> {
         let len = frame.payload.len();
         let mut header = [0u8; LEN_BYTES + 1];
         header[..LEN_BYTES].copy_from_slice(&(len as u32 + 1).to_be_bytes());
         header[LEN_BYTES] = frame.kind;
-        let parts = [IoSlice::new(&header), IoSlice::new(&frame.payload)];
-        match socket.write_vectored(&parts) {
-            Ok(n) if n == header.len() + len => None,
-            Ok(n) => Some((n, header)),
-            // Full, or failed: the link's task finds out and reports it.
-            Err(_) => Some((0, header)),
-        }
+        let n = socket.write(&[IoSlice::new(&header), IoSlice::new(&frame.payload)]);
+        (n < header.len() + len).then_some((n, header))
     }
 }
 
@@ -228,8 +248,10 @@ impl Store for Outbox {
         let len = frame.payload.len();
         self.count(len);
         let at_once = match &mut self.socket {
-            Some((socket, turn))
-                if idle && len <= WRITE_AT_ONCE && (frame.kind == HEARTBEAT || turn.take()) =>
+            Some(socket)
+                if idle
+                    && len <= WRITE_AT_ONCE
+                    && (frame.kind == HEARTBEAT || socket.turn.take()) =>
             {
                 Some(socket)
             }
@@ -257,20 +279,21 @@ impl Store for Outbox {
         true
     }
 
-    /// Writes everything queued once it is [`WRITE_QUEUED`] bytes or more
-    /// of small frames, with nothing waiting beside the queue (that goes
-    /// after it, through the link's task). If the kernel takes only part,
-    /// the rest stays queued, counted whole.
-    fn drain(&mut self) -> bool {
-        let Some((socket, _)) = &mut self.socket else {
+    /// Writes what is queued once it is [`WRITE_QUEUED`] bytes or more of
+    /// small frames, with nothing waiting beside the queue (that goes
+    /// after it, through the link's task). At most twice the mark is
+    /// written, to bound the time the queue's lock is held (frames queued
+    /// without waiting may have piled up to the queue's bound). If the
+    /// kernel takes less than all, the rest stays queued, counted whole.
+    fn write_queued(&mut self) -> bool {
+        let Some(socket) = &mut self.socket else {
             return false;
         };
         if self.tail.len() < WRITE_QUEUED || !self.segs.is_empty() || !self.aside.is_empty() {
             return false;
         }
-        // Full, or failed: the link's task finds out and reports it.
-        let written = socket.write(&self.tail).unwrap_or(0);
-        self.written.fetch_add(written as u64, Ordering::Relaxed);
+        let upto = self.tail.len().min(2 * WRITE_QUEUED);
+        let written = socket.write(&[IoSlice::new(&self.tail[..upto])]);
         if written < self.tail.len() {
             self.tail.advance(written);
             return false;
@@ -309,9 +332,8 @@ impl Runs for Outbox {
         self.sent += run.frames as u64;
         self.sent_bytes += run.encoded.len() as u64;
         let mut rest = run.encoded;
-        if let (true, Some((socket, _))) = (idle, &mut self.socket) {
-            // Full, or failed: the link's task finds out and reports it.
-            let written = socket.write(&rest).unwrap_or(0);
+        if let (true, Some(socket)) = (idle, &mut self.socket) {
+            let written = socket.write(&[IoSlice::new(&rest)]);
             if written == rest.len() {
                 return false;
             }
@@ -512,7 +534,7 @@ mod tests {
             wire: wire.clone(),
             budget: 3,
         };
-        rx.with_store(|o| o.write_at_once(socket, Arc::default(), Arc::default()));
+        rx.with_store(|o| o.share_socket(socket, Arc::default(), Arc::default()));
         let woken = std::sync::Arc::new(Woken::default());
         let waker = std::task::Waker::from(woken.clone());
         let mut cx = Context::from_waker(&waker);
@@ -540,7 +562,7 @@ mod tests {
         assert!(rx.poll_take_all(&mut cx, &mut out).is_pending(), "idle");
         let woken_before = woken.0.load(std::sync::atomic::Ordering::Relaxed);
         rx.with_store(|o| {
-            o.write_at_once(
+            o.share_socket(
                 Trickle {
                     wire: wire.clone(),
                     budget: 100,
@@ -588,7 +610,7 @@ mod tests {
             budget: 7,
         };
         rx.with_store(|o| {
-            o.write_at_once(
+            o.share_socket(
                 socket,
                 Arc::new(Turn(AtomicBool::new(false))),
                 Arc::default(),
@@ -630,7 +652,7 @@ mod tests {
             wire: wire.clone(),
             budget: 1000,
         };
-        rx.with_store(|o| o.write_at_once(socket, Arc::default(), Arc::default()));
+        rx.with_store(|o| o.share_socket(socket, Arc::default(), Arc::default()));
         let r = run(&[b"six", b"seven"]);
         let encoded = r.encoded.clone();
         tx.try_send_run(r).unwrap();
@@ -666,7 +688,7 @@ mod tests {
         let (mut server, _) = listener.accept().unwrap();
         let (tx, mut rx) = queue::channel::<Outbox>(100, usize::MAX);
         let turn = Arc::new(Turn::default());
-        rx.with_store(|o| o.write_at_once(client, turn.clone(), Arc::default()));
+        rx.with_store(|o| o.share_socket(client, turn.clone(), Arc::default()));
         let woken = Arc::new(Woken::default());
         let waker = std::task::Waker::from(woken.clone());
         let mut cx = Context::from_waker(&waker);
@@ -736,12 +758,12 @@ mod tests {
             wire: wire.clone(),
             budget,
         };
-        rx.with_store(|o| o.write_at_once(socket(usize::MAX), no_turn(), written.clone()));
+        rx.with_store(|o| o.share_socket(socket(usize::MAX), no_turn(), written.clone()));
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         let mut out = VecDeque::new();
         let frame = |i: usize| Frame::data(Bytes::from(vec![i as u8; 1000]));
         let per_frame = 1000 + LEN_BYTES + 1;
-        let to_drain = WRITE_QUEUED.div_ceil(per_frame);
+        let to_write = WRITE_QUEUED.div_ceil(per_frame);
         let mut sent = Vec::new();
         // With `send` (waiting for room), or without waiting.
         let mut put = |i: usize, wait: bool| {
@@ -761,59 +783,76 @@ mod tests {
         // The link's task took a frame and writes it: nobody else writes.
         put(0, true);
         assert_eq!(rx.poll_take_all(&mut cx, &mut out), Poll::Ready(1));
-        for i in 1..=2 * to_drain {
+        for i in 1..=2 * to_write {
             put(i, true);
         }
         assert!(wire.lock().unwrap().is_empty(), "left to the link's task");
         on_wire(&mut out);
         assert_eq!(
             rx.poll_take_all(&mut cx, &mut out),
-            Poll::Ready(2 * to_drain)
+            Poll::Ready(2 * to_write)
         );
         on_wire(&mut out);
 
         // Idle; queued without waiting for room: left to the link's task.
         let taken = wire.lock().unwrap().len();
         assert!(rx.poll_take_all(&mut cx, &mut out).is_pending(), "idle");
-        for i in 0..2 * to_drain {
+        for i in 0..2 * to_write {
             put(i, false);
         }
         assert_eq!(wire.lock().unwrap().len(), taken, "left to the link's task");
         assert_eq!(
             rx.poll_take_all(&mut cx, &mut out),
-            Poll::Ready(2 * to_drain)
+            Poll::Ready(2 * to_write)
         );
         on_wire(&mut out);
         let before = wire.lock().unwrap().len();
 
         // Idle: the sender that brings the queue to the mark writes it all.
         assert!(rx.poll_take_all(&mut cx, &mut out).is_pending(), "idle");
-        for i in 0..to_drain - 1 {
+        for i in 0..to_write - 1 {
             put(i, true);
         }
         assert_eq!(wire.lock().unwrap().len(), before, "not yet worth it");
-        put(to_drain, true);
+        put(to_write, true);
         let after = wire.lock().unwrap().len();
         assert_eq!(
             after - before,
-            to_drain * per_frame,
+            to_write * per_frame,
             "written by the sender"
         );
         assert_eq!(
             written.load(Ordering::Relaxed),
-            (to_drain * per_frame) as u64
+            (to_write * per_frame) as u64
         );
         assert_eq!(rx.depth(), 0);
         assert!(rx.poll_take_all(&mut cx, &mut out).is_pending(), "empty");
 
+        // Frames piled up without waiting: a sender writes twice the mark
+        // at most, and the rest stays queued, in order.
+        for i in 0..3 * to_write {
+            put(i, false);
+        }
+        put(0, true);
+        let piled = wire.lock().unwrap().len();
+        assert_eq!(piled - after, 2 * WRITE_QUEUED, "twice the mark");
+        assert_eq!(rx.depth(), 3 * to_write + 1, "counted whole until taken");
+        assert_eq!(
+            rx.poll_take_all(&mut cx, &mut out),
+            Poll::Ready(3 * to_write + 1)
+        );
+        on_wire(&mut out);
+        let after = wire.lock().unwrap().len();
+        assert!(rx.poll_take_all(&mut cx, &mut out).is_pending(), "empty");
+
         // The kernel takes part: the rest is queued, in order.
-        rx.with_store(|o| o.write_at_once(socket(1000), no_turn(), written.clone()));
-        for i in 0..to_drain {
+        rx.with_store(|o| o.share_socket(socket(1000), no_turn(), written.clone()));
+        for i in 0..to_write {
             put(i, true);
         }
         assert_eq!(wire.lock().unwrap().len(), after + 1000, "part of it");
-        assert_eq!(rx.depth(), to_drain, "counted whole until taken");
-        assert_eq!(rx.poll_take_all(&mut cx, &mut out), Poll::Ready(to_drain));
+        assert_eq!(rx.depth(), to_write, "counted whole until taken");
+        assert_eq!(rx.poll_take_all(&mut cx, &mut out), Poll::Ready(to_write));
         on_wire(&mut out);
         assert_eq!(wire.lock().unwrap()[..], encoded(&sent)[..]);
     }
@@ -831,6 +870,37 @@ mod tests {
         }
     }
 
+    /// A send that yields for its task's budget has queued nothing, so a
+    /// caller that drops it then (a timeout) has not sent its message.
+    #[tokio::test]
+    async fn a_send_that_yields_has_sent_nothing() {
+        let (tx, mut rx) = queue::channel::<Outbox>(1 << 20, usize::MAX);
+        let sunk = Arc::new(AtomicU64::new(0));
+        let no_turn = Arc::new(Turn(AtomicBool::new(false)));
+        rx.with_store(|o| o.share_socket(Sink(sunk.clone()), no_turn, Arc::default()));
+        let frame = || Frame::data(Bytes::from(vec![0u8; ZERO_COPY - 1]));
+        let mut yielded = 0;
+        for _ in 0..100_000 {
+            let (depth, written) = (rx.depth(), sunk.load(Ordering::Relaxed));
+            let mut send = std::pin::pin!(tx.send(frame()));
+            if futures::poll!(send.as_mut()).is_pending() {
+                assert_eq!(
+                    (rx.depth(), sunk.load(Ordering::Relaxed)),
+                    (depth, written),
+                    "a send that yields queued or wrote its frame"
+                );
+                yielded += 1;
+                if yielded == 3 {
+                    return;
+                }
+                // Dropped: as a timeout would; the next poll of the task
+                // comes with its budget back.
+                tokio::task::yield_now().await;
+            }
+        }
+        panic!("no send yielded: the budget was never spent");
+    }
+
     /// A sender whose queue never fills, because it writes what is queued
     /// itself, still lets the other tasks of its thread run now and then:
     /// each write spends a unit of its task's budget, as a write to a
@@ -840,7 +910,7 @@ mod tests {
         let (tx, mut rx) = queue::channel::<Outbox>(1024, usize::MAX);
         let sunk = Arc::new(AtomicU64::new(0));
         let no_turn = Arc::new(Turn(AtomicBool::new(false)));
-        rx.with_store(|o| o.write_at_once(Sink(sunk.clone()), no_turn, Arc::default()));
+        rx.with_store(|o| o.share_socket(Sink(sunk.clone()), no_turn, Arc::default()));
         let other_ran = Arc::new(AtomicBool::new(false));
         let frames = 1000 * WRITE_QUEUED / 1005;
         let sender = tokio::spawn({

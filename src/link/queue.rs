@@ -63,10 +63,10 @@ pub(crate) trait Store: Default {
     /// Called under the lock after [`Sender::send`] or
     /// [`Sender::poll_send`] queued an item while the receiver holds
     /// nothing it took (it waits, or was woken and has not taken yet): the
-    /// store may dispose of everything queued itself. True if it did, and
-    /// the queue is empty (see [`crate::link::outbox`]: a sender writes
-    /// what is queued once it is worth a system call).
-    fn drain(&mut self) -> bool {
+    /// store may write what is queued itself. True if it wrote all of it,
+    /// and the queue is empty (see [`crate::link::outbox`]: a sender
+    /// writes what is queued once it is worth a system call).
+    fn write_queued(&mut self) -> bool {
         false
     }
     /// The queue is closed: nothing more will be put.
@@ -242,7 +242,7 @@ impl<S: Store> Sender<S> {
     }
 
     /// Lets `put` queue `item` if there is room for it.
-    /// `Ok(true)`: the store drained the queue (see [`Store::drain`]).
+    /// `Ok(true)`: the store wrote what was queued (see [`Store::write_queued`]).
     #[inline]
     fn try_put<T: Weighed>(
         &self,
@@ -285,7 +285,7 @@ impl<S: Store> Sender<S> {
     /// Queues `item`, waiting while the queue is full. Gives it back if the
     /// queue is closed.
     pub(crate) fn send(&self, item: S::Item) -> impl Future<Output = Result<(), S::Item>> + '_ {
-        self.send_waiting(item, move |it| self.try_put(it, put_draining))
+        self.send_waiting(item, move |it| self.try_put(it, put_writing))
     }
 
     /// Polls the hand-over of `item` to the queue, waiting for room while
@@ -298,7 +298,7 @@ impl<S: Store> Sender<S> {
         cx: &mut Context<'_>,
         item: &mut Option<S::Item>,
     ) -> Poll<Result<(), S::Item>> {
-        self.poll_put(cx, item, |it| self.try_put(it, put_draining))
+        self.poll_put(cx, item, |it| self.try_put(it, put_writing))
     }
 
     /// Hands `item` to `try_send`, waiting for room while the queue is
@@ -318,11 +318,13 @@ impl<S: Store> Sender<S> {
 
     /// Polls `try_send` with `item` (see [`poll_send`](Self::poll_send)).
     ///
-    /// A send that drained the queue (its sender wrote what was queued,
-    /// see [`Store::drain`]) spends a unit of the task's budget, as a
-    /// write to a tokio socket does: a sender that keeps writing yields to
-    /// the other tasks of its worker now and then, as it would if the
-    /// queue filled up.
+    /// A send that wrote what was queued (see [`Store::write_queued`])
+    /// spends a unit of the task's budget, as a write to a tokio socket
+    /// does: a sender that keeps writing yields to the other tasks of its
+    /// worker now and then, as it would if the queue filled up. The budget
+    /// is looked at before the item is handed over, so that a send that
+    /// yields has queued nothing: a caller that drops it then (a timeout,
+    /// a `select!`) has not sent the item.
     #[inline]
     fn poll_put<T: Weighed>(
         &self,
@@ -331,20 +333,17 @@ impl<S: Store> Sender<S> {
         try_send: impl Fn(T) -> Result<bool, TrySendError<T>>,
     ) -> Poll<Result<(), T>> {
         loop {
+            // Given back unspent when dropped without `made_progress`.
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
             let Some(it) = item.take() else {
-                // Sent, and polled again after yielding.
+                // Polled again after it was queued.
                 return Poll::Ready(Ok(()));
             };
             match try_send(it) {
                 Ok(false) => return Poll::Ready(Ok(())),
                 Ok(true) => {
-                    return match tokio::task::coop::poll_proceed(cx) {
-                        Poll::Ready(coop) => {
-                            coop.made_progress();
-                            Poll::Ready(Ok(()))
-                        }
-                        Poll::Pending => Poll::Pending,
-                    };
+                    coop.made_progress();
+                    return Poll::Ready(Ok(()));
                 }
                 Err(TrySendError::Closed(it)) => return Poll::Ready(Err(it)),
                 Err(TrySendError::Full(it)) => {
@@ -504,12 +503,12 @@ fn put<S: Store>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, item: S::Item) -
     })
 }
 
-/// As [`put`], and then lets the store drain the queue (see
-/// [`Store::drain`]); true if it did. Only for a sender that spends a unit
+/// As [`put`], and then lets the store write what is queued (see
+/// [`Store::write_queued`]); true if it wrote all of it. Only for a sender that spends a unit
 /// of its task's budget when it does (see [`Sender::poll_send`]): one that
 /// never waits would otherwise never yield.
 #[inline]
-fn put_draining<S: Store>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, item: S::Item) -> bool {
+fn put_writing<S: Store>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, item: S::Item) -> bool {
     let (items, weight) = (item.items(), item.weight());
     queued(inner, s, items, weight, true, |store, idle| {
         store.put(item, idle)
@@ -525,15 +524,16 @@ fn put_run<S: Runs>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, run: S::Run) 
 }
 
 /// Lets `put` hand `items` items weighing `weight` to the store, and counts
-/// them if it queued them; then, if `drain` and the receiver holds no
-/// items it took, lets the store drain the queue. True if it did.
+/// them if it queued them; then, if `write` and the receiver holds no
+/// items it took, lets the store write what is queued. True if it wrote
+/// all of it.
 #[inline]
 fn queued<S: Store>(
     inner: &Inner<S>,
     mut s: MutexGuard<'_, State<S>>,
     items: usize,
     weight: usize,
-    drain: bool,
+    write: bool,
     put: impl FnOnce(&mut S, bool) -> bool,
 ) -> bool {
     let idle = s.len == 0 && s.receiver.is_some();
@@ -542,7 +542,7 @@ fn queued<S: Store>(
     }
     s.bytes += weight;
     s.len += items;
-    if drain && !s.holding && s.store.drain() {
+    if write && !s.holding && s.store.write_queued() {
         s.len = 0;
         s.bytes = 0;
         s.recharge();

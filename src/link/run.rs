@@ -104,7 +104,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
         accepted: _accepted,
     } = link;
     // Senders may write small frames, and what is queued once it is worth a
-    // system call, to a link in the clear themselves (see `crate::outbox`),
+    // system call, to a link in the clear themselves (see `crate::link::outbox`),
     // through a handle on the socket that they give up when the send queue
     // closes, as the link ends.
     let turn = Arc::new(Turn::default());
@@ -131,7 +131,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
     };
     if !sealed {
         let written = progress.watch.written.clone();
-        out_rx.with_store(|o| o.write_at_once(socket, turn.clone(), written));
+        out_rx.with_store(|o| o.share_socket(socket, turn.clone(), written));
     }
     let rd = Counted {
         inner: rd,

@@ -219,7 +219,7 @@ pub(crate) struct Watch {
     /// Set while the reader waits on a full receive queue: the peer's
     /// silence then is our consumer's slowness, not the peer's absence.
     pub(crate) delivering: AtomicBool,
-    /// Bytes handed to the socket by the link's task.
+    /// Bytes handed to the socket, by the link's task or its senders.
     pub(crate) written: Arc<AtomicU64>,
     /// Set while the link's task writes a batch (it may wait for the
     /// socket).
