@@ -35,7 +35,7 @@ use crate::stats::Failure;
 use crate::sync::lock;
 use crate::wire::frame::{self, Frame, FrameCodec};
 use crate::wire::hello::{Hello, Refusal, MAX_HELLO};
-use crate::wire::noise::{self, Bad, Handshake, Mode, Proven};
+use crate::wire::noise::{self, prologue, Bad, Handshake, Mode, Proven};
 use crate::wire::record::Record;
 use crate::wire::secure::{KeyId, Keys, Suite};
 use crate::wire::verdict::decides;
@@ -225,17 +225,11 @@ async fn greet(
         return Err(None);
     }
     let dialer = role == Role::Dialer;
-    // Both hellos, the dialer's first, each after its length.
-    let (first, second): (&[u8], &[u8]) = if dialer {
-        (&ours.raw, &theirs)
+    let prologue = if dialer {
+        prologue(&ours.raw, &theirs)
     } else {
-        (&theirs, &ours.raw)
+        prologue(&theirs, &ours.raw)
     };
-    let mut prologue = Vec::with_capacity(4 + first.len() + second.len());
-    for h in [first, second] {
-        prologue.extend_from_slice(&(h.len() as u16).to_be_bytes());
-        prologue.extend_from_slice(h);
-    }
     // The handshake uses the dialer's key, which its hello names: found in
     // our keyring by that name, without trying any.
     let dialers = if dialer { ours.hello.key } else { hello.key };

@@ -568,17 +568,7 @@ impl Messaging {
     /// the latest waits (see [`crate::link::aside`]), and it goes out with
     /// the next batch, ahead of the close that follows a goodbye.
     pub(crate) fn tell_record(&self, record: &Record) {
-        let mut e = Envelope {
-            op: Op::Member,
-            flags: FLOOD,
-            hops: 0,
-            origin: self.me.clone(),
-            seq: 0,
-            corr: record.version,
-            name: String::new(),
-            body: record.encode(),
-            signature: None,
-        };
+        let mut e = record.envelope(self.me.clone());
         // Signed: peers pass it on where the mesh is not full, and to the
         // peers they link later.
         self.sign(&mut e);

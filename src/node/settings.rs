@@ -467,6 +467,7 @@ impl std::fmt::Debug for Settings {
             .field("hold_early", &self.hold_early)
             .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
             .field("mdns", &self.mdns)
+            .field("dial", &self.dial)
             .field("peers", &self.peers)
             .field("meta", &self.meta)
             .finish()

@@ -59,6 +59,17 @@ impl Mode<'_> {
     }
 }
 
+/// The Noise prologue of a link: both hellos, the dialer's first, each
+/// after its length, so that the handshake fails if either was altered.
+pub(crate) fn prologue(first: &[u8], second: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(4 + first.len() + second.len());
+    for h in [first, second] {
+        p.extend_from_slice(&(h.len() as u16).to_be_bytes());
+        p.extend_from_slice(h);
+    }
+    p
+}
+
 /// A node's Noise static key pair: made once per process, vouched for by
 /// its identity in every handshake.
 pub(crate) struct StaticKey {

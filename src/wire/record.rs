@@ -15,7 +15,9 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::MetaError;
+use crate::id::NodeId;
 use crate::meta::Meta;
+use crate::wire::envelope::{Envelope, Op, FLOOD};
 use crate::wire::hello::Hello;
 use crate::wire::meta::{self, MAX_META_WIRE};
 
@@ -37,6 +39,22 @@ pub(crate) struct Record {
 pub(crate) type Decoded = (Record, Option<MetaError>);
 
 impl Record {
+    /// This record of `origin`'s, in the envelope that floods it through
+    /// the mesh, to be signed by its origin.
+    pub(crate) fn envelope(&self, origin: NodeId) -> Envelope {
+        Envelope {
+            op: Op::Member,
+            flags: FLOOD,
+            hops: 0,
+            origin,
+            seq: 0,
+            corr: self.version,
+            name: String::new(),
+            body: self.encode(),
+            signature: None,
+        }
+    }
+
     /// The record a hello carries.
     pub(crate) fn of_hello(h: &Hello) -> Decoded {
         let (meta, bad) = split(meta::decode(&h.meta));
