@@ -28,8 +28,9 @@ pub struct NodeInfo {
     #[serde(rename = "self")]
     pub this: bool,
     /// How the answering node sees it: `local` (itself), `linked`,
-    /// `suspect` (its link has been silent for an interval and a half of
-    /// the heartbeat, or half its timeout if longer) or `relayed` (reached only through another node).
+    /// `suspect` (its link silent for longer than a late heartbeat, see
+    /// [`tcpnet::MemberState::Suspect`]) or `relayed` (reached only
+    /// through another node).
     pub state: &'static str,
     /// How long its link has been up, in milliseconds (none for this node
     /// and for a relayed one).
