@@ -60,11 +60,19 @@ fn main() {
     if args.peek().map(String::as_str) == Some("--processes") {
         args.next();
         let counts = args.next().unwrap_or_else(|| "32,64,128".into());
-        let mut parts = vec!["handshakes".to_string(), "discover".into(), "demo".into()];
+        const PARTS: [&str; 3] = ["handshakes", "discover", "demo"];
+        let mut parts: Vec<String> = PARTS.map(str::to_string).to_vec();
         if args.peek().map(String::as_str) == Some("--parts") {
             args.next();
             let list = args.next().expect("--parts handshakes,discover,demo");
-            parts = list.split(',').map(str::to_string).collect();
+            parts = list.split(',').map(|p| p.trim().to_string()).collect();
+            if let Some(bad) = parts.iter().find(|p| !PARTS.contains(&p.as_str())) {
+                eprintln!(
+                    "formation: unknown part {bad:?}; the parts are {}",
+                    PARTS.join(", ")
+                );
+                std::process::exit(2);
+            }
         }
         for n in counts
             .split(',')
@@ -137,7 +145,7 @@ async fn one_run(n: usize) -> (Duration, Duration) {
 /// The handshakes of a start of `n` nodes, in memory in this thread, in
 /// the clear and with a secret.
 fn handshakes(n: usize) {
-    let secret = b"formation-example-secret-of-32-bytes";
+    let secret = b"formation-example-cluster-secret";
     for (mode, secret) in [("in the clear", None), ("with a secret", Some(&secret[..]))] {
         let (links, cpu) = mass::handshake_cpu(n, secret);
         println!(

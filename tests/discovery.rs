@@ -219,14 +219,14 @@ fn a_record_pointing_at_another_nodes_port_does_not_break_the_mesh() {
         full_mesh(&nodes).await;
         let target = nodes[2].address().unwrap().port;
         let foreign = foreign_daemon();
-        let record = |port: u16| {
+        let announce_gone = |port: u16| {
             let gone = tcpnet::Identity::generate();
             let k = hex::encode(gone.public_key());
             let props = [("c", "real"), ("v", V), ("k", k.as_str())];
             announce(&foreign, gone.id().as_str(), port, &props);
             gone
         };
-        let stale = record(target);
+        let stale = announce_gone(target);
         // A fourth node sees the bogus record and dials the third node's port.
         let late = tcpnet::tcpnet("real").unwrap();
         let mut errors = late.on_error();
@@ -234,7 +234,7 @@ fn a_record_pointing_at_another_nodes_port_does_not_break_the_mesh() {
         // And a record that points at the fourth node's own port: it dials
         // itself, sees its own hello, and drops that link quietly.
         let own = late.address().unwrap().port;
-        record(own);
+        announce_gone(own);
         let mut all = nodes.clone();
         all.push(late.clone());
         full_mesh(&all).await;

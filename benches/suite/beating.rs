@@ -26,7 +26,7 @@
 //! node does.
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
@@ -54,8 +54,11 @@ const PORT_ENV: &str = "TCPNET_BENCH_PORT";
 struct Heard {
     /// The ticker's pass in which the reader last read something.
     tick: AtomicU64,
-    /// The reader has ended (end of stream or an error).
+    /// The reader has ended (end of stream or an error); stored after
+    /// `why`, with release, so the ticker that sees it sees `why` too.
     ended: AtomicBool,
+    /// Why, unless at a clean end of stream (the peer's quitting).
+    why: OnceLock<String>,
 }
 
 /// A link as the ticker holds it.
@@ -146,15 +149,16 @@ impl Beats {
                 let heard = l.heard.tick.load(Ordering::Relaxed);
                 let silent = now.saturating_sub(heard) >= timeout_ticks;
                 let stalled = l.unsent > 0 && now - l.unsent_since >= timeout_ticks;
-                let ended = l.heard.ended.load(Ordering::Relaxed);
+                let ended = l.heard.ended.load(Ordering::Acquire);
                 if silent || stalled || ended {
-                    // Said, so that a run that loses links tells why (an
-                    // end of stream is the peer's quitting).
-                    if silent || stalled {
-                        let why = match silent {
-                            true => "nothing heard for the timeout",
-                            false => "a heartbeat unwritten for the timeout",
-                        };
+                    // Said, so that a run that loses links tells why (a
+                    // clean end of stream is the peer's quitting).
+                    let why = match (silent, stalled) {
+                        (true, _) => Some("nothing heard for the timeout"),
+                        (_, true) => Some("a heartbeat unwritten for the timeout"),
+                        _ => l.heard.why.get().map(String::as_str),
+                    };
+                    if let Some(why) = why {
                         eprintln!("  memory: plain TCP with heartbeats: a link closed: {why}");
                     }
                     // Dropping the write half and the reader closes it.
@@ -215,7 +219,10 @@ async fn read_beats(mut rd: OwnedReadHalf, heard: Arc<Heard>, beats: Arc<Beats>)
                     }
                     let len = u32::from_be_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
                     if len > MAX_FRAME {
-                        heard.ended.store(true, Ordering::Relaxed);
+                        let _ = heard
+                            .why
+                            .set(format!("a frame of {len} bytes, over {MAX_FRAME}"));
+                        heard.ended.store(true, Ordering::Release);
                         return;
                     }
                     if have - at >= 4 + len {
@@ -230,10 +237,13 @@ async fn read_beats(mut rd: OwnedReadHalf, heard: Arc<Heard>, beats: Arc<Beats>)
                 buf.copy_within(at..have, 0);
                 have -= at;
             }
-            Err(_) => break,
+            Err(e) => {
+                let _ = heard.why.set(format!("read: {e}"));
+                break;
+            }
         }
     }
-    heard.ended.store(true, Ordering::Relaxed);
+    heard.ended.store(true, Ordering::Release);
 }
 
 /// A child of kind `beating` (the measured process: it accepts links) or

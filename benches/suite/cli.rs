@@ -51,7 +51,8 @@ pub(crate) enum Variant {
 pub(crate) const BENCH_KEY: &str = "benchmark-suite-cluster-secret-0123456789";
 
 /// Which sides a run measures: all (tcpnet, the careful baseline and, where
-/// it is cheap, the naive one), or one of them alone (for profilers).
+/// it is cheap, the naive one; in the memory section the baseline with
+/// heartbeats too), or one of them alone (for profilers).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Side {
     Both,
@@ -196,6 +197,14 @@ impl Config {
                     std::process::exit(0);
                 }
                 other => die(&format!("unknown argument {other}")),
+            }
+        }
+        if cfg.side == Side::Beating {
+            if let Some(s) = cfg.sections.iter().find(|s| **s != Section::Memory) {
+                die(&format!(
+                    "--side beating measures only the memory section, not {}: add --only memory",
+                    s.name()
+                ));
             }
         }
         cfg

@@ -5,7 +5,7 @@
 use crate::*;
 
 /// The cluster secret of the handshakes measured with a secret.
-const SECRET: &[u8] = b"bench-suite-mass-start-secret-of-32-bytes";
+const SECRET: &[u8] = b"bench-suite-mass-start-cluster-secret";
 
 /// Process counts measured by default.
 pub(crate) const MASS_PROCS: [usize; 3] = [32, 64, 128];

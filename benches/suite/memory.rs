@@ -3,7 +3,11 @@
 //! The node measured is a child process of its own; its peers are tcpnet
 //! nodes in other child processes ([`PEERS_PER_PROCESS`] each), so that no
 //! process holds more sockets than its file limit allows and the peers'
-//! heartbeats come from many processes at once, as on a LAN.
+//! heartbeats come from many processes at once, as on a LAN. Beside it run
+//! two baselines, each a child process too: plain TCP connections (the
+//! careful baseline's reader, no heartbeats) and plain TCP with heartbeats
+//! at tcpnet's default settings (`beating.rs`), whose peers are child
+//! processes of [`PEERS_PER_PROCESS`] links each.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicIsize};
@@ -176,20 +180,30 @@ impl ChildNode {
         }
     }
 
-    /// Polls until the child holds `n` links (its nodes in all).
+    /// Polls until the child holds `n` links (its nodes in all); panics
+    /// if it does not by [`MESH_DEADLINE`].
     pub(crate) fn wait_links(&mut self, n: usize) -> Stat {
+        self.try_wait_links(n)
+            .unwrap_or_else(|s| panic!("child {} linked to {} of {n}", self.kind, s.links))
+    }
+
+    /// Polls until the child holds `n` links; gives the last figures as an
+    /// error at [`MESH_DEADLINE`] or as soon as the count falls (for the
+    /// baseline with heartbeats, which never dials a lost link again, so
+    /// a count that fell cannot reach `n`).
+    pub(crate) fn try_wait_links(&mut self, n: usize) -> Result<Stat, Stat> {
         let deadline = Instant::now() + MESH_DEADLINE;
+        let mut most = 0;
         loop {
             let s = self.stat();
             if s.links == n {
-                return s;
+                return Ok(s);
             }
-            assert!(
-                Instant::now() < deadline,
-                "child {} linked to {} of {n}",
-                self.kind,
-                s.links
-            );
+            let fell = self.kind.starts_with("beating") && s.links < most;
+            if fell || Instant::now() >= deadline {
+                return Err(s);
+            }
+            most = most.max(s.links);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -247,6 +261,19 @@ impl Window {
         std::array::from_fn(|i| Some((self.s1[i]?.cpu_ns - self.s0[i]?.cpu_ns) / idle * 100.0))
     }
 
+    /// The links each side held at the window's start and end; a side
+    /// that did not hold `links` at both loses its figures (they would be
+    /// those of fewer links, or of links going away).
+    fn keep_if_held(&mut self, links: usize) -> Sides<Option<(usize, usize)>> {
+        std::array::from_fn(|i| {
+            let held = (self.s0[i]?.links, self.s1[i]?.links);
+            if held != (links, links) {
+                (self.s0[i], self.s1[i]) = (None, None);
+            }
+            Some(held)
+        })
+    }
+
     /// A figure at the window's end, of each side.
     fn end(&self, f: impl Fn(&Stat) -> f64) -> Sides<Option<f64>> {
         self.s1.map(|s| s.as_ref().map(&f))
@@ -283,6 +310,8 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
     let mut beating_peers: Vec<(ChildNode, usize)> = Vec::new();
     let mut plain_links = Vec::new();
     let mut linked = Vec::new();
+    // Links each side held at the start and the end of each step's window.
+    let mut held_at: Vec<(usize, Sides<Option<(usize, usize)>>)> = Vec::new();
     let steps = cfg.idle_links.clone().unwrap_or(IDLE_PEERS.to_vec());
     for &links in &steps {
         eprintln!("  memory: linking {links} peers to each child");
@@ -322,13 +351,29 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
                 beating_peers.push((ChildNode::spawn_with("beating-peers", CLUSTER, &env), n));
                 more -= n;
             }
-            h.wait_links(links);
+            // Links it lost before are gone for good: wait for the rest.
+            let lost = held_at.last().map_or(0, |(n, held): &(usize, Sides<_>)| {
+                held[2].map_or(0, |(_, end): (usize, usize)| n.saturating_sub(end))
+            });
+            let want = links - lost.min(links);
+            if let Err(s) = h.try_wait_links(want) {
+                eprintln!(
+                    "  memory: baseline with heartbeats holds {} of {links} links",
+                    s.links
+                );
+            }
+            // Its peers dialed all their links before saying they were ready.
             for (p, n) in &mut beating_peers {
-                p.wait_links(*n);
+                let held = p.stat().links;
+                if held != *n {
+                    eprintln!("  memory: a peer of the baseline with heartbeats holds {held} of {n} links");
+                }
             }
         }
         eprintln!("  memory: idle with {links} links for {settle:?} + {idle:?}");
-        linked.push((links, Window::watch(&mut children, settle, idle)));
+        let mut w = Window::watch(&mut children, settle, idle);
+        held_at.push((links, w.keep_if_held(links)));
+        linked.push((links, w));
     }
 
     // Still linked to all at the end?
@@ -452,12 +497,20 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
             format!("process CPU clock over {idle_text}"),
         ));
     }
+    let held_text = held_at
+        .iter()
+        .map(|(links, sides)| {
+            let sides = sides.map(|h| h.map_or("—".into(), |(a, b)| format!("{a}/{b}")));
+            format!("{links} links: {}", sides.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     let note = format!(
         "memory: each idle node is a child process (this binary, `{CHILD_ENV}`) with a tokio \
          runtime of {WORKERS} workers, listening on {LISTEN_ADDR}; tcpnet's is one `Service`, the \
          baseline's accepts plain connections, each read by a task of the careful baseline \
-         (whose buffers are taken on first use: an idle connection holds none). Both run at \
-         once; each settles {} s, then RSS (VmRSS), open files and the heap (bytes and blocks \
+         (whose 64 KiB read buffer is reserved at the socket's first readiness, with one page \
+         of it touched: the heap row's 64.8 KiB a link). All three run at once; each settles {} s, then RSS (VmRSS), open files and the heap (bytes and blocks \
          allocated and not freed, counted by the child's global allocator) are read and the \
          CPU clock (`CLOCK_PROCESS_CPUTIME_ID`) is watched for {idle_text}. Then tcpnet nodes \
          in {processes} child processes of at most {PEERS_PER_PROCESS} nodes each (every one \
@@ -470,11 +523,21 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
          second, on the second, and closes links silent for 3 s; a reader task per link \
          with a 256-byte buffer that notes the tick it last heard something; its links come \
          from {beating_processes} child processes of at most {PEERS_PER_PROCESS} links each \
-         running the same code, so it reads a heartbeat a second on every link too. Links \
-         held at the end: tcpnet {}, baseline {}, baseline with heartbeats {}.",
+         running the same code, so it reads a heartbeat a second on every link too. The loads \
+         differ: each of those processes writes {PEERS_PER_PROCESS} heartbeats a tick, \
+         while each of tcpnet's peer processes runs {PEERS_PER_PROCESS} nodes of the whole \
+         mesh (in a mesh of 128, 2,032 heartbeats a tick in all), so tcpnet's measured node \
+         gets its peers' beats spread over 25-175 ms after the tick, the baseline's within \
+         20 ms. The suite's tcpnet nodes are built with the `metrics` feature: each runs a \
+         once-a-second export task that a default build does not have. Links \
+         held at the start and the end of each step's window (tcpnet, baseline, baseline \
+         with heartbeats; a side that did not hold the step's count at both has no figures \
+         for that step): {}. Links held at the end: tcpnet {}, baseline {}, baseline with \
+         heartbeats {}.",
         settle.as_secs(),
         steps,
         steps.iter().map(|p| p + 1).collect::<Vec<_>>(),
+        held_text,
         held[0],
         held[1],
         held[2],
@@ -534,10 +597,13 @@ pub(crate) fn child_main(kind: &str) {
                 common::close_all(&nodes).await;
             }
             "beating" | "beating-peers" => {
-                let peers = std::env::var(PEERS_ENV)
-                    .ok()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
+                let peers = match kind {
+                    "beating-peers" => std::env::var(PEERS_ENV)
+                        .ok()
+                        .and_then(|n| n.parse().ok())
+                        .expect("beating-peers child needs a count"),
+                    _ => 0,
+                };
                 beating_child(kind, peers, quit_tx).await;
                 let _ = quit_rx.await;
             }
