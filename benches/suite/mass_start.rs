@@ -168,7 +168,10 @@ fn demo_start(n: usize, program: mass::Program, hold: Duration) -> Vec<Row> {
             None,
         ),
         row(
-            "CPU once meshed (messages, heartbeats, mDNS)",
+            &format!(
+                "CPU in the {} s after the full mesh (formation's tail, messages, heartbeats, mDNS)",
+                hold.as_secs()
+            ),
             "cpu-meshed",
             "cores",
             m.cpu_meshed_total(),

@@ -235,6 +235,9 @@ pub(crate) fn memory(cfg: &Config) -> (Vec<Row>, String) {
 /// plain TCP with heartbeats.
 type Sides<T> = [T; 3];
 
+/// The links a side held at a window's start and end (`None`: not run).
+type Held = Option<(usize, usize)>;
+
 /// What one idle window saw of the measured children.
 struct Window {
     s0: Sides<Option<Stat>>,
@@ -264,7 +267,7 @@ impl Window {
     /// The links each side held at the window's start and end; a side
     /// that did not hold `links` at both loses its figures (they would be
     /// those of fewer links, or of links going away).
-    fn keep_if_held(&mut self, links: usize) -> Sides<Option<(usize, usize)>> {
+    fn keep_if_held(&mut self, links: usize) -> Sides<Held> {
         std::array::from_fn(|i| {
             let held = (self.s0[i]?.links, self.s1[i]?.links);
             if held != (links, links) {
@@ -311,7 +314,7 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
     let mut plain_links = Vec::new();
     let mut linked = Vec::new();
     // Links each side held at the start and the end of each step's window.
-    let mut held_at: Vec<(usize, Sides<Option<(usize, usize)>>)> = Vec::new();
+    let mut held_at: Vec<(usize, Sides<Held>)> = Vec::new();
     let steps = cfg.idle_links.clone().unwrap_or(IDLE_PEERS.to_vec());
     for &links in &steps {
         eprintln!("  memory: linking {links} peers to each child");
@@ -352,8 +355,8 @@ pub(crate) fn memory_in_netns(rt: &Runtime, cfg: &Config) -> (Vec<Row>, String) 
                 more -= n;
             }
             // Links it lost before are gone for good: wait for the rest.
-            let lost = held_at.last().map_or(0, |(n, held): &(usize, Sides<_>)| {
-                held[2].map_or(0, |(_, end): (usize, usize)| n.saturating_sub(end))
+            let lost = held_at.last().map_or(0, |(n, held)| {
+                held[2].map_or(0, |(_, end)| n.saturating_sub(end))
             });
             let want = links - lost.min(links);
             if let Err(s) = h.try_wait_links(want) {

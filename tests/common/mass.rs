@@ -131,10 +131,14 @@ pub(crate) struct MassStart {
     /// The processes' CPU from the gate until the mesh was full (or the
     /// end), by thread: the mDNS daemons, the tokio workers, the rest.
     pub cpu_by_thread: Vec<(&'static str, f64)>,
-    /// The processes' CPU from the full mesh to the end of the watch, in
-    /// cores (CPU-seconds a second), by thread as above: what the full
-    /// mesh costs to keep (the demo's messages, heartbeats, mDNS).
+    /// The processes' CPU from the full mesh to the end of the watch (the
+    /// `hold` after it), in cores (CPU-seconds a second), by thread as
+    /// above: formation's tail and the demo's messages, heartbeats and
+    /// mDNS; not what a settled mesh costs.
     pub cpu_meshed: Vec<(&'static str, f64)>,
+    /// What each process held of all the others when the start was
+    /// complete ([`Program::what`]).
+    pub what: &'static str,
 }
 
 impl MassStart {
@@ -159,9 +163,10 @@ impl MassStart {
             format!("CPU-s since the gate, each second: {}", cpu.join(" ")),
             format!(
                 "all {} processes launched and waiting at the gate {:?} after the first \
-                 launch; full mesh {} after the first launch",
+                 launch; all {} {} after the first launch",
                 self.nodes,
                 self.launched,
+                self.what,
                 self.mesh
                     .map_or("never".into(), |m| format!("{:?}", self.launched + m)),
             ),
@@ -171,7 +176,8 @@ impl MassStart {
                 self.udp_received, self.udp_drops
             ),
             format!(
-                "CPU from the gate to the mesh by thread: {}",
+                "CPU from the gate until all {} by thread: {}",
+                self.what,
                 self.cpu_by_thread
                     .iter()
                     .map(|(t, s)| format!("{t} {s:.1} s"))
@@ -179,7 +185,8 @@ impl MassStart {
                     .join(", ")
             ),
             format!(
-                "CPU once complete, to the end of the watch, in cores: {:.2} ({})",
+                "CPU from all {} to the end of the watch, in cores: {:.2} ({})",
+                self.what,
                 self.cpu_meshed_total().unwrap_or(f64::NAN),
                 self.cpu_meshed
                     .iter()
@@ -279,6 +286,10 @@ pub(crate) fn mass_start(
     drop(tx);
     let pids: Vec<u32> = children.iter().map(Child::id).collect();
     let launched = t0.elapsed();
+    // CPU so far (the launch, each process's `sh` included), read while
+    // every process waits at the gate, taken off every figure since.
+    let cpu_start = cpu_secs(&pids);
+    let threads_start = cpu_by_thread(&pids);
     // The gate opens: a line to each.
     let t0 = Instant::now();
     for child in &mut children {
@@ -306,11 +317,11 @@ pub(crate) fn mass_start(
         udp_received: 0,
         cpu_by_thread: Vec::new(),
         cpu_meshed: Vec::new(),
+        what: program.what,
     };
     let drops_before = udp_count("RcvbufErrors");
     let received_before = udp_count("InDatagrams");
-    let (mut cpu_at, mut cpu) = (Instant::now(), cpu_secs(&pids));
-    let cpu_start = cpu;
+    let (mut cpu_at, mut cpu) = (Instant::now(), cpu_start);
     let mut full = false;
     let mut meshed_at = t0;
     loop {
@@ -340,8 +351,9 @@ pub(crate) fn mass_start(
                 full = links.iter().all(|&k| k == n - 1);
                 if full && got.mesh.is_none() {
                     got.mesh = Some(t0.elapsed());
-                    got.cpu_to_mesh = Some(cpu_secs(&pids) - cpu_start);
-                    got.cpu_by_thread = cpu_by_thread(&pids);
+                    let total = cpu_secs(&pids) - cpu_start;
+                    got.cpu_to_mesh = Some(total);
+                    got.cpu_by_thread = since(cpu_by_thread(&pids), &threads_start, total);
                     meshed_at = Instant::now();
                 }
             }
@@ -366,16 +378,20 @@ pub(crate) fn mass_start(
     got.full_at_end = full;
     if got.mesh.is_some() {
         let secs = meshed_at.elapsed().as_secs_f64();
-        got.cpu_meshed = cpu_by_thread(&pids)
-            .into_iter()
-            .zip(&got.cpu_by_thread)
-            .map(|((t, end), (_, at))| (t, (end - at) / secs))
-            .collect();
+        let total = cpu_secs(&pids) - cpu_start - got.cpu_to_mesh.unwrap_or(0.0);
+        if !got.cpu_by_thread.is_empty() {
+            let by_thread = since(cpu_by_thread(&pids), &threads_start, f64::NAN);
+            got.cpu_meshed = since(by_thread, &got.cpu_by_thread, total)
+                .into_iter()
+                .map(|(t, c)| (t, c / secs))
+                .collect();
+        }
     }
     got.udp_drops = udp_count("RcvbufErrors").saturating_sub(drops_before);
     got.udp_received = udp_count("InDatagrams").saturating_sub(received_before);
-    if got.cpu_by_thread.is_empty() {
-        got.cpu_by_thread = cpu_by_thread(&pids);
+    if got.mesh.is_none() {
+        let total = cpu_secs(&pids) - cpu_start;
+        got.cpu_by_thread = since(cpu_by_thread(&pids), &threads_start, total);
     }
     for child in &children {
         // SAFETY: a signal to a process we started and have not reaped.
@@ -422,12 +438,36 @@ fn stat_ticks(stat: &str) -> u64 {
     field(11) + field(12)
 }
 
-/// CPU time of these processes' threads so far, in seconds, summed by
-/// kind of thread (the processes were gated before they ran, so this is
-/// their CPU since the gate opened). Read from each thread's `schedstat`
-/// (nanoseconds on a CPU): its `stat` counts whole clock ticks, cut off
-/// per thread, which lost about 5 ms a thread, 2.5 CPU-s over the 500
-/// threads of a start of 128.
+/// Per kind of thread, `now` less `then`; none at all (unknown) when the
+/// kinds sum to nothing while the processes' own clock says `total` is
+/// not (threads whose `schedstat` could not be read).
+fn since(
+    now: Vec<(&'static str, f64)>,
+    then: &[(&'static str, f64)],
+    total: f64,
+) -> Vec<(&'static str, f64)> {
+    let by_kind: Vec<_> = now
+        .into_iter()
+        .map(|(t, c)| {
+            (
+                t,
+                c - then.iter().find(|(k, _)| *k == t).map_or(0.0, |(_, c)| *c),
+            )
+        })
+        .collect();
+    let sum: f64 = by_kind.iter().map(|(_, c)| c).sum();
+    match sum <= 0.0 && total > 0.0 {
+        true => Vec::new(),
+        false => by_kind,
+    }
+}
+
+/// CPU time of these processes' threads so far (since each was forked,
+/// threads that have ended not counted), in seconds, summed by kind of
+/// thread. Read from each thread's `schedstat` (nanoseconds on a CPU)
+/// rather than its `stat`, which counts whole clock ticks and so loses
+/// about half a tick (5 ms) a thread: 2.5 CPU-s over the 500 threads of a
+/// start of 128.
 fn cpu_by_thread(pids: &[u32]) -> Vec<(&'static str, f64)> {
     let kinds = ["mDNS daemons", "tokio workers", "other threads"];
     let mut nanos = [0u64; 3];
