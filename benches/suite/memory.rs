@@ -579,10 +579,7 @@ pub(crate) fn child_main(kind: &str) {
             "tcpnet" | "peers" => {
                 let cluster = std::env::var(CLUSTER_ENV).expect("cluster");
                 let n = match kind {
-                    "peers" => std::env::var(PEERS_ENV)
-                        .ok()
-                        .and_then(|n| n.parse().ok())
-                        .expect("peers child needs a count"),
+                    "peers" => peers_count(kind),
                     _ => 1,
                 };
                 let nodes = new_nodes(&cluster, n, Variant::Plain);
@@ -601,10 +598,7 @@ pub(crate) fn child_main(kind: &str) {
             }
             "beating" | "beating-peers" => {
                 let peers = match kind {
-                    "beating-peers" => std::env::var(PEERS_ENV)
-                        .ok()
-                        .and_then(|n| n.parse().ok())
-                        .expect("beating-peers child needs a count"),
+                    "beating-peers" => peers_count(kind),
                     _ => 0,
                 };
                 beating_child(kind, peers, quit_tx).await;
@@ -634,6 +628,15 @@ pub(crate) fn child_main(kind: &str) {
         }
     });
     rt.shutdown_timeout(Duration::from_secs(2));
+}
+
+/// The count of nodes or links a child of kind `peers` or `beating-peers`
+/// is given in [`PEERS_ENV`].
+fn peers_count(kind: &str) -> usize {
+    std::env::var(PEERS_ENV)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a {kind} child needs a count in {PEERS_ENV}"))
 }
 
 /// Says `ready <port>`, then answers `stat` lines from stdin on a thread of
