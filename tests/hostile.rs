@@ -585,23 +585,23 @@ fn a_hello_that_never_finishes_times_out() {
         let mut attacked = mesh_under_attack(settings, |t| async move {
             let port = t.port;
             let silent = async {
-                let mut s = connect_from(src(41), port).await;
                 let t0 = Instant::now();
+                let mut s = connect_from(src(41), port).await;
                 until_closed(&mut s).await;
                 (s.local_addr().unwrap(), t0.elapsed())
             };
             let half = async {
                 let h = hello(PROTOCOL_VERSION, 7, &"ab".repeat(16), CLUSTER);
-                let mut s = connect_from(src(42), port).await;
                 let t0 = Instant::now();
+                let mut s = connect_from(src(42), port).await;
                 s.write_all(&h[..h.len() / 2]).await.unwrap();
                 until_closed(&mut s).await;
                 (s.local_addr().unwrap(), t0.elapsed())
             };
             let trickle = async {
                 let h = hello(PROTOCOL_VERSION, 7, &"cd".repeat(16), CLUSTER);
-                let mut s = connect_from(src(43), port).await;
                 let t0 = Instant::now();
+                let mut s = connect_from(src(43), port).await;
                 let (mut rd, mut wr) = s.split();
                 let mut buf = [0u8; 256];
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -642,12 +642,10 @@ fn a_hello_that_never_finishes_times_out() {
         })
         .await;
         for (addr, took) in &attacked.outcome {
-            // Not before the handshake time (a little less: our clock started
-            // after the node's).
-            assert!(
-                *took + Duration::from_millis(100) >= timeout,
-                "{addr} dropped after {took:?}"
-            );
+            // Not before the handshake time: each clock here started
+            // before the node could take the connection on, so however
+            // late this task ran, it shows at least the node's wait.
+            assert!(*took >= timeout, "{addr} dropped after {took:?}");
         }
         let [a, b, c, d] = attacked.outcome.map(|(addr, _)| addr);
         expect_refusals(
