@@ -497,10 +497,7 @@ impl<S: Runs> Sender<S> {
 /// item was queued (after unlocking).
 #[inline]
 fn put<S: Store>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, item: S::Item) -> bool {
-    let (items, weight) = (item.items(), item.weight());
-    queued(inner, s, items, weight, false, |store, idle| {
-        store.put(item, idle)
-    })
+    put_item(inner, s, item, false)
 }
 
 /// As [`put`], and then lets the store write what is queued (see
@@ -509,8 +506,19 @@ fn put<S: Store>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, item: S::Item) -
 /// never waits would otherwise never yield.
 #[inline]
 fn put_writing<S: Store>(inner: &Inner<S>, s: MutexGuard<'_, State<S>>, item: S::Item) -> bool {
+    put_item(inner, s, item, true)
+}
+
+/// [`put`] or [`put_writing`], as `write` says.
+#[inline]
+fn put_item<S: Store>(
+    inner: &Inner<S>,
+    s: MutexGuard<'_, State<S>>,
+    item: S::Item,
+    write: bool,
+) -> bool {
     let (items, weight) = (item.items(), item.weight());
-    queued(inner, s, items, weight, true, |store, idle| {
+    queued(inner, s, items, weight, write, |store, idle| {
         store.put(item, idle)
     })
 }
