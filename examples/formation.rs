@@ -46,6 +46,15 @@ mod mass;
 
 use std::time::{Duration, Instant};
 
+/// Exits with an error naming the first argument left over, if any: a
+/// mistyped flag must not run minutes of mass starts it did not ask for.
+fn refuse_the_rest(mut args: impl Iterator<Item = String>) {
+    if let Some(a) = args.next() {
+        eprintln!("formation: unknown argument {a:?}");
+        std::process::exit(2);
+    }
+}
+
 fn main() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -54,7 +63,9 @@ fn main() {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some(mass::DISCOVER_ARG) {
         args.next();
-        mass::discover_node(&args.next().expect("--discover-node CLUSTER"));
+        let cluster = args.next().expect("--discover-node CLUSTER");
+        refuse_the_rest(args);
+        mass::discover_node(&cluster);
         return;
     }
     if args.peek().map(String::as_str) == Some("--processes") {
@@ -74,10 +85,16 @@ fn main() {
                 std::process::exit(2);
             }
         }
-        for n in counts
+        refuse_the_rest(args);
+        let counts: Vec<usize> = counts
             .split(',')
             .map(|n| n.trim().parse().expect("--processes N,N,.."))
-        {
+            .collect();
+        if counts.iter().any(|&n| n < 2) {
+            eprintln!("formation: --processes needs counts of 2 processes or more");
+            std::process::exit(2);
+        }
+        for n in counts {
             if parts.iter().any(|p| p == "handshakes") {
                 handshakes(n);
             }
@@ -93,6 +110,7 @@ fn main() {
     }
     let nodes: usize = args.next().map_or(16, |a| a.parse().expect("NODES"));
     let runs: usize = args.next().map_or(7, |a| a.parse().expect("RUNS"));
+    refuse_the_rest(args);
     let mut mesh = Vec::new();
     let mut late = Vec::new();
     for run in 1..=runs {

@@ -186,7 +186,13 @@ impl Config {
                 }
                 "--msgs" => cfg.msgs = Some(num(it.next(), "--msgs")),
                 "--nodes" => cfg.nodes = Some(counts(it.next(), "--nodes")),
-                "--procs" => cfg.procs = Some(counts(it.next(), "--procs")),
+                "--procs" => {
+                    let procs = counts(it.next(), "--procs");
+                    if procs.iter().any(|&n| n < 2) {
+                        die("--procs needs counts of 2 processes or more");
+                    }
+                    cfg.procs = Some(procs);
+                }
                 "--runs" => cfg.runs = Some(num(it.next(), "--runs").max(1)),
                 "--rtts" => cfg.rtts = Some(num(it.next(), "--rtts").max(1)),
                 "--idle-links" => cfg.idle_links = Some(counts(it.next(), "--idle-links")),

@@ -563,14 +563,7 @@ pub(crate) fn child_main(kind: &str) {
     let host = std::env::var(HOST_NETNS_ENV).unwrap_or_default();
     assert!(!host.is_empty(), "child needs {HOST_NETNS_ENV}");
     assert_ne!(actual, host, "child is in the host's network namespace");
-    let ifs = std::fs::read_to_string("/proc/self/net/dev").expect("read net/dev");
-    let names: Vec<&str> = ifs
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(names, ["lo"], "child's namespace must hold only lo");
+    common::assert_only_loopback("a child of the memory section");
 
     let rt = runtime();
     rt.block_on(async {

@@ -69,6 +69,7 @@ pub(crate) const DISCOVER_ARG: &str = "--discover-node";
 /// and says `advertised N` on stdout each time the number of peers it has
 /// resolved changes (looked at every 50 ms), until it is killed.
 pub(crate) fn discover_node(cluster: &str) {
+    crate::common::assert_only_loopback("a node that only discovers");
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     rt.block_on(async {
         let settings = tcpnet::bench::discover_only(tcpnet::Settings::new(cluster));
@@ -223,18 +224,7 @@ pub(crate) fn mass_start(
     hold: Duration,
     deadline: Duration,
 ) -> MassStart {
-    let ifs = std::fs::read_to_string("/proc/thread-self/net/dev").expect("read net/dev");
-    let names: Vec<&str> = ifs
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    assert_eq!(
-        names,
-        ["lo"],
-        "a mass start runs only in a private namespace holding only lo"
-    );
+    crate::common::assert_only_loopback("a mass start");
     // The processes' log filter (warnings and errors are counted; debug
     // lines of duplicate links too).
     let log = std::env::var("TCPNET_MASS_LOG").unwrap_or_else(|_| "info".into());

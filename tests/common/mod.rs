@@ -123,6 +123,13 @@ pub(crate) fn enter_private_netns() {
         libc::close(sock);
     }
     // Belt and braces: the namespace must hold nothing but loopback.
+    assert_only_loopback("the private namespace");
+}
+
+/// Panics unless this thread's network namespace holds nothing but `lo`:
+/// `what` (a test, a child process, a node that announces itself over
+/// mDNS) must never reach a real network.
+pub(crate) fn assert_only_loopback(what: &str) {
     let ifs = std::fs::read_to_string("/proc/thread-self/net/dev").expect("read net/dev");
     let names: Vec<&str> = ifs
         .lines()
@@ -130,7 +137,11 @@ pub(crate) fn enter_private_netns() {
         .filter_map(|l| l.split(':').next())
         .map(str::trim)
         .collect();
-    assert_eq!(names, ["lo"], "the private namespace must hold only lo");
+    assert_eq!(
+        names,
+        ["lo"],
+        "{what} runs only in a private network namespace holding only lo"
+    );
 }
 
 /// Lifts the soft limit on open files (flood tests hold thousands of
