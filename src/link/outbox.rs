@@ -75,6 +75,15 @@ use crate::wire::frame::{Frame, HEARTBEAT, LEN_BYTES};
 /// Payloads at least this large are written from where they are.
 pub(crate) const ZERO_COPY: usize = 16 * 1024;
 
+/// A state the node tells many links alike (its list of links, member
+/// records, topics) is queued as it is from this many payload bytes on,
+/// not copied into each link's encoding buffer: the links share one copy.
+/// While a mesh forms, every change of this node's links tells all of
+/// them a list of a few KiB, and copies of it would make every link's
+/// buffer that large at once, to be freed a moment later between the
+/// allocations that stay.
+const SHARED_STATE: usize = 256;
+
 /// The sending end of a link's send queue.
 pub(crate) type OutTx = queue::Sender<Outbox>;
 /// The link task's end of its send queue.
@@ -151,6 +160,8 @@ pub(crate) struct Outbox {
     tail: BytesMut,
     frames: usize,
     bytes: usize,
+    /// The frame put next is a state (see [`SHARED_STATE`]).
+    state_next: bool,
     /// The link's socket, for its senders to write to (links in the
     /// clear).
     socket: Option<SharedSocket>,
@@ -208,11 +219,12 @@ impl Outbox {
         self.sent_bytes += frame_bytes(len);
     }
 
-    /// Encodes `frame` after those queued.
+    /// Encodes `frame` after those queued; a payload of at least `shared`
+    /// bytes is queued as it is.
     #[inline]
-    fn encode(&mut self, frame: Frame) {
+    fn encode(&mut self, frame: Frame, shared: usize) {
         let len = frame.payload.len();
-        if len >= ZERO_COPY {
+        if len >= shared {
             self.tail.reserve(LEN_BYTES + 1);
             self.tail.put_u32(len as u32 + 1);
             self.tail.put_u8(frame.kind);
@@ -247,6 +259,10 @@ impl Store for Outbox {
         // is below `u32::MAX`).
         let len = frame.payload.len();
         self.count(len);
+        let shared = match std::mem::take(&mut self.state_next) {
+            true => SHARED_STATE,
+            false => ZERO_COPY,
+        };
         let at_once = match &mut self.socket {
             Some(socket)
                 if idle
@@ -275,7 +291,7 @@ impl Store for Outbox {
         }
         self.frames += 1;
         self.bytes += len;
-        self.encode(frame);
+        self.encode(frame, shared);
         true
     }
 
@@ -363,6 +379,7 @@ impl OutTx {
             // An older one waiting apart is replaced there, so that no
             // older state goes out after this one.
             if fits && !o.aside.holds(&key) {
+                o.state_next = true;
                 return Some(frame);
             }
             o.aside.put_state(key, frame);
@@ -405,9 +422,10 @@ impl OutRx {
             // What waited beside the queue goes with it, after it (and
             // outside its bounds, which it never counted in).
             let aside: Vec<Frame> = o.aside.take().collect();
+            // States and answers: shared as states are.
             for frame in aside {
                 o.count(frame.payload.len());
-                o.encode(frame);
+                o.encode(frame, SHARED_STATE);
             }
             out.append(&mut o.segs);
             if !o.tail.is_empty() {

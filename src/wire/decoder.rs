@@ -28,12 +28,15 @@
 //! reads come small again (a round trip, heartbeats), it goes back to the
 //! [`IDLE_ROOM`] of an idle link, which a read that comes full makes 8 KiB
 //! again. So an idle link holds 256 bytes to read into, not 8 KiB. A burst
-//! shorter than [`SUSTAINED`] is read 8 KiB at a time: what a new link is
-//! told of the cluster (member records, lists of links) would otherwise
-//! give every link of a forming mesh 64 KiB at once, freed a moment later
-//! between the allocations that stay (at 127 links, 64 KiB reads from the
-//! first burst take the heap's high-water mark to 7.0 MB against 4.5, and
-//! the heap glibc keeps to 7.4 MB against 5.6).
+//! shorter than [`SUSTAINED`] is read 8 KiB at a time, and the 8 KiB go as
+//! soon as a read leaves the buffer empty without having filled it: what a
+//! new link is told of the cluster (member records, lists of links) comes
+//! in such bursts, to every link of a forming mesh, and read buffers kept
+//! larger than the bursts, or for longer, would be freed a moment later
+//! between the allocations that stay, where glibc cannot give them back
+//! (64 KiB reads from the first burst took the heap's high-water mark at
+//! 127 links to 7.0 MB against 4.5, and the heap glibc keeps to 7.4 MB
+//! against 5.6).
 
 use std::sync::{Arc, Mutex};
 
@@ -214,7 +217,10 @@ impl FrameDecoder {
             true => 0,
             false => self.streamed.saturating_add(brought),
         };
-        if brought >= STREAMING {
+        // A short burst read whole: the read did not fill its room and left
+        // nothing, so the socket is drained for now.
+        let burst_read = src.is_empty() && brought < room && self.streamed < SUSTAINED;
+        if brought >= STREAMING && !burst_read {
             let want = if self.streamed >= SUSTAINED {
                 READ_ROOM
             } else {
@@ -228,8 +234,8 @@ impl FrameDecoder {
         } else if room > 0 && brought >= room && src.capacity() < QUIET_ROOM {
             // An idle link's small buffer came full: more may be waiting.
             src.reserve(QUIET_ROOM - src.len());
-        } else if quiet && src.capacity() > 2 * IDLE_ROOM {
-            // Quiet again: let the larger buffer go.
+        } else if (quiet || burst_read) && src.capacity() > 2 * IDLE_ROOM {
+            // Quiet again, or a short burst over: let the larger buffer go.
             *src = BytesMut::with_capacity(IDLE_ROOM);
         } else if src.is_empty() && src.capacity() < IDLE_ROOM / 2 {
             // Back to the start of the buffer (in place once the frames cut
@@ -521,6 +527,23 @@ mod tests {
             }
         }
         (frames, reads)
+    }
+
+    /// A burst shorter than `SUSTAINED` (a list of links, a few member
+    /// records) is read 8 KiB at a time, and the read that drains it lets
+    /// the 8 KiB go at once, without waiting for a quiet read.
+    #[test]
+    fn a_short_burst_read_whole_lets_its_buffer_go() {
+        let mut d = FrameDecoder::new(1 << 20, Arc::default());
+        let mut buf = BytesMut::with_capacity(IDLE_ROOM);
+        let beat = encoded(&[frame(20, 0)]);
+        assert_eq!(read_in_room(&mut d, &mut buf, &beat), (1, 1));
+        let burst = encoded(&[frame(4200, 1), frame(300, 2), frame(300, 3)]);
+        let (frames, reads) = read_in_room(&mut d, &mut buf, &burst);
+        assert_eq!(frames, 3);
+        // 256 B, then the rest in one read of 8 KiB.
+        assert_eq!(reads, 2);
+        assert_eq!(buf.capacity(), IDLE_ROOM);
     }
 
     /// Heartbeats alone keep an idle link's read buffer at `IDLE_ROOM`, one
