@@ -360,6 +360,7 @@ async fn write_loop(
                 w.flush().await?;
                 progress.watch.writing.store(false, Ordering::Relaxed);
                 drop(held);
+                give_back(&mut out_rx, &mut w);
                 progress.frames.fetch_add(1, Ordering::Relaxed);
             }
             _ = &mut close_asked => break,
@@ -373,6 +374,8 @@ async fn write_loop(
         let _held = Held::new(queued, &segs);
         w.put_encoded(&mut segs).map_err(into_io)?;
         w.flush().await?;
+        // Nothing more is encoded: the buffers go.
+        w.done().clear();
         progress.frames.fetch_add(1, Ordering::Relaxed);
     }
     w.flush().await?;
@@ -381,6 +384,16 @@ async fn write_loop(
     // gone) loses nothing.
     let _ = w.shutdown().await;
     Ok(())
+}
+
+/// Hands the send queue's encoding buffers that the writer is done with
+/// back to it, to be used again (one lock per batch written).
+fn give_back(out_rx: &mut OutRx, w: &mut FrameWriter) {
+    let done = w.done();
+    if !done.is_empty() {
+        out_rx.with_store(|o| o.recycle(done));
+        done.clear();
+    }
 }
 
 /// What a write under way holds, counted against the node's cap as it was

@@ -33,6 +33,10 @@ pub(crate) struct FrameWriter {
     plain: BytesMut,
     /// What to write, in order.
     segs: VecDeque<Bytes>,
+    /// Segments written (or sealed) since the last look: the send queue's
+    /// encoding buffers among them are used again (see
+    /// [`Outbox::recycle`](crate::link::outbox::Outbox::recycle)).
+    done: Vec<Bytes>,
     written: Arc<AtomicU64>,
 }
 
@@ -47,6 +51,7 @@ impl FrameWriter {
             buf: BytesMut::new(),
             plain: BytesMut::new(),
             segs: VecDeque::new(),
+            done: Vec::new(),
         }
     }
 
@@ -62,6 +67,7 @@ impl FrameWriter {
             Sealer::Sealed(_) => {
                 for seg in segs.drain(..) {
                     self.plain.extend_from_slice(&seg);
+                    self.done.push(seg);
                     if self.plain.len() >= MAX_PLAIN {
                         self.seal()?;
                     }
@@ -104,12 +110,21 @@ impl FrameWriter {
         if !self.buf.is_empty() {
             self.segs.push_back(self.buf.split().freeze());
         }
-        let mut segs = Segments(&mut self.segs);
+        let mut segs = Segments {
+            segs: &mut self.segs,
+            done: &mut self.done,
+        };
         while segs.has_remaining() {
             let n = self.wr.write_buf(&mut segs).await?;
             self.written.fetch_add(n as u64, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// The segments written (or sealed) since the last call, to be used
+    /// again or dropped.
+    pub(crate) fn done(&mut self) -> &mut Vec<Bytes> {
+        &mut self.done
     }
 
     /// Ends our side (after a flush): on a sealed link with the `CLOSE`
@@ -125,33 +140,37 @@ impl FrameWriter {
     }
 }
 
-/// The queued segments as one [`Buf`], so a write can take many at once.
-struct Segments<'a>(&'a mut VecDeque<Bytes>);
+/// The queued segments as one [`Buf`], so a write can take many at once;
+/// those written go to `done`.
+struct Segments<'a> {
+    segs: &'a mut VecDeque<Bytes>,
+    done: &'a mut Vec<Bytes>,
+}
 
 impl Buf for Segments<'_> {
     fn remaining(&self) -> usize {
-        self.0.iter().map(Bytes::len).sum()
+        self.segs.iter().map(Bytes::len).sum()
     }
 
     fn chunk(&self) -> &[u8] {
-        self.0.front().map_or(&[], |b| &b[..])
+        self.segs.front().map_or(&[], |b| &b[..])
     }
 
     fn advance(&mut self, mut n: usize) {
         while n > 0 {
-            let front = self.0.front_mut().expect("advance within remaining");
+            let front = self.segs.front_mut().expect("advance within remaining");
             if n < front.len() {
                 front.advance(n);
                 return;
             }
             n -= front.len();
-            self.0.pop_front();
+            self.done.extend(self.segs.pop_front());
         }
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (slot, seg) in dst.iter_mut().zip(self.0.iter()) {
+        for (slot, seg) in dst.iter_mut().zip(self.segs.iter()) {
             *slot = IoSlice::new(seg);
             n += 1;
         }
