@@ -410,7 +410,7 @@ async fn until_event(
     id: &str,
     what: MemberChange,
 ) {
-    within(&format!("{what} of {id}"), async {
+    let waited = tokio::time::timeout(DEADLINE, async {
         loop {
             let ev = events.next().await.expect("the member stream ended");
             let done = ev.member.id.as_str() == id && ev.change == what;
@@ -420,7 +420,14 @@ async fn until_event(
             }
         }
     })
-    .await
+    .await;
+    if waited.is_err() {
+        let seen: Vec<String> = log
+            .iter()
+            .map(|e| format!("{} {} {:?}", e.seq, e.member.id, e.change))
+            .collect();
+        panic!("timed out waiting for {what} of {id}; the events so far: {seen:#?}");
+    }
 }
 
 /// Member events on a 4-node mesh, as one node sees them, exactly: a node

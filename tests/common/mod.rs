@@ -57,6 +57,48 @@ pub(crate) fn rss_of(pid: u32) -> usize {
     kb * 1024
 }
 
+/// The time the threads of a process ran and waited to run, from the
+/// scheduler's counts (`/proc/<pid>/task/*/schedstat`): how starved a
+/// process of a test's was.
+pub(crate) struct Scheduled {
+    at: Instant,
+    ran: Duration,
+    waited: Duration,
+}
+
+impl Scheduled {
+    /// The counts of process `pid` now (of the threads it has now).
+    pub(crate) fn of(pid: u32) -> Scheduled {
+        let (mut ran, mut waited) = (0, 0);
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("its threads");
+        for task in tasks.flatten() {
+            let Ok(counts) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                continue; // a thread that ended meanwhile
+            };
+            let mut ns = counts
+                .split_whitespace()
+                .map(|n| n.parse::<u64>().unwrap_or(0));
+            ran += ns.next().unwrap_or(0);
+            waited += ns.next().unwrap_or(0);
+        }
+        Scheduled {
+            at: Instant::now(),
+            ran: Duration::from_nanos(ran),
+            waited: Duration::from_nanos(waited),
+        }
+    }
+
+    /// What the process did between `earlier` and these counts, in words.
+    pub(crate) fn since(&self, earlier: &Scheduled) -> String {
+        format!(
+            "ran {:?} and waited {:?} to run in {:?}",
+            self.ran.saturating_sub(earlier.ran),
+            self.waited.saturating_sub(earlier.waited),
+            self.at - earlier.at
+        )
+    }
+}
+
 /// `n` fresh identities, ordered by id: the first decides each of its pairs.
 pub(crate) fn identities(n: usize) -> Vec<tcpnet::Identity> {
     let mut ids: Vec<tcpnet::Identity> = (0..n).map(|_| tcpnet::Identity::generate()).collect();
@@ -266,6 +308,35 @@ pub(crate) async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, f)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// The period of the clock [`within_scheduled`] counts in.
+const SCHEDULED_TICK: Duration = Duration::from_millis(50);
+
+/// Awaits `f` for `limit` of this process's scheduled time, counted in
+/// ticks of the runtime's timer: a tick that fires late, because the
+/// process was not being scheduled (or its runtime was busy), counts as
+/// one tick all the same, as the library counts its own timeouts (see
+/// `link::patience`). For a bound on what the library's timers and steps
+/// take in this process, which a starved machine stretches in wall-clock
+/// time. Gives the wall-clock time waited if `f` did not finish within
+/// `limit` so counted (or within [`DEADLINE`] in any case).
+pub(crate) async fn within_scheduled<T>(
+    limit: Duration,
+    f: impl Future<Output = T>,
+) -> Result<T, Duration> {
+    let t0 = Instant::now();
+    let ticks = limit.as_nanos().div_ceil(SCHEDULED_TICK.as_nanos());
+    let counted = async {
+        for _ in 0..ticks {
+            tokio::time::sleep(SCHEDULED_TICK).await;
+        }
+    };
+    tokio::select! {
+        v = f => Ok(v),
+        _ = counted => Err(t0.elapsed()),
+        _ = tokio::time::sleep(DEADLINE) => Err(t0.elapsed()),
+    }
 }
 
 /// Closes every service.
