@@ -370,8 +370,44 @@ impl Session {
     /// Sends one frame (sealed on a secret link, in as many records as it
     /// takes).
     pub(crate) async fn send(&mut self, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+        let out = self.encode(kind, payload);
+        self.stream.write_all(&out).await
+    }
+
+    /// [`send`](Self::send), reading what the node sends meanwhile and
+    /// dropping it, as a peer that reads would: a long send on a starved
+    /// machine must not make this peer one that never reads (the node
+    /// closes such a link as stalled).
+    pub(crate) async fn send_draining(&mut self, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+        let out = self.encode(kind, payload);
+        let mut at = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while at < out.len() {
+            // Both futures are cancel-safe: a write or read that loses the
+            // race has moved no byte.
+            let (wrote, read) = {
+                let (mut rd, mut wr) = self.stream.split();
+                tokio::select! {
+                    n = wr.write(&out[at..]) => (Some(n?), 0),
+                    n = rd.read(&mut buf) => (None, n?),
+                }
+            };
+            match wrote {
+                Some(n) => at += n,
+                None if read == 0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                None => {
+                    self.take_in(&buf[..read]);
+                    while self.take_frame().is_some() {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One frame as it goes on the wire (sealed on a secret link).
+    fn encode(&mut self, kind: u8, payload: &[u8]) -> Vec<u8> {
         let f = frame(kind, payload);
-        let out = match &self.cipher {
+        match &self.cipher {
             None => f,
             Some(c) => {
                 let mut out = Vec::new();
@@ -386,8 +422,7 @@ impl Session {
                 }
                 out
             }
-        };
-        self.stream.write_all(&out).await
+        }
     }
 
     /// Sends a messaging envelope.
@@ -427,7 +462,8 @@ impl Session {
                 name: "",
                 body: &body,
             };
-            self.send_signed(&e, key).await?;
+            // Many large frames: the node's own frames are read meanwhile.
+            self.send_draining(MSG, &e.signed_by(key)).await?;
         }
         Ok(())
     }
@@ -443,12 +479,17 @@ impl Session {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => n,
             };
-            match &self.cipher {
-                None => self.plain.extend_from_slice(&buf[..n]),
-                Some(_) => {
-                    self.rbuf.extend_from_slice(&buf[..n]);
-                    self.open_records();
-                }
+            self.take_in(&buf[..n]);
+        }
+    }
+
+    /// Bytes read from the node, opened on a secret link.
+    fn take_in(&mut self, bytes: &[u8]) {
+        match &self.cipher {
+            None => self.plain.extend_from_slice(bytes),
+            Some(_) => {
+                self.rbuf.extend_from_slice(bytes);
+                self.open_records();
             }
         }
     }
