@@ -57,6 +57,7 @@ pub mod typed;
 
 use early::{Early, Held, Waits};
 use relay::{record_key, relay_frame, RelayFilter};
+use router::neighbors::LinkList;
 use router::{News, Refusal, Router};
 use rpc::{fail_calls, refuse, Call, Request, Requests};
 use streams::{deliver, feed, prune, ErrorSink, Feed, Message, Messages, Of, Queued};
@@ -96,8 +97,9 @@ pub(crate) trait Gossip: Send + Sync {
     }
 
     /// `peer` said which nodes it is linked to (ids in their normal form,
-    /// see [`NodeId::normal`]).
-    fn neighbors(&self, _peer: &NodeId, _links: &[&str]) {}
+    /// see [`NodeId::normal`]); `list` is the router's list of them, to
+    /// share.
+    fn neighbors(&self, _peer: &NodeId, _links: &[&str], _list: &LinkList) {}
 }
 
 /// The messaging tables, under one lock.
@@ -741,10 +743,10 @@ impl Inbound for Messaging {
             Op::Request => self.requested(&mut st, e, reply),
             Op::Reply | Op::Fail => return rpc::answered(&mut st, peer, e),
             Op::Neighbors => match relay::neighbors(&mut st, peer, &e) {
-                Ok(links) => {
+                Ok((links, list)) => {
                     drop(st);
                     let links: Vec<&str> = links.iter().map(|l| l.as_ref()).collect();
-                    self.gossip.neighbors(peer, &links);
+                    self.gossip.neighbors(peer, &links, &list);
                 }
                 Err(r) => {
                     drop(st);

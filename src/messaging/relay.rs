@@ -19,6 +19,7 @@ use crate::link::connection::Connection;
 use crate::link::open::OpenLinks;
 use crate::link::outbox::OutTx;
 use crate::link::LinkId;
+use crate::messaging::router::neighbors::LinkList;
 use crate::messaging::router::{News, Refusal};
 use crate::messaging::streams::Message;
 use crate::messaging::{envelope_frame, Messaging, State};
@@ -487,19 +488,21 @@ pub(crate) struct Owed {
 
 /// A `Neighbors` envelope from `peer`: the nodes it is linked to, returned
 /// as ids in their normal form (see [`NodeId::normal`]: a list of ids is
-/// only looked up, and a mesh forming sends lists by the thousand); refused
-/// (for the caller to report) over its budget.
+/// only looked up, and a mesh forming sends lists by the thousand), with
+/// the list the router keeps of them; refused (for the caller to report)
+/// over its budget.
 pub(crate) fn neighbors<'e>(
     st: &mut State,
     peer: &NodeId,
     e: &'e Envelope,
-) -> Result<Vec<Cow<'e, str>>, Refusal> {
+) -> Result<(Vec<Cow<'e, str>>, LinkList), Refusal> {
     // One more than a list may hold is enough to refuse it.
     let links: Vec<Cow<'e, str>> = envelope::lines(&e.body)
         .filter_map(NodeId::normal)
         .take(MAX_PEERS + 1)
         .collect();
-    st.router
+    let list = st
+        .router
         .neighbors(peer.clone(), links.iter().map(|l| l.as_ref()))?;
-    Ok(links)
+    Ok((links, list))
 }

@@ -67,7 +67,7 @@ pub(crate) mod neighbors;
 pub(crate) mod seen;
 
 use interest::Interest;
-use neighbors::Neighbors;
+use neighbors::{LinkList, Neighbors};
 use seen::Seen;
 
 /// What the router made of a flooded message or a node's topics.
@@ -225,7 +225,7 @@ impl Router {
         &mut self,
         peer: NodeId,
         links: impl ExactSizeIterator<Item = &'a str>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<LinkList, Refusal> {
         self.relayed = None;
         self.neighbors.set(peer, links)
     }

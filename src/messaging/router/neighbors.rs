@@ -2,11 +2,14 @@
 //! [`MAX_PEERS`] per peer, [`MAX_NEIGHBOR_BYTES`] for all. A list only
 //! answers "is this node linked to that peer?", so it keeps 8-byte keyed
 //! hashes of the ids, sorted: the key is random per node, so no peer can
-//! choose ids that collide.
+//! choose ids that collide. The membership view asks the same of the same
+//! lists, and shares them ([`LinkList`]): a node of a mesh of N holds N - 1
+//! lists of N - 1 hashes once.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use crate::id::NodeId;
 use crate::limits::{MAX_NEIGHBOR_BYTES, MAX_PEERS};
@@ -21,11 +24,39 @@ fn cost(peer: &NodeId, n: usize) -> usize {
     LIST_OVERHEAD + peer.len() + 8 * n
 }
 
+/// One peer's list of links: the keyed hashes of the ids, sorted, and
+/// the key; cloned, it is the same list.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkList {
+    hashes: Arc<[u64]>,
+    hasher: RandomState,
+}
+
+impl LinkList {
+    /// The list of `links`, ids in their normal form, hashed under `hasher`.
+    pub(crate) fn new<'a>(hasher: &RandomState, links: impl Iterator<Item = &'a str>) -> Self {
+        let mut hashes: Vec<u64> = links.map(|id| hasher.hash_one(id)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        LinkList {
+            hashes: hashes.into(),
+            hasher: hasher.clone(),
+        }
+    }
+
+    /// True if the list names `node` (an id in its normal form).
+    pub(crate) fn names(&self, node: &str) -> bool {
+        self.hashes
+            .binary_search(&self.hasher.hash_one(node))
+            .is_ok()
+    }
+}
+
 /// The peers' lists.
 #[derive(Debug, Default)]
 pub(crate) struct Neighbors {
-    /// Each peer's hashes, and the bytes they are accounted for.
-    lists: HashMap<NodeId, (Vec<u64>, usize)>,
+    /// Each peer's list, and the bytes it is accounted for.
+    lists: HashMap<NodeId, (LinkList, usize)>,
     hasher: RandomState,
     bytes: usize,
 }
@@ -35,12 +66,13 @@ impl Neighbors {
     /// [`NodeId::normal`]), and to no other node. A list of more
     /// than [`MAX_PEERS`] ids, or one over the budget of all, is refused,
     /// and the peer's older list forgotten: until its next, this node
-    /// relays for it as for a peer whose list it never had.
+    /// relays for it as for a peer whose list it never had. Gives the list
+    /// kept.
     pub(crate) fn set<'a>(
         &mut self,
         peer: NodeId,
         links: impl ExactSizeIterator<Item = &'a str>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<LinkList, Refusal> {
         self.forget(&peer);
         let n = links.len();
         let bytes = cost(&peer, n);
@@ -58,21 +90,17 @@ impl Neighbors {
                 budget: MAX_NEIGHBOR_BYTES,
             });
         }
-        let mut hashes: Vec<u64> = links.map(|id| self.hasher.hash_one(id)).collect();
-        hashes.sort_unstable();
-        hashes.dedup();
-        hashes.shrink_to_fit();
+        let list = LinkList::new(&self.hasher, links);
         self.bytes += bytes;
-        self.lists.insert(peer, (hashes, bytes));
-        Ok(())
+        self.lists.insert(peer, (list.clone(), bytes));
+        Ok(list)
     }
 
     /// True if `peer`'s list names `node`; false too if there is no list.
     pub(crate) fn links(&self, peer: &NodeId, node: &NodeId) -> bool {
-        self.lists.get(peer).is_some_and(|(l, _)| {
-            l.binary_search(&self.hasher.hash_one(node.as_str()))
-                .is_ok()
-        })
+        self.lists
+            .get(peer)
+            .is_some_and(|(l, _)| l.names(node.as_str()))
     }
 
     /// Whether every node on `peer`'s list is `me` or one of `ours`; `None`
@@ -86,12 +114,9 @@ impl Neighbors {
         let (list, _) = self.lists.get(peer)?;
         let known = std::iter::once(me)
             .chain(ours)
-            .filter(|n| {
-                list.binary_search(&self.hasher.hash_one(n.as_str()))
-                    .is_ok()
-            })
+            .filter(|n| list.names(n.as_str()))
             .count();
-        Some(known == list.len())
+        Some(known == list.hashes.len())
     }
 
     /// True if `peer` told us its links.

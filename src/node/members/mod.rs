@@ -21,6 +21,7 @@ use crate::id::NodeId;
 use crate::limits::{MAX_PEERS, RELAYED_GRACE};
 use crate::link::connection::Connection;
 use crate::link::LinkId;
+use crate::messaging::router::neighbors::LinkList;
 use crate::messaging::Gossip;
 use crate::meta::Meta;
 use crate::node::events::{Emitter, Events, Hub};
@@ -336,9 +337,9 @@ impl Gossip for Members {
             .collect()
     }
 
-    fn neighbors(&self, peer: &NodeId, links: &[&str]) {
+    fn neighbors(&self, peer: &NodeId, links: &[&str], list: &LinkList) {
         let now = Instant::now();
-        self.apply(|v| v.neighbors(peer, links, now), now);
+        self.apply(|v| v.neighbors(peer, links, list, now), now);
     }
 }
 

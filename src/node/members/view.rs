@@ -41,9 +41,7 @@
 //! - A member that left stays in the view for [`LEFT_KEPT`], at most
 //!   [`MAX_LEFT`] of them, so a reader sees why it went.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -51,6 +49,7 @@ use crate::error::CloseReason;
 use crate::id::NodeId;
 use crate::limits::{LEAVE_GRACE, LEFT_KEPT, MAX_LEFT, MAX_PEERS};
 use crate::link::LinkId;
+use crate::messaging::router::neighbors::LinkList;
 use crate::meta::Meta;
 use crate::node::members::member::{LeaveReason, MemberChange};
 use crate::wire::frame::Frame;
@@ -127,12 +126,10 @@ pub(crate) struct View {
     /// How long a node heard of through a peer may take to link before it
     /// is made a relayed member.
     relayed_grace: Duration,
-    /// The nodes each linked peer last said it is linked to, as hashes of
-    /// their ids under `hasher`: 8 bytes an id rather than a copy of it (a
-    /// node of a mesh of N holds N - 1 lists of N - 1 ids), and only ever
-    /// asked whether an id is in one.
-    lists: HashMap<NodeId, Vec<u64>>,
-    hasher: RandomState,
+    /// The nodes each linked peer last said it is linked to: the lists
+    /// the router keeps, shared (a node of a mesh of N holds N - 1 lists of
+    /// N - 1 ids), only ever asked whether an id is in one.
+    lists: HashMap<NodeId, LinkList>,
 }
 
 /// Records of nodes not (yet) in the view that it keeps.
@@ -179,7 +176,6 @@ impl View {
             waiting: BTreeMap::new(),
             relayed_grace: Duration::ZERO,
             lists: HashMap::new(),
-            hasher: RandomState::new(),
         }
     }
 
@@ -405,12 +401,17 @@ impl View {
     }
 
     /// `peer` said which nodes it is linked to (ids in their normal form,
-    /// see [`NodeId::normal`]): a relayed member it had vouched for and no
-    /// longer lists has lost its path.
-    pub(crate) fn neighbors(&mut self, peer: &NodeId, links: &[&str], now: Instant) -> Changes {
+    /// see [`NodeId::normal`]), `list` of them: a relayed member it had
+    /// vouched for and no longer lists has lost its path.
+    pub(crate) fn neighbors(
+        &mut self,
+        peer: &NodeId,
+        links: &[&str],
+        list: &LinkList,
+        now: Instant,
+    ) -> Changes {
         if self.members.get(peer).is_some_and(Entry::linked) {
-            let hashes = links.iter().map(|id| self.hasher.hash_one(*id)).collect();
-            self.lists.insert(peer.clone(), hashes);
+            self.lists.insert(peer.clone(), list.clone());
         }
         let mut changes = Vec::new();
         for (id, e) in self.members.iter_mut() {
@@ -623,11 +624,10 @@ impl View {
         signed: Option<Frame>,
         via: NodeId,
     ) -> (NodeId, MemberChange) {
-        let origin_hash = self.hasher.hash_one(origin.as_str());
         let vouched = self
             .lists
             .get(&via)
-            .is_some_and(|l| l.contains(&origin_hash));
+            .is_some_and(|l| l.names(origin.as_str()));
         let entry = Entry {
             incarnation: r.incarnation,
             port: r.port,
@@ -1193,12 +1193,13 @@ mod tests {
         );
         // Node 4 through 2, vouched for by 2, then dropped from its list.
         v.record(&id(2), &id(4), record(40, 40, &[]), None, false, t);
+        let told = |links: &[&str]| LinkList::new(&Default::default(), links.iter().copied());
+        let (one, four) = (id(1), id(4));
+        let links = [one.as_str(), four.as_str()];
+        assert_eq!(v.neighbors(&id(2), &links, &told(&links), t), vec![]);
+        let links = [one.as_str()];
         assert_eq!(
-            v.neighbors(&id(2), &[id(1).as_str(), id(4).as_str()], t),
-            vec![]
-        );
-        assert_eq!(
-            v.neighbors(&id(2), &[id(1).as_str()], t),
+            v.neighbors(&id(2), &links, &told(&links), t),
             vec![(id(4), Left(LeaveReason::LinkLost))]
         );
         // Node 6 through 2; 2's link closes: 6 has no path left.
