@@ -1,15 +1,19 @@
 //! A link's send queue, holding frames already encoded.
 //!
 //! A frame is encoded by the task that sends it, under the queue's lock, into
-//! a buffer of about 64 KiB, the next one when that is full; the link's task
-//! takes everything queued at once, writes it, and gives the buffers back
-//! for the next frames (see [`Outbox::recycle`]), so a stream of frames
-//! cycles through a few buffers instead of taking fresh memory. So the
+//! a buffer, the next one once [`WRITE_QUEUED`] bytes are queued in it; the
+//! link's task takes everything queued at once, each buffer whole, writes
+//! it, and gives back the buffers of that size for the next frames (see
+//! [`Outbox::recycle`]), so a stream of frames cycles through a few buffers
+//! instead of taking fresh memory. A batch of a few frames goes in a buffer
+//! of its own, grown as it is encoded and freed once written: an idle link
+//! holds none. So the
 //! link's task does no work per frame, and the sender's payload is released
 //! where it was made (a payload dropped on another thread costs a cache miss
 //! on its reference count, per frame). A payload of at least [`ZERO_COPY`]
-//! bytes is not copied: the buffer is cut after its header and the payload
-//! queued as it is, to be written by a vectored write.
+//! bytes, or a state of at least [`SHARED_STATE`] bytes that many links are
+//! told alike, is not copied: the buffer is cut after its header and the
+//! payload queued as it is, to be written by a vectored write.
 //!
 //! Order is the order of the pushes, across all senders.
 //!

@@ -34,9 +34,13 @@
 //! in such bursts, to every link of a forming mesh, and read buffers kept
 //! larger than the bursts, or for longer, would be freed a moment later
 //! between the allocations that stay, where glibc cannot give them back
-//! (64 KiB reads from the first burst took the heap's high-water mark at
-//! 127 links to 7.0 MB against 4.5, and the heap glibc keeps to 7.4 MB
-//! against 5.6).
+//! (64 KiB reads of the first burst take the heap's high-water mark at 127
+//! links to 7.0 MB against 4.5, and the heap glibc keeps to 7.4 MB against
+//! 5.6). The price: a message of a few KiB that comes alone is read into
+//! 256 bytes and then into 8 KiB grown for it, two reads, until reads have
+//! brought [`SUSTAINED`] bytes since the link was last quiet (keeping the
+//! 8 KiB until a quiet read instead costs an idle link about 5 KiB of
+//! memory at 63 and 127 links).
 
 use std::sync::{Arc, Mutex};
 
