@@ -385,9 +385,9 @@ impl Store for Outbox {
         self.socket = None;
     }
 
-    /// Frees the encoding buffer's allocation: after a cut it still holds
-    /// the room left past the frames cut (a few KiB after a large batch),
-    /// and keeps the whole allocation alive with it.
+    /// Frees the spare encoding buffers, and the encoding buffer's and the
+    /// segments' allocations when they hold nothing: a quiet link keeps no
+    /// room for frames it does not send.
     fn trim(&mut self) {
         if self.tail.is_empty() {
             self.tail = BytesMut::new();

@@ -2,8 +2,9 @@
 //! copies and system calls as it takes.
 //!
 //! Frames come already encoded from the send queue (see [`crate::link::outbox`]),
-//! as segments: runs of small frames, and large payloads (at least
-//! [`ZERO_COPY`](crate::link::outbox::ZERO_COPY) bytes) that were not copied; a flush hands all segments to
+//! as segments: runs of small frames, and payloads that were not copied
+//! (large ones, of at least [`ZERO_COPY`](crate::link::outbox::ZERO_COPY)
+//! bytes, and states many links are told alike); a flush hands all segments to
 //! the kernel in vectored writes. Control frames of the link's own
 //! (heartbeats) are encoded here. On a link with a
 //! cluster secret, frames are encoded in the clear into a staging buffer and
@@ -33,7 +34,8 @@ pub(crate) struct FrameWriter {
     plain: BytesMut,
     /// What to write, in order.
     segs: VecDeque<Bytes>,
-    /// Segments written (or sealed) since the last look: the send queue's
+    /// Segments written (or, with a secret, copied to be sealed) since the
+    /// last look: the send queue's
     /// encoding buffers among them are used again (see
     /// [`Outbox::recycle`](crate::link::outbox::Outbox::recycle)).
     done: Vec<Bytes>,

@@ -126,9 +126,10 @@ pub(crate) struct View {
     /// How long a node heard of through a peer may take to link before it
     /// is made a relayed member.
     relayed_grace: Duration,
-    /// The nodes each linked peer last said it is linked to: the lists
-    /// the router keeps, shared (a node of a mesh of N holds N - 1 lists of
-    /// N - 1 ids), only ever asked whether an id is in one.
+    /// The nodes each linked peer last said it is linked to, as the router
+    /// took them, shared with it (a node of a mesh of N holds N - 1 lists of
+    /// N - 1 ids), only ever asked whether an id is in one. A newer list
+    /// the router refuses leaves the last one it took here.
     lists: HashMap<NodeId, LinkList>,
 }
 
