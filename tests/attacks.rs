@@ -863,9 +863,13 @@ async fn spoof_at_a_tarpit(keys: &[Identity]) -> (tokio::task::JoinHandle<()>, u
     let trap_port = trap.local_addr().unwrap().port();
     tokio::spawn(tarpit(trap));
     let spoofer = foreign_daemon();
+    // A host name of its own per record, so that each announcement carries
+    // its address: a browser that missed another record's announcement
+    // (and so its host's address) still resolves this one.
     let records: Vec<ServiceInfo> = keys
         .iter()
-        .map(|key| record_of(key, "tarpit.local.", "127.0.0.66", trap_port))
+        .enumerate()
+        .map(|(i, key)| record_of(key, &format!("tarpit-{i}.local."), "127.0.0.66", trap_port))
         .collect();
     let spoofing = tokio::spawn(async move {
         loop {
@@ -899,6 +903,23 @@ fn a_spoofed_record_at_a_tarpit_does_not_keep_nodes_apart() {
         let (keys, a, b) = linked_with_keys().await;
         let watcher = foreign_daemon();
         let seen = watcher.browse(SERVICE_TYPE).expect("browse");
+        // The watcher resolves A's and B's own records first: a spoofed
+        // record that came before them, or before the watcher browsed,
+        // would stay behind the real one in its cache, never resolved
+        // (mdns-sd resolves an instance by its first SRV record and tells
+        // nothing of one it only refreshes).
+        let mut real: std::collections::HashSet<String> = [a.id(), b.id()]
+            .iter()
+            .map(|id| format!("{id}.{SERVICE_TYPE}"))
+            .collect();
+        within("the watcher to resolve A and B", async {
+            while !real.is_empty() {
+                if let Ok(mdns_sd::ServiceEvent::ServiceResolved(r)) = seen.recv_async().await {
+                    real.remove(&r.fullname);
+                }
+            }
+        })
+        .await;
         let (spoofing, trap_port) = spoof_at_a_tarpit(&keys).await;
         // The spoofed records are out once a third responder resolves both
         // ids at the tarpit (multicast reaches A and B at the same time).
