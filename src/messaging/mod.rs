@@ -96,10 +96,9 @@ pub(crate) trait Gossip: Send + Sync {
         Vec::new()
     }
 
-    /// `peer` said which nodes it is linked to (ids in their normal form,
-    /// see [`NodeId::normal`]); `list` is the router's list of them, to
-    /// share.
-    fn neighbors(&self, _peer: &NodeId, _links: &[&str], _list: &LinkList) {}
+    /// `peer` said which nodes it is linked to: `list`, the router's list
+    /// of them, to share.
+    fn neighbors(&self, _peer: &NodeId, _list: &LinkList) {}
 }
 
 /// The messaging tables, under one lock.
@@ -743,10 +742,9 @@ impl Inbound for Messaging {
             Op::Request => self.requested(&mut st, e, reply),
             Op::Reply | Op::Fail => return rpc::answered(&mut st, peer, e),
             Op::Neighbors => match relay::neighbors(&mut st, peer, &e) {
-                Ok((links, list)) => {
+                Ok(list) => {
                     drop(st);
-                    let links: Vec<&str> = links.iter().map(|l| l.as_ref()).collect();
-                    self.gossip.neighbors(peer, &links, &list);
+                    self.gossip.neighbors(peer, &list);
                 }
                 Err(r) => {
                     drop(st);

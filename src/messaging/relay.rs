@@ -486,23 +486,17 @@ pub(crate) struct Owed {
     busy: bool,
 }
 
-/// A `Neighbors` envelope from `peer`: the nodes it is linked to, returned
-/// as ids in their normal form (see [`NodeId::normal`]: a list of ids is
-/// only looked up, and a mesh forming sends lists by the thousand), with
-/// the list the router keeps of them; refused (for the caller to report)
-/// over its budget.
-pub(crate) fn neighbors<'e>(
-    st: &mut State,
-    peer: &NodeId,
-    e: &'e Envelope,
-) -> Result<(Vec<Cow<'e, str>>, LinkList), Refusal> {
+/// A `Neighbors` envelope from `peer`: the nodes it is linked to, ids in
+/// their normal form (see [`NodeId::normal`]: a list of ids is only looked
+/// up, and a mesh forming sends lists by the thousand), returned as the
+/// list the router keeps of them; refused (for the caller to report) over
+/// its budget.
+pub(crate) fn neighbors(st: &mut State, peer: &NodeId, e: &Envelope) -> Result<LinkList, Refusal> {
     // One more than a list may hold is enough to refuse it.
-    let links: Vec<Cow<'e, str>> = envelope::lines(&e.body)
+    let links: Vec<Cow<'_, str>> = envelope::lines(&e.body)
         .filter_map(NodeId::normal)
         .take(MAX_PEERS + 1)
         .collect();
-    let list = st
-        .router
-        .neighbors(peer.clone(), links.iter().map(|l| l.as_ref()))?;
-    Ok((links, list))
+    st.router
+        .neighbors(peer.clone(), links.iter().map(|l| l.as_ref()))
 }

@@ -337,9 +337,9 @@ impl Gossip for Members {
             .collect()
     }
 
-    fn neighbors(&self, peer: &NodeId, links: &[&str], list: &LinkList) {
+    fn neighbors(&self, peer: &NodeId, list: &LinkList) {
         let now = Instant::now();
-        self.apply(|v| v.neighbors(peer, links, list, now), now);
+        self.apply(|v| v.neighbors(peer, list, now), now);
     }
 }
 
