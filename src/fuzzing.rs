@@ -359,12 +359,33 @@ pub fn envelope(data: &[u8]) {
         Ok(e) => {
             let again = Envelope::decode(e.encode()).expect("a decoded envelope re-encodes");
             assert_eq!(again, e);
-            if e.op == crate::wire::envelope::Op::Member {
-                member_record(&e.body, e.corr);
+            match e.op {
+                crate::wire::envelope::Op::Member => member_record(&e.body, e.corr),
+                crate::wire::envelope::Op::Neighbors => list_of_links(&e.body),
+                _ => {}
             }
         }
         Err(reason) => assert!(!reason.is_empty()),
     }
+}
+
+/// A list of links: every line decodes or is refused with a reason, and
+/// the lines that decode re-encode to a list that decodes to them.
+fn list_of_links(body: &[u8]) {
+    use crate::wire::links;
+    let mut ok = Vec::new();
+    for entry in links::decode(body) {
+        match entry {
+            Ok(e) => ok.push((NodeId::from_normal(&e.id), e.at)),
+            Err(reason) => assert!(!reason.to_string().is_empty()),
+        }
+    }
+    let again = links::encode(ok.iter().map(|(id, at)| (id, *at)));
+    let decoded: Vec<_> = links::decode(&again)
+        .map(|e| e.expect("a re-encoded list decodes"))
+        .map(|e| (NodeId::from_normal(&e.id), e.at))
+        .collect();
+    assert_eq!(decoded, ok);
 }
 
 /// A member record's body: if it decodes with valid metadata, it re-encodes

@@ -80,6 +80,12 @@ impl NodeId {
         }
     }
 
+    /// The id whose normal form (see [`normal`](Self::normal)) is `normal`.
+    pub(crate) fn from_normal(normal: &str) -> Self {
+        debug_assert!(NodeId::normal(normal).is_some_and(|n| n == normal));
+        NodeId(normal.to_string())
+    }
+
     /// The id as a lower-case hex string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -106,6 +112,14 @@ fn problem(id: &str) -> Option<&'static str> {
         Some("must contain only hex digits 0-9, a-f")
     } else {
         None
+    }
+}
+
+/// Looked up by its text: a table of ids answers for an id read off the
+/// wire without one being made (ids hash and compare as their text).
+impl std::borrow::Borrow<str> for NodeId {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 

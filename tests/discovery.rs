@@ -13,7 +13,7 @@ use tcpnet::{Error, Service};
 
 /// The protocol version, as a TXT record says it.
 const V: &str = match tcpnet::PROTOCOL_VERSION {
-    3 => "3",
+    4 => "4",
     _ => panic!("update V to the protocol version"),
 };
 

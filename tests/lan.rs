@@ -39,6 +39,14 @@ fn six_hosts_on_a_bridge_form_a_full_mesh() {
     lan(&["mesh", "6"], &[]);
 }
 
+/// Two hosts on two segments that a third routes between never hear each
+/// other's mDNS, and link all the same: the third's list of links says
+/// where each listens.
+#[test]
+fn hosts_that_never_hear_each_others_mdns_link_through_a_third() {
+    lan(&["hint"], &[]);
+}
+
 /// The restart scenario with h1's and the restarting h2's key files; `h2_decides`
 /// orders their ids so that h2's sorts first.
 fn restart(h2_decides: bool) {

@@ -22,9 +22,14 @@
 #             timeout (3 s by default) and say why; then the cable comes
 #             back and the full mesh must come back by itself. Prints how
 #             long detection and healing took.
+#   hint      3 hosts on two segments that h2 routes between (h1 on one,
+#             h3 on the other, h2 on both): mDNS is never routed, so h1 and
+#             h3 never discover each other; both must still link, through
+#             where h2 says the other listens (its list of links), to a
+#             full mesh.
 # Needs root (or a user namespace mapped to root) and iproute2.
 set -euo pipefail
-[ $# -ge 2 ] || { echo "usage: lan.sh mesh|restart|partition DEMO [N]" >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: lan.sh mesh|restart|partition|hint DEMO [N]" >&2; exit 2; }
 exec unshare --net --mount -- bash -c '
   set -euo pipefail
   scenario=$1 demo=$2 n=${3:-2}
@@ -98,6 +103,37 @@ exec unshare --net --mount -- bash -c '
       echo "lan.sh: FAILED: a demo did not log its close" >&2; exit 1
     fi
     echo "lan.sh: ok: $n hosts, full mesh, clean shutdown"
+    ;;
+  hint)
+    n=3
+    # Two segments routed by h2: h1 on br0 (10.99.0.1/25), h3 on br1
+    # (10.99.0.131/25), h2 on both (10.99.0.2, 10.99.0.130), forwarding.
+    # mDNS is link-local, never routed: h1 and h3 never hear each other,
+    # h2 hears both.
+    mkhost 1; mkhost 2
+    ip -n h1 addr flush dev lan0; ip -n h1 addr add 10.99.0.1/25 dev lan0
+    ip -n h2 addr flush dev lan0; ip -n h2 addr add 10.99.0.2/25 dev lan0
+    ip link add br1 type bridge
+    ip link set br1 up
+    ip netns add h3
+    ip link add veth3 type veth peer name lan0 netns h3
+    ip link set veth3 master br1 up
+    ip -n h3 link set lo up
+    ip -n h3 addr add 10.99.0.131/25 dev lan0
+    ip -n h3 link set lan0 up
+    ip link add veth2b type veth peer name lan1 netns h2
+    ip link set veth2b master br1 up
+    ip -n h2 addr add 10.99.0.130/25 dev lan1
+    ip -n h2 link set lan1 up
+    ip netns exec h2 sysctl -qw net.ipv4.ip_forward=1
+    ip -n h1 route add 10.99.0.128/25 via 10.99.0.2
+    ip -n h3 route add 10.99.0.0/25 via 10.99.0.130
+    for i in $(seq "$n"); do run "$i"; done
+    until_ok "a full mesh of $n" full_mesh
+    report
+    kill -TERM "${pids[@]}"
+    for p in "${pids[@]}"; do wait "$p" || true; done
+    echo "lan.sh: ok: h1 and h3 linked, neither hearing the mDNS of the other"
     ;;
   restart)
     n=2

@@ -41,6 +41,8 @@ pub(crate) struct Link {
     pub peer: NodeId,
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// The port the peer's hello says it listens on (0: none).
+    pub listens: u16,
     pub max_frame_len: usize,
     /// `None` while the link is up. Handles write a close request here; the
     /// link task writes the final reason when it has closed.
@@ -647,6 +649,7 @@ pub(crate) mod tests {
             peer: NodeId::parse("0a").unwrap(),
             remote: addr,
             local: addr,
+            listens: 1,
             max_frame_len: 8,
             state: watch::channel(LinkState::Up).0,
             inbound: Inbound::new(in_rx),

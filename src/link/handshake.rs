@@ -147,6 +147,7 @@ pub(crate) async fn handshake(
         peer: hello.id.clone(),
         remote,
         local: canonical(stream.local_addr().unwrap_or(remote)),
+        listens: hello.port,
         max_frame_len: cfg.max_frame_len,
         state: watch::channel(LinkState::Up).0,
         inbound: Inbound::new(in_rx),

@@ -56,7 +56,7 @@ pub(crate) mod streams;
 pub mod typed;
 
 use early::{Early, Held, Waits};
-use relay::{record_key, relay_frame, RelayFilter};
+use relay::{record_key, relay_frame, HintSink, RelayFilter};
 use router::neighbors::LinkList;
 use router::{News, Refusal, Router};
 use rpc::{fail_calls, refuse, Call, Request, Requests};
@@ -144,6 +144,9 @@ pub(crate) struct Messaging {
     errors: std::sync::OnceLock<ErrorSink>,
     /// Where member records go.
     gossip: Arc<dyn Gossip>,
+    /// Where the hints that peers' lists of links give go: the running
+    /// node's mesh.
+    hints: Mutex<Option<HintSink>>,
     /// Held while a flooded message of this node is numbered and queued
     /// (see `flood`; taken before `state`).
     flooding: Mutex<()>,
@@ -213,6 +216,7 @@ impl Messaging {
             relay_order: Mutex::new(()),
             errors: std::sync::OnceLock::new(),
             gossip,
+            hints: Mutex::new(None),
             flooding: Mutex::new(()),
             counters,
             record: Mutex::new(None),
@@ -222,6 +226,12 @@ impl Messaging {
     /// Says where streams report what they drop (see [`Feed`]).
     pub(crate) fn report_errors_to(&self, sink: ErrorSink) {
         let _ = self.errors.set(sink);
+    }
+
+    /// Says where the hints that peers' lists of links give go (see
+    /// [`relay::neighbors`]): the node that runs now.
+    pub(crate) fn hints_to(&self, sink: HintSink) {
+        *lock(&self.hints) = Some(sink);
     }
 
     // ----- the user's side -------------------------------------------------
@@ -741,16 +751,22 @@ impl Inbound for Messaging {
             }
             Op::Request => self.requested(&mut st, e, reply),
             Op::Reply | Op::Fail => return rpc::answered(&mut st, peer, e),
-            Op::Neighbors => match relay::neighbors(&mut st, peer, &e) {
-                Ok(list) => {
-                    drop(st);
-                    self.gossip.neighbors(peer, &list);
+            Op::Neighbors => {
+                let hints = lock(&self.hints).is_some();
+                match relay::neighbors(&mut st, &self.me, peer, &e, hints)
+                    .map_err(|e| e.to_string())?
+                {
+                    Ok((list, members)) => {
+                        drop(st);
+                        self.gossip.neighbors(peer, &list);
+                        self.hinted(peer, members);
+                    }
+                    Err(r) => {
+                        drop(st);
+                        self.refused(peer, &e.origin, r);
+                    }
                 }
-                Err(r) => {
-                    drop(st);
-                    self.refused(peer, &e.origin, r);
-                }
-            },
+            }
             Op::Member => {
                 // The view takes its own lock: not under this one.
                 drop(st);
@@ -1269,6 +1285,11 @@ mod tests {
         m.tell_neighbors();
         let told = next_neighbors(&mut out1).await.expect("told once up");
         assert_eq!(envelope_lines(&told.body), 1);
+        // With where the peer listens: its link's address, its hello's port.
+        let entries: Vec<_> = crate::wire::links::decode(&told.body)
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        assert_eq!(entries[0].at, Some("127.0.0.1:1".parse().unwrap()));
         // A link replacing it, to the same peer: the same list, told again.
         let (second, _in2, mut out2) = handles();
         m.open.finished(first.link(), CloseReason::Replaced);
@@ -1334,5 +1355,41 @@ mod tests {
         m.message(&b_id, e(0).encode(), &tx).unwrap();
         assert_eq!(*lock(&heard.1), [true, false]);
         assert!(lock(&errors).is_empty());
+    }
+
+    /// A peer's list of links names members with where they listen: the
+    /// router keeps the list, and the members with an address that this
+    /// node is not linked to go to the mesh as hints, with the address of
+    /// the teller's link. A malformed list ends the link,
+    /// naming the line.
+    #[test]
+    fn a_list_of_links_hints_the_members_this_node_is_not_linked_to() {
+        let m = node();
+        let hints = Arc::new(Mutex::new(Vec::new()));
+        let sink = hints.clone();
+        m.hints_to(Arc::new(move |h| lock(&sink).push(h)));
+        let (conn, _in, _out) = handles();
+        assert!(m.open.opened(&conn));
+        m.opened(&conn, 0);
+        lock(&m.state).router.link_opened(id("0c"), 0);
+        let (tx, _rx) = reply_queue();
+        let me = m.me.as_str().to_string();
+        let body = format!("0b 10.99.0.2:4000\n0c 10.99.0.3:4000\n0d\n{me} 10.99.0.1:4000\n");
+        let body: &'static [u8] = body.into_bytes().leak();
+        m.message(&id("0a"), envelope(Op::Neighbors, "0a", 0, 0, 0, body), &tx)
+            .unwrap();
+        assert!(lock(&m.state).router.says_linked(&id("0a"), &id("0d")));
+        assert_eq!(
+            *lock(&hints),
+            vec![relay::Hints {
+                from: id("0a"),
+                via: "127.0.0.1:1".parse().unwrap(),
+                members: vec![(id("0b"), "10.99.0.2:4000".parse().unwrap())],
+            }]
+        );
+        let bad = envelope(Op::Neighbors, "0a", 0, 0, 0, b"0b\n0e 10.99.0.5\n");
+        let err = m.message(&id("0a"), bad, &tx).unwrap_err();
+        assert!(err.contains("line 2") && err.contains("address"), "{err}");
+        assert_eq!(lock(&hints).len(), 1);
     }
 }

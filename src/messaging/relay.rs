@@ -3,8 +3,8 @@
 //! (every node's topics, and which nodes each node is linked to). The
 //! decisions themselves are the pure [`Router`](crate::messaging::router::Router)'s.
 
-use std::borrow::Cow;
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use crate::stats::Counters;
 use crate::sync::lock;
 use crate::wire::envelope::{self, Envelope, Op, FLOOD, MAX_HOPS};
 use crate::wire::frame::Frame;
+use crate::wire::links::{self, Entry};
 use crate::wire::record::Record;
 
 /// Decides, on a node that relays, whether a message goes on (see
@@ -156,11 +157,18 @@ impl Messaging {
             if to.is_empty() {
                 return;
             }
-            let mut body = BytesMut::new();
-            for id in &linked {
-                body.put_slice(id.as_str().as_bytes());
-                body.put_u8(b'\n');
-            }
+            // Where each linked member listens, as this node sees it: the
+            // address its link comes from, the port its hello names.
+            let up = this.open.up();
+            let at: HashMap<&NodeId, SocketAddr> = up
+                .iter()
+                .filter(|c| c.link().listens != 0)
+                .map(|c| {
+                    let at = SocketAddr::new(c.remote_addr().ip(), c.link().listens);
+                    (c.peer_id(), at)
+                })
+                .collect();
+            let body = links::encode(linked.iter().map(|id| (id, at.get(id).copied())));
             let f = envelope_frame(&Envelope {
                 op: Op::Neighbors,
                 flags: 0,
@@ -169,7 +177,7 @@ impl Messaging {
                 seq: 0,
                 corr: 0,
                 name: String::new(),
-                body: body.freeze(),
+                body,
                 signature: None,
             });
             for c in to {
@@ -192,6 +200,29 @@ pub(crate) struct Told {
 /// still waiting to go out.
 fn interest_key(origin: &NodeId) -> StateKey {
     (Op::Interest as u8, origin.clone())
+}
+
+/// Where the hints of peers' lists of links go (see [`Hints`]).
+pub(crate) type HintSink = Arc<dyn Fn(Hints) + Send + Sync>;
+
+impl Messaging {
+    /// `peer`'s list named `members`, with addresses, that this node is not
+    /// linked to: the mesh hears of them, if any, with the address of the
+    /// link they were told on.
+    pub(super) fn hinted(&self, peer: &NodeId, members: Vec<(NodeId, SocketAddr)>) {
+        if members.is_empty() {
+            return;
+        }
+        let sink = lock(&self.hints).clone();
+        let (Some(sink), Some(via)) = (sink, self.open.to(peer)) else {
+            return;
+        };
+        sink(Hints {
+            from: peer.clone(),
+            via: via.remote_addr(),
+            members,
+        });
+    }
 }
 
 /// Where a node's record waits beside a full send queue: only its latest.
@@ -486,17 +517,58 @@ pub(crate) struct Owed {
     busy: bool,
 }
 
+/// Members a peer's list of links names that this node is not linked to,
+/// with where the peer says each listens: hints for the mesh, which may
+/// dial them (the handshake proves who answers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hints {
+    /// The peer that told.
+    pub from: NodeId,
+    /// The peer's address on the link it told on.
+    pub via: SocketAddr,
+    /// The members, each with where the peer says it listens.
+    pub members: Vec<(NodeId, SocketAddr)>,
+}
+
+/// What a list of links gives: the list the router keeps of them, and the
+/// members it names with an address that `me` is not linked to.
+pub(crate) type Listed = (LinkList, Vec<(NodeId, SocketAddr)>);
+
 /// A `Neighbors` envelope from `peer`: the nodes it is linked to, ids in
 /// their normal form (see [`NodeId::normal`]: a list of ids is only looked
-/// up, and a mesh forming sends lists by the thousand), returned as the
-/// list the router keeps of them; refused (for the caller to report) over
-/// its budget.
-pub(crate) fn neighbors(st: &mut State, peer: &NodeId, e: &Envelope) -> Result<LinkList, Refusal> {
+/// up, and a mesh forming sends lists by the thousand), each with where it
+/// listens if `peer` knows. Gives the list the router keeps of them and,
+/// if `hints`, the members named that `me` is not linked to, with their
+/// addresses;
+/// refused (for the caller to report) over its budget; malformed, an error
+/// (no well-behaved node sends one).
+pub(crate) fn neighbors(
+    st: &mut State,
+    me: &NodeId,
+    peer: &NodeId,
+    e: &Envelope,
+    hints: bool,
+) -> Result<Result<Listed, Refusal>, links::LinksError> {
     // One more than a list may hold is enough to refuse it.
-    let links: Vec<Cow<'_, str>> = envelope::lines(&e.body)
-        .filter_map(NodeId::normal)
+    let entries: Vec<Entry<'_>> = links::decode(&e.body)
         .take(MAX_PEERS + 1)
+        .collect::<Result<_, _>>()?;
+    let list = match st
+        .router
+        .neighbors(peer.clone(), entries.iter().map(|l| l.id.as_ref()))
+    {
+        Ok(list) => list,
+        Err(r) => return Ok(Err(r)),
+    };
+    if !hints {
+        return Ok(Ok((list, Vec::new())));
+    }
+    let linked = st.router.linked();
+    let hints = entries
+        .iter()
+        .filter(|l| l.id != me.as_str() && l.id != peer.as_str())
+        .filter(|l| !linked.contains(l.id.as_ref()))
+        .filter_map(|l| Some((NodeId::from_normal(&l.id), l.at?)))
         .collect();
-    st.router
-        .neighbors(peer.clone(), links.iter().map(|l| l.as_ref()))
+    Ok(Ok((list, hints)))
 }

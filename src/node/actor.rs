@@ -25,7 +25,8 @@ use crate::error::{CloseReason, Error};
 use crate::limits::MAX_PEERS;
 use crate::link::connection::{request_close, Connection};
 use crate::link::{Event, LinkId};
-use crate::node::discovery::Discovery;
+use crate::messaging::relay::Hints;
+use crate::node::discovery::{Browse, Discovery};
 use crate::node::mesh::{self, Action, Mesh, Redial, Settle, Target};
 use crate::node::running::{Command, Node};
 use crate::node::tasks;
@@ -71,6 +72,9 @@ pub(crate) async fn actor(
     let mut links: HashMap<LinkId, Held> = HashMap::new();
     // Callers of `ready` waiting for discovery to settle.
     let mut settling: Vec<oneshot::Sender<Settle>> = Vec::new();
+    // Linked to every peer known once: mDNS was told to stop querying
+    // (see `Browse`).
+    let mut quiet = false;
     // The actor holds a sender itself (in `node`), so only `Close` ends this.
     while let Some(cmd) = cmds.recv().await {
         let peers_change = matches!(
@@ -90,6 +94,7 @@ pub(crate) async fn actor(
                 mesh.discovered(peer, addrs, heard)
             }
             Command::Lost { peer } => mesh.lost(&peer),
+            Command::Hinted(Hints { from, via, members }) => mesh.hinted(&from, via, members),
             Command::DialEnded { target, end } => mesh.dial_ended(&target, end),
             Command::Retry { target, generation } => mesh.retry(target, generation),
             Command::AddPeer { addr } => {
@@ -166,6 +171,12 @@ pub(crate) async fn actor(
         };
         if peers_change {
             node.hub.set_advertised(mesh.advertised());
+        }
+        if !quiet && mesh.all_linked() {
+            quiet = true;
+            if let Some(d) = &discovery {
+                d.steer(Browse::Cache);
+            }
         }
         for action in actions {
             if let Action::Dial { .. } = action {
@@ -260,9 +271,13 @@ fn apply(
     action: Action,
 ) {
     match action {
-        Action::Dial { target, addrs } => {
-            tracing::debug!(?target, ?addrs, "dialing");
-            tokio::spawn(tasks::dial(node.clone(), target, addrs));
+        Action::Dial {
+            target,
+            addrs,
+            hinted,
+        } => {
+            tracing::debug!(?target, ?addrs, hinted, "dialing");
+            tokio::spawn(tasks::dial(node.clone(), target, addrs, hinted));
         }
         Action::DialLater {
             target,
@@ -285,6 +300,11 @@ fn apply(
         Action::Verify { peer } => {
             if let Some(d) = discovery {
                 d.verify(&peer);
+            }
+        }
+        Action::Query => {
+            if let Some(d) = discovery {
+                d.steer(Browse::Query);
             }
         }
         Action::SendVerdict { link, verdict } => {

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mdns_sd::{DaemonEvent, IfKind, ResolvedService, ScopedIp, ServiceDaemon, ServiceInfo};
+use tokio::sync::mpsc;
 
 use crate::error::{Error, MetaError, Result};
 use crate::id::NodeId;
@@ -100,6 +101,42 @@ pub(crate) struct Discovery {
     fullname: String,
     /// What the record says besides the metadata.
     announced: Announced,
+    /// Where the browse loop is told how to browse, once it runs.
+    steer: Option<mpsc::UnboundedSender<Browse>>,
+}
+
+/// How a node's mDNS daemon browses.
+///
+/// Every node reads every mDNS datagram on its LAN, and each query of a
+/// node that knows N peers carries their N records as known answers, which
+/// every daemon parses: with many nodes on one host, the queries the
+/// daemons send on their own schedule (about 0.1, 1, 3, 7, 15 s... after a
+/// browse starts) are most of what mDNS costs once a mesh stands. A node
+/// linked to every peer it knows learns from the lists of links of its
+/// peers where the members they link to listen, and needs the queries no
+/// more: it browses the daemon's cache, which still hears every
+/// announcement and goodbye, and queries again only when a member a peer
+/// named could not be reached that way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Browse {
+    /// Queries on the daemon's schedule.
+    Query,
+    /// No query of its own: what the daemon hears.
+    Cache,
+}
+
+/// A handle on the daemon for the browse loop: a new browse in `mode`
+/// replaces the last (the daemon tells it what its cache holds first).
+pub(crate) struct Browser(ServiceDaemon);
+
+impl Browser {
+    pub(crate) fn browse(&self, mode: Browse) -> Result<mdns_sd::Receiver<mdns_sd::ServiceEvent>> {
+        match mode {
+            Browse::Query => self.0.browse(SERVICE_TYPE),
+            Browse::Cache => self.0.browse_cache(SERVICE_TYPE),
+        }
+        .map_err(mdns("browsing"))
+    }
 }
 
 /// A node's record, but for its metadata.
@@ -134,6 +171,7 @@ impl Discovery {
                 port,
                 scope: scope.clone(),
             },
+            steer: None,
         };
         let browse = discovery.announce(meta).await?;
         Ok((discovery, browse))
@@ -238,6 +276,21 @@ impl Discovery {
             }
         }
         Ok(browse)
+    }
+
+    /// The handle the browse loop switches the browse with, and where it
+    /// is told to: [`steer`](Self::steer) from now on.
+    pub(crate) fn browser(&mut self) -> (Browser, mpsc::UnboundedReceiver<Browse>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.steer = Some(tx);
+        (Browser(self.daemon.clone()), rx)
+    }
+
+    /// Tells the browse loop how to browse.
+    pub(crate) fn steer(&self, mode: Browse) {
+        if let Some(tx) = &self.steer {
+            let _ = tx.send(mode);
+        }
     }
 
     /// Asks the daemon to query a peer's record now: if nothing answers
@@ -507,7 +560,7 @@ mod tests {
     #[test]
     fn a_good_record_gives_ipv4_first() {
         let (id, k) = peer();
-        let props = [("c", "x"), ("v", "3"), ("k", k.as_str())];
+        let props = [("c", "x"), ("v", "4"), ("k", k.as_str())];
         let r = record(&id, 7, &props, "fe80::1,10.99.0.2");
         match parse_record(&r, "x", &me()).unwrap() {
             Record::Peer(got, addrs, None) => {
@@ -531,10 +584,10 @@ mod tests {
     #[test]
     fn other_clusters_and_self_are_skipped() {
         let (id, k) = peer();
-        let r = record(&id, 7, &[("c", "y"), ("v", "3"), ("k", &k)], "10.99.0.2");
+        let r = record(&id, 7, &[("c", "y"), ("v", "4"), ("k", &k)], "10.99.0.2");
         assert_eq!(parse_record(&r, "x", &me()).unwrap(), Record::NotOurs);
         let me = NodeId::parse(&id).unwrap();
-        let r = record(&id, 7, &[("c", "x"), ("v", "3"), ("k", &k)], "10.99.0.2");
+        let r = record(&id, 7, &[("c", "x"), ("v", "4"), ("k", &k)], "10.99.0.2");
         assert_eq!(parse_record(&r, "x", &me).unwrap(), Record::NotOurs);
     }
 
@@ -547,7 +600,7 @@ mod tests {
         assert_eq!(node.addrs[0], "10.99.0.2:7".parse().unwrap());
         assert_eq!(node.key, None);
         let (id, k) = peer();
-        let r = record(&id, 7, &[("c", "y"), ("v", "3"), ("k", &k)], "10.99.0.2");
+        let r = record(&id, 7, &[("c", "y"), ("v", "4"), ("k", &k)], "10.99.0.2");
         let node = Announcement::parse(&r).unwrap();
         assert_eq!(node.key.map(hex::encode), Some(k));
     }
@@ -563,19 +616,19 @@ mod tests {
     fn bad_records_are_errors() {
         let (id, k) = peer();
         let (other, other_k) = peer();
-        let ok = [("c", "x"), ("v", "3"), ("k", k.as_str())];
+        let ok = [("c", "x"), ("v", "4"), ("k", k.as_str())];
         let cases = [
             record("zz", 7, &ok, "10.99.0.2"),
-            record(&id, 7, &[("v", "3"), ("k", &k)], "10.99.0.2"),
+            record(&id, 7, &[("v", "4"), ("k", &k)], "10.99.0.2"),
             record(&id, 7, &[("c", "x"), ("k", &k)], "10.99.0.2"),
             record(&id, 7, &[("c", "x"), ("v", "9"), ("k", &k)], "10.99.0.2"),
-            record(&id, 7, &[("c", "x"), ("v", "3")], "10.99.0.2"),
-            record(&id, 7, &[("c", "x"), ("v", "3"), ("k", "00")], "10.99.0.2"),
+            record(&id, 7, &[("c", "x"), ("v", "4")], "10.99.0.2"),
+            record(&id, 7, &[("c", "x"), ("v", "4"), ("k", "00")], "10.99.0.2"),
             // Another node's key under this instance name.
             record(
                 &id,
                 7,
-                &[("c", "x"), ("v", "3"), ("k", &other_k)],
+                &[("c", "x"), ("v", "4"), ("k", &other_k)],
                 "10.99.0.2",
             ),
             record(&other, 7, &ok, "10.99.0.2"),
@@ -595,7 +648,7 @@ mod tests {
         let (id, k) = peer();
         let props = [
             ("c", "x"),
-            ("v", "3"),
+            ("v", "4"),
             ("k", k.as_str()),
             ("m.role", "gateway"),
             ("m.http", "8080"),
@@ -617,7 +670,7 @@ mod tests {
             (vec![("m.Role", "x")], "KeyChars"),
             (vec![("m.k", long.as_str())], "ValueLength"),
         ] {
-            let mut all = vec![("c", "x"), ("v", "3"), ("k", k.as_str())];
+            let mut all = vec![("c", "x"), ("v", "4"), ("k", k.as_str())];
             all.extend(props);
             let r = record(&id, 7, &all, "10.99.0.2");
             match parse_record(&r, "x", &me()).unwrap() {

@@ -63,6 +63,7 @@ use crate::error::CloseReason;
 use crate::id::NodeId;
 use crate::limits::MAX_PEERS;
 use crate::link::LinkId;
+use crate::node::hints::{self, Hints};
 use crate::wire::verdict::{decides, Verdict};
 /// A link that lived this long resets its peer's failure count.
 pub(crate) const STABLE: Duration = Duration::from_secs(10);
@@ -130,7 +131,9 @@ pub(crate) enum DialEnd {
     Linked(NodeId, SocketAddr),
     /// Nothing listens there.
     Refused,
-    /// Unreachable, no answer, or a failed handshake.
+    /// Nothing answered at any address: unreachable, or no answer in time.
+    Unanswered,
+    /// A failed handshake.
     Failed,
     /// Not made, or given up after the hellos: the peer was linked
     /// already, or its own dial had reached this node (see
@@ -145,6 +148,9 @@ pub(crate) enum Action {
     Dial {
         target: Target,
         addrs: Vec<SocketAddr>,
+        /// The peer is known only from hints: that nothing answers there
+        /// is no news for the user.
+        hinted: bool,
     },
     /// Wait [`backoff`]`(failures)`, jittered, then call [`Mesh::retry`]
     /// with `generation`.
@@ -163,6 +169,9 @@ pub(crate) enum Action {
     },
     /// Ask mDNS whether the peer's record is still answered.
     Verify { peer: NodeId },
+    /// Query mDNS again for peers: a member a peer named could not be
+    /// reached through hints.
+    Query,
     /// Send the verdict on the link (the link then opens or closes).
     SendVerdict { link: LinkId, verdict: Verdict },
     /// The link is the pair's one link: publish it and tell subscribers.
@@ -222,6 +231,12 @@ struct Peer {
     /// mDNS said goodbye while a link to it was up, and its record has not
     /// answered since: forget it when its last link closes.
     doubted: bool,
+    /// Found over mDNS (or its record answered since); otherwise known only
+    /// from peers' hints (see [`Mesh::hinted`]).
+    advertised: bool,
+    /// The peers whose hints gave `addrs`, while its dial through them has
+    /// not ended (at most [`hints::MAX_ADDRS`]).
+    tellers: Vec<NodeId>,
 }
 
 #[derive(Debug, Default)]
@@ -243,6 +258,8 @@ pub(crate) struct Mesh {
     /// Where peers not (yet) discovered proved their keys on links they
     /// dialed (see [`Mesh::proven_at`]), at most [`MAX_PEERS`].
     proven: HashMap<NodeId, SocketAddr>,
+    /// What peers' hints have cost, to bound it.
+    hints: Hints,
 }
 
 impl Mesh {
@@ -254,6 +271,7 @@ impl Mesh {
             links: HashMap::new(),
             ended: HashSet::new(),
             proven: HashMap::new(),
+            hints: Hints::default(),
         }
     }
 
@@ -299,7 +317,7 @@ impl Mesh {
         let mut ids: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.gone && !p.doubted)
+            .filter(|(_, p)| p.advertised && !p.gone && !p.doubted)
             .map(|(id, _)| id.clone())
             .collect();
         ids.sort();
@@ -374,6 +392,7 @@ impl Mesh {
     }
 
     fn start_dial(&mut self, target: Target) -> Vec<Action> {
+        let hinted = matches!(&target, Target::Peer(p) if !self.peers[p].advertised);
         let addrs = match &target {
             Target::Peer(p) => {
                 let peer = &self.peers[p];
@@ -387,7 +406,11 @@ impl Mesh {
         d.busy = true;
         d.waiting = false;
         d.generation += 1;
-        vec![Action::Dial { target, addrs }]
+        vec![Action::Dial {
+            target,
+            addrs,
+            hinted,
+        }]
     }
 
     /// True if the node `target` reaches is one this node links with no
@@ -432,14 +455,22 @@ impl Mesh {
         if first {
             entry.good = self.proven.remove(&peer);
         }
+        // Known from hints until now: its record's addresses take their
+        // place (its good address stays), and a wait for the decider's dial
+        // goes on, cut short if the decider may not have heard of us (as
+        // for a peer seen for the first time).
+        let hinted = !first && !entry.advertised;
+        let sooner = hinted && heard == Heard::AfterOurs && entry.dialing.waiting;
+        entry.advertised = true;
         entry.gone = false;
         entry.doubted = false;
         let changed = entry.addrs != addrs;
         entry.addrs = addrs;
-        if changed && entry.dialing.waiting {
+        if changed && entry.dialing.waiting && !hinted {
             entry.dialing.waiting = false;
         }
-        if first && !decides(&self.me, &peer) && !self.has_link(&peer) {
+        self.unhint(&peer, false);
+        if (first || sooner) && !decides(&self.me, &peer) && !self.has_link(&peer) {
             let d = &mut self.peers.get_mut(&peer).expect("inserted").dialing;
             return vec![d.wait_for_peer(Target::Peer(peer), heard.grace())];
         }
@@ -466,6 +497,10 @@ impl Mesh {
     /// A dial ended. A failure schedules the next try; a refusal also asks
     /// mDNS to verify the record.
     pub(crate) fn dial_ended(&mut self, target: &Target, end: DialEnd) -> Vec<Action> {
+        let hinted_only = match target {
+            Target::Peer(p) => self.peers.get(p).is_some_and(|p| !p.advertised),
+            Target::Addr(_) => false,
+        };
         let Some(d) = self.dialing(target) else {
             return vec![];
         };
@@ -474,14 +509,32 @@ impl Mesh {
         match end {
             DialEnd::Linked(node, at) => match target {
                 Target::Addr(a) => self.statics.get_mut(a).expect("checked").peer = Some(node),
-                Target::Peer(p) => self.peers.get_mut(p).expect("checked").good = Some(at),
+                Target::Peer(p) => {
+                    self.peers.get_mut(p).expect("checked").good = Some(at);
+                    self.unhint(p, false);
+                }
             },
+            // Known only from hints: its tellers pay for the failure, and it
+            // is forgotten, not redialed (a hint again, or mDNS, brings it
+            // back).
+            // A hint that led nowhere (not one that met a node too busy to
+            // finish a handshake, as in a mass start) asks mDNS.
+            DialEnd::Refused | DialEnd::Unanswered | DialEnd::Failed if hinted_only => {
+                if let Target::Peer(p) = target {
+                    self.unhint(p, true);
+                    self.peers.remove(p);
+                }
+                return match end {
+                    DialEnd::Failed => vec![],
+                    _ => vec![Action::Query],
+                };
+            }
             DialEnd::Moot => {
                 // Looked at again after the grace: by then the peer's dial
                 // has linked the pair, or has failed and this one is due.
                 actions.push(d.wait_for_peer(target.clone(), FOLLOWER_GRACE));
             }
-            DialEnd::Refused | DialEnd::Failed => {
+            DialEnd::Refused | DialEnd::Unanswered | DialEnd::Failed => {
                 d.failures = d.failures.saturating_add(1);
                 if let (Target::Peer(peer), DialEnd::Refused) = (target, &end) {
                     actions.push(Action::Verify { peer: peer.clone() });
@@ -491,11 +544,127 @@ impl Mesh {
         }
         if let Target::Peer(p) = target {
             if self.peers[p].gone {
+                self.unhint(p, false);
                 self.peers.remove(p);
                 return vec![];
             }
         }
         actions
+    }
+
+    /// Peer `from`, on a link from `via`, says it is linked to `members`,
+    /// each listening where it says (see [`hints::dialable`] for where
+    /// that is from here). A member this node neither links to,
+    /// nor knows from mDNS or a static address, is dialed there as one
+    /// found over mDNS would be (the pair's decider at once, the other end
+    /// after [`FOLLOWER_GRACE`]); one known from other peers' hints only
+    /// gains the address, to try in the same dial. Within the bounds of
+    /// [`Hints`]: a hint that fails costs its teller, and is not tried
+    /// again; one that led nowhere (refused, unanswered) asks mDNS
+    /// ([`Action::Query`]). A hint never changes a peer found over mDNS.
+    pub(crate) fn hinted(
+        &mut self,
+        from: &NodeId,
+        via: SocketAddr,
+        mut members: Vec<(NodeId, SocketAddr)>,
+    ) -> Vec<Action> {
+        // Most members a list names are found over mDNS already.
+        members.retain(|(m, _)| !self.peers.get(m).is_some_and(|p| p.advertised));
+        if members.is_empty() {
+            return vec![];
+        }
+        // Looked up once per member: a list names up to every node.
+        let with_link: HashSet<&str> = self.links.values().map(|l| l.peer.as_str()).collect();
+        let with_static: HashSet<&str> = self
+            .statics
+            .values()
+            .filter_map(|s| s.peer.as_ref().map(NodeId::as_str))
+            .collect();
+        let mut dial = Vec::new();
+        let mut wait = Vec::new();
+        for (member, at) in members {
+            if member == self.me
+                || member == *from
+                || self.ended.contains(&member)
+                || with_link.contains(member.as_str())
+                || with_static.contains(member.as_str())
+            {
+                continue;
+            }
+            let Some(at) = hints::dialable(at, via.ip()) else {
+                continue;
+            };
+            match self.peers.get_mut(&member) {
+                Some(p) if p.advertised => unreachable!("left out above"),
+                Some(p) => {
+                    let more = !p.addrs.contains(&at)
+                        && !p.tellers.contains(from)
+                        && p.tellers.len() < hints::MAX_ADDRS;
+                    if more && self.hints.take(from, &member) {
+                        p.addrs.push(at);
+                        p.tellers.push(from.clone());
+                    }
+                }
+                None => {
+                    if self.peers.len() >= MAX_PEERS || !self.hints.take(from, &member) {
+                        continue;
+                    }
+                    let peer = Peer {
+                        addrs: vec![at],
+                        good: self.proven.remove(&member),
+                        tellers: vec![from.clone()],
+                        ..Peer::default()
+                    };
+                    if decides(&self.me, &member) {
+                        dial.push(member.clone());
+                    } else {
+                        wait.push(member.clone());
+                    }
+                    self.peers.insert(member, peer);
+                }
+            }
+        }
+        let mut actions = Vec::new();
+        for member in dial {
+            actions.extend(self.maybe_dial(Target::Peer(member)));
+        }
+        for member in wait {
+            let d = &mut self.peers.get_mut(&member).expect("inserted").dialing;
+            actions.push(d.wait_for_peer(Target::Peer(member), FOLLOWER_GRACE));
+        }
+        actions
+    }
+
+    /// True if this node holds an open link, and one to every peer it
+    /// knows (but those it disconnected): peers' lists of links then tell
+    /// it of the members they link to, and mDNS needs to ask no more (see
+    /// [`Action::Query`] for when it does). Cheap while it is false for
+    /// want of links: asked after every change.
+    pub(crate) fn all_linked(&self) -> bool {
+        let open = self.links.values().filter(|l| l.open).count();
+        if open == 0 || open < self.peers.len().saturating_sub(self.ended.len()) {
+            return false;
+        }
+        let linked: HashSet<&NodeId> = self
+            .links
+            .values()
+            .filter(|l| l.open)
+            .map(|l| &l.peer)
+            .collect();
+        self.peers
+            .keys()
+            .all(|p| linked.contains(p) || self.ended.contains(p))
+    }
+
+    /// `peer`'s hints are settled: its tellers' credit comes back, and each
+    /// pays if its hint `failed`.
+    fn unhint(&mut self, peer: &NodeId, failed: bool) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        for teller in std::mem::take(&mut p.tellers) {
+            self.hints.settled(&teller, peer, failed);
+        }
     }
 
     fn dial_later(&mut self, target: Target) -> Vec<Action> {
@@ -548,6 +717,7 @@ impl Mesh {
                 return vec![Action::Verify { peer: peer.clone() }];
             }
         } else {
+            self.unhint(peer, false);
             self.peers.remove(peer);
         }
         vec![]
@@ -612,6 +782,7 @@ impl Mesh {
             // The peer restarted: its old link is stale.
             actions.push(self.replaced(old));
         }
+        self.unhint(&peer, false);
         self.links.insert(
             link,
             Link {
@@ -697,6 +868,7 @@ impl Mesh {
             actions.push(self.replaced(old));
         }
         self.links.get_mut(&link).expect("checked above").open = true;
+        self.unhint(&peer, false);
         actions.push(Action::Open { link });
         actions
     }
@@ -1456,7 +1628,8 @@ mod tests {
             m.add_static(a),
             vec![Action::Dial {
                 target: Target::Addr(a),
-                addrs: vec![a]
+                addrs: vec![a],
+                hinted: false,
             }]
         );
         assert!(m.add_static(a).is_empty(), "already dialing");
@@ -1572,5 +1745,232 @@ mod tests {
             ]
         );
         assert_eq!(mb.open_count(), 1);
+    }
+
+    fn hint(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+    const VIA: &str = "10.99.0.9:40000";
+
+    /// A member a peer's list names, with its address, that this node
+    /// neither links to nor knows from mDNS, is dialed there as one found
+    /// over mDNS: at once by the pair's decider, after the grace by the
+    /// other end. It is not listed as advertised.
+    #[test]
+    fn a_hinted_member_is_dialed_as_one_found_over_mdns() {
+        let (teller, member) = (id("05"), id("02"));
+        let at = hint("10.99.0.2:4000");
+        let mut decider = Mesh::new(id("01"));
+        match &decider.hinted(&teller, hint(VIA), vec![(member.clone(), at)])[..] {
+            [Action::Dial {
+                target,
+                addrs,
+                hinted,
+            }] => {
+                assert_eq!(target, &Target::Peer(member.clone()));
+                assert_eq!(addrs, &vec![at]);
+                assert!(hinted);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(decider.advertised().is_empty());
+        // Named again while dialing: nothing more.
+        assert!(decider
+            .hinted(&teller, hint(VIA), vec![(member.clone(), at)])
+            .is_empty());
+        let t = Target::Peer(member.clone());
+        assert!(decider
+            .dial_ended(&t, DialEnd::Linked(member.clone(), at))
+            .is_empty());
+        assert_eq!(opened(&decider.handshaken(1, member.clone(), 5)), vec![1]);
+        // Its link breaks: redialed like any peer.
+        assert!(dial_later_of(&decider.closed(1, Redial::Soon, true)).is_some());
+
+        let mut follower = Mesh::new(id("03"));
+        let generation = match &follower.hinted(&teller, hint(VIA), vec![(member.clone(), at)])[..]
+        {
+            [Action::Yield {
+                generation, grace, ..
+            }] => {
+                assert_eq!(*grace, FOLLOWER_GRACE);
+                *generation
+            }
+            other => panic!("{other:?}"),
+        };
+        match &follower.retry(t, generation)[..] {
+            [Action::Dial { addrs, .. }] => assert_eq!(addrs, &vec![at]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A hint is no news about a node that is this node, the teller, linked,
+    /// found over mDNS (its record's addresses stay), or at an address that
+    /// cannot be its from here (loopback from another host).
+    #[test]
+    fn a_hint_never_changes_what_is_known_better() {
+        let me = id("01");
+        let (teller, found, linked) = (id("05"), id("02"), id("03"));
+        let mut m = Mesh::new(me.clone());
+        let record = hint("10.99.0.2:4000");
+        assert!(matches!(
+            m.discovered(found.clone(), vec![record], Heard::BeforeOurs)[..],
+            [Action::Dial { .. }]
+        ));
+        m.handshaken(1, linked.clone(), 5);
+        let lie = hint("10.99.0.66:9");
+        let told = vec![
+            (me.clone(), lie),
+            (teller.clone(), lie),
+            (found.clone(), lie),
+            (linked.clone(), lie),
+        ];
+        assert!(m.hinted(&teller, hint(VIA), told).is_empty());
+        for bogus in ["10.99.0.6:0", "0.0.0.0:4000", "224.0.0.251:4000"] {
+            assert!(m
+                .hinted(&teller, hint(VIA), vec![(id("04"), hint(bogus))])
+                .is_empty());
+        }
+        assert_eq!(m.peer_count(), 1);
+        // A loopback address, from a peer on another host: the member
+        // listens on the teller's host.
+        match &m.hinted(&teller, hint(VIA), vec![(id("0f"), hint("127.0.0.1:4000"))])[..] {
+            [Action::Dial { addrs, .. }] => assert_eq!(addrs, &vec![hint("10.99.0.9:4000")]),
+            other => panic!("{other:?}"),
+        }
+        let t = Target::Peer(found.clone());
+        let (_, g) = dial_later_of(&m.dial_ended(&t, DialEnd::Failed)).unwrap();
+        match &m.retry(t, g)[..] {
+            [Action::Dial { addrs, .. }] => assert_eq!(addrs, &vec![record]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(m.advertised(), vec![found]);
+    }
+
+    /// A hint whose dial fails is forgotten, not redialed and not verified
+    /// over mDNS; the same peer's hint of it is not dialed again (a peer
+    /// repeats its list on every change), another peer's is. A peer whose
+    /// hints failed [`hints::MAX_FAILED`] times is heard no more, and one
+    /// peer's hints have at most [`hints::MAX_PENDING`] dials at once: a
+    /// lying peer costs a bounded number of failed dials, once.
+    #[test]
+    fn a_bad_hint_is_bounded_and_not_retried() {
+        let (liar, honest) = (id("05"), id("06"));
+        let mut m = Mesh::new(id("01"));
+        let member = |i: usize| id(&format!("{:x}", 0x100 + i));
+        let lie = hint("10.99.0.66:9");
+        let dials = |acts: &[Action]| {
+            acts.iter()
+                .filter(|a| matches!(a, Action::Dial { .. }))
+                .count()
+        };
+        assert_eq!(
+            dials(&m.hinted(&liar, hint(VIA), vec![(member(0), lie)])),
+            1
+        );
+        let t = Target::Peer(member(0));
+        assert_eq!(
+            m.dial_ended(&t, DialEnd::Refused),
+            vec![Action::Query],
+            "no redial, no verify: mDNS is asked"
+        );
+        assert_eq!(m.peer_count(), 0);
+        assert_eq!(
+            dials(&m.hinted(&liar, hint(VIA), vec![(member(0), lie)])),
+            0
+        );
+        let truth = hint("10.99.0.2:4000");
+        assert_eq!(
+            dials(&m.hinted(&honest, hint(VIA), vec![(member(0), truth)])),
+            1
+        );
+        m.dial_ended(&t, DialEnd::Linked(member(0), truth));
+        m.handshaken(1, member(0), 5);
+        for i in 1..hints::MAX_FAILED {
+            assert_eq!(
+                dials(&m.hinted(&liar, hint(VIA), vec![(member(i), lie)])),
+                1
+            );
+            // Unanswered asks mDNS; a failed handshake (a busy node) not.
+            let t = Target::Peer(member(i));
+            let (end, asks) = if i % 2 == 0 {
+                (DialEnd::Unanswered, vec![Action::Query])
+            } else {
+                (DialEnd::Failed, vec![])
+            };
+            assert_eq!(m.dial_ended(&t, end), asks);
+        }
+        let more: Vec<_> = (100..110).map(|i| (member(i), lie)).collect();
+        assert!(m.hinted(&liar, hint(VIA), more).is_empty(), "spent");
+
+        // Pending at once: bounded per peer.
+        let mut m = Mesh::new(id("01"));
+        let many: Vec<_> = (0..hints::MAX_PENDING + 20)
+            .map(|i| (member(i), lie))
+            .collect();
+        assert_eq!(dials(&m.hinted(&liar, hint(VIA), many)), hints::MAX_PENDING);
+    }
+
+    /// A member known from hints and then found over mDNS is advertised,
+    /// with its record's addresses; a follower's wait for the decider goes
+    /// on, cut short if the decider may not have heard of us.
+    #[test]
+    fn a_hinted_member_found_over_mdns_takes_its_records_addresses() {
+        let (teller, member) = (id("05"), id("02"));
+        let at = hint("10.99.0.2:4000");
+        let record = hint("10.99.0.2:4001");
+        let t = Target::Peer(member.clone());
+        for heard in [Heard::BeforeOurs, Heard::AfterOurs] {
+            let mut m = Mesh::new(id("03"));
+            let first = match &m.hinted(&teller, hint(VIA), vec![(member.clone(), at)])[..] {
+                [Action::Yield { generation, .. }] => *generation,
+                other => panic!("{other:?}"),
+            };
+            let found = m.discovered(member.clone(), vec![record], heard);
+            assert_eq!(m.advertised(), vec![member.clone()]);
+            let due = match (heard, &found[..]) {
+                (Heard::BeforeOurs, []) => first,
+                (
+                    Heard::AfterOurs,
+                    [Action::Yield {
+                        generation, grace, ..
+                    }],
+                ) => {
+                    assert_eq!(*grace, SHORT_GRACE);
+                    assert!(m.retry(t.clone(), first).is_empty(), "the long wait lapsed");
+                    *generation
+                }
+                other => panic!("{other:?}"),
+            };
+            match &m.retry(t.clone(), due)[..] {
+                [Action::Dial { addrs, hinted, .. }] => {
+                    assert_eq!(addrs, &vec![record]);
+                    assert!(!hinted);
+                }
+                other => panic!("{other:?}"),
+            }
+            // Found over mDNS, it is redialed after a failure like any peer.
+            assert!(dial_later_of(&m.dial_ended(&t, DialEnd::Failed)).is_some());
+        }
+    }
+
+    /// Linked to every peer it knows, a node needs mDNS queries no more.
+    #[test]
+    fn all_linked_needs_a_link_to_every_known_peer() {
+        let mut m = Mesh::new(id("01"));
+        assert!(!m.all_linked(), "no link");
+        m.discovered(id("02"), addr(), Heard::BeforeOurs);
+        m.discovered(id("03"), addr(), Heard::BeforeOurs);
+        m.handshaken(1, id("02"), 5);
+        assert!(!m.all_linked(), "03 is not linked");
+        m.handshaken(2, id("03"), 5);
+        assert!(m.all_linked());
+        m.hinted(
+            &id("02"),
+            hint(VIA),
+            vec![(id("04"), hint("10.99.0.4:4000"))],
+        );
+        assert!(!m.all_linked(), "a hinted member is not linked");
+        m.disconnect(id("04"));
+        assert!(m.all_linked(), "one it disconnected does not count");
     }
 }

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::id::NodeId;
 use crate::identity::Identity;
 use crate::link::{self, Event, Links};
+use crate::messaging::relay::Hints;
 use crate::messaging::Messaging;
 use crate::node::caps::Caps;
 use crate::node::events::Hub;
@@ -41,6 +42,9 @@ pub(crate) enum Command {
         target: Target,
         end: DialEnd,
     },
+    /// A peer's list of links named members this node is not linked to,
+    /// with where they listen.
+    Hinted(Hints),
     /// A scheduled redial is due.
     Retry {
         target: Target,

@@ -385,6 +385,16 @@ impl Service {
         );
         #[cfg(feature = "metrics")]
         tokio::spawn(crate::node::export::run(node.clone()));
+        // A node that discovers dials the members its peers tell it of; one
+        // with mDNS off links only where the application says.
+        if state.settings.mdns {
+            let hints_to = Arc::downgrade(&node);
+            state.messaging.hints_to(Arc::new(move |hints| {
+                if let Some(node) = hints_to.upgrade() {
+                    node.send(Command::Hinted(hints));
+                }
+            }));
+        }
         // Accept before announcing: a peer may dial the instant it sees us.
         for (_, listener) in listeners {
             tasks::spawn_accept(node.clone(), listener);

@@ -309,8 +309,10 @@ impl Settings {
         self
     }
 
-    /// Whether to find peers (and be found) over mDNS. Default `true`. With
-    /// `false` the node neither browses nor announces: it links only with
+    /// Whether to find peers (and be found) over mDNS, and through the
+    /// members that linked peers say they are linked to, at the addresses
+    /// they give. Default `true`. With `false` the node neither browses
+    /// nor announces, nor dials a member a peer names: it links only with
     /// [`peer`](Self::peer)s and with nodes that dial it.
     pub fn mdns(mut self, on: bool) -> Self {
         self.mdns = on;

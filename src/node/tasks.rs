@@ -16,7 +16,7 @@ use crate::link::handshake::{handshake, moot, Role};
 use crate::link::patience::patient_timeout;
 use crate::node::actor::actor;
 use crate::node::caps::Over;
-use crate::node::discovery::{self, Discovery, Record};
+use crate::node::discovery::{self, Browse, Browser, Discovery, Record};
 use crate::node::gate::Ticket;
 use crate::node::mesh::{DialEnd, Heard, Target};
 use crate::node::running::{Command, Node};
@@ -39,8 +39,9 @@ pub(crate) fn spawn(
     discovery: Option<(Discovery, mdns_sd::Receiver<mdns_sd::ServiceEvent>)>,
     dial: bool,
 ) -> JoinHandle<()> {
-    let discovery = discovery.map(|(d, browse)| {
-        tokio::spawn(browse_loop(node.clone(), browse));
+    let discovery = discovery.map(|(mut d, browse)| {
+        let (browser, steer) = d.browser();
+        tokio::spawn(browse_loop(node.clone(), browse, browser, steer));
         d
     });
     tokio::spawn(actor(node, inbox, discovery, dial))
@@ -98,55 +99,111 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
+/// How long a node queries mDNS after it starts, at least, however soon
+/// it links: the daemon's first two queries (at about 0.1 and 1.1 s).
+const QUERY_FIRST: Duration = Duration::from_millis(1500);
+/// How long it queries again when asked to ([`Browse::Query`]): three
+/// queries (at about 0.1, 1.1 and 3.1 s).
+const QUERY_AGAIN: Duration = Duration::from_millis(3500);
+
 /// Hands resolved records to the actor, each with whether it was heard
 /// before this node's own announcement went out ([`Heard`]). The daemon
 /// reports our own record as it hears our announcement, in order with the
 /// others; and the loop starts once the announcement is out, so whatever
 /// comes after the queue was first seen empty is later too.
-async fn browse_loop(node: Arc<Node>, browse: mdns_sd::Receiver<mdns_sd::ServiceEvent>) {
-    use mdns_sd::ServiceEvent;
+///
+/// It browses as the actor steers it ([`Browse`]): with queries at first,
+/// from the cache once told to (not before [`QUERY_FIRST`]), with queries
+/// again for [`QUERY_AGAIN`] when told to.
+async fn browse_loop(
+    node: Arc<Node>,
+    mut browse: mdns_sd::Receiver<mdns_sd::ServiceEvent>,
+    browser: Browser,
+    mut steer: mpsc::UnboundedReceiver<Browse>,
+) {
     let mut heard = Heard::BeforeOurs;
+    let mut mode = Browse::Query;
+    // Asked to browse the cache (the node is linked); done once `until`.
+    let mut quiet = false;
+    let mut until = tokio::time::Instant::now() + QUERY_FIRST;
     loop {
         if browse.is_empty() {
             heard = Heard::AfterOurs;
         }
-        let event = tokio::select! {
+        let due = quiet && mode == Browse::Query;
+        let switch = tokio::select! {
             _ = node.cancel().cancelled() => return,
-            e = browse.recv_async() => match e { Ok(e) => e, Err(_) => return },
+            e = browse.recv_async() => match e {
+                Ok(e) => {
+                    on_browse_event(&node, e, &mut heard);
+                    continue;
+                }
+                Err(_) => return,
+            },
+            Some(asked) = steer.recv() => match asked {
+                Browse::Cache => {
+                    quiet = true;
+                    continue;
+                }
+                Browse::Query if mode == Browse::Cache => {
+                    until = tokio::time::Instant::now() + QUERY_AGAIN;
+                    Browse::Query
+                }
+                Browse::Query => continue,
+            },
+            _ = tokio::time::sleep_until(until), if due => Browse::Cache,
         };
-        match event {
-            ServiceEvent::ServiceResolved(rec)
-                if discovery::is_instance_of(&rec.fullname, node.id()) =>
-            {
-                heard = Heard::AfterOurs;
-            }
-            ServiceEvent::ServiceResolved(rec) => {
-                match discovery::parse_record(&rec, &node.links.config.hello.cluster, node.id()) {
-                    Ok(Record::Peer(peer, addrs, bad_meta)) => {
-                        tracing::debug!(%peer, ?addrs, "discovered");
-                        if let Some(error) = bad_meta {
-                            let carrier = "mDNS record";
-                            let peer = peer.clone();
-                            node.error(Error::BadMeta {
-                                peer,
-                                carrier,
-                                error,
-                            });
-                        }
-                        node.send(Command::Discovered { peer, addrs, heard });
-                    }
-                    Ok(Record::NotOurs) => {}
-                    Err(e) => node.error(e),
+        match browser.browse(switch) {
+            Ok(next) => {
+                // What the old browse still holds is read before it goes.
+                while let Ok(e) = browse.try_recv() {
+                    on_browse_event(&node, e, &mut heard);
                 }
+                tracing::debug!(?switch, "mDNS browse switched");
+                browse = next;
+                mode = switch;
             }
-            ServiceEvent::ServiceRemoved(_, fullname) => {
-                if let Ok(peer) = discovery::instance_id(&fullname) {
-                    tracing::debug!(%peer, "mDNS goodbye");
-                    node.send(Command::Lost { peer });
-                }
-            }
-            _ => {}
+            Err(e) => tracing::warn!("{e}"),
         }
+    }
+}
+
+/// What one browse event tells the actor.
+fn on_browse_event(node: &Node, event: mdns_sd::ServiceEvent, heard: &mut Heard) {
+    use mdns_sd::ServiceEvent;
+    match event {
+        ServiceEvent::ServiceResolved(rec)
+            if discovery::is_instance_of(&rec.fullname, node.id()) =>
+        {
+            *heard = Heard::AfterOurs;
+        }
+        ServiceEvent::ServiceResolved(rec) => {
+            match discovery::parse_record(&rec, &node.links.config.hello.cluster, node.id()) {
+                Ok(Record::Peer(peer, addrs, bad_meta)) => {
+                    tracing::debug!(%peer, ?addrs, "discovered");
+                    if let Some(error) = bad_meta {
+                        let carrier = "mDNS record";
+                        let peer = peer.clone();
+                        node.error(Error::BadMeta {
+                            peer,
+                            carrier,
+                            error,
+                        });
+                    }
+                    let heard = *heard;
+                    node.send(Command::Discovered { peer, addrs, heard });
+                }
+                Ok(Record::NotOurs) => {}
+                Err(e) => node.error(e),
+            }
+        }
+        ServiceEvent::ServiceRemoved(_, fullname) => {
+            if let Ok(peer) = discovery::instance_id(&fullname) {
+                tracing::debug!(%peer, "mDNS goodbye");
+                node.send(Command::Lost { peer });
+            }
+        }
+        _ => {}
     }
 }
 
@@ -159,10 +216,12 @@ async fn browse_loop(node: Arc<Node>, browse: mdns_sd::Receiver<mdns_sd::Service
 /// A dial to a static address links with whichever node answers there; a
 /// dial to a peer found over mDNS only with that peer, and not at all if,
 /// when it gets its dial slot, the peer is linked or its own dial has
-/// reached us. The dial slot is held until the handshake is over. The actor hears when the dial has
+/// reached us. The dial slot is held until the handshake is over. A
+/// `hinted` dial (to where a peer said a member listens) reports no error
+/// when nothing answers. The actor hears when the dial has
 /// ended: right after the link is registered, so the peer is never seen as
 /// neither dialing nor linked, or when every address failed.
-pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>) {
+pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>, hinted: bool) {
     let permit = tokio::select! {
         _ = node.cancel().cancelled() => return,
         p = node.dials.acquire() => p.expect("never closed"),
@@ -244,8 +303,12 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
         }
     }
     drop(permit);
-    // A failed handshake has been reported already, naming its address.
-    if !answered {
+    // A failed handshake has been reported already, naming its address; a
+    // hint that led nowhere is a peer's word gone stale (or a lie), not
+    // news for the user.
+    if hinted {
+        tracing::debug!(?target, ?addrs, "no answer where a peer said: {last}");
+    } else if !answered {
         node.error(Error::Dial {
             peer: expect,
             addrs,
@@ -254,8 +317,10 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
     }
     let end = if refused {
         DialEnd::Refused
-    } else {
+    } else if answered {
         DialEnd::Failed
+    } else {
+        DialEnd::Unanswered
     };
     node.send(Command::DialEnded { target, end });
 }

@@ -52,7 +52,8 @@ pub(crate) enum Op {
     /// The call `corr` failed: `name` is the error's name, the body its
     /// message.
     Fail = 8,
-    /// The sender's direct links (body: one id per line), for relaying.
+    /// The sender's direct links (body: see [`crate::wire::links`]), for
+    /// relaying, and where each linked member listens.
     Neighbors = 9,
     /// The origin's member record (see [`crate::wire::record`]); `corr` is
     /// its version.
@@ -242,7 +243,7 @@ impl Envelope {
     }
 }
 
-/// Ids or names, one per line (the bodies of `Interest` and `Neighbors`).
+/// Names, one per line (the body of `Interest`).
 pub(crate) fn lines(body: &[u8]) -> impl Iterator<Item = &str> {
     std::str::from_utf8(body)
         .unwrap_or("")

@@ -53,8 +53,9 @@ pub(crate) const MAGIC: &[u8; 6] = b"tcpnet";
 /// timestamps and pings. Version 3 made the id the hash of the node's key,
 /// proven by a Noise handshake after the hellos on every link, added the key
 /// id to the hello, the key to the TXT record, and the close and twin
-/// frames. Nodes of different versions refuse each other.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// frames. Version 4 added to each line of a list of links the address
+/// where that member listens. Nodes of different versions refuse each other.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Upper bound on a hello frame's payload.
 pub(crate) const MAX_HELLO: usize = 6 + 2 + 8 + 2 + 1 + 1 + 63 + 1 + 63 + 4 + 8 + 2 + MAX_META_WIRE;
 /// Flag: the node has a cluster secret.

@@ -25,7 +25,7 @@ pub(crate) const NOISE: u8 = 0x06;
 pub(crate) const DATA: u8 = 0x10;
 pub(crate) const MSG: u8 = 0x11;
 const MAGIC: &[u8; 6] = b"tcpnet";
-const VERSION: u16 = 3;
+const VERSION: u16 = tcpnet::PROTOCOL_VERSION;
 
 /// Messaging ops and flags, as in the envelope.
 pub(crate) const OP_DIRECT: u8 = 1;
