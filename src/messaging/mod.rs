@@ -1360,8 +1360,8 @@ mod tests {
     /// A peer's list of links names members with where they listen: the
     /// router keeps the list, and the members with an address that this
     /// node is not linked to go to the mesh as hints, with the address of
-    /// the teller's link. A malformed list ends the link,
-    /// naming the line.
+    /// the teller's link; of its next list, only the members the last did
+    /// not name. A malformed list ends the link, naming the line.
     #[test]
     fn a_list_of_links_hints_the_members_this_node_is_not_linked_to() {
         let m = node();
@@ -1387,9 +1387,19 @@ mod tests {
                 members: vec![(id("0b"), "10.99.0.2:4000".parse().unwrap())],
             }]
         );
+        // Its next list: only what the last one did not name is news.
+        let next = format!("0b 10.99.0.2:4000\n0c 10.99.0.3:4000\n0f 10.99.0.6:4000\n");
+        let next: &'static [u8] = next.into_bytes().leak();
+        m.message(&id("0a"), envelope(Op::Neighbors, "0a", 0, 0, 0, next), &tx)
+            .unwrap();
+        assert_eq!(lock(&hints).len(), 2);
+        assert_eq!(
+            lock(&hints)[1].members,
+            vec![(id("0f"), "10.99.0.6:4000".parse().unwrap())]
+        );
         let bad = envelope(Op::Neighbors, "0a", 0, 0, 0, b"0b\n0e 10.99.0.5\n");
         let err = m.message(&id("0a"), bad, &tx).unwrap_err();
         assert!(err.contains("line 2") && err.contains("address"), "{err}");
-        assert_eq!(lock(&hints).len(), 1);
+        assert_eq!(lock(&hints).len(), 2);
     }
 }

@@ -538,8 +538,8 @@ pub(crate) type Listed = (LinkList, Vec<(NodeId, SocketAddr)>);
 /// their normal form (see [`NodeId::normal`]: a list of ids is only looked
 /// up, and a mesh forming sends lists by the thousand), each with where it
 /// listens if `peer` knows. Gives the list the router keeps of them and,
-/// if `hints`, the members named that `me` is not linked to, with their
-/// addresses;
+/// if `hints`, the members named that `me` is not linked to and that the
+/// peer's last list did not name, with their addresses;
 /// refused (for the caller to report) over its budget; malformed, an error
 /// (no well-behaved node sends one).
 pub(crate) fn neighbors(
@@ -553,6 +553,10 @@ pub(crate) fn neighbors(
     let entries: Vec<Entry<'_>> = links::decode(&e.body)
         .take(MAX_PEERS + 1)
         .collect::<Result<_, _>>()?;
+    // A peer tells its whole list on every change: only the members its
+    // last list did not name are news to hint (the others were hinted
+    // then).
+    let before = hints.then(|| st.router.list_of(peer)).flatten();
     let list = match st
         .router
         .neighbors(peer.clone(), entries.iter().map(|l| l.id.as_ref()))
@@ -566,6 +570,8 @@ pub(crate) fn neighbors(
     let linked = st.router.linked();
     let hints = entries
         .iter()
+        .filter(|l| l.at.is_some())
+        .filter(|l| before.as_ref().is_none_or(|b| !b.names(&l.id)))
         .filter(|l| l.id != me.as_str() && l.id != peer.as_str())
         .filter(|l| !linked.contains(l.id.as_ref()))
         .filter_map(|l| Some((NodeId::from_normal(&l.id), l.at?)))

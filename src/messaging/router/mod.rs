@@ -230,6 +230,11 @@ impl Router {
         self.neighbors.set(peer, links)
     }
 
+    /// `peer`'s last list of its links, if it told one.
+    pub(crate) fn list_of(&self, peer: &NodeId) -> Option<LinkList> {
+        self.neighbors.list(peer)
+    }
+
     /// True if `peer`'s last list of its links names `node`.
     pub(crate) fn says_linked(&self, peer: &NodeId, node: &NodeId) -> bool {
         self.neighbors.links(peer, node)

@@ -96,6 +96,11 @@ impl Neighbors {
         Ok(list)
     }
 
+    /// `peer`'s list, if there is one.
+    pub(crate) fn list(&self, peer: &NodeId) -> Option<LinkList> {
+        self.lists.get(peer).map(|(l, _)| l.clone())
+    }
+
     /// True if `peer`'s list names `node`; false too if there is no list.
     pub(crate) fn links(&self, peer: &NodeId, node: &NodeId) -> bool {
         self.lists
