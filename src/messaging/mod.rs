@@ -1388,8 +1388,7 @@ mod tests {
             }]
         );
         // Its next list: only what the last one did not name is news.
-        let next = format!("0b 10.99.0.2:4000\n0c 10.99.0.3:4000\n0f 10.99.0.6:4000\n");
-        let next: &'static [u8] = next.into_bytes().leak();
+        let next = b"0b 10.99.0.2:4000\n0c 10.99.0.3:4000\n0f 10.99.0.6:4000\n";
         m.message(&id("0a"), envelope(Op::Neighbors, "0a", 0, 0, 0, next), &tx)
             .unwrap();
         assert_eq!(lock(&hints).len(), 2);
