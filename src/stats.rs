@@ -210,6 +210,12 @@ impl Queued {
         used.saturating_add(weight) <= self.max.load(Ordering::Relaxed)
     }
 
+    /// Bytes the node may still take before it reaches its cap.
+    pub(crate) fn room(&self) -> usize {
+        let used = self.used.load(Ordering::Relaxed);
+        self.max.load(Ordering::Relaxed).saturating_sub(used)
+    }
+
     /// Changes what one holder is charged from `was` to what `bytes` count
     /// (whole slabs); returns the new charge.
     pub(crate) fn recharge(&self, was: usize, bytes: usize) -> usize {

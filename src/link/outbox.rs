@@ -116,8 +116,17 @@ const TAIL_ROOM: usize = WRITE_QUEUED + ZERO_COPY + LEN_BYTES + 1;
 /// next frames: a stream of small frames cycles through the same few
 /// buffers, which stay in the processor's caches, instead of taking fresh
 /// memory (which the kernel maps page by page) for every batch. About what
-/// the default send queue's 1,024 frames of 1 KiB fill; let go once the
-/// queue has been quiet for a tick.
+/// the default send queue's 1,024 frames of 1 KiB fill.
+///
+/// Each is [`TAIL_ROOM`] to twice that (80 to 160 KiB), so a link keeps
+/// at most 16 × 160 KiB; what they hold room for counts against the
+/// node's cap on queued bytes
+/// ([`Settings::max_queued_bytes`](crate::Settings::max_queued_bytes)) as
+/// queued bytes do. A buffer is kept only while the node has room for it
+/// under the cap; a sender that finds the node at its cap lets its link's
+/// spares go before it waits for room; and the node's ticker lets them go
+/// at the first tick that finds nothing handed to the queue since the tick
+/// before (see [`crate::link::watchdog`]).
 const SPARE: usize = 16;
 
 /// Whether a sender may write a frame at once (see the module docs): taken
@@ -181,8 +190,10 @@ pub(crate) struct Outbox {
     segs: VecDeque<Bytes>,
     /// Frames encoded after the last cut.
     tail: BytesMut,
-    /// Encoding buffers the link's task has written (see [`SPARE`]).
+    /// Encoding buffers the link's task has written (see [`SPARE`]), and
+    /// the room they hold in all.
     spare: Vec<BytesMut>,
+    spare_bytes: usize,
     frames: usize,
     bytes: usize,
     /// The frame put next is a state (see [`SHARED_STATE`]).
@@ -241,19 +252,31 @@ impl Outbox {
     /// Keeps what the link's task has written, of what it took, as spare
     /// encoding buffers (see [`SPARE`]): those no one else refers to any
     /// more, of an encoding buffer's size (a segment written in parts was
-    /// advanced past its start, which is reclaimed).
-    pub(crate) fn recycle(&mut self, written: &mut Vec<Bytes>) {
+    /// advanced past its start, which is reclaimed), while their room
+    /// fits in `room`, the bytes the node's cap has left.
+    pub(crate) fn recycle(&mut self, written: &mut Vec<Bytes>, room: usize) {
+        let mut room = room;
         for seg in written.drain(..) {
             if self.spare.len() == SPARE {
                 continue;
             }
             if let Ok(mut buf) = seg.try_into_mut() {
                 buf.clear();
-                if buf.try_reclaim(TAIL_ROOM) && buf.capacity() <= 2 * TAIL_ROOM {
+                if buf.try_reclaim(TAIL_ROOM) && buf.capacity() <= room.min(2 * TAIL_ROOM) {
+                    let size = buf.capacity();
+                    room -= size;
+                    self.spare_bytes += size;
                     self.spare.push(buf);
                 }
             }
         }
+    }
+
+    /// A spare encoding buffer, if one is kept.
+    fn take_spare(&mut self) -> Option<BytesMut> {
+        let buf = self.spare.pop()?;
+        self.spare_bytes -= buf.capacity();
+        Some(buf)
     }
 
     /// Counts a frame of `len` payload bytes as sent.
@@ -282,8 +305,7 @@ impl Outbox {
                 // their own, one the link's task has written before if
                 // there is one.
                 let next = self
-                    .spare
-                    .pop()
+                    .take_spare()
                     .unwrap_or_else(|| BytesMut::with_capacity(TAIL_ROOM));
                 self.segs
                     .push_back(std::mem::replace(&mut self.tail, next).freeze());
@@ -380,9 +402,11 @@ impl Store for Outbox {
         true
     }
 
-    /// The socket is shared no more: the link is closing or gone.
+    /// The socket is shared no more, and nothing more will be encoded: the
+    /// link is closing or gone.
     fn closed(&mut self) {
         self.socket = None;
+        self.release();
     }
 
     /// Frees the spare encoding buffers, and the encoding buffer's and the
@@ -392,10 +416,21 @@ impl Store for Outbox {
         if self.tail.is_empty() {
             self.tail = BytesMut::new();
         }
-        self.spare = Vec::new();
+        self.release();
         if self.segs.is_empty() {
             self.segs = VecDeque::new();
         }
+    }
+
+    /// The room the spare encoding buffers hold (see [`SPARE`]).
+    fn kept(&self) -> usize {
+        self.spare_bytes
+    }
+
+    /// Frees the spare encoding buffers.
+    fn release(&mut self) {
+        self.spare = Vec::new();
+        self.spare_bytes = 0;
     }
 }
 
@@ -490,7 +525,7 @@ impl OutRx {
             out.append(&mut o.segs);
             if !o.tail.is_empty() {
                 // Whole, so that it can come back as a spare once written.
-                let next = o.spare.pop().unwrap_or_default();
+                let next = o.take_spare().unwrap_or_default();
                 out.push_back(std::mem::replace(&mut o.tail, next).freeze());
             }
             taken
@@ -965,7 +1000,7 @@ mod tests {
         let held = out[0].clone();
         out[1].advance(1000);
         let mut written: Vec<Bytes> = out.drain(..).collect();
-        rx.with_store(|o| o.recycle(&mut written));
+        rx.with_room(|o, room| o.recycle(&mut written, room));
         assert!(written.is_empty());
         rx.with_store(|o| assert_eq!(o.spare.len(), 2, "the first is held"));
         drop(held);
@@ -979,11 +1014,79 @@ mod tests {
             assert_eq!(o.tail.as_ptr(), firsts[1], "used again, from its start");
             assert!(o.spare.is_empty());
             let mut written: Vec<Bytes> = out.drain(..).collect();
-            o.recycle(&mut written);
+            o.recycle(&mut written, usize::MAX);
             assert_eq!(o.spare.len(), 2);
         });
         tx.trim();
         rx.with_store(|o| assert_eq!(o.spare.capacity(), 0, "let go"));
+    }
+
+    /// The spare encoding buffers count against the node's cap as queued
+    /// bytes do: a link keeps them only while the node has room for them,
+    /// and a sender that finds the node at its cap lets its link's spares
+    /// go before it waits for room.
+    #[test]
+    fn spares_count_against_the_nodes_cap() {
+        let node = Arc::new(crate::stats::Queued::default());
+        node.set_max(64 << 20);
+        let (tx, mut rx) = queue::within::<Outbox>(10_000, usize::MAX, Some(node.clone()));
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut out = VecDeque::new();
+        let frame = || Frame::data(Bytes::from(vec![5u8; 1000]));
+        let per_frame = 1000 + LEN_BYTES + 1;
+        let fill = |n: usize| {
+            for _ in 0..n {
+                tx.try_send(frame()).unwrap();
+            }
+        };
+        let kept = |rx: &mut OutRx| {
+            let mut kept = 0;
+            rx.with_store(|o| kept = o.kept());
+            kept
+        };
+        let charged = |bytes: usize| bytes - bytes % crate::stats::SLAB;
+        // Taken and written: the buffers come back, and count.
+        fill(3 * WRITE_QUEUED.div_ceil(per_frame) + 1);
+        assert!(rx.poll_take_all(&mut cx, &mut out).is_ready());
+        let mut written: Vec<Bytes> = out.drain(..).collect();
+        rx.with_room(|o, room| o.recycle(&mut written, room));
+        let spares = kept(&mut rx);
+        assert!(spares >= 2 * TAIL_ROOM, "kept: {spares}");
+        assert_eq!(node.used(), charged(spares), "counted");
+
+        // Frames queued after a cut are in a spare: it counts as what it
+        // holds from then on.
+        fill(WRITE_QUEUED.div_ceil(per_frame) + 1);
+        let queued = (WRITE_QUEUED.div_ceil(per_frame) + 1) * 1000;
+        assert!(kept(&mut rx) < spares, "one taken");
+        assert_eq!(node.used(), charged(queued + kept(&mut rx)));
+        assert!(rx.poll_take_all(&mut cx, &mut out).is_ready());
+        assert_eq!(node.used(), charged(kept(&mut rx)));
+
+        // The node has room for less than one buffer: none is kept.
+        let before = kept(&mut rx);
+        node.set_max(node.used() + TAIL_ROOM / 2);
+        let mut written: Vec<Bytes> = out.drain(..).collect();
+        assert!(!written.is_empty());
+        rx.with_room(|o, room| o.recycle(&mut written, room));
+        assert_eq!(kept(&mut rx), before, "no room: not kept");
+
+        // At the cap, with a frame queued: the sender lets the spares go
+        // and queues its frame instead of waiting.
+        tx.try_send(frame()).unwrap();
+        node.set_max(node.used() + 500);
+        assert!(before > 0);
+        assert!(tx.try_send(frame()).is_ok(), "room made by the spares");
+        assert_eq!(kept(&mut rx), 0, "let go");
+        assert_eq!(node.used(), charged(2000));
+        // Nothing kept is left to let go: the next one waits.
+        node.set_max(node.used());
+        assert!(matches!(
+            tx.try_send(frame()),
+            Err(queue::TrySendError::Full(_))
+        ));
+        drop((tx, rx));
+        assert_eq!(node.used(), 0, "all uncharged");
     }
 
     /// A socket that takes everything, counting it.

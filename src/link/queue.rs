@@ -74,6 +74,14 @@ pub(crate) trait Store: Default {
     /// Nothing is queued and the queue has been quiet for a while: memory
     /// kept for the next items may go.
     fn trim(&mut self) {}
+    /// Bytes of memory the store keeps for the next items (spare buffers),
+    /// counted against the node's cap with the bytes queued.
+    fn kept(&self) -> usize {
+        0
+    }
+    /// Lets go of what [`kept`](Self::kept) counts: the node is at its cap,
+    /// or the queue has been quiet for a while.
+    fn release(&mut self) {}
 }
 
 /// A store that also takes runs of items already encoded, each counted as
@@ -172,7 +180,7 @@ struct State<S> {
     charged: usize,
 }
 
-impl<S> State<S> {
+impl<S: Store> State<S> {
     /// Room for `items` items of `weight` bytes in all: within both
     /// bounds, or the queue is empty.
     fn fits(&self, items: usize, weight: usize) -> bool {
@@ -182,18 +190,38 @@ impl<S> State<S> {
                 && self.node.as_ref().is_none_or(|n| n.has_room(weight))
     }
 
-    /// Brings what the node counts for this queue up to date.
+    /// As [`fits`](Self::fits); if only the node's cap stands in the way,
+    /// lets what the store keeps for the next items go first (see
+    /// [`Store::kept`]), and looks again.
+    fn make_room(&mut self, items: usize, weight: usize) -> bool {
+        if self.fits(items, weight) {
+            return true;
+        }
+        if self.store.kept() == 0
+            || self.len + items > self.cap
+            || self.bytes + weight > self.max_bytes
+        {
+            return false;
+        }
+        self.store.release();
+        self.recharge();
+        self.fits(items, weight)
+    }
+
+    /// Brings what the node counts for this queue up to date: the bytes
+    /// queued and what the store keeps.
     fn recharge(&mut self) {
         if let Some(node) = &self.node {
-            self.charged = node.recharge(self.charged, self.bytes);
+            self.charged = node.recharge(self.charged, self.bytes + self.store.kept());
         }
     }
 }
 
 impl<S> Drop for State<S> {
     fn drop(&mut self) {
-        self.bytes = 0;
-        self.recharge();
+        if let Some(node) = &self.node {
+            self.charged = node.recharge(self.charged, 0);
+        }
     }
 }
 
@@ -227,13 +255,17 @@ impl<S: Store> Sender<S> {
         f(&s.store, s.len, s.bytes)
     }
 
-    /// Lets the store free what it keeps for the next items, if nothing is
-    /// queued (see [`Store::trim`]).
+    /// Lets the store free what it keeps for the next items (see
+    /// [`Store::release`]), and, if nothing is queued, what else it may
+    /// (see [`Store::trim`]).
     pub(crate) fn trim(&self) {
         let mut s = self.inner.lock();
         if s.len == 0 {
             s.store.trim();
+        } else {
+            s.store.release();
         }
+        s.recharge();
     }
 
     /// Queues `item` if there is room.
@@ -249,11 +281,11 @@ impl<S: Store> Sender<S> {
         item: T,
         put: impl FnOnce(&Inner<S>, MutexGuard<'_, State<S>>, T) -> bool,
     ) -> Result<bool, TrySendError<T>> {
-        let s = self.inner.lock();
+        let mut s = self.inner.lock();
         if s.closed {
             return Err(TrySendError::Closed(item));
         }
-        if !s.fits(item.items(), item.weight()) {
+        if !s.make_room(item.items(), item.weight()) {
             return Err(TrySendError::Full(item));
         }
         Ok(put(&self.inner, s, item))
@@ -275,7 +307,7 @@ impl<S: Store> Sender<S> {
         if s.closed {
             return Err(item);
         }
-        let fits = s.fits(item.items(), item.weight());
+        let fits = s.make_room(item.items(), item.weight());
         if let Some(item) = keep(&mut s.store, item, fits) {
             put(&self.inner, s, item);
         }
@@ -381,7 +413,7 @@ impl<S: Store> Sender<S> {
         if s.closed {
             return Poll::Ready(Err(()));
         }
-        if s.fits(items, weight) {
+        if s.make_room(items, weight) {
             return Poll::Ready(Ok(()));
         }
         if !s.senders_waiting.iter().any(|w| w.will_wake(cx.waker())) {
@@ -658,7 +690,17 @@ impl<S: Store> Receiver<S> {
 
     /// Lets `f` change the store.
     pub(crate) fn with_store(&mut self, f: impl FnOnce(&mut S)) {
-        f(&mut self.inner.lock().store);
+        self.with_room(|store, _| f(store));
+    }
+
+    /// Lets `f` change the store, told how many more bytes the node's cap
+    /// has room for (all there are, for a queue outside a node): what the
+    /// store keeps then (see [`Store::kept`]) is counted against the cap.
+    pub(crate) fn with_room(&mut self, f: impl FnOnce(&mut S, usize)) {
+        let mut s = self.inner.lock();
+        let room = s.node.as_ref().map_or(usize::MAX, |n| n.room());
+        f(&mut s.store, room);
+        s.recharge();
     }
 
     /// Refuses further items; those queued can still be taken.
@@ -667,6 +709,7 @@ impl<S: Store> Receiver<S> {
         self.inner.waiting.store(false, Ordering::Release);
         s.closed = true;
         s.store.closed();
+        s.recharge();
         wake_senders(s);
     }
 }

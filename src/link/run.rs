@@ -391,7 +391,7 @@ async fn write_loop(
 fn give_back(out_rx: &mut OutRx, w: &mut FrameWriter) {
     let done = w.done();
     if !done.is_empty() {
-        out_rx.with_store(|o| o.recycle(done));
+        out_rx.with_room(|o, room| o.recycle(done, room));
         done.clear();
     }
 }

@@ -42,6 +42,7 @@ use crate::link::connection::Link;
 use crate::link::intake::Duty;
 use crate::link::outbox::OutTx;
 use crate::link::patience::Patience;
+use crate::link::queue::Store;
 use crate::link::stall::Stall;
 use crate::sync::lock;
 use crate::wire::decoder::Pool;
@@ -338,7 +339,9 @@ impl Watch {
     /// do its peers': heartbeats leave together and arrive together, and
     /// wake a node about once an interval, not once a tick.
     fn beat(&self, beat_every: u32, beat_tick: bool) -> bool {
-        let (sent, queued) = self.out.inspect(|o, len, _| (o.sent, len > 0));
+        let (sent, queued, spares) = self
+            .out
+            .inspect(|o, len, _| (o.sent, len > 0, o.kept() > 0));
         let mut c = lock(&self.count);
         if sent != c.sent_seen {
             c.sent_seen = sent;
@@ -347,8 +350,10 @@ impl Watch {
             return queued;
         }
         c.quiet = c.quiet.saturating_add(1);
-        if c.quiet == 1 {
-            // Nothing sent for a tick: the send queue's buffer may go.
+        if c.quiet == 1 || spares {
+            // Nothing sent for a tick: the send queue's buffers may go,
+            // and so may the spares that the link's task, still writing
+            // at the tick before, gave back since.
             self.out.trim();
         }
         // Something sent at an unknown time since the tick before it was
@@ -576,6 +581,38 @@ mod tests {
             assert_eq!(silent, ticks >= 6, "after {ticks} ticks");
         }
         assert_eq!(ticks + 1, 24, "timed out after twice the timeout's ticks");
+    }
+
+    /// The send queue's spare encoding buffers go at the first tick that
+    /// finds nothing sent since the tick before, even those the link's
+    /// task gives back after such a tick, having been writing through it.
+    #[tokio::test]
+    async fn spares_go_once_the_queue_has_been_quiet_for_a_tick() {
+        let (conn, _in_tx, _out_rx) = handles();
+        let (out, mut out_rx) = crate::link::queue::channel(10_000, usize::MAX);
+        let ticker = Ticker::new(ms(3000), ms(1000));
+        let w = ticker.watch(Arc::default(), conn.link().clone(), out.clone());
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut segs = VecDeque::new();
+        let kept = || out.inspect(|o, _, _| o.kept());
+        let tick = || assert!(w.visit(Duration::ZERO, 6, 4, false));
+        // A burst: the link's task takes it, and writes it through the
+        // first quiet tick.
+        let per_frame = 1000 + 5;
+        for _ in 0..3 * crate::link::batch::BATCH_BYTES.div_ceil(per_frame) {
+            out.try_send(Frame::data(Bytes::from(vec![1u8; 1000])))
+                .unwrap();
+        }
+        tick();
+        assert!(out_rx.poll_take_all(&mut cx, &mut segs).is_ready());
+        assert!(segs.len() > 1);
+        tick();
+        // Written: its buffers come back as spares.
+        let mut written: Vec<Bytes> = segs.drain(..).collect();
+        out_rx.with_room(|o, room| o.recycle(&mut written, room));
+        assert!(kept() > 0);
+        tick();
+        assert_eq!(kept(), 0, "kept past a quiet tick");
     }
 
     /// With a 1 s interval and a 3 s timeout the ticker ticks every 250 ms:
