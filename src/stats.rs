@@ -60,7 +60,8 @@ pub struct Stats {
     /// such stream is told with an [`Error::Missed`](crate::Error::Missed)).
     pub missed_errors: u64,
     /// Payload bytes the node's links hold now, in all their queues and in
-    /// the writes under way, as counted against
+    /// the writes under way, and the room of the spare buffers their send
+    /// queues keep to encode into, as counted against
     /// [`Settings::max_queued_bytes`](crate::Settings::max_queued_bytes)
     /// (each queue's last part under 16 KiB is not counted).
     pub queued_bytes: usize,
@@ -173,7 +174,8 @@ pub(crate) enum Refused {
 }
 
 /// The bytes all the links of one node hold (queued each way, or in a
-/// write under way), against the node's cap: a queue takes an item only if
+/// write under way, and the room of their send queues' spare encoding
+/// buffers), against the node's cap: a queue takes an item only if
 /// the node is under its cap, or if the queue is empty (so that every link
 /// still moves, one frame at a time, while others hold the node's room).
 ///

@@ -177,6 +177,12 @@ impl Settings {
     /// (so at most a few times [`max_frame_len`](Self::max_frame_len) per
     /// link), and each queue less than 16 KiB that is not counted;
     /// [`Stats::queued_bytes`](crate::Stats::queued_bytes) shows the count.
+    /// The spare buffers a busy link's send queue keeps to encode its next
+    /// frames into (at most 16 of up to 160 KiB each) count against the
+    /// cap too: a link keeps one only while the node has room for it, lets
+    /// them go before a sender of its waits for room, and lets them go once
+    /// nothing was sent on it for a quarter of the heartbeat interval (or
+    /// of the timeout, if shorter).
     /// Default [`DEFAULT_MAX_QUEUED_BYTES`] (32 MiB).
     ///
     /// ```
