@@ -974,6 +974,14 @@ mod tests {
         assert_eq!(wire.lock().unwrap()[..], encoded(&sent)[..]);
     }
 
+    /// Queues `n` frames of 1000 bytes without waiting.
+    fn fill(tx: &OutTx, n: usize) {
+        for _ in 0..n {
+            tx.try_send(Frame::data(Bytes::from(vec![3u8; 1000])))
+                .unwrap();
+        }
+    }
+
     /// A stream of frames queued while the link's task writes cycles
     /// through the encoding buffers it gives back: the frames that follow
     /// a cut go to one it has written, not to fresh memory; a buffer still
@@ -983,13 +991,8 @@ mod tests {
         let (tx, mut rx) = queue::channel::<Outbox>(10_000, usize::MAX);
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         let mut out = VecDeque::new();
-        let frame = || Frame::data(Bytes::from(vec![3u8; 1000]));
         let per_frame = 1000 + LEN_BYTES + 1;
-        let fill = |n: usize| {
-            for _ in 0..n {
-                tx.try_send(frame()).unwrap();
-            }
-        };
+        let fill = |n: usize| fill(&tx, n);
         // Two cuts and what follows them: three buffers.
         fill(2 * WRITE_QUEUED.div_ceil(per_frame) + 1);
         assert!(rx.poll_take_all(&mut cx, &mut out).is_ready());
@@ -1034,11 +1037,7 @@ mod tests {
         let mut out = VecDeque::new();
         let frame = || Frame::data(Bytes::from(vec![5u8; 1000]));
         let per_frame = 1000 + LEN_BYTES + 1;
-        let fill = |n: usize| {
-            for _ in 0..n {
-                tx.try_send(frame()).unwrap();
-            }
-        };
+        let fill = |n: usize| fill(&tx, n);
         let kept = |rx: &mut OutRx| {
             let mut kept = 0;
             rx.with_store(|o| kept = o.kept());
