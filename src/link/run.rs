@@ -266,6 +266,8 @@ async fn read_frames(
         link: r.link,
         out: r.out_tx,
     };
+    // Bytes of envelopes acted on since this task last let others run.
+    let mut acted = 0;
     loop {
         let turn = poll_fn(|cx| intake.poll_task(cx, ends, in_tx));
         let step = if intake.awaiting_verdict() {
@@ -293,9 +295,14 @@ async fn read_frames(
                 r.progress.watch.delivering.store(false, Ordering::Relaxed);
             }
             Step::Effect(Effect::Message(payload)) => {
+                acted += payload.len();
                 let inbound = &r.links.inbound;
                 if let Err(reason) = inbound.message(&r.link.peer, payload, r.out_tx) {
                     return CloseReason::Protocol(format!("bad message: {reason}"));
+                }
+                if acted >= ACT_BYTES {
+                    acted = 0;
+                    tokio::task::yield_now().await;
                 }
             }
             Step::Effect(Effect::Verdict { verdict, end }) => {
@@ -317,6 +324,20 @@ async fn read_frames(
         }
     }
 }
+
+/// Bytes of envelopes a link's task acts on before it lets the other tasks
+/// of its thread run, and its own writer. Acting on an envelope is work
+/// done right here (a signature checked, a subscription's topics counted,
+/// a flood relayed), and tokio's budget counts reads of the socket, not
+/// bytes: a peer that keeps sending large envelopes would otherwise keep
+/// the task in one poll for up to 128 reads of a frame each, tens of
+/// megabytes. Meanwhile this link writes nothing (its heartbeats and
+/// answers wait: the ticker takes the link for stalled), and a task woken
+/// on this thread (another link's, in the slot tokio runs next and no
+/// other thread takes from) waits too, so that link's peer hears nothing
+/// and times it out: a starved machine stretches such a poll to seconds.
+/// As much as a delivery batch of user messages.
+const ACT_BYTES: usize = 64 * 1024;
 
 /// The read path ends the link. A conflict there is the peer saying a newer
 /// live node holds our id: an error event too.

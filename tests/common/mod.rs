@@ -122,6 +122,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
+    logs();
     let handle = std::thread::spawn(move || {
         enter_private_netns();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -134,6 +135,19 @@ where
     });
     if let Err(panic) = handle.join() {
         std::panic::resume_unwind(panic);
+    }
+}
+
+/// With `RUST_LOG` set, the library's tracing goes to the test's output
+/// (timestamped, per thread), as the test harness captures it: what a
+/// failing run did, e.g. `RUST_LOG=tcpnet=debug`.
+pub(crate) fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_thread_names(true)
+            .with_test_writer()
+            .try_init();
     }
 }
 
