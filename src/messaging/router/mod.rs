@@ -736,7 +736,7 @@ mod tests {
         assert!(r.interest_bytes() < before);
     }
 
-    /// Peers' link lists are kept as bits, at most MAX_PEERS ids each.
+    /// Peers' link lists are kept as hashes, at most MAX_PEERS ids each.
     #[test]
     fn neighbor_lists_are_bounded() {
         use crate::limits::MAX_PEERS;
