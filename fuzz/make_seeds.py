@@ -199,6 +199,9 @@ envelopes = {
     "reply": envelope(7, corr=42, body=b"X"),
     "fail": envelope(8, corr=42, name=b"not-found", body=b"\x00no such thing"),
     "neighbors": envelope(9, body=OURS_ID + b"\n"),
+    "neighbors_with_address": envelope(9, body=OURS_ID + b" 10.99.0.2:4000\n" + OURS_ID[::-1]
+                                       + b" [fe80::1%2]:4000\n"),
+    "neighbors_bad_address": envelope(9, body=OURS_ID + b" 10.99.0.2:99999\n"),
     "member": envelope(10, flags=1, corr=9, body=struct.pack(">QHB", 5, 4000, 0)
                        + meta((b"role", b"web"))),
     "member_leaving": envelope(10, flags=1, corr=10, body=struct.pack(">QHB", 5, 4000, 1)),

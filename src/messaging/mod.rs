@@ -389,6 +389,11 @@ impl Messaging {
         *lock(&self.filter) = f;
     }
 
+    /// True if `peer`'s last list of its links names `node`.
+    pub(crate) fn says_linked(&self, peer: &NodeId, node: &NodeId) -> bool {
+        lock(&self.state).router.says_linked(peer, node)
+    }
+
     pub(crate) fn topic_members(&self, topic: &str) -> Vec<NodeId> {
         lock(&self.state).router.members(topic)
     }

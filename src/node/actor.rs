@@ -72,9 +72,6 @@ pub(crate) async fn actor(
     let mut links: HashMap<LinkId, Held> = HashMap::new();
     // Callers of `ready` waiting for discovery to settle.
     let mut settling: Vec<oneshot::Sender<Settle>> = Vec::new();
-    // Linked to every peer known once: mDNS was told to stop querying
-    // (see `Browse`).
-    let mut quiet = false;
     // The actor holds a sender itself (in `node`), so only `Close` ends this.
     while let Some(cmd) = cmds.recv().await {
         let peers_change = matches!(
@@ -86,7 +83,7 @@ pub(crate) async fn actor(
             cmd,
             Command::Retry { .. } | Command::Link(Event::Closed { .. })
         );
-        let actions = match cmd {
+        let mut actions = match cmd {
             Command::Discovered { peer, addrs, heard } => {
                 for a in &addrs {
                     node.know(a.ip());
@@ -95,8 +92,12 @@ pub(crate) async fn actor(
             }
             Command::Lost { peer } => mesh.lost(&peer),
             Command::Hinted(Hints { from, via, members }) => mesh.hinted(&from, via, members),
-            Command::DialEnded { target, end } => mesh.dial_ended(&target, end),
-            Command::Retry { target, generation } => mesh.retry(target, generation),
+            Command::DialEnded { target, end } => {
+                mesh.dial_ended(&target, end, |p, m| node.messaging.says_linked(p, m))
+            }
+            Command::Retry { target, generation } => {
+                mesh.retry(target, generation, |p, m| node.messaging.says_linked(p, m))
+            }
             Command::AddPeer { addr } => {
                 node.know(addr.ip());
                 mesh.add_static(addr)
@@ -172,12 +173,7 @@ pub(crate) async fn actor(
         if peers_change {
             node.hub.set_advertised(mesh.advertised());
         }
-        if !quiet && mesh.all_linked() {
-            quiet = true;
-            if let Some(d) = &discovery {
-                d.steer(Browse::Cache);
-            }
-        }
+        actions.extend(mesh.browse());
         for action in actions {
             if let Action::Dial { .. } = action {
                 if !dial {
@@ -305,6 +301,11 @@ fn apply(
         Action::Query => {
             if let Some(d) = discovery {
                 d.steer(Browse::Query);
+            }
+        }
+        Action::Cache => {
+            if let Some(d) = discovery {
+                d.steer(Browse::Cache);
             }
         }
         Action::SendVerdict { link, verdict } => {

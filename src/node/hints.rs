@@ -7,10 +7,13 @@
 //!
 //! - a peer has at most [`MAX_PENDING`] members hinted at once whose dial
 //!   has not ended, and its hints stop counting once [`MAX_FAILED`] of them
-//!   have failed (over the node's life): a lying peer costs at most that
-//!   many failed dials, once;
-//! - a member whose dial through a peer's hint failed is not dialed again
-//!   through that peer's hints (a peer repeats its list on every change);
+//!   have failed (over the node's life);
+//! - a failed dial is charged only to the peers whose address it tried;
+//! - a member whose dial through a peer's hint failed is not followed
+//!   through that peer's hints again (a peer repeats its list on every
+//!   change); while a linked peer whose hints count still names it, the
+//!   mesh redials it, backing off (see
+//!   [`Mesh::dial_ended`](crate::node::mesh::Mesh::dial_ended));
 //! - at most [`MAX_TELLERS`] peers are tracked;
 //! - an address no member can listen at is no hint at all, and a
 //!   loopback address from a peer on another host means that peer's host
@@ -22,14 +25,17 @@ use std::net::{IpAddr, SocketAddr};
 use crate::id::NodeId;
 use crate::limits::MAX_PEERS;
 
-/// Most members one peer's hints have in dialing at once.
-pub(crate) const MAX_PENDING: usize = 64;
+/// Most members one peer's hints have in dialing at once: half the dial
+/// slots a node has, so that one peer's hints never hold all of them.
+pub(crate) const MAX_PENDING: usize = 16;
 /// Failed hints after which a peer's hints are ignored.
 pub(crate) const MAX_FAILED: usize = 8;
 /// Most peers whose hints are tracked.
 const MAX_TELLERS: usize = MAX_PEERS;
-/// Most addresses one member is hinted at (from as many peers).
-pub(crate) const MAX_ADDRS: usize = 4;
+/// Most addresses one member is hinted at (from as many peers): with the
+/// address where it last proved its key, every one fits in a dial's
+/// [`DIAL_ADDRS`](crate::node::mesh::DIAL_ADDRS).
+pub(crate) const MAX_ADDRS: usize = 3;
 
 /// What one peer's hints have cost.
 #[derive(Debug, Default)]
@@ -40,19 +46,29 @@ struct Teller {
     failed: Vec<NodeId>,
 }
 
-/// The hints of every peer, as far as they bound what is dialed.
+/// What the hints of each peer that told some have cost, as far as that
+/// bounds what is dialed.
 #[derive(Debug, Default)]
-pub(crate) struct Hints {
+pub(crate) struct Tellers {
     tellers: HashMap<NodeId, Teller>,
 }
 
-impl Hints {
+impl Tellers {
     /// Takes a dial's worth of `teller`'s credit for a hint of `member`:
     /// false if its hints no longer count, it has [`MAX_PENDING`] hints in
-    /// dialing, or its hint of `member` failed before.
-    pub(crate) fn take(&mut self, teller: &NodeId, member: &NodeId) -> bool {
+    /// dialing, or its hint of `member` failed before. With the table
+    /// full, the peers no longer `linked` leave it first.
+    pub(crate) fn take(
+        &mut self,
+        teller: &NodeId,
+        member: &NodeId,
+        linked: impl Fn(&NodeId) -> bool,
+    ) -> bool {
         if !self.tellers.contains_key(teller) && self.tellers.len() >= MAX_TELLERS {
-            return false;
+            self.tellers.retain(|t, _| linked(t));
+            if self.tellers.len() >= MAX_TELLERS {
+                return false;
+            }
         }
         let t = self.tellers.entry(teller.clone()).or_default();
         if t.failed.len() >= MAX_FAILED || t.pending >= MAX_PENDING || t.failed.contains(member) {
@@ -79,7 +95,6 @@ impl Hints {
     }
 
     /// True if `teller`'s hints no longer count.
-    #[cfg(test)]
     pub(crate) fn spent(&self, teller: &NodeId) -> bool {
         self.tellers
             .get(teller)
@@ -114,37 +129,43 @@ mod tests {
 
     #[test]
     fn a_tellers_pending_hints_are_bounded() {
-        let mut h = Hints::default();
+        let mut h = Tellers::default();
         let t = id("0a");
         let members: Vec<NodeId> = (0..MAX_PENDING + 1)
             .map(|i| id(&format!("{:x}", 0x100 + i)))
             .collect();
         for m in &members[..MAX_PENDING] {
-            assert!(h.take(&t, m));
+            assert!(h.take(&t, m, |_| true));
         }
-        assert!(!h.take(&t, &members[MAX_PENDING]), "over the bound");
+        assert!(
+            !h.take(&t, &members[MAX_PENDING], |_| true),
+            "over the bound"
+        );
         // Another peer is not held back by this one.
-        assert!(h.take(&id("0b"), &members[MAX_PENDING]));
+        assert!(h.take(&id("0b"), &members[MAX_PENDING], |_| true));
         // One settles: room for one more.
         h.settled(&t, &members[0], false);
-        assert!(h.take(&t, &members[MAX_PENDING]));
+        assert!(h.take(&t, &members[MAX_PENDING], |_| true));
     }
 
     #[test]
     fn a_failed_hint_is_not_taken_again_and_failures_spend_the_teller() {
-        let mut h = Hints::default();
+        let mut h = Tellers::default();
         let t = id("0a");
         let m = |i: usize| id(&format!("{:x}", 0x100 + i));
-        assert!(h.take(&t, &m(0)));
+        assert!(h.take(&t, &m(0), |_| true));
         h.settled(&t, &m(0), true);
-        assert!(!h.take(&t, &m(0)), "the same hint again");
-        assert!(h.take(&id("0b"), &m(0)), "another peer's hint of it");
+        assert!(!h.take(&t, &m(0), |_| true), "the same hint again");
+        assert!(
+            h.take(&id("0b"), &m(0), |_| true),
+            "another peer's hint of it"
+        );
         for i in 1..MAX_FAILED {
-            assert!(h.take(&t, &m(i)));
+            assert!(h.take(&t, &m(i), |_| true));
             h.settled(&t, &m(i), true);
         }
         assert!(h.spent(&t));
-        assert!(!h.take(&t, &m(MAX_FAILED + 1)), "spent");
+        assert!(!h.take(&t, &m(MAX_FAILED + 1), |_| true), "spent");
     }
 
     #[test]

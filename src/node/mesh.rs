@@ -63,7 +63,7 @@ use crate::error::CloseReason;
 use crate::id::NodeId;
 use crate::limits::MAX_PEERS;
 use crate::link::LinkId;
-use crate::node::hints::{self, Hints};
+use crate::node::hints::{self, Tellers};
 use crate::wire::verdict::{decides, Verdict};
 /// A link that lived this long resets its peer's failure count.
 pub(crate) const STABLE: Duration = Duration::from_secs(10);
@@ -75,6 +75,8 @@ pub(crate) const FOLLOWER_GRACE: Duration = Duration::from_millis(500);
 /// announcement ([`Heard::AfterOurs`]): long enough for a dial the decider
 /// made at once to arrive, short enough not to matter when it made none.
 pub(crate) const SHORT_GRACE: Duration = Duration::from_millis(10);
+/// Most addresses of one peer tried in one dial.
+pub(crate) const DIAL_ADDRS: usize = 4;
 
 /// When this node first heard a peer's mDNS record, against its own
 /// announcement.
@@ -169,9 +171,13 @@ pub(crate) enum Action {
     },
     /// Ask mDNS whether the peer's record is still answered.
     Verify { peer: NodeId },
-    /// Query mDNS again for peers: a member a peer named could not be
-    /// reached through hints.
+    /// Browse mDNS with queries: this node knows a peer it is not linked
+    /// to, or none at all (see [`Mesh::browse`]).
     Query,
+    /// Browse mDNS from what the daemon hears, without queries of its own:
+    /// this node is linked to every peer it knows, whose lists of links
+    /// tell it of the members they link to.
+    Cache,
     /// Send the verdict on the link (the link then opens or closes).
     SendVerdict { link: LinkId, verdict: Verdict },
     /// The link is the pair's one link: publish it and tell subscribers.
@@ -234,9 +240,12 @@ struct Peer {
     /// Found over mDNS (or its record answered since); otherwise known only
     /// from peers' hints (see [`Mesh::hinted`]).
     advertised: bool,
-    /// The peers whose hints gave `addrs`, while its dial through them has
-    /// not ended (at most [`hints::MAX_ADDRS`]).
-    tellers: Vec<NodeId>,
+    /// The peers whose hints gave `addrs`, each with the address it gave,
+    /// while no dial to that address has ended (at most
+    /// [`hints::MAX_ADDRS`]).
+    tellers: Vec<(NodeId, SocketAddr)>,
+    /// The addresses of the dial under way.
+    dialed: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -259,7 +268,9 @@ pub(crate) struct Mesh {
     /// dialed (see [`Mesh::proven_at`]), at most [`MAX_PEERS`].
     proven: HashMap<NodeId, SocketAddr>,
     /// What peers' hints have cost, to bound it.
-    hints: Hints,
+    hints: Tellers,
+    /// mDNS is browsed with queries (see [`Mesh::browse`]).
+    querying: bool,
 }
 
 impl Mesh {
@@ -271,7 +282,8 @@ impl Mesh {
             links: HashMap::new(),
             ended: HashSet::new(),
             proven: HashMap::new(),
-            hints: Hints::default(),
+            hints: Tellers::default(),
+            querying: true,
         }
     }
 
@@ -395,9 +407,11 @@ impl Mesh {
         let hinted = matches!(&target, Target::Peer(p) if !self.peers[p].advertised);
         let addrs = match &target {
             Target::Peer(p) => {
-                let peer = &self.peers[p];
+                let peer = self.peers.get_mut(p).expect("target is known");
                 let mut addrs: Vec<SocketAddr> = peer.good.into_iter().collect();
                 addrs.extend(peer.addrs.iter().filter(|a| Some(**a) != peer.good));
+                addrs.truncate(DIAL_ADDRS);
+                peer.dialed.clone_from(&addrs);
                 addrs
             }
             Target::Addr(a) => vec![*a],
@@ -495,12 +509,36 @@ impl Mesh {
     }
 
     /// A dial ended. A failure schedules the next try; a refusal also asks
-    /// mDNS to verify the record.
-    pub(crate) fn dial_ended(&mut self, target: &Target, end: DialEnd) -> Vec<Action> {
+    /// mDNS to verify the record. A peer known only from hints is kept,
+    /// and redialed the same way, while some linked peer whose hints still
+    /// count says it is linked to it (`says(peer, member)`: the peer's
+    /// current list of links names the member); otherwise it is forgotten.
+    /// Its tellers whose address this dial tried pay for the failure.
+    pub(crate) fn dial_ended(
+        &mut self,
+        target: &Target,
+        end: DialEnd,
+        says: impl Fn(&NodeId, &NodeId) -> bool,
+    ) -> Vec<Action> {
         let hinted_only = match target {
             Target::Peer(p) => self.peers.get(p).is_some_and(|p| !p.advertised),
             Target::Addr(_) => false,
         };
+        let failed = matches!(
+            end,
+            DialEnd::Refused | DialEnd::Unanswered | DialEnd::Failed
+        );
+        if let (Target::Peer(p), true, true) = (target, hinted_only, failed) {
+            self.charge(p);
+            if !self.peers[p].gone && self.named(p, &says) {
+                let d = &mut self.peers.get_mut(p).expect("checked").dialing;
+                d.busy = false;
+                d.failures = d.failures.saturating_add(1);
+                return self.dial_later(target.clone());
+            }
+            self.forget(p);
+            return vec![];
+        }
         let Some(d) = self.dialing(target) else {
             return vec![];
         };
@@ -514,21 +552,6 @@ impl Mesh {
                     self.unhint(p, false);
                 }
             },
-            // Known only from hints: its tellers pay for the failure, and it
-            // is forgotten, not redialed (a hint again, or mDNS, brings it
-            // back).
-            // A hint that led nowhere (not one that met a node too busy to
-            // finish a handshake, as in a mass start) asks mDNS.
-            DialEnd::Refused | DialEnd::Unanswered | DialEnd::Failed if hinted_only => {
-                if let Target::Peer(p) = target {
-                    self.unhint(p, true);
-                    self.peers.remove(p);
-                }
-                return match end {
-                    DialEnd::Failed => vec![],
-                    _ => vec![Action::Query],
-                };
-            }
             DialEnd::Moot => {
                 // Looked at again after the grace: by then the peer's dial
                 // has linked the pair, or has failed and this one is due.
@@ -544,12 +567,41 @@ impl Mesh {
         }
         if let Target::Peer(p) = target {
             if self.peers[p].gone {
-                self.unhint(p, false);
-                self.peers.remove(p);
+                self.forget(p);
                 return vec![];
             }
         }
         actions
+    }
+
+    /// True if a linked peer whose hints still count says it is linked to
+    /// `member`.
+    fn named(&self, member: &NodeId, says: impl Fn(&NodeId, &NodeId) -> bool) -> bool {
+        self.links.values().any(|l| {
+            l.open && &l.peer != member && !self.hints.spent(&l.peer) && says(&l.peer, member)
+        })
+    }
+
+    /// Forgets `peer`, settling its tellers' hints unpaid.
+    fn forget(&mut self, peer: &NodeId) {
+        self.unhint(peer, false);
+        self.peers.remove(peer);
+    }
+
+    /// `peer`'s dial failed: the tellers whose address it tried pay; the
+    /// others' hints stay pending, for the next dial.
+    fn charge(&mut self, peer: &NodeId) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let dialed = std::mem::take(&mut p.dialed);
+        let (tried, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut p.tellers)
+            .into_iter()
+            .partition(|(_, at)| dialed.contains(at));
+        p.tellers = rest;
+        for (teller, _) in tried {
+            self.hints.settled(&teller, peer, true);
+        }
     }
 
     /// Peer `from`, on a link from `via`, says it is linked to `members`,
@@ -559,9 +611,10 @@ impl Mesh {
     /// found over mDNS would be (the pair's decider at once, the other end
     /// after [`FOLLOWER_GRACE`]); one known from other peers' hints only
     /// gains the address, to try in the same dial. Within the bounds of
-    /// [`Hints`]: a hint that fails costs its teller, and is not tried
-    /// again; one that led nowhere (refused, unanswered) asks mDNS
-    /// ([`Action::Query`]). A hint never changes a peer found over mDNS.
+    /// [`Tellers`]: a hint that fails costs its teller, and that teller's
+    /// hint of it is not taken again; the member is redialed while a
+    /// linked peer names it (see [`Mesh::dial_ended`]). A hint never
+    /// changes a peer found over mDNS.
     pub(crate) fn hinted(
         &mut self,
         from: &NodeId,
@@ -580,6 +633,7 @@ impl Mesh {
             .values()
             .filter_map(|s| s.peer.as_ref().map(NodeId::as_str))
             .collect();
+        let linked = |t: &NodeId| with_link.contains(t.as_str());
         let mut dial = Vec::new();
         let mut wait = Vec::new();
         for (member, at) in members {
@@ -598,21 +652,21 @@ impl Mesh {
                 Some(p) if p.advertised => unreachable!("left out above"),
                 Some(p) => {
                     let more = !p.addrs.contains(&at)
-                        && !p.tellers.contains(from)
+                        && !p.tellers.iter().any(|(t, _)| t == from)
                         && p.tellers.len() < hints::MAX_ADDRS;
-                    if more && self.hints.take(from, &member) {
+                    if more && self.hints.take(from, &member, linked) {
                         p.addrs.push(at);
-                        p.tellers.push(from.clone());
+                        p.tellers.push((from.clone(), at));
                     }
                 }
                 None => {
-                    if self.peers.len() >= MAX_PEERS || !self.hints.take(from, &member) {
+                    if self.peers.len() >= MAX_PEERS || !self.hints.take(from, &member, linked) {
                         continue;
                     }
                     let peer = Peer {
                         addrs: vec![at],
                         good: self.proven.remove(&member),
-                        tellers: vec![from.clone()],
+                        tellers: vec![(from.clone(), at)],
                         ..Peer::default()
                     };
                     if decides(&self.me, &member) {
@@ -635,11 +689,11 @@ impl Mesh {
         actions
     }
 
-    /// True if this node holds an open link, and one to every peer it
-    /// knows (but those it disconnected): peers' lists of links then tell
-    /// it of the members they link to, and mDNS needs to ask no more (see
-    /// [`Action::Query`] for when it does). Cheap while it is false for
-    /// want of links: asked after every change.
+    /// True if this node knows at least one peer (advertised, hinted or
+    /// static) and holds an open link to every peer it knows (but those
+    /// it disconnected): peers' lists of links then tell it of the members
+    /// they link to, and mDNS needs to ask no more. Cheap while it is
+    /// false for want of links: asked after every change.
     pub(crate) fn all_linked(&self) -> bool {
         let open = self.links.values().filter(|l| l.open).count();
         if open == 0 || open < self.peers.len().saturating_sub(self.ended.len()) {
@@ -651,9 +705,32 @@ impl Mesh {
             .filter(|l| l.open)
             .map(|l| &l.peer)
             .collect();
-        self.peers
-            .keys()
-            .all(|p| linked.contains(p) || self.ended.contains(p))
+        let mut known = 0;
+        let peers = self.peers.keys().map(Some);
+        let statics = self.statics.values().map(|s| s.peer.as_ref());
+        for p in peers.chain(statics) {
+            match p {
+                Some(p) if self.ended.contains(p) => {}
+                Some(p) if linked.contains(p) => known += 1,
+                // Not linked, or a static address that never answered.
+                _ => return false,
+            }
+        }
+        known > 0
+    }
+
+    /// How mDNS is to be browsed, when that changed since the last call:
+    /// [`Action::Cache`] once [`all_linked`](Self::all_linked) holds,
+    /// [`Action::Query`] again whenever it stops holding (a member named
+    /// that is not linked, a link lost and not regained). Asked by the
+    /// service after every event.
+    pub(crate) fn browse(&mut self) -> Option<Action> {
+        let cache = self.all_linked();
+        if cache != self.querying {
+            return None;
+        }
+        self.querying = !cache;
+        Some(if cache { Action::Cache } else { Action::Query })
     }
 
     /// `peer`'s hints are settled: its tellers' credit comes back, and each
@@ -662,7 +739,7 @@ impl Mesh {
         let Some(p) = self.peers.get_mut(peer) else {
             return;
         };
-        for teller in std::mem::take(&mut p.tellers) {
+        for (teller, _) in std::mem::take(&mut p.tellers) {
             self.hints.settled(&teller, peer, failed);
         }
     }
@@ -686,11 +763,28 @@ impl Mesh {
         }]
     }
 
-    /// A scheduled redial is due.
-    pub(crate) fn retry(&mut self, target: Target, generation: u64) -> Vec<Action> {
+    /// A scheduled redial is due. A peer known only from hints, past its
+    /// hints' first dial, that no linked peer names any more (`says`, as for
+    /// [`dial_ended`](Self::dial_ended)) is forgotten instead.
+    pub(crate) fn retry(
+        &mut self,
+        target: Target,
+        generation: u64,
+        says: impl Fn(&NodeId, &NodeId) -> bool,
+    ) -> Vec<Action> {
         match self.dialing(&target) {
             Some(d) if d.waiting && d.generation == generation => {
                 d.waiting = false;
+                if let Target::Peer(p) = &target {
+                    // Past its hints' first dial (the tellers' hints are
+                    // settled).
+                    let peer = &self.peers[p];
+                    let hinted = !peer.advertised && peer.tellers.is_empty();
+                    if hinted && !self.has_link(p) && !self.named(p, &says) {
+                        self.forget(p);
+                        return vec![];
+                    }
+                }
                 self.maybe_dial(target)
             }
             _ => vec![],
@@ -997,6 +1091,10 @@ mod tests {
     fn id(s: &str) -> NodeId {
         NodeId::parse(s).unwrap()
     }
+    /// No peer's list of links names any member.
+    fn no_one(_: &NodeId, _: &NodeId) -> bool {
+        false
+    }
     fn addr() -> Vec<SocketAddr> {
         vec!["127.0.0.1:1".parse().unwrap()]
     }
@@ -1058,7 +1156,7 @@ mod tests {
             assert_eq!(grace, expected);
             // Heard again while waiting: still waiting, no dial.
             assert!(follower.discovered(id("01"), addr(), heard).is_empty());
-            let redial = follower.retry(Target::Peer(id("01")), generation);
+            let redial = follower.retry(Target::Peer(id("01")), generation, no_one);
             assert!(matches!(&redial[..], [Action::Dial { .. }]), "{redial:?}");
         }
     }
@@ -1076,13 +1174,13 @@ mod tests {
             [Action::Yield { generation, .. }] => *generation,
             other => panic!("{other:?}"),
         };
-        let generation = yielded(m.dial_ended(&peer, DialEnd::Moot));
+        let generation = yielded(m.dial_ended(&peer, DialEnd::Moot, no_one));
         // The peer's dial failed meanwhile: this one is made.
-        assert!(dial(&m.retry(peer.clone(), generation)));
-        let generation = yielded(m.dial_ended(&peer, DialEnd::Moot));
+        assert!(dial(&m.retry(peer.clone(), generation, no_one)));
+        let generation = yielded(m.dial_ended(&peer, DialEnd::Moot, no_one));
         // The peer's dial linked the pair meanwhile: nothing to do.
         assert_eq!(opened(&m.handshaken(1, id("02"), 1)), vec![1]);
-        assert!(m.retry(peer, generation).is_empty());
+        assert!(m.retry(peer, generation, no_one).is_empty());
     }
 
     /// Discovery has settled when every known peer is linked or its dial
@@ -1106,12 +1204,13 @@ mod tests {
         m.dial_ended(
             &Target::Peer(id("06")),
             DialEnd::Linked(id("06"), addr()[0]),
+            no_one,
         );
         m.handshaken(1, id("06"), 7);
         // 02 refused; the static peer answered as 01, whose link awaits
         // 01's verdict.
-        m.dial_ended(&Target::Peer(id("02")), DialEnd::Refused);
-        m.dial_ended(&Target::Addr(stat), DialEnd::Linked(id("01"), stat));
+        m.dial_ended(&Target::Peer(id("02")), DialEnd::Refused, no_one);
+        m.dial_ended(&Target::Addr(stat), DialEnd::Linked(id("01"), stat), no_one);
         m.handshaken(2, id("01"), 7);
         assert_eq!(settle(&m), (vec![id("06")], 2, 1));
         m.verdict(2, Verdict::Accept);
@@ -1147,6 +1246,7 @@ mod tests {
         m.dial_ended(
             &Target::Peer(id("0b")),
             DialEnd::Linked(id("0b"), addr()[0]),
+            no_one,
         );
         m.handshaken(1, id("0b"), 7);
         assert!(
@@ -1227,13 +1327,16 @@ mod tests {
         let t = Target::Addr(at);
         let mut mb = Mesh::new(b);
         mb.add_static(at);
-        mb.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]));
+        mb.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]), no_one);
         mb.handshaken(1, a.clone(), 7);
         mb.verdict(1, Verdict::Accept);
         let (mut failures, g) = dial_later_of(&mb.closed(1, Redial::Soon, false)).unwrap();
-        assert!(matches!(mb.retry(t.clone(), g)[..], [Action::Dial { .. }]));
+        assert!(matches!(
+            mb.retry(t.clone(), g, no_one)[..],
+            [Action::Dial { .. }]
+        ));
         for link in 2..5 {
-            mb.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]));
+            mb.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]), no_one);
             mb.handshaken(link, a.clone(), 7);
             let acts = mb.verdict(link, Verdict::Reject);
             assert_eq!(
@@ -1248,9 +1351,12 @@ mod tests {
             failures = f;
             // The duplicate's own close then changes nothing.
             assert!(mb.closed(link, Redial::No, false).is_empty());
-            assert!(matches!(mb.retry(t.clone(), g2)[..], [Action::Dial { .. }]));
+            assert!(matches!(
+                mb.retry(t.clone(), g2, no_one)[..],
+                [Action::Dial { .. }]
+            ));
         }
-        mb.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]));
+        mb.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]), no_one);
         mb.handshaken(9, a.clone(), 7);
         assert_eq!(
             mb.verdict(9, Verdict::Accept),
@@ -1260,7 +1366,7 @@ mod tests {
         // Two links pending, one rejected: the other is the pair's.
         let mut mc = Mesh::new(id("03"));
         mc.add_static(at);
-        mc.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]));
+        mc.dial_ended(&t, DialEnd::Linked(a.clone(), addr()[0]), no_one);
         mc.handshaken(1, a.clone(), 7);
         mc.handshaken(2, a.clone(), 7);
         assert!(dial_later_of(&mc.verdict(2, Verdict::Reject)).is_none());
@@ -1420,6 +1526,7 @@ mod tests {
         m.dial_ended(
             &Target::Peer(peer.clone()),
             DialEnd::Linked(peer.clone(), addr),
+            no_one,
         );
         m.handshaken(1, peer.clone(), 7);
         assert!(m.is_open(1));
@@ -1514,7 +1621,7 @@ mod tests {
             m.discovered(p.clone(), addr(), Heard::BeforeOurs)[..],
             [Action::Dial { .. }]
         ));
-        let acts = m.dial_ended(&t, DialEnd::Failed);
+        let acts = m.dial_ended(&t, DialEnd::Failed, no_one);
         assert!(!acts.iter().any(|a| matches!(a, Action::Verify { .. })));
         let (f, g) = dial_later_of(&acts).unwrap();
         assert_eq!(f, 1);
@@ -1523,19 +1630,25 @@ mod tests {
         assert!(m
             .discovered(p.clone(), addr(), Heard::BeforeOurs)
             .is_empty());
-        assert!(matches!(m.retry(t.clone(), g)[..], [Action::Dial { .. }]));
-        let acts = m.dial_ended(&t, DialEnd::Refused);
+        assert!(matches!(
+            m.retry(t.clone(), g, no_one)[..],
+            [Action::Dial { .. }]
+        ));
+        let acts = m.dial_ended(&t, DialEnd::Refused, no_one);
         assert!(acts.contains(&Action::Verify { peer: p.clone() }));
         let (f, g2) = dial_later_of(&acts).unwrap();
         assert_eq!(f, 2);
         // A stale timer does nothing; new addresses dial at once.
-        assert!(m.retry(t.clone(), g).is_empty());
+        assert!(m.retry(t.clone(), g, no_one).is_empty());
         let other: Vec<SocketAddr> = vec!["127.0.0.1:2".parse().unwrap()];
         assert!(matches!(
             m.discovered(p.clone(), other, Heard::BeforeOurs)[..],
             [Action::Dial { .. }]
         ));
-        assert!(m.retry(t.clone(), g2).is_empty(), "superseded by the dial");
+        assert!(
+            m.retry(t.clone(), g2, no_one).is_empty(),
+            "superseded by the dial"
+        );
     }
 
     /// A goodbye stops the redials, even one arriving mid-dial.
@@ -1546,7 +1659,7 @@ mod tests {
         let t = Target::Peer(p.clone());
         m.discovered(p.clone(), addr(), Heard::BeforeOurs);
         assert!(m.lost(&p).is_empty());
-        assert!(m.dial_ended(&t, DialEnd::Refused).is_empty());
+        assert!(m.dial_ended(&t, DialEnd::Refused, no_one).is_empty());
         assert_eq!(m.peer_count(), 0);
     }
 
@@ -1556,6 +1669,7 @@ mod tests {
         m.dial_ended(
             &Target::Peer(p.clone()),
             DialEnd::Linked(p.clone(), addr()[0]),
+            no_one,
         );
         m.handshaken(link, p.clone(), 5);
     }
@@ -1579,11 +1693,11 @@ mod tests {
         assert_eq!(m.advertised(), vec![p.clone()]);
         let (_, generation) = dial_later_of(&m.closed(1, Redial::Soon, true)).unwrap();
         assert!(matches!(
-            m.retry(t.clone(), generation)[..],
+            m.retry(t.clone(), generation, no_one)[..],
             [Action::Dial { .. }]
         ));
         // A goodbye that stands: the peer goes with its link.
-        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]));
+        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]), no_one);
         m.handshaken(2, p.clone(), 5);
         assert_eq!(m.lost(&p), vec![Action::Verify { peer: p.clone() }]);
         assert!(m.closed(2, Redial::Soon, true).is_empty());
@@ -1600,13 +1714,13 @@ mod tests {
         discovered_and_linked(&mut m, &p, 1);
         let (f, g) = dial_later_of(&m.closed(1, Redial::Soon, true)).unwrap();
         assert_eq!(f, 0);
-        m.retry(t.clone(), g);
-        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]));
+        m.retry(t.clone(), g, no_one);
+        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]), no_one);
         m.handshaken(2, p.clone(), 5);
         let (f, g) = dial_later_of(&m.closed(2, Redial::Soon, false)).unwrap();
         assert_eq!(f, 1, "a short-lived link counts as a failure");
-        m.retry(t.clone(), g);
-        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]));
+        m.retry(t.clone(), g, no_one);
+        m.dial_ended(&t, DialEnd::Linked(p.clone(), addr()[0]), no_one);
         // No redial for a close this node asked for, or an unknown peer.
         m.handshaken(3, id("03"), 1);
         assert!(m.closed(3, Redial::Soon, true).is_empty());
@@ -1633,7 +1747,11 @@ mod tests {
             }]
         );
         assert!(m.add_static(a).is_empty(), "already dialing");
-        m.dial_ended(&Target::Addr(a), DialEnd::Linked(p.clone(), addr()[0]));
+        m.dial_ended(
+            &Target::Addr(a),
+            DialEnd::Linked(p.clone(), addr()[0]),
+            no_one,
+        );
         m.handshaken(1, p.clone(), 5);
         let acts = m.closed(1, Redial::Soon, true);
         assert!(matches!(
@@ -1660,7 +1778,7 @@ mod tests {
             let t = Target::Peer(p.clone());
             if dialed {
                 m.discovered(p.clone(), vec![good], Heard::BeforeOurs);
-                m.dial_ended(&t, DialEnd::Linked(p.clone(), good));
+                m.dial_ended(&t, DialEnd::Linked(p.clone(), good), no_one);
                 m.handshaken(1, p.clone(), 5);
             } else {
                 m.handshaken(1, p.clone(), 5);
@@ -1672,7 +1790,7 @@ mod tests {
                 "linked"
             );
             let (_, g) = dial_later_of(&m.closed(1, Redial::Soon, true)).unwrap();
-            match &m.retry(t, g)[..] {
+            match &m.retry(t, g, no_one)[..] {
                 [Action::Dial { addrs, .. }] => assert_eq!(addrs, &vec![good, trap]),
                 other => panic!("{other:?}"),
             }
@@ -1780,7 +1898,7 @@ mod tests {
             .is_empty());
         let t = Target::Peer(member.clone());
         assert!(decider
-            .dial_ended(&t, DialEnd::Linked(member.clone(), at))
+            .dial_ended(&t, DialEnd::Linked(member.clone(), at), no_one)
             .is_empty());
         assert_eq!(opened(&decider.handshaken(1, member.clone(), 5)), vec![1]);
         // Its link breaks: redialed like any peer.
@@ -1797,7 +1915,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         };
-        match &follower.retry(t, generation)[..] {
+        match &follower.retry(t, generation, no_one)[..] {
             [Action::Dial { addrs, .. }] => assert_eq!(addrs, &vec![at]),
             other => panic!("{other:?}"),
         }
@@ -1838,16 +1956,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let t = Target::Peer(found.clone());
-        let (_, g) = dial_later_of(&m.dial_ended(&t, DialEnd::Failed)).unwrap();
-        match &m.retry(t, g)[..] {
+        let (_, g) = dial_later_of(&m.dial_ended(&t, DialEnd::Failed, no_one)).unwrap();
+        match &m.retry(t, g, no_one)[..] {
             [Action::Dial { addrs, .. }] => assert_eq!(addrs, &vec![record]),
             other => panic!("{other:?}"),
         }
         assert_eq!(m.advertised(), vec![found]);
     }
 
-    /// A hint whose dial fails is forgotten, not redialed and not verified
-    /// over mDNS; the same peer's hint of it is not dialed again (a peer
+    /// A hint whose dial fails, of a member no linked peer names, is
+    /// forgotten, not redialed and not verified over mDNS; the same peer's
+    /// hint of it is not dialed again (a peer
     /// repeats its list on every change), another peer's is. A peer whose
     /// hints failed [`hints::MAX_FAILED`] times is heard no more, and one
     /// peer's hints have at most [`hints::MAX_PENDING`] dials at once: a
@@ -1869,9 +1988,9 @@ mod tests {
         );
         let t = Target::Peer(member(0));
         assert_eq!(
-            m.dial_ended(&t, DialEnd::Refused),
-            vec![Action::Query],
-            "no redial, no verify: mDNS is asked"
+            m.dial_ended(&t, DialEnd::Refused, no_one),
+            vec![],
+            "no redial, no verify"
         );
         assert_eq!(m.peer_count(), 0);
         assert_eq!(
@@ -1883,21 +2002,20 @@ mod tests {
             dials(&m.hinted(&honest, hint(VIA), vec![(member(0), truth)])),
             1
         );
-        m.dial_ended(&t, DialEnd::Linked(member(0), truth));
+        m.dial_ended(&t, DialEnd::Linked(member(0), truth), no_one);
         m.handshaken(1, member(0), 5);
         for i in 1..hints::MAX_FAILED {
             assert_eq!(
                 dials(&m.hinted(&liar, hint(VIA), vec![(member(i), lie)])),
                 1
             );
-            // Unanswered asks mDNS; a failed handshake (a busy node) not.
             let t = Target::Peer(member(i));
-            let (end, asks) = if i % 2 == 0 {
-                (DialEnd::Unanswered, vec![Action::Query])
+            let end = if i % 2 == 0 {
+                DialEnd::Unanswered
             } else {
-                (DialEnd::Failed, vec![])
+                DialEnd::Failed
             };
-            assert_eq!(m.dial_ended(&t, end), asks);
+            assert_eq!(m.dial_ended(&t, end, no_one), vec![]);
         }
         let more: Vec<_> = (100..110).map(|i| (member(i), lie)).collect();
         assert!(m.hinted(&liar, hint(VIA), more).is_empty(), "spent");
@@ -1936,12 +2054,15 @@ mod tests {
                     }],
                 ) => {
                     assert_eq!(*grace, SHORT_GRACE);
-                    assert!(m.retry(t.clone(), first).is_empty(), "the long wait lapsed");
+                    assert!(
+                        m.retry(t.clone(), first, no_one).is_empty(),
+                        "the long wait lapsed"
+                    );
                     *generation
                 }
                 other => panic!("{other:?}"),
             };
-            match &m.retry(t.clone(), due)[..] {
+            match &m.retry(t.clone(), due, no_one)[..] {
                 [Action::Dial { addrs, hinted, .. }] => {
                     assert_eq!(addrs, &vec![record]);
                     assert!(!hinted);
@@ -1949,7 +2070,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
             // Found over mDNS, it is redialed after a failure like any peer.
-            assert!(dial_later_of(&m.dial_ended(&t, DialEnd::Failed)).is_some());
+            assert!(dial_later_of(&m.dial_ended(&t, DialEnd::Failed, no_one)).is_some());
         }
     }
 
@@ -1972,5 +2093,113 @@ mod tests {
         assert!(!m.all_linked(), "a hinted member is not linked");
         m.disconnect(id("04"));
         assert!(m.all_linked(), "one it disconnected does not count");
+    }
+
+    /// mDNS is browsed from the cache only while the node knows a peer
+    /// and is linked to every one it knows, and with queries again
+    /// whenever that stops: a member named that is not linked, a link
+    /// lost, a static address not answering.
+    #[test]
+    fn the_cache_is_browsed_only_while_linked_to_every_known_peer() {
+        let mut m = Mesh::new(id("01"));
+        assert_eq!(m.browse(), None, "querying from the start");
+        // A link from a peer this node has not found: it knows no one.
+        m.handshaken(1, id("02"), 5);
+        assert!(m.is_open(1));
+        assert_eq!(m.browse(), None, "knows no peer");
+        m.discovered(id("02"), addr(), Heard::BeforeOurs);
+        assert_eq!(m.browse(), Some(Action::Cache));
+        assert_eq!(m.browse(), None, "only on a change");
+        m.hinted(
+            &id("02"),
+            hint(VIA),
+            vec![(id("04"), hint("10.99.0.4:4000"))],
+        );
+        assert_eq!(m.browse(), Some(Action::Query), "a member not linked");
+        m.handshaken(2, id("04"), 5);
+        assert_eq!(m.browse(), Some(Action::Cache));
+        m.closed(1, Redial::Soon, true);
+        assert_eq!(m.browse(), Some(Action::Query), "a link lost");
+        m.handshaken(3, id("02"), 5);
+        assert_eq!(m.browse(), Some(Action::Cache), "and regained");
+        m.add_static(hint("10.99.0.7:4000"));
+        assert_eq!(m.browse(), Some(Action::Query), "a static peer not reached");
+    }
+
+    /// A pair linked through a hint whose link breaks, and whose first
+    /// redial finds nothing, is redialed, backing off, while a linked
+    /// peer still names the member, and links again once it answers. It
+    /// is forgotten once no linked peer names it.
+    #[test]
+    fn a_hinted_pair_whose_link_breaks_links_again() {
+        let (teller, member) = (id("05"), id("02"));
+        let at = hint("10.99.0.2:4000");
+        let says = |p: &NodeId, m: &NodeId| p == &id("05") && m == &id("02");
+        let t = Target::Peer(member.clone());
+        let mut m = Mesh::new(id("01"));
+        m.handshaken(1, teller.clone(), 5);
+        assert!(matches!(
+            m.hinted(&teller, hint(VIA), vec![(member.clone(), at)])[..],
+            [Action::Dial { .. }]
+        ));
+        m.dial_ended(&t, DialEnd::Linked(member.clone(), at), says);
+        assert_eq!(opened(&m.handshaken(2, member.clone(), 5)), vec![2]);
+        let (_, mut g) = dial_later_of(&m.closed(2, Redial::Soon, true)).unwrap();
+        let mut last = 0;
+        for end in [DialEnd::Unanswered, DialEnd::Refused, DialEnd::Failed] {
+            assert!(matches!(
+                m.retry(t.clone(), g, says)[..],
+                [Action::Dial { .. }]
+            ));
+            let (failures, next) = dial_later_of(&m.dial_ended(&t, end, says)).expect("kept");
+            assert!(failures > last, "backing off");
+            (last, g) = (failures, next);
+        }
+        assert!(matches!(
+            m.retry(t.clone(), g, says)[..],
+            [Action::Dial { .. }]
+        ));
+        m.dial_ended(&t, DialEnd::Linked(member.clone(), at), says);
+        assert_eq!(opened(&m.handshaken(3, member.clone(), 5)), vec![3]);
+        assert!(m.all_linked());
+
+        // Broken again, and no linked peer names it any more: forgotten
+        // at its next redial.
+        let (_, g) = dial_later_of(&m.closed(3, Redial::Soon, true)).unwrap();
+        assert!(m.retry(t.clone(), g, no_one).is_empty());
+        assert_eq!(m.peer_count(), 0);
+    }
+
+    /// A failed dial of a hinted member charges only the tellers whose
+    /// address it tried: an honest hint that arrives while a lie is being
+    /// dialed is dialed next, and its teller is not charged, however many
+    /// times a liar gets in first.
+    #[test]
+    fn a_failed_hinted_dial_charges_only_the_tellers_it_tried() {
+        let (liar, honest) = (id("05"), id("06"));
+        let (lie, truth) = (hint("10.99.0.66:9"), hint("10.99.0.2:4000"));
+        let mut m = Mesh::new(id("01"));
+        m.handshaken(1, liar.clone(), 5);
+        m.handshaken(2, honest.clone(), 5);
+        for i in 0..hints::MAX_FAILED {
+            let member = id(&format!("{:x}", 0x100 + i));
+            let t = Target::Peer(member.clone());
+            let says = |p: &NodeId, m: &NodeId| p == &honest && m == &member;
+            match &m.hinted(&liar, hint(VIA), vec![(member.clone(), lie)])[..] {
+                [Action::Dial { addrs, .. }] => assert_eq!(addrs, &vec![lie]),
+                other => panic!("{other:?}"),
+            }
+            assert!(m
+                .hinted(&honest, hint(VIA), vec![(member.clone(), truth)])
+                .is_empty());
+            let (_, g) = dial_later_of(&m.dial_ended(&t, DialEnd::Unanswered, says)).unwrap();
+            match &m.retry(t.clone(), g, says)[..] {
+                [Action::Dial { addrs, .. }] => assert!(addrs.contains(&truth)),
+                other => panic!("{other:?}"),
+            }
+            m.dial_ended(&t, DialEnd::Linked(member.clone(), truth), says);
+        }
+        assert!(m.hints.spent(&liar));
+        assert!(!m.hints.spent(&honest), "never tried, never charged");
     }
 }

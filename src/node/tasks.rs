@@ -22,9 +22,6 @@ use crate::node::mesh::{DialEnd, Heard, Target};
 use crate::node::running::{Command, Node};
 use crate::stats::Failure;
 
-/// Most addresses of one peer tried in one dial.
-const MAX_ADDRS: usize = 4;
-
 /// Starts accepting on `listener` until the node closes.
 pub(crate) fn spawn_accept(node: Arc<Node>, listener: TcpListener) {
     tokio::spawn(accept_loop(node, listener));
@@ -102,9 +99,10 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
 /// How long a node queries mDNS after it starts, at least, however soon
 /// it links: the daemon's first two queries (at about 0.1 and 1.1 s).
 const QUERY_FIRST: Duration = Duration::from_millis(1500);
-/// How long it queries again when asked to ([`Browse::Query`]): three
-/// queries (at about 0.1, 1.1 and 3.1 s).
-const QUERY_AGAIN: Duration = Duration::from_millis(3500);
+/// The first wait before a switch of the browse that failed is tried
+/// again; it doubles, up to [`SWITCH_RETRY_MAX`].
+const SWITCH_RETRY: Duration = Duration::from_millis(100);
+const SWITCH_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Hands resolved records to the actor, each with whether it was heard
 /// before this node's own announcement went out ([`Heard`]). The daemon
@@ -112,9 +110,11 @@ const QUERY_AGAIN: Duration = Duration::from_millis(3500);
 /// others; and the loop starts once the announcement is out, so whatever
 /// comes after the queue was first seen empty is later too.
 ///
-/// It browses as the actor steers it ([`Browse`]): with queries at first,
+/// It browses as the actor last asked ([`Browse`]): with queries at first,
 /// from the cache once told to (not before [`QUERY_FIRST`]), with queries
-/// again for [`QUERY_AGAIN`] when told to.
+/// again at once when told to. A switch the daemon refuses is tried again
+/// after a backoff. The browse a switch replaces is read until the daemon
+/// lets go of it, so no event sent to it is lost.
 async fn browse_loop(
     node: Arc<Node>,
     mut browse: mdns_sd::Receiver<mdns_sd::ServiceEvent>,
@@ -123,16 +123,31 @@ async fn browse_loop(
 ) {
     let mut heard = Heard::BeforeOurs;
     let mut mode = Browse::Query;
-    // Asked to browse the cache (the node is linked); done once `until`.
-    let mut quiet = false;
-    let mut until = tokio::time::Instant::now() + QUERY_FIRST;
+    let mut wanted = Browse::Query;
+    // The browse the last switch replaced, until the daemon drops it.
+    let mut old: Option<mdns_sd::Receiver<mdns_sd::ServiceEvent>> = None;
+    let first = tokio::time::Instant::now() + QUERY_FIRST;
+    // When a refused switch may be tried again, and the next wait.
+    let mut not_before = tokio::time::Instant::now();
+    let mut retry = SWITCH_RETRY;
     loop {
         if browse.is_empty() {
             heard = Heard::AfterOurs;
         }
-        let due = quiet && mode == Browse::Query;
-        let switch = tokio::select! {
+        let due = match wanted {
+            _ if wanted == mode => None,
+            Browse::Cache => Some(not_before.max(first)),
+            Browse::Query => Some(not_before),
+        };
+        tokio::select! {
             _ = node.cancel().cancelled() => return,
+            e = async { old.as_ref().expect("checked").recv_async().await }, if old.is_some() => {
+                match e {
+                    Ok(e) => on_browse_event(&node, e, &mut heard),
+                    Err(_) => old = None,
+                }
+                continue;
+            }
             e = browse.recv_async() => match e {
                 Ok(e) => {
                     on_browse_event(&node, e, &mut heard);
@@ -140,30 +155,30 @@ async fn browse_loop(
                 }
                 Err(_) => return,
             },
-            Some(asked) = steer.recv() => match asked {
-                Browse::Cache => {
-                    quiet = true;
-                    continue;
-                }
-                Browse::Query if mode == Browse::Cache => {
-                    until = tokio::time::Instant::now() + QUERY_AGAIN;
-                    Browse::Query
-                }
-                Browse::Query => continue,
-            },
-            _ = tokio::time::sleep_until(until), if due => Browse::Cache,
-        };
-        match browser.browse(switch) {
-            Ok(next) => {
-                // What the old browse still holds is read before it goes.
-                while let Ok(e) = browse.try_recv() {
-                    on_browse_event(&node, e, &mut heard);
-                }
-                tracing::debug!(?switch, "mDNS browse switched");
-                browse = next;
-                mode = switch;
+            Some(asked) = steer.recv() => {
+                wanted = asked;
+                continue;
             }
-            Err(e) => tracing::warn!("{e}"),
+            _ = tokio::time::sleep_until(due.unwrap_or(first)), if due.is_some() => {}
+        }
+        match browser.browse(wanted) {
+            Ok(next) => {
+                tracing::debug!(?wanted, "mDNS browse switched");
+                // One switch's old browse at a time: an older one is read
+                // out first (the daemon let go of it a switch ago).
+                if let Some(older) = old.replace(std::mem::replace(&mut browse, next)) {
+                    while let Ok(e) = older.try_recv() {
+                        on_browse_event(&node, e, &mut heard);
+                    }
+                }
+                mode = wanted;
+                retry = SWITCH_RETRY;
+            }
+            Err(e) => {
+                tracing::warn!("{e}; trying again in {retry:?}");
+                not_before = tokio::time::Instant::now() + retry;
+                retry = (retry * 2).min(SWITCH_RETRY_MAX);
+            }
         }
     }
 }
@@ -246,7 +261,7 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
     let mut answered = false;
     // A record may list many addresses; a few are plenty, and bound how
     // long one dial can take.
-    for &addr in addrs.iter().take(MAX_ADDRS) {
+    for &addr in &addrs {
         // Counted so that this node's own starvation does not fail it.
         let connected = tokio::select! {
             _ = node.cancel().cancelled() => return,
