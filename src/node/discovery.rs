@@ -115,8 +115,8 @@ pub(crate) struct Discovery {
 /// linked to every peer it knows learns from the lists of links of its
 /// peers where the members they link to listen, and needs the queries no
 /// more: it browses the daemon's cache, which still hears every
-/// announcement and goodbye, and queries again only when a member a peer
-/// named could not be reached that way.
+/// announcement and goodbye, and queries again whenever it is not (the
+/// mesh decides: see [`Mesh::browse`](crate::node::mesh::Mesh::browse)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Browse {
     /// Queries on the daemon's schedule.

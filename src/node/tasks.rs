@@ -96,9 +96,14 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
-/// How long a node queries mDNS after it starts, at least, however soon
-/// it links: the daemon's first two queries (at about 0.1 and 1.1 s).
+/// How long a node queries mDNS after it starts, or starts querying
+/// again, at least, however soon it links: the daemon's first two queries
+/// (at about 0.1 and 1.1 s).
 const QUERY_FIRST: Duration = Duration::from_millis(1500);
+/// How long the actor must want queries before the browse goes back to
+/// them: a member named by a peer is most often linked within this, and
+/// every new browse costs the daemon a round of resolve queries.
+const QUERY_AFTER: Duration = Duration::from_millis(500);
 /// The first wait before a switch of the browse that failed is tried
 /// again; it doubles, up to [`SWITCH_RETRY_MAX`].
 const SWITCH_RETRY: Duration = Duration::from_millis(100);
@@ -111,8 +116,9 @@ const SWITCH_RETRY_MAX: Duration = Duration::from_secs(5);
 /// comes after the queue was first seen empty is later too.
 ///
 /// It browses as the actor last asked ([`Browse`]): with queries at first,
-/// from the cache once told to (not before [`QUERY_FIRST`]), with queries
-/// again at once when told to. A switch the daemon refuses is tried again
+/// from the cache once told to (not before [`QUERY_FIRST`] of queries),
+/// with queries again when told to (after [`QUERY_AFTER`], if the actor
+/// still wants them). A switch the daemon refuses is tried again
 /// after a backoff. The browse a switch replaces is read until the daemon
 /// lets go of it, so no event sent to it is lost.
 async fn browse_loop(
@@ -126,7 +132,9 @@ async fn browse_loop(
     let mut wanted = Browse::Query;
     // The browse the last switch replaced, until the daemon drops it.
     let mut old: Option<mdns_sd::Receiver<mdns_sd::ServiceEvent>> = None;
-    let first = tokio::time::Instant::now() + QUERY_FIRST;
+    // The cache not before `first`; queries not before `asked`.
+    let mut first = tokio::time::Instant::now() + QUERY_FIRST;
+    let mut asked = tokio::time::Instant::now();
     // When a refused switch may be tried again, and the next wait.
     let mut not_before = tokio::time::Instant::now();
     let mut retry = SWITCH_RETRY;
@@ -137,7 +145,7 @@ async fn browse_loop(
         let due = match wanted {
             _ if wanted == mode => None,
             Browse::Cache => Some(not_before.max(first)),
-            Browse::Query => Some(not_before),
+            Browse::Query => Some(not_before.max(asked + QUERY_AFTER)),
         };
         tokio::select! {
             _ = node.cancel().cancelled() => return,
@@ -155,8 +163,11 @@ async fn browse_loop(
                 }
                 Err(_) => return,
             },
-            Some(asked) = steer.recv() => {
-                wanted = asked;
+            Some(next) = steer.recv() => {
+                if next != wanted {
+                    asked = tokio::time::Instant::now();
+                }
+                wanted = next;
                 continue;
             }
             _ = tokio::time::sleep_until(due.unwrap_or(first)), if due.is_some() => {}
@@ -173,6 +184,9 @@ async fn browse_loop(
                 }
                 mode = wanted;
                 retry = SWITCH_RETRY;
+                if mode == Browse::Query {
+                    first = tokio::time::Instant::now() + QUERY_FIRST;
+                }
             }
             Err(e) => {
                 tracing::warn!("{e}; trying again in {retry:?}");
