@@ -212,6 +212,14 @@ impl Queued {
         used.saturating_add(weight) <= self.max.load(Ordering::Relaxed)
     }
 
+    /// True if the node has used three quarters of its cap or more: what
+    /// its queues keep for later (spare buffers) then goes, so that the
+    /// cap is left to what is queued.
+    pub(crate) fn short(&self) -> bool {
+        let max = self.max.load(Ordering::Relaxed);
+        self.room() < max / 4
+    }
+
     /// Bytes the node may still take before it reaches its cap.
     pub(crate) fn room(&self) -> usize {
         let used = self.used.load(Ordering::Relaxed);

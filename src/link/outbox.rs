@@ -123,10 +123,12 @@ const TAIL_ROOM: usize = WRITE_QUEUED + ZERO_COPY + LEN_BYTES + 1;
 /// node's cap on queued bytes
 /// ([`Settings::max_queued_bytes`](crate::Settings::max_queued_bytes)) as
 /// queued bytes do. A buffer is kept only while the node has room for it
-/// under the cap; a sender that finds the node at its cap lets its link's
-/// spares go before it waits for room; and the node's ticker lets them go
-/// at the first tick that finds nothing handed to the queue since the tick
-/// before (see [`crate::link::watchdog`]).
+/// under the cap; a sender that finds only the node's cap in its way lets
+/// its link's spares go before it waits for room; and the node's ticker
+/// lets them go at the first tick that finds nothing handed to the queue
+/// since the tick before, or that finds the node with under a quarter of
+/// its cap left (see [`crate::link::watchdog`]), so that busy links'
+/// spares do not keep the cap from other links' frames.
 const SPARE: usize = 16;
 
 /// Whether a sender may write a frame at once (see the module docs): taken

@@ -268,6 +268,18 @@ impl<S: Store> Sender<S> {
         s.recharge();
     }
 
+    /// Lets the store free what it keeps for the next items (see
+    /// [`Store::release`]) if the node is short of room (see
+    /// [`Queued::short`]): a busy queue's spares would otherwise hold the
+    /// node's cap while other queues wait for room.
+    pub(crate) fn release_if_short(&self) {
+        let mut s = self.inner.lock();
+        if s.store.kept() > 0 && s.node.as_ref().is_some_and(|n| n.short()) {
+            s.store.release();
+            s.recharge();
+        }
+    }
+
     /// Queues `item` if there is room.
     pub(crate) fn try_send(&self, item: S::Item) -> Result<(), TrySendError<S::Item>> {
         self.try_put(item, put).map(drop)

@@ -347,6 +347,12 @@ impl Watch {
             c.sent_seen = sent;
             c.quiet = 0;
             c.beat_was_last = false;
+            drop(c);
+            if spares {
+                // A link that keeps sending is never quiet at a tick: its
+                // spares go when the node needs their room.
+                self.out.release_if_short();
+            }
             return queued;
         }
         c.quiet = c.quiet.saturating_add(1);
@@ -613,6 +619,50 @@ mod tests {
         assert!(kept() > 0);
         tick();
         assert_eq!(kept(), 0, "kept past a quiet tick");
+    }
+
+    /// A link that sends something at every tick is never quiet: its
+    /// spares stay while the node has room, and go at the first tick
+    /// that finds the node short of it.
+    #[tokio::test]
+    async fn a_busy_links_spares_go_when_the_node_is_short_of_room() {
+        let (conn, _in_tx, _out_rx) = handles();
+        let node = Arc::new(crate::stats::Queued::default());
+        node.set_max(64 << 20);
+        let (out, mut out_rx) = crate::link::queue::within::<crate::link::outbox::Outbox>(
+            10_000,
+            usize::MAX,
+            Some(node.clone()),
+        );
+        let ticker = Ticker::new(ms(3000), ms(1000));
+        let w = ticker.watch(Arc::default(), conn.link().clone(), out.clone());
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut segs = VecDeque::new();
+        let kept = || out.inspect(|o, _, _| o.kept());
+        let frame = || Frame::data(Bytes::from(vec![1u8; 1000]));
+        for _ in 0..3 * crate::link::batch::BATCH_BYTES.div_ceil(1000 + 5) {
+            out.try_send(frame()).unwrap();
+        }
+        assert!(out_rx.poll_take_all(&mut cx, &mut segs).is_ready());
+        let mut written: Vec<Bytes> = segs.drain(..).collect();
+        out_rx.with_room(|o, room| o.recycle(&mut written, room));
+        assert!(kept() > 0);
+        // Something sent, taken and written before every tick (so no
+        // sender waits for room, which would let the spares go too).
+        let mut busy_tick = || {
+            out.try_send(frame()).unwrap();
+            assert!(out_rx.poll_take_all(&mut cx, &mut segs).is_ready());
+            let mut written: Vec<Bytes> = segs.drain(..).collect();
+            out_rx.with_room(|o, room| o.recycle(&mut written, room));
+            w.visit(Duration::ZERO, 6, 4, false);
+        };
+        busy_tick();
+        busy_tick();
+        assert!(kept() > 0, "the node has room: kept");
+        // Other queues of the node take most of its cap.
+        node.recharge(0, 60 << 20);
+        busy_tick();
+        assert_eq!(kept(), 0, "the node is short of room: let go");
     }
 
     /// With a 1 s interval and a 3 s timeout the ticker ticks every 250 ms:

@@ -180,9 +180,10 @@ impl Settings {
     /// The spare buffers a busy link's send queue keeps to encode its next
     /// frames into (at most 16 of up to 160 KiB each) count against the
     /// cap too: a link keeps one only while the node has room for it, lets
-    /// them go before a sender of its waits for room, and lets them go once
-    /// nothing was sent on it for a quarter of the heartbeat interval (or
-    /// of the timeout, if shorter).
+    /// them go before a sender of its waits for room that only the node's
+    /// cap denies, once nothing was sent on it for a quarter of the
+    /// heartbeat interval (or of the timeout, if shorter), and at any tick
+    /// of the node's timer that finds under a quarter of the cap left.
     /// Default [`DEFAULT_MAX_QUEUED_BYTES`] (32 MiB).
     ///
     /// ```
