@@ -266,8 +266,9 @@ async fn read_frames(
         link: r.link,
         out: r.out_tx,
     };
-    // Bytes of envelopes acted on since this task last let others run.
-    let mut acted = 0;
+    // Envelopes, and their bytes, acted on since this task last let
+    // others run.
+    let (mut acted, mut acted_bytes) = (0, 0);
     loop {
         let turn = poll_fn(|cx| intake.poll_task(cx, ends, in_tx));
         let step = if intake.awaiting_verdict() {
@@ -295,13 +296,14 @@ async fn read_frames(
                 r.progress.watch.delivering.store(false, Ordering::Relaxed);
             }
             Step::Effect(Effect::Message(payload)) => {
-                acted += payload.len();
+                acted += 1;
+                acted_bytes += payload.len();
                 let inbound = &r.links.inbound;
                 if let Err(reason) = inbound.message(&r.link.peer, payload, r.out_tx) {
                     return CloseReason::Protocol(format!("bad message: {reason}"));
                 }
-                if acted >= ACT_BYTES {
-                    acted = 0;
+                if acted >= ACT_ENVELOPES || acted_bytes >= ACT_BYTES {
+                    (acted, acted_bytes) = (0, 0);
                     tokio::task::yield_now().await;
                 }
             }
@@ -325,8 +327,8 @@ async fn read_frames(
     }
 }
 
-/// Bytes of envelopes a link's task acts on before it lets the other tasks
-/// of its thread run, and its own writer. Acting on an envelope is work
+/// Envelopes, or bytes of them, that a link's task acts on before it lets
+/// the other tasks of its thread run, and its own writer. Acting on an envelope is work
 /// done right here (a signature checked, a subscription's topics counted,
 /// a flood relayed), and tokio's budget counts reads of the socket, not
 /// bytes: a peer that keeps sending large envelopes would otherwise keep
@@ -336,7 +338,10 @@ async fn read_frames(
 /// on this thread (another link's, in the slot tokio runs next and no
 /// other thread takes from) waits too, so that link's peer hears nothing
 /// and times it out: a starved machine stretches such a poll to seconds.
-/// As much as a delivery batch of user messages.
+/// As many as a delivery batch of user messages holds at most (64
+/// messages or 64 KiB).
+const ACT_ENVELOPES: usize = 64;
+/// See [`ACT_ENVELOPES`].
 const ACT_BYTES: usize = 64 * 1024;
 
 /// The read path ends the link. A conflict there is the peer saying a newer
