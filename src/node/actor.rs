@@ -91,7 +91,13 @@ pub(crate) async fn actor(
                 mesh.discovered(peer, addrs, heard)
             }
             Command::Lost { peer } => mesh.lost(&peer),
-            Command::Hinted(Hints { from, via, members }) => mesh.hinted(&from, via, members),
+            Command::Hinted => {
+                let mut actions = Vec::new();
+                for Hints { from, via, members } in node.take_hints() {
+                    actions.extend(mesh.hinted(&from, via, members));
+                }
+                actions
+            }
             Command::DialEnded { target, end } => {
                 mesh.dial_ended(&target, end, |p, m| node.messaging.says_linked(p, m))
             }

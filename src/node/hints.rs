@@ -17,13 +17,17 @@
 //! - at most [`MAX_TELLERS`] peers are tracked;
 //! - an address no member can listen at is no hint at all, and a
 //!   loopback address from a peer on another host means that peer's host
-//!   ([`dialable`]).
+//!   ([`dialable`]);
+//! - hints wait for the actor in [`Unhandled`], at most one set per peer
+//!   and none past what its latest list names: a peer that sends lists
+//!   faster than the actor takes them grows no queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::id::NodeId;
 use crate::limits::MAX_PEERS;
+use crate::messaging::relay::Hints;
 
 /// Most members one peer's hints have in dialing at once: half the dial
 /// slots a node has, so that one peer's hints never hold all of them.
@@ -102,6 +106,66 @@ impl Tellers {
     }
 }
 
+/// Hints that peers' lists of links gave and the node's actor has not
+/// taken yet: one [`Hints`] per teller, which a teller's next hints join
+/// (its list replaces its last, so what waits stays what its latest list
+/// names), at most [`MAX_PEERS`] members each, of at most [`MAX_TELLERS`]
+/// tellers. The actor is told that hints wait only when none did
+/// ([`offer`](Self::offer)), and takes them all at once
+/// ([`take`](Self::take)): however fast peers send lists, its command
+/// channel holds at most one command for them.
+#[derive(Debug, Default)]
+pub(crate) struct Unhandled {
+    by_teller: HashMap<NodeId, Hints>,
+}
+
+impl Unhandled {
+    /// Adds `hints` to what waits of their teller: the members that waited
+    /// and that the teller's list still names (`names(teller, member)`)
+    /// stay, after the new ones, up to [`MAX_PEERS`]; the new `via`
+    /// replaces the old. Dropped with [`MAX_TELLERS`] other tellers
+    /// waiting. True if nothing waited before: the actor is to be told.
+    pub(crate) fn offer(&mut self, hints: Hints, names: impl Fn(&NodeId, &NodeId) -> bool) -> bool {
+        let first = self.by_teller.is_empty();
+        let full = self.by_teller.len() >= MAX_TELLERS;
+        match self.by_teller.get_mut(&hints.from) {
+            Some(waiting) => {
+                let Hints {
+                    via, mut members, ..
+                } = hints;
+                members.truncate(MAX_PEERS);
+                let new: HashSet<&NodeId> = members.iter().map(|(m, _)| m).collect();
+                let kept: Vec<(NodeId, SocketAddr)> = std::mem::take(&mut waiting.members)
+                    .into_iter()
+                    .filter(|(m, _)| !new.contains(m) && names(&waiting.from, m))
+                    .take(MAX_PEERS - members.len())
+                    .collect();
+                members.extend(kept);
+                waiting.via = via;
+                waiting.members = members;
+            }
+            None if full => {}
+            None => {
+                let mut hints = hints;
+                hints.members.truncate(MAX_PEERS);
+                self.by_teller.insert(hints.from.clone(), hints);
+            }
+        }
+        first && !self.by_teller.is_empty()
+    }
+
+    /// Everything that waits, leaving nothing.
+    pub(crate) fn take(&mut self) -> Vec<Hints> {
+        self.by_teller.drain().map(|(_, h)| h).collect()
+    }
+
+    /// Members waiting, of every teller.
+    #[cfg(test)]
+    fn members(&self) -> usize {
+        self.by_teller.values().map(|h| h.members.len()).sum()
+    }
+}
+
 /// Where to dial a member that a peer on a link from `via` says listens
 /// at `at`: there, or on the peer's own host for a loopback address from a
 /// peer on another host (the member shares the teller's loopback); `None`
@@ -146,6 +210,85 @@ mod tests {
         // One settles: room for one more.
         h.settled(&t, &members[0], false);
         assert!(h.take(&t, &members[MAX_PENDING], |_| true));
+    }
+
+    /// A list of `n` made-up members from `teller`, numbered from `first`.
+    fn list(teller: &NodeId, first: usize, n: usize) -> Hints {
+        Hints {
+            from: teller.clone(),
+            via: "10.99.0.9:4000".parse().unwrap(),
+            members: (first..first + n)
+                .map(|i| {
+                    (
+                        id(&format!("{:x}", 0x10000 + i)),
+                        "10.99.0.66:9".parse().unwrap(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// A peer that sends lists of made-up members faster than the actor
+    /// takes them: the actor is told once, and what waits is what the
+    /// peer's latest list names, at most a list's worth even if every
+    /// member stayed named; another peer's hints wait beside them.
+    #[test]
+    fn unhandled_hints_are_bounded_however_fast_lists_come() {
+        let mut u = Unhandled::default();
+        let (liar, honest) = (id("0a"), id("0b"));
+        assert!(
+            u.offer(list(&liar, 0, MAX_PEERS), |_, _| false),
+            "tell the actor"
+        );
+        for n in 1..1000 {
+            let latest = list(&liar, n * MAX_PEERS, MAX_PEERS);
+            let named: HashSet<NodeId> = latest.members.iter().map(|(m, _)| m.clone()).collect();
+            assert!(!u.offer(latest, |_, m| named.contains(m)), "told already");
+            assert_eq!(u.members(), MAX_PEERS, "only the latest list waits");
+        }
+        // A peer whose lists all still name every member: the cap holds.
+        for n in 0..10 {
+            assert!(!u.offer(list(&liar, n * 7, MAX_PEERS / 2), |_, _| true));
+            assert!(u.members() <= MAX_PEERS, "{}", u.members());
+        }
+        // A list longer than a list may be is cut to one.
+        u.offer(list(&honest, 0, MAX_PEERS + 5), |_, _| true);
+        assert_eq!(u.members(), 2 * MAX_PEERS);
+        // The actor takes it all; the next hints tell it again.
+        let taken = u.take();
+        assert_eq!(taken.len(), 2);
+        assert_eq!(u.members(), 0);
+        let first = list(&honest, 0, 1);
+        assert!(u.offer(first.clone(), |_, _| false));
+        assert_eq!(u.take(), vec![first]);
+    }
+
+    /// A teller's hints that wait join its next ones: the members its list
+    /// still names stay (the next list does not repeat them as news), the
+    /// others go, and the newest address of the link is kept.
+    #[test]
+    fn a_tellers_next_hints_join_those_waiting() {
+        let mut u = Unhandled::default();
+        let t = id("0a");
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let h = |via: &str, members: &[(&str, &str)]| Hints {
+            from: t.clone(),
+            via: at(via),
+            members: members.iter().map(|(m, a)| (id(m), at(a))).collect(),
+        };
+        u.offer(
+            h("10.0.0.1:1", &[("0b", "10.0.0.2:1"), ("0c", "10.0.0.3:1")]),
+            |_, _| true,
+        );
+        let still = id("0b");
+        u.offer(h("10.0.0.1:2", &[("0d", "10.0.0.4:1")]), |_, m| *m == still);
+        assert_eq!(
+            u.take(),
+            vec![h(
+                "10.0.0.1:2",
+                &[("0d", "10.0.0.4:1"), ("0b", "10.0.0.2:1")]
+            )]
+        );
     }
 
     #[test]

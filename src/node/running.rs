@@ -16,6 +16,7 @@ use crate::messaging::Messaging;
 use crate::node::caps::Caps;
 use crate::node::events::Hub;
 use crate::node::gate::{Gate, Known};
+use crate::node::hints::Unhandled;
 use crate::node::members::Members;
 use crate::node::mesh::{DialEnd, Heard, Settle, Target};
 use crate::node::settings::Settings;
@@ -42,9 +43,10 @@ pub(crate) enum Command {
         target: Target,
         end: DialEnd,
     },
-    /// A peer's list of links named members this node is not linked to,
-    /// with where they listen.
-    Hinted(Hints),
+    /// Peers' lists of links named members this node is not linked to,
+    /// with where they listen: take them from the node (see
+    /// [`Node::take_hints`]).
+    Hinted,
     /// A scheduled redial is due.
     Retry {
         target: Target,
@@ -97,6 +99,9 @@ pub(crate) struct Node {
     /// The listen addresses when they are specific ones: dials go out from
     /// them too, so a node bound to one interface stays on it.
     pub(crate) dial_from: Vec<IpAddr>,
+    /// Hints waiting for the actor, beside its commands so that they are
+    /// bounded whatever peers send.
+    hints: Mutex<Unhandled>,
     cmd: mpsc::UnboundedSender<Command>,
     pub(crate) hub: Arc<Hub>,
 }
@@ -128,6 +133,7 @@ impl Node {
             messaging,
             members,
             dial_from,
+            hints: Mutex::default(),
             cmd,
             hub,
         };
@@ -157,6 +163,21 @@ impl Node {
     /// Sends the actor a command; false if the actor has stopped.
     pub(crate) fn send(&self, cmd: Command) -> bool {
         self.cmd.send(cmd).is_ok()
+    }
+
+    /// A peer's list of links gave `hints`: they wait for the actor with
+    /// those of the same peer not taken yet (see [`Unhandled`]), and the
+    /// actor is told when no hints waited.
+    pub(crate) fn hinted(&self, hints: Hints) {
+        let tell = lock(&self.hints).offer(hints, |t, m| self.messaging.says_linked(t, m));
+        if tell {
+            self.send(Command::Hinted);
+        }
+    }
+
+    /// The hints waiting for the actor, leaving none.
+    pub(crate) fn take_hints(&self) -> Vec<Hints> {
+        lock(&self.hints).take()
     }
 
     /// The node's figures now.

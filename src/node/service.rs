@@ -391,7 +391,7 @@ impl Service {
             let hints_to = Arc::downgrade(&node);
             state.messaging.hints_to(Arc::new(move |hints| {
                 if let Some(node) = hints_to.upgrade() {
-                    node.send(Command::Hinted(hints));
+                    node.hinted(hints);
                 }
             }));
         }
