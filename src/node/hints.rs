@@ -16,7 +16,8 @@
 //!   [`Mesh::dial_ended`](crate::node::mesh::Mesh::dial_ended));
 //! - at most [`MAX_TELLERS`] peers are tracked;
 //! - an address no member can listen at is no hint at all, and a
-//!   loopback address from a peer on another host means that peer's host
+//!   loopback address from a peer on another host means that peer's host,
+//!   and an IPv6 link-local one the link this node reaches that peer by
 //!   ([`dialable`]);
 //! - hints wait for the actor in [`Unhandled`], at most one set per peer
 //!   and none past what its latest list names: a peer that sends lists
@@ -168,19 +169,34 @@ impl Unhandled {
 
 /// Where to dial a member that a peer on a link from `via` says listens
 /// at `at`: there, or on the peer's own host for a loopback address from a
-/// peer on another host (the member shares the teller's loopback); `None`
-/// for an address no member listens at (port 0, unspecified, multicast,
-/// broadcast).
-pub(crate) fn dialable(at: SocketAddr, via: IpAddr) -> Option<SocketAddr> {
+/// peer on another host (the member shares the teller's loopback); an IPv6
+/// link-local address through the interface this node reaches the teller
+/// by (the scope of `via`: the teller's own scope means nothing here);
+/// `None` for an address no member listens at (port 0, unspecified,
+/// multicast, broadcast), or a link-local one from a teller whose address
+/// has no scope (reached over IPv4 or a routed address, this node cannot
+/// tell which link the member is on).
+pub(crate) fn dialable(at: SocketAddr, via: SocketAddr) -> Option<SocketAddr> {
     let ip = at.ip();
     let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
     if at.port() == 0 || ip.is_unspecified() || ip.is_multicast() || broadcast {
         return None;
     }
-    if ip.is_loopback() && !via.is_loopback() {
-        return Some(SocketAddr::new(via, at.port()));
+    if ip.is_loopback() && !via.ip().is_loopback() {
+        let mut on_host = via;
+        on_host.set_port(at.port());
+        return Some(on_host);
     }
-    Some(at)
+    match at {
+        SocketAddr::V6(mut at) if at.ip().is_unicast_link_local() => match via {
+            SocketAddr::V6(via) if via.scope_id() != 0 => {
+                at.set_scope_id(via.scope_id());
+                Some(at.into())
+            }
+            _ => None,
+        },
+        at => Some(at),
+    }
 }
 
 #[cfg(test)]
@@ -313,9 +329,9 @@ mod tests {
 
     #[test]
     fn hints_are_dialed_where_the_member_can_listen() {
-        let lan: IpAddr = "10.99.0.3".parse().unwrap();
-        let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let lan = a("10.99.0.3:50000");
+        let lo = a("127.0.0.1:50000");
         let at = |s: &str, via| dialable(a(s), via);
         assert_eq!(at("10.99.0.2:4000", lan), Some(a("10.99.0.2:4000")));
         assert_eq!(at("127.0.0.1:4000", lo), Some(a("127.0.0.1:4000")));
@@ -334,5 +350,40 @@ mod tests {
         ] {
             assert_eq!(at(bogus, lan), None, "{bogus}");
         }
+    }
+
+    /// An IPv6 link-local hint is dialed through the interface the teller
+    /// is reached by: its link's scope replaces whatever scope the teller
+    /// wrote; from a teller whose address has no scope it is no hint. A
+    /// loopback hint from a link-local teller keeps the teller's scope.
+    #[test]
+    fn a_link_local_hint_takes_the_scope_of_the_tellers_link() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let on_link = a("[fe80::3%7]:50000");
+        assert_eq!(
+            dialable(a("[fe80::2]:4000"), on_link),
+            Some(a("[fe80::2%7]:4000"))
+        );
+        assert_eq!(
+            dialable(a("[fe80::2%3]:4000"), on_link),
+            Some(a("[fe80::2%7]:4000")),
+            "the teller's scope is its own"
+        );
+        assert_eq!(
+            dialable(a("[::1]:4000"), on_link),
+            Some(a("[fe80::3%7]:4000"))
+        );
+        for scopeless in ["10.99.0.3:50000", "[fd00::3]:50000", "[fe80::3]:50000"] {
+            assert_eq!(
+                dialable(a("[fe80::2%3]:4000"), a(scopeless)),
+                None,
+                "from {scopeless}"
+            );
+        }
+        // Other IPv6 addresses are dialed as told.
+        assert_eq!(
+            dialable(a("[fd00::2]:4000"), on_link),
+            Some(a("[fd00::2]:4000"))
+        );
     }
 }

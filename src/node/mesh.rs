@@ -645,7 +645,7 @@ impl Mesh {
             {
                 continue;
             }
-            let Some(at) = hints::dialable(at, via.ip()) else {
+            let Some(at) = hints::dialable(at, via) else {
                 continue;
             };
             match self.peers.get_mut(&member) {
