@@ -138,6 +138,29 @@ pub enum Error {
         source: Arc<io::Error>,
     },
 
+    /// Nothing answered where peers said a member listens: a dial of a
+    /// member known only from peers' lists of links (hints), to the
+    /// addresses they gave, was refused or got no answer in time. The
+    /// member left since, or the peers' word is stale or false. (A node
+    /// that answers there but fails the handshake is an
+    /// [`Error::Handshake`].) A peer's hints stop counting after a few
+    /// such failures, so a lying peer causes a few of these at most.
+    #[error(
+        "cannot dial {member} at {addrs:?}, where {} said it listens: {source}",
+        Tellers(tellers)
+    )]
+    Hint {
+        /// The member dialed.
+        member: NodeId,
+        /// The peers whose hints gave the addresses tried.
+        tellers: Vec<NodeId>,
+        /// The addresses tried.
+        addrs: Vec<SocketAddr>,
+        /// The last failure (`TimedOut` when no answer came in time).
+        #[source]
+        source: Arc<io::Error>,
+    },
+
     /// The opening handshake with a remote address failed: it is not a
     /// tcpnet node, speaks another version, belongs to another cluster, uses
     /// ids of another length, or took too long.
@@ -463,10 +486,12 @@ impl Error {
             // Nothing listens there: the node has gone (and its record is
             // being verified away). Anything else (no route, no answer) is
             // the network's doing.
-            Error::Dial { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused => {
+            Error::Dial { source, .. } | Error::Hint { source, .. }
+                if source.kind() == io::ErrorKind::ConnectionRefused =>
+            {
                 Churn
             }
-            Error::Dial { .. } => Fault,
+            Error::Dial { .. } | Error::Hint { .. } => Fault,
             Error::BadRecord { .. }
             | Error::Handshake { .. }
             | Error::TooManyPeers { .. }
@@ -617,6 +642,22 @@ impl fmt::Display for DialTarget<'_> {
             Some(peer) => write!(f, "peer {peer}"),
             None => f.write_str("static peer"),
         }
+    }
+}
+
+/// How the peers that gave a hint read in its error.
+struct Tellers<'a>(&'a [NodeId]);
+
+impl fmt::Display for Tellers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.len() == 1 { "peer " } else { "peers " })?;
+        for (i, t) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{t}")?;
+        }
+        Ok(())
     }
 }
 
@@ -835,6 +876,22 @@ mod tests {
         );
         // Silence, an unreachable peer: the network's doing.
         assert_eq!(dial(io::ErrorKind::TimedOut).kind(), ErrorKind::Fault);
+        // Where peers said a member listens, alike.
+        let hint = |kind| Error::Hint {
+            member: peer.clone(),
+            tellers: vec![NodeId::parse("0b").unwrap()],
+            addrs: vec![remote],
+            source: io(kind),
+        };
+        assert_eq!(
+            hint(io::ErrorKind::ConnectionRefused).kind(),
+            ErrorKind::Churn
+        );
+        assert_eq!(hint(io::ErrorKind::TimedOut).kind(), ErrorKind::Fault);
+        assert_eq!(
+            hint(io::ErrorKind::TimedOut).to_string(),
+            "cannot dial 0a at [10.99.0.2:7], where peer 0b said it listens: test"
+        );
         assert_eq!(
             link(CloseReason::Timeout(Duration::from_secs(3))).kind(),
             ErrorKind::Fault

@@ -52,6 +52,9 @@ pub struct Stats {
     /// Flooded messages that arrived again by another path and were
     /// dropped as copies.
     pub deduplicated: u64,
+    /// Dials to where peers said a member listens that nothing answered
+    /// ([`Error::Hint`](crate::Error::Hint)).
+    pub unanswered_hints: u64,
     /// Links closed because their peer took nothing of what this node had
     /// to send it for the heartbeat timeout
     /// ([`CloseReason::Stalled`](crate::CloseReason::Stalled)).
@@ -258,6 +261,7 @@ pub(crate) struct Counters {
     relay_dropped: AtomicU64,
     deduplicated: AtomicU64,
     stalled_links: AtomicU64,
+    unanswered_hints: AtomicU64,
     missed_errors: AtomicU64,
 }
 
@@ -305,6 +309,10 @@ impl Counters {
         add(&self.stalled_links, 1);
     }
 
+    pub(crate) fn unanswered_hint(&self) {
+        add(&self.unanswered_hints, 1);
+    }
+
     pub(crate) fn missed_errors(&self, n: u64) {
         add(&self.missed_errors, n);
     }
@@ -337,6 +345,7 @@ impl Counters {
             relay_dropped: get(&self.relay_dropped),
             deduplicated: get(&self.deduplicated),
             stalled_links: get(&self.stalled_links),
+            unanswered_hints: get(&self.unanswered_hints),
             missed_errors: get(&self.missed_errors),
             queued_bytes: self.queued.used(),
         }

@@ -276,10 +276,10 @@ fn apply(
         Action::Dial {
             target,
             addrs,
-            hinted,
+            tellers,
         } => {
-            tracing::debug!(?target, ?addrs, hinted, "dialing");
-            tokio::spawn(tasks::dial(node.clone(), target, addrs, hinted));
+            tracing::debug!(?target, ?addrs, ?tellers, "dialing");
+            tokio::spawn(tasks::dial(node.clone(), target, addrs, tellers));
         }
         Action::DialLater {
             target,

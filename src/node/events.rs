@@ -175,8 +175,10 @@ impl Hub {
             ErrorKind::Churn => tracing::debug!("{e}"),
             kind => tracing::warn!("{kind}: {e}"),
         }
-        if let Error::BadRecord { .. } = e {
-            self.counters.bad_mdns_record();
+        match e {
+            Error::BadRecord { .. } => self.counters.bad_mdns_record(),
+            Error::Hint { .. } => self.counters.unanswered_hint(),
+            _ => {}
         }
         let missed = self.error.emit(&e);
         self.counters.missed_errors(missed);

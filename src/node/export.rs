@@ -35,6 +35,7 @@ fn record(id: &str, s: &Stats) {
         ("tcpnet_relay_dropped_total", s.relay_dropped),
         ("tcpnet_deduplicated_total", s.deduplicated),
         ("tcpnet_stalled_links_total", s.stalled_links),
+        ("tcpnet_unanswered_hints_total", s.unanswered_hints),
         ("tcpnet_missed_errors_total", s.missed_errors),
     ] {
         counter!(name, vec![node.clone()]).absolute(v);

@@ -150,9 +150,11 @@ pub(crate) enum Action {
     Dial {
         target: Target,
         addrs: Vec<SocketAddr>,
-        /// The peer is known only from hints: that nothing answers there
-        /// is no news for the user.
-        hinted: bool,
+        /// For a peer known only from hints, the peers whose hints gave
+        /// the addresses tried (all that gave one, if the dial tries none
+        /// of theirs): that nothing answers there is their word gone stale
+        /// (or a lie), reported naming them. Empty for any other dial.
+        tellers: Vec<NodeId>,
     },
     /// Wait [`backoff`]`(failures)`, jittered, then call [`Mesh::retry`]
     /// with `generation`.
@@ -244,6 +246,10 @@ struct Peer {
     /// while no dial to that address has ended (at most
     /// [`hints::MAX_ADDRS`]).
     tellers: Vec<(NodeId, SocketAddr)>,
+    /// The latest peers whose hints gave `addrs`, each with its address,
+    /// kept after their dials end, to name them when a dial finds nothing
+    /// there (at most [`hints::MAX_ADDRS`]).
+    told: Vec<(NodeId, SocketAddr)>,
     /// The addresses of the dial under way.
     dialed: Vec<SocketAddr>,
 }
@@ -404,17 +410,26 @@ impl Mesh {
     }
 
     fn start_dial(&mut self, target: Target) -> Vec<Action> {
-        let hinted = matches!(&target, Target::Peer(p) if !self.peers[p].advertised);
-        let addrs = match &target {
+        let (addrs, tellers) = match &target {
             Target::Peer(p) => {
                 let peer = self.peers.get_mut(p).expect("target is known");
                 let mut addrs: Vec<SocketAddr> = peer.good.into_iter().collect();
                 addrs.extend(peer.addrs.iter().filter(|a| Some(**a) != peer.good));
                 addrs.truncate(DIAL_ADDRS);
                 peer.dialed.clone_from(&addrs);
-                addrs
+                let mut tellers = Vec::new();
+                if !peer.advertised {
+                    let tried = |at: &SocketAddr| addrs.contains(at);
+                    let any_tried = peer.told.iter().any(|(_, at)| tried(at));
+                    for (t, at) in &peer.told {
+                        if (tried(at) || !any_tried) && !tellers.contains(t) {
+                            tellers.push(t.clone());
+                        }
+                    }
+                }
+                (addrs, tellers)
             }
-            Target::Addr(a) => vec![*a],
+            Target::Addr(a) => (vec![*a], Vec::new()),
         };
         let d = self.dialing(&target).expect("target is known");
         d.busy = true;
@@ -423,7 +438,7 @@ impl Mesh {
         vec![Action::Dial {
             target,
             addrs,
-            hinted,
+            tellers,
         }]
     }
 
@@ -476,6 +491,7 @@ impl Mesh {
         let hinted = !first && !entry.advertised;
         let sooner = hinted && heard == Heard::AfterOurs && entry.dialing.waiting;
         entry.advertised = true;
+        entry.told.clear();
         entry.gone = false;
         entry.doubted = false;
         let changed = entry.addrs != addrs;
@@ -657,6 +673,10 @@ impl Mesh {
                     if more && self.hints.take(from, &member, linked) {
                         p.addrs.push(at);
                         p.tellers.push((from.clone(), at));
+                        if p.told.len() >= hints::MAX_ADDRS {
+                            p.told.remove(0);
+                        }
+                        p.told.push((from.clone(), at));
                     }
                 }
                 None => {
@@ -667,6 +687,7 @@ impl Mesh {
                         addrs: vec![at],
                         good: self.proven.remove(&member),
                         tellers: vec![(from.clone(), at)],
+                        told: vec![(from.clone(), at)],
                         ..Peer::default()
                     };
                     if decides(&self.me, &member) {
@@ -1743,7 +1764,7 @@ mod tests {
             vec![Action::Dial {
                 target: Target::Addr(a),
                 addrs: vec![a],
-                hinted: false,
+                tellers: vec![],
             }]
         );
         assert!(m.add_static(a).is_empty(), "already dialing");
@@ -1883,11 +1904,11 @@ mod tests {
             [Action::Dial {
                 target,
                 addrs,
-                hinted,
+                tellers,
             }] => {
                 assert_eq!(target, &Target::Peer(member.clone()));
                 assert_eq!(addrs, &vec![at]);
-                assert!(hinted);
+                assert_eq!(tellers, &vec![teller.clone()]);
             }
             other => panic!("{other:?}"),
         }
@@ -2063,9 +2084,9 @@ mod tests {
                 other => panic!("{other:?}"),
             };
             match &m.retry(t.clone(), due, no_one)[..] {
-                [Action::Dial { addrs, hinted, .. }] => {
+                [Action::Dial { addrs, tellers, .. }] => {
                     assert_eq!(addrs, &vec![record]);
-                    assert!(!hinted);
+                    assert!(tellers.is_empty());
                 }
                 other => panic!("{other:?}"),
             }
@@ -2147,10 +2168,11 @@ mod tests {
         let (_, mut g) = dial_later_of(&m.closed(2, Redial::Soon, true)).unwrap();
         let mut last = 0;
         for end in [DialEnd::Unanswered, DialEnd::Refused, DialEnd::Failed] {
-            assert!(matches!(
-                m.retry(t.clone(), g, says)[..],
-                [Action::Dial { .. }]
-            ));
+            // Each redial names the teller, though its hint was settled.
+            match &m.retry(t.clone(), g, says)[..] {
+                [Action::Dial { tellers, .. }] => assert_eq!(tellers, &vec![teller.clone()]),
+                other => panic!("{other:?}"),
+            }
             let (failures, next) = dial_later_of(&m.dial_ended(&t, end, says)).expect("kept");
             assert!(failures > last, "backing off");
             (last, g) = (failures, next);
@@ -2186,7 +2208,10 @@ mod tests {
             let t = Target::Peer(member.clone());
             let says = |p: &NodeId, m: &NodeId| p == &honest && m == &member;
             match &m.hinted(&liar, hint(VIA), vec![(member.clone(), lie)])[..] {
-                [Action::Dial { addrs, .. }] => assert_eq!(addrs, &vec![lie]),
+                [Action::Dial { addrs, tellers, .. }] => {
+                    assert_eq!(addrs, &vec![lie]);
+                    assert_eq!(tellers, &vec![liar.clone()]);
+                }
                 other => panic!("{other:?}"),
             }
             assert!(m
@@ -2194,7 +2219,10 @@ mod tests {
                 .is_empty());
             let (_, g) = dial_later_of(&m.dial_ended(&t, DialEnd::Unanswered, says)).unwrap();
             match &m.retry(t.clone(), g, says)[..] {
-                [Action::Dial { addrs, .. }] => assert!(addrs.contains(&truth)),
+                [Action::Dial { addrs, tellers, .. }] => {
+                    assert!(addrs.contains(&truth));
+                    assert!(tellers.contains(&honest), "{tellers:?}");
+                }
                 other => panic!("{other:?}"),
             }
             m.dial_ended(&t, DialEnd::Linked(member.clone(), truth), says);

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
+use crate::id::NodeId;
 use crate::link::canonical;
 use crate::link::handshake::{handshake, moot, Role};
 use crate::link::patience::patient_timeout;
@@ -245,12 +246,19 @@ fn on_browse_event(node: &Node, event: mdns_sd::ServiceEvent, heard: &mut Heard)
 /// A dial to a static address links with whichever node answers there; a
 /// dial to a peer found over mDNS only with that peer, and not at all if,
 /// when it gets its dial slot, the peer is linked or its own dial has
-/// reached us. The dial slot is held until the handshake is over. A
-/// `hinted` dial (to where a peer said a member listens) reports no error
-/// when nothing answers. The actor hears when the dial has
+/// reached us. The dial slot is held until the handshake is over. When
+/// nothing answers, a dial to where peers said a member listens (one with
+/// `tellers`, see [`Action::Dial`](crate::node::mesh::Action::Dial))
+/// reports [`Error::Hint`] naming them, any other [`Error::Dial`]; a failed
+/// handshake is reported as such. The actor hears when the dial has
 /// ended: right after the link is registered, so the peer is never seen as
 /// neither dialing nor linked, or when every address failed.
-pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>, hinted: bool) {
+pub(crate) async fn dial(
+    node: Arc<Node>,
+    target: Target,
+    addrs: Vec<SocketAddr>,
+    tellers: Vec<NodeId>,
+) {
     let permit = tokio::select! {
         _ = node.cancel().cancelled() => return,
         p = node.dials.acquire() => p.expect("never closed"),
@@ -332,16 +340,21 @@ pub(crate) async fn dial(node: Arc<Node>, target: Target, addrs: Vec<SocketAddr>
         }
     }
     drop(permit);
-    // A failed handshake has been reported already, naming its address; a
-    // hint that led nowhere is a peer's word gone stale (or a lie), not
-    // news for the user.
-    if hinted {
-        tracing::debug!(?target, ?addrs, "no answer where a peer said: {last}");
-    } else if !answered {
-        node.error(Error::Dial {
-            peer: expect,
-            addrs,
-            source: Arc::new(last),
+    // A failed handshake has been reported already, naming its address.
+    if !answered {
+        let source = Arc::new(last);
+        node.error(match expect {
+            Some(member) if !tellers.is_empty() => Error::Hint {
+                member,
+                tellers,
+                addrs,
+                source,
+            },
+            peer => Error::Dial {
+                peer,
+                addrs,
+                source,
+            },
         });
     }
     let end = if refused {
