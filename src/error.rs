@@ -318,8 +318,10 @@ pub enum Error {
     },
 
     /// One of this node's message streams was not read fast enough and
-    /// dropped `count` messages (its queue of
-    /// [`Settings::queue_len`](crate::Settings::queue_len) items was full).
+    /// dropped `count` messages (its queue held
+    /// [`Settings::queue_len`](crate::Settings::queue_len) messages, or
+    /// [`Settings::queue_bytes`](crate::Settings::queue_bytes) of data
+    /// with no room for the next).
     /// On the error stream at the first drop, then at most once a second
     /// per stream, each report counting the drops since the last (those a
     /// report left out go with the stream's next message after the second

@@ -95,7 +95,10 @@
 //!   and all links of a node together hold at most
 //!   [`Settings::max_queued_bytes`] (past it, a queue takes a frame only
 //!   while empty). `send` waits while the send queue is full; a full
-//!   receive queue stops reading from the socket, so TCP slows the sender. A graceful close (from either end) delivers everything
+//!   receive queue stops reading from the socket, so TCP slows the sender.
+//!   Each of the application's streams of messages or requests holds at
+//!   most as many items and bytes unread, on top of that cap; past them it
+//!   drops (counted) or answers `Busy`, and never waits. A graceful close (from either end) delivers everything
 //!   `send` accepted; a link that fails instead reports it (see
 //!   [`CloseReason::is_failure`]).
 //! - **Events**: each subscriber has its own queue; the mesh never waits for

@@ -11,9 +11,10 @@
 //! # Streams and their queues
 //!
 //! Every stream ([`Messages`], [`Requests`]) has its own bounded queue of
-//! [`Settings::queue_len`](crate::Settings::queue_len) items. Delivery never
-//! waits for a stream (see [`streams`]). A request for a procedure whose
-//! handlers' queues are all full is answered at once with
+//! [`Settings::queue_len`](crate::Settings::queue_len) items and
+//! [`Settings::queue_bytes`](crate::Settings::queue_bytes) bytes of data.
+//! Delivery never waits for a stream (see [`streams`]). A request for a
+//! procedure whose handlers' queues are all full is answered at once with
 //! [`CallError::Busy`](crate::CallError::Busy). Sending, on the other hand,
 //! waits for room in the links' send queues, like
 //! [`Connection::send`](crate::Connection::send).
@@ -60,7 +61,7 @@ use relay::{record_key, relay_frame, HintSink, RelayFilter};
 use router::neighbors::LinkList;
 use router::{News, Refusal, Router};
 use rpc::{fail_calls, refuse, Call, Request, Requests};
-use streams::{deliver, feed, prune, ErrorSink, Feed, Message, Messages, Of, Queued};
+use streams::{deliver, feed, prune, Bounds, ErrorSink, Feed, Message, Messages, Of, Queued};
 
 /// How long after a change of this node's links its flooded messages are
 /// signed whatever the peers' lists say: a new link elsewhere reaches this
@@ -123,7 +124,8 @@ pub(crate) struct Messaging {
     changed: Mutex<Instant>,
     /// The node's open links, where messages go out.
     pub(crate) open: Arc<OpenLinks>,
-    queue_len: usize,
+    /// How much each stream's queue holds.
+    bounds: Bounds,
     pub(crate) max_frame_len: usize,
     pub(crate) state: Mutex<State>,
     /// A neighbors announcement is scheduled.
@@ -187,7 +189,7 @@ impl Messaging {
         start: u64,
         open: Arc<OpenLinks>,
         gossip: Arc<dyn Gossip>,
-        queue_len: usize,
+        bounds: Bounds,
         max_frame_len: usize,
         counters: Arc<Counters>,
     ) -> Arc<Self> {
@@ -196,7 +198,7 @@ impl Messaging {
             identity: identity.clone(),
             changed: Mutex::new(Instant::now()),
             open,
-            queue_len,
+            bounds,
             max_frame_len,
             state: Mutex::new(State {
                 router: Router::new(identity.id().clone(), start),
@@ -258,7 +260,7 @@ impl Messaging {
             Of::Topic(name) => format!("topic {name}"),
         };
         let report = self.errors.get().map(|sink| (stream, sink.clone()));
-        let (mut sub, rx, dropped) = feed(self.queue_len, report);
+        let (mut sub, rx, dropped) = feed(self.bounds, report);
         let subscribed = {
             let mut st = lock(&self.state);
             // What came for it early goes first, under the lock that
@@ -327,13 +329,13 @@ impl Messaging {
 
     pub(crate) fn procedure(self: &Arc<Self>, name: &str) -> Result<Requests> {
         check_name(name)?;
-        let (sub, rx, _) = feed(self.queue_len, None);
+        let (sub, rx, _) = feed(self.bounds, None);
         let mut st = lock(&self.state);
         // Calls that came early go first (those past its queue are busy).
         if let Some(early) = st.early.as_mut() {
             for held in early.take(&Waits::Procedure(name.to_string())) {
                 if let Held::Request(req) = held {
-                    if let Err(e) = sub.tx.try_send(req) {
+                    if let Err(e) = sub.push(req) {
                         refuse(e.into_inner(), rpc::FAIL_BUSY);
                     }
                 }
@@ -827,7 +829,7 @@ mod tests {
         }
     }
 
-    /// Node "01"'s messaging, with streams of 4 messages.
+    /// Node "01"'s messaging, with streams of 4 messages and 1 MiB.
     fn node() -> Arc<Messaging> {
         node_hearing(Arc::default())
     }
@@ -838,7 +840,10 @@ mod tests {
             1,
             Arc::default(),
             heard,
-            4,
+            Bounds {
+                items: 4,
+                bytes: 1 << 20,
+            },
             1 << 16,
             Arc::default(),
         )
@@ -941,6 +946,104 @@ mod tests {
             assert!(s.next().now_or_never().is_none());
             assert_eq!(s.dropped(), 1);
         }
+    }
+
+    /// A node's messaging, with streams of 1024 items and 256 KiB.
+    fn node_of_small_streams() -> Arc<Messaging> {
+        Messaging::new(
+            Identity::generate(),
+            1,
+            Arc::default(),
+            Arc::new(Heard::default()),
+            Bounds {
+                items: 1024,
+                bytes: 256 << 10,
+            },
+            2 << 20,
+            Arc::default(),
+        )
+    }
+
+    /// An envelope from "0a" carrying `len` bytes.
+    fn envelope_of_len(op: Op, corr: u64, len: usize) -> Bytes {
+        Envelope {
+            op,
+            flags: 0,
+            hops: 0,
+            origin: id("0a"),
+            seq: 1,
+            corr,
+            name: "p".into(),
+            body: Bytes::from(vec![7u8; len]),
+            signature: None,
+        }
+        .encode()
+    }
+
+    /// Messages reach a stream without passing a link's receive queue, so
+    /// an unread stream holds only as much data as its own bound lets it:
+    /// past it, messages are dropped and counted, however few they are; a
+    /// message larger than the bound passes into an empty queue, alone.
+    #[test]
+    fn an_unread_stream_holds_at_most_its_bytes() {
+        let m = node_of_small_streams();
+        let mut inbox = m.messages();
+        let (tx, _rx) = reply_queue();
+        for _ in 0..64 {
+            let e = envelope_of_len(Op::Direct, 0, 64 << 10);
+            m.message(&id("0a"), e, &tx).unwrap();
+        }
+        let mut held = 0;
+        while let Some(Some(msg)) = inbox.next().now_or_never() {
+            held += msg.data().len();
+        }
+        assert_eq!((held, inbox.dropped()), (256 << 10, 60));
+
+        // Read, it has room again: one larger than the bound passes alone.
+        for len in [1 << 20, 1] {
+            let e = envelope_of_len(Op::Direct, 0, len);
+            m.message(&id("0a"), e, &tx).unwrap();
+        }
+        let alone = inbox.next().now_or_never().unwrap().unwrap();
+        assert_eq!(alone.data().len(), 1 << 20);
+        assert!(inbox.next().now_or_never().is_none());
+        assert_eq!(inbox.dropped(), 61);
+        let e = envelope_of_len(Op::Direct, 0, 1);
+        m.message(&id("0a"), e, &tx).unwrap();
+        assert_eq!(
+            inbox.next().now_or_never().unwrap().unwrap().data().len(),
+            1
+        );
+    }
+
+    /// A procedure's queue is bounded in bytes as a stream's is: a call
+    /// whose data finds no room is answered `Busy` at once.
+    #[tokio::test]
+    async fn a_call_past_its_procedures_bytes_is_busy() {
+        let m = node_of_small_streams();
+        let mut calls = m.procedure("p").unwrap();
+        let (tx, mut rx) = reply_queue();
+        for corr in 1..=4 {
+            let e = envelope_of_len(Op::Request, corr, 100 << 10);
+            m.message(&id("0a"), e, &tx).unwrap();
+        }
+        let answers = sent(&mut rx);
+        let busy: Vec<_> = answers.iter().map(|f| (f.op, f.corr, f.body[0])).collect();
+        assert_eq!(
+            busy,
+            [(Op::Fail, 3, rpc::FAIL_BUSY), (Op::Fail, 4, rpc::FAIL_BUSY)]
+        );
+        // Taken, its bytes make room for the next call.
+        let first = calls.next().await.unwrap();
+        assert_eq!(first.data().len(), 100 << 10);
+        let e = envelope_of_len(Op::Request, 5, 100 << 10);
+        m.message(&id("0a"), e, &tx).unwrap();
+        let mut queued = 0;
+        while let Some(Some(_)) = calls.next().now_or_never() {
+            queued += 1;
+        }
+        assert_eq!(queued, 2);
+        drop(first);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::limits::MAX_NAME_LEN;
 use crate::link::outbox::OutTx;
 use crate::link::LinkId;
 use crate::messaging::early::{Held, Waits};
-use crate::messaging::streams::{prune, Feed};
+use crate::messaging::streams::{prune, Feed, FeedRx, Weighed};
 use crate::messaging::{check_name, envelope_frame, Messaging, State};
 use crate::sync::lock;
 use crate::wire::envelope::{Envelope, Op};
@@ -34,7 +34,7 @@ pub(crate) const FAIL_BUSY: u8 = 3;
 /// queue out of the node's table of procedures.
 #[derive(Debug)]
 pub struct Requests {
-    pub(crate) rx: mpsc::Receiver<Request>,
+    pub(crate) rx: FeedRx<Request>,
     /// The node's messaging and the procedure's name.
     pub(crate) of: (Weak<Messaging>, String),
 }
@@ -82,6 +82,12 @@ pub struct Request {
     procedure: String,
     data: Bytes,
     reply: Option<ReplyTo>,
+}
+
+impl Weighed for Request {
+    fn bytes(&self) -> usize {
+        self.data.len()
+    }
 }
 
 #[derive(Debug)]
@@ -377,13 +383,13 @@ fn offer_request(
     let Some((subs, next)) = handlers else {
         return Err((req, FAIL_NO_PROCEDURE));
     };
-    subs.retain(|s| !s.tx.is_closed());
+    subs.retain(Feed::is_open);
     if subs.is_empty() {
         return Err((req, FAIL_NO_PROCEDURE));
     }
     for i in 0..subs.len() {
         let k = (*next + i) % subs.len();
-        match subs[k].tx.try_send(req) {
+        match subs[k].push(req) {
             Ok(()) => {
                 *next = k + 1;
                 return Ok(());

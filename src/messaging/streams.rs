@@ -4,10 +4,15 @@
 //! Delivery never waits for a stream: a message for a stream whose queue is
 //! full is dropped for that stream and counted ([`Messages::dropped`]), so
 //! one slow consumer never stalls a link, the mesh or the other streams.
+//! A queue is full at [`Bounds::items`] items or [`Bounds::bytes`] bytes
+//! of data, whichever comes first: messages reach a stream from the links'
+//! tasks without passing a receive queue, so the node's cap on queued
+//! bytes does not count them, and only a stream's own byte bound keeps
+//! peers from filling an unread stream with frames of the largest size.
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
@@ -66,7 +71,7 @@ impl Message {
 /// when the service is dropped.
 #[derive(Debug)]
 pub struct Messages {
-    pub(crate) rx: mpsc::Receiver<Queued>,
+    pub(crate) rx: FeedRx<Queued>,
     pub(crate) dropped: Arc<AtomicU64>,
     /// The table its queue is in, left on drop.
     pub(crate) of: (Weak<Messaging>, Of),
@@ -85,7 +90,11 @@ pub(crate) enum Of {
 
 impl Messages {
     /// How many messages were dropped for this stream because its queue was
-    /// full (it was not read fast enough).
+    /// full (it was not read fast enough): it held
+    /// [`Settings::queue_len`](crate::Settings::queue_len) messages, or
+    /// the message's data did not fit in
+    /// [`Settings::queue_bytes`](crate::Settings::queue_bytes) with the
+    /// data it held.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -124,9 +133,29 @@ pub(crate) type ErrorSink = Arc<dyn Fn(crate::error::Error) + Send + Sync>;
 /// How often one stream's drops are reported on the error stream, at most.
 const DROP_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The queue behind one stream: bounded, never waited on.
+/// How much each stream's queue holds: at most `items` items, and at most
+/// `bytes` bytes of data, except that an item larger than that passes
+/// into a queue that holds no data (alone, as a link's queue takes it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub(crate) items: usize,
+    pub(crate) bytes: usize,
+}
+
+/// What a stream's item weighs against its queue's byte bound.
+pub(crate) trait Weighed {
+    /// The bytes of data it holds.
+    fn bytes(&self) -> usize;
+}
+
+/// The queue behind one stream: bounded in items and bytes, never waited
+/// on.
 pub(crate) struct Feed<T> {
-    pub(crate) tx: mpsc::Sender<T>,
+    tx: mpsc::Sender<T>,
+    /// Bytes of data queued, shared with the receiving end, which takes
+    /// off what it receives.
+    held: Arc<AtomicUsize>,
+    max_bytes: usize,
     dropped: Arc<AtomicU64>,
     /// The stream as its drop reports name it, and where they go; `None`
     /// for queues that never drop (a full procedure answers `Busy`).
@@ -143,20 +172,68 @@ impl<T> Feed<T> {
     }
 }
 
+impl<T: Weighed> Feed<T> {
+    /// Queues `item` if the queue has room for it (see [`Bounds`]), or
+    /// gives it back: `Full` without room, `Closed` if the stream is gone.
+    pub(crate) fn push(&self, item: T) -> Result<(), mpsc::error::TrySendError<T>> {
+        let n = item.bytes();
+        let held = self.held.load(Ordering::Relaxed);
+        if held > 0 && held.saturating_add(n) > self.max_bytes {
+            return Err(mpsc::error::TrySendError::Full(item));
+        }
+        // Counted before it is queued: the receiving end takes it off only
+        // after it received the item, so the count never goes below zero.
+        self.held.fetch_add(n, Ordering::Relaxed);
+        self.tx.try_send(item).inspect_err(|_| {
+            self.held.fetch_sub(n, Ordering::Relaxed);
+        })
+    }
+}
+
+/// The receiving end of a [`Feed`]: takes off the bytes of each item it
+/// receives.
+#[derive(Debug)]
+pub(crate) struct FeedRx<T> {
+    rx: mpsc::Receiver<T>,
+    held: Arc<AtomicUsize>,
+}
+
+impl<T: Weighed> FeedRx<T> {
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let item = std::task::ready!(self.rx.poll_recv(cx));
+        if let Some(item) = &item {
+            self.held.fetch_sub(item.bytes(), Ordering::Relaxed);
+        }
+        Poll::Ready(item)
+    }
+
+    /// Closes the queue: its feed sees the stream as gone.
+    pub(crate) fn close(&mut self) {
+        self.rx.close();
+    }
+}
+
 /// A message in a stream's queue, after the number of messages the stream
 /// had dropped when it was queued: a typed stream reports a drop where it
 /// happened, before the first message queued after it.
 pub(crate) type Queued = (u64, Message);
 
+impl Weighed for Queued {
+    fn bytes(&self) -> usize {
+        self.1.data.len()
+    }
+}
+
 impl Feed<Queued> {
-    /// Hands over `item` unless the queue is full (then counts it). False
+    /// Hands over `item` unless the queue is full (then counts it; see
+    /// [`Bounds`]). False
     /// if the subscriber is gone. Drops are reported on the node's error
     /// stream at the first one, then at most once a second, each report
     /// counting those since the last; the ones a report left out go with
     /// the next message offered after the second is up.
     pub(crate) fn offer(&mut self, item: Message) -> bool {
         let dropped = self.dropped.load(Ordering::Relaxed);
-        let delivered = match self.tx.try_send((dropped, item)) {
+        let delivered = match self.push((dropped, item)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -194,24 +271,27 @@ impl Feed<Queued> {
     }
 }
 
-/// A stream's queue of `queue_len` items, the receiving end, and its count
+/// A stream's queue of at most `bounds`, the receiving end, and its count
 /// of dropped items. With `report`, drops are reported there under that
 /// name.
 pub(crate) fn feed<T>(
-    queue_len: usize,
+    bounds: Bounds,
     report: Option<(String, ErrorSink)>,
-) -> (Feed<T>, mpsc::Receiver<T>, Arc<AtomicU64>) {
-    let (tx, rx) = mpsc::channel(queue_len);
+) -> (Feed<T>, FeedRx<T>, Arc<AtomicU64>) {
+    let (tx, rx) = mpsc::channel(bounds.items);
+    let held = Arc::new(AtomicUsize::new(0));
     let dropped = Arc::new(AtomicU64::new(0));
     (
         Feed {
             tx,
+            held: held.clone(),
+            max_bytes: bounds.bytes,
             dropped: dropped.clone(),
             report,
             reported: 0,
             last_report: None,
         },
-        rx,
+        FeedRx { rx, held },
         dropped,
     )
 }

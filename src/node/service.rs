@@ -18,7 +18,7 @@ use crate::identity::Identity;
 use crate::link::connection::{request_close, Connection};
 use crate::link::open::LinkEvent;
 use crate::messaging::rpc::Requests;
-use crate::messaging::streams::{Message, Messages};
+use crate::messaging::streams::{Bounds, Message, Messages};
 use crate::messaging::Messaging;
 use crate::meta::Meta;
 use crate::node::address::{check_peer_syntax, resolve, resolve_peer, Address};
@@ -147,7 +147,10 @@ impl Service {
             incarnation,
             Default::default(),
             members.clone(),
-            settings.queue_len,
+            Bounds {
+                items: settings.queue_len,
+                bytes: settings.queue_bytes,
+            },
             settings.max_frame_len,
             hub.counters.clone(),
         );

@@ -139,8 +139,10 @@ impl Settings {
     }
 
     /// Frames each link buffers in each direction before `send` waits (and
-    /// before the link stops reading from its socket). Default
-    /// [`DEFAULT_QUEUE_LEN`].
+    /// before the link stops reading from its socket), and items each
+    /// stream of messages or requests holds unread before it drops (see
+    /// [`Messages::dropped`](crate::Messages::dropped)) or answers calls
+    /// `Busy`. Default [`DEFAULT_QUEUE_LEN`].
     pub fn queue_len(mut self, frames: usize) -> Self {
         self.queue_len = frames;
         self
@@ -150,7 +152,12 @@ impl Settings {
     /// waits (and before the link stops reading from its socket), on top of
     /// the [`queue_len`](Self::queue_len) bound: whichever is reached first
     /// holds the next frame back. A frame larger than this still passes,
-    /// alone. Default [`DEFAULT_QUEUE_BYTES`] (4 MiB).
+    /// alone. It bounds each stream of messages or requests
+    /// ([`Messages`](crate::Messages), [`Requests`](crate::Requests)) the
+    /// same way, in bytes of data held unread: past it a message is dropped
+    /// for that stream and counted, a call answered `Busy`; one larger
+    /// passes into a stream that holds no data. Default
+    /// [`DEFAULT_QUEUE_BYTES`] (4 MiB).
     ///
     /// ```
     /// let lean = tcpnet::Settings::new("lab").queue_len(64).queue_bytes(256 * 1024);
@@ -163,7 +170,13 @@ impl Settings {
 
     /// Most payload bytes all of this node's links may hold at once, both
     /// ways, queued or in a write under way: the bound on what any set of
-    /// peers can make the node buffer, however many links they hold.
+    /// peers can make the node's links buffer, however many links they
+    /// hold. Messages and calls a link hands to the application's streams
+    /// are not in this count: each stream of messages or requests holds its own, up to
+    /// [`queue_bytes`](Self::queue_bytes) of data unread (or one message
+    /// of up to [`max_frame_len`](Self::max_frame_len)), so what peers can
+    /// make the node hold in all is this cap plus that much for each
+    /// stream the application keeps.
     /// At the cap the node pushes back: a link takes a frame only into an
     /// empty queue, one at a time, until room is made; so `send` and
     /// broadcasts wait, a link stops reading its socket (TCP then pushes
