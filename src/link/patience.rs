@@ -21,6 +21,11 @@
 //! as a handshake has a fixed number of steps, its whole time stays
 //! bounded.
 //!
+//! A wait that must outlast such timeouts (one for the dials it waits
+//! for, say) counts the same way: [`scheduled_sleep`] counts only the time
+//! this node was scheduled, so the starvation that stretches the timeouts
+//! stretches it too.
+//!
 //! [`Patience`] is the pure count (no clocks, tested below);
 //! [`patient_timeout`] and [`patient_while`] drive it with tokio's timer.
 
@@ -125,6 +130,22 @@ pub(crate) async fn patient_while(timeout: Duration, steps: &AtomicU32) {
     }
 }
 
+/// Resolves once `span` of this node's scheduled time has passed: `span`
+/// is counted in ticks of `tick` (at least 1 ms), and a tick counts as
+/// `tick` however late its timer fired. A timeout counted by [`Patience`]
+/// loses, in each slice that fires late, about what this count loses in
+/// the tick that fires late at the same time; so with ticks no longer than
+/// its slices, this count stretches at least as much, give or take a tick.
+pub(crate) async fn scheduled_sleep(span: Duration, tick: Duration) {
+    let tick = tick.max(Duration::from_millis(1));
+    let mut left = span;
+    while !left.is_zero() {
+        let step = tick.min(left);
+        tokio::time::sleep(step).await;
+        left -= step;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +217,34 @@ mod tests {
         let t0 = Instant::now();
         patient_timeout(ms(40)).await;
         assert!(t0.elapsed() >= ms(40), "after {:?}", t0.elapsed());
+    }
+
+    /// Time this node is not scheduled does not count: with the runtime's
+    /// one thread blocked most of the time, the wait takes far longer than
+    /// its span on the clock, while a plain sleep would not.
+    #[tokio::test]
+    async fn a_scheduled_sleep_does_not_count_time_the_node_was_not_run() {
+        let t0 = Instant::now();
+        let hog = tokio::spawn(async {
+            loop {
+                // Blocks the runtime's only thread, as a starved node's
+                // threads are off the cores.
+                std::thread::sleep(ms(20));
+                tokio::time::sleep(ms(1)).await;
+            }
+        });
+        scheduled_sleep(ms(100), ms(10)).await;
+        hog.abort();
+        // Each of the 10 ticks fires about 20 ms late (a plain sleep of
+        // 100 ms would be late once, and end by about 120 ms).
+        assert!(t0.elapsed() >= ms(150), "after {:?}", t0.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_sleep_never_runs_out_early() {
+        let t0 = Instant::now();
+        scheduled_sleep(ms(45), ms(10)).await;
+        assert!(t0.elapsed() >= ms(45), "after {:?}", t0.elapsed());
     }
 
     /// Steps keep it waiting; once they stop, it runs out a timeout after

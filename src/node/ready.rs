@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::id::NodeId;
+use crate::link::patience::scheduled_sleep;
 use crate::node::mesh::{Settle, FOLLOWER_GRACE};
 use crate::node::running::{Command, Node};
 
@@ -67,7 +68,17 @@ impl Ready {
 
 /// Waits until `node` has settled: `window` after `listened` (for the
 /// answers to the first query), then until every peer found so far is
-/// linked or failed, at most until `bound`.
+/// linked or failed, at most until `bound` after `listened`.
+///
+/// Both are counted in the node's scheduled time ([`scheduled_sleep`]), as
+/// the handshakes of the dials it waits for are ([`patient_while`]): on a
+/// starved node a dial may take twice the handshake timeout, and longer on
+/// the clock, and a bound on the clock would run out before it. The ticks
+/// are a quarter of the handshake's slices, so that a late tick loses no
+/// more than a late slice does. Called after `listened`, what is left of
+/// both on the clock is counted so.
+///
+/// [`patient_while`]: crate::link::patience::patient_while
 pub(crate) async fn settled(
     node: &Node,
     incarnation: u64,
@@ -75,17 +86,23 @@ pub(crate) async fn settled(
     window: Duration,
     bound: Duration,
 ) -> Result<Ready> {
-    tokio::time::sleep_until(listened + window).await;
+    let tick = node.links.config.handshake_timeout / 16;
+    let since = listened.elapsed();
+    scheduled_sleep(window.saturating_sub(since), tick).await;
+    let rest = bound.saturating_sub(since.max(window));
     let ask = |wait| {
         let (reply, answer) = oneshot::channel();
         node.send(Command::Settled { reply, wait });
         answer
     };
     let me = node.id();
-    match tokio::time::timeout_at(listened + bound, ask(true)).await {
-        Ok(Ok(settle)) => Ok(Ready::new(settle, incarnation, me, false)),
-        Ok(Err(_)) => Err(Error::Closed),
-        Err(_) => match ask(false).await {
+    tokio::select! {
+        biased;
+        settle = ask(true) => match settle {
+            Ok(settle) => Ok(Ready::new(settle, incarnation, me, false)),
+            Err(_) => Err(Error::Closed),
+        },
+        () = scheduled_sleep(rest, tick) => match ask(false).await {
             Ok(settle) => Ok(Ready::new(settle, incarnation, me, true)),
             Err(_) => Err(Error::Closed),
         },

@@ -450,6 +450,9 @@ impl Service {
     /// A node found later links later, as always. The wait is bounded: 1 s
     /// plus twice the handshake timeout after `listen` (7 s by default),
     /// after which it returns with [`timed_out`](Ready::timed_out) set.
+    /// Both times count only while the node is scheduled, as its
+    /// handshakes' timeouts do, so on a starved machine they last longer
+    /// on the clock, as the dials they wait for do.
     /// Called before `listen`, it waits for it; on a closed service it
     /// fails with [`Error::Closed`].
     ///
