@@ -94,6 +94,11 @@ impl Backend {
     }
 }
 
+/// The named error a backend answers a call with when the calling node
+/// claims a client that is not its own (another node, or another node's
+/// connection): the call never reaches the backend's stream.
+pub const FORGED_ORIGIN: &str = "forged-origin";
+
 fn client_of(f: &FromClient) -> Client {
     Client {
         conn: f.conn.clone(),
@@ -118,14 +123,25 @@ impl Stream for BackendCalls {
                 return Poll::Ready(None);
             };
             match serde_json::from_slice::<FromClient>(req.data()) {
-                Ok(f) => {
-                    return Poll::Ready(Some(Call {
-                        client: client_of(&f),
-                        procedure: f.name,
-                        data: f.data,
-                        reply: Reply::Remote(req),
-                    }))
-                }
+                // The caller is the node the link's handshake proved; it
+                // speaks only for its own clients.
+                Ok(f) => match f.check_sender(req.from().as_str()) {
+                    Ok(()) => {
+                        return Poll::Ready(Some(Call {
+                            client: client_of(&f),
+                            procedure: f.name,
+                            data: f.data,
+                            reply: Reply::Remote(req),
+                        }))
+                    }
+                    Err(e) => {
+                        tracing::warn!("a call refused: {e}");
+                        let message = e.to_string();
+                        tokio::spawn(async move {
+                            let _ = req.error(FORGED_ORIGIN, &message).await;
+                        });
+                    }
+                },
                 Err(e) => {
                     let message = format!("not a gateway call: {e}");
                     tokio::spawn(async move {
@@ -150,13 +166,18 @@ impl Stream for BackendEvents {
                 return Poll::Ready(None);
             };
             match serde_json::from_slice::<FromClient>(msg.data()) {
-                Ok(f) => {
-                    return Poll::Ready(Some(ClientEvent {
-                        client: client_of(&f),
-                        event: f.name,
-                        data: f.data,
-                    }))
-                }
+                // The publisher is proven by the message's signature (or
+                // the link it came on): it speaks only for its own clients.
+                Ok(f) => match f.check_sender(msg.from().as_str()) {
+                    Ok(()) => {
+                        return Poll::Ready(Some(ClientEvent {
+                            client: client_of(&f),
+                            event: f.name,
+                            data: f.data,
+                        }))
+                    }
+                    Err(e) => tracing::warn!("a client event refused: {e}"),
+                },
                 Err(e) => tracing::warn!(from = %msg.from(), "not a client event: {e}"),
             }
         }

@@ -63,7 +63,7 @@ pub mod protocol;
 mod session;
 mod web;
 
-pub use backend::Backend;
+pub use backend::{Backend, FORGED_ORIGIN};
 pub use directory::{NodeInfo, URL_META};
 pub use gateway::{Gateway, GatewayBuilder};
 pub use hooks::{

@@ -20,7 +20,13 @@ pub(crate) fn start(node: &Arc<Node>) -> tcpnet::Result<()> {
     tokio::spawn(async move {
         while let Some(msg) = keys.next().await {
             match serde_json::from_slice::<KeyMessage>(msg.data()) {
-                Ok(m) => n.deliver_to_key(&m.key, &m.from, &m.data),
+                // The sender is the node the link's handshake proved: a
+                // message claiming another node or another node's client
+                // is refused, so no member can speak for a client.
+                Ok(m) => match m.check_sender(msg.from().as_str()) {
+                    Ok(()) => n.deliver_to_key(&m.key, &m.from, &m.data),
+                    Err(e) => tracing::warn!("a key message refused: {e}"),
+                },
                 Err(e) => tracing::warn!(from = %msg.from(), "a malformed key message: {e}"),
             }
         }

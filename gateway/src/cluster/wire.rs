@@ -63,6 +63,56 @@ pub struct KeyMessage {
     pub data: Box<RawValue>,
 }
 
+/// The node a connection id names: a connection id is the id of the node
+/// holding it, a dot, a number.
+pub fn conn_node(conn: &str) -> Option<&str> {
+    conn.rsplit_once('.').map(|(node, _)| node)
+}
+
+/// A message claiming an origin its tcpnet sender cannot speak for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sent by {sender} but claims node {node:?} and connection {conn:?}")]
+pub struct ForgedOrigin {
+    /// The tcpnet sender: proven by the link's handshake, or by the
+    /// signature of a flooded message.
+    pub sender: String,
+    /// The node the message claims.
+    pub node: String,
+    /// The connection the message claims, if any.
+    pub conn: Option<String>,
+}
+
+/// Whether a message sent by `sender` may claim to come from `node` and,
+/// if any, from `conn`: a node speaks only for itself and its own
+/// connections, so `node` must be the sender and `conn` one of its
+/// connection ids.
+pub fn check_origin(sender: &str, node: &str, conn: Option<&str>) -> Result<(), ForgedOrigin> {
+    let own_conn = conn.is_none_or(|c| conn_node(c) == Some(sender));
+    if node == sender && own_conn {
+        Ok(())
+    } else {
+        Err(ForgedOrigin {
+            sender: sender.to_string(),
+            node: node.to_string(),
+            conn: conn.map(str::to_string),
+        })
+    }
+}
+
+impl KeyMessage {
+    /// [`check_origin`] of the message's `from`.
+    pub fn check_sender(&self, sender: &str) -> Result<(), ForgedOrigin> {
+        check_origin(sender, &self.from.node, self.from.conn.as_deref())
+    }
+}
+
+impl FromClient {
+    /// [`check_origin`] of the client's node and connection.
+    pub fn check_sender(&self, sender: &str) -> Result<(), ForgedOrigin> {
+        check_origin(sender, &self.node, Some(&self.conn))
+    }
+}
+
 /// Instructions for every gateway node.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -149,4 +199,30 @@ pub enum Sync {
     },
     /// The receiver should send its snapshot (the sender missed messages).
     Resync,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_speaks_only_for_itself_and_its_connections() {
+        assert_eq!(conn_node("abc.12"), Some("abc"));
+        assert_eq!(conn_node("abc"), None);
+        assert!(check_origin("a", "a", None).is_ok());
+        assert!(check_origin("a", "a", Some("a.1")).is_ok());
+        assert!(check_origin("a", "b", None).is_err(), "another node");
+        assert!(
+            check_origin("a", "b", Some("b.1")).is_err(),
+            "another node's client"
+        );
+        assert!(
+            check_origin("a", "a", Some("b.1")).is_err(),
+            "another node's connection"
+        );
+        assert!(
+            check_origin("a", "a", Some("a")).is_err(),
+            "not a connection id"
+        );
+    }
 }
