@@ -1465,6 +1465,45 @@ mod tests {
         assert!(lock(&errors).is_empty());
     }
 
+    /// A peer that sends new versions of its record faster than they are
+    /// passed on makes this node owe one record of it, the latest, not one
+    /// for each version.
+    #[tokio::test]
+    async fn records_owed_of_one_origin_are_only_its_latest() {
+        let m = node();
+        let (tx, _rx) = reply_queue();
+        let b = Identity::generate();
+        let b_id = b.id().clone();
+        for version in 1..=100 {
+            let record = Record {
+                incarnation: 5,
+                port: 4000,
+                version,
+                leaving: false,
+                meta: Some(crate::meta::Meta::default()),
+            };
+            let e = Envelope {
+                op: Op::Member,
+                flags: FLOOD,
+                hops: 0,
+                origin: b_id.clone(),
+                seq: 0,
+                corr: version,
+                name: String::new(),
+                body: record.encode(),
+                signature: None,
+            };
+            m.message(&b_id, signed(&b, e).encode(), &tx).unwrap();
+        }
+        let owed = lock(&m.records_owed);
+        let relays = owed.relays();
+        assert_eq!(relays.len(), 1);
+        let (origin, frame) = relays[0];
+        let e = Envelope::decode(frame.payload.clone()).unwrap();
+        let (latest, _) = Record::decode(&e.body, e.corr).unwrap();
+        assert_eq!((origin, latest.version), (&b_id, 100));
+    }
+
     /// A peer's list of links names members with where they listen: the
     /// router keeps the list, and the members with an address that this
     /// node is not linked to go to the mesh as hints, with the address of

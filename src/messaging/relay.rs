@@ -362,9 +362,7 @@ impl Messaging {
         match self.this.upgrade() {
             Some(this) if !leaving => this.owe(relay),
             _ => {
-                lock(&self.records_owed).due.retain(
-                    |(_, what)| !matches!(what, Owing::Relay { origin, .. } if *origin == e.origin),
-                );
+                lock(&self.records_owed).forget(&e.origin);
                 self.pay(relay, &self.open.up());
             }
         }
@@ -413,14 +411,15 @@ impl Messaging {
     }
 
     /// Does `what` [`RECORDS_DELAY`] from now; at once where there is no
-    /// runtime to wait in.
+    /// runtime to wait in. A record owed of an origin whose older record is
+    /// still owed takes that one's place (see [`Owed::push`]).
     fn owe(self: &Arc<Self>, what: Owing) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             self.pay(what, &self.open.up());
             return;
         };
         let mut owed = lock(&self.records_owed);
-        owed.due.push_back((Instant::now() + RECORDS_DELAY, what));
+        owed.push(Instant::now() + RECORDS_DELAY, what);
         if std::mem::replace(&mut owed.busy, true) {
             return;
         }
@@ -441,11 +440,7 @@ impl Messaging {
                 };
                 tokio::time::sleep_until(due.into()).await;
                 let now = Instant::now();
-                let due: Vec<Owing> = {
-                    let mut owed = lock(&this.records_owed);
-                    let n = owed.due.partition_point(|(due, _)| *due <= now);
-                    owed.due.drain(..n).map(|(_, what)| what).collect()
-                };
+                let due = lock(&this.records_owed).take_due(now);
                 let up = this.open.up();
                 for what in due {
                     this.pay(what, &up);
@@ -512,9 +507,87 @@ pub(crate) enum Owing {
 /// What is owed, each with when it is due, oldest first.
 #[derive(Default)]
 pub(crate) struct Owed {
-    due: VecDeque<(Instant, Owing)>,
+    due: VecDeque<(Instant, Due)>,
+    /// The record owed of each origin in `due`, with the peer it came
+    /// from: only the latest, so a peer that sends records as fast as it
+    /// can makes this node hold one per origin, not one per record.
+    relays: HashMap<NodeId, (NodeId, Frame)>,
     /// A task does each as it comes due.
     busy: bool,
+}
+
+/// One thing owed, in the order they are due.
+enum Due {
+    Records(LinkId),
+    /// The record of this origin in [`Owed::relays`].
+    Relay(NodeId),
+}
+
+impl Owed {
+    /// Owes `what` at `due`. A record of an origin already owed one takes
+    /// its place, due when that one was: only the latest record of a node
+    /// matters, and one that changes faster than [`RECORDS_DELAY`] is still
+    /// passed on.
+    fn push(&mut self, due: Instant, what: Owing) {
+        match what {
+            Owing::Records(link) => self.due.push_back((due, Due::Records(link))),
+            Owing::Relay {
+                from,
+                origin,
+                frame,
+            } => {
+                if let Some(owed) = self.relays.get_mut(&origin) {
+                    *owed = (from, frame);
+                } else {
+                    self.due.push_back((due, Due::Relay(origin.clone())));
+                    self.relays.insert(origin, (from, frame));
+                }
+            }
+        }
+    }
+
+    /// Takes what is due by `now`, in order.
+    fn take_due(&mut self, now: Instant) -> Vec<Owing> {
+        let n = self.due.partition_point(|(due, _)| *due <= now);
+        let relays = &mut self.relays;
+        self.due
+            .drain(..n)
+            .filter_map(|(_, what)| match what {
+                Due::Records(link) => Some(Owing::Records(link)),
+                Due::Relay(origin) => {
+                    let (from, frame) = relays.remove(&origin)?;
+                    Some(Owing::Relay {
+                        from,
+                        origin,
+                        frame,
+                    })
+                }
+            })
+            .collect()
+    }
+
+    /// Owes nothing more of `origin`'s record.
+    fn forget(&mut self, origin: &NodeId) {
+        if self.relays.remove(origin).is_some() {
+            self.due
+                .retain(|(_, what)| !matches!(what, Due::Relay(o) if o == origin));
+        }
+    }
+}
+
+#[cfg(test)]
+impl Owed {
+    /// The records owed, in the order they are due: each origin, with the
+    /// record owed of it.
+    pub(crate) fn relays(&self) -> Vec<(&NodeId, &Frame)> {
+        self.due
+            .iter()
+            .filter_map(|(_, what)| match what {
+                Due::Relay(origin) => Some((origin, &self.relays.get(origin)?.1)),
+                Due::Records(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// Members a peer's list of links names that this node is not linked to,
