@@ -1636,9 +1636,10 @@ fn a_node_under_every_attack_at_once_stays_below_64_mib() {
 /// The messaging op of a list of links (see `src/wire/links.rs`).
 const OP_NEIGHBORS: u8 = 9;
 
-/// Sends `body` as the stranger's list of links.
+/// Sends `body` as the stranger's list of links, reading (and dropping)
+/// what the node sends meanwhile, as a peer that reads would.
 async fn send_list(s: &mut attacker::Session, me: &Claim, body: &[u8]) -> std::io::Result<()> {
-    s.send_msg(&Envelope {
+    let e = Envelope {
         op: OP_NEIGHBORS,
         flags: 0,
         hops: 0,
@@ -1647,8 +1648,8 @@ async fn send_list(s: &mut attacker::Session, me: &Claim, body: &[u8]) -> std::i
         corr: 0,
         name: "",
         body,
-    })
-    .await
+    };
+    s.send_draining(MSG, &e.encode()).await
 }
 
 /// A made-up id of a member, of the length of `like`'s, that `like`'s node
@@ -1691,4 +1692,122 @@ fn a_hint_where_nothing_listens_is_reported_naming_its_teller() {
         s.sync(&me.id, 1).await;
         a.close().await;
     });
+}
+
+/// A list of `n` made-up members (ids no key has, of the length of real
+/// ones), numbered from `first`, the `i`th at `at(i)`.
+fn made_up_list(first: usize, n: usize, at: impl Fn(usize) -> String) -> String {
+    (first..first + n)
+        .map(|i| format!("{:032x} {}\n", (0xbad_u128 << 100) + i as u128, at(i)))
+        .collect()
+}
+
+/// True if `e` is a failed dial of a hint that `teller` gave (refused or
+/// unanswered), or a failed handshake where a made-up member was said to
+/// listen on this host (A itself, B, or a closed port).
+fn from_hint_of(e: &Error, teller: &str) -> bool {
+    match e {
+        Error::Hint { tellers, .. } => tellers.iter().any(|t| t.as_str() == teller),
+        Error::Handshake { remote, .. } => remote.ip().is_loopback() && remote.ip() != src(8),
+        _ => false,
+    }
+}
+
+/// A linked stranger sends A bogus lists of links: 200 lists as fast as it
+/// can, each naming 1,024 made-up members (all news) at A's own address,
+/// at B's, at a closed port and at addresses with no route; a list of one
+/// more member than a list may name; then malformed lists, each from a
+/// stranger of its own. A follows a bounded number of those hints (a
+/// peer's hints stop counting after a few have failed: see
+/// `node::hints`), reporting what failed; refuses the long list with an
+/// `OverBudget` naming the stranger; closes each malformed list's link
+/// with a protocol error naming its line; and keeps running, with the
+/// same links to B and C, which carry messages.
+#[test]
+fn bogus_lists_of_links_leave_the_node_and_its_links_intact() {
+    // Boxed: the handshakes' futures are large, and so is this test's.
+    netns(|| Box::pin(bogus_lists()));
+}
+
+async fn bogus_lists() {
+    let ([a, b, c], mut errors, mut s, me) = Box::pin(three_and_a_stranger()).await;
+    let real = |x: &Service| {
+        let c = link_to(&a, x).expect("A's link");
+        (c.local_addr(), c.remote_addr(), c)
+    };
+    let (ab, ac) = (real(&b), real(&c));
+    let dials_before = a.stats().dials;
+    let (pa, pb) = (port(&a), port(&b));
+    let at = move |i: usize| match i % 4 {
+        0 => format!("127.0.0.1:{pa}"),
+        1 => format!("127.0.0.1:{pb}"),
+        2 => "127.0.0.1:1".to_string(),
+        _ => format!("10.255.{}.{}:4000", (i >> 8) % 256, i % 256),
+    };
+    const LISTS: usize = 200;
+    const LIST: usize = 1024;
+    for k in 0..LISTS {
+        let body = made_up_list(k * LIST, LIST, at);
+        send_list(&mut s, &me, body.as_bytes()).await.expect("send");
+    }
+    s.sync(&me.id, 1).await;
+    let long = made_up_list(LISTS * LIST, LIST + 1, at);
+    send_list(&mut s, &me, long.as_bytes()).await.expect("send");
+    s.sync(&me.id, 2).await;
+    let mut failed = 0;
+    let mut over_budget = false;
+    while failed < 8 || !over_budget {
+        let e = within("A's reports of the stranger's lists", errors.next())
+            .await
+            .expect("the error stream goes on");
+        if from_hint_of(&e, &me.id) {
+            failed += 1;
+        } else if let Error::OverBudget { peer, what, .. } = &e {
+            assert_eq!(
+                (peer.as_str(), *what),
+                (me.id.as_str(), "links of one peer")
+            );
+            over_budget = true;
+        }
+    }
+    // Malformed lists: the link that sent one is closed, naming why.
+    let bad_lines: [(&[u8], &str); 3] = [
+        (b"\xff\n", "not UTF-8"),
+        (b"0b\nzz 10.0.0.1:1\n", "line 2"),
+        (b"0b 10.0.0.1\n", "not an address"),
+    ];
+    for (n, (body, why)) in bad_lines.into_iter().enumerate() {
+        let me = Claim::stranger(CLUSTER);
+        let from = src(20 + n as u8);
+        let mut s = Box::pin(attacker::join(from, port(&a), &me))
+            .await
+            .expect("linked");
+        send_list(&mut s, &me, body).await.expect("send");
+        expect_error(&mut errors, why, |e| {
+            matches!(e, Error::Protocol { peer, reason, .. }
+                if peer.as_str() == me.id && reason.to_string().contains(why))
+        })
+        .await;
+        let closed = async { while s.recv().await.is_some() {} };
+        within("the malformed list's link to close", closed).await;
+    }
+    // A's own links are the ones it had, and carry messages; the
+    // stranger's 200k hints cost a bounded number of dials (at most 16
+    // of one peer's hints in dialing at once, none once 8 have failed,
+    // and the redials of those while its hints counted).
+    for (local, remote, conn) in [ab, ac] {
+        assert!(conn.close_reason().is_none(), "{:?}", conn.close_reason());
+        let now = a
+            .connections()
+            .into_iter()
+            .find(|x| x.peer_id() == conn.peer_id())
+            .expect("still linked");
+        assert_eq!((now.local_addr(), now.remote_addr()), (local, remote));
+    }
+    still_linked(&a, &b).await;
+    still_linked(&a, &c).await;
+    let dials = a.stats().dials - dials_before;
+    assert!(dials <= 64, "{dials} dials for {} hints", LISTS * LIST);
+    s.sync(&me.id, 3).await;
+    close_all(&[a, b, c]).await;
 }
