@@ -60,6 +60,12 @@ pub(crate) fn peers(service: &Service) -> Vec<NodeId> {
         .collect()
 }
 
+/// Whether `id` is a gateway node this one knows (a member advertising a
+/// gateway URL that has not left).
+pub(crate) fn is_gateway(service: &Service, id: &NodeId) -> bool {
+    service.member(id).as_ref().and_then(info).is_some()
+}
+
 fn info(m: &Member) -> Option<NodeInfo> {
     let url = m.meta.get(URL_META)?;
     let state = match m.state {

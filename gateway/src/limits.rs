@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::cluster::view::ShareLimits;
+
 /// Per-connection and per-node limits. The defaults suit a chat-like load;
 /// every field can be set from the command line.
 ///
@@ -41,6 +43,16 @@ pub struct Limits {
     pub call_timeout: Duration,
     /// WebSocket connections this node holds at most.
     pub max_connections: usize,
+    /// Keys the cluster view holds at most for each other gateway node: a
+    /// node whose share passes it has its keys and members dropped until
+    /// it sends a snapshot within the limits. An honest node holds at most
+    /// one key per connection, so this should be at least the other
+    /// nodes' `max_connections`.
+    pub max_node_keys: usize,
+    /// Channel members (over every channel) the cluster view holds at most
+    /// for each other gateway node, with the same consequence. An honest
+    /// node holds one per subscription of its connections.
+    pub max_node_members: usize,
     /// Origins allowed to open a WebSocket (the `Origin` header, e.g.
     /// `https://example.com`); empty allows any, and requests without an
     /// `Origin` header (non-browser clients) are always allowed.
@@ -61,12 +73,22 @@ impl Default for Limits {
             max_calls: 32,
             call_timeout: Duration::from_secs(10),
             max_connections: 20_000,
+            max_node_keys: ShareLimits::default().keys,
+            max_node_members: ShareLimits::default().members,
             allowed_origins: Vec::new(),
         }
     }
 }
 
 impl Limits {
+    /// The bounds on each other node's share of the cluster view.
+    pub(crate) fn share(&self) -> ShareLimits {
+        ShareLimits {
+            keys: self.max_node_keys,
+            members: self.max_node_members,
+        }
+    }
+
     /// Whether a WebSocket may be opened from this `Origin` header value.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match origin {

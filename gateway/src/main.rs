@@ -98,6 +98,13 @@ struct Args {
     /// WebSocket connections this node holds at most.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
+    /// Keys the cluster view holds at most for each other gateway node.
+    #[arg(long, env = "GATEWAY_MAX_NODE_KEYS", default_value_t = Limits::default().max_node_keys)]
+    max_node_keys: usize,
+    /// Channel members the cluster view holds at most for each other
+    /// gateway node.
+    #[arg(long, env = "GATEWAY_MAX_NODE_MEMBERS", default_value_t = Limits::default().max_node_members)]
+    max_node_members: usize,
     /// Messages queued for each of the node's channel readers and sync
     /// streams (the tcpnet queue length).
     #[arg(long, env = "GATEWAY_MESH_QUEUE", default_value_t = 16_384)]
@@ -192,6 +199,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         max_calls: args.max_calls,
         call_timeout: Duration::from_millis(args.call_timeout_ms),
         max_connections: args.max_connections,
+        max_node_keys: args.max_node_keys,
+        max_node_members: args.max_node_members,
         allowed_origins: args.allowed_origins.clone(),
     };
     let mut builder = Gateway::builder(service.clone(), url.clone())

@@ -15,13 +15,18 @@ use tcpnet::{Service, Settings};
 use tcpnet_gateway::cluster::wire::{
     event_topic, procedure_name, FromClient, KeyMessage, KEY_EVENT,
 };
+use tcpnet_gateway::cluster::wire::{Op, Snapshot, Sync, SYNC_EVENT};
 use tcpnet_gateway::protocol::Origin;
-use tcpnet_gateway::{Backend, Gateway, Limits};
+use tcpnet_gateway::{Backend, Gateway, Limits, URL_META};
 
 /// A tcpnet node on loopback without mDNS, linked to `peer` (its mesh
 /// port) if given.
 async fn node(cluster: &str, peer: Option<u16>) -> Service {
-    let service = tcpnet::tcpnet(Settings::new(cluster).mdns(false)).unwrap();
+    node_with(Settings::new(cluster).mdns(false), peer).await
+}
+
+async fn node_with(settings: Settings, peer: Option<u16>) -> Service {
+    let service = tcpnet::tcpnet(settings).unwrap();
     service.listen(0, "127.0.0.1").await.unwrap();
     if let Some(port) = peer {
         service
@@ -206,5 +211,171 @@ fn a_backend_refuses_calls_and_events_for_another_nodes_client() {
             .expect("the stream is open");
         assert_eq!(ev.client.conn, own, "a forged event reached the backend");
         assert_eq!(ev.client.node, r);
+    });
+}
+
+/// A member speaking the gateways' sync protocol: it reads what the
+/// gateway tells it and waits for the gateway's snapshots.
+struct Syncer {
+    service: Service,
+    sync: tcpnet::Messages,
+}
+
+impl Syncer {
+    /// A node linked to `gw`, advertising a gateway URL if `gateway`, once
+    /// it has the snapshot the gateway sends on a new link.
+    async fn start(cluster: &str, gw: &Service, gateway: bool) -> Syncer {
+        let mut settings = Settings::new(cluster).mdns(false);
+        if gateway {
+            settings = settings.meta(URL_META, "http://127.0.0.1:9");
+        }
+        let service = tcpnet::tcpnet(settings).unwrap();
+        let sync = service.receiver(SYNC_EVENT).unwrap();
+        service.listen(0, "127.0.0.1").await.unwrap();
+        service
+            .add_peer(&format!("127.0.0.1:{}", port(gw)))
+            .await
+            .unwrap();
+        linked(gw, &service).await;
+        let mut s = Syncer { service, sync };
+        s.snapshot().await;
+        s
+    }
+
+    /// Waits for the gateway's next snapshot.
+    async fn snapshot(&mut self) {
+        loop {
+            let msg = tokio::time::timeout(common::DEADLINE, self.sync.next())
+                .await
+                .expect("a snapshot in time")
+                .expect("the stream is open");
+            if matches!(
+                serde_json::from_slice(msg.data()),
+                Ok(Sync::Snapshot { .. })
+            ) {
+                return;
+            }
+        }
+    }
+
+    /// Tells the gateway `msg`, then asks for its snapshot and waits for
+    /// it: the gateway handles one node's sync messages in order, so by
+    /// then it has handled `msg`.
+    async fn tell(&mut self, gw: &Service, msg: Sync) {
+        for m in [msg, Sync::Resync] {
+            let body = serde_json::to_vec(&m).unwrap();
+            self.service
+                .emit_to(gw.id(), SYNC_EVENT, body)
+                .await
+                .unwrap();
+        }
+        self.snapshot().await;
+    }
+}
+
+fn key_on(key: &str) -> Op {
+    Op::KeyOn { key: key.into() }
+}
+
+/// The statuses and presence notices a client got until now (a ping's
+/// round trip), as `(key or conn, online or joined)`.
+async fn notices(c: &mut Client) -> Vec<(String, bool)> {
+    c.ping()
+        .await
+        .into_iter()
+        .filter_map(|f| match f["type"].as_str() {
+            Some("status") => Some((f["key"].as_str()?.to_string(), f["online"] == true)),
+            Some(t @ ("join" | "leave")) => {
+                Some((f["member"]["conn"].as_str()?.to_string(), t == "join"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Only gateways have a say in the cluster view, and each only up to the
+/// limits: a member not advertising a gateway URL changes nothing; a
+/// gateway passing a limit loses its whole share, its changes are
+/// ignored until it sends a snapshot within the limits.
+#[test]
+fn only_gateways_within_the_limits_have_a_say_in_the_view() {
+    netns(|| async {
+        let limits = Limits {
+            max_node_keys: 4,
+            max_node_members: 4,
+            ..Limits::default()
+        };
+        let (gw, gateway, ws) = gateway("view-limits", limits).await;
+        let mut watcher = Client::connect(&format!("{ws}?key=w")).await;
+        let keys = json!(["k0", "k1", "k4", "later", "back"]);
+        watcher
+            .request(json!({"type":"watch","keys":keys}), 1)
+            .await;
+        watcher.subscribe("room", true).await;
+        notices(&mut watcher).await;
+
+        let mut plain = Syncer::start("view-limits", &gw, false).await;
+        let join = |conn: &str| Op::Join {
+            channel: "room".into(),
+            conn: conn.into(),
+            key: "k0".into(),
+        };
+        plain
+            .tell(
+                &gw,
+                Sync::Delta {
+                    ops: vec![key_on("k0"), join("plain.1")],
+                },
+            )
+            .await;
+        let snap = Snapshot {
+            keys: vec!["k1".into()],
+            ..Default::default()
+        };
+        plain.tell(&gw, Sync::Snapshot { state: snap }).await;
+        assert_eq!(
+            notices(&mut watcher).await,
+            vec![],
+            "a plain member changed the view"
+        );
+
+        let mut fake = Syncer::start("view-limits", &gw, true).await;
+        until("the gateway lists the fake one", || async {
+            gateway.nodes().len() == 2
+        })
+        .await;
+        // Five keys, one past the limit: on, then all off with the share.
+        let five = (0..5).map(|i| key_on(&format!("k{i}"))).collect();
+        fake.tell(&gw, Sync::Delta { ops: five }).await;
+        let mut got = notices(&mut watcher).await;
+        got[2..].sort();
+        let want = [("k0", true), ("k1", true), ("k0", false), ("k1", false)];
+        let want: Vec<(String, bool)> = want.iter().map(|(k, on)| (k.to_string(), *on)).collect();
+        assert_eq!(got, want, "the keys past the limit stayed");
+        // Ignored until a snapshot within the limits.
+        fake.tell(
+            &gw,
+            Sync::Delta {
+                ops: vec![key_on("later")],
+            },
+        )
+        .await;
+        assert_eq!(notices(&mut watcher).await, vec![]);
+        let snap = Snapshot {
+            keys: vec!["back".into()],
+            ..Default::default()
+        };
+        fake.tell(&gw, Sync::Snapshot { state: snap }).await;
+        assert_eq!(notices(&mut watcher).await, vec![("back".into(), true)]);
+        // Members, likewise.
+        let members = (1..=5).map(|i| join(&format!("fake.{i}"))).collect();
+        fake.tell(&gw, Sync::Delta { ops: members }).await;
+        let got = notices(&mut watcher).await;
+        assert_eq!(got.iter().filter(|(_, on)| *on).count(), 4, "{got:?}");
+        assert_eq!(got.last(), Some(&("back".to_string(), false)), "{got:?}");
+        let r = watcher
+            .request(json!({"type":"presence","channel":"room"}), 2)
+            .await;
+        assert_eq!(r["members"].as_array().map(Vec::len), Some(1), "{r}");
     });
 }

@@ -10,8 +10,11 @@ use futures::StreamExt;
 use tcpnet::{LinkEvent, NodeId, Service};
 use tokio::sync::mpsc;
 
+use super::view::{Change, OverLimit};
 use super::wire::{Op, Sync, SYNC_EVENT};
+use crate::directory::{is_gateway, URL_META};
 use crate::hooks::lock;
+use crate::node::state::State;
 use crate::node::Node;
 
 /// Whether `service` has an open link to `peer`.
@@ -57,6 +60,19 @@ async fn snapshot_to(node: &Node, ops: &mut mpsc::UnboundedReceiver<Op>, peer: &
     }
     let state = lock(&node.state).view.snapshot(&node.me);
     tell(node, peer, &Sync::Snapshot { state }).await;
+}
+
+/// Notifies the changes a peer's update of the view caused; an update that
+/// passed a limit dropped the peer's share, which is said once and
+/// notified.
+fn take(st: &mut State, result: Result<Vec<Change>, OverLimit>) {
+    match result {
+        Ok(changes) => st.notify(changes),
+        Err(over) => {
+            tracing::warn!("{over}");
+            st.notify(over.changes);
+        }
+    }
 }
 
 /// Starts the sync task. The sync receiver is made first: what a peer
@@ -131,16 +147,22 @@ async fn run(
                     }
                 };
                 match parsed {
+                    // A node's keys and members are taken only from a
+                    // gateway (a member advertising its URL): any other
+                    // member, a backend say, holds no clients.
+                    Sync::Snapshot { .. } | Sync::Delta { .. } if !is_gateway(&service, &from) => {
+                        tracing::warn!(%from, "sync state refused: the sender does not advertise a gateway URL ({URL_META})");
+                    }
                     Sync::Snapshot { state } => {
                         let mut st = lock(&node.state);
-                        let changes = st.view.replace(from.as_str(), state);
-                        st.notify(changes);
+                        let result = st.view.replace(from.as_str(), state);
+                        take(&mut st, result);
                     }
                     Sync::Delta { ops: changes } => {
                         let mut st = lock(&node.state);
                         for op in changes {
-                            let c = st.view.apply(from.as_str(), op);
-                            st.notify(c);
+                            let result = st.view.apply(from.as_str(), op);
+                            take(&mut st, result);
                         }
                     }
                     Sync::Resync => snapshot_to(&node, &mut ops, &from).await,

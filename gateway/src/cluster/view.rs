@@ -26,6 +26,46 @@ struct NodeState {
     keys: HashSet<String>,
     /// channel -> conn -> key
     presence: HashMap<String, HashMap<String, String>>,
+    /// Entries in `presence`, over every channel.
+    members: usize,
+}
+
+/// The most another node's share of the view may hold. Every node keeps
+/// every other's keys and members, so without a bound one member of the
+/// cluster could make every gateway hold whatever it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareLimits {
+    /// Keys one node may hold (an honest node holds at most one per
+    /// connection).
+    pub keys: usize,
+    /// Channel members one node may hold, over every channel (an honest
+    /// node holds at most one per subscription).
+    pub members: usize,
+}
+
+impl Default for ShareLimits {
+    fn default() -> Self {
+        ShareLimits {
+            keys: 65_536,
+            members: 1 << 20,
+        }
+    }
+}
+
+/// A node's share passed a [`ShareLimits`] bound: the whole share was
+/// dropped (its keys went offline, its members left: `changes`), and the
+/// node's changes are ignored until it sends a snapshot within the limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node {node} passed the most {what} a node may hold in the view ({max}): its keys and members are dropped until a snapshot within the limit")]
+pub struct OverLimit {
+    /// The node.
+    pub node: String,
+    /// `keys` or `members`.
+    pub what: &'static str,
+    /// The limit.
+    pub max: usize,
+    /// What dropping the node's share changed.
+    pub changes: Vec<Change>,
 }
 
 /// Every known gateway node's keys and channel members.
@@ -34,15 +74,42 @@ pub struct View {
     nodes: HashMap<String, NodeState>,
     /// key -> how many nodes hold it.
     holders: HashMap<String, usize>,
+    /// The node keeping this view: its own share is bounded by its own
+    /// limits on connections, not by `limits`.
+    local: String,
+    limits: ShareLimits,
+    /// Nodes whose share passed a limit: their changes are ignored until
+    /// a snapshot within the limits.
+    refused: HashSet<String>,
 }
 
 impl View {
-    /// Applies one change of `node`'s state.
-    pub fn apply(&mut self, node: &str, op: Op) -> Vec<Change> {
+    /// An empty view kept by node `local`, holding at most `limits` of
+    /// every other node.
+    pub fn new(local: &str, limits: ShareLimits) -> View {
+        View {
+            local: local.to_string(),
+            limits,
+            ..View::default()
+        }
+    }
+
+    /// Applies one change of `node`'s state. A change of a node whose share
+    /// was dropped for passing a limit changes nothing; one that makes a
+    /// node's share pass a limit drops the share (see [`OverLimit`]).
+    pub fn apply(&mut self, node: &str, op: Op) -> Result<Vec<Change>, OverLimit> {
+        if self.refused.contains(node) {
+            return Ok(Vec::new());
+        }
+        let limits = self.limits;
+        let bounded = node != self.local;
         let mut out = Vec::new();
         let st = self.nodes.entry(node.to_string()).or_default();
         match op {
             Op::KeyOn { key } => {
+                if bounded && st.keys.len() >= limits.keys && !st.keys.contains(&key) {
+                    return Err(self.over(node, "keys", limits.keys));
+                }
                 if st.keys.insert(key.clone()) {
                     let n = self.holders.entry(key.clone()).or_default();
                     *n += 1;
@@ -57,8 +124,15 @@ impl View {
                 }
             }
             Op::Join { channel, conn, key } => {
-                let members = st.presence.entry(channel.clone()).or_default();
-                if members.get(&conn) != Some(&key) {
+                let known = st.presence.get(&channel).and_then(|m| m.get(&conn));
+                if known.is_none() && bounded && st.members >= limits.members {
+                    return Err(self.over(node, "members", limits.members));
+                }
+                if known != Some(&key) {
+                    if known.is_none() {
+                        st.members += 1;
+                    }
+                    let members = st.presence.entry(channel.clone()).or_default();
                     members.insert(conn.clone(), key.clone());
                     out.push(Change::Join(
                         channel,
@@ -73,6 +147,7 @@ impl View {
             Op::Leave { channel, conn } => {
                 if let Some(members) = st.presence.get_mut(&channel) {
                     if let Some(key) = members.remove(&conn) {
+                        st.members -= 1;
                         if members.is_empty() {
                             st.presence.remove(&channel);
                         }
@@ -88,7 +163,20 @@ impl View {
                 }
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// Drops `node`'s share for passing the limit on `what`, and ignores
+    /// its changes until a snapshot within the limits.
+    fn over(&mut self, node: &str, what: &'static str, max: usize) -> OverLimit {
+        let changes = self.remove(node);
+        self.refused.insert(node.to_string());
+        OverLimit {
+            node: node.to_string(),
+            what,
+            max,
+            changes,
+        }
     }
 
     fn key_dropped(&mut self, key: String, out: &mut Vec<Change>) {
@@ -102,14 +190,26 @@ impl View {
     }
 
     /// Replaces `node`'s state with a snapshot: the changes are the
-    /// difference only.
-    pub fn replace(&mut self, node: &str, snap: Snapshot) -> Vec<Change> {
+    /// difference only. A snapshot passing a limit drops the node's share
+    /// (see [`OverLimit`]); one within the limits is taken even from a node
+    /// whose share was dropped.
+    pub fn replace(&mut self, node: &str, snap: Snapshot) -> Result<Vec<Change>, OverLimit> {
         let mut ops = Vec::new();
         let new_keys: HashSet<String> = snap.keys.into_iter().collect();
         let mut new_presence: HashMap<String, HashMap<String, String>> = HashMap::new();
         for (channel, members) in snap.presence {
             new_presence.entry(channel).or_default().extend(members);
         }
+        if node != self.local {
+            let members: usize = new_presence.values().map(HashMap::len).sum();
+            if new_keys.len() > self.limits.keys {
+                return Err(self.over(node, "keys", self.limits.keys));
+            }
+            if members > self.limits.members {
+                return Err(self.over(node, "members", self.limits.members));
+            }
+        }
+        self.refused.remove(node);
         if let Some(old) = self.nodes.get(node) {
             for key in old.keys.difference(&new_keys) {
                 ops.push(Op::KeyOff { key: key.clone() });
@@ -142,13 +242,17 @@ impl View {
         }
         let mut out = Vec::new();
         for op in ops {
-            out.extend(self.apply(node, op));
+            out.extend(
+                self.apply(node, op)
+                    .expect("within the limits, checked above"),
+            );
         }
-        out
+        Ok(out)
     }
 
     /// Forgets `node` (it left the cluster): its keys and members go.
     pub fn remove(&mut self, node: &str) -> Vec<Change> {
+        self.refused.remove(node);
         let Some(st) = self.nodes.remove(node) else {
             return Vec::new();
         };
@@ -244,6 +348,12 @@ impl View {
 mod tests {
     use super::*;
 
+    fn ap(v: &mut View, node: &str, op: Op) -> Vec<Change> {
+        v.apply(node, op).expect("within the limits")
+    }
+    fn rp(v: &mut View, node: &str, snap: Snapshot) -> Vec<Change> {
+        v.replace(node, snap).expect("within the limits")
+    }
     fn on(k: &str) -> Op {
         Op::KeyOn { key: k.into() }
     }
@@ -268,24 +378,28 @@ mod tests {
     #[test]
     fn a_key_is_online_from_its_first_node_to_its_last() {
         let mut v = View::default();
-        assert_eq!(v.apply("a", on("k")), vec![Change::Online("k".into())]);
-        assert_eq!(v.apply("b", on("k")), vec![]);
-        assert_eq!(v.apply("a", on("k")), vec![], "an assignment, not a count");
+        assert_eq!(ap(&mut v, "a", on("k")), vec![Change::Online("k".into())]);
+        assert_eq!(ap(&mut v, "b", on("k")), vec![]);
+        assert_eq!(
+            ap(&mut v, "a", on("k")),
+            vec![],
+            "an assignment, not a count"
+        );
         assert_eq!(v.holders("k"), vec!["a", "b"]);
-        assert_eq!(v.apply("a", off("k")), vec![]);
+        assert_eq!(ap(&mut v, "a", off("k")), vec![]);
         assert!(v.online("k"));
-        assert_eq!(v.apply("b", off("k")), vec![Change::Offline("k".into())]);
-        assert_eq!(v.apply("b", off("k")), vec![]);
+        assert_eq!(ap(&mut v, "b", off("k")), vec![Change::Offline("k".into())]);
+        assert_eq!(ap(&mut v, "b", off("k")), vec![]);
         assert!(!v.online("k"));
     }
 
     #[test]
     fn a_node_that_leaves_takes_its_keys_and_members() {
         let mut v = View::default();
-        v.apply("a", on("k"));
-        v.apply("a", on("only-a"));
-        v.apply("b", on("k"));
-        v.apply("a", join("room", "a.1", "k"));
+        ap(&mut v, "a", on("k"));
+        ap(&mut v, "a", on("only-a"));
+        ap(&mut v, "b", on("k"));
+        ap(&mut v, "a", join("room", "a.1", "k"));
         let mut changes = v.remove("a");
         changes.sort_by_key(|c| format!("{c:?}"));
         assert_eq!(
@@ -304,11 +418,11 @@ mod tests {
     fn presence_joins_and_leaves_once() {
         let mut v = View::default();
         assert_eq!(
-            v.apply("a", join("room", "a.1", "k")),
+            ap(&mut v, "a", join("room", "a.1", "k")),
             vec![Change::Join("room".into(), member("a.1", "k", "a"))]
         );
-        assert_eq!(v.apply("a", join("room", "a.1", "k")), vec![]);
-        v.apply("b", join("room", "b.1", "j"));
+        assert_eq!(ap(&mut v, "a", join("room", "a.1", "k")), vec![]);
+        ap(&mut v, "b", join("room", "b.1", "j"));
         assert_eq!(
             v.members("room"),
             vec![member("a.1", "k", "a"), member("b.1", "j", "b")]
@@ -319,25 +433,25 @@ mod tests {
             conn: "a.1".into(),
         };
         assert_eq!(
-            v.apply("a", leave.clone()),
+            ap(&mut v, "a", leave.clone()),
             vec![Change::Leave("room".into(), member("a.1", "k", "a"))]
         );
-        assert_eq!(v.apply("a", leave), vec![]);
+        assert_eq!(ap(&mut v, "a", leave), vec![]);
     }
 
     #[test]
     fn a_snapshot_replaces_with_the_difference_only() {
         let mut v = View::default();
-        v.apply("a", on("stay"));
-        v.apply("a", on("go"));
-        v.apply("a", join("room", "a.1", "stay"));
+        ap(&mut v, "a", on("stay"));
+        ap(&mut v, "a", on("go"));
+        ap(&mut v, "a", join("room", "a.1", "stay"));
         let mut snap = Snapshot {
             keys: vec!["stay".into(), "new".into()],
             ..Default::default()
         };
         snap.presence
             .insert("room".into(), vec![("a.2".into(), "new".into())]);
-        let mut changes = v.replace("a", snap.clone());
+        let mut changes = rp(&mut v, "a", snap.clone());
         changes.sort_by_key(|c| format!("{c:?}"));
         assert_eq!(
             changes,
@@ -352,7 +466,7 @@ mod tests {
         again.keys.sort();
         snap.keys.sort();
         assert_eq!(again, snap);
-        assert!(v.replace("a", snap).is_empty());
+        assert!(rp(&mut v, "a", snap).is_empty());
     }
 
     /// Replaying changes a snapshot already holds ends in the snapshot's state.
@@ -361,18 +475,84 @@ mod tests {
         let ops = vec![on("k"), join("room", "a.1", "k"), off("k"), on("j")];
         let mut source = View::default();
         for op in &ops {
-            source.apply("a", op.clone());
+            ap(&mut source, "a", op.clone());
         }
         let snap = source.snapshot("a");
         let mut v = View::default();
-        v.replace("a", snap.clone());
+        rp(&mut v, "a", snap.clone());
         for op in ops {
-            v.apply("a", op);
+            ap(&mut v, "a", op);
         }
         let mut got = v.snapshot("a");
         let mut want = snap;
         got.keys.sort();
         want.keys.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_node_passing_a_limit_loses_its_share_until_a_snapshot_within_it() {
+        let limits = ShareLimits {
+            keys: 2,
+            members: 2,
+        };
+        let mut v = View::new("me", limits);
+        ap(&mut v, "a", on("k1"));
+        ap(&mut v, "a", on("k2"));
+        ap(&mut v, "a", on("k2"));
+        ap(&mut v, "a", join("room", "a.1", "k1"));
+        ap(&mut v, "b", on("k1"));
+        let over = v.apply("a", on("k3")).unwrap_err();
+        assert_eq!((over.what, over.max), ("keys", 2));
+        assert!(over.changes.contains(&Change::Offline("k2".into())));
+        assert!(over
+            .changes
+            .contains(&Change::Leave("room".into(), member("a.1", "k1", "a"))));
+        assert_eq!(
+            over.changes.len(),
+            2,
+            "k1 stays online on b: {:?}",
+            over.changes
+        );
+        assert!(v.online("k1") && !v.online("k2") && !v.online("k3"));
+        // Its changes are ignored from then on.
+        assert_eq!(ap(&mut v, "a", on("k4")), vec![]);
+        assert!(!v.online("k4"));
+        // A snapshot past a limit is refused too; one within them is taken.
+        let big = Snapshot {
+            keys: vec!["x".into(), "y".into(), "z".into()],
+            ..Default::default()
+        };
+        assert_eq!(v.replace("a", big).unwrap_err().what, "keys");
+        let small = Snapshot {
+            keys: vec!["x".into()],
+            ..Default::default()
+        };
+        assert_eq!(rp(&mut v, "a", small), vec![Change::Online("x".into())]);
+        assert_eq!(ap(&mut v, "a", on("y")), vec![Change::Online("y".into())]);
+
+        // Members, over every channel; a member already known is no more.
+        ap(&mut v, "c", join("r1", "c.1", "k"));
+        ap(&mut v, "c", join("r2", "c.1", "k"));
+        ap(&mut v, "c", join("r2", "c.1", "k"));
+        let over = v.apply("c", join("r3", "c.1", "k")).unwrap_err();
+        assert_eq!((over.what, over.max), ("members", 2));
+        assert_eq!(over.changes.len(), 2);
+        assert!(v.members("r1").is_empty());
+        let mut many = Snapshot::default();
+        many.presence.insert(
+            "r".into(),
+            (1..=3).map(|i| (format!("c.{i}"), "k".into())).collect(),
+        );
+        assert_eq!(v.replace("c", many).unwrap_err().what, "members");
+
+        // The local node's own share is bounded by its own limits.
+        for k in ["1", "2", "3"] {
+            ap(&mut v, "me", on(k));
+        }
+        assert!(v.online("3"));
+        // A node that leaves is forgotten, refusal included.
+        v.remove("c");
+        assert_eq!(ap(&mut v, "c", join("r1", "c.1", "k")).len(), 1);
     }
 }

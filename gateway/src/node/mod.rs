@@ -60,7 +60,7 @@ impl Node {
     ) -> Node {
         let me = service.id().to_string();
         Node {
-            state: Mutex::new(State::new(me.clone(), ops)),
+            state: Mutex::new(State::new(me.clone(), limits.share(), ops)),
             me,
             service,
             limits,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
-use crate::cluster::view::{Change, View};
+use crate::cluster::view::{Change, ShareLimits, View};
 use crate::cluster::wire::Op;
 use crate::hooks::Client;
 use crate::protocol::{server, Member};
@@ -47,14 +47,15 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(me: String, ops: mpsc::UnboundedSender<Op>) -> Self {
+    pub(crate) fn new(me: String, share: ShareLimits, ops: mpsc::UnboundedSender<Op>) -> Self {
+        let view = View::new(&me, share);
         State {
             me,
             conns: HashMap::new(),
             channels: HashMap::new(),
             keys: HashMap::new(),
             watchers: HashMap::new(),
-            view: View::default(),
+            view,
             ops,
         }
     }
@@ -63,7 +64,7 @@ impl State {
     /// notices) and queued for the other nodes.
     pub(crate) fn local(&mut self, op: Op) {
         let changes = self.view.apply(&self.me.clone(), op.clone());
-        self.notify(changes);
+        self.notify(changes.expect("this node's own share is not bounded by the view"));
         let _ = self.ops.send(op);
     }
 
