@@ -256,9 +256,12 @@ pub enum Error {
     },
 
     /// A peer passed on a message in another node's name that this node
-    /// does not believe, and dropped: numbered (or versioned) further
-    /// ahead of this node's clock than
-    /// [`MAX_AHEAD`](crate::limits::MAX_AHEAD). The link stays open.
+    /// does not believe, and dropped: without that node's signature,
+    /// numbered (or versioned) further ahead of this node's clock than
+    /// [`MAX_AHEAD`](crate::limits::MAX_AHEAD), or numbered by a node that
+    /// is not a member once this node remembers the numbers of as many
+    /// origins as it may (see
+    /// [`RefusedMessages`](crate::RefusedMessages)). The link stays open.
     #[error("refused a message from peer {peer} in the name of {origin}: {reason}")]
     Refused {
         /// The peer it came from.

@@ -118,6 +118,11 @@ pub struct RefusedMessages {
     /// Over a byte budget: topics or lists of links
     /// ([`Error::OverBudget`](crate::Error::OverBudget)).
     pub over_budget: u64,
+    /// Flooded in the name of a node that is not a member, once the table
+    /// of message numbers holds all the origins it may (a peer making up
+    /// keys to push members' numbers out, or replaying a node that left)
+    /// ([`Error::Refused`](crate::Error::Refused)).
+    pub unknown: u64,
 }
 
 /// One open link's figures.
@@ -174,6 +179,7 @@ pub(crate) enum Refused {
     Signature,
     Ahead,
     OverBudget,
+    Unknown,
 }
 
 /// The bytes all the links of one node hold (queued each way, or in a
@@ -255,7 +261,7 @@ pub(crate) struct Counters {
     dials: AtomicU64,
     redials: AtomicU64,
     handshakes: [AtomicU64; 8],
-    refused: [AtomicU64; 3],
+    refused: [AtomicU64; 4],
     bad_mdns_records: AtomicU64,
     relayed: AtomicU64,
     relay_dropped: AtomicU64,
@@ -339,6 +345,7 @@ impl Counters {
                 signature: r(Refused::Signature),
                 ahead: r(Refused::Ahead),
                 over_budget: r(Refused::OverBudget),
+                unknown: r(Refused::Unknown),
             },
             bad_mdns_records: get(&self.bad_mdns_records),
             relayed: get(&self.relayed),

@@ -120,7 +120,7 @@ fn the_figures_of_stats_reach_the_metrics_facade() {
             );
             assert_eq!(get(key), Some(0.0), "{cause}");
         }
-        for cause in ["signature", "ahead", "over_budget"] {
+        for cause in ["signature", "ahead", "over_budget", "unknown"] {
             let key = format!(
                 "tcpnet_refused_messages_total{{node={},cause={cause}}}",
                 a.id()

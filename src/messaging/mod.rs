@@ -100,6 +100,15 @@ pub(crate) trait Gossip: Send + Sync {
     /// `peer` said which nodes it is linked to: `list`, the router's list
     /// of them, to share.
     fn neighbors(&self, _peer: &NodeId, _list: &LinkList) {}
+
+    /// True if the view knows `node` as a member that has not left, or
+    /// holds its record for a link or a grace (see
+    /// [`router::seen`]: their message numbers are never forgotten). Asked
+    /// under the messaging lock: the view must not call messaging while
+    /// it holds its own.
+    fn in_view(&self, _node: &NodeId) -> bool {
+        false
+    }
 }
 
 /// The messaging tables, under one lock.
@@ -620,6 +629,7 @@ impl Messaging {
         self.counters.refused_message(match r {
             Refusal::OverBudget { .. } => Refused::OverBudget,
             Refusal::Ahead { .. } => Refused::Ahead,
+            Refusal::Unknown => Refused::Unknown,
         });
         let e = match r {
             Refusal::OverBudget {
@@ -633,7 +643,7 @@ impl Messaging {
                 bytes,
                 budget,
             },
-            r @ Refusal::Ahead { .. } => Error::Refused {
+            r @ (Refusal::Ahead { .. } | Refusal::Unknown) => Error::Refused {
                 peer,
                 origin,
                 reason: r.to_string(),
@@ -702,7 +712,11 @@ impl Inbound for Messaging {
         // the rest by number.
         let versioned = matches!(e.op, Op::Interest | Op::Member);
         if e.flooded() && !versioned {
-            match st.router.fresh(peer, &e.origin, e.seq, unix_nanos()) {
+            let in_view = |n: &NodeId| self.gossip.in_view(n);
+            match st
+                .router
+                .fresh(peer, &e.origin, e.seq, unix_nanos(), in_view)
+            {
                 News::Fresh => {}
                 News::Stale => {
                     self.counters.deduplicated();
@@ -1352,6 +1366,96 @@ mod tests {
             assert_eq!(&got.data()[..], &e.body[..]);
         }
         assert!(lock(&errors).is_empty());
+    }
+
+    /// The view of the test below: it knows one node.
+    struct Knows(NodeId);
+
+    impl Gossip for Knows {
+        fn record(
+            &self,
+            _: &NodeId,
+            _: &NodeId,
+            _: Record,
+            _: Option<MetaError>,
+            _: Option<Frame>,
+        ) -> bool {
+            false
+        }
+
+        fn in_view(&self, node: &NodeId) -> bool {
+            node == &self.0
+        }
+    }
+
+    /// A linked peer keeps a broadcast B signed, makes up a key per
+    /// origin for as many origins as the node remembers numbers of, and
+    /// sends a signed broadcast of each, then B's again: B is a member the
+    /// view knows, so its numbers stay, and the copy is a duplicate, not
+    /// delivered. The made-up origins past the table's bound are refused,
+    /// counted and reported.
+    #[test]
+    fn a_members_message_replayed_after_many_made_up_origins_is_a_duplicate() {
+        use router::seen::MAX_ORIGINS;
+        let b = Identity::generate();
+        let m = Messaging::new(
+            Identity::generate(),
+            1,
+            Arc::default(),
+            Arc::new(Knows(b.id().clone())),
+            Bounds {
+                items: MAX_ORIGINS * 2,
+                bytes: usize::MAX,
+            },
+            1 << 16,
+            Arc::default(),
+        );
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        m.report_errors_to(Arc::new(move |e| lock(&sink).push(e)));
+        let mut inbox = m.messages();
+        let (tx, _rx) = reply_queue();
+        let peer = id("0a");
+        let now = unix_nanos();
+        let broadcast = |key: &Identity, body: &'static [u8]| {
+            let e = Envelope {
+                op: Op::Broadcast,
+                flags: FLOOD,
+                hops: 1,
+                origin: key.id().clone(),
+                seq: now,
+                corr: 0,
+                name: String::new(),
+                body: Bytes::from_static(body),
+                signature: None,
+            };
+            signed(key, e).encode()
+        };
+        let kept = broadcast(&b, b"B's");
+        m.message(&peer, kept.clone(), &tx).unwrap();
+        let extra = 10;
+        for _ in 0..MAX_ORIGINS + extra {
+            m.message(&peer, broadcast(&Identity::generate(), b"made up"), &tx)
+                .unwrap();
+        }
+        m.message(&peer, kept, &tx).unwrap();
+        let mut got = Vec::new();
+        while let Some(Some(msg)) = inbox.next().now_or_never() {
+            got.push(msg.data().clone());
+        }
+        assert_eq!(got.iter().filter(|d| &d[..] == b"B's").count(), 1);
+        assert_eq!(got.len(), MAX_ORIGINS, "B's and the made-up ones with room");
+        let refused = MAX_ORIGINS + extra - (MAX_ORIGINS - 1);
+        let stats = m.counters.snapshot(vec![]);
+        assert_eq!(stats.refused_messages.unknown, refused as u64);
+        assert_eq!(stats.deduplicated, 1);
+        let errors = lock(&errors);
+        assert_eq!(errors.len(), refused);
+        assert!(
+            matches!(&errors[0], Error::Refused { reason, .. } if reason.contains("not a member")),
+            "{:?}",
+            errors[0]
+        );
     }
 
     /// The next `Neighbors` envelope queued on `rx`, within 5 s.

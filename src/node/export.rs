@@ -59,6 +59,7 @@ fn record(id: &str, s: &Stats) {
         ("signature", r.signature),
         ("ahead", r.ahead),
         ("over_budget", r.over_budget),
+        ("unknown", r.unknown),
     ] {
         let labels = vec![node.clone(), Label::new("cause", cause)];
         counter!("tcpnet_refused_messages_total", labels).absolute(v);

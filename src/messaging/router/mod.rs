@@ -54,6 +54,22 @@
 //! incarnation's, and dropped; when a linked origin's incarnation changes,
 //! what this node knew of the old one (its numbers, topics and links) is
 //! forgotten.
+//!
+//! # Replays
+//!
+//! A signed message stays signed: a peer can keep one and send it again
+//! later. The window of its origin makes it a duplicate, as long as the
+//! window is kept, and the table of windows ([`seen`]) never forgets a
+//! member's (a linked peer, or a node the membership view knows) to make
+//! room for another origin, however many keys a peer makes up. Once the
+//! table is full, a numbered message of an origin that is not a member is
+//! refused ([`Refusal::Unknown`]): so a node that left, whose window may
+//! be gone, cannot be replayed either. Until then, such messages are
+//! delivered: a node behind a relay is heard from before its record
+//! reaches this node's view (records are passed on a second later, per
+//! hop). A node that restarts with the same key comes back as a newer
+//! incarnation, whose numbers start above the old ones; with a new key it
+//! is a new origin.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -68,7 +84,7 @@ pub(crate) mod seen;
 
 use interest::Interest;
 use neighbors::{LinkList, Neighbors};
-use seen::Seen;
+use seen::{Seen, Seq};
 
 /// What the router made of a flooded message or a node's topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +108,9 @@ pub(crate) enum Refusal {
         /// This node's clock, in nanoseconds since the Unix epoch.
         now: u64,
     },
+    /// A numbered message of a node that is not a member, while the
+    /// table of message numbers is full (see [`seen`]).
+    Unknown,
     /// Holding it would pass a byte budget.
     OverBudget {
         /// What the budget is for.
@@ -110,6 +129,11 @@ impl std::fmt::Display for Refusal {
                 f,
                 "numbered {number}, {:?} ahead of this node's clock (at most {MAX_AHEAD:?})",
                 Duration::from_nanos(number - now)
+            ),
+            Refusal::Unknown => write!(
+                f,
+                "its origin is not a member, and the table of {} origins' message numbers is full",
+                seen::MAX_ORIGINS
             ),
             Refusal::OverBudget {
                 what,
@@ -309,15 +333,30 @@ impl Router {
 
     /// What the message `(origin, seq)`, received from `from`, is; `now` is
     /// this node's clock (nanoseconds since the Unix epoch). A fresh one is
-    /// recorded as seen.
-    pub(crate) fn fresh(&mut self, from: &NodeId, origin: &NodeId, seq: u64, now: u64) -> News {
+    /// recorded as seen. `in_view` says whether the membership view knows
+    /// a node; with `from` and the linked peers, those are the members
+    /// whose numbers are never forgotten (see [`seen`]).
+    pub(crate) fn fresh(
+        &mut self,
+        from: &NodeId,
+        origin: &NodeId,
+        seq: u64,
+        now: u64,
+        in_view: impl Fn(&NodeId) -> bool,
+    ) -> News {
         if let Err(r) = not_ahead(from, origin, seq, now) {
             return News::Refused(r);
         }
-        if self.older_incarnation(origin, seq) || !self.seen.record(origin, seq) {
+        if self.older_incarnation(origin, seq) {
             return News::Stale;
         }
-        News::Fresh
+        let linked = &self.linked;
+        let member = |n: &NodeId| n == from || linked.contains(n) || in_view(n);
+        match self.seen.record(origin, seq, member) {
+            Seq::Fresh => News::Fresh,
+            Seq::Stale => News::Stale,
+            Seq::Unknown => News::Refused(Refusal::Unknown),
+        }
     }
 
     /// True if `number` (a message number or interest version) of
@@ -438,7 +477,7 @@ mod tests {
 
     impl Router {
         fn is_fresh(&mut self, origin: &NodeId, seq: u64) -> bool {
-            self.fresh(&id("ff"), origin, seq, NOW) == News::Fresh
+            self.fresh(&id("ff"), origin, seq, NOW, |_| false) == News::Fresh
         }
 
         fn heard(&mut self, node: NodeId, version: u64, topics: BTreeSet<String>) -> News {
@@ -499,6 +538,40 @@ mod tests {
         for i in 0..seen::MAX_ORIGINS + 10 {
             r.is_fresh(&id(&format!("{:04x}", i + 2)), 1);
         }
+        assert_eq!(r.seen.len(), seen::MAX_ORIGINS);
+    }
+
+    /// A linked peer C makes up origins by the thousand, each with one
+    /// message: the windows of B (linked) and D (a member the view knows,
+    /// not linked) stay, so C's replays of their messages are stale; once
+    /// the table is full, made-up origins are refused, and a member's new
+    /// window still finds room.
+    #[test]
+    fn made_up_origins_push_no_members_numbers_out() {
+        let (b, c, d, e) = (id("0b"), id("0c"), id("0d"), id("0e"));
+        let mut r = Router::new(id("01"), 0);
+        r.link_opened(b.clone(), 1);
+        r.link_opened(c.clone(), 1);
+        let in_view = |n: &NodeId| n == &id("0d") || n == &id("0e");
+        let fresh = |r: &mut Router, from: &NodeId, origin: &NodeId, seq| {
+            r.fresh(from, origin, seq, NOW, in_view)
+        };
+        assert_eq!(fresh(&mut r, &b, &b, 500), News::Fresh);
+        assert_eq!(fresh(&mut r, &c, &d, 700), News::Fresh);
+        let mut refused = 0;
+        for i in 0..2 * seen::MAX_ORIGINS {
+            match fresh(&mut r, &c, &id(&format!("{:x}", 0x10_0000 + i)), 1) {
+                News::Fresh => {}
+                News::Refused(Refusal::Unknown) => refused += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(refused, seen::MAX_ORIGINS + 2);
+        assert_eq!(fresh(&mut r, &c, &b, 500), News::Stale, "B replayed");
+        assert_eq!(fresh(&mut r, &c, &d, 700), News::Stale, "D replayed");
+        assert_eq!(fresh(&mut r, &c, &e, 9), News::Fresh, "a new member");
+        assert_eq!(fresh(&mut r, &c, &e, 9), News::Stale);
+        assert_eq!(fresh(&mut r, &c, &c, 3), News::Fresh, "its own");
         assert_eq!(r.seen.len(), seen::MAX_ORIGINS);
     }
 
@@ -634,21 +707,29 @@ mod tests {
         let (b, relay) = (id("0b"), id("0c"));
         let mut r = Router::new(id("01"), 0);
         let now = 1_000_000_000_000;
-        assert_eq!(r.fresh(&b, &b, now, now), News::Fresh);
+        assert_eq!(r.fresh(&b, &b, now, now, |_| false), News::Fresh);
         let forged = u64::MAX - 1;
         assert!(matches!(
-            r.fresh(&relay, &b, forged, now),
+            r.fresh(&relay, &b, forged, now, |_| false),
             News::Refused(Refusal::Ahead { number, .. }) if number == forged
         ));
         let ahead = now + MAX_AHEAD.as_nanos() as u64;
-        assert_eq!(r.fresh(&relay, &b, ahead, now), News::Fresh, "at the bound");
+        assert_eq!(
+            r.fresh(&relay, &b, ahead, now, |_| false),
+            News::Fresh,
+            "at the bound"
+        );
         assert!(matches!(
-            r.fresh(&relay, &b, ahead + 1_000_000, now),
+            r.fresh(&relay, &b, ahead + 1_000_000, now, |_| false),
             News::Refused(_)
         ));
         // Not recorded: B's next real message is fresh.
-        assert_eq!(r.fresh(&b, &b, ahead + 1, now), News::Fresh);
-        assert_eq!(r.fresh(&b, &b, forged, now), News::Fresh, "its own link");
+        assert_eq!(r.fresh(&b, &b, ahead + 1, now, |_| false), News::Fresh);
+        assert_eq!(
+            r.fresh(&b, &b, forged, now, |_| false),
+            News::Fresh,
+            "its own link"
+        );
 
         // Versions likewise: a relayed one ahead is refused, B's set stays.
         let t = BTreeSet::from(["t".to_string()]);

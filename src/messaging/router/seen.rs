@@ -1,5 +1,15 @@
 //! Which of each origin's numbered messages were seen: a window of
 //! [`WINDOW`] numbers per origin, for at most [`MAX_ORIGINS`] origins.
+//!
+//! A new window takes any number, so a window forgotten would make the
+//! origin's old messages new again: a peer that kept them could replay
+//! them. Keys are free to make, and every made-up key is an origin whose
+//! signature checks out, so a peer can bring origins by the thousand. The
+//! table therefore never forgets a member's window (a linked peer, or a
+//! node of the membership view: far fewer than [`MAX_ORIGINS`]) to make
+//! room; it forgets the least recent of the others, and once it is full a
+//! message of an origin that is not a member is refused, not given a
+//! window.
 
 use std::collections::HashMap;
 
@@ -7,6 +17,11 @@ use crate::id::NodeId;
 
 /// Most nodes whose message numbers are remembered.
 pub(crate) const MAX_ORIGINS: usize = 4096;
+
+// Members are at most MAX_PEERS linked, MAX_PEERS relayed and MAX_PEERS
+// waiting (see `node::members::view`): their windows fit, with room for
+// others.
+const _: () = assert!(MAX_ORIGINS > 3 * crate::limits::MAX_PEERS);
 /// How far below the highest number seen a message may still be new.
 pub(crate) const WINDOW: u64 = 1024;
 
@@ -74,8 +89,20 @@ impl Window {
     }
 }
 
-/// The windows of every origin heard from, forgetting the one heard from
-/// least recently when full.
+/// What [`Seen::record`] made of a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seq {
+    /// Not seen before; now recorded.
+    Fresh,
+    /// Seen before, or older than its origin's window.
+    Stale,
+    /// Of an origin with no window, that is not a member, while the table
+    /// is full: not recorded.
+    Unknown,
+}
+
+/// The windows of every origin heard from; when full, a member's new
+/// window takes the place of the non-member's heard from least recently.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
     windows: HashMap<NodeId, Window>,
@@ -83,25 +110,49 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    /// Records `(origin, seq)`; true if it was not seen before.
-    pub(crate) fn record(&mut self, origin: &NodeId, seq: u64) -> bool {
+    /// Records `(origin, seq)`. `member` says whether a node is a member
+    /// (see the module's doc); it is asked only when the table is full and
+    /// `origin` has no window.
+    pub(crate) fn record(
+        &mut self,
+        origin: &NodeId,
+        seq: u64,
+        member: impl Fn(&NodeId) -> bool,
+    ) -> Seq {
         self.clock += 1;
         let now = self.clock;
         if let Some(w) = self.windows.get_mut(origin) {
             w.heard = now;
-            return w.record(seq);
+            return if w.record(seq) {
+                Seq::Fresh
+            } else {
+                Seq::Stale
+            };
         }
         if self.windows.len() >= MAX_ORIGINS {
-            let oldest = self
-                .windows
-                .iter()
-                .min_by_key(|(_, w)| w.heard)
-                .map(|(id, _)| id.clone())
-                .expect("not empty");
+            if !member(origin) {
+                return Seq::Unknown;
+            }
+            let oldest = self.least_recent(&member);
             self.windows.remove(&oldest);
         }
         self.windows.insert(origin.clone(), Window::new(seq, now));
-        true
+        Seq::Fresh
+    }
+
+    /// The origin to forget for a member's window: the non-member heard
+    /// from least recently (or, were every window a member's, which the
+    /// bounds on members rule out, the least recent of all).
+    fn least_recent(&self, member: impl Fn(&NodeId) -> bool) -> NodeId {
+        let mut by_age: Vec<(u64, &NodeId)> =
+            self.windows.iter().map(|(id, w)| (w.heard, id)).collect();
+        by_age.sort_unstable();
+        by_age
+            .iter()
+            .find(|(_, id)| !member(id))
+            .or(by_age.first())
+            .map(|(_, id)| (*id).clone())
+            .expect("not empty")
     }
 
     /// Forgets `origin`'s numbers: its next message starts a new window.
@@ -112,5 +163,46 @@ impl Seen {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.windows.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> NodeId {
+        NodeId::parse(&format!("{n:x}")).unwrap()
+    }
+
+    /// A member's window stays whatever other origins come: its old
+    /// numbers stay seen. Once the table is full, an origin that is not a
+    /// member gets no window, and a new member's takes the place of the
+    /// least recent non-member's.
+    #[test]
+    fn a_members_window_outlasts_any_number_of_other_origins() {
+        let mut s = Seen::default();
+        let b = id(0xb);
+        let member = |n: &NodeId| n == &b || n == &id(0xc);
+        for seq in 1000..1100u64 {
+            assert_eq!(s.record(&b, seq, member), Seq::Fresh);
+        }
+        assert_eq!(s.record(&b, 1050, member), Seq::Stale);
+        let made_up = |i: u64| id(0x10_0000 + i);
+        for i in 0..MAX_ORIGINS as u64 * 2 {
+            let want = if i < MAX_ORIGINS as u64 - 1 {
+                Seq::Fresh
+            } else {
+                Seq::Unknown
+            };
+            assert_eq!(s.record(&made_up(i), 1, member), want, "origin {i}");
+        }
+        assert_eq!(s.len(), MAX_ORIGINS);
+        assert_eq!(s.record(&b, 1050, member), Seq::Stale, "a replay of B's");
+        // A new member takes the least recent made-up origin's place.
+        assert_eq!(s.record(&id(0xc), 7, member), Seq::Fresh);
+        assert_eq!(s.len(), MAX_ORIGINS);
+        assert_eq!(s.record(&made_up(0), 2, member), Seq::Unknown);
+        assert_eq!(s.record(&made_up(1), 1, member), Seq::Stale, "kept");
+        assert_eq!(s.record(&b, 1050, member), Seq::Stale);
     }
 }

@@ -341,6 +341,10 @@ impl Gossip for Members {
         let now = Instant::now();
         self.apply(|v| v.neighbors(peer, list, now), now);
     }
+
+    fn in_view(&self, node: &NodeId) -> bool {
+        lock(&self.inner).view.knows(node)
+    }
 }
 
 impl Members {

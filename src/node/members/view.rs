@@ -211,6 +211,13 @@ impl View {
         self.members.get(id)
     }
 
+    /// True if `id` is a member that has not left, or a node whose record
+    /// waits for its link or the grace: at most [`MAX_PEERS`] relayed
+    /// members and [`MAX_WAITING`] records, beside the linked ones.
+    pub(crate) fn knows(&self, id: &NodeId) -> bool {
+        self.members.get(id).is_some_and(|e| !e.left()) || self.waiting.contains_key(id)
+    }
+
     /// This node's metadata changed: a new version of its record.
     pub(crate) fn set_local_meta(&mut self, meta: Meta) -> Changes {
         if meta == self.local.meta {
