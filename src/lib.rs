@@ -102,8 +102,9 @@
 //!   `send` accepted; a link that fails instead reports it (see
 //!   [`CloseReason::is_failure`]).
 //! - **Events**: each subscriber has its own queue; the mesh never waits for
-//!   a subscriber. Error queues are bounded and count what they drop (see
-//!   [`Events`]).
+//!   a subscriber. Error queues are bounded and count what they drop;
+//!   member queues are bounded and end a stream that falls behind, for the
+//!   subscriber to watch again (see [`Events`]).
 //! - **Errors** on [`Service::on_error`] are non-fatal: the service goes on.
 //!   Each has a kind ([`Error::kind`]) that tells churn from faults and
 //!   foreign input.

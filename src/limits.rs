@@ -41,6 +41,14 @@ pub const MAX_PEERS: usize = 1024;
 /// stream holds; more are counted and reported as one
 /// [`Error::Missed`](crate::Error::Missed).
 pub const MAX_QUEUED_ERRORS: usize = 1024;
+/// Most unread changes each member stream
+/// ([`Service::on_member`](crate::Service::on_member),
+/// [`Service::watch_members`](crate::Service::watch_members)) holds past the
+/// members it starts with: four for each of [`MAX_PEERS`] members. A peer
+/// makes one change for each new version of its metadata it sends, so a
+/// stream that falls this far behind is ended instead
+/// ([`Events::fell_behind`](crate::Events::fell_behind)): watch again.
+pub const MAX_QUEUED_MEMBER_EVENTS: usize = 4 * MAX_PEERS;
 /// Longest event, topic or procedure name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 

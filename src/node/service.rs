@@ -708,7 +708,10 @@ impl Service {
     /// missed what was sent meanwhile, so resync with it (see
     /// [`MemberChange::needs_resync`](crate::MemberChange::needs_resync)).
     /// [`watch_members`](Self::watch_members) gives the state as a list
-    /// instead.
+    /// instead. A stream that falls
+    /// [`MAX_QUEUED_MEMBER_EVENTS`](crate::limits::MAX_QUEUED_MEMBER_EVENTS)
+    /// changes behind ends after those it holds (see
+    /// [`Events::fell_behind`]): watch again.
     ///
     /// ```no_run
     /// use futures::StreamExt;
@@ -726,7 +729,9 @@ impl Service {
     /// The members and a stream of the changes after them, taken together:
     /// applying the events, in order, to the snapshot gives the view as it
     /// is then, without a change missed or repeated (the first event's
-    /// `seq` follows the snapshot's last change).
+    /// `seq` follows the snapshot's last change). The stream ends, as
+    /// [`on_member`](Self::on_member)'s does, if it falls too far behind
+    /// ([`Events::fell_behind`]): watch again.
     pub fn watch_members(&self) -> (Vec<Member>, Events<MemberEvent>) {
         self.state.members.watch()
     }

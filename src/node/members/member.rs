@@ -149,7 +149,9 @@ pub struct LinkInfo {
 /// `seq` numbers the events of one service from 1, without gaps: with
 /// [`Service::watch_members`](crate::Service::watch_members) (a snapshot and
 /// the events after it, taken together) a consumer can follow the whole
-/// view without missing or repeating a change.
+/// view without missing or repeating a change. A stream that falls too far
+/// behind ends instead of skipping a change
+/// ([`Events::fell_behind`](crate::Events::fell_behind)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MemberEvent {

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::error::{CloseReason, Error, MetaError};
 use crate::id::NodeId;
-use crate::limits::{MAX_PEERS, RELAYED_GRACE};
+use crate::limits::{MAX_PEERS, MAX_QUEUED_MEMBER_EVENTS, RELAYED_GRACE};
 use crate::link::connection::Connection;
 use crate::link::LinkId;
 use crate::messaging::router::neighbors::LinkList;
@@ -87,7 +87,7 @@ impl Members {
                     .with_grace(grace)
                     .with_relayed_grace(relayed_grace),
                 seq: 0,
-                events: Emitter::unbounded(),
+                events: Emitter::ending(MAX_QUEUED_MEMBER_EVENTS),
                 addrs: Vec::new(),
                 hello_meta,
                 links: HashMap::new(),
@@ -496,5 +496,86 @@ fn link_info(
         frames_out: figure(|s| s.frames_out),
         bytes_out: figure(|s| s.bytes_out),
         send_queue: stats.as_ref().map_or(0, |s| s.send_queue),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::{FutureExt, StreamExt};
+
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId::parse(&format!("{n:02x}")).unwrap()
+    }
+
+    fn record(version: u64, value: &str) -> Record {
+        Record {
+            incarnation: 10,
+            port: 4000,
+            version,
+            leaving: false,
+            meta: Some(Meta::from_pairs([("k", value)]).unwrap()),
+        }
+    }
+
+    /// A linked peer that sends a new version of its record with other
+    /// metadata, again and again, makes a change each time: a member
+    /// stream not read holds the members it started with and
+    /// [`MAX_QUEUED_MEMBER_EVENTS`] of them, then ends, saying it fell
+    /// behind; one read along gets them all, and watching again shows the
+    /// peer as it is.
+    #[test]
+    fn a_member_stream_that_falls_behind_a_peers_records_ends() {
+        let members = Members::new(
+            id(1),
+            5,
+            Meta::default(),
+            Duration::ZERO,
+            Arc::new(Hub::new()),
+            false,
+        );
+        let now = Instant::now();
+        {
+            let mut inner = lock(&members.inner);
+            let changes = inner.view.opened(
+                Opened {
+                    link: 7,
+                    peer: id(2),
+                    remote: "127.0.0.1:1".parse().unwrap(),
+                    local: "127.0.0.1:2".parse().unwrap(),
+                    record: record(10, "a"),
+                },
+                now,
+            );
+            emit(&mut inner, changes, now);
+        }
+        let mut behind = members.subscribe();
+        let mut reading = members.subscribe();
+        let started: Vec<_> =
+            std::iter::from_fn(|| reading.next().now_or_never().flatten()).collect();
+        assert_eq!(started.len(), 2);
+        let records = MAX_QUEUED_MEMBER_EVENTS as u64 + 100;
+        let mut updates = 0;
+        for n in 1..=records {
+            let value = if n % 2 == 0 { "a" } else { "b" };
+            Gossip::record(&*members, &id(2), &id(2), record(10 + n, value), None, None);
+            while let Some(Some(ev)) = reading.next().now_or_never() {
+                assert_eq!(ev.change, MemberChange::Updated);
+                updates += 1;
+            }
+        }
+        assert_eq!(updates, records);
+        assert!(!reading.fell_behind());
+
+        let held: Vec<_> = std::iter::from_fn(|| behind.next().now_or_never().flatten()).collect();
+        assert_eq!(held.len(), 2 + MAX_QUEUED_MEMBER_EVENTS);
+        assert!(held.windows(2).skip(1).all(|w| w[1].seq == w[0].seq + 1));
+        assert_eq!(behind.next().now_or_never(), Some(None));
+        assert!(behind.fell_behind());
+
+        let (now_members, _) = members.watch();
+        let last = if records % 2 == 0 { "a" } else { "b" };
+        assert_eq!(now_members[1].meta.get("k"), Some(last));
     }
 }
