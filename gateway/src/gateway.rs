@@ -24,6 +24,10 @@ use crate::protocol::{check_name, Code, Problem};
 /// The queue of each receiver and procedure stream.
 const HOOK_QUEUE: usize = 1024;
 
+/// This node's changes queued for the sync task at most; past it, the
+/// other nodes get snapshots instead of the changes.
+const OPS_QUEUE: usize = 65_536;
+
 /// Builds a [`Gateway`]; from [`Gateway::builder`].
 pub struct GatewayBuilder {
     service: Service,
@@ -105,7 +109,7 @@ impl GatewayBuilder {
             procedures: Mutex::new(HashMap::new()),
         };
         directory::announce(&self.service, &self.url)?;
-        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        let (ops_tx, ops_rx) = mpsc::channel(OPS_QUEUE);
         let node = Arc::new(Node::new(
             self.service,
             self.limits,

@@ -40,7 +40,11 @@ async fn node_with(settings: Settings, peer: Option<u16>) -> Service {
 /// An embedded gateway serving WebSockets on loopback; its node and its
 /// `ws://` base URL.
 async fn gateway(cluster: &str, limits: Limits) -> (Service, Gateway, String) {
-    let service = tcpnet::tcpnet(Settings::new(cluster).mdns(false)).unwrap();
+    gateway_with(Settings::new(cluster).mdns(false), limits).await
+}
+
+async fn gateway_with(settings: Settings, limits: Limits) -> (Service, Gateway, String) {
+    let service = tcpnet::tcpnet(settings).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let gateway = Gateway::builder(service.clone(), format!("http://{addr}"))
@@ -243,19 +247,30 @@ impl Syncer {
     }
 
     /// Waits for the gateway's next snapshot.
-    async fn snapshot(&mut self) {
+    async fn snapshot(&mut self) -> Snapshot {
         loop {
-            let msg = tokio::time::timeout(common::DEADLINE, self.sync.next())
-                .await
-                .expect("a snapshot in time")
-                .expect("the stream is open");
-            if matches!(
-                serde_json::from_slice(msg.data()),
-                Ok(Sync::Snapshot { .. })
-            ) {
-                return;
+            if let Sync::Snapshot { state } = self.next().await {
+                return state;
             }
         }
+    }
+
+    /// The gateway's next sync message.
+    async fn next(&mut self) -> Sync {
+        let msg = tokio::time::timeout(common::DEADLINE, self.sync.next())
+            .await
+            .expect("a sync message in time")
+            .expect("the stream is open");
+        serde_json::from_slice(msg.data()).expect("a sync message")
+    }
+
+    /// Sends `msg` to the gateway.
+    async fn send(&self, gw: &Service, msg: &Sync) {
+        let body = serde_json::to_vec(msg).unwrap();
+        self.service
+            .emit_to(gw.id(), SYNC_EVENT, body)
+            .await
+            .unwrap();
     }
 
     /// Tells the gateway `msg`, then asks for its snapshot and waits for
@@ -263,11 +278,7 @@ impl Syncer {
     /// then it has handled `msg`.
     async fn tell(&mut self, gw: &Service, msg: Sync) {
         for m in [msg, Sync::Resync] {
-            let body = serde_json::to_vec(&m).unwrap();
-            self.service
-                .emit_to(gw.id(), SYNC_EVENT, body)
-                .await
-                .unwrap();
+            self.send(gw, &m).await;
         }
         self.snapshot().await;
     }
@@ -377,5 +388,105 @@ fn only_gateways_within_the_limits_have_a_say_in_the_view() {
             .request(json!({"type":"presence","channel":"room"}), 2)
             .await;
         assert_eq!(r["members"].as_array().map(Vec::len), Some(1), "{r}");
+    });
+}
+
+/// A gateway whose link to one node is stalled (the node's whole runtime
+/// is blocked, so it reads nothing; the gateway's heartbeat timeout is
+/// longer than the test's deadline, so the link stays) keeps telling its
+/// changes to the other nodes: no peer's link is waited on by the others'.
+#[test]
+fn a_stalled_peer_does_not_hold_up_the_others() {
+    netns(|| async {
+        // Small socket buffers in this namespace and small link queues:
+        // the stalled link fills after some tens of kilobytes.
+        for dir in ["rmem", "wmem"] {
+            std::fs::write(format!("/proc/sys/net/ipv4/tcp_{dir}"), "4096 4096 4096").unwrap();
+        }
+        let settings = Settings::new("stall")
+            .mdns(false)
+            .queue_len(16)
+            .queue_bytes(16 * 1024)
+            .heartbeat(Duration::from_millis(500), Duration::from_secs(600));
+        let limits = Limits {
+            rate: 1e9,
+            burst: 1e9,
+            ..Limits::default()
+        };
+        let (gw, _gateway, ws) = gateway_with(settings, limits).await;
+        let mut healthy = Syncer::start("stall", &gw, true).await;
+
+        // The stalled node runs on a runtime of its own, on a thread of its
+        // own, which it blocks once linked.
+        let (freeze_tx, freeze_rx) = tokio::sync::oneshot::channel::<()>();
+        let (thaw_tx, thaw_rx) = std::sync::mpsc::channel::<()>();
+        let (node_tx, node_rx) = tokio::sync::oneshot::channel();
+        let gw_port = port(&gw);
+        let stalled = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let settings = Settings::new("stall")
+                    .mdns(false)
+                    .meta(URL_META, "http://127.0.0.1:9");
+                let s = node_with(settings, Some(gw_port)).await;
+                node_tx.send(s.clone()).ok();
+                freeze_rx.await.ok();
+                // Blocks the runtime's only thread: nothing of `s` runs.
+                thaw_rx.recv().ok();
+                drop(s);
+            });
+        });
+        let s = node_rx.await.unwrap();
+        linked(&gw, &s).await;
+        freeze_tx.send(()).unwrap();
+
+        // Changes enough to fill the stalled link many times over.
+        let mut churn = Client::connect(&ws).await;
+        for i in 0..3000 {
+            let t = if i % 2 == 0 {
+                "subscribe"
+            } else {
+                "unsubscribe"
+            };
+            churn.send(json!({"type": t, "channel": "churn"})).await;
+        }
+        churn.ping().await;
+        let _after = Client::connect(&format!("{ws}?key=after")).await;
+        loop {
+            match healthy.next().await {
+                Sync::Delta { ops } if ops.contains(&key_on("after")) => break,
+                Sync::Snapshot { state } if state.keys.contains(&"after".to_string()) => break,
+                _ => {}
+            }
+        }
+        thaw_tx.send(()).unwrap();
+        stalled.join().unwrap();
+    });
+}
+
+/// A node asking for snapshots over and over gets one at most every
+/// second (`Resync`s in between are answered by one snapshot at its end).
+#[test]
+fn resyncs_are_answered_at_most_once_a_second() {
+    netns(|| async {
+        let (gw, _gateway, _ws) = gateway("resync", Limits::default()).await;
+        let mut fake = Syncer::start("resync", &gw, true).await;
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..100 {
+            fake.send(&gw, &Sync::Resync).await;
+        }
+        fake.snapshot().await;
+        fake.snapshot().await;
+        let second = t0.elapsed();
+        fake.send(&gw, &Sync::Resync).await;
+        fake.snapshot().await;
+        let third = t0.elapsed();
+        assert!(
+            second >= Duration::from_secs(1) && third >= Duration::from_secs(2),
+            "snapshots came {second:?} and {third:?} after 101 resyncs"
+        );
     });
 }

@@ -56,7 +56,7 @@ impl Node {
         limits: Limits,
         hooks: Hooks,
         api: ApiAccess,
-        ops: tokio::sync::mpsc::UnboundedSender<Op>,
+        ops: tokio::sync::mpsc::Sender<Op>,
     ) -> Node {
         let me = service.id().to_string();
         Node {

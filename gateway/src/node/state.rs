@@ -42,12 +42,17 @@ pub(crate) struct State {
     /// key -> this node's connections watching it.
     pub watchers: HashMap<String, HashMap<String, Arc<Outbox>>>,
     pub view: View,
-    /// This node's changes, in order, for the sync task to tell the others.
-    pub ops: mpsc::UnboundedSender<Op>,
+    /// This node's changes, in order, for the sync task to tell the others
+    /// (a bounded queue: see `ops_lost`).
+    pub ops: mpsc::Sender<Op>,
+    /// A change found the queue full: it is in the view but was not
+    /// queued, so the sync task sends every peer a snapshot (which holds
+    /// it) instead.
+    pub ops_lost: bool,
 }
 
 impl State {
-    pub(crate) fn new(me: String, share: ShareLimits, ops: mpsc::UnboundedSender<Op>) -> Self {
+    pub(crate) fn new(me: String, share: ShareLimits, ops: mpsc::Sender<Op>) -> Self {
         let view = View::new(&me, share);
         State {
             me,
@@ -57,6 +62,7 @@ impl State {
             watchers: HashMap::new(),
             view,
             ops,
+            ops_lost: false,
         }
     }
 
@@ -65,7 +71,9 @@ impl State {
     pub(crate) fn local(&mut self, op: Op) {
         let changes = self.view.apply(&self.me.clone(), op.clone());
         self.notify(changes.expect("this node's own share is not bounded by the view"));
-        let _ = self.ops.send(op);
+        if self.ops.try_send(op).is_err() {
+            self.ops_lost = true;
+        }
     }
 
     /// Sends the notices for `changes` to the connections that asked.
