@@ -135,6 +135,12 @@ impl fmt::Debug for NodeId {
     }
 }
 
+/// The id `s` spells, for tests.
+#[cfg(test)]
+pub(crate) fn id(s: &str) -> NodeId {
+    NodeId::parse(s).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@
 #             h3 on the other, h2 on both): mDNS is never routed, so h1 and
 #             h3 never discover each other; both must still link, through
 #             where h2 says the other listens (its list of links), to a
-#             full mesh.
+#             full mesh; then every demo is stopped as in `mesh`.
 # Needs root (or a user namespace mapped to root) and iproute2.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: lan.sh mesh|restart|partition|hint DEMO [N]" >&2; exit 2; }
@@ -85,6 +85,20 @@ exec unshare --net --mount -- bash -c '
       echo "h$i: $(links "$i") links, messages from $(senders "$out/h$i.out") peers"
     done
   }
+  # stop_all: SIGTERM to every demo; each must exit with 0 and log its
+  # close.
+  stop_all() {
+    kill -TERM "${pids[@]}"
+    local p rc
+    for p in "${pids[@]}"; do
+      rc=0
+      wait "$p" || rc=$?
+      [ "$rc" -eq 0 ] || { echo "lan.sh: FAILED: a demo exited with $rc" >&2; exit 1; }
+    done
+    if grep -L "closed" "$out"/h*.err | grep .; then
+      echo "lan.sh: FAILED: a demo did not log its close" >&2; exit 1
+    fi
+  }
   declare -a pids
 
   case $scenario in
@@ -95,13 +109,7 @@ exec unshare --net --mount -- bash -c '
     report
     all=$(senders "$out"/h*.out)
     [ "$all" -eq "$n" ] || { echo "lan.sh: FAILED: $all distinct senders, expected $n" >&2; exit 1; }
-    kill -TERM "${pids[@]}"
-    for p in "${pids[@]}"; do
-      wait "$p" || { echo "lan.sh: FAILED: a demo exited with $?" >&2; exit 1; }
-    done
-    if grep -L "closed" "$out"/h*.err | grep .; then
-      echo "lan.sh: FAILED: a demo did not log its close" >&2; exit 1
-    fi
+    stop_all
     echo "lan.sh: ok: $n hosts, full mesh, clean shutdown"
     ;;
   hint)
@@ -131,9 +139,8 @@ exec unshare --net --mount -- bash -c '
     for i in $(seq "$n"); do run "$i"; done
     until_ok "a full mesh of $n" full_mesh
     report
-    kill -TERM "${pids[@]}"
-    for p in "${pids[@]}"; do wait "$p" || true; done
-    echo "lan.sh: ok: h1 and h3 linked, neither hearing the mDNS of the other"
+    stop_all
+    echo "lan.sh: ok: h1 and h3 linked, neither hearing the mDNS of the other; clean shutdown"
     ;;
   restart)
     n=2

@@ -811,14 +811,11 @@ mod tests {
     use tokio_util::codec::Decoder;
 
     use super::*;
+    use crate::id::id;
     use crate::link::connection::tests::handles;
     use crate::link::outbox::OutRx;
     use crate::link::queue;
     use crate::wire::frame::FrameCodec;
-
-    fn id(s: &str) -> NodeId {
-        NodeId::parse(s).unwrap()
-    }
 
     /// The member records a node's messaging handed over, and whether each
     /// came with a signed copy to pass on.
@@ -875,11 +872,11 @@ mod tests {
             leaving: false,
             meta: Some(crate::meta::Meta::from_pairs([("role", "web")]).unwrap()),
         };
-        let body: &'static [u8] = record.encode().to_vec().leak();
+        let body = record.encode();
         for _ in 0..2 {
             // Versioned, not numbered: the same record twice is the view's
             // to judge, not dropped as a duplicate here.
-            let e = envelope(Op::Member, "0a", FLOOD, 0, 9, body);
+            let e = envelope(Op::Member, "0a", FLOOD, 0, 9, &body);
             m.message(&id("0a"), e, &tx).unwrap();
         }
         let bad_meta = envelope(
@@ -908,7 +905,7 @@ mod tests {
         flags: u8,
         hops: u8,
         corr: u64,
-        body: &'static [u8],
+        body: impl AsRef<[u8]>,
     ) -> Bytes {
         Envelope {
             op,
@@ -918,7 +915,7 @@ mod tests {
             seq: 1,
             corr,
             name: "p".into(),
-            body: Bytes::from_static(body),
+            body: Bytes::copy_from_slice(body.as_ref()),
             signature: None,
         }
         .encode()
@@ -1626,7 +1623,6 @@ mod tests {
         let (tx, _rx) = reply_queue();
         let me = m.me.as_str().to_string();
         let body = format!("0b 10.99.0.2:4000\n0c 10.99.0.3:4000\n0d\n{me} 10.99.0.1:4000\n");
-        let body: &'static [u8] = body.into_bytes().leak();
         m.message(&id("0a"), envelope(Op::Neighbors, "0a", 0, 0, 0, body), &tx)
             .unwrap();
         assert!(lock(&m.state).router.says_linked(&id("0a"), &id("0d")));

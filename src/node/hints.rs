@@ -202,10 +202,7 @@ pub(crate) fn dialable(at: SocketAddr, via: SocketAddr) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn id(s: &str) -> NodeId {
-        NodeId::parse(s).unwrap()
-    }
+    use crate::id::id;
 
     #[test]
     fn a_tellers_pending_hints_are_bounded() {

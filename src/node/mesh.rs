@@ -1108,10 +1108,8 @@ const GOODBYE_STEPS: u32 = 5;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::id;
 
-    fn id(s: &str) -> NodeId {
-        NodeId::parse(s).unwrap()
-    }
     /// No peer's list of links names any member.
     fn no_one(_: &NodeId, _: &NodeId) -> bool {
         false

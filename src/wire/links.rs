@@ -134,10 +134,7 @@ fn v4(text: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn id(s: &str) -> NodeId {
-        NodeId::parse(s).unwrap()
-    }
+    use crate::id::id;
 
     #[test]
     fn round_trip_with_and_without_addresses() {

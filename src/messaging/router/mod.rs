@@ -467,10 +467,7 @@ impl Router {
 mod tests {
     use super::seen::WINDOW;
     use super::*;
-
-    fn id(s: &str) -> NodeId {
-        NodeId::parse(s).unwrap()
-    }
+    use crate::id::id;
 
     /// This node's clock in the tests: far above every number they use.
     const NOW: u64 = 1 << 62;
