@@ -64,7 +64,8 @@ pub struct Stats {
     pub missed_errors: u64,
     /// Payload bytes the node's links hold now, in all their queues and in
     /// the writes under way, and the room of the spare buffers their send
-    /// queues keep to encode into, as counted against
+    /// queues keep to encode into and their read sides keep to read large
+    /// frames into, as counted against
     /// [`Settings::max_queued_bytes`](crate::Settings::max_queued_bytes)
     /// (each queue's last part under 16 KiB is not counted).
     pub queued_bytes: usize,
@@ -184,7 +185,8 @@ pub(crate) enum Refused {
 
 /// The bytes all the links of one node hold (queued each way, or in a
 /// write under way, and the room of their send queues' spare encoding
-/// buffers), against the node's cap: a queue takes an item only if
+/// buffers and of the buffers their read sides keep for large frames),
+/// against the node's cap: a queue takes an item only if
 /// the node is under its cap, or if the queue is empty (so that every link
 /// still moves, one frame at a time, while others hold the node's room).
 ///
@@ -227,6 +229,14 @@ impl Queued {
     pub(crate) fn short(&self) -> bool {
         let max = self.max.load(Ordering::Relaxed);
         self.room() < max / 4
+    }
+
+    /// True if `weight` more bytes kept for later (spare buffers) leave
+    /// the node a quarter of its cap: what is kept never makes the node
+    /// short (see [`short`](Self::short)) by itself.
+    pub(crate) fn can_keep(&self, weight: usize) -> bool {
+        let max = self.max.load(Ordering::Relaxed);
+        self.room() >= weight.saturating_add(max / 4)
     }
 
     /// Bytes the node may still take before it reaches its cap.

@@ -112,7 +112,7 @@ async fn drive(links: &Links, owner: &dyn Owner, link: Handshaken) -> CloseReaso
     let (rd, wr) = (socket.clone(), socket.clone());
     let cfg = &links.config;
     let max = cfg.max_frame_len;
-    let pool = Arc::new(Pool::default());
+    let pool = Arc::new(Pool::within(links.counters.queued.clone()));
     let (opener, sealer) = match &keys {
         Some(k) => (
             Opener::Sealed(k.decoder(max, pool.clone())),

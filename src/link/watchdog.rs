@@ -19,7 +19,10 @@
 //!   system clock, so that they all beat in one pass (see `Watch::beat`);
 //! - a link that has had something to write and written nothing to its
 //!   socket for the timeout is closed as stalled: its peer stopped reading
-//!   (see [`crate::link::stall`]).
+//!   (see [`crate::link::stall`]);
+//! - the buffers a link keeps for large frames go at a tick in which no
+//!   large frame came, or that finds the node short of room (see
+//!   [`Pool::tick`]).
 //!
 //! So an idle link costs the node a few atomic reads and, once an interval,
 //! one write: not a timer, and no wake of its task for what it sends.
@@ -231,8 +234,9 @@ pub(crate) struct Watch {
     /// Who reads the link's socket: a reading handle that owes a read and
     /// has not come for a tick gives it back to the link's task.
     pub(crate) duty: Arc<Duty>,
-    /// A quiet slice frees the buffers kept for large frames: an idle link
-    /// holds none.
+    /// The buffers kept for large frames, let go at a tick in which no
+    /// large frame came or that finds the node short of room (see
+    /// [`Pool::tick`]).
     pool: Arc<Pool>,
     /// The link (its round-trip stamps) and its send queue, for heartbeats.
     link: Arc<Link>,
@@ -287,6 +291,7 @@ impl Watch {
         beat_every: u32,
         beat_tick: bool,
     ) -> bool {
+        self.pool.tick();
         let queued = self.beat(beat_every, beat_tick);
         let waiting = queued || self.writing.load(Ordering::Relaxed);
         let written = self.written.load(Ordering::Relaxed);
@@ -308,7 +313,6 @@ impl Watch {
             // read woke it); it starts the count over then.
             return true;
         }
-        self.pool.trim();
         if c.patience.slice_passed(lateness) {
             c.ended = Some(CloseReason::Timeout(c.patience.total()));
             drop(c);

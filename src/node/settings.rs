@@ -196,7 +196,12 @@ impl Settings {
     /// them go before a sender of its waits for room that only the node's
     /// cap denies, once nothing was sent on it for a quarter of the
     /// heartbeat interval (or of the timeout, if shorter), and at any tick
-    /// of the node's timer that finds under a quarter of the cap left.
+    /// of the node's timer that finds under a quarter of the cap left. So
+    /// do the buffers a link keeps to read its peer's next large frames
+    /// into (16 KiB of payload or more; at most 8 MiB per link): a link
+    /// keeps one only while that leaves the node a quarter of its cap,
+    /// and lets them go at the first tick in which no large frame came,
+    /// and at any tick that finds under a quarter of the cap left.
     /// Default [`DEFAULT_MAX_QUEUED_BYTES`] (32 MiB).
     ///
     /// ```

@@ -18,8 +18,13 @@
 //! what costs (glibc hands freed memory back to the kernel when a thread's
 //! heap has 128 KiB free at its top, so without reuse every 64 KiB frame is
 //! faulted in anew: 6 page faults a frame, measured). A link keeps at most
-//! [`POOL_BYTES`] of such buffers, and lets them go once its peer has been
-//! quiet for a while (see [`Pool::trim`]), so an idle link holds none.
+//! [`POOL_BYTES`] of such buffers, counted against the node's cap on
+//! queued bytes as its queues are, and only while that leaves the node a
+//! quarter of its cap; it lets them go at the first tick of the node's
+//! timer in which no large frame came, and at any tick that finds the node
+//! short of room (see [`Pool::tick`]): a link that streams large frames
+//! keeps its buffers, an idle one or one that now sends small frames holds
+//! none, and busy links' buffers do not keep the cap from queued frames.
 //!
 //! How much one read may bring follows the peer: while reads come full
 //! (a stream of small frames), the read buffer is given [`READ_ROOM`], so
@@ -48,6 +53,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use crate::limits::DEFAULT_QUEUE_BYTES;
+use crate::stats::Queued;
 use crate::wire::frame::{CodecError, Frame, FrameCodec, LEN_BYTES};
 
 /// Payloads at least this large are read into a buffer of their own.
@@ -59,7 +65,7 @@ pub(crate) const OWN_STEP: usize = 1024 * 1024;
 /// Most bytes of dropped payload buffers a link keeps for reuse: about what
 /// may be in flight with the default queues (the receive queue's
 /// [`DEFAULT_QUEUE_BYTES`] and as much again taken by a reader and on the
-/// way).
+/// way). They count against the node's cap (see [`Pool`]).
 pub(crate) const POOL_BYTES: usize = 2 * DEFAULT_QUEUE_BYTES;
 /// Most dropped payload buffers a link keeps for reuse.
 const POOL_BUFFERS: usize = 128;
@@ -81,37 +87,100 @@ pub(crate) const IDLE_ROOM: usize = 256;
 /// Payload buffers the user has dropped, for the next large frames.
 #[derive(Default)]
 pub(crate) struct Pool {
-    free: Mutex<Vec<BytesMut>>,
+    kept: Mutex<Kept>,
+    /// The node's count of queued bytes, which what is kept counts in (none
+    /// outside a node).
+    node: Option<Arc<Queued>>,
+}
+
+#[derive(Default)]
+struct Kept {
+    free: Vec<BytesMut>,
+    /// The room of the buffers in `free` ...
+    bytes: usize,
+    /// ... and what the node is charged for them.
+    charged: usize,
+    /// A large frame was read since the last tick.
+    used: bool,
 }
 
 impl Pool {
+    /// A pool whose buffers count against `node`'s cap.
+    pub(crate) fn within(node: Arc<Queued>) -> Pool {
+        Pool {
+            kept: Mutex::default(),
+            node: Some(node),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// An empty buffer with room for `len` bytes (up to [`OWN_STEP`]), at
     /// most twice that, so a small frame does not take a huge buffer.
     fn take(&self, len: usize) -> BytesMut {
         let want = len.min(OWN_STEP);
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        match free
+        let mut kept = self.lock();
+        kept.used = true;
+        match kept
+            .free
             .iter()
             .position(|b| b.capacity() >= want && b.capacity() / 2 <= want)
         {
-            Some(i) => free.swap_remove(i),
+            Some(i) => {
+                let buf = kept.free.swap_remove(i);
+                kept.bytes -= buf.capacity();
+                self.recharge(&mut kept);
+                buf
+            }
             None => BytesMut::with_capacity(want),
         }
     }
 
-    /// Frees every buffer kept: the link's task calls this when the peer
-    /// has been quiet for a watchdog tick.
-    pub(crate) fn trim(&self) {
-        let free = std::mem::take(&mut *self.free.lock().unwrap_or_else(|e| e.into_inner()));
+    /// The node's timer's visit, once a tick: frees every buffer kept if no
+    /// large frame was read since the last tick, or if the node is short of
+    /// room (see [`Queued::short`]).
+    pub(crate) fn tick(&self) {
+        let mut kept = self.lock();
+        let used = std::mem::take(&mut kept.used);
+        if kept.free.is_empty() || used && !self.node.as_ref().is_some_and(|n| n.short()) {
+            return;
+        }
+        let free = std::mem::take(&mut kept.free);
+        kept.bytes = 0;
+        self.recharge(&mut kept);
+        drop(kept);
         drop(free);
     }
 
     fn give_back(&self, mut buf: BytesMut) {
         buf.clear();
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let held: usize = free.iter().map(BytesMut::capacity).sum();
-        if free.len() < POOL_BUFFERS && held + buf.capacity() <= POOL_BYTES {
-            free.push(buf);
+        let size = buf.capacity();
+        let mut kept = self.lock();
+        if kept.free.len() < POOL_BUFFERS
+            && kept.bytes + size <= POOL_BYTES
+            && self.node.as_ref().is_none_or(|n| n.can_keep(size))
+        {
+            kept.free.push(buf);
+            kept.bytes += size;
+            self.recharge(&mut kept);
+        }
+    }
+
+    /// Brings what the node is charged for the buffers kept up to date.
+    fn recharge(&self, kept: &mut Kept) {
+        if let Some(node) = &self.node {
+            kept.charged = node.recharge(kept.charged, kept.bytes);
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let kept = self.kept.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(node) = &self.node {
+            kept.charged = node.recharge(kept.charged, 0);
         }
     }
 }
@@ -431,10 +500,59 @@ mod tests {
         let third = next(3);
         assert_ne!(third.payload.as_ptr(), at, "still held");
         drop((second, third));
-        let held = |r: &FrameDecoder| r.pool.free.lock().unwrap().len();
+        let held = |r: &FrameDecoder| r.pool.lock().free.len();
         assert_eq!(held(&reader), 2);
-        reader.pool.trim();
-        assert_eq!(held(&reader), 0, "an idle link holds none");
+        reader.pool.tick();
+        assert_eq!(held(&reader), 2, "large frames came since the last tick");
+        reader.pool.tick();
+        assert_eq!(held(&reader), 0, "none came for a tick: let go");
+    }
+
+    /// What a pool keeps counts against its node's cap: a buffer is kept
+    /// only while the node keeps a quarter of its cap, and all go at a
+    /// tick that finds the node short of room, even while large frames
+    /// come.
+    #[test]
+    fn kept_buffers_count_against_the_nodes_cap() {
+        use crate::stats::SLAB;
+        let node = Arc::new(Queued::default());
+        node.set_max(1 << 20);
+        let pool = Arc::new(Pool::within(node.clone()));
+        let mut reader = FrameDecoder::new(1 << 20, pool.clone());
+        // A large frame, its header and a little of it first, as from a
+        // socket: read into a buffer of its own.
+        let mut next = |seed: u8| {
+            let wire = encoded(&[frame(100_000, seed)]);
+            let mut buf = BytesMut::from(&wire[..100]);
+            assert!(reader.decode(&mut buf).unwrap().is_none());
+            buf.extend_from_slice(&wire[100..]);
+            reader.decode(&mut buf).unwrap().unwrap()
+        };
+        let held: Vec<Frame> = (0..8).map(&mut next).collect();
+        drop(held);
+        let (kept, bytes) = {
+            let k = pool.lock();
+            (k.free.len(), k.bytes)
+        };
+        assert!((1..8).contains(&kept), "{kept} kept");
+        assert_eq!(node.used(), bytes - bytes % SLAB, "charged");
+        assert!(!node.short(), "the pool leaves the node a quarter");
+        // A large frame read, as on every tick of a stream: kept.
+        drop(next(8));
+        pool.tick();
+        assert!(!pool.lock().free.is_empty(), "still streaming: kept");
+        // Other queues take the node short of room: let go, though a large
+        // frame came since the last tick.
+        let other = node.recharge(0, node.room() - 100_000);
+        assert!(node.short());
+        drop(next(9));
+        pool.tick();
+        assert!(pool.lock().free.is_empty(), "short: let go");
+        assert_eq!(node.used(), other);
+        drop(reader);
+        drop(pool);
+        node.recharge(other, 0);
+        assert_eq!(node.used(), 0);
     }
 
     /// A stream that ends right after a large frame's header (nothing of it
