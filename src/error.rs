@@ -228,8 +228,9 @@ pub enum Error {
     },
 
     /// An established link failed; it was closed with `reason`
-    /// ([`CloseReason::Io`], whose error is this one's source, or
-    /// [`CloseReason::Timeout`]).
+    /// ([`CloseReason::Io`], whose error is this one's source,
+    /// [`CloseReason::Timeout`], [`CloseReason::Stalled`] or
+    /// [`CloseReason::Unread`]).
     #[error("link to peer {peer} at {remote} failed: {reason}")]
     Link {
         /// The peer's id.
@@ -708,6 +709,20 @@ pub enum CloseReason {
     /// link) for as long as its heartbeats keep the link up. Counted in
     /// [`Stats::stalled_links`](crate::Stats::stalled_links).
     Stalled(Duration),
+    /// This end's application took none of the peer's messages for this
+    /// long (the heartbeat timeout, or longer where this node was starved)
+    /// while the link's receive queue was full: the link read nothing more
+    /// from its socket meanwhile, so nothing else the peer sent (broadcasts,
+    /// replies, member records, its goodbye) got through, and the queue
+    /// held its share of the node's room
+    /// ([`Settings::max_queued_bytes`](crate::Settings::max_queued_bytes)).
+    /// What the queue holds can still be read. An application that does not
+    /// read a peer's messages (one that uses messaging only) sees this when
+    /// that peer sends it more than a receive queue holds
+    /// ([`Settings::queue_len`](crate::Settings::queue_len),
+    /// [`Settings::queue_bytes`](crate::Settings::queue_bytes)). Counted in
+    /// [`Stats::unread_links`](crate::Stats::unread_links).
+    Unread(Duration),
     /// The pair's decider or the peer says another live node, newer than
     /// this one's side of the link, uses the same node id. Reported as
     /// [`Error::IdConflict`]; the link is not redialed.
@@ -737,7 +752,7 @@ impl PartialEq for CloseReason {
             (FrameTooLarge { len: a, max: m }, FrameTooLarge { len: b, max: n }) => {
                 a == b && m == n
             }
-            (Timeout(a), Timeout(b)) | (Stalled(a), Stalled(b)) => a == b,
+            (Timeout(a), Timeout(b)) | (Stalled(a), Stalled(b)) | (Unread(a), Unread(b)) => a == b,
             (Protocol(a), Protocol(b)) => a == b,
             (Io(a), Io(b)) => {
                 Arc::ptr_eq(a, b) || (a.kind() == b.kind() && a.to_string() == b.to_string())
@@ -770,6 +785,7 @@ impl CloseReason {
                 | CloseReason::Io(_)
                 | CloseReason::Timeout(_)
                 | CloseReason::Stalled(_)
+                | CloseReason::Unread(_)
                 | CloseReason::IdConflict
         )
     }
@@ -810,6 +826,7 @@ impl CloseReason {
             CloseReason::Io(_)
             | CloseReason::Timeout(_)
             | CloseReason::Stalled(_)
+            | CloseReason::Unread(_)
             | CloseReason::IdConflict => ErrorKind::Fault,
             CloseReason::FrameTooLarge { .. } | CloseReason::Protocol(_) => ErrorKind::Foreign,
             CloseReason::Local
@@ -838,6 +855,10 @@ impl fmt::Display for CloseReason {
             CloseReason::Stalled(t) => {
                 write!(f, "the peer took nothing of what was sent to it for {t:?}")
             }
+            CloseReason::Unread(t) => write!(
+                f,
+                "this end read none of the peer's messages for {t:?}, its receive queue full"
+            ),
             CloseReason::IdConflict => {
                 f.write_str("another live node uses the same node id (id conflict)")
             }

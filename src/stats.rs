@@ -59,6 +59,10 @@ pub struct Stats {
     /// to send it for the heartbeat timeout
     /// ([`CloseReason::Stalled`](crate::CloseReason::Stalled)).
     pub stalled_links: u64,
+    /// Links closed because this node's application took none of their
+    /// messages, their receive queue full, for the heartbeat timeout
+    /// ([`CloseReason::Unread`](crate::CloseReason::Unread)).
+    pub unread_links: u64,
     /// Errors that error streams too slow to read them did not get (each
     /// such stream is told with an [`Error::Missed`](crate::Error::Missed)).
     pub missed_errors: u64,
@@ -278,6 +282,7 @@ pub(crate) struct Counters {
     deduplicated: AtomicU64,
     stalled_links: AtomicU64,
     unanswered_hints: AtomicU64,
+    unread_links: AtomicU64,
     missed_errors: AtomicU64,
 }
 
@@ -329,6 +334,10 @@ impl Counters {
         add(&self.unanswered_hints, 1);
     }
 
+    pub(crate) fn unread_link(&self) {
+        add(&self.unread_links, 1);
+    }
+
     pub(crate) fn missed_errors(&self, n: u64) {
         add(&self.missed_errors, n);
     }
@@ -363,6 +372,7 @@ impl Counters {
             deduplicated: get(&self.deduplicated),
             stalled_links: get(&self.stalled_links),
             unanswered_hints: get(&self.unanswered_hints),
+            unread_links: get(&self.unread_links),
             missed_errors: get(&self.missed_errors),
             queued_bytes: self.queued.used(),
         }

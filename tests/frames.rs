@@ -413,3 +413,50 @@ fn a_close_stalled_by_a_peer_that_stopped_reading_is_cut_and_reported() {
         b.close().await;
     });
 }
+
+/// A node whose application uses messaging only and never reads its
+/// connections: a peer that sends it more raw messages than a receive
+/// queue holds fills that queue, and the link stops reading its socket.
+/// Once the application has read nothing for the heartbeat timeout, the
+/// link is closed as unread and reported (before, it stayed wedged for as
+/// long as it lived, carrying nothing more from the peer); what the queue
+/// holds can still be read.
+#[test]
+fn a_link_whose_raw_messages_nobody_reads_is_closed_as_unread_and_reported() {
+    netns(|| async {
+        let beat = |s: Settings| {
+            s.heartbeat(
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_millis(600),
+            )
+        };
+        let (a, b) = tokio::join!(
+            start(beat(Settings::new("c").queue_len(64))),
+            start(beat(Settings::new("c")))
+        );
+        full_mesh(&[a.clone(), b.clone()]).await;
+        let mut errors = a.on_error();
+        let ab = a.connections().pop().unwrap();
+        let ba = b.connections().pop().unwrap();
+        for i in 0..200u32 {
+            ba.send(i.to_be_bytes().to_vec()).await.unwrap();
+        }
+        let e = within("an error event", errors.next()).await.unwrap();
+        match &e {
+            Error::Link {
+                reason: CloseReason::Unread(t),
+                ..
+            } => assert!(*t >= std::time::Duration::from_millis(600), "{t:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(ab.close_reason(), Some(CloseReason::Unread(_))));
+        assert_eq!(a.stats().unread_links, 1);
+        // The queue's 64 messages are there to read, in order.
+        let held: Vec<_> = ab.take(64).collect().await;
+        for (i, m) in held.iter().enumerate() {
+            assert_eq!(m[..], (i as u32).to_be_bytes());
+        }
+        a.close().await;
+        b.close().await;
+    });
+}

@@ -206,6 +206,15 @@ pub(crate) enum LinkState {
 ///   message goes to one reader; a handle takes up to 32 at once (a dropped
 ///   one gives back what it took, and wakes the handles waiting for it;
 ///   every waiting handle sees the end): read a link from one task.
+///   Messages wait in the link's receive queue until read; once it is
+///   full ([`Settings::queue_len`](crate::Settings::queue_len),
+///   [`Settings::queue_bytes`](crate::Settings::queue_bytes)) the link
+///   reads nothing more from its socket, so nothing else the peer sends
+///   (its broadcasts, replies, member records) gets through either. A link
+///   whose queue stays full with no message read for the heartbeat
+///   timeout is closed with [`CloseReason::Unread`] and reported as a
+///   failure. An application that uses messaging only need not read its
+///   connections, as long as its peers send no raw messages.
 /// - Write with [`send`](Self::send), with a cloneable [`Sender`] from
 ///   [`sender`](Self::sender), through the [`Sink`] implementation, or,
 ///   for bursts of small messages, with a [`Batch`] from
@@ -451,12 +460,24 @@ impl Stream for Connection {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
-        if let Some(b) = this.taken.pop_front() {
+        let next = this.poll_message(cx);
+        if let Poll::Ready(Some(_)) = next {
+            this.link.counters.hand_out();
+        }
+        next
+    }
+}
+
+impl Connection {
+    /// The next message, if one is queued or can be read now (see
+    /// [`Stream::poll_next`]).
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(b) = self.taken.pop_front() {
             return Poll::Ready(Some(b));
         }
         // A batch at a time: one lock and one queue operation for many
         // frames.
-        let mut inbound = lock(&this.link.inbound);
+        let mut inbound = lock(&self.link.inbound);
         let Inbound {
             rx,
             ready,
@@ -465,38 +486,38 @@ impl Stream for Connection {
             intake,
         } = &mut *inbound;
         if !ready.is_empty() {
-            std::mem::swap(ready, &mut this.taken);
-            return Poll::Ready(this.taken.pop_front());
+            std::mem::swap(ready, &mut self.taken);
+            return Poll::Ready(self.taken.pop_front());
         }
         // The queue wakes `wake_all`, which wakes every waiting handle.
         let mut all = Context::from_waker(wake_all);
-        let mut took = rx.poll_recv_many(&mut all, &mut this.taken, TAKE_QUEUED);
+        let mut took = rx.poll_recv_many(&mut all, &mut self.taken, TAKE_QUEUED);
         if took.is_pending() {
             // Nothing queued: read the socket (before this handle is listed
             // as waiting, so that the socket's readiness does not take a
             // handle that found something for one that waits).
             if let Some(intake) = intake {
                 let ends = Ends {
-                    link: &this.link,
-                    out: &this.sender.tx,
+                    link: &self.link,
+                    out: &self.sender.tx,
                 };
-                if intake.read_for_handle(ends, rx, &mut all, &mut this.taken) > 0 {
-                    took = Poll::Ready(this.taken.len());
+                if intake.read_for_handle(ends, rx, &mut all, &mut self.taken) > 0 {
+                    took = Poll::Ready(self.taken.len());
                 }
             }
         }
         if took.is_pending() {
-            if this.reader == 0 {
-                this.reader = NEXT_READER.fetch_add(1, Ordering::Relaxed);
+            if self.reader == 0 {
+                self.reader = NEXT_READER.fetch_add(1, Ordering::Relaxed);
             }
-            waiting.add(this.reader, cx.waker());
+            waiting.add(self.reader, cx.waker());
             // Messages (or the end) that came before this handle was listed
             // woke the others only: look once more.
-            took = rx.poll_recv_many(&mut all, &mut this.taken, TAKE_QUEUED);
+            took = rx.poll_recv_many(&mut all, &mut self.taken, TAKE_QUEUED);
         }
         match took {
             Poll::Ready(0) => Poll::Ready(None),
-            Poll::Ready(_) => Poll::Ready(this.taken.pop_front()),
+            Poll::Ready(_) => Poll::Ready(self.taken.pop_front()),
             Poll::Pending => Poll::Pending,
         }
     }

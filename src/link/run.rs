@@ -58,8 +58,10 @@ impl Handshaken {
         let reason = drive(links, owner, self).await;
         // The handles read the socket no more: it closes with the link.
         link.set_intake(None);
-        if let CloseReason::Stalled(_) = reason {
-            links.counters.stalled_link();
+        match reason {
+            CloseReason::Stalled(_) => links.counters.stalled_link(),
+            CloseReason::Unread(_) => links.counters.unread_link(),
+            _ => {}
         }
         links.open.finished(&link, reason.clone());
         // The receive stream ends only now, so a reader that sees it end

@@ -16,6 +16,10 @@
 //! peer's, and the count is given once more. A peer that reads slowly but
 //! reads takes bytes at every look and is never stalled.
 //!
+//! The same count, of the ticks at which the application had read a
+//! message while the link's receive queue was full, finds a link this
+//! node's application does not read (see [`crate::link::watchdog`]).
+//!
 //! [`Stall`] is the pure count (no clocks, no sockets), tested below.
 
 use std::time::Duration;

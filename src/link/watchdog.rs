@@ -20,6 +20,12 @@
 //! - a link that has had something to write and written nothing to its
 //!   socket for the timeout is closed as stalled: its peer stopped reading
 //!   (see [`crate::link::stall`]);
+//! - a link whose reader has waited on a full receive queue while its
+//!   handles handed out no message for the timeout is closed as unread
+//!   ([`CloseReason::Unread`]): this node's application does not read it,
+//!   and the link, reading nothing more from its socket, would otherwise
+//!   carry nothing else from the peer (its envelopes, its goodbye) for as
+//!   long as it lives, while holding its queue's share of the node's cap;
 //! - the buffers a link keeps for large frames go at a tick in which no
 //!   large frame came, or that finds the node short of room (see
 //!   [`Pool::tick`]).
@@ -113,6 +119,8 @@ impl Ticker {
                 quiet: 0,
                 beat_was_last: false,
                 stall: Stall::new(self.timeout, self.tick),
+                unread: Stall::new(self.timeout, self.tick),
+                reading_ticks: 0,
                 handle_reads: 0,
             }),
             wake: Notify::new(),
@@ -221,7 +229,9 @@ pub(crate) struct Watch {
     /// Bytes received (a large frame counts while it arrives).
     pub(crate) received: Arc<AtomicU64>,
     /// Set while the reader waits on a full receive queue: the peer's
-    /// silence then is our consumer's slowness, not the peer's absence.
+    /// silence then is our consumer's slowness, not the peer's absence;
+    /// but if the link's handles hand out no message for the timeout, the
+    /// link is closed as unread.
     pub(crate) delivering: AtomicBool,
     /// Bytes handed to the socket, by the link's task or its senders.
     pub(crate) written: Arc<AtomicU64>,
@@ -275,6 +285,12 @@ struct Count {
     beat_was_last: bool,
     /// Whether the link's writes get anywhere.
     stall: Stall,
+    /// Whether the link's handles hand out any message while its receive
+    /// queue is full (the same count, of `reading_ticks`).
+    unread: Stall,
+    /// Ticks before which the link's handles had handed out a message
+    /// since the tick before.
+    reading_ticks: u64,
     /// Reads by the link's handles when last looked at.
     handle_reads: u64,
 }
@@ -295,7 +311,10 @@ impl Watch {
         let queued = self.beat(beat_every, beat_tick);
         let waiting = queued || self.writing.load(Ordering::Relaxed);
         let written = self.written.load(Ordering::Relaxed);
+        let delivering = self.delivering.load(Ordering::Relaxed);
+        let handed_out = self.link.counters.take_handed_out();
         let mut c = lock(&self.count);
+        c.reading_ticks += u64::from(handed_out);
         self.duty.look(&mut c.handle_reads);
         if c.stall.look(waiting, written, lateness) {
             c.ended = Some(CloseReason::Stalled(c.stall.waited()));
@@ -303,8 +322,15 @@ impl Watch {
             self.wake.notify_one();
             return false;
         }
+        let reading_ticks = c.reading_ticks;
+        if c.unread.look(delivering, reading_ticks, lateness) {
+            c.ended = Some(CloseReason::Unread(c.unread.waited()));
+            drop(c);
+            self.wake.notify_one();
+            return false;
+        }
         let received = self.received.load(Ordering::Relaxed);
-        if c.fresh || received != c.seen || self.delivering.load(Ordering::Relaxed) {
+        if c.fresh || received != c.seen || delivering {
             c.fresh = false;
             c.seen = received;
             c.unheard = 0;
@@ -393,7 +419,9 @@ impl Watch {
 
     /// Resolves when the peer has been silent for the timeout while the
     /// reader was ready for it, or has taken nothing of what the link had
-    /// to write for the timeout; on the way, calls `silence(true)` once it
+    /// to write for the timeout, or when this node's application has read
+    /// nothing while the link's receive queue was full for the timeout; on
+    /// the way, calls `silence(true)` once it
     /// has been silent for [`silent_after`], and `silence(false)` as soon
     /// as it speaks again.
     pub(crate) async fn timed_out(&self, silence: impl Fn(bool)) -> CloseReason {
@@ -448,6 +476,15 @@ mod tests {
             conn.sender_queue().clone(),
         );
         (w, (conn, in_tx), out_rx)
+    }
+
+    /// `conn`'s link, as `ticker` watches it.
+    fn watched_as(ticker: &Ticker, conn: &crate::link::connection::Connection) -> Arc<Watch> {
+        ticker.watch(
+            Arc::default(),
+            conn.link().clone(),
+            conn.sender_queue().clone(),
+        )
     }
 
     /// Takes what the ticker queued: true if it was a heartbeat (a 5-byte
@@ -667,6 +704,49 @@ mod tests {
         node.recharge(0, 60 << 20);
         busy_tick();
         assert_eq!(kept(), 0, "the node is short of room: let go");
+    }
+
+    /// A link whose reader waits on a full receive queue is closed as
+    /// unread once its handles have handed out no message for the timeout;
+    /// a handle that reads now and then, however slowly, keeps it open,
+    /// even while it hands out messages it took from the queue earlier (so
+    /// that nothing is taken from the queue meanwhile).
+    #[tokio::test]
+    async fn a_full_receive_queue_nobody_reads_closes_the_link_as_unread() {
+        use futures::{FutureExt, StreamExt};
+        let (mut conn, in_tx, mut out_rx) = handles();
+        let ticker = Ticker::new(ms(3000), ms(1000));
+        let w = watched_as(&ticker, &conn);
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut segs = VecDeque::new();
+        // A tick; its heartbeat, if any, is taken to be written.
+        let mut visit = || {
+            let open = w.visit(Duration::ZERO, 6, 4, false);
+            beat_taken(&mut out_rx, &mut cx, &mut segs);
+            open
+        };
+        let fill = || while in_tx.try_send(Bytes::from_static(b"m")).is_ok() {};
+        fill();
+        // The link's task finds the queue full and waits for room.
+        w.delivering.store(true, Ordering::Relaxed);
+        // A message read every 8 ticks (2 s): the first read takes the
+        // whole queue, the next 7 come from what the handle took.
+        for n in 1..=48 {
+            if n % 8 == 0 {
+                assert!(conn.next().now_or_never().flatten().is_some());
+                fill();
+            }
+            assert!(visit(), "closed at tick {n}");
+        }
+        // Then nothing is read: closed once 12 ticks (3 s) found nothing
+        // read since the tick before.
+        let mut ticks = 0;
+        while visit() {
+            ticks += 1;
+            assert!(ticks < 100, "still open");
+        }
+        assert_eq!(ticks + 1, 12);
+        assert_eq!(lock(&w.count).ended, Some(CloseReason::Unread(ms(3000))));
     }
 
     /// With a 1 s interval and a 3 s timeout the ticker ticks every 250 ms:

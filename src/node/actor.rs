@@ -411,13 +411,14 @@ fn report_close(node: &Node, held: &Held, reason: &CloseReason) {
                 reason,
             })
         }
-        CloseReason::Io(_) | CloseReason::Timeout(_) | CloseReason::Stalled(_) => {
-            node.error(Error::Link {
-                peer,
-                remote,
-                reason,
-            })
-        }
+        CloseReason::Io(_)
+        | CloseReason::Timeout(_)
+        | CloseReason::Stalled(_)
+        | CloseReason::Unread(_) => node.error(Error::Link {
+            peer,
+            remote,
+            reason,
+        }),
         // Reported where the conflict was found (see `apply`, `link`).
         CloseReason::IdConflict => tracing::warn!(%peer, %remote, "link closed: id conflict"),
         _ => tracing::info!(%peer, %remote, %reason, "link closed"),

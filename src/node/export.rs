@@ -36,6 +36,7 @@ fn record(id: &str, s: &Stats) {
         ("tcpnet_deduplicated_total", s.deduplicated),
         ("tcpnet_stalled_links_total", s.stalled_links),
         ("tcpnet_unanswered_hints_total", s.unanswered_hints),
+        ("tcpnet_unread_links_total", s.unread_links),
         ("tcpnet_missed_errors_total", s.missed_errors),
     ] {
         counter!(name, vec![node.clone()]).absolute(v);

@@ -139,10 +139,12 @@ impl Settings {
     }
 
     /// Frames each link buffers in each direction before `send` waits (and
-    /// before the link stops reading from its socket), and items each
-    /// stream of messages or requests holds unread before it drops (see
-    /// [`Messages::dropped`](crate::Messages::dropped)) or answers calls
-    /// `Busy`. Default [`DEFAULT_QUEUE_LEN`].
+    /// before the link stops reading from its socket: a link whose receive
+    /// queue stays full with no message read for the heartbeat timeout is
+    /// closed, see [`CloseReason::Unread`](crate::CloseReason::Unread)),
+    /// and items each stream of messages or requests holds unread before
+    /// it drops (see [`Messages::dropped`](crate::Messages::dropped)) or
+    /// answers calls `Busy`. Default [`DEFAULT_QUEUE_LEN`].
     pub fn queue_len(mut self, frames: usize) -> Self {
         self.queue_len = frames;
         self
@@ -185,7 +187,11 @@ impl Settings {
     /// Nothing is refused or closed for it, and no link stops: a peer that
     /// never reads holds its link's share until its link has written
     /// nothing for the heartbeat timeout and is closed as stalled
-    /// ([`CloseReason::Stalled`](crate::CloseReason::Stalled)). Beyond the cap, each link may hold a frame taken
+    /// ([`CloseReason::Stalled`](crate::CloseReason::Stalled)), and a link
+    /// whose messages this node's application does not read holds its
+    /// share until its receive queue has been full with nothing read for
+    /// the heartbeat timeout and it is closed as unread
+    /// ([`CloseReason::Unread`](crate::CloseReason::Unread)). Beyond the cap, each link may hold a frame taken
     /// into its empty queue each way, one being written and one being read
     /// (so at most a few times [`max_frame_len`](Self::max_frame_len) per
     /// link), and each queue less than 16 KiB that is not counted;
@@ -240,7 +246,10 @@ impl Settings {
     /// (a link whose reader is busy delivering to a slow consumer does not
     /// count that time). The same `timeout` closes a link that has frames
     /// to write and gets no byte of them into its socket, its peer reading
-    /// nothing ([`CloseReason::Stalled`](crate::CloseReason::Stalled)).
+    /// nothing ([`CloseReason::Stalled`](crate::CloseReason::Stalled)),
+    /// and one whose receive queue is full while this node's application
+    /// reads none of its messages
+    /// ([`CloseReason::Unread`](crate::CloseReason::Unread)).
     /// Defaults: 1 s and 3 s, so a peer cut off is noticed
     /// within about 3 s; a LAN can go down to a few hundred milliseconds, a
     /// sleepy Wi-Fi may want more. `timeout` must be more than `interval`,
