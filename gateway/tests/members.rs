@@ -13,7 +13,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use tcpnet::{Service, Settings};
 use tcpnet_gateway::cluster::wire::{
-    event_topic, procedure_name, FromClient, KeyMessage, KEY_EVENT,
+    channel_topic, event_topic, procedure_name, ChannelMessage, FromClient, KeyMessage, KEY_EVENT,
 };
 use tcpnet_gateway::cluster::wire::{Op, Snapshot, Sync, SYNC_EVENT};
 use tcpnet_gateway::protocol::Origin;
@@ -124,6 +124,69 @@ fn a_member_cannot_send_to_a_key_as_another_nodes_client() {
         let first = bob.until(|f| f["type"] == "direct").await;
         assert_eq!(first["data"], 3, "a forged message reached bob: {first}");
         assert_eq!(first["from"], json!({"node": rogue.id().as_str()}));
+    });
+}
+
+/// A member publishing on a channel's topic cannot make its message look
+/// like another node's client's: the gateway drops a message naming a
+/// connection that is not the publisher's, and passes on what the member
+/// publishes as itself or for its own connection.
+#[test]
+fn a_member_cannot_publish_on_a_channel_as_another_nodes_client() {
+    netns(|| async {
+        let (gw, _gateway, ws) = gateway("forge-channel", Limits::default()).await;
+        let rogue = node("forge-channel", Some(port(&gw))).await;
+        linked(&gw, &rogue).await;
+        let mut bob = Client::connect(&format!("{ws}?key=bob")).await;
+        bob.subscribe("room", false).await;
+        let topic = channel_topic("room");
+        until("the rogue sees the gateway's interest", || async {
+            rogue.topic_members(&topic).contains(gw.id())
+        })
+        .await;
+        let me = gw.id().to_string();
+        let r = rogue.id().to_string();
+        let message = |conn: Option<String>, i: u32| {
+            serde_json::to_vec(&ChannelMessage {
+                conn,
+                key: Some("alice".into()),
+                data: raw(json!(i)),
+            })
+            .unwrap()
+        };
+        let sent = [
+            // The gateway's client (its own, bob, included).
+            Some(format!("{me}.1")),
+            Some(bob.conn().to_string()),
+            // Not a connection id at all.
+            Some(r.clone()),
+            // Its own connection, then itself.
+            Some(format!("{r}.7")),
+            None,
+        ];
+        for (i, conn) in sent.into_iter().enumerate() {
+            rogue
+                .publish(&topic, message(conn, i as u32))
+                .await
+                .unwrap();
+        }
+        // One publisher's messages arrive in order: the first two that
+        // reach bob are the honest ones.
+        let got = [
+            bob.until(|f| f["type"] == "message").await,
+            bob.until(|f| f["type"] == "message").await,
+        ];
+        assert_eq!(
+            got[0]["data"], 3,
+            "a forged message reached bob: {}",
+            got[0]
+        );
+        assert_eq!(
+            got[0]["from"],
+            json!({"node": r, "conn": format!("{r}.7"), "key": "alice"})
+        );
+        assert_eq!(got[1]["data"], 4, "{}", got[1]);
+        assert_eq!(got[1]["from"], json!({"node": r, "key": "alice"}));
     });
 }
 

@@ -99,6 +99,14 @@ pub fn check_origin(sender: &str, node: &str, conn: Option<&str>) -> Result<(), 
     }
 }
 
+impl ChannelMessage {
+    /// [`check_origin`] of the message's connection, if any: a channel
+    /// message names no node, its node is its tcpnet sender.
+    pub fn check_sender(&self, sender: &str) -> Result<(), ForgedOrigin> {
+        check_origin(sender, sender, self.conn.as_deref())
+    }
+}
+
 impl KeyMessage {
     /// [`check_origin`] of the message's `from`.
     pub fn check_sender(&self, sender: &str) -> Result<(), ForgedOrigin> {

@@ -199,8 +199,16 @@ async fn read_channel(node: Arc<Node>, channel: String, mut messages: tcpnet::Me
                 continue;
             }
         };
+        // The publisher is proven by the message's signature (or the link
+        // it came on): it speaks only for its own connections, so no member
+        // can make a message look like another node's client's.
+        let from = msg.from().as_str();
+        if let Err(e) = body.check_sender(from) {
+            tracing::warn!(%channel, "a channel message refused: {e}");
+            continue;
+        }
         let origin = Origin {
-            node: msg.from().to_string(),
+            node: from.to_string(),
             conn: body.conn,
             key: body.key,
         };
