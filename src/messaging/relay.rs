@@ -342,6 +342,7 @@ impl Messaging {
             })
         });
         let leaving = record.leaving;
+        let order = (record.incarnation, record.version);
         // From its origin itself, the copy kept is also the one passed on.
         let kept = signed.as_ref().filter(|_| e.hops == 0).cloned();
         if !self.gossip.record(peer, &e.origin, record, bad, signed) {
@@ -353,6 +354,7 @@ impl Messaging {
         let relay = Owing::Relay {
             from: peer.clone(),
             origin: e.origin.clone(),
+            order,
             frame,
         };
         // A goodbye goes ahead of the links that close after it. A record
@@ -372,10 +374,11 @@ impl Messaging {
     /// A link to `peer` opened and the view holds `signed`, the peer's own
     /// record as it signed it: the peers this node relays for learn of it
     /// (after [`RECORDS_DELAY`]).
-    pub(crate) fn tell_member(self: &Arc<Self>, peer: &NodeId, signed: Frame) {
+    pub(crate) fn tell_member(self: &Arc<Self>, peer: &NodeId, order: (u64, u64), signed: Frame) {
         self.owe(Owing::Relay {
             from: peer.clone(),
             origin: peer.clone(),
+            order,
             frame: signed,
         });
     }
@@ -462,6 +465,7 @@ impl Messaging {
                 from,
                 origin,
                 frame,
+                ..
             } => {
                 let to = lock(&self.state).router.record_to(&from, &origin);
                 for c in up.iter().filter(|c| to.contains(c.peer_id())) {
@@ -495,11 +499,13 @@ impl Messaging {
 pub(crate) enum Owing {
     /// The other members' records, to a new link.
     Records(LinkId),
-    /// `origin`'s record, news that came from `from`, as `frame` (one hop
-    /// on), to the peers that then need it.
+    /// `origin`'s record of `order` (its incarnation and version), news
+    /// that came from `from`, as `frame` (one hop on), to the peers that
+    /// then need it.
     Relay {
         from: NodeId,
         origin: NodeId,
+        order: (u64, u64),
         frame: Frame,
     },
 }
@@ -509,9 +515,10 @@ pub(crate) enum Owing {
 pub(crate) struct Owed {
     due: VecDeque<(Instant, Due)>,
     /// The record owed of each origin in `due`, with the peer it came
-    /// from: only the latest, so a peer that sends records as fast as it
-    /// can makes this node hold one per origin, not one per record.
-    relays: HashMap<NodeId, (NodeId, Frame)>,
+    /// from and its order: only the newest, so a peer that sends records
+    /// as fast as it can makes this node hold one per origin, not one per
+    /// record.
+    relays: HashMap<NodeId, (NodeId, (u64, u64), Frame)>,
     /// A task does each as it comes due.
     busy: bool,
 }
@@ -525,22 +532,27 @@ enum Due {
 
 impl Owed {
     /// Owes `what` at `due`. A record of an origin already owed one takes
-    /// its place, due when that one was: only the latest record of a node
-    /// matters, and one that changes faster than [`RECORDS_DELAY`] is still
-    /// passed on.
+    /// its place if it is newer, due when that one was: only the newest
+    /// record of a node matters, and one that changes faster than
+    /// [`RECORDS_DELAY`] is still passed on. Two link tasks may owe two
+    /// versions of one origin in either order, so the order decides, not
+    /// which came last.
     fn push(&mut self, due: Instant, what: Owing) {
         match what {
             Owing::Records(link) => self.due.push_back((due, Due::Records(link))),
             Owing::Relay {
                 from,
                 origin,
+                order,
                 frame,
             } => {
                 if let Some(owed) = self.relays.get_mut(&origin) {
-                    *owed = (from, frame);
+                    if order > owed.1 {
+                        *owed = (from, order, frame);
+                    }
                 } else {
                     self.due.push_back((due, Due::Relay(origin.clone())));
-                    self.relays.insert(origin, (from, frame));
+                    self.relays.insert(origin, (from, order, frame));
                 }
             }
         }
@@ -555,10 +567,11 @@ impl Owed {
             .filter_map(|(_, what)| match what {
                 Due::Records(link) => Some(Owing::Records(link)),
                 Due::Relay(origin) => {
-                    let (from, frame) = relays.remove(&origin)?;
+                    let (from, order, frame) = relays.remove(&origin)?;
                     Some(Owing::Relay {
                         from,
                         origin,
+                        order,
                         frame,
                     })
                 }
@@ -576,6 +589,44 @@ impl Owed {
 }
 
 #[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::id;
+    use bytes::Bytes;
+
+    fn relay(origin: &NodeId, order: (u64, u64)) -> Owing {
+        Owing::Relay {
+            from: origin.clone(),
+            origin: origin.clone(),
+            order,
+            frame: Frame::data(Bytes::from(format!("{order:?}"))),
+        }
+    }
+
+    /// Two link tasks may owe two versions of one origin in either order:
+    /// the newer stays owed whichever came last, and a new incarnation is
+    /// newer than any version of the last.
+    #[test]
+    fn an_older_record_owed_late_does_not_take_a_newer_ones_place() {
+        let (b, now) = (id("b"), Instant::now());
+        let mut owed = Owed::default();
+        owed.push(now, relay(&b, (1, 6)));
+        owed.push(now, relay(&b, (1, 5)));
+        let frames = |owed: &Owed| -> Vec<Bytes> {
+            owed.relays()
+                .iter()
+                .map(|(_, f)| f.payload.clone())
+                .collect()
+        };
+        assert_eq!(frames(&owed), [Bytes::from("(1, 6)")]);
+        owed.push(now, relay(&b, (2, 1)));
+        assert_eq!(frames(&owed), [Bytes::from("(2, 1)")]);
+        let due = owed.take_due(now);
+        assert!(matches!(&due[..], [Owing::Relay { order: (2, 1), .. }]));
+    }
+}
+
+#[cfg(test)]
 impl Owed {
     /// The records owed, in the order they are due: each origin, with the
     /// record owed of it.
@@ -583,7 +634,7 @@ impl Owed {
         self.due
             .iter()
             .filter_map(|(_, what)| match what {
-                Due::Relay(origin) => Some((origin, &self.relays.get(origin)?.1)),
+                Due::Relay(origin) => Some((origin, &self.relays.get(origin)?.2)),
                 Due::Records(_) => None,
             })
             .collect()

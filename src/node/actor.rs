@@ -352,8 +352,8 @@ fn apply(
                     request_close(conn.link(), CloseReason::KeyRemoved);
                 } else if listed {
                     node.hub.connection.emit(conn);
-                    if let Some(signed) = node.members.opened(conn, record.clone()) {
-                        node.messaging.tell_member(conn.peer_id(), signed);
+                    if let Some((order, signed)) = node.members.opened(conn, record.clone()) {
+                        node.messaging.tell_member(conn.peer_id(), order, signed);
                     }
                 }
             }

@@ -162,9 +162,9 @@ impl Members {
     }
 
     /// The pair's one link opened, with the record its hello carried.
-    /// Returns the peer's record as it signed it, if the view holds it, for
-    /// the peers this node relays for.
-    pub(crate) fn opened(&self, conn: &Connection, record: Record) -> Option<Frame> {
+    /// Returns the peer's record as it signed it, with its incarnation and
+    /// version, if the view holds it, for the peers this node relays for.
+    pub(crate) fn opened(&self, conn: &Connection, record: Record) -> Option<((u64, u64), Frame)> {
         let now = Instant::now();
         let o = Opened {
             link: conn.link().id,
@@ -180,7 +180,9 @@ impl Members {
         // restarted) are forgotten.
         let Inner { view, links, .. } = &mut *inner;
         links.retain(|id, l| view.get(l.peer_id()).and_then(Entry::link) == Some(*id));
-        let signed = view.get(conn.peer_id()).and_then(|e| e.signed.clone());
+        let signed = view
+            .get(conn.peer_id())
+            .and_then(|e| Some(((e.incarnation, e.version), e.signed.clone()?)));
         emit(&mut inner, changes, now);
         signed
     }
