@@ -12,6 +12,8 @@ pub(crate) mod attacker;
 pub(crate) mod foreign;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -350,6 +352,35 @@ pub(crate) async fn within_scheduled<T>(
         v = f => Ok(v),
         _ = counted => Err(t0.elapsed()),
         _ = tokio::time::sleep(DEADLINE) => Err(t0.elapsed()),
+    }
+}
+
+/// This process's scheduled time, counted as [`within_scheduled`] counts
+/// it: ticks of the runtime's timer, each [`SCHEDULED_TICK`] however late
+/// it fired, from [`start`](Self::start) until the runtime ends. For
+/// telling apart, by how long they took, things that this process's own
+/// starvation stretches on the clock (a redial at once from one after a
+/// longer wait, say).
+#[derive(Clone)]
+pub(crate) struct ScheduledClock(Arc<AtomicU64>);
+
+impl ScheduledClock {
+    /// Starts counting (call from inside the runtime).
+    pub(crate) fn start() -> Self {
+        let ticks = Arc::new(AtomicU64::new(0));
+        let counting = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SCHEDULED_TICK).await;
+                counting.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        ScheduledClock(ticks)
+    }
+
+    /// The scheduled time counted so far.
+    pub(crate) fn now(&self) -> Duration {
+        SCHEDULED_TICK * self.0.load(Ordering::Relaxed) as u32
     }
 }
 
