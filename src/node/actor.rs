@@ -85,10 +85,17 @@ pub(crate) async fn actor(
         );
         let mut actions = match cmd {
             Command::Discovered { peer, addrs, heard } => {
-                for a in &addrs {
-                    node.know(a.ip());
+                let ips: Vec<_> = addrs.iter().map(|a| a.ip()).collect();
+                let actions = mesh.discovered(peer, addrs, heard);
+                // Only a peer the mesh took: records past its bound are
+                // anyone's to announce.
+                if !actions
+                    .iter()
+                    .any(|a| matches!(a, Action::TooManyPeers { .. }))
+                {
+                    ips.into_iter().for_each(|ip| node.know_advertised(ip));
                 }
-                mesh.discovered(peer, addrs, heard)
+                actions
             }
             Command::Lost { peer } => mesh.lost(&peer),
             Command::Hinted => {

@@ -10,10 +10,11 @@
 //! IPv6 /64: one host, or one attacker, easily holds many addresses of
 //! one, but not of many). When a new one comes and all slots are taken:
 //!
-//! - a connection from a *known* address (a peer's: learned from mDNS, a
-//!   static peer, or one an earlier link proved its key from; see
-//!   [`Known`]) takes the oldest strangers' slot of the prefix holding the
-//!   most of them: a flood of strangers never shuts out a peer;
+//! - a connection from a *known* address (a peer's: from the mDNS record
+//!   of a peer the mesh took, a static peer, or one an earlier link proved
+//!   its key from; see [`Known`]) takes the oldest strangers' slot of the
+//!   prefix holding the most of them: a flood of strangers never shuts out
+//!   a peer;
 //! - otherwise, the newcomer takes the oldest slot of its own class (known
 //!   or stranger) from the prefix holding the most of that class, if that
 //!   prefix holds at least two more than the newcomer's own; else it is
@@ -58,21 +59,30 @@ impl Prefix {
     }
 }
 
-/// Most addresses remembered as known.
+/// Most addresses remembered as known, of each kind (see [`Known`]).
 const MAX_KNOWN: usize = 4096;
 
-/// The addresses of peers: from their records, static peers, and links
-/// that proved a key from there. The oldest go first past [`MAX_KNOWN`].
+/// The addresses of peers, of two kinds, each remembered up to
+/// [`MAX_KNOWN`], the oldest going first: those a link proved a key from
+/// and static peers, which the user gave; and those of the mDNS records
+/// of peers the mesh took. Anyone on the LAN can announce records, with
+/// as many addresses as a packet holds, so records only ever push out
+/// records' addresses: never a peer's that proved its key.
 #[derive(Default)]
 pub(crate) struct Known {
+    proven: Addrs,
+    advertised: Addrs,
+}
+
+/// Addresses, oldest first, at most [`MAX_KNOWN`].
+#[derive(Default)]
+struct Addrs {
     set: HashSet<IpAddr>,
     order: VecDeque<IpAddr>,
 }
 
-impl Known {
-    /// Remembers `ip` as a peer's.
-    pub(crate) fn add(&mut self, ip: IpAddr) {
-        let ip = ip.to_canonical();
+impl Addrs {
+    fn add(&mut self, ip: IpAddr) {
         if self.set.insert(ip) {
             self.order.push_back(ip);
             if self.order.len() > MAX_KNOWN {
@@ -82,10 +92,25 @@ impl Known {
             }
         }
     }
+}
+
+impl Known {
+    /// Remembers `ip` as a peer's: a static peer, or a link proved a key
+    /// from there.
+    pub(crate) fn add(&mut self, ip: IpAddr) {
+        self.proven.add(ip.to_canonical());
+    }
+
+    /// Remembers `ip` as a peer's from its mDNS record (a peer the mesh
+    /// took).
+    pub(crate) fn add_advertised(&mut self, ip: IpAddr) {
+        self.advertised.add(ip.to_canonical());
+    }
 
     /// True if `ip` is a peer's.
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
-        self.set.contains(&ip.to_canonical())
+        let ip = ip.to_canonical();
+        self.proven.set.contains(&ip) || self.advertised.set.contains(&ip)
     }
 }
 
@@ -303,6 +328,24 @@ mod tests {
         assert!(k.contains(IpAddr::from((MAX_KNOWN as u32).to_be_bytes())));
         k.add(ip("::ffff:10.0.0.1"));
         assert!(k.contains(ip("10.0.0.1")));
+    }
+
+    /// A LAN sender announces records with more addresses than are
+    /// remembered: the addresses peers proved their keys from, and static
+    /// peers', stay known; only older records' addresses go.
+    #[test]
+    fn records_never_push_out_proven_addresses() {
+        let mut k = Known::default();
+        k.add(ip("10.0.0.1"));
+        k.add_advertised(ip("10.0.0.2"));
+        for i in 0..2 * MAX_KNOWN as u32 {
+            k.add_advertised(IpAddr::from((0x0a10_0000 + i).to_be_bytes()));
+        }
+        assert!(k.contains(ip("10.0.0.1")), "proven");
+        assert!(!k.contains(ip("10.0.0.2")), "an older record's");
+        assert!(k.contains(IpAddr::from(
+            (0x0a10_0000 + 2 * MAX_KNOWN as u32 - 1).to_be_bytes()
+        )));
     }
 
     #[test]

@@ -150,9 +150,16 @@ impl Node {
         &self.links.cancel
     }
 
-    /// Remembers `ip` as a peer's address (see [`Known`]).
+    /// Remembers `ip` as a peer's address: a static peer's, or one a link
+    /// proved a key from (see [`Known`]).
     pub(crate) fn know(&self, ip: IpAddr) {
         lock(&self.known).add(ip);
+    }
+
+    /// Remembers `ip` as a peer's address from its mDNS record (see
+    /// [`Known`]).
+    pub(crate) fn know_advertised(&self, ip: IpAddr) {
+        lock(&self.known).add_advertised(ip);
     }
 
     /// True if `ip` is a peer's address.
