@@ -120,7 +120,8 @@
 //!   while the node is young ([`limits::HOLD_EARLY`] after `listen`), what
 //!   comes for a stream not made yet (a call, an event, a message) is held
 //!   for the first one made, so a procedure made just after `listen` does
-//!   not make callers see `NoProcedure`.
+//!   not make callers see `NoProcedure`; messages that no stream got are
+//!   counted ([`Stats::early_dropped`]).
 //! - **Failures**: heartbeats on idle links, a timeout on silence, redial
 //!   with jittered backoff while a peer is known (see `node::mesh`),
 //!   handshakes bounded in time, size and number (see `node::gate`), links

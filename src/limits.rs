@@ -74,6 +74,9 @@ pub const MAX_META_BYTES: usize = 1024;
 /// `NoProcedure` while the node is young.
 pub const HOLD_EARLY: Duration = Duration::from_secs(2);
 /// Most items held for streams not made yet while the node is young.
+/// Messages past it (or [`MAX_HELD_BYTES`]) are dropped, and counted in
+/// [`Stats::early_dropped`](crate::Stats::early_dropped); calls past it
+/// are answered [`NoProcedure`](crate::CallError::NoProcedure).
 pub const MAX_HELD: usize = 1024;
 /// Most bytes of data held for streams not made yet while the node is young.
 pub const MAX_HELD_BYTES: usize = 4 * 1024 * 1024;

@@ -66,6 +66,14 @@ pub struct Stats {
     /// Errors that error streams too slow to read them did not get (each
     /// such stream is told with an [`Error::Missed`](crate::Error::Missed)).
     pub missed_errors: u64,
+    /// Messages and events that came while the node was young (see
+    /// [`HOLD_EARLY`](crate::limits::HOLD_EARLY)) for a stream not made
+    /// yet, and that no stream got: past what is held
+    /// ([`MAX_HELD`](crate::limits::MAX_HELD) items,
+    /// [`MAX_HELD_BYTES`](crate::limits::MAX_HELD_BYTES)), or still held
+    /// when the node grew up. (Calls are answered
+    /// [`NoProcedure`](crate::CallError::NoProcedure) instead.)
+    pub early_dropped: u64,
     /// Payload bytes the node's links hold now, in all their queues and in
     /// the writes under way, and the room of the spare buffers their send
     /// queues keep to encode into and their read sides keep to read large
@@ -284,6 +292,7 @@ pub(crate) struct Counters {
     unanswered_hints: AtomicU64,
     unread_links: AtomicU64,
     missed_errors: AtomicU64,
+    early_dropped: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -342,6 +351,10 @@ impl Counters {
         add(&self.missed_errors, n);
     }
 
+    pub(crate) fn early_dropped(&self, n: u64) {
+        add(&self.early_dropped, n);
+    }
+
     /// The node-wide figures, with `links` for the per-link ones.
     pub(crate) fn snapshot(&self, links: Vec<LinkStats>) -> Stats {
         let h = |why: Failure| get(&self.handshakes[why as usize]);
@@ -374,6 +387,7 @@ impl Counters {
             unanswered_hints: get(&self.unanswered_hints),
             unread_links: get(&self.unread_links),
             missed_errors: get(&self.missed_errors),
+            early_dropped: get(&self.early_dropped),
             queued_bytes: self.queued.used(),
         }
     }

@@ -5,6 +5,9 @@
 //! [`MAX_HELD_BYTES`] bytes, and handed to the first stream made for it.
 //! So a handler or receiver made just after `listen` misses nothing, and a
 //! caller is answered `NoProcedure` only once the node is no longer young.
+//! A message or event past those bounds, or still held when the node grows
+//! up, is dropped and counted
+//! ([`Stats::early_dropped`](crate::Stats::early_dropped)).
 //! Pure: the time comes with each call.
 
 use std::time::Instant;
@@ -71,6 +74,12 @@ impl Early {
         self.bytes += weight;
         self.held.push((waits, item));
         Ok(())
+    }
+
+    /// True if the node is still young at `now`: what comes is held, if
+    /// there is room.
+    pub(crate) fn young(&self, now: Instant) -> bool {
+        now < self.until
     }
 
     /// Takes what waits for `waits`, in the order it came.

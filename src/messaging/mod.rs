@@ -389,11 +389,14 @@ impl Messaging {
         if !held.is_empty() {
             tracing::debug!(count = held.len(), "held early, and no stream came");
         }
+        let mut dropped = 0;
         for (_, item) in held {
-            if let Held::Request(req) = item {
-                refuse(req, rpc::FAIL_NO_PROCEDURE);
+            match item {
+                Held::Request(req) => refuse(req, rpc::FAIL_NO_PROCEDURE),
+                Held::Message(_) => dropped += 1,
             }
         }
+        self.counters.early_dropped(dropped);
     }
 
     pub(crate) fn set_filter(&self, f: Option<Arc<RelayFilter>>) {
@@ -754,8 +757,13 @@ impl Inbound for Messaging {
                 let taken = subs.as_ref().is_some_and(|s| s.iter().any(Feed::is_open));
                 deliver(subs, &m);
                 if let (false, Some(waits), Some(early)) = (taken, waits, st.early.as_mut()) {
-                    // No stream for it yet: held while the node is young.
-                    let _ = early.hold(waits, Held::Message(m.clone()), Instant::now());
+                    // No stream for it yet: held while the node is young;
+                    // past what is held, dropped and counted.
+                    let now = Instant::now();
+                    let young = early.young(now);
+                    if early.hold(waits, Held::Message(m.clone()), now).is_err() && young {
+                        self.counters.early_dropped(1);
+                    }
                 }
                 if let Some(r) = relay {
                     // The user's filter runs without the messaging lock: it
@@ -1168,6 +1176,33 @@ mod tests {
         m.message(&id("0a"), late.encode(), &tx).unwrap();
         assert_eq!(sent(&mut rx)[0].corr, 11);
         drop(calls);
+    }
+
+    /// While the node is young, messages past what is held, and those
+    /// still held when it grows up, are counted as dropped; those a stream
+    /// took, and calls (answered `NoProcedure`), are not.
+    #[tokio::test]
+    async fn messages_no_stream_got_while_the_node_was_young_are_counted() {
+        use crate::limits::MAX_HELD;
+        let m = node();
+        m.hold_early(Duration::from_secs(3600));
+        let (tx, _rx) = reply_queue();
+        let dropped = || m.counters.snapshot(vec![]).early_dropped;
+        for _ in 0..MAX_HELD + 3 {
+            m.message(&id("0a"), envelope(Op::Direct, "0a", 0, 0, 0, b"d"), &tx)
+                .unwrap();
+        }
+        assert_eq!(dropped(), 3, "past what is held");
+        let inbox = m.messages();
+        for _ in 0..2 {
+            m.message(&id("0a"), envelope(Op::Event, "0a", 0, 0, 0, b"e"), &tx)
+                .unwrap();
+        }
+        m.message(&id("0a"), envelope(Op::Request, "0a", 0, 0, 7, b"x"), &tx)
+            .unwrap();
+        m.grown_up();
+        assert_eq!(dropped(), 5, "the two events no receiver took");
+        drop(inbox);
     }
 
     #[tokio::test]

@@ -38,6 +38,7 @@ fn record(id: &str, s: &Stats) {
         ("tcpnet_unanswered_hints_total", s.unanswered_hints),
         ("tcpnet_unread_links_total", s.unread_links),
         ("tcpnet_missed_errors_total", s.missed_errors),
+        ("tcpnet_early_dropped_total", s.early_dropped),
     ] {
         counter!(name, vec![node.clone()]).absolute(v);
     }
