@@ -408,6 +408,12 @@ impl Messaging {
         lock(&self.state).router.says_linked(peer, node)
     }
 
+    /// `peer`'s last list of its links, if it told one: shared, not
+    /// copied, so that asking it of many members takes this lock once.
+    pub(crate) fn list_of(&self, peer: &NodeId) -> Option<LinkList> {
+        lock(&self.state).router.list_of(peer)
+    }
+
     pub(crate) fn topic_members(&self, topic: &str) -> Vec<NodeId> {
         lock(&self.state).router.members(topic)
     }

@@ -122,11 +122,11 @@ pub(crate) struct Unhandled {
 
 impl Unhandled {
     /// Adds `hints` to what waits of their teller: the members that waited
-    /// and that the teller's list still names (`names(teller, member)`)
+    /// and that the teller's latest list still names (`names(member)`)
     /// stay, after the new ones, up to [`MAX_PEERS`]; the new `via`
     /// replaces the old. Dropped with [`MAX_TELLERS`] other tellers
     /// waiting. True if nothing waited before: the actor is to be told.
-    pub(crate) fn offer(&mut self, hints: Hints, names: impl Fn(&NodeId, &NodeId) -> bool) -> bool {
+    pub(crate) fn offer(&mut self, hints: Hints, names: impl Fn(&NodeId) -> bool) -> bool {
         let first = self.by_teller.is_empty();
         let full = self.by_teller.len() >= MAX_TELLERS;
         match self.by_teller.get_mut(&hints.from) {
@@ -138,7 +138,7 @@ impl Unhandled {
                 let new: HashSet<&NodeId> = members.iter().map(|(m, _)| m).collect();
                 let kept: Vec<(NodeId, SocketAddr)> = std::mem::take(&mut waiting.members)
                     .into_iter()
-                    .filter(|(m, _)| !new.contains(m) && names(&waiting.from, m))
+                    .filter(|(m, _)| !new.contains(m) && names(m))
                     .take(MAX_PEERS - members.len())
                     .collect();
                 members.extend(kept);
@@ -250,29 +250,29 @@ mod tests {
         let mut u = Unhandled::default();
         let (liar, honest) = (id("0a"), id("0b"));
         assert!(
-            u.offer(list(&liar, 0, MAX_PEERS), |_, _| false),
+            u.offer(list(&liar, 0, MAX_PEERS), |_| false),
             "tell the actor"
         );
         for n in 1..1000 {
             let latest = list(&liar, n * MAX_PEERS, MAX_PEERS);
             let named: HashSet<NodeId> = latest.members.iter().map(|(m, _)| m.clone()).collect();
-            assert!(!u.offer(latest, |_, m| named.contains(m)), "told already");
+            assert!(!u.offer(latest, |m| named.contains(m)), "told already");
             assert_eq!(u.members(), MAX_PEERS, "only the latest list waits");
         }
         // A peer whose lists all still name every member: the cap holds.
         for n in 0..10 {
-            assert!(!u.offer(list(&liar, n * 7, MAX_PEERS / 2), |_, _| true));
+            assert!(!u.offer(list(&liar, n * 7, MAX_PEERS / 2), |_| true));
             assert!(u.members() <= MAX_PEERS, "{}", u.members());
         }
         // A list longer than a list may be is cut to one.
-        u.offer(list(&honest, 0, MAX_PEERS + 5), |_, _| true);
+        u.offer(list(&honest, 0, MAX_PEERS + 5), |_| true);
         assert_eq!(u.members(), 2 * MAX_PEERS);
         // The actor takes it all; the next hints tell it again.
         let taken = u.take();
         assert_eq!(taken.len(), 2);
         assert_eq!(u.members(), 0);
         let first = list(&honest, 0, 1);
-        assert!(u.offer(first.clone(), |_, _| false));
+        assert!(u.offer(first.clone(), |_| false));
         assert_eq!(u.take(), vec![first]);
     }
 
@@ -291,10 +291,10 @@ mod tests {
         };
         u.offer(
             h("10.0.0.1:1", &[("0b", "10.0.0.2:1"), ("0c", "10.0.0.3:1")]),
-            |_, _| true,
+            |_| true,
         );
         let still = id("0b");
-        u.offer(h("10.0.0.1:2", &[("0d", "10.0.0.4:1")]), |_, m| *m == still);
+        u.offer(h("10.0.0.1:2", &[("0d", "10.0.0.4:1")]), |m| *m == still);
         assert_eq!(
             u.take(),
             vec![h(

@@ -174,9 +174,14 @@ impl Node {
 
     /// A peer's list of links gave `hints`: they wait for the actor with
     /// those of the same peer not taken yet (see [`Unhandled`]), and the
-    /// actor is told when no hints waited.
+    /// actor is told when no hints waited. The teller's list is taken from
+    /// messaging first, once, so that the hints lock is never held while
+    /// the messaging state is taken, and a list costs that lock once
+    /// however many members wait.
     pub(crate) fn hinted(&self, hints: Hints) {
-        let tell = lock(&self.hints).offer(hints, |t, m| self.messaging.says_linked(t, m));
+        let list = self.messaging.list_of(&hints.from);
+        let names = |m: &NodeId| list.as_ref().is_some_and(|l| l.names(m.as_str()));
+        let tell = lock(&self.hints).offer(hints, names);
         if tell {
             self.send(Command::Hinted);
         }
