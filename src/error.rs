@@ -147,7 +147,7 @@ pub enum Error {
     /// such failures, so a lying peer causes a few of these at most.
     #[error(
         "cannot dial {member} at {addrs:?}, where {} said it listens: {source}",
-        Tellers(tellers)
+        TellerList(tellers)
     )]
     Hint {
         /// The member dialed.
@@ -652,9 +652,9 @@ impl fmt::Display for DialTarget<'_> {
 }
 
 /// How the peers that gave a hint read in its error.
-struct Tellers<'a>(&'a [NodeId]);
+struct TellerList<'a>(&'a [NodeId]);
 
-impl fmt::Display for Tellers<'_> {
+impl fmt::Display for TellerList<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.0.len() == 1 { "peer " } else { "peers " })?;
         for (i, t) in self.0.iter().enumerate() {

@@ -83,9 +83,9 @@
 //!               connection
 //!   messaging/  router/ (seen, interest, neighbors), streams, rpc, relay,
 //!               early, typed (the `typed` feature)
-//!   node/       mesh, actor, running, tasks, discovery, gate, caps, events,
-//!               members/ (view, member), ready, address, settings,
-//!               service
+//!   node/       mesh, hints, actor, running, tasks, discovery, gate, caps,
+//!               events, members/ (view, member), ready, address,
+//!               settings, service
 //! ```
 //!
 //! ## Policies

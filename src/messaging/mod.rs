@@ -157,7 +157,7 @@ pub(crate) struct Messaging {
     gossip: Arc<dyn Gossip>,
     /// Where the hints that peers' lists of links give go: the running
     /// node's mesh.
-    hints: Mutex<Option<HintSink>>,
+    hint_sink: Mutex<Option<HintSink>>,
     /// Held while a flooded message of this node is numbered and queued
     /// (see `flood`; taken before `state`).
     flooding: Mutex<()>,
@@ -227,7 +227,7 @@ impl Messaging {
             relay_order: Mutex::new(()),
             errors: std::sync::OnceLock::new(),
             gossip,
-            hints: Mutex::new(None),
+            hint_sink: Mutex::new(None),
             flooding: Mutex::new(()),
             counters,
             record: Mutex::new(None),
@@ -242,7 +242,7 @@ impl Messaging {
     /// Says where the hints that peers' lists of links give go (see
     /// [`relay::neighbors`]): the node that runs now.
     pub(crate) fn hints_to(&self, sink: HintSink) {
-        *lock(&self.hints) = Some(sink);
+        *lock(&self.hint_sink) = Some(sink);
     }
 
     // ----- the user's side -------------------------------------------------
@@ -787,7 +787,7 @@ impl Inbound for Messaging {
             Op::Request => self.requested(&mut st, e, reply),
             Op::Reply | Op::Fail => return rpc::answered(&mut st, peer, e),
             Op::Neighbors => {
-                let hints = lock(&self.hints).is_some();
+                let hints = lock(&self.hint_sink).is_some();
                 match relay::neighbors(&mut st, &self.me, peer, &e, hints)
                     .map_err(|e| e.to_string())?
                 {

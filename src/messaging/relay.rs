@@ -213,7 +213,7 @@ impl Messaging {
         if members.is_empty() {
             return;
         }
-        let sink = lock(&self.hints).clone();
+        let sink = lock(&self.hint_sink).clone();
         let (Some(sink), Some(via)) = (sink, self.open.to(peer)) else {
             return;
         };

@@ -274,7 +274,7 @@ pub(crate) struct Mesh {
     /// dialed (see [`Mesh::proven_at`]), at most [`MAX_PEERS`].
     proven: HashMap<NodeId, SocketAddr>,
     /// What peers' hints have cost, to bound it.
-    hints: Tellers,
+    tellers: Tellers,
     /// mDNS is browsed with queries (see [`Mesh::browse`]).
     querying: bool,
 }
@@ -288,7 +288,7 @@ impl Mesh {
             links: HashMap::new(),
             ended: HashSet::new(),
             proven: HashMap::new(),
-            hints: Tellers::default(),
+            tellers: Tellers::default(),
             querying: true,
         }
     }
@@ -594,7 +594,7 @@ impl Mesh {
     /// `member`.
     fn named(&self, member: &NodeId, says: impl Fn(&NodeId, &NodeId) -> bool) -> bool {
         self.links.values().any(|l| {
-            l.open && &l.peer != member && !self.hints.spent(&l.peer) && says(&l.peer, member)
+            l.open && &l.peer != member && !self.tellers.spent(&l.peer) && says(&l.peer, member)
         })
     }
 
@@ -616,7 +616,7 @@ impl Mesh {
             .partition(|(_, at)| dialed.contains(at));
         p.tellers = rest;
         for (teller, _) in tried {
-            self.hints.settled(&teller, peer, true);
+            self.tellers.settled(&teller, peer, true);
         }
     }
 
@@ -670,7 +670,7 @@ impl Mesh {
                     let more = !p.addrs.contains(&at)
                         && !p.tellers.iter().any(|(t, _)| t == from)
                         && p.tellers.len() < hints::MAX_ADDRS;
-                    if more && self.hints.take(from, &member, linked) {
+                    if more && self.tellers.take(from, &member, linked) {
                         p.addrs.push(at);
                         p.tellers.push((from.clone(), at));
                         if p.told.len() >= hints::MAX_ADDRS {
@@ -680,7 +680,7 @@ impl Mesh {
                     }
                 }
                 None => {
-                    if self.peers.len() >= MAX_PEERS || !self.hints.take(from, &member, linked) {
+                    if self.peers.len() >= MAX_PEERS || !self.tellers.take(from, &member, linked) {
                         continue;
                     }
                     let peer = Peer {
@@ -761,7 +761,7 @@ impl Mesh {
             return;
         };
         for (teller, _) in std::mem::take(&mut p.tellers) {
-            self.hints.settled(&teller, peer, failed);
+            self.tellers.settled(&teller, peer, failed);
         }
     }
 
@@ -2225,7 +2225,7 @@ mod tests {
             }
             m.dial_ended(&t, DialEnd::Linked(member.clone(), truth), says);
         }
-        assert!(m.hints.spent(&liar));
-        assert!(!m.hints.spent(&honest), "never tried, never charged");
+        assert!(m.tellers.spent(&liar));
+        assert!(!m.tellers.spent(&honest), "never tried, never charged");
     }
 }

@@ -101,7 +101,7 @@ pub(crate) struct Node {
     pub(crate) dial_from: Vec<IpAddr>,
     /// Hints waiting for the actor, beside its commands so that they are
     /// bounded whatever peers send.
-    hints: Mutex<Unhandled>,
+    unhandled: Mutex<Unhandled>,
     cmd: mpsc::UnboundedSender<Command>,
     pub(crate) hub: Arc<Hub>,
 }
@@ -133,7 +133,7 @@ impl Node {
             messaging,
             members,
             dial_from,
-            hints: Mutex::default(),
+            unhandled: Mutex::default(),
             cmd,
             hub,
         };
@@ -181,7 +181,7 @@ impl Node {
     pub(crate) fn hinted(&self, hints: Hints) {
         let list = self.messaging.list_of(&hints.from);
         let names = |m: &NodeId| list.as_ref().is_some_and(|l| l.names(m.as_str()));
-        let tell = lock(&self.hints).offer(hints, names);
+        let tell = lock(&self.unhandled).offer(hints, names);
         if tell {
             self.send(Command::Hinted);
         }
@@ -189,7 +189,7 @@ impl Node {
 
     /// The hints waiting for the actor, leaving none.
     pub(crate) fn take_hints(&self) -> Vec<Hints> {
-        lock(&self.hints).take()
+        lock(&self.unhandled).take()
     }
 
     /// The node's figures now.
