@@ -15,7 +15,7 @@
 //! table of open links are the only state shared with the `Service` handle.
 
 use std::collections::HashMap;
-
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,14 +61,17 @@ impl Held {
 
 /// The actor: owns the mesh and the link handles until the service closes.
 /// Without `dial` it starts no dial (a node that only discovers, for
-/// measuring discovery alone): the mesh still tracks every peer.
+/// measuring discovery alone): the mesh still tracks every peer. The node
+/// listens at `listen_at` (see [`Mesh::listening_at`]).
 pub(crate) async fn actor(
     node: Arc<Node>,
     mut cmds: mpsc::UnboundedReceiver<Command>,
     discovery: Option<Discovery>,
     dial: bool,
+    listen_at: Vec<SocketAddr>,
 ) {
     let mut mesh = Mesh::new(node.id().clone());
+    mesh.listening_at(listen_at);
     let mut links: HashMap<LinkId, Held> = HashMap::new();
     // Callers of `ready` waiting for discovery to settle.
     let mut settling: Vec<oneshot::Sender<Settle>> = Vec::new();

@@ -275,6 +275,8 @@ pub(crate) struct Mesh {
     proven: HashMap<NodeId, SocketAddr>,
     /// What peers' hints have cost, to bound it.
     tellers: Tellers,
+    /// Where this node listens (see [`Mesh::listening_at`]).
+    listen_at: Vec<SocketAddr>,
     /// mDNS is browsed with queries (see [`Mesh::browse`]).
     querying: bool,
 }
@@ -289,8 +291,25 @@ impl Mesh {
             ended: HashSet::new(),
             proven: HashMap::new(),
             tellers: Tellers::default(),
+            listen_at: Vec::new(),
             querying: true,
         }
+    }
+
+    /// This node listens at `addrs`: a hint of a member there names this
+    /// node, whatever id it gives, and is no hint (dialed, it would be this
+    /// node answering itself, a failed handshake).
+    pub(crate) fn listening_at(&mut self, addrs: Vec<SocketAddr>) {
+        self.listen_at = addrs;
+    }
+
+    /// True if `at` is where this node listens. An IPv6 scope is left out:
+    /// a hint's is the teller's link's, and this node's own addresses
+    /// carry none.
+    fn is_mine(&self, at: SocketAddr) -> bool {
+        self.listen_at
+            .iter()
+            .any(|a| a.ip() == at.ip() && a.port() == at.port())
     }
 
     /// Forgets `old`, a pair's link that a newer one replaces, and closes it.
@@ -622,7 +641,8 @@ impl Mesh {
 
     /// Peer `from`, on a link from `via`, says it is linked to `members`,
     /// each listening where it says (see [`hints::dialable`] for where
-    /// that is from here). A member this node neither links to,
+    /// that is from here; never where this node listens, see
+    /// [`Mesh::listening_at`]). A member this node neither links to,
     /// nor knows from mDNS or a static address, is dialed there as one
     /// found over mDNS would be (the pair's decider at once, the other end
     /// after [`FOLLOWER_GRACE`]); one known from other peers' hints only
@@ -661,7 +681,7 @@ impl Mesh {
             {
                 continue;
             }
-            let Some(at) = hints::dialable(at, via) else {
+            let Some(at) = hints::dialable(at, via).filter(|at| !self.is_mine(*at)) else {
                 continue;
             };
             match self.peers.get_mut(&member) {
@@ -1981,6 +2001,49 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(m.advertised(), vec![found]);
+    }
+
+    /// A hint at an address where this node listens names this node,
+    /// whatever id it gives: dialed, it would reach this node itself. It
+    /// is dropped, on IPv4 or IPv6 (a link-local one with the teller's
+    /// scope too), from a teller on this host or another, as a hint of
+    /// this node's own id is; the same member elsewhere is dialed.
+    #[test]
+    fn a_hint_at_this_nodes_own_address_is_dropped() {
+        let me = id("01");
+        let (teller, member) = (id("05"), id("02"));
+        let mut m = Mesh::new(me.clone());
+        m.listening_at(vec![
+            hint("10.99.0.1:4000"),
+            hint("127.0.0.1:4000"),
+            hint("[fe80::1]:4000"),
+        ]);
+        let lo = hint("127.0.0.1:50000");
+        let on_link = hint("[fe80::9%7]:50000");
+        for (at, via) in [
+            ("10.99.0.1:4000", VIA),
+            ("127.0.0.1:4000", "127.0.0.1:50000"),
+            ("[fe80::1]:4000", "[fe80::9%7]:50000"),
+            ("[fe80::1%3]:4000", "[fe80::9%7]:50000"),
+        ] {
+            assert!(
+                m.hinted(&teller, hint(via), vec![(member.clone(), hint(at))])
+                    .is_empty(),
+                "{at} from {via}"
+            );
+        }
+        assert!(m
+            .hinted(&teller, lo, vec![(me.clone(), hint("127.0.0.1:4001"))])
+            .is_empty());
+        assert!(m
+            .hinted(&teller, on_link, vec![(me, hint("[fe80::1]:4001"))])
+            .is_empty());
+        assert_eq!(m.peer_count(), 0);
+        // Another port of this host is another node's.
+        match &m.hinted(&teller, lo, vec![(member.clone(), hint("127.0.0.1:4001"))])[..] {
+            [Action::Dial { addrs, .. }] => assert_eq!(addrs, &vec![hint("127.0.0.1:4001")]),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A hint whose dial fails, of a member no linked peer names, is

@@ -421,13 +421,25 @@ impl Service {
         for addr in statics {
             node.send(Command::AddPeer { addr });
         }
+        let address = Address {
+            port: bound_port,
+            addrs: scope.addresses(),
+        };
+        let listen_at = address
+            .addrs
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, bound_port))
+            .collect();
         Ok(Running {
             listened: tokio::time::Instant::now(),
-            address: Address {
-                port: bound_port,
-                addrs: scope.addresses(),
-            },
-            actor: tasks::spawn(node.clone(), inbox, discovery, state.settings.dial),
+            address,
+            actor: tasks::spawn(
+                node.clone(),
+                inbox,
+                discovery,
+                state.settings.dial,
+                listen_at,
+            ),
             node,
         })
     }

@@ -29,20 +29,21 @@ pub(crate) fn spawn_accept(node: Arc<Node>, listener: TcpListener) {
 }
 
 /// Starts the mDNS reader and the actor (which dials what it discovers
-/// only with `dial`); the handle ends when the actor has shut the node
-/// down.
+/// only with `dial`; the node listens at `listen_at`); the handle ends
+/// when the actor has shut the node down.
 pub(crate) fn spawn(
     node: Arc<Node>,
     inbox: mpsc::UnboundedReceiver<Command>,
     discovery: Option<(Discovery, mdns_sd::Receiver<mdns_sd::ServiceEvent>)>,
     dial: bool,
+    listen_at: Vec<SocketAddr>,
 ) -> JoinHandle<()> {
     let discovery = discovery.map(|(mut d, browse)| {
         let (browser, steer) = d.browser();
         tokio::spawn(browse_loop(node.clone(), browse, browser, steer));
         d
     });
-    tokio::spawn(actor(node, inbox, discovery, dial))
+    tokio::spawn(actor(node, inbox, discovery, dial, listen_at))
 }
 
 async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
