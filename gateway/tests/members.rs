@@ -15,6 +15,9 @@ use tcpnet::{Service, Settings};
 use tcpnet_gateway::cluster::wire::{
     channel_topic, event_topic, procedure_name, ChannelMessage, FromClient, KeyMessage, KEY_EVENT,
 };
+use tcpnet_gateway::cluster::wire::{
+    Control, CONNECTIONS_PROCEDURE, CONTROL_EVENT, KICK_PROCEDURE, NOT_A_GATEWAY,
+};
 use tcpnet_gateway::cluster::wire::{Op, Snapshot, Sync, SYNC_EVENT};
 use tcpnet_gateway::protocol::Origin;
 use tcpnet_gateway::{Backend, Gateway, Limits, URL_META};
@@ -278,6 +281,80 @@ fn a_backend_refuses_calls_and_events_for_another_nodes_client() {
             .expect("the stream is open");
         assert_eq!(ev.client.conn, own, "a forged event reached the backend");
         assert_eq!(ev.client.node, r);
+    });
+}
+
+/// Only a gateway may close a channel, disconnect a connection or list the
+/// connections on another gateway: a member not advertising a gateway URL
+/// is answered with the named error `not-a-gateway` and its close is
+/// dropped; a member advertising one is served.
+#[test]
+fn only_gateways_close_channels_and_kick_and_list_connections() {
+    netns(|| async {
+        let (gw, gateway, ws) = gateway("cross-node", Limits::default()).await;
+        let plain = node("cross-node", Some(port(&gw))).await;
+        let settings = Settings::new("cross-node")
+            .mdns(false)
+            .meta(URL_META, "http://127.0.0.1:9");
+        let other = node_with(settings, Some(port(&gw))).await;
+        linked(&gw, &plain).await;
+        linked(&gw, &other).await;
+        until("the gateway lists the other one", || async {
+            gateway.nodes().len() == 2
+        })
+        .await;
+        let mut alice = Client::connect(&format!("{ws}?key=alice")).await;
+        alice.subscribe("room", false).await;
+        let conn = alice.conn().to_string();
+        let close = serde_json::to_vec(&Control::CloseChannel {
+            channel: "room".into(),
+        })
+        .unwrap();
+        let timeout = Duration::from_secs(30);
+
+        plain
+            .emit_to(gw.id(), CONTROL_EVENT, close.clone())
+            .await
+            .unwrap();
+        for (procedure, body) in [
+            (KICK_PROCEDURE, conn.clone()),
+            (CONNECTIONS_PROCEDURE, "".into()),
+        ] {
+            match plain.request(gw.id(), procedure, body, timeout).await {
+                Err(tcpnet::Error::Call {
+                    error: tcpnet::CallError::Remote { name, .. },
+                    ..
+                }) => assert_eq!(name, NOT_A_GATEWAY),
+                other => panic!("{procedure} from a plain member was served: {other:?}"),
+            }
+        }
+        // The close came on the same link before the refused requests.
+        let frames = alice.ping().await;
+        assert_eq!(
+            frames,
+            Vec::<serde_json::Value>::new(),
+            "the plain member's close reached alice"
+        );
+
+        let list = other
+            .request(gw.id(), CONNECTIONS_PROCEDURE, "", timeout)
+            .await
+            .expect("a gateway's list is served");
+        let list: serde_json::Value = serde_json::from_slice(&list).unwrap();
+        assert_eq!(list[0]["conn"], conn.as_str(), "{list}");
+        other.emit_to(gw.id(), CONTROL_EVENT, close).await.unwrap();
+        let closed = alice.until(|f| f["type"] == "channel-closed").await;
+        assert_eq!(closed["channel"], "room");
+        let answer = other
+            .request(gw.id(), KICK_PROCEDURE, conn.clone(), timeout)
+            .await
+            .expect("a gateway's kick is served");
+        assert_eq!(answer.as_ref(), b"1");
+        let (frames, _) = alice.until_closed().await;
+        assert!(
+            frames.iter().any(|f| f["type"] == "disconnected"),
+            "{frames:?}"
+        );
     });
 }
 

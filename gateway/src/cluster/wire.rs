@@ -37,6 +37,11 @@ pub const CONTROL_EVENT: &str = "gw.ctl";
 pub const KICK_PROCEDURE: &str = "gw.kick";
 /// tcpnet procedure: list this node's connections.
 pub const CONNECTIONS_PROCEDURE: &str = "gw.conns";
+/// The named error a gateway answers [`KICK_PROCEDURE`] and
+/// [`CONNECTIONS_PROCEDURE`] with when the caller does not advertise a
+/// gateway URL ([`URL_META`](crate::URL_META)): those, and [`CONTROL_EVENT`],
+/// are the HTTP API's cross-node actions, so only gateways ask them.
+pub const NOT_A_GATEWAY: &str = "not-a-gateway";
 
 /// A channel message as published on the channel's topic (the node is the
 /// tcpnet sender).
