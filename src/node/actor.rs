@@ -26,7 +26,7 @@ use crate::limits::MAX_PEERS;
 use crate::link::connection::{request_close, Connection};
 use crate::link::{Event, LinkId};
 use crate::messaging::relay::Hints;
-use crate::node::discovery::{Browse, Discovery};
+use crate::node::discovery::{Browse, Discovery, Sighting};
 use crate::node::mesh::{self, Action, Mesh, Redial, Settle, Target};
 use crate::node::running::{Command, Node};
 use crate::node::tasks;
@@ -77,30 +77,35 @@ pub(crate) async fn actor(
     let mut settling: Vec<oneshot::Sender<Settle>> = Vec::new();
     // The actor holds a sender itself (in `node`), so only `Close` ends this.
     while let Some(cmd) = cmds.recv().await {
-        let peers_change = matches!(
-            cmd,
-            Command::Discovered { .. } | Command::Lost { .. } | Command::DialEnded { .. }
-        );
+        let peers_change = matches!(cmd, Command::Sighted | Command::DialEnded { .. });
         // Dials that follow a broken link or a failed dial are redials.
         let redial = matches!(
             cmd,
             Command::Retry { .. } | Command::Link(Event::Closed { .. })
         );
         let mut actions = match cmd {
-            Command::Discovered { peer, addrs, heard } => {
-                let ips: Vec<_> = addrs.iter().map(|a| a.ip()).collect();
-                let actions = mesh.discovered(peer, addrs, heard);
-                // Only a peer the mesh took: records past its bound are
-                // anyone's to announce.
-                if !actions
-                    .iter()
-                    .any(|a| matches!(a, Action::TooManyPeers { .. }))
-                {
-                    ips.into_iter().for_each(|ip| node.know_advertised(ip));
+            Command::Sighted => {
+                let mut actions = Vec::new();
+                for (peer, sighting) in node.take_sightings() {
+                    match sighting {
+                        Sighting::Found { addrs, heard } => {
+                            let ips: Vec<_> = addrs.iter().map(|a| a.ip()).collect();
+                            let found = mesh.discovered(peer, addrs, heard);
+                            // Only a peer the mesh took: records past its
+                            // bound are anyone's to announce.
+                            if !found
+                                .iter()
+                                .any(|a| matches!(a, Action::TooManyPeers { .. }))
+                            {
+                                ips.into_iter().for_each(|ip| node.know_advertised(ip));
+                            }
+                            actions.extend(found);
+                        }
+                        Sighting::Lost => actions.extend(mesh.lost(&peer)),
+                    }
                 }
                 actions
             }
-            Command::Lost { peer } => mesh.lost(&peer),
             Command::Hinted => {
                 let mut actions = Vec::new();
                 for Hints { from, via, members } in node.take_hints() {

@@ -27,6 +27,7 @@
 //! [`parse_record`], both pure functions: a bad record becomes an error
 //! event and nothing else.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +38,10 @@ use tokio::sync::mpsc;
 use crate::error::{Error, MetaError, Result};
 use crate::id::NodeId;
 use crate::identity::{Identity, PUBLIC_KEY_LEN};
+use crate::limits::MAX_PEERS;
 use crate::link::patience::patient_timeout;
 use crate::meta::Meta;
+use crate::node::mesh::Heard;
 use crate::wire::hello::PROTOCOL_VERSION;
 
 /// The one mDNS service type of tcpnet.
@@ -520,6 +523,59 @@ pub(crate) fn parse_record(rec: &ResolvedService, cluster: &str, me: &NodeId) ->
     Ok(Record::Peer(node.id, node.addrs, node.meta.err()))
 }
 
+/// What mDNS last said of a peer, for the actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sighting {
+    /// Its record resolved (again), with the addresses to dial.
+    Found {
+        addrs: Vec<SocketAddr>,
+        heard: Heard,
+    },
+    /// Its goodbye came, or its record expired.
+    Lost,
+}
+
+/// What mDNS said of peers that the node's actor has not taken yet: the
+/// latest [`Sighting`] of each peer, at most [`MAX_PEERS`] peers. The
+/// daemon's channel to the browse loop is bounded (`mdns-sd` holds 1,000
+/// events) and resolves a record again only when it changed, but the loop
+/// drains it without waiting for the actor, and a host on the LAN can send
+/// changed records (or records of made-up peers) as fast as it likes: the actor is
+/// told only when nothing waited ([`offer`](Self::offer)) and takes
+/// everything at once ([`take`](Self::take)), so its command channel holds
+/// at most one command for them, and what waits stays one entry per peer.
+/// Only the latest sighting of a peer matters: the mesh takes a record's
+/// addresses whole, and a goodbye followed by a record (or the other way)
+/// leaves the peer as the later says.
+#[derive(Debug, Default)]
+pub(crate) struct Sightings {
+    by_peer: HashMap<NodeId, Sighting>,
+}
+
+/// A sighting [`Sightings`] had no room for: [`MAX_PEERS`] other peers'
+/// wait.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NoRoom;
+
+impl Sightings {
+    /// `sighting` of `peer` replaces any that waits of it. `Ok(true)` if
+    /// nothing waited before: the actor is to be told; `Err` with
+    /// [`MAX_PEERS`] other peers waiting (the mesh would track no more).
+    pub(crate) fn offer(&mut self, peer: NodeId, sighting: Sighting) -> Result<bool, NoRoom> {
+        let first = self.by_peer.is_empty();
+        if !self.by_peer.contains_key(&peer) && self.by_peer.len() >= MAX_PEERS {
+            return Err(NoRoom);
+        }
+        self.by_peer.insert(peer, sighting);
+        Ok(first)
+    }
+
+    /// Everything that waits, leaving nothing.
+    pub(crate) fn take(&mut self) -> Vec<(NodeId, Sighting)> {
+        self.by_peer.drain().collect()
+    }
+}
+
 /// An mDNS library error, as the error of the step that failed.
 fn mdns(step: &'static str) -> impl Fn(mdns_sd::Error) -> Error + Copy {
     move |e| Error::Mdns {
@@ -539,6 +595,37 @@ fn mdns_failed(reason: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host that sends changed records faster than the actor takes
+    /// them: the actor is told once, one sighting waits per peer (the
+    /// latest), and past [`MAX_PEERS`] peers no more wait.
+    #[test]
+    fn sightings_are_bounded_however_fast_records_come() {
+        let mut s = Sightings::default();
+        let peer = |i: usize| crate::id::id(&format!("{:x}", 0x10000 + i));
+        let found = |port: u16| Sighting::Found {
+            addrs: vec![SocketAddr::from(([10, 99, 0, 2], port))],
+            heard: Heard::AfterOurs,
+        };
+        assert_eq!(s.offer(peer(0), found(1)), Ok(true), "tell the actor");
+        for port in 2..10_000 {
+            assert_eq!(s.offer(peer(0), found(port)), Ok(false), "told already");
+        }
+        assert_eq!(s.by_peer.len(), 1);
+        assert_eq!(s.by_peer[&peer(0)], found(9_999), "the latest");
+        s.offer(peer(0), Sighting::Lost).unwrap();
+        for i in 1..MAX_PEERS {
+            assert_eq!(s.offer(peer(i), found(1)), Ok(false));
+        }
+        assert_eq!(s.offer(peer(MAX_PEERS), found(1)), Err(NoRoom));
+        assert_eq!(s.offer(peer(1), Sighting::Lost), Ok(false), "one waits");
+        let taken = s.take();
+        assert_eq!(taken.len(), MAX_PEERS);
+        assert!(taken.contains(&(peer(0), Sighting::Lost)));
+        assert!(taken.contains(&(peer(1), Sighting::Lost)));
+        assert!(s.by_peer.is_empty());
+        assert_eq!(s.offer(peer(MAX_PEERS), found(1)), Ok(true), "room again");
+    }
 
     fn record(name: &str, port: u16, props: &[(&str, &str)], ips: &str) -> ResolvedService {
         let host = "h.local.";

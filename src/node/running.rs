@@ -14,11 +14,12 @@ use crate::link::{self, Event, Links};
 use crate::messaging::relay::Hints;
 use crate::messaging::Messaging;
 use crate::node::caps::Caps;
+use crate::node::discovery::{Sighting, Sightings};
 use crate::node::events::Hub;
 use crate::node::gate::{Gate, Known};
 use crate::node::hints::Unhandled;
 use crate::node::members::Members;
-use crate::node::mesh::{DialEnd, Heard, Settle, Target};
+use crate::node::mesh::{DialEnd, Settle, Target};
 use crate::node::settings::Settings;
 use crate::sync::lock;
 use crate::wire::hello::Hello;
@@ -31,14 +32,9 @@ const MAX_DIALS: usize = 32;
 
 /// What the service's tasks tell the actor.
 pub(crate) enum Command {
-    Discovered {
-        peer: NodeId,
-        addrs: Vec<SocketAddr>,
-        heard: Heard,
-    },
-    Lost {
-        peer: NodeId,
-    },
+    /// mDNS said something of peers: take it from the node (see
+    /// [`Node::take_sightings`]).
+    Sighted,
     DialEnded {
         target: Target,
         end: DialEnd,
@@ -102,6 +98,9 @@ pub(crate) struct Node {
     /// Hints waiting for the actor, beside its commands so that they are
     /// bounded whatever peers send.
     unhandled: Mutex<Unhandled>,
+    /// What mDNS said of peers that the actor has not taken, beside its
+    /// commands so that they are bounded whatever the LAN sends.
+    sightings: Mutex<Sightings>,
     cmd: mpsc::UnboundedSender<Command>,
     pub(crate) hub: Arc<Hub>,
 }
@@ -134,6 +133,7 @@ impl Node {
             members,
             dial_from,
             unhandled: Mutex::default(),
+            sightings: Mutex::default(),
             cmd,
             hub,
         };
@@ -190,6 +190,33 @@ impl Node {
     /// The hints waiting for the actor, leaving none.
     pub(crate) fn take_hints(&self) -> Vec<Hints> {
         lock(&self.unhandled).take()
+    }
+
+    /// mDNS said `sighting` of `peer`: it waits for the actor in place of
+    /// any older one of that peer (see [`Sightings`]), and the actor is told
+    /// when none waited. With [`MAX_PEERS`](crate::limits::MAX_PEERS) other
+    /// peers waiting, a record is refused as the mesh refuses one over
+    /// that many peers, and a goodbye is dropped (the mesh verifies a
+    /// peer whose dial is refused).
+    pub(crate) fn sighted(&self, peer: NodeId, sighting: Sighting) {
+        let found = matches!(sighting, Sighting::Found { .. });
+        let offered = lock(&self.sightings).offer(peer.clone(), sighting);
+        match offered {
+            Ok(true) => {
+                self.send(Command::Sighted);
+            }
+            Ok(false) => {}
+            Err(_) if found => self.error(Error::TooManyPeers {
+                peer,
+                max: crate::limits::MAX_PEERS,
+            }),
+            Err(_) => tracing::debug!(%peer, "mDNS goodbye dropped: too many sightings waiting"),
+        }
+    }
+
+    /// The sightings waiting for the actor, leaving none.
+    pub(crate) fn take_sightings(&self) -> Vec<(NodeId, Sighting)> {
+        lock(&self.sightings).take()
     }
 
     /// The node's figures now.

@@ -17,7 +17,7 @@ use crate::link::handshake::{handshake, moot, Role};
 use crate::link::patience::patient_timeout;
 use crate::node::actor::actor;
 use crate::node::caps::Over;
-use crate::node::discovery::{self, Browse, Browser, Discovery, Record};
+use crate::node::discovery::{self, Browse, Browser, Discovery, Record, Sighting};
 use crate::node::gate::Ticket;
 use crate::node::mesh::{DialEnd, Heard, Target};
 use crate::node::running::{Command, Node};
@@ -222,7 +222,7 @@ fn on_browse_event(node: &Node, event: mdns_sd::ServiceEvent, heard: &mut Heard)
                         });
                     }
                     let heard = *heard;
-                    node.send(Command::Discovered { peer, addrs, heard });
+                    node.sighted(peer, Sighting::Found { addrs, heard });
                 }
                 Ok(Record::NotOurs) => {}
                 Err(e) => node.error(e),
@@ -231,7 +231,7 @@ fn on_browse_event(node: &Node, event: mdns_sd::ServiceEvent, heard: &mut Heard)
         ServiceEvent::ServiceRemoved(_, fullname) => {
             if let Ok(peer) = discovery::instance_id(&fullname) {
                 tracing::debug!(%peer, "mDNS goodbye");
-                node.send(Command::Lost { peer });
+                node.sighted(peer, Sighting::Lost);
             }
         }
         _ => {}
