@@ -123,3 +123,12 @@ pub const MAX_NEIGHBOR_BYTES: usize = 8 * 1024 * 1024;
 /// origin's later ones look old. Nodes whose clocks differ by more than this
 /// refuse each other's relayed and flooded messages.
 pub const MAX_AHEAD: Duration = Duration::from_secs(3600);
+/// How long a node that is not a member (linked, or known to the
+/// membership view) must have been silent before the numbers seen from it
+/// are forgotten to make room for another such node's, once a node
+/// remembers the numbers of as many nodes as it can (4096). Made-up nodes
+/// fill that table for at most this long; until then, flooded messages of
+/// nodes not yet in the view (heard through a relay before their record)
+/// are refused. Long against a node's quiet spells, so a node's numbers
+/// outlast its silences while it is heard from.
+pub const NUMBERS_KEPT: Duration = Duration::from_secs(600);

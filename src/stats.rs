@@ -132,8 +132,9 @@ pub struct RefusedMessages {
     /// ([`Error::OverBudget`](crate::Error::OverBudget)).
     pub over_budget: u64,
     /// Flooded in the name of a node that is not a member, once the table
-    /// of message numbers holds all the origins it may (a peer making up
-    /// keys to push members' numbers out, or replaying a node that left)
+    /// of message numbers holds all the origins it may, each heard from
+    /// within [`NUMBERS_KEPT`](crate::limits::NUMBERS_KEPT) (a peer making
+    /// up keys to push members' numbers out, or replaying a node that left)
     /// ([`Error::Refused`](crate::Error::Refused)).
     pub unknown: u64,
 }

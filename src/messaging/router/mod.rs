@@ -63,11 +63,14 @@
 //! member's (a linked peer, or a node the membership view knows) to make
 //! room for another origin, however many keys a peer makes up. Once the
 //! table is full, a numbered message of an origin that is not a member is
-//! refused ([`Refusal::Unknown`]): so a node that left, whose window may
-//! be gone, cannot be replayed either. Until then, such messages are
-//! delivered: a node behind a relay is heard from before its record
-//! reaches this node's view (records are passed on a second later, per
-//! hop). A node that restarts with the same key comes back as a newer
+//! refused ([`Refusal::Unknown`]) unless another non-member was silent for
+//! [`NUMBERS_KEPT`](crate::limits::NUMBERS_KEPT), whose window it then
+//! takes: made-up origins fill the table for at most that long. Until
+//! the table is full, such messages are delivered: a node behind a relay
+//! is heard from before its record reaches this node's view (records are
+//! passed on a second later, per hop). A node that left and was silent
+//! that long may lose its window, and its old messages can then be
+//! replayed (see [`seen`]). A node that restarts with the same key comes back as a newer
 //! incarnation, whose numbers start above the old ones; with a new key it
 //! is a new origin.
 
@@ -132,8 +135,9 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::Unknown => write!(
                 f,
-                "its origin is not a member, and the table of {} origins' message numbers is full",
-                seen::MAX_ORIGINS
+                "its origin is not a member, and the table of {} origins' message numbers is full of origins heard within {:?}",
+                seen::MAX_ORIGINS,
+                crate::limits::NUMBERS_KEPT
             ),
             Refusal::OverBudget {
                 what,
@@ -352,7 +356,7 @@ impl Router {
         }
         let linked = &self.linked;
         let member = |n: &NodeId| n == from || linked.contains(n) || in_view(n);
-        match self.seen.record(origin, seq, member) {
+        match self.seen.record(origin, seq, now, member) {
             Seq::Fresh => News::Fresh,
             Seq::Stale => News::Stale,
             Seq::Unknown => News::Refused(Refusal::Unknown),
