@@ -244,23 +244,41 @@ pub(crate) async fn start(settings: impl Into<Settings>) -> Service {
 }
 
 /// Waits until `cond` holds, re-checking whenever any of the services opens a
-/// link or `step` elapses; panics with `what` at the deadline.
+/// link or a step of 20 ms elapses; panics with `what` once [`DEADLINE`] of
+/// this process's scheduled time has passed.
 pub(crate) async fn wait_until(services: &[Service], what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
+    // The bound counts this process's scheduled time, as `within_scheduled`
+    // does: each step counts at most its nominal length however late it
+    // ends, so a starved process (a busy machine) waits longer on the clock
+    // while one that is scheduled and makes no progress still fails at
+    // DEADLINE; the clock bound stops a step that never ends from waiting
+    // for good.
+    const STEP: Duration = Duration::from_millis(20);
+    let started = Instant::now();
+    let mut scheduled = Duration::ZERO;
     let mut events = futures::stream::select_all(services.iter().map(|s| s.on_connection()));
     while !cond() {
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
+        if scheduled > DEADLINE || started.elapsed() > SCHEDULED_DEADLINE_CAP {
+            panic!(
+                "timed out waiting for {what} ({scheduled:?} scheduled, {:?} on the clock)",
+                started.elapsed()
+            );
         }
         // Links close without an event on the service, so re-check every
         // few milliseconds as well as on every new link.
-        let step = (Instant::now() + Duration::from_millis(20)).min(deadline);
+        let t = Instant::now();
+        let step = t + STEP;
         match timeout_at(step, events.next()).await {
             Ok(Some(_)) | Err(_) => {}
             Ok(None) => tokio::time::sleep_until(step).await, // no services
         }
+        scheduled += t.elapsed().min(STEP);
     }
 }
+
+/// The longest [`wait_until`] waits on the clock, however starved the
+/// process: a bound for CI, well above what a starved run has taken.
+const SCHEDULED_DEADLINE_CAP: Duration = Duration::from_secs(300);
 
 /// Waits until every service holds exactly one link to every other one, and
 /// checks that both ends of each pair hold the *same* TCP link.
