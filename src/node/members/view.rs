@@ -257,6 +257,9 @@ impl View {
                 let away = now.saturating_duration_since(e.away().expect("away"));
                 e.route = route;
                 let updated = e.apply(&r);
+                if e.version == r.version && signed.is_some() {
+                    e.signed = signed;
+                }
                 changes.push((o.peer.clone(), MemberChange::Relinked { away }));
                 if updated {
                     changes.push((o.peer, MemberChange::Updated));
@@ -544,8 +547,8 @@ impl View {
             }
             return (first, changes);
         }
-        e.signed = signed;
         if r.leaving {
+            e.signed = signed;
             e.version = r.version;
             e.route = Route::Left {
                 reason: LeaveReason::Goodbye,
@@ -556,6 +559,7 @@ impl View {
             return (true, changes);
         }
         let changed = e.apply(&r);
+        e.signed = signed;
         let changes = if changed {
             vec![(origin.clone(), MemberChange::Updated)]
         } else {
@@ -744,11 +748,15 @@ impl Entry {
     }
 
     /// Takes a newer version of the record; true if the metadata changed.
-    /// Metadata that broke the bounds (`None`) leaves the old in place.
+    /// Metadata that broke the bounds (`None`) leaves the old in place. The
+    /// signed copy held is of the old version, so it goes: the caller keeps
+    /// one of the new version if it has one, and the first that comes later
+    /// is kept then (see [`View::record`]).
     fn apply(&mut self, r: &Record) -> bool {
         if r.version <= self.version {
             return false;
         }
+        self.signed = None;
         self.version = r.version;
         self.port = r.port;
         match &r.meta {
@@ -1271,6 +1279,31 @@ mod tests {
         );
         v.opened(opened(8, 4, r4), t);
         assert_eq!(v.get(&id(4)).unwrap().signed, signed(b"40"));
+    }
+
+    /// A member back with a newer version in its hello than the signed copy
+    /// held (it changed while away) holds no signed copy until one of that
+    /// version comes; that one is kept and passed on, not refused as held.
+    #[test]
+    fn a_relink_with_a_newer_version_takes_its_signed_copy_when_it_comes() {
+        let t = Instant::now();
+        let signed = |v: &'static [u8]| Some(Frame::data(bytes::Bytes::from_static(v)));
+        for grace in [Duration::ZERO, GRACE] {
+            let mut v = View::new(id(1), 100, Meta::default()).with_grace(grace);
+            v.opened(opened(7, 2, record(10, 5, &[])), t);
+            assert!(
+                v.record(&id(2), &id(2), record(10, 5, &[]), signed(b"5"), false, t)
+                    .0
+            );
+            v.closed(7, &id(2), &CloseReason::PeerClosed, t);
+            v.opened(opened(8, 2, record(10, 6, &[("k", "v")])), t);
+            let e = v.get(&id(2)).unwrap();
+            assert_eq!((e.version, e.signed.clone()), (6, None), "grace {grace:?}");
+            let six = record(10, 6, &[("k", "v")]);
+            assert!(v.fresh(&id(2), &six, true));
+            assert!(v.record(&id(2), &id(2), six, signed(b"6"), false, t).0);
+            assert_eq!(v.get(&id(2)).unwrap().signed, signed(b"6"));
+        }
     }
 
     /// With a grace period, a node heard of through a peer joins as relayed
