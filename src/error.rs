@@ -710,8 +710,11 @@ pub enum CloseReason {
     /// [`Stats::stalled_links`](crate::Stats::stalled_links).
     Stalled(Duration),
     /// This end's application took none of the peer's messages for this
-    /// long (the heartbeat timeout, or longer where this node was starved)
-    /// while the link's receive queue was full: the link read nothing more
+    /// long ([`Settings::unread_timeout`](crate::Settings::unread_timeout),
+    /// 30 s by default, or longer where this node was starved; not the
+    /// heartbeat timeout, so that an application slow to handle a message
+    /// is not taken for a network failure) while the link's receive queue
+    /// was full: the link read nothing more
     /// from its socket meanwhile, so nothing else the peer sent (broadcasts,
     /// replies, member records, its goodbye) got through, and the queue
     /// held its share of the node's room

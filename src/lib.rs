@@ -96,8 +96,8 @@
 //!   [`Settings::max_queued_bytes`] (past it, a queue takes a frame only
 //!   while empty). `send` waits while the send queue is full; a full
 //!   receive queue stops reading from the socket, so TCP slows the sender,
-//!   and one that stays full with no message read for the heartbeat
-//!   timeout closes its link ([`CloseReason::Unread`]).
+//!   and one that stays full with no message read for
+//!   [`Settings::unread_timeout`] closes its link ([`CloseReason::Unread`]).
 //!   Each of the application's streams of messages or requests holds at
 //!   most as many items and bytes unread, on top of that cap; past them it
 //!   drops (counted) or answers `Busy`, and never waits. A graceful close (from either end) delivers everything

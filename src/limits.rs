@@ -29,6 +29,10 @@ pub const DEFAULT_MAX_LINKS_PER_PREFIX: usize = 256;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default silence after which a link is dropped: 3 s.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default time a link's receive queue may stay full with none of its
+/// messages read before the link is closed as unread: 30 s (see
+/// [`Settings::unread_timeout`](crate::Settings::unread_timeout)).
+pub const DEFAULT_UNREAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The longest node id, in hex digits: one DNS label, since the id is also
 /// the mDNS instance name and part of the node's mDNS host name.

@@ -60,7 +60,8 @@ pub struct Stats {
     /// ([`CloseReason::Stalled`](crate::CloseReason::Stalled)).
     pub stalled_links: u64,
     /// Links closed because this node's application took none of their
-    /// messages, their receive queue full, for the heartbeat timeout
+    /// messages, their receive queue full, for the
+    /// [`unread_timeout`](crate::Settings::unread_timeout)
     /// ([`CloseReason::Unread`](crate::CloseReason::Unread)).
     pub unread_links: u64,
     /// Errors that error streams too slow to read them did not get (each

@@ -417,22 +417,18 @@ fn a_close_stalled_by_a_peer_that_stopped_reading_is_cut_and_reported() {
 /// A node whose application uses messaging only and never reads its
 /// connections: a peer that sends it more raw messages than a receive
 /// queue holds fills that queue, and the link stops reading its socket.
-/// Once the application has read nothing for the heartbeat timeout, the
-/// link is closed as unread and reported (before, it stayed wedged for as
-/// long as it lived, carrying nothing more from the peer); what the queue
-/// holds can still be read.
+/// Once the application has read nothing for its unread timeout (here
+/// 600 ms, under the default 3 s heartbeat timeout, which plays no part),
+/// the link is closed as unread and reported (before, it stayed wedged for
+/// as long as it lived, carrying nothing more from the peer); what the
+/// queue holds can still be read.
 #[test]
 fn a_link_whose_raw_messages_nobody_reads_is_closed_as_unread_and_reported() {
     netns(|| async {
-        let beat = |s: Settings| {
-            s.heartbeat(
-                std::time::Duration::from_millis(100),
-                std::time::Duration::from_millis(600),
-            )
-        };
+        let unread = std::time::Duration::from_millis(600);
         let (a, b) = tokio::join!(
-            start(beat(Settings::new("c").queue_len(64))),
-            start(beat(Settings::new("c")))
+            start(Settings::new("c").queue_len(64).unread_timeout(unread)),
+            start(Settings::new("c"))
         );
         full_mesh(&[a.clone(), b.clone()]).await;
         let mut errors = a.on_error();
@@ -446,7 +442,7 @@ fn a_link_whose_raw_messages_nobody_reads_is_closed_as_unread_and_reported() {
             Error::Link {
                 reason: CloseReason::Unread(t),
                 ..
-            } => assert!(*t >= std::time::Duration::from_millis(600), "{t:?}"),
+            } => assert!(*t >= unread, "{t:?}"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(ab.close_reason(), Some(CloseReason::Unread(_))));

@@ -211,9 +211,11 @@ pub(crate) enum LinkState {
 ///   [`Settings::queue_bytes`](crate::Settings::queue_bytes)) the link
 ///   reads nothing more from its socket, so nothing else the peer sends
 ///   (its broadcasts, replies, member records) gets through either. A link
-///   whose queue stays full with no message read for the heartbeat
-///   timeout is closed with [`CloseReason::Unread`] and reported as a
-///   failure. An application that uses messaging only need not read its
+///   whose queue stays full with no message read for
+///   [`Settings::unread_timeout`](crate::Settings::unread_timeout) (30 s
+///   by default; not the heartbeat timeout: a reader that takes a message
+///   at least that often keeps its link, however long it spends on each)
+///   is closed with [`CloseReason::Unread`] and reported as a failure. An application that uses messaging only need not read its
 ///   connections, as long as its peers send no raw messages.
 /// - Write with [`send`](Self::send), with a cloneable [`Sender`] from
 ///   [`sender`](Self::sender), through the [`Sink`] implementation, or,

@@ -115,6 +115,8 @@ pub(crate) struct Config {
     pub queue_bytes: usize,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// How long a full receive queue may go with none of its messages read.
+    pub unread_timeout: Duration,
 }
 
 /// What the links of one node share.
@@ -148,7 +150,11 @@ impl Links {
         counters: Arc<Counters>,
     ) -> Links {
         Links {
-            ticker: Ticker::new(config.heartbeat_timeout, config.heartbeat_interval),
+            ticker: Ticker::new(
+                config.heartbeat_timeout,
+                config.heartbeat_interval,
+                config.unread_timeout,
+            ),
             config,
             open,
             inbound,

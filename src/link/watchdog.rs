@@ -21,7 +21,9 @@
 //!   socket for the timeout is closed as stalled: its peer stopped reading
 //!   (see [`crate::link::stall`]);
 //! - a link whose reader has waited on a full receive queue while its
-//!   handles handed out no message for the timeout is closed as unread
+//!   handles handed out no message for the unread timeout
+//!   ([`Settings::unread_timeout`](crate::Settings::unread_timeout), its
+//!   own bound, counted in the same ticks) is closed as unread
 //!   ([`CloseReason::Unread`]): this node's application does not read it,
 //!   and the link, reading nothing more from its socket, would otherwise
 //!   carry nothing else from the peer (its envelopes, its goodbye) for as
@@ -60,6 +62,8 @@ use crate::wire::frame::{self, Frame};
 /// The links of one node being watched, and the timer that visits them.
 pub(crate) struct Ticker {
     timeout: Duration,
+    /// How long a full receive queue may go with no message read.
+    unread_timeout: Duration,
     /// A peer quiet for this many ticks is reported silent.
     silent_ticks: u32,
     tick: Duration,
@@ -76,13 +80,16 @@ struct Watched {
 }
 
 impl Ticker {
-    /// A ticker for links whose peers time out after `timeout` of silence
-    /// and which send a heartbeat after `interval` with nothing to send.
-    pub(crate) fn new(timeout: Duration, interval: Duration) -> Ticker {
+    /// A ticker for links whose peers time out after `timeout` of silence,
+    /// which send a heartbeat after `interval` with nothing to send, and
+    /// which are closed as unread after `unread_timeout` with a full
+    /// receive queue and no message read.
+    pub(crate) fn new(timeout: Duration, interval: Duration, unread_timeout: Duration) -> Ticker {
         let tick = (timeout.min(interval) / 4).max(Duration::from_millis(1));
         let beat_every = (interval.as_nanos() / tick.as_nanos()).clamp(1, u32::MAX as u128) as u32;
         Ticker {
             timeout,
+            unread_timeout,
             silent_ticks: silent_after(interval, timeout)
                 .as_nanos()
                 .div_ceil(tick.as_nanos())
@@ -119,7 +126,7 @@ impl Ticker {
                 quiet: 0,
                 beat_was_last: false,
                 stall: Stall::new(self.timeout, self.tick),
-                unread: Stall::new(self.timeout, self.tick),
+                unread: Stall::new(self.unread_timeout, self.tick),
                 reading_ticks: 0,
                 handle_reads: 0,
             }),
@@ -230,8 +237,8 @@ pub(crate) struct Watch {
     pub(crate) received: Arc<AtomicU64>,
     /// Set while the reader waits on a full receive queue: the peer's
     /// silence then is our consumer's slowness, not the peer's absence;
-    /// but if the link's handles hand out no message for the timeout, the
-    /// link is closed as unread.
+    /// but if the link's handles hand out no message for the unread
+    /// timeout, the link is closed as unread.
     pub(crate) delivering: AtomicBool,
     /// Bytes handed to the socket, by the link's task or its senders.
     pub(crate) written: Arc<AtomicU64>,
@@ -420,7 +427,8 @@ impl Watch {
     /// Resolves when the peer has been silent for the timeout while the
     /// reader was ready for it, or has taken nothing of what the link had
     /// to write for the timeout, or when this node's application has read
-    /// nothing while the link's receive queue was full for the timeout; on
+    /// nothing while the link's receive queue was full for the unread
+    /// timeout; on
     /// the way, calls `silence(true)` once it
     /// has been silent for [`silent_after`], and `silence(false)` as soon
     /// as it speaks again.
@@ -509,7 +517,7 @@ mod tests {
     #[tokio::test]
     async fn idle_links_fall_in_step_on_the_beat_ticks() {
         let (conn, _in_tx, mut out_rx) = handles();
-        let ticker = Ticker::new(ms(3000), ms(1000));
+        let ticker = Ticker::new(ms(3000), ms(1000), ms(30_000));
         let out = conn.sender_queue().clone();
         let w = ticker.watch(Arc::default(), conn.link().clone(), out);
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
@@ -552,7 +560,7 @@ mod tests {
             (ms(2000), ms(3000)),
             (ms(5000), ms(15_000)),
         ] {
-            let ticker = Ticker::new(timeout, interval);
+            let ticker = Ticker::new(timeout, interval, ms(30_000));
             let (tick, beat_every, silent_ticks) =
                 (ticker.tick, ticker.beat_every, ticker.silent_ticks);
             let silent_after = silent_after(interval, timeout);
@@ -606,7 +614,7 @@ mod tests {
     /// the timeout, counted as `Patience` counts it, is given once more.
     #[tokio::test]
     async fn a_late_tick_does_not_make_the_peer_silent_sooner() {
-        let ticker = Ticker::new(ms(3000), ms(1000));
+        let ticker = Ticker::new(ms(3000), ms(1000), ms(30_000));
         assert_eq!(ticker.silent_ticks, 6);
         let (w, _handles, mut out_rx) = watched(&ticker);
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
@@ -637,7 +645,7 @@ mod tests {
     async fn spares_go_once_the_queue_has_been_quiet_for_a_tick() {
         let (conn, _in_tx, _out_rx) = handles();
         let (out, mut out_rx) = crate::link::queue::channel(10_000, usize::MAX);
-        let ticker = Ticker::new(ms(3000), ms(1000));
+        let ticker = Ticker::new(ms(3000), ms(1000), ms(30_000));
         let w = ticker.watch(Arc::default(), conn.link().clone(), out.clone());
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         let mut segs = VecDeque::new();
@@ -675,7 +683,7 @@ mod tests {
             usize::MAX,
             Some(node.clone()),
         );
-        let ticker = Ticker::new(ms(3000), ms(1000));
+        let ticker = Ticker::new(ms(3000), ms(1000), ms(30_000));
         let w = ticker.watch(Arc::default(), conn.link().clone(), out.clone());
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         let mut segs = VecDeque::new();
@@ -706,16 +714,15 @@ mod tests {
         assert_eq!(kept(), 0, "the node is short of room: let go");
     }
 
-    /// A link whose reader waits on a full receive queue is closed as
-    /// unread once its handles have handed out no message for the timeout;
-    /// a handle that reads now and then, however slowly, keeps it open,
-    /// even while it hands out messages it took from the queue earlier (so
-    /// that nothing is taken from the queue meanwhile).
-    #[tokio::test]
-    async fn a_full_receive_queue_nobody_reads_closes_the_link_as_unread() {
+    /// A link with a 3 s heartbeat timeout and `unread_timeout` (ticks of
+    /// 250 ms) whose reader waits on a full receive queue, read by a handle
+    /// that takes a message every `read_every` ticks, `reads` times, and
+    /// then nothing: the ticks from the last read until the link closes,
+    /// and why it closed. Panics if it closes while read.
+    fn read_then_stop(unread_timeout: Duration, read_every: u32, reads: u32) -> (u32, CloseReason) {
         use futures::{FutureExt, StreamExt};
         let (mut conn, in_tx, mut out_rx) = handles();
-        let ticker = Ticker::new(ms(3000), ms(1000));
+        let ticker = Ticker::new(ms(3000), ms(1000), unread_timeout);
         let w = watched_as(&ticker, &conn);
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         let mut segs = VecDeque::new();
@@ -729,24 +736,47 @@ mod tests {
         fill();
         // The link's task finds the queue full and waits for room.
         w.delivering.store(true, Ordering::Relaxed);
-        // A message read every 8 ticks (2 s): the first read takes the
-        // whole queue, the next 7 come from what the handle took.
-        for n in 1..=48 {
-            if n % 8 == 0 {
+        // The first read takes the whole queue, the next ones come from
+        // what the handle took (nothing is taken from the queue).
+        for n in 1..=read_every * reads {
+            if n % read_every == 0 {
                 assert!(conn.next().now_or_never().flatten().is_some());
                 fill();
             }
             assert!(visit(), "closed at tick {n}");
         }
-        // Then nothing is read: closed once 12 ticks (3 s) found nothing
-        // read since the tick before.
-        let mut ticks = 0;
+        let mut ticks = 1;
         while visit() {
             ticks += 1;
-            assert!(ticks < 100, "still open");
+            assert!(ticks < 1000, "still open");
         }
-        assert_eq!(ticks + 1, 12);
-        assert_eq!(lock(&w.count).ended, Some(CloseReason::Unread(ms(3000))));
+        let ended = lock(&w.count).ended.clone().expect("closed");
+        (ticks, ended)
+    }
+
+    /// A link whose reader waits on a full receive queue is closed as
+    /// unread once its handles have handed out no message for the unread
+    /// timeout (here 2 s, not the heartbeat timeout's 3 s); a handle that
+    /// reads now and then keeps it open, even while it hands out messages
+    /// it took from the queue earlier.
+    #[tokio::test]
+    async fn a_full_receive_queue_nobody_reads_closes_the_link_as_unread() {
+        // A message read every 4 ticks (1 s), then none: closed once 8
+        // ticks (2 s) found nothing read since the tick before.
+        let (ticks, ended) = read_then_stop(ms(2000), 4, 12);
+        assert_eq!(ticks, 8);
+        assert_eq!(ended, CloseReason::Unread(ms(2000)));
+    }
+
+    /// A reader that takes seconds over each message (a message every 5 s,
+    /// slower than the 3 s heartbeat timeout) keeps its link under the
+    /// default 30 s unread timeout: its slowness is not a network failure.
+    /// It is closed only once it has read nothing for the 30 s.
+    #[tokio::test]
+    async fn a_reader_slower_than_the_heartbeat_timeout_keeps_its_link() {
+        let (ticks, ended) = read_then_stop(crate::limits::DEFAULT_UNREAD_TIMEOUT, 20, 8);
+        assert_eq!(ticks, 120);
+        assert_eq!(ended, CloseReason::Unread(ms(30_000)));
     }
 
     /// With a 1 s interval and a 3 s timeout the ticker ticks every 250 ms:
@@ -757,7 +787,7 @@ mod tests {
     #[tokio::test]
     async fn heartbeats_go_once_an_interval_where_nothing_else_was_sent() {
         let (conn, _in_tx, mut out_rx) = handles();
-        let ticker = Ticker::new(ms(3000), ms(1000));
+        let ticker = Ticker::new(ms(3000), ms(1000), ms(30_000));
         assert_eq!((ticker.tick, ticker.beat_every), (ms(250), 4));
         let out = conn.sender_queue().clone();
         let w = ticker.watch(Arc::default(), conn.link().clone(), out);

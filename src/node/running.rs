@@ -250,6 +250,7 @@ pub(crate) fn link_config(
         queue_bytes: settings.queue_bytes,
         heartbeat_interval: settings.heartbeat_interval,
         heartbeat_timeout: settings.heartbeat_timeout,
+        unread_timeout: settings.unread_timeout,
     }
 }
 

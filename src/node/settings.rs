@@ -8,7 +8,7 @@ use crate::identity::Identity;
 use crate::limits::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_LINKS, DEFAULT_MAX_LINKS_PER_PREFIX,
-    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LEN,
+    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LEN, DEFAULT_UNREAD_TIMEOUT,
 };
 use crate::meta::Meta;
 use crate::node::address::check_peer_syntax;
@@ -56,6 +56,7 @@ pub struct Settings {
     pub(crate) max_links_per_prefix: usize,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) heartbeat_timeout: Duration,
+    pub(crate) unread_timeout: Duration,
     pub(crate) leave_grace: Duration,
     pub(crate) hold_early: Duration,
     pub(crate) secret: Option<Vec<u8>>,
@@ -84,6 +85,7 @@ impl Settings {
             max_links_per_prefix: DEFAULT_MAX_LINKS_PER_PREFIX,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            unread_timeout: DEFAULT_UNREAD_TIMEOUT,
             leave_grace: crate::limits::LEAVE_GRACE,
             hold_early: crate::limits::HOLD_EARLY,
             secret: None,
@@ -140,8 +142,8 @@ impl Settings {
 
     /// Frames each link buffers in each direction before `send` waits (and
     /// before the link stops reading from its socket: a link whose receive
-    /// queue stays full with no message read for the heartbeat timeout is
-    /// closed, see [`CloseReason::Unread`](crate::CloseReason::Unread)),
+    /// queue stays full with no message read for the
+    /// [`unread_timeout`](Self::unread_timeout) is closed, see [`CloseReason::Unread`](crate::CloseReason::Unread)),
     /// and items each stream of messages or requests holds unread before
     /// it drops (see [`Messages::dropped`](crate::Messages::dropped)) or
     /// answers calls `Busy`. Default [`DEFAULT_QUEUE_LEN`].
@@ -190,7 +192,7 @@ impl Settings {
     /// ([`CloseReason::Stalled`](crate::CloseReason::Stalled)), and a link
     /// whose messages this node's application does not read holds its
     /// share until its receive queue has been full with nothing read for
-    /// the heartbeat timeout and it is closed as unread
+    /// the [`unread_timeout`](Self::unread_timeout) and it is closed as unread
     /// ([`CloseReason::Unread`](crate::CloseReason::Unread)). Beyond the cap, each link may hold a frame taken
     /// into its empty queue each way, one being written and one being read
     /// (so at most a few times [`max_frame_len`](Self::max_frame_len) per
@@ -246,10 +248,9 @@ impl Settings {
     /// (a link whose reader is busy delivering to a slow consumer does not
     /// count that time). The same `timeout` closes a link that has frames
     /// to write and gets no byte of them into its socket, its peer reading
-    /// nothing ([`CloseReason::Stalled`](crate::CloseReason::Stalled)),
-    /// and one whose receive queue is full while this node's application
-    /// reads none of its messages
-    /// ([`CloseReason::Unread`](crate::CloseReason::Unread)).
+    /// nothing ([`CloseReason::Stalled`](crate::CloseReason::Stalled)).
+    /// How slowly this node's application reads is bounded separately,
+    /// by [`unread_timeout`](Self::unread_timeout).
     /// Defaults: 1 s and 3 s, so a peer cut off is noticed
     /// within about 3 s; a LAN can go down to a few hundred milliseconds, a
     /// sleepy Wi-Fi may want more. `timeout` must be more than `interval`,
@@ -274,6 +275,48 @@ impl Settings {
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
         self.heartbeat_interval = interval;
         self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// How long a link's receive queue may stay full while this node's
+    /// application reads none of its messages (raw messages, read from a
+    /// [`Connection`](crate::Connection)) before the link is closed with
+    /// [`CloseReason::Unread`](crate::CloseReason::Unread). Default
+    /// [`DEFAULT_UNREAD_TIMEOUT`] (30 s); must be more than zero.
+    ///
+    /// While the queue is full the link reads nothing from its socket, so
+    /// nothing else the peer sends (broadcasts, replies, member records,
+    /// its goodbye) gets through; this bounds how long that lasts for an
+    /// application that does not read at all. It is separate from the
+    /// [`heartbeat`](Self::heartbeat) timeout, which does not run while the
+    /// queue is full (the peer's silence is then this node's slowness), so
+    /// that an application that is slow to handle a message (a disk or
+    /// database write, a pause) is not taken for a network failure: a
+    /// reader that takes a message at least once every `timeout` keeps its
+    /// link, however short the heartbeat timeout. Keep it above the longest
+    /// time the application may spend on one message. It is counted in the
+    /// heartbeat timer's ticks (a quarter of the interval or of the
+    /// heartbeat timeout, whichever is shorter), and given once more when
+    /// this node was starved, as the heartbeat timeout is.
+    ///
+    /// At it the link is closed as a failure: reported as
+    /// [`Error::Link`](crate::Error::Link), counted in
+    /// [`Stats::unread_links`](crate::Stats::unread_links), the member is
+    /// lost and redialed. The messages the queue holds can still be read;
+    /// what the peer had queued or under way to send on the link is lost.
+    /// (The peer's own stall check is unchanged: it closes the link as
+    /// [`Stalled`](crate::CloseReason::Stalled) if it writes nothing into
+    /// it for its heartbeat timeout, which takes a burst that has also
+    /// filled the socket buffers between the two.)
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let patient = tcpnet::Settings::new("lab").unread_timeout(Duration::from_secs(120));
+    /// # tcpnet::Service::new(patient)?;
+    /// # Ok::<(), tcpnet::Error>(())
+    /// ```
+    pub fn unread_timeout(mut self, timeout: Duration) -> Self {
+        self.unread_timeout = timeout;
         self
     }
 
@@ -474,6 +517,12 @@ impl Settings {
                 ),
             });
         }
+        if self.unread_timeout.is_zero() {
+            return Err(Error::InvalidSetting {
+                setting: "unread_timeout",
+                reason: "must be more than zero".into(),
+            });
+        }
         if let Some(secret) = &self.secret {
             check_secret(secret)?;
         }
@@ -499,6 +548,7 @@ impl std::fmt::Debug for Settings {
             .field("max_queued_bytes", &self.max_queued_bytes)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("unread_timeout", &self.unread_timeout)
             .field("leave_grace", &self.leave_grace)
             .field("hold_early", &self.hold_early)
             .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
