@@ -1,5 +1,6 @@
-//! The write-progress check: a peer that takes nothing of what is queued
-//! for it.
+//! The progress check: a peer that takes nothing of what is queued for
+//! it, and (the same count) an application that reads nothing of a full
+//! receive queue.
 //!
 //! A peer that stops reading its socket while its link stays up (it still
 //! sends heartbeats) would hold its link's share of the node's room for
@@ -18,7 +19,9 @@
 //!
 //! The same count, of the ticks at which the application had read a
 //! message while the link's receive queue was full, finds a link this
-//! node's application does not read (see [`crate::link::watchdog`]).
+//! node's application does not read, against its own bound
+//! ([`Settings::unread_timeout`](crate::Settings::unread_timeout), see
+//! [`crate::link::watchdog`]).
 //!
 //! [`Stall`] is the pure count (no clocks, no sockets), tested below.
 
@@ -26,13 +29,16 @@ use std::time::Duration;
 
 use crate::link::patience::Patience;
 
-/// Whether a link's writes are getting anywhere, a tick at a time.
+/// Whether a link that waits on something is getting anywhere, a tick at
+/// a time: its writes (bytes written to its socket while it has something
+/// to write), or its reader (messages read by the application while its
+/// receive queue is full).
 #[derive(Debug, Clone)]
 pub(crate) struct Stall {
     patience: Patience,
-    /// Bytes written when last looked at.
+    /// Progress when last looked at.
     seen: u64,
-    /// The last look found something to write: the count runs from it.
+    /// The last look found the link waiting: the count runs from it.
     waiting: bool,
 }
 
@@ -48,14 +54,16 @@ impl Stall {
     }
 
     /// A tick's look, its timer `lateness` late: `waiting` says the link
-    /// has something to write, `written` how many bytes it has written to
-    /// its socket in all. True once it has waited with nothing written for
-    /// the timeout.
-    pub(crate) fn look(&mut self, waiting: bool, written: u64, lateness: Duration) -> bool {
-        // Something to write first seen now was queued at some time since
-        // the last look: the count starts here, not a tick ago.
-        if !waiting || !self.waiting || written != self.seen {
-            self.seen = written;
+    /// waits on progress (has something to write; has a full receive
+    /// queue), `progress` how much it has made in all, a count that only
+    /// grows (bytes written to its socket; ticks at which the application
+    /// had read one of its messages since the tick before). True once it
+    /// has waited with no progress for the timeout.
+    pub(crate) fn look(&mut self, waiting: bool, progress: u64, lateness: Duration) -> bool {
+        // A wait first seen now began at some time since the last look:
+        // the count starts here, not a tick ago.
+        if !waiting || !self.waiting || progress != self.seen {
+            self.seen = progress;
             self.waiting = waiting;
             self.patience.reset();
             return false;
