@@ -10,8 +10,9 @@
 //! writes: when the peer joins (a late joiner), or comes back after its
 //! link was lost (`Relinked` within the leave grace, `Rejoined` after it:
 //! a freeze, a partition), and from every peer when its event stream
-//! dropped writes. Each entry carries a version (a
-//! Lamport counter and the writer's id), and the newer version wins, so
+//! dropped writes or its member stream fell behind (see
+//! `Events::fell_behind`). Each entry carries a version (a Lamport counter
+//! and the writer's id), and the newer version wins, so
 //! merging is idempotent and the order of arrival does not matter; deletes
 //! are kept as versioned tombstones. stdout says `joined`, `left`,
 //! `relinked` and `rejoined` for peers, `KEY = VALUE` (or `KEY deleted`) for each change applied, and
@@ -102,22 +103,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut synced: HashSet<NodeId> = ready.linked.into_iter().collect();
     let (svc, s) = (service.clone(), store.clone());
     tokio::spawn(async move {
-        while let Some(ev) = members.next().await {
-            let peer = &ev.member.id;
-            if ev.member.is_local() {
-                continue;
+        loop {
+            while let Some(ev) = members.next().await {
+                let peer = &ev.member.id;
+                if ev.member.is_local() {
+                    continue;
+                }
+                match ev.change {
+                    MemberChange::Joined => println!("joined {peer}"),
+                    MemberChange::Left(why) => println!("left {peer} ({why})"),
+                    MemberChange::Relinked { away } => {
+                        println!("relinked {peer} after {away:?}")
+                    }
+                    MemberChange::Rejoined => println!("rejoined {peer}"),
+                    _ => {}
+                }
+                // A peer that `ready` found was pulled already.
+                if ev.change.needs_resync() && !synced.remove(peer) {
+                    resync(&svc, &s, peer).await;
+                }
             }
-            match ev.change {
-                MemberChange::Joined => println!("joined {peer}"),
-                MemberChange::Left(why) => println!("left {peer} ({why})"),
-                MemberChange::Relinked { away } => println!("relinked {peer} after {away:?}"),
-                MemberChange::Rejoined => println!("rejoined {peer}"),
-                _ => {}
+            // The stream ended: the service was dropped, or this task fell
+            // too far behind (resyncs are slow) and missed changes, a
+            // peer's return among them perhaps. Watch again: a new stream
+            // starts with every member present as `Joined`, so every
+            // peer's snapshot is pulled.
+            if !members.fell_behind() {
+                break;
             }
-            // A peer that `ready` found was pulled already.
-            if ev.change.needs_resync() && !synced.remove(peer) {
-                resync(&svc, &s, peer).await;
-            }
+            eprintln!("member events fell behind: pulling every peer's snapshot");
+            synced.clear();
+            members = svc.on_member();
         }
     });
     let (svc, s) = (service.clone(), store.clone());
