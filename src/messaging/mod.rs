@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::clock::unix_nanos;
+use crate::clock::{mono_nanos, unix_nanos};
 use crate::error::{CloseReason, Error, MetaError, Result};
 use crate::id::NodeId;
 use crate::identity::Identity;
@@ -724,7 +724,7 @@ impl Inbound for Messaging {
             let in_view = |n: &NodeId| self.gossip.in_view(n);
             match st
                 .router
-                .fresh(peer, &e.origin, e.seq, unix_nanos(), in_view)
+                .fresh(peer, &e.origin, e.seq, unix_nanos(), mono_nanos(), in_view)
             {
                 News::Fresh => {}
                 News::Stale => {

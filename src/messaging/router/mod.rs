@@ -336,8 +336,9 @@ impl Router {
     }
 
     /// What the message `(origin, seq)`, received from `from`, is; `now` is
-    /// this node's clock (nanoseconds since the Unix epoch). A fresh one is
-    /// recorded as seen. `in_view` says whether the membership view knows
+    /// this node's clock (nanoseconds since the Unix epoch), which a number
+    /// may not be ahead of, and `heard_at` a monotonic clock's (nanoseconds),
+    /// by which the windows of numbers age. A fresh one is recorded as seen. `in_view` says whether the membership view knows
     /// a node; with `from` and the linked peers, those are the members
     /// whose numbers are never forgotten (see [`seen`]).
     pub(crate) fn fresh(
@@ -346,6 +347,7 @@ impl Router {
         origin: &NodeId,
         seq: u64,
         now: u64,
+        heard_at: u64,
         in_view: impl Fn(&NodeId) -> bool,
     ) -> News {
         if let Err(r) = not_ahead(from, origin, seq, now) {
@@ -356,7 +358,7 @@ impl Router {
         }
         let linked = &self.linked;
         let member = |n: &NodeId| n == from || linked.contains(n) || in_view(n);
-        match self.seen.record(origin, seq, now, member) {
+        match self.seen.record(origin, seq, heard_at, member) {
             Seq::Fresh => News::Fresh,
             Seq::Stale => News::Stale,
             Seq::Unknown => News::Refused(Refusal::Unknown),
@@ -478,7 +480,7 @@ mod tests {
 
     impl Router {
         fn is_fresh(&mut self, origin: &NodeId, seq: u64) -> bool {
-            self.fresh(&id("ff"), origin, seq, NOW, |_| false) == News::Fresh
+            self.fresh(&id("ff"), origin, seq, NOW, NOW, |_| false) == News::Fresh
         }
 
         fn heard(&mut self, node: NodeId, version: u64, topics: BTreeSet<String>) -> News {
@@ -555,7 +557,7 @@ mod tests {
         r.link_opened(c.clone(), 1);
         let in_view = |n: &NodeId| n == &id("0d") || n == &id("0e");
         let fresh = |r: &mut Router, from: &NodeId, origin: &NodeId, seq| {
-            r.fresh(from, origin, seq, NOW, in_view)
+            r.fresh(from, origin, seq, NOW, NOW, in_view)
         };
         assert_eq!(fresh(&mut r, &b, &b, 500), News::Fresh);
         assert_eq!(fresh(&mut r, &c, &d, 700), News::Fresh);
@@ -574,6 +576,32 @@ mod tests {
         assert_eq!(fresh(&mut r, &c, &e, 9), News::Stale);
         assert_eq!(fresh(&mut r, &c, &c, 3), News::Fresh, "its own");
         assert_eq!(r.seen.len(), seen::MAX_ORIGINS);
+    }
+
+    /// Windows age by the monotonic clock, not the wall clock: a table
+    /// full of made-up origins heard a moment ago still refuses a new one
+    /// after the wall clock steps an hour ahead, and takes it once the
+    /// monotonic clock has passed `NUMBERS_KEPT`.
+    #[test]
+    fn a_step_of_the_wall_clock_ripens_no_window() {
+        let c = id("0c");
+        let mut r = Router::new(id("01"), 0);
+        r.link_opened(c.clone(), 1);
+        let made_up = |i: usize| id(&format!("{:x}", 0x10_0000 + i));
+        for i in 0..seen::MAX_ORIGINS {
+            r.fresh(&c, &made_up(i), 1, NOW, 0, |_| false);
+        }
+        let hour = 3_600_000_000_000;
+        let newcomer = made_up(seen::MAX_ORIGINS);
+        assert_eq!(
+            r.fresh(&c, &newcomer, 1, NOW + hour, 1, |_| false),
+            News::Refused(Refusal::Unknown)
+        );
+        let kept = crate::limits::NUMBERS_KEPT.as_nanos() as u64;
+        assert_eq!(
+            r.fresh(&c, &newcomer, 1, NOW + hour, kept, |_| false),
+            News::Fresh
+        );
     }
 
     #[test]
@@ -708,26 +736,26 @@ mod tests {
         let (b, relay) = (id("0b"), id("0c"));
         let mut r = Router::new(id("01"), 0);
         let now = 1_000_000_000_000;
-        assert_eq!(r.fresh(&b, &b, now, now, |_| false), News::Fresh);
+        assert_eq!(r.fresh(&b, &b, now, now, now, |_| false), News::Fresh);
         let forged = u64::MAX - 1;
         assert!(matches!(
-            r.fresh(&relay, &b, forged, now, |_| false),
+            r.fresh(&relay, &b, forged, now, now, |_| false),
             News::Refused(Refusal::Ahead { number, .. }) if number == forged
         ));
         let ahead = now + MAX_AHEAD.as_nanos() as u64;
         assert_eq!(
-            r.fresh(&relay, &b, ahead, now, |_| false),
+            r.fresh(&relay, &b, ahead, now, now, |_| false),
             News::Fresh,
             "at the bound"
         );
         assert!(matches!(
-            r.fresh(&relay, &b, ahead + 1_000_000, now, |_| false),
+            r.fresh(&relay, &b, ahead + 1_000_000, now, now, |_| false),
             News::Refused(_)
         ));
         // Not recorded: B's next real message is fresh.
-        assert_eq!(r.fresh(&b, &b, ahead + 1, now, |_| false), News::Fresh);
+        assert_eq!(r.fresh(&b, &b, ahead + 1, now, now, |_| false), News::Fresh);
         assert_eq!(
-            r.fresh(&b, &b, forged, now, |_| false),
+            r.fresh(&b, &b, forged, now, now, |_| false),
             News::Fresh,
             "its own link"
         );

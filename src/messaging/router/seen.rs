@@ -131,8 +131,9 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    /// Records `(origin, seq)`, heard at `now` (nanoseconds since the Unix
-    /// epoch). `member` says whether a node is a member (see the module's
+    /// Records `(origin, seq)`, heard at `now` (nanoseconds of a monotonic
+    /// clock: windows age by it, so that a step of the wall clock neither
+    /// ripens every window at once nor keeps any from ripening). `member` says whether a node is a member (see the module's
     /// doc); it is asked only when the table is full and `origin` has no
     /// window.
     pub(crate) fn record(
