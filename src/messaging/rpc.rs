@@ -15,9 +15,10 @@ use crate::error::{CallError, CloseReason, Error, Result};
 use crate::id::NodeId;
 use crate::limits::MAX_NAME_LEN;
 use crate::link::outbox::OutTx;
+use crate::link::queue::Weighed;
 use crate::link::LinkId;
 use crate::messaging::early::{Held, Waits};
-use crate::messaging::streams::{prune, Feed, FeedRx, Weighed};
+use crate::messaging::streams::{prune, Feed, FeedRx};
 use crate::messaging::{check_name, envelope_frame, Messaging, State};
 use crate::sync::lock;
 use crate::wire::envelope::{Envelope, Op};
@@ -85,7 +86,7 @@ pub struct Request {
 }
 
 impl Weighed for Request {
-    fn bytes(&self) -> usize {
+    fn weight(&self) -> usize {
         self.data.len()
     }
 }

@@ -21,6 +21,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::id::NodeId;
+use crate::link::queue::Weighed;
 use crate::messaging::Messaging;
 
 /// A message received: who sent it, under which name (the event or topic;
@@ -142,12 +143,6 @@ pub(crate) struct Bounds {
     pub(crate) bytes: usize,
 }
 
-/// What a stream's item weighs against its queue's byte bound.
-pub(crate) trait Weighed {
-    /// The bytes of data it holds.
-    fn bytes(&self) -> usize;
-}
-
 /// The queue behind one stream: bounded in items and bytes, never waited
 /// on.
 pub(crate) struct Feed<T> {
@@ -176,7 +171,7 @@ impl<T: Weighed> Feed<T> {
     /// Queues `item` if the queue has room for it (see [`Bounds`]), or
     /// gives it back: `Full` without room, `Closed` if the stream is gone.
     pub(crate) fn push(&self, item: T) -> Result<(), mpsc::error::TrySendError<T>> {
-        let n = item.bytes();
+        let n = item.weight();
         let held = self.held.load(Ordering::Relaxed);
         if held > 0 && held.saturating_add(n) > self.max_bytes {
             return Err(mpsc::error::TrySendError::Full(item));
@@ -202,7 +197,7 @@ impl<T: Weighed> FeedRx<T> {
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let item = std::task::ready!(self.rx.poll_recv(cx));
         if let Some(item) = &item {
-            self.held.fetch_sub(item.bytes(), Ordering::Relaxed);
+            self.held.fetch_sub(item.weight(), Ordering::Relaxed);
         }
         Poll::Ready(item)
     }
@@ -219,7 +214,7 @@ impl<T: Weighed> FeedRx<T> {
 pub(crate) type Queued = (u64, Message);
 
 impl Weighed for Queued {
-    fn bytes(&self) -> usize {
+    fn weight(&self) -> usize {
         self.1.data.len()
     }
 }
